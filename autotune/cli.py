@@ -1,0 +1,554 @@
+"""Command-line interface: thin over `autotune.study`, `autotune.finalize` and `autotune.report`.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input (one line naming the problem, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import AutotuneError, UsageError
+
+DEFAULT_RESULTS = Path("results")
+_BUDGET = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
+
+
+def parse_budget(text: str) -> float:
+    """Parses a budget like `90s`, `10m`, `2h` or `1h30m` into seconds (UsageError otherwise)."""
+    match = _BUDGET.match(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groupdict().values()):
+        raise UsageError(f"--budget {text!r}: expected a duration like 90s, 10m, 2h or 1h30m")
+    parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+    seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    if seconds <= 0:
+        raise UsageError(f"--budget {text!r}: must be longer than zero")
+    return seconds
+
+
+def _positive_int(flag: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected a positive integer") from None
+    if number <= 0:
+        raise UsageError(f"{flag} {value!r}: must be at least 1")
+    return number
+
+
+def _positive_float(flag: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected a number") from None
+    if not number > 0:
+        raise UsageError(f"{flag} {value!r}: must be greater than zero")
+    return number
+
+
+def _study_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    if not name:
+        raise UsageError(f"--study {text!r}: a study name needs letters or digits")
+    return name
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="autotune", description="Find the fastest accurate way to deploy an ONNX model.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    start = sub.add_parser("start", help="validate, then tune a model (a detached daemon unless --foreground)")
+    start.add_argument("model", nargs="?", help="the ONNX model to tune")
+    start.add_argument("--budget", help="wall-time budget: 90s, 10m, 2h, 1h30m (default: 30m without --trials)")
+    start.add_argument("--trials", help="number of trials to reach")
+    start.add_argument("--target", default="auto", help="auto | onnxruntime | tensorrt | tensorrt-rtx")
+    start.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/<target>.yaml)")
+    start.add_argument("--atol", help="absolute error tolerance against the FP32 reference (default 1e-2)")
+    start.add_argument("--rtol", help="relative error tolerance against the FP32 reference (default 1e-2)")
+    start.add_argument("--max-error", help="one tolerance for both --atol and --rtol")
+    start.add_argument("--latency-sla-ms", help="constraint: median latency per batch at most this")
+    start.add_argument("--inputs", type=Path, help=".npz of real inputs (names = model input names)")
+    start.add_argument("--shape", action="append", default=[], help="fix a dynamic input shape: NAME:D0,D1,...")
+    start.add_argument("--study", help="study name (default: the model's file name)")
+    start.add_argument("--resume", metavar="STUDY", help="continue an existing study")
+    start.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where studies live (default results/)")
+    start.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study directory)")
+    start.add_argument("--seed", default="0", help="sampler seed (default 0)")
+    start.add_argument("--build-only", action="store_true", help="build every candidate, measure none")
+    start.add_argument("--foreground", action="store_true", help="run in this terminal with a progress bar")
+    start.add_argument("--workers", help="parallel trials (default: one per GPU, or per 2 cores on CPU targets)")
+    start.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    start.add_argument("--trial-timeout", help="fail a trial that runs longer than this (e.g. 10m)")
+    start.add_argument("--max-measure-s", default="2", help="time cap of one latency measurement (default 2 s)")
+    start.add_argument("--no-ray", action="store_true", help=argparse.SUPPRESS)
+
+    for name, help_text in (("status", "progress, best so far and Pareto front"), ("report", "rewrite report.md")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("study", nargs="?")
+        p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+        p.add_argument("--storage")
+
+    lst = sub.add_parser("list", help="studies under the results directory")
+    lst.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+
+    export = sub.add_parser("export", help="copy the best (or a given) trial's deployable files")
+    export.add_argument("study")
+    export.add_argument("-o", "--output", type=Path, required=True)
+    export.add_argument("--trial", help="trial number (default: the chosen best)")
+    export.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    export.add_argument("--storage")
+
+    stop = sub.add_parser("stop", help="stop a running study (finalizes; --now ends at once)")
+    stop.add_argument("study", nargs="?")
+    stop.add_argument("--now", action="store_true")
+    stop.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+
+    dash = sub.add_parser("dashboard", help="optuna-dashboard on 127.0.0.1 against the study's storage")
+    dash.add_argument("study", nargs="?")
+    dash.add_argument("--port", default="8080")
+    dash.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    dash.add_argument("--storage")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `autotune` console script."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        full = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(full)
+        args.argv = full[full.index(args.command) + 1 :] if args.command in full else []
+        handler = globals()[f"cmd_{args.command}"]
+        return int(handler(args) or 0)
+    except UsageError as exc:
+        err.print(f"autotune: error: {exc}", markup=False)
+        return 2
+    except AutotuneError as exc:
+        err.print(f"autotune: {exc}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("autotune: interrupted")
+        return 130
+
+
+# ---------------------------------------------------------------- start
+
+
+def prepare_start(args: argparse.Namespace) -> Any:
+    """Validates every input of `start` and returns a StudySpec; writes nothing."""
+    from autotune.measure import StopRule
+    from autotune.model import load_input_pool, load_model_info, parse_shape_overrides, synthetic_pool
+    from autotune.space import load_space
+    from autotune.study import StudySpec, check_results_dir_writable, existing_study_model
+    from autotune.targets import resolve_target
+    from autotune.targets.base import TargetOptions
+    from autotune.verify import Tolerance
+
+    results_dir: Path = args.results_dir
+    resumed = None
+    if args.resume:
+        name = _study_name(args.resume)
+        resumed = existing_study_model(results_dir, name, args.storage)
+        if resumed is None:
+            raise UsageError(f"--resume {args.resume}: no such study under {results_dir}")
+        model_path = Path(args.model) if args.model else Path(resumed["model_path"])
+    else:
+        if not args.model:
+            raise UsageError("start: give the ONNX model to tune (or --resume STUDY)")
+        model_path = Path(args.model)
+        name = _study_name(args.study or model_path.stem)
+
+    trials = _positive_int("--trials", args.trials) if args.trials is not None else None
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    if trials is None and budget is None:
+        budget = parse_budget("30m")
+    if resumed is not None and args.trials is None and args.budget is None:
+        trials, budget = resumed.get("n_trials"), resumed.get("budget_s")
+    seed = _int_flag("--seed", args.seed)
+    max_measure_s = _positive_float("--max-measure-s", args.max_measure_s)
+    if args.max_error is not None and (args.atol is not None or args.rtol is not None):
+        raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
+    if args.max_error is not None:
+        tol = _positive_float("--max-error", args.max_error)
+        tolerance = Tolerance(atol=tol, rtol=tol)
+    else:
+        defaults = Tolerance()
+        tolerance = Tolerance(
+            atol=_positive_float("--atol", args.atol) if args.atol is not None else defaults.atol,
+            rtol=_positive_float("--rtol", args.rtol) if args.rtol is not None else defaults.rtol,
+        )
+    sla = _positive_float("--latency-sla-ms", args.latency_sla_ms) if args.latency_sla_ms is not None else None
+
+    info = load_model_info(model_path)
+    if resumed is not None and resumed.get("model_sha256") != info.sha256:
+        raise UsageError(f"--resume {name}: {model_path} is not the model this study tuned (content differs)")
+    target_options = TargetOptions(build_only=args.build_only)
+    target, target_message = resolve_target(resumed["target"] if resumed and args.target == "auto" else args.target,
+                                            target_options)
+    space_path = args.space or target.default_space_path()
+    space = load_space(space_path, target)
+    known_good = _known_good(space_path, space)
+    overrides = parse_shape_overrides(args.shape, info)
+    if "batch_size" in space and not info.dynamic_batch:
+        space = space.restrict("batch_size", [])
+    pool = load_input_pool(args.inputs, info) if args.inputs else synthetic_pool(info, overrides, seed)
+
+    check_results_dir_writable(results_dir)
+    if resumed is None:
+        existing = existing_study_model(results_dir, name, args.storage)
+        if existing is not None and existing.get("model_sha256") != info.sha256:
+            raise UsageError(
+                f"--study {name}: this study belongs to a different model ({existing.get('model_path')}); "
+                f"pick another --study name"
+            )
+    spec = StudySpec(
+        name=name,
+        results_dir=results_dir,
+        model=info,
+        target_name=target.name,
+        target_options=target_options,
+        space=space,
+        known_good=known_good,
+        tolerance=tolerance,
+        input_pool=pool,
+        shape_overrides=overrides,
+        n_trials=trials,
+        budget_s=budget,
+        seed=seed,
+        stop_rule=StopRule(max_time_s=max_measure_s),
+        latency_sla_ms=sla,
+        storage=args.storage,
+    )
+    return spec, target_message
+
+
+def _int_flag(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected an integer") from None
+
+
+def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    entries = data.get("known_good") or []
+    if not isinstance(entries, list):
+        raise UsageError(f"--space {path}: 'known_good' must be a list of knob mappings")
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise UsageError(f"--space {path}: every 'known_good' entry must be a mapping of knob: value")
+        unknown = [k for k in entry if k not in space.names]
+        values_ok = all(
+            space[k].type == "float" or entry[k] in space[k].values() for k in entry if k in space.names
+        )
+        if unknown or not values_ok:
+            continue  # a known-good configuration this installation cannot express is skipped
+        kept.append(dict(entry))
+    return kept
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    spec, target_message = prepare_start(args)
+    console = Console(highlight=False)
+    console.print(target_message, markup=False)
+    if not args.foreground:
+        from autotune.daemon import detach
+
+        return detach(spec, args, console)
+    return run_foreground(spec, args, console)
+
+
+def write_inputs(spec: Any) -> None:
+    import numpy as np
+
+    from autotune.report import INPUTS_FILE
+
+    path = spec.study_dir / INPUTS_FILE
+    if not path.exists():
+        np.savez(path, **spec.input_pool)
+
+
+def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from autotune.finalize import finalize
+    from autotune.study import compute_references, existing_study_model, finished_count, run_study
+
+    references = compute_references(spec)
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    write_inputs(spec)
+    before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
+    elapsed_before = float(before.get("elapsed_s", 0.0)) if args.resume else 0.0
+    executor = make_executor(spec, args)
+    best = {"throughput": 0.0}
+    started = time.monotonic()
+    total = spec.n_trials if spec.n_trials is not None else None
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[best]}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"tuning {spec.name}", total=total, best="")
+
+        def on_result(result: Any, study: Any) -> None:
+            if result.feasible and result.throughput > best["throughput"]:
+                best["throughput"] = result.throughput
+            done = finished_count(study)
+            if spec.budget_s is not None and total is None:
+                progress.update(task, total=None)
+            progress.update(
+                task,
+                completed=done,
+                best=f"best {best['throughput']:.4g}/s  last #{result.number} {result.state}",
+            )
+
+        try:
+            study = run_study(spec, executor, on_result=on_result, references=references,
+                              elapsed_before_s=elapsed_before)
+        finally:
+            executor.close()
+    console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
+    final = finalize(study)
+    print_summary(study, final, console)
+    return 0
+
+
+def make_executor(spec: Any, args: argparse.Namespace) -> Any:
+    from autotune.study import InProcessExecutor
+
+    if getattr(args, "no_ray", False) or not _ray_wanted(args):
+        return InProcessExecutor()
+    from autotune.workers import RayExecutor
+
+    return RayExecutor.for_spec(spec, workers=_workers(args), address=args.ray_address,
+                                trial_timeout_s=_timeout(args))
+
+
+def _ray_wanted(args: argparse.Namespace) -> bool:
+    return bool(args.workers or args.ray_address or args.trial_timeout or os.environ.get("AUTOTUNE_RAY") == "1")
+
+
+def _workers(args: argparse.Namespace) -> int | None:
+    return _positive_int("--workers", args.workers) if args.workers else None
+
+
+def _timeout(args: argparse.Namespace) -> float | None:
+    return parse_budget(args.trial_timeout) if args.trial_timeout else None
+
+
+def print_summary(study: Any, final: Any, console: Any) -> None:
+    from autotune.report import pareto_front
+
+    front = pareto_front(study)
+    if front:
+        console.print(pareto_table(study, front))
+    if final.speedup is not None:
+        s = final.speedup
+        console.print(
+            f"best feasible: trial {final.best_number}, [bold]{s.median:.2f}x[/bold] the throughput of the "
+            f"defaults (paired, median of {s.rounds} rounds, IQR {s.p25:.2f}-{s.p75:.2f}x; "
+            f"{s.default_ms_per_sample:.4g} -> {s.best_ms_per_sample:.4g} ms/sample)"
+        )
+    elif final.best_number is None and not study.user_attrs.get("build_only"):
+        console.print("no feasible configuration was found (see report.md for failure reasons)")
+    if final.best_dir is not None:
+        console.print(f"best: {final.best_dir}")
+    console.print(f"report: {final.report}")
+
+
+def pareto_table(study: Any, front: list[Any]) -> Any:
+    from rich.table import Table
+
+    from autotune.report import default_trial, fmt, trial_row
+
+    zero = default_trial(study)
+    defaults = zero.params if zero is not None else {}
+    table = Table(title=f"Pareto front of {study.study_name} (throughput up, error down)")
+    for column in ("trial", "samples/s", "p50 ms", "batch", "error", "config vs trial 0"):
+        table.add_column(column, justify="left" if column.startswith("config") else "right")
+    for trial in front:
+        row = trial_row(trial, defaults)
+        table.add_row(str(row["trial"]), fmt(row["throughput"]), fmt(row["latency_ms_p50"]), str(row["batch_size"]),
+                      fmt(row["error"], 3), row["config"])
+    return table
+
+
+# ---------------------------------------------------------------- other commands
+
+
+def _load(args: argparse.Namespace, name: str | None) -> Any:
+    import optuna
+
+    from autotune.study import STUDY_DB, quiet_optuna
+
+    quiet_optuna()
+    name = name or _latest_study(args.results_dir)
+    db = args.results_dir / name / STUDY_DB
+    storage = getattr(args, "storage", None)
+    if storage is None and not db.exists():
+        raise UsageError(f"study {name!r}: not found under {args.results_dir} (see `autotune list`)")
+    url = storage or f"sqlite:///{db.resolve()}"
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise UsageError(f"study {name!r}: not in storage {url}") from None
+
+
+def _latest_study(results_dir: Path) -> str:
+    from autotune.study import STUDY_DB
+
+    dbs = sorted(results_dir.glob(f"*/{STUDY_DB}"), key=lambda p: p.stat().st_mtime)
+    if not dbs:
+        raise UsageError(f"no study under {results_dir} (start one with `autotune start MODEL`)")
+    return dbs[-1].parent.name
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from autotune.daemon import daemon_state
+    from autotune.study import STUDY_DB, count_trials
+
+    console = Console(highlight=False)
+    dbs = sorted(args.results_dir.glob(f"*/{STUDY_DB}"))
+    if not dbs:
+        console.print(f"no studies under {args.results_dir}")
+        return 0
+    table = Table(title=f"studies in {args.results_dir}")
+    for column in ("study", "state", "model", "target", "complete", "failed", "best samples/s"):
+        table.add_column(column)
+    for db in dbs:
+        args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
+        study = _load(args_one, db.parent.name)
+        counts = count_trials(study)
+        from autotune.report import best_trial
+
+        best = best_trial(study)
+        table.add_row(study.study_name, daemon_state(db.parent), Path(study.user_attrs.get("model_path", "?")).name,
+                      str(study.user_attrs.get("target")), str(counts["complete"]), str(counts["failed"]),
+                      f"{best.values[0]:.4g}" if best else "-")
+    console.print(table)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from autotune.daemon import daemon_state
+    from autotune.report import best_trial, default_trial, failure_reasons, fmt, pareto_front
+    from autotune.study import count_trials
+
+    console = Console(highlight=False)
+    study = _load(args, args.study)
+    study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
+    counts = count_trials(study)
+    attrs = study.user_attrs
+    table = Table(title=f"study {study.study_name}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("state", daemon_state(study_dir))
+    table.add_row("model", str(attrs.get("model_path")))
+    table.add_row("target", f"{attrs.get('target')}{' (build only)' if attrs.get('build_only') else ''}")
+    elapsed = float(attrs.get("elapsed_s", 0.0))
+    budget = attrs.get("budget_s")
+    table.add_row("elapsed", f"{elapsed:.0f} s" + (f" of {budget:.0f} s budget ({max(budget - elapsed, 0):.0f} s left)"
+                                                   if budget else ""))
+    goal = attrs.get("n_trials")
+    table.add_row("trials", f"{counts['complete']} complete, {counts['running']} running, {counts['failed']} failed, "
+                            f"{counts['pruned']} pruned" + (f" (goal {goal})" if goal else ""))
+    best = best_trial(study)
+    zero = default_trial(study)
+    if best is not None:
+        ratio = f" ({best.values[0] / zero.values[0]:.2f}x trial 0, unpaired)" if zero is not None else ""
+        table.add_row("best so far", f"trial {best.number}: {fmt(best.values[0])} samples/s{ratio}")
+    if "speedup" in attrs:
+        table.add_row("paired speedup", f"{attrs['speedup']['median']:.2f}x")
+    for reason, count in sorted(failure_reasons(study).items(), key=lambda kv: -kv[1])[:5]:
+        table.add_row("failed/pruned", f"{count} x {reason}")
+    console.print(table)
+    front = pareto_front(study)
+    if front:
+        console.print(pareto_table(study, front))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from autotune.finalize import finalize
+
+    study = _load(args, args.study)
+    final = finalize(study, paired_rounds=0, prune=False)
+    print(final.report)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from autotune.report import BEST_DIR, best_trial, write_deploy_dir
+
+    study = _load(args, args.study)
+    study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
+    output: Path = args.output
+    if output.exists() and any(output.iterdir()) if output.is_dir() else output.exists():
+        raise UsageError(f"-o {output}: exists and is not an empty directory")
+    if args.trial is None:
+        best = best_trial(study)
+        if best is None:
+            raise UsageError(f"study {study.study_name}: no feasible trial to export (try --trial N)")
+        if (study_dir / BEST_DIR).is_dir() and study.user_attrs.get("best_trial") == best.number:
+            shutil.copytree(study_dir / BEST_DIR, output, dirs_exist_ok=True)
+        else:
+            write_deploy_dir(study, best, output)
+        number = best.number
+    else:
+        number = _int_flag("--trial", args.trial)
+        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+        if trial is None or trial.state.name != "COMPLETE":
+            raise UsageError(f"--trial {args.trial}: no complete trial with that number in {study.study_name}")
+        write_deploy_dir(study, trial, output)
+    print(f"exported trial {number} of {study.study_name} to {output}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from autotune.daemon import stop_daemon
+
+    name = args.study or _latest_study(args.results_dir)
+    print(stop_daemon(args.results_dir / name, now=args.now))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from autotune.daemon import run_dashboard
+
+    study = _load(args, args.study)
+    port = _positive_int("--port", args.port)
+    study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
+    return run_dashboard(study_dir, args.storage, port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

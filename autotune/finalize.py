@@ -1,0 +1,122 @@
+"""Finalizing a study: paired speedup of the best over the defaults, best/, report, pruning."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.report import (
+    BEST_DIR,
+    INPUTS_FILE,
+    PARETO_PLOT,
+    REPORT_FILE,
+    Speedup,
+    best_trial,
+    default_trial,
+    pareto_front,
+    plot_pareto,
+    regenerate_model,
+    render_report,
+    write_deploy_dir,
+)
+from autotune.study import prune_trial_dirs
+from autotune.targets.base import TargetOptions
+from autotune.trial import MODEL_FILE, PairedRequest, run_paired
+
+
+@dataclass
+class Finalized:
+    """What finalizing produced."""
+
+    best_number: int | None
+    speedup: Speedup | None
+    best_dir: Path | None
+    report: Path
+
+
+def finalize(
+    study: Any,
+    *,
+    paired_rounds: int = 15,
+    run_paired_fn: Callable[[PairedRequest], dict[str, Any]] = run_paired,
+    prune: bool = True,
+) -> Finalized:
+    """Writes `best/` (deployable files, manifest, report) and `report.md` for `study`.
+
+    Args:
+        study (optuna.Study): a study written by `run_study`.
+        paired_rounds (int): interleaved rounds of the final best-vs-defaults measurement;
+            0 skips it. Default: 15.
+        run_paired_fn (Callable): runs the paired measurement (in a worker for GPU targets).
+            Default: `run_paired` in this process.
+        prune (bool): remove artifacts of trials off the Pareto front. Default: True.
+    """
+    study_dir = Path(study.user_attrs["study_dir"])
+    best = best_trial(study)
+    zero = default_trial(study)
+    speedup = None
+    if best is not None and zero is not None and paired_rounds > 0 and not study.user_attrs.get("build_only"):
+        speedup = measure_speedup(study, zero, best, paired_rounds, run_paired_fn)
+    best_dir = None
+    if best is not None:
+        best_dir = study_dir / BEST_DIR
+        staging = study_dir / (BEST_DIR + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        write_deploy_dir(study, best, staging, speedup=speedup)
+        plot = plot_pareto(study, staging / PARETO_PLOT)
+        (staging / REPORT_FILE).write_text(render_report(study, speedup, best))
+        if plot is not None:
+            shutil.copyfile(plot, study_dir / PARETO_PLOT)
+        shutil.rmtree(best_dir, ignore_errors=True)
+        staging.rename(best_dir)
+    report = study_dir / REPORT_FILE
+    report.write_text(render_report(study, speedup, best))
+    if speedup is not None:
+        study.set_user_attr("speedup", speedup.__dict__)
+    if best is not None:
+        study.set_user_attr("best_trial", best.number)
+    if prune:
+        keep = {t.number for t in pareto_front(study)} | {0}
+        prune_trial_dirs(study_dir, keep)
+    return Finalized(best.number if best else None, speedup, best_dir, report)
+
+
+def measure_speedup(
+    study: Any, zero: Any, best: Any, rounds: int, run_paired_fn: Callable[[PairedRequest], dict[str, Any]]
+) -> Speedup:
+    study_dir = Path(study.user_attrs["study_dir"])
+    with np.load(study_dir / INPUTS_FILE) as data:
+        pool = {k: data[k] for k in data.files}
+    models = []
+    for trial in (zero, best):
+        path = study_dir / "trials" / str(trial.number) / MODEL_FILE
+        models.append(path if path.exists() else regenerate_model(study, trial, path.parent))
+    request = PairedRequest(
+        target_name=study.user_attrs["target"],
+        target_options=TargetOptions(cache_dir=study_dir),
+        model_a=models[0],
+        config_a=dict(zero.params),
+        model_b=models[1],
+        config_b=dict(best.params),
+        input_pool=pool,
+        dynamic_batch=bool(study.user_attrs.get("dynamic_batch")),
+        workdir=study_dir / "paired",
+        rounds=rounds,
+    )
+    try:
+        result = run_paired_fn(request)
+    finally:
+        shutil.rmtree(study_dir / "paired", ignore_errors=True)
+    return Speedup(
+        median=result["speedup_median"],
+        p25=result["speedup_p25"],
+        p75=result["speedup_p75"],
+        rounds=result["rounds"],
+        default_ms_per_sample=result["a_ms_per_sample_median"],
+        best_ms_per_sample=result["b_ms_per_sample_median"],
+    )

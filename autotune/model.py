@@ -1,0 +1,261 @@
+"""The model under tuning: loading, validation, input specs and the fixed input pool.
+
+Everything the user hands in (the ONNX file, `--inputs FILE.npz`, `--shape name:dims`) is
+checked here, before anything is written, and turned into `UsageError` with a one-line
+message naming the offending file, input or value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from autotune.errors import UsageError
+
+# Inputs whose name says they are masks get ones, so attention is not masked out at random.
+_MASK_NAME = re.compile(r"mask", re.IGNORECASE)
+DEFAULT_DYNAMIC_DIM = 16
+POOL_BATCH = 8
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, numpy dtype and shape (ints, or strings for symbolic dims)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str, ...]
+
+    @property
+    def has_dynamic_batch(self) -> bool:
+        return bool(self.shape) and not isinstance(self.shape[0], int)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What autotune knows about the model: path, content hash, inputs and outputs."""
+
+    path: Path
+    sha256: str
+    inputs: tuple[InputSpec, ...]
+    output_names: tuple[str, ...]
+    opset: int
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """True when every input's first dimension is symbolic (a batch size knob applies)."""
+        return all(spec.has_dynamic_batch for spec in self.inputs)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension, index: int) -> int | str:
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    return d.dim_param or f"dim{index}"
+
+
+def load_model_info(path: Path) -> ModelInfo:
+    """Loads and validates the ONNX file at `path`, and checks ONNX Runtime can load it.
+
+    Raises:
+        UsageError: missing file, not ONNX / truncated, invalid graph, or an op ONNX Runtime
+            does not implement (named in the message).
+    """
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise UsageError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
+    if not model.graph.node:
+        raise UsageError(f"{path}: not a valid ONNX model (the graph has no nodes; truncated or not ONNX)")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise UsageError(f"{path}: invalid ONNX model ({_first_line(exc)})") from None
+    _check_onnxruntime_loads(path)
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        shape = tuple(_dim(d, i) for i, d in enumerate(tensor.shape.dim))
+        inputs.append(InputSpec(value.name, np.dtype(dtype), shape))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelInfo(
+        path=path.resolve(),
+        sha256=file_sha256(path),
+        inputs=tuple(inputs),
+        output_names=tuple(o.name for o in model.graph.output),
+        opset=opset,
+    )
+
+
+def _check_onnxruntime_loads(path: Path) -> None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        message = _first_line(exc)
+        op = re.search(r"(?:op|Op|node)\s*(?:type)?\s*[:(]?\s*'?\(?([A-Za-z0-9_]+)\)?'?", message)
+        named = re.search(r"Could not find an implementation for (\S+)", message)
+        detail = named.group(1) if named else (op.group(1) if op else "")
+        what = f"unsupported op {detail}: " if detail else ""
+        raise UsageError(f"{path}: ONNX Runtime cannot load this model ({what}{message})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def parse_shape_overrides(values: Sequence[str], info: ModelInfo) -> dict[str, tuple[int, ...]]:
+    """Parses `--shape name:d0,d1,...` (or `name:d0xd1x...`) flags against the model's inputs."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    names = {spec.name: spec for spec in info.inputs}
+    for value in values:
+        name, sep, dims_text = value.rpartition(":")
+        if not sep or not name:
+            raise UsageError(f"--shape {value!r}: expected NAME:DIMS, e.g. images:1,3,224,224")
+        if name not in names:
+            raise UsageError(f"--shape {value!r}: the model has no input {name!r} (inputs: {', '.join(names)})")
+        try:
+            dims = tuple(int(d) for d in re.split(r"[,x]", dims_text))
+        except ValueError:
+            raise UsageError(f"--shape {value!r}: dims must be integers separated by ',' or 'x'") from None
+        spec = names[name]
+        if len(dims) != len(spec.shape) or any(d <= 0 for d in dims):
+            raise UsageError(f"--shape {value!r}: input {name!r} has rank {len(spec.shape)}, dims must be positive")
+        for fixed, given in zip(spec.shape, dims, strict=True):
+            if isinstance(fixed, int) and fixed != given:
+                raise UsageError(f"--shape {value!r}: dimension {given} contradicts the model's fixed {fixed}")
+        shapes[name] = dims
+    return shapes
+
+
+def concrete_shapes(
+    info: ModelInfo, batch_size: int, overrides: Mapping[str, Sequence[int]]
+) -> dict[str, list[int]]:
+    """The shape of every input at `batch_size`, with symbolic dims resolved.
+
+    A `--shape` override fixes all of an input's dims except a dynamic batch dim, which the
+    batch size knob sets. Other symbolic dims default to 16 and stay consistent across inputs
+    that share a dim name.
+    """
+    symbols: dict[str, int] = {}
+    for spec in info.inputs:
+        if spec.name in overrides:
+            for dim, value in zip(spec.shape, overrides[spec.name], strict=True):
+                if isinstance(dim, str):
+                    symbols.setdefault(dim, int(value))
+    shapes = {}
+    for spec in info.inputs:
+        shape = []
+        for i, dim in enumerate(spec.shape):
+            if i == 0 and info.dynamic_batch:
+                shape.append(batch_size)
+            elif isinstance(dim, int):
+                shape.append(dim)
+            else:
+                shape.append(symbols.setdefault(dim, DEFAULT_DYNAMIC_DIM))
+        shapes[spec.name] = shape
+    return shapes
+
+
+def synthetic_pool(info: ModelInfo, overrides: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for a pool of samples: floats in [-1, 1), ints in [0, 100), masks of ones.
+
+    For a dynamic-batch model the pool holds POOL_BATCH samples along dim 0; feeds at any batch
+    size are drawn from it (`feeds_at_batch`).
+    """
+    rng = np.random.default_rng(seed)
+    batch = POOL_BATCH if info.dynamic_batch else 1
+    shapes = concrete_shapes(info, batch, overrides)
+    pool = {}
+    for spec in info.inputs:
+        shape = shapes[spec.name]
+        if spec.dtype == np.bool_:
+            pool[spec.name] = rng.random(shape) < 0.5
+        elif np.issubdtype(spec.dtype, np.integer):
+            if _MASK_NAME.search(spec.name):
+                pool[spec.name] = np.ones(shape, spec.dtype)
+            else:
+                pool[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
+        else:
+            pool[spec.name] = rng.uniform(-1.0, 1.0, size=shape).astype(spec.dtype)
+    return pool
+
+
+def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
+    """Loads `--inputs FILE.npz` and checks names, dtypes and shapes against the model."""
+    if not path.is_file():
+        raise UsageError(f"--inputs {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as exc:
+        raise UsageError(f"--inputs {path}: not a readable .npz file ({_first_line(exc)})") from None
+    expected = {spec.name: spec for spec in info.inputs}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unknown {', '.join(extra)}")
+        raise UsageError(f"--inputs {path}: names do not match the model's inputs ({'; '.join(parts)})")
+    batches = set()
+    for name, array in arrays.items():
+        spec = expected[name]
+        if array.ndim != len(spec.shape):
+            raise UsageError(
+                f"--inputs {path}: {name!r} has rank {array.ndim}, the model expects {len(spec.shape)} {list(spec.shape)}"
+            )
+        for i, (dim, got) in enumerate(zip(spec.shape, array.shape, strict=True)):
+            if isinstance(dim, int) and dim != got:
+                raise UsageError(
+                    f"--inputs {path}: {name!r} has shape {list(array.shape)}, the model expects {list(spec.shape)} "
+                    f"(dim {i})"
+                )
+        if array.dtype != spec.dtype:
+            if np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+                arrays[name] = array.astype(spec.dtype)
+            else:
+                raise UsageError(f"--inputs {path}: {name!r} has dtype {array.dtype}, the model expects {spec.dtype}")
+        batches.add(array.shape[0] if array.ndim else 1)
+    if info.dynamic_batch and len(batches) > 1:
+        raise UsageError(f"--inputs {path}: inputs disagree on the batch dimension ({sorted(batches)})")
+    return arrays
+
+
+def feeds_at_batch(pool: Mapping[str, np.ndarray], batch_size: int, dynamic_batch: bool) -> dict[str, np.ndarray]:
+    """Feeds of `batch_size` samples drawn cyclically from the pool (the pool itself if static)."""
+    if not dynamic_batch:
+        return dict(pool)
+    feeds = {}
+    for name, array in pool.items():
+        index = np.arange(batch_size) % array.shape[0]
+        feeds[name] = np.ascontiguousarray(array[index])
+    return feeds

@@ -1,0 +1,319 @@
+"""Search spaces: YAML data describing knobs, validated against a target, sampled by Optuna.
+
+Schema (documented in the README)::
+
+    target: onnxruntime
+    knobs:
+      <name>:
+        type: categorical | int | float | bool
+        choices: [...]              # categorical (non-empty, no duplicates)
+        low: 1, high: 4             # int / float; `high: cpus` means this machine's core count
+        step: 1, log: false         # optional, int / float
+        default: <value>            # required: the all-defaults configuration is trial 0
+        condition: {knob: value | [values]}   # optional: active only when every listed knob
+                                              # is active and has one of the values
+
+Knob names are those the target declares, plus the pipeline's own: `precision`, `batch_size`,
+`calibration_method`, and `pass.<name>` for every graph pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autotune.errors import UsageError
+
+PIPELINE_KNOBS = frozenset({"precision", "batch_size", "calibration_method"})
+PASS_PREFIX = "pass."
+TYPES = ("categorical", "int", "float", "bool")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One dimension of the search space."""
+
+    name: str
+    type: str
+    default: Any
+    choices: tuple[Any, ...] = ()
+    low: float = 0
+    high: float = 0
+    step: float | None = None
+    log: bool = False
+    condition: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def values(self) -> tuple[Any, ...]:
+        """Every value of a discrete knob (categorical, bool, int), for enumeration."""
+        if self.type == "categorical":
+            return self.choices
+        if self.type == "bool":
+            return (False, True)
+        if self.type == "int":
+            step = int(self.step or 1)
+            return tuple(range(int(self.low), int(self.high) + 1, step))
+        raise ValueError(f"knob {self.name!r}: a float knob cannot be enumerated")
+
+    def active(self, config: Mapping[str, Any]) -> bool:
+        return all(name in config and config[name] in allowed for name, allowed in self.condition.items())
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """An ordered set of knobs (dependencies of conditions come first)."""
+
+    target: str
+    knobs: tuple[Knob, ...]
+    source: str = "<memory>"
+
+    def __getitem__(self, name: str) -> Knob:
+        for knob in self.knobs:
+            if knob.name == name:
+                return knob
+        raise KeyError(name)
+
+    def __contains__(self, name: str) -> bool:
+        return any(k.name == name for k in self.knobs)
+
+    @property
+    def names(self) -> list[str]:
+        return [k.name for k in self.knobs]
+
+    def default_config(self) -> dict[str, Any]:
+        """The configuration with every active knob at its default (trial 0)."""
+        return self.complete({})
+
+    def complete(self, partial: Mapping[str, Any]) -> dict[str, Any]:
+        """Fills knobs missing from `partial` with defaults and drops inactive knobs."""
+        config: dict[str, Any] = {}
+        for knob in self.knobs:
+            if knob.active(config):
+                config[knob.name] = partial.get(knob.name, knob.default)
+        return config
+
+    def sample(self, trial: Any) -> dict[str, Any]:
+        """Asks an Optuna trial for one value per active knob."""
+        config: dict[str, Any] = {}
+        for knob in self.knobs:
+            if not knob.active(config):
+                continue
+            if knob.type == "categorical":
+                config[knob.name] = trial.suggest_categorical(knob.name, list(knob.choices))
+            elif knob.type == "bool":
+                config[knob.name] = trial.suggest_categorical(knob.name, [False, True])
+            elif knob.type == "int":
+                config[knob.name] = trial.suggest_int(
+                    knob.name, int(knob.low), int(knob.high), step=int(knob.step or 1), log=knob.log
+                )
+            else:
+                config[knob.name] = trial.suggest_float(knob.name, knob.low, knob.high, step=knob.step, log=knob.log)
+        return config
+
+    def enumerate(self) -> Iterator[dict[str, Any]]:
+        """Every distinct configuration (discrete spaces only), inactive knobs omitted."""
+        seen = set()
+        names = self.names
+        for values in itertools.product(*(k.values() for k in self.knobs)):
+            config = self.complete(dict(zip(names, values, strict=True)))
+            key = config_key(config)
+            if key not in seen:
+                seen.add(key)
+                yield config
+
+    def size(self) -> float:
+        """Number of distinct configurations (inf if a float knob is present)."""
+        if any(k.type == "float" for k in self.knobs):
+            return math.inf
+        return sum(1 for _ in self.enumerate())
+
+    def restrict(self, name: str, choices: list[Any]) -> SearchSpace:
+        """A copy where knob `name` may take only `choices` (dropped when that leaves one value
+        equal to its default... kept as a fixed categorical otherwise)."""
+        knobs = []
+        for knob in self.knobs:
+            if knob.name == name:
+                if not choices:
+                    continue
+                default = knob.default if knob.default in choices else choices[0]
+                knob = replace(knob, type="categorical", choices=tuple(choices), default=default)
+            knobs.append(knob)
+        return replace(self, knobs=tuple(knobs))
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A canonical string for a configuration: equal keys mean identical configurations."""
+    return ";".join(f"{k}={config[k]!r}" for k in sorted(config))
+
+
+def load_space(path: Path, target: Any) -> SearchSpace:
+    """Loads and validates a search-space YAML file against `target` (a Target instance).
+
+    Knob choices the target cannot run here are filtered out (capability detection); a knob
+    left with no choice is dropped.
+
+    Raises:
+        UsageError: unreadable YAML, an unknown knob, an empty choice list, a bad range, a bad
+            default, or a condition on a missing knob; the message names the file and knob.
+    """
+    where = f"--space {path}"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no such file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{where}: invalid YAML{at} ({getattr(exc, 'problem', exc)})") from None
+    space = parse_space(data, target, where)
+    return replace(space, source=str(path))
+
+
+def parse_space(data: Any, target: Any, where: str = "search space") -> SearchSpace:
+    """Validates the parsed YAML `data` (see the module docstring) for `target`."""
+    if not isinstance(data, dict) or not isinstance(data.get("knobs"), dict) or not data["knobs"]:
+        raise UsageError(f"{where}: expected a mapping with a non-empty 'knobs' mapping")
+    declared_target = data.get("target", target.name)
+    if declared_target != target.name:
+        raise UsageError(f"{where}: written for target {declared_target!r}, but the target is {target.name!r}")
+    from autotune.passes import PASSES
+
+    knobs = []
+    for name, spec in data["knobs"].items():
+        name = str(name)
+        _check_known(name, target, PASSES, where)
+        knobs.append(_parse_knob(name, spec, where))
+    names = {k.name for k in knobs}
+    for knob in knobs:
+        for other, allowed in knob.condition.items():
+            if other not in names:
+                raise UsageError(f"{where}: knob {knob.name!r} has a condition on missing knob {other!r}")
+            values = _values_or_none(next(k for k in knobs if k.name == other))
+            if values is not None and not any(v in values for v in allowed):
+                raise UsageError(
+                    f"{where}: knob {knob.name!r} has a condition {other}={list(allowed)} that no value satisfies"
+                )
+    knobs = _order_by_conditions(knobs, where)
+    knobs = _filter_capabilities(knobs, target)
+    return SearchSpace(target=target.name, knobs=tuple(knobs))
+
+
+def _values_or_none(knob: Knob) -> tuple[Any, ...] | None:
+    return None if knob.type == "float" else knob.values()
+
+
+def _check_known(name: str, target: Any, passes: Mapping[str, Any], where: str) -> None:
+    if name.startswith(PASS_PREFIX):
+        if name[len(PASS_PREFIX) :] not in passes:
+            raise UsageError(f"{where}: unknown graph pass {name!r} (passes: {', '.join(passes)})")
+        return
+    if name in PIPELINE_KNOBS or name in target.knob_names:
+        return
+    if any(name.startswith(prefix) for prefix in target.knob_prefixes):
+        return
+    known = sorted(PIPELINE_KNOBS | set(target.knob_names))
+    raise UsageError(f"{where}: unknown knob {name!r} for target {target.name} (known: {', '.join(known)})")
+
+
+def _parse_knob(name: str, spec: Any, where: str) -> Knob:
+    if not isinstance(spec, dict):
+        raise UsageError(f"{where}: knob {name!r} must be a mapping with 'type' and 'default'")
+    unknown = set(spec) - {"type", "choices", "low", "high", "step", "log", "default", "condition"}
+    if unknown:
+        raise UsageError(f"{where}: knob {name!r} has unknown field(s) {', '.join(sorted(unknown))}")
+    kind = spec.get("type")
+    if kind not in TYPES:
+        raise UsageError(f"{where}: knob {name!r} has type {kind!r} (expected one of {', '.join(TYPES)})")
+    if "default" not in spec:
+        raise UsageError(f"{where}: knob {name!r} needs a 'default' (the value of trial 0)")
+    condition = _parse_condition(name, spec.get("condition"), where)
+    default = spec["default"]
+    if kind == "bool":
+        if not isinstance(default, bool):
+            raise UsageError(f"{where}: knob {name!r} default {default!r} is not true/false")
+        return Knob(name, kind, default, condition=condition)
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UsageError(f"{where}: knob {name!r} has an empty or missing choice list")
+        if len({repr(c) for c in choices}) != len(choices):
+            raise UsageError(f"{where}: knob {name!r} lists a choice twice")
+        if default not in choices:
+            raise UsageError(f"{where}: knob {name!r} default {default!r} is not one of its choices {choices}")
+        return Knob(name, kind, default, choices=tuple(choices), condition=condition)
+    low, high = spec.get("low"), _resolve_high(spec.get("high"))
+    number = int if kind == "int" else (int, float)
+    if not isinstance(low, number) or not isinstance(high, number) or isinstance(low, bool) or isinstance(high, bool):
+        raise UsageError(f"{where}: knob {name!r} needs numeric 'low' and 'high' ({kind})")
+    if low > high:
+        raise UsageError(f"{where}: knob {name!r} has a bad range: low {low} > high {high}")
+    step = spec.get("step")
+    if step is not None and (not isinstance(step, number) or step <= 0):
+        raise UsageError(f"{where}: knob {name!r} has a bad step {step!r}")
+    log = bool(spec.get("log", False))
+    if log and low <= 0:
+        raise UsageError(f"{where}: knob {name!r} is log-scaled but low is {low} (must be > 0)")
+    if not isinstance(default, number) or isinstance(default, bool) or not low <= default <= high:
+        raise UsageError(f"{where}: knob {name!r} default {default!r} is outside [{low}, {high}]")
+    return Knob(name, kind, default, low=low, high=high, step=step, log=log, condition=condition)
+
+
+def _resolve_high(high: Any) -> Any:
+    if high == "cpus":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return high
+
+
+def _parse_condition(name: str, condition: Any, where: str) -> dict[str, tuple[Any, ...]]:
+    if condition is None:
+        return {}
+    if not isinstance(condition, dict) or not condition:
+        raise UsageError(f"{where}: knob {name!r} condition must be a mapping knob: value(s)")
+    parsed = {}
+    for other, allowed in condition.items():
+        values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        if not values:
+            raise UsageError(f"{where}: knob {name!r} condition on {other!r} lists no value")
+        parsed[str(other)] = values
+    return parsed
+
+
+def _order_by_conditions(knobs: list[Knob], where: str) -> list[Knob]:
+    ordered: list[Knob] = []
+    placed: set[str] = set()
+    pending = list(knobs)
+    while pending:
+        ready = [k for k in pending if set(k.condition) <= placed]
+        if not ready:
+            cycle = ", ".join(k.name for k in pending)
+            raise UsageError(f"{where}: conditions form a cycle among knobs {cycle}")
+        for knob in ready:
+            ordered.append(knob)
+            placed.add(knob.name)
+            pending.remove(knob)
+    return ordered
+
+
+def _filter_capabilities(knobs: list[Knob], target: Any) -> list[Knob]:
+    kept = []
+    for knob in knobs:
+        if knob.type in ("categorical", "bool"):
+            offered = list(knob.values())
+            supported = target.supported_choices(knob.name, offered)
+            if not supported:
+                continue
+            if supported != offered:
+                default = knob.default if knob.default in supported else supported[0]
+                knob = replace(knob, type="categorical", choices=tuple(supported), default=default)
+        elif not target.supported_choices(knob.name, [knob.default]):
+            continue
+        kept.append(knob)
+    names = {k.name for k in kept}
+    # A knob whose condition depends on a dropped knob can never be active: drop it too.
+    return [k for k in kept if set(k.condition) <= names]

@@ -1,0 +1,512 @@
+"""The study: what to try (Optuna), handed to an executor (where it runs), told back.
+
+The process running `run_study` is the only writer of the Optuna storage. It asks for
+configurations, turns each into a `TrialRequest`, submits it to an executor (in-process or
+Ray workers) and tells the result back with its measurements as user attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.errors import UsageError
+from autotune.measure import StopRule
+from autotune.model import ModelInfo, feeds_at_batch
+from autotune.space import SearchSpace, config_key
+from autotune.targets.base import TargetOptions
+from autotune.trial import TrialRequest, TrialResult
+from autotune.verify import Tolerance
+
+STUDY_DB = "study.db"
+OBJECTIVES = ("throughput", "normalized_error")
+DIRECTIONS = ("maximize", "minimize")
+SLOW_FACTOR = 10.0  # a configuration this many times slower per sample than trial 0 is cut short
+
+
+@dataclass
+class StudySpec:
+    """A validated request to tune one model; nothing has been written yet.
+
+    Args:
+        name (str): study name (directory under `results_dir`).
+        results_dir (Path): where studies live.
+        model (ModelInfo): the validated model.
+        target_name (str): resolved target name.
+        target_options (TargetOptions): target settings (cache dir is filled in later).
+        space (SearchSpace): validated, capability-filtered space.
+        known_good (list): partial configurations enqueued after trial 0.
+        tolerance (Tolerance): accuracy tolerance.
+        input_pool (dict): fixed inputs (user's or synthetic).
+        shape_overrides (dict): `--shape` values.
+        n_trials (int | None): trial count to reach (None: budget only).
+        budget_s (float | None): wall-time budget (None: trials only).
+        seed (int): sampler seed. Default: 0.
+        stop_rule (StopRule): benchmark stop rule.
+        latency_sla_ms (float | None): constraint on median latency. Default: None.
+        storage (str | None): Optuna storage URL; None means SQLite in the study directory.
+    """
+
+    name: str
+    results_dir: Path
+    model: ModelInfo
+    target_name: str
+    target_options: TargetOptions
+    space: SearchSpace
+    known_good: list[dict[str, Any]]
+    tolerance: Tolerance
+    input_pool: dict[str, np.ndarray]
+    shape_overrides: dict[str, tuple[int, ...]]
+    n_trials: int | None
+    budget_s: float | None
+    seed: int = 0
+    stop_rule: StopRule = field(default_factory=StopRule)
+    latency_sla_ms: float | None = None
+    storage: str | None = None
+
+    @property
+    def study_dir(self) -> Path:
+        return self.results_dir / self.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.study_dir / STUDY_DB).resolve()}"
+
+    def batch_sizes(self) -> list[int]:
+        if "batch_size" in self.space and self.model.dynamic_batch:
+            return [int(b) for b in self.space["batch_size"].values()]
+        return [1]
+
+
+def quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
+def constraints_from_attrs(trial: Any) -> list[float]:
+    """Optuna constraint values (<= 0 is feasible), read from the trial's user attributes."""
+    return list(trial.user_attrs.get("constraints", [1.0]))
+
+
+def open_study(spec: StudySpec, *, create: bool) -> Any:
+    """Creates (or loads) the Optuna study with the multi-objective TPE sampler."""
+    import optuna
+
+    quiet_optuna()
+    sampler = optuna.samplers.TPESampler(
+        seed=spec.seed,
+        constant_liar=True,
+        constraints_func=constraints_from_attrs,
+        n_startup_trials=max(4, min(10, (spec.n_trials or 40) // 4)),
+        multivariate=True,
+        warn_independent_sampling=False,
+    )
+    if create:
+        study = optuna.create_study(
+            storage=spec.storage_url,
+            study_name=spec.name,
+            directions=list(DIRECTIONS),
+            sampler=sampler,
+            load_if_exists=True,
+        )
+        study.set_metric_names(list(OBJECTIVES))
+        return study
+    return optuna.load_study(study_name=spec.name, storage=spec.storage_url, sampler=sampler)
+
+
+def existing_study_model(results_dir: Path, name: str, storage: str | None = None) -> dict[str, Any] | None:
+    """The stored model facts of study `name`, or None when it does not exist (read-only)."""
+    import optuna
+
+    quiet_optuna()
+    url = storage or f"sqlite:///{(results_dir / name / STUDY_DB).resolve()}"
+    if storage is None and not (results_dir / name / STUDY_DB).exists():
+        return None
+    try:
+        summaries = optuna.get_all_study_summaries(storage=url, include_best_trial=False)
+    except Exception:
+        return None
+    for summary in summaries:
+        if summary.study_name == name:
+            return dict(summary.user_attrs)
+    return None
+
+
+def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
+    """FP32 reference outputs of the original model (ONNX Runtime CPU, no graph
+    optimizations) for every batch size the space may pick."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(spec.model.path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    references = {}
+    for batch in spec.batch_sizes():
+        feeds = feeds_at_batch(spec.input_pool, batch, spec.model.dynamic_batch)
+        references[batch] = dict(zip(names, session.run(names, feeds), strict=True))
+    return references
+
+
+class Executor:
+    """Where trials run. `submit` hands a request over; `wait` returns finished results."""
+
+    capacity: int = 1
+
+    def submit(self, request: TrialRequest) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout_s: float) -> list[TrialResult]:
+        raise NotImplementedError
+
+    def in_flight(self) -> int:
+        raise NotImplementedError
+
+    def cancel_all(self, reason: str) -> None:
+        """Stops every in-flight trial; each comes back from `wait` failed with `reason`."""
+
+    def close(self) -> None:
+        """Releases workers."""
+
+
+class InProcessExecutor(Executor):
+    """Runs each trial synchronously in this process (foreground runs and tests)."""
+
+    def __init__(self, run: Callable[[TrialRequest], TrialResult] | None = None) -> None:
+        from autotune.trial import run_trial
+
+        self._run = run or run_trial
+        self._done: list[TrialResult] = []
+
+    def submit(self, request: TrialRequest) -> None:
+        self._done.append(self._run(request))
+
+    def wait(self, timeout_s: float) -> list[TrialResult]:
+        done, self._done = self._done, []
+        return done
+
+    def in_flight(self) -> int:
+        return len(self._done)
+
+
+@dataclass
+class StudyRun:
+    """Mutable state of one run of the ask/submit/tell loop."""
+
+    started: float
+    budget_s: float | None
+    pending: dict[int, Any] = field(default_factory=dict)  # number -> optuna Trial
+    keys: dict[str, int] = field(default_factory=dict)  # config key -> trial number that measured it
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> summary
+    reference_latency_s: float = 0.0
+    stop_requested: bool = False
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s
+
+
+def result_attrs(result: TrialResult) -> dict[str, Any]:
+    """User attributes stored on the Optuna trial (flat numbers first, then nested facts)."""
+    attrs: dict[str, Any] = {"state": result.state, "config_key": config_key(result.config)}
+    if result.reason:
+        attrs["reason"] = result.reason
+    for key, value in result.measurements.items():
+        attrs[key] = value
+    for key in ("passed", "max_abs_error", "max_rel_error", "mean_rel_error", "min_cosine_similarity",
+                "normalized_error"):
+        if key in result.accuracy:
+            attrs[key] = result.accuracy[key]
+    if result.accuracy.get("outputs"):
+        attrs["errors_per_output"] = result.accuracy["outputs"]
+    attrs["timings_s"] = result.timings_s
+    attrs["batch_size"] = result.batch_size
+    if result.build:
+        attrs["build"] = {k: v for k, v in result.build.items() if k != "layers"}
+    if result.rewrites:
+        attrs["rewrites"] = result.rewrites
+    if result.digest:
+        attrs["digest"] = result.digest
+    if result.shared_with is not None:
+        attrs["shared_measurement_with_trial"] = result.shared_with
+    return json.loads(json.dumps(attrs, default=str))
+
+
+def tell_result(study: Any, trial: Any, result: TrialResult, spec: StudySpec) -> None:
+    """Records `result` on `trial`: attributes first (the sampler's constraints read them)."""
+    import optuna
+
+    for key, value in result_attrs(result).items():
+        trial.set_user_attr(key, value)
+    if result.state == "complete" and spec.target_options.build_only:
+        trial.set_user_attr("constraints", [0.0])
+        study.tell(trial, [0.0, 0.0])
+        return
+    if result.state == "complete":
+        constraints = [-1.0 if result.accuracy.get("passed") else 1.0]
+        if spec.latency_sla_ms is not None:
+            constraints.append(float(result.measurements["latency_ms_p50"]) - spec.latency_sla_ms)
+        trial.set_user_attr("constraints", constraints)
+        error = float(result.accuracy.get("normalized_error", math.inf))
+        study.tell(trial, [result.throughput, error if math.isfinite(error) else 1e30])
+    elif result.state == "pruned":
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def seed_queue(study: Any, spec: StudySpec) -> None:
+    """Enqueues trial 0 (all defaults) and the known-good configurations, once per study."""
+    if study.user_attrs.get("seeded"):
+        return
+    seen = set()
+    for partial in [{}] + spec.known_good:
+        config = spec.space.complete(partial)
+        key = config_key(config)
+        if key not in seen:
+            seen.add(key)
+            study.enqueue_trial(config, skip_if_exists=True)
+    study.set_user_attr("seeded", True)
+
+
+def study_attrs(spec: StudySpec) -> dict[str, Any]:
+    return {
+        "study_dir": str(spec.study_dir.resolve()),
+        "model_path": str(spec.model.path),
+        "model_sha256": spec.model.sha256,
+        "target": spec.target_name,
+        "build_only": spec.target_options.build_only,
+        "space_source": spec.space.source,
+        "atol": spec.tolerance.atol,
+        "rtol": spec.tolerance.rtol,
+        "dynamic_batch": spec.model.dynamic_batch,
+        "shape_overrides": {k: list(v) for k, v in spec.shape_overrides.items()},
+        "n_trials": spec.n_trials,
+        "budget_s": spec.budget_s,
+    }
+
+
+def recover_state(study: Any, run: StudyRun) -> None:
+    """Rebuilds dedup maps from told trials; fails trials a dead run left RUNNING and
+    re-queues their configurations so they are measured again."""
+    import optuna
+
+    for frozen in study.get_trials(deepcopy=False):
+        attrs = frozen.user_attrs
+        if frozen.state == optuna.trial.TrialState.RUNNING:
+            interrupted = optuna.trial.Trial(study, frozen._trial_id)
+            interrupted.set_user_attr("reason", "interrupted: the daemon stopped mid-trial; configuration re-queued")
+            study.tell(interrupted, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            if frozen.params:
+                study.enqueue_trial(frozen.params, skip_if_exists=False)
+            continue
+        if frozen.state != optuna.trial.TrialState.COMPLETE or "config_key" not in attrs:
+            continue
+        run.keys.setdefault(attrs["config_key"], frozen.number)
+        if "digest" in attrs and "latency_ms_p50" in attrs:
+            run.measured.setdefault(attrs["digest"], _summary_from_attrs(frozen.number, attrs))
+        if frozen.number == 0 and "latency_ms_p50" in attrs:
+            run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
+
+
+def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    measurement_keys = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "iterations",
+                        "rel_ci_width", "stopped_by", "throughput", "batch_size")
+    accuracy_keys = ("passed", "max_abs_error", "max_rel_error", "mean_rel_error", "min_cosine_similarity",
+                     "normalized_error")
+    return {
+        "number": number,
+        "measurements": {k: attrs[k] for k in measurement_keys if k in attrs},
+        "accuracy": {k: attrs[k] for k in accuracy_keys if k in attrs} | {"outputs": attrs.get("errors_per_output", {})},
+    }
+
+
+def count_trials(study: Any) -> dict[str, int]:
+    import optuna
+
+    counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "waiting": 0}
+    names = {
+        optuna.trial.TrialState.COMPLETE: "complete",
+        optuna.trial.TrialState.FAIL: "failed",
+        optuna.trial.TrialState.PRUNED: "pruned",
+        optuna.trial.TrialState.RUNNING: "running",
+        optuna.trial.TrialState.WAITING: "waiting",
+    }
+    for frozen in study.get_trials(deepcopy=False):
+        counts[names[frozen.state]] += 1
+    return counts
+
+
+def finished_count(study: Any) -> int:
+    counts = count_trials(study)
+    return counts["complete"] + counts["failed"] + counts["pruned"]
+
+
+def run_study(
+    spec: StudySpec,
+    executor: Executor,
+    *,
+    on_result: Callable[[TrialResult, Any], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    references: dict[int, dict[str, np.ndarray]] | None = None,
+    elapsed_before_s: float = 0.0,
+) -> Any:
+    """Runs the ask/submit/tell loop until the trial count or the budget is reached.
+
+    Args:
+        spec (StudySpec): the validated study.
+        executor (Executor): where trials run.
+        on_result (Callable | None): called after each tell with (result, study). Default: None.
+        should_stop (Callable[[], bool]): polled between trials; True stops asking. Default: never.
+        references (dict | None): precomputed FP32 references. Default: computed here.
+        elapsed_before_s (float): budget already spent by earlier runs of this study. Default: 0.
+
+    Returns:
+        The Optuna study.
+    """
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    (spec.study_dir / "trials").mkdir(exist_ok=True)
+    spec = replace(spec, target_options=replace(spec.target_options, cache_dir=spec.study_dir.resolve()))
+    study = open_study(spec, create=True)
+    for key, value in study_attrs(spec).items():
+        study.set_user_attr(key, value)
+    seed_queue(study, spec)
+    budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
+    run = StudyRun(started=time.monotonic(), budget_s=budget)
+    recover_state(study, run)
+    refs = references if references is not None else compute_references(spec)
+    space_size = spec.space.size() if _enumerable(spec.space) else math.inf
+    consecutive_duplicates = 0
+    try:
+        while True:
+            done = finished_count(study)
+            asking = (
+                not run.out_of_time()
+                and not should_stop()
+                and (spec.n_trials is None or done + len(run.pending) < spec.n_trials)
+                and len(run.keys) < space_size
+                and consecutive_duplicates < 200
+            )
+            if asking and len(run.pending) < executor.capacity:
+                trial = study.ask()
+                config = spec.space.sample(trial)
+                key = config_key(config)
+                if key in run.keys:
+                    consecutive_duplicates += 1
+                    _tell_duplicate(study, trial, run.keys[key])
+                    continue
+                consecutive_duplicates = 0
+                run.keys[key] = trial.number
+                run.pending[trial.number] = trial
+                executor.submit(_request(spec, trial.number, config, refs, run))
+                continue
+            if not run.pending:
+                break
+            for result in executor.wait(timeout_s=0.5):
+                trial = run.pending.pop(result.number)
+                if result.state == "failed":
+                    run.keys.pop(config_key(result.config), None)
+                if result.number == 0 and result.measurements:
+                    run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
+                if result.state == "complete" and result.digest and result.shared_with is None and result.measurements:
+                    run.measured.setdefault(result.digest, {
+                        "number": result.number, "measurements": result.measurements, "accuracy": result.accuracy,
+                    })
+                tell_result(study, trial, result, spec)
+                study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
+                if on_result is not None:
+                    on_result(result, study)
+    finally:
+        study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
+    return study
+
+
+def _enumerable(space: SearchSpace) -> bool:
+    if any(k.type == "float" for k in space.knobs):
+        return False
+    product = 1
+    for knob in space.knobs:
+        product *= len(knob.values())
+        if product > 20000:
+            return False
+    return True
+
+
+def _tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
+    """An identical configuration was already measured: copy its outcome, do not re-measure."""
+    import optuna
+
+    original = next((t for t in study.get_trials(deepcopy=False) if t.number == original_number), None)
+    trial.set_user_attr("duplicate_of", original_number)
+    if original is not None and original.state == optuna.trial.TrialState.COMPLETE and original.values:
+        for key, value in original.user_attrs.items():
+            if key not in ("duplicate_of",):
+                trial.set_user_attr(key, value)
+        study.tell(trial, list(original.values))
+    else:
+        trial.set_user_attr("reason", f"duplicate of trial {original_number}, which is not complete yet")
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def _request(
+    spec: StudySpec, number: int, config: dict[str, Any], refs: dict[int, dict[str, np.ndarray]], run: StudyRun
+) -> TrialRequest:
+    rule = spec.stop_rule
+    if run.reference_latency_s > 0 and number != 0:
+        batch = int(config.get("batch_size", 1)) if spec.model.dynamic_batch else 1
+        rule = replace(rule, slow_factor=SLOW_FACTOR, reference_latency_s=run.reference_latency_s * batch)
+    return TrialRequest(
+        number=number,
+        config=config,
+        model_path=spec.model.path,
+        target_name=spec.target_name,
+        target_options=spec.target_options,
+        input_pool=spec.input_pool,
+        dynamic_batch=spec.model.dynamic_batch,
+        shape_overrides=spec.shape_overrides,
+        reference_outputs=refs,
+        tolerance=spec.tolerance,
+        stop_rule=rule,
+        workdir=(spec.study_dir / "trials" / str(number)).resolve(),
+        shared_measurements=dict(run.measured),
+    )
+
+
+def check_results_dir_writable(results_dir: Path) -> None:
+    """UsageError when `results_dir` (or the nearest existing parent) is not writable."""
+    probe = results_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--results-dir {results_dir}: not writable ({probe} is not a writable directory)")
+
+
+def prune_trial_dirs(study_dir: Path, keep: set[int]) -> None:
+    """Removes artifacts of trials off the front (metrics.json stays)."""
+    trials_dir = study_dir / "trials"
+    if not trials_dir.is_dir():
+        return
+    for child in trials_dir.iterdir():
+        if not child.is_dir() or not child.name.isdigit() or int(child.name) in keep:
+            continue
+        for item in child.iterdir():
+            if item.name == "metrics.json":
+                continue
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)

@@ -1,0 +1,66 @@
+"""Targets: one module per deployment runtime, all with the interface in `base`.
+
+Adding a target means adding a module and one line to `_REGISTRY`; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from autotune.errors import UsageError
+from autotune.targets.base import Built, Session, Target, TargetOptions
+
+# name -> "module:Class", imported lazily so an absent runtime costs nothing.
+_REGISTRY = {
+    "onnxruntime": "autotune.targets.onnxruntime:OnnxRuntimeTarget",
+    "tensorrt": "autotune.targets.tensorrt:TensorRTTarget",
+    "tensorrt-rtx": "autotune.targets.tensorrt:TensorRTRTXTarget",
+}
+
+
+def target_names() -> list[str]:
+    """The names `--target` accepts, besides "auto"."""
+    return list(_REGISTRY)
+
+
+def target_class(name: str) -> type[Target]:
+    """Returns the class registered under `name`; UsageError for an unknown name."""
+    if name not in _REGISTRY:
+        raise UsageError(f"--target: unknown target {name!r} (choose from auto, {', '.join(_REGISTRY)})")
+    module_name, class_name = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def resolve_target(name: str, options: TargetOptions | None = None) -> tuple[Target, str]:
+    """Instantiates the target named `name` ("auto" picks one) and says why it was picked.
+
+    Args:
+        name (str): a registered target name or "auto".
+        options (TargetOptions | None): settings for the target. Default: TargetOptions().
+
+    Returns:
+        (target, message): message is a one-line explanation for the user.
+
+    Raises:
+        TargetUnavailable: the named target cannot run here; the message names the fix.
+    """
+    from autotune.errors import TargetUnavailable
+
+    options = options or TargetOptions()
+    if name == "auto":
+        tensorrt = target_class("tensorrt")
+        reason = tensorrt.unavailable_reason(build_only=False)
+        if reason is None:
+            return tensorrt(options), "target auto: picked tensorrt (TensorRT and a GPU are present)"
+        ort = target_class("onnxruntime")(options)
+        why = reason.split(";")[0].split(" (")[0]
+        return ort, f"target auto: picked onnxruntime ({ort.describe()}); tensorrt not usable: {why}"
+    cls = target_class(name)
+    reason = cls.unavailable_reason(build_only=options.build_only)
+    if reason is not None:
+        raise TargetUnavailable(f"--target {name}: {reason}")
+    target = cls(options)
+    return target, f"target: {name} ({target.describe()})"
+
+
+__all__ = ["Built", "Session", "Target", "resolve_target", "target_class", "target_names"]

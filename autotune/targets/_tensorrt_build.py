@@ -1,0 +1,354 @@
+"""The TensorRT build that runs in its own process, one per engine.
+
+Run as ``python _tensorrt_build.py MODE REQUEST.json`` where MODE is ``build``, ``describe``
+or ``capabilities``. It imports only Polygraphy and TensorRT (not autotune), so a builder
+crash or hang takes down this process and nothing else, and Polygraphy binds to the right
+TensorRT flavor: Polygraphy chooses ``tensorrt`` or ``tensorrt_rtx`` once, at import, from
+``POLYGRAPHY_USE_TENSORRT_RTX``, so the flavor must be set before the first import.
+
+Everything TensorRT prints goes to stdout, which the parent sends to the trial's build log;
+the parent reads the layer table and the first real error from it. The result is written as
+JSON to the request's ``result_path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+MODULE_OF_FLAVOR = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+
+
+def _select_flavor(flavor: str) -> None:
+    if flavor == "tensorrt-rtx":
+        os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1"
+    else:
+        os.environ.pop("POLYGRAPHY_USE_TENSORRT_RTX", None)
+
+
+def capabilities_of(trt: Any, builder_config: Any = None) -> dict[str, Any]:
+    """What an installed TensorRT module offers, found by attribute and enum membership.
+
+    Args:
+        trt (module): `tensorrt` or `tensorrt_rtx` (or any object with the same attributes).
+        builder_config (trt.IBuilderConfig | None): an instance, to read `all_build_routes`
+            (a per-instance property). Default: None (no build routes).
+
+    Returns:
+        dict: version, tactic_sources, builder_flags, tiling_levels, datatypes,
+        config_attributes (of IBuilderConfig) and build_routes, all lists of names.
+    """
+
+    def members(enum_name: str) -> list[str]:
+        enum = getattr(trt, enum_name, None)
+        return list(getattr(enum, "__members__", {}) or {})
+
+    config_cls = getattr(trt, "IBuilderConfig", None)
+    attributes = [name for name in dir(config_cls) if not name.startswith("_")] if config_cls else []
+    routes: list[str] = []
+    if builder_config is not None:
+        try:
+            routes = _split_routes(builder_config.all_build_routes)
+        except Exception:  # noqa: BLE001 - attribute absent or not readable on this version
+            routes = []
+    return {
+        "version": str(getattr(trt, "__version__", "")),
+        "tactic_sources": members("TacticSource"),
+        "builder_flags": members("BuilderFlag"),
+        "tiling_levels": members("TilingOptimizationLevel"),
+        "datatypes": members("DataType"),
+        "config_attributes": attributes,
+        "build_routes": routes,
+    }
+
+
+def _split_routes(value: Any) -> list[str]:
+    # TensorRT 11 exposes the routes as one string (RTX: an empty one) or a sequence.
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [r for r in value.replace(";", ",").replace(" ", ",").split(",") if r]
+    return [str(r) for r in value if str(r)]
+
+
+def read_back_config(trt: Any, config: Any) -> dict[str, Any]:
+    """The settings an IBuilderConfig really holds, as plain JSON values.
+
+    This is what tests and deploy commands rely on: not what was asked for, but what the
+    config object reports after Polygraphy and autotune configured it.
+    """
+    out: dict[str, Any] = {}
+    flags = [name for name, flag in trt.BuilderFlag.__members__.items() if config.get_flag(flag)]
+    out["flags"] = flags
+    bitmask = int(config.get_tactic_sources())
+    out["tactic_sources"] = [
+        name for name, source in trt.TacticSource.__members__.items() if bitmask & (1 << int(source))
+    ]
+    for attr in ("builder_optimization_level", "max_aux_streams", "l2_limit_for_tiling"):
+        if hasattr(config, attr):
+            out[attr] = int(getattr(config, attr))
+    if hasattr(config, "tiling_optimization_level"):
+        out["tiling_optimization_level"] = config.tiling_optimization_level.name
+    if hasattr(config, "build_route"):
+        out["build_route"] = str(config.build_route)
+    if hasattr(config, "profiling_verbosity"):
+        out["profiling_verbosity"] = config.profiling_verbosity.name
+    if hasattr(config, "num_compute_capabilities"):
+        out["compute_capabilities"] = [
+            config.get_compute_capability(i).name for i in range(config.num_compute_capabilities)
+        ]
+    if hasattr(config, "num_optimization_profiles"):
+        out["num_optimization_profiles"] = int(config.num_optimization_profiles)
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # A build killed by its time limit must never leave a half-written cache behind, so the
+    # new cache goes to a temporary file that replaces the old one in one rename.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_timing_cache(config: Any, path: Path) -> None:
+    """Loads the shared timing cache into `config` (empty when absent or unreadable)."""
+    from polygraphy import util
+    from polygraphy.logger import G_LOGGER
+
+    data = b""
+    if path.exists():
+        with util.LockFile(str(path)):  # the same `<path>.lock` protocol as Polygraphy's CLI
+            data = path.read_bytes()
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except Exception as exc:  # noqa: BLE001
+            G_LOGGER.warning(f"autotune: timing cache {path} is unreadable ({exc}); starting empty")
+    if cache is None:
+        cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=True)
+
+
+def merge_timing_cache(config: Any, path: Path) -> int:
+    """Combines this build's timing cache with the file's current content; returns its size.
+
+    Several processes build at once: each takes the `<path>.lock` lock, re-reads the file
+    (another build may have merged into it since this one started), combines, and replaces
+    the file atomically.
+    """
+    from polygraphy import util
+    from polygraphy.logger import G_LOGGER
+
+    cache = config.get_timing_cache()
+    if cache is None:
+        return 0
+    with util.LockFile(str(path)):
+        if path.exists():
+            data = path.read_bytes()
+            if data:
+                try:
+                    previous = config.create_timing_cache(data)
+                    if not cache.combine(previous, ignore_mismatch=True):
+                        G_LOGGER.warning("autotune: could not combine the shared timing cache")
+                except Exception as exc:  # noqa: BLE001
+                    G_LOGGER.warning(f"autotune: ignoring unreadable timing cache {path} ({exc})")
+        blob = bytes(memoryview(cache.serialize()))
+        _atomic_write(path, blob)
+    return len(blob)
+
+
+def _network_loader(request: dict[str, Any]):
+    from polygraphy.backend.trt import NetworkFromOnnxPath
+
+    settings = request["settings"]
+    kwargs: dict[str, Any] = {}
+    if settings.get("strongly_typed"):
+        kwargs["strongly_typed"] = True
+    return NetworkFromOnnxPath(request["model_path"], **kwargs)
+
+
+def _config_loader(request: dict[str, Any], record: dict[str, Any]):
+    """Composes Polygraphy's CreateConfig(RTX) with autotune's remaining settings."""
+    from polygraphy.backend.trt import PostprocessConfig, Profile
+    from polygraphy.mod.trt_importer import lazy_import_trt
+
+    trt = lazy_import_trt()
+    settings = request["settings"]
+    flavor = request["flavor"]
+
+    profiles = None
+    if settings.get("profile"):
+        profile = Profile()
+        for name, (lo, opt, hi) in settings["profile"].items():
+            profile.add(name, min=tuple(lo), opt=tuple(opt), max=tuple(hi))
+        profiles = [profile]
+
+    kwargs: dict[str, Any] = {
+        "profiles": profiles,
+        "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,  # the layer table needs it
+        "sparse_weights": bool(settings.get("sparse_weights", False)),
+    }
+    if settings.get("builder_optimization_level") is not None:
+        kwargs["builder_optimization_level"] = int(settings["builder_optimization_level"])
+    if settings.get("max_aux_streams") is not None:
+        kwargs["max_aux_streams"] = int(settings["max_aux_streams"])
+    if settings.get("tiling_optimization_level") is not None:
+        kwargs["tiling_optimization_level"] = getattr(
+            trt.TilingOptimizationLevel, settings["tiling_optimization_level"]
+        )
+
+    if flavor == "tensorrt-rtx":
+        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
+
+        base = CreateConfigRTX(use_gpu=bool(settings.get("use_gpu", False)), **kwargs)
+    else:
+        from polygraphy.backend.trt import CreateConfig
+
+        legacy = {flag.lower(): True for flag in settings.get("legacy_flags", [])}
+        # Polygraphy's tf32 defaults to False and clears TensorRT's default: always pass it.
+        base = CreateConfig(tf32=bool(settings.get("tf32", True)), **legacy, **kwargs)
+
+    def postprocess(builder: Any, network: Any, config: Any) -> None:
+        if flavor == "tensorrt-rtx" and not settings.get("tf32", True):
+            config.clear_flag(trt.BuilderFlag.TF32)  # CreateConfigRTX has no tf32 argument
+        toggles = settings.get("tactic_sources") or {}
+        if toggles:
+            bitmask = int(config.get_tactic_sources())
+            for name, enabled in toggles.items():
+                bit = 1 << int(getattr(trt.TacticSource, name))
+                bitmask = bitmask | bit if enabled else bitmask & ~bit
+            config.set_tactic_sources(bitmask)
+        if settings.get("l2_limit_for_tiling") is not None:
+            config.l2_limit_for_tiling = int(settings["l2_limit_for_tiling"])
+        if settings.get("build_route"):
+            config.build_route = settings["build_route"]
+        if request.get("timing_cache_path"):
+            load_timing_cache(config, Path(request["timing_cache_path"]))
+        record["builder_config"] = read_back_config(trt, config)
+
+    return PostprocessConfig(base, postprocess)
+
+
+def _inspect_layers(engine_bytes: Any) -> list[dict[str, Any]] | None:
+    """The engine inspector's layer list (JSON); needs a GPU to deserialize, else None."""
+    from polygraphy.backend.trt import util as trt_util
+    from polygraphy.mod.trt_importer import lazy_import_trt
+
+    trt = lazy_import_trt()
+    try:
+        runtime = trt.Runtime(trt_util.get_trt_logger())
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            return None
+        inspector = engine.create_engine_inspector()
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        layers = info.get("Layers", [])
+        return [layer if isinstance(layer, dict) else {"Name": str(layer)} for layer in layers]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def build(request: dict[str, Any]) -> dict[str, Any]:
+    """Builds one engine as the request says; returns facts for the result file."""
+    from polygraphy.backend.trt import EngineBytesFromNetwork
+
+    record: dict[str, Any] = {}
+    create_config = _config_loader(request, record)
+    configs: list[Any] = []
+
+    def keep_config(builder: Any, network: Any) -> Any:
+        # EngineBytesFromNetwork does not hand its config back; the timing cache lives in it.
+        config = create_config(builder, network)
+        configs.append(config)
+        return config
+
+    start = time.perf_counter()
+    engine_bytes = EngineBytesFromNetwork(_network_loader(request), keep_config)()
+    build_time_s = time.perf_counter() - start
+    data = bytes(memoryview(engine_bytes))
+    Path(request["engine_path"]).write_bytes(data)
+    if request.get("timing_cache_path") and configs:
+        # Not EngineBytesFromNetwork(save_timing_cache=...): it rewrites the file in place,
+        # and a build killed mid-write would leave a truncated cache for every later build.
+        record["timing_cache_bytes"] = merge_timing_cache(configs[0], Path(request["timing_cache_path"]))
+    record.update(
+        build_time_s=build_time_s,
+        engine_size_bytes=len(data),
+        engine_sha256=hashlib.sha256(data).hexdigest(),
+    )
+    if request.get("inspect"):
+        layers = _inspect_layers(data)
+        if layers is not None:
+            record["inspector_layers"] = layers
+    return record
+
+
+def describe(request: dict[str, Any]) -> dict[str, Any]:
+    """Creates the network and builder config for each settings entry, without building."""
+    from polygraphy.backend.trt import util as trt_util  # noqa: F401 - binds the logger
+
+    results = []
+    for settings in request["settings_list"]:
+        sub = dict(request, settings=settings, timing_cache_path=None)
+        record: dict[str, Any] = {}
+        builder, network, parser = _network_loader(sub)()
+        with builder, network, parser:
+            config = _config_loader(sub, record)(builder, network)
+            with config:
+                pass
+        results.append(record["builder_config"])
+    return {"configs": results}
+
+
+def capabilities(request: dict[str, Any]) -> dict[str, Any]:
+    """Capability probe of the installed flavor (see `capabilities_of`)."""
+    import importlib
+
+    trt = importlib.import_module(MODULE_OF_FLAVOR[request["flavor"]])
+    config = None
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        config = builder.create_builder_config()
+    except Exception:  # noqa: BLE001 - full TensorRT needs a GPU to create a builder
+        config = None
+    return capabilities_of(trt, config)
+
+
+def main(argv: list[str]) -> int:
+    mode, request_path = argv[1], Path(argv[2])
+    request = json.loads(request_path.read_text())
+    _select_flavor(request["flavor"])
+    from polygraphy.logger import G_LOGGER
+
+    # TensorRT's VERBOSE messages reach Polygraphy's EXTRA_VERBOSE level; the layer table and
+    # the fused ONNX nodes are only printed there.
+    G_LOGGER.module_severity = G_LOGGER.EXTRA_VERBOSE if mode == "build" else G_LOGGER.WARNING
+    if mode == "build":
+        result = build(request)
+    elif mode == "describe":
+        result = describe(request)
+    elif mode == "capabilities":
+        result = capabilities(request)
+    else:
+        print(f"unknown mode {mode!r}", file=sys.stderr)
+        return 2
+    Path(request["result_path"]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,800 @@
+"""TensorRT and TensorRT-RTX targets: build engines through Polygraphy, time them with CUDA events.
+
+Each build runs in its own process (`_tensorrt_build.py`) with a time limit, so a builder
+crash, hang or memory blow-up fails one trial and nothing else. The build log (VERBOSE, with
+DETAILED profiling verbosity) is kept with the trial; the per-layer table and the first real
+error are read from it.
+
+Capability detection, never version strings: a knob or a choice is offered only where the
+installed module has the enum member or attribute it needs (`supported_choices`).
+
+Knob → builder setting (see `builder_settings`; the read-back is in Built.info["builder_config"]):
+
+| knob | IBuilderConfig | trtexec | polygraphy convert |
+| --- | --- | --- | --- |
+| precision fp32 / others | TF32 flag off / on | --noTF32 | --tf32 (absent: off) |
+| precision *_flag (10.x) | FP16/BF16/INT8/FP8 flag, weakly typed | --fp16 ... | --fp16 ... |
+| precision graph-typed | strongly typed network | --stronglyTyped | --strongly-typed |
+| builder_optimization_level | builder_optimization_level | --builderOptimizationLevel | --builder-optimization-level |
+| tactic.<SOURCE> | set_tactic_sources bit | --tacticSources=+S,-T | --tactic-sources (full list) |
+| max_aux_streams | max_aux_streams | --maxAuxStreams | --max-aux-streams |
+| tiling_optimization_level | tiling_optimization_level | --tilingOptimizationLevel | --tiling-optimization-level |
+| l2_limit_for_tiling | l2_limit_for_tiling | --l2LimitForTiling | config postprocess script |
+| build_route | build_route | (config postprocess script) | config postprocess script |
+| sparse_weights | SPARSE_WEIGHTS flag | --sparsity=enable | --sparse-weights |
+| batch_size | optimization profile min/opt/max | --minShapes/--optShapes/--maxShapes | --trt-*-shapes |
+| cuda_graph | (runtime) CUDA-graph capture when timing | --useCudaGraph | — |
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from autotune.errors import BuildError
+from autotune.targets.base import Built, Config, Session, Target, TargetOptions
+
+_BUILD_SCRIPT = Path(__file__).with_name("_tensorrt_build.py")
+
+INSTALL_GUIDE_URL = "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
+RTX_INSTALL_GUIDE_URL = "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/installing-tensorrt-rtx/installing.html"
+
+# Log lines TensorRT-RTX prints on every healthy build (see TENSORRT.md): never "the" error.
+HARMLESS_LOG_PATTERNS = ("Thread context has not been set!", "cudaError 35")
+
+GRAPH_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+# TensorRT 10.x weak-typing builder flags, offered as extra precision choices where they exist.
+FLAG_PRECISIONS = {"fp16_flag": "FP16", "bf16_flag": "BF16", "int8_flag": "INT8", "fp8_flag": "FP8"}
+# The DataType a graph precision needs in the installed module.
+_PRECISION_DATATYPE = {"fp16": "HALF", "bf16": "BF16", "int8": "INT8", "fp8": "FP8"}
+TILING_LEVELS = ("NONE", "FAST", "MODERATE", "FULL")
+ANY_BUILD_ROUTE = "*"  # in a space file: "every build route this TensorRT offers"
+DEFAULT_BUILD_ROUTE = "default"
+
+
+# --------------------------------------------------------------------------- environment
+
+
+_GPU_PROBE = r"""
+import ctypes, json
+out = {"count": 0}
+try:
+    cuda = ctypes.CDLL("libcuda.so.1")
+    if cuda.cuInit(0) == 0:
+        n = ctypes.c_int(0); cuda.cuDeviceGetCount(ctypes.byref(n)); out["count"] = n.value
+        if n.value:
+            dev = ctypes.c_int(0); cuda.cuDeviceGet(ctypes.byref(dev), 0)
+            name = ctypes.create_string_buffer(256); cuda.cuDeviceGetName(name, 256, dev)
+            major, minor = ctypes.c_int(0), ctypes.c_int(0)
+            cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
+            cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)
+            out.update(name=name.value.decode(), cc=[major.value, minor.value])
+    else:
+        out["error"] = "cuInit failed"
+except OSError as exc:
+    out["error"] = f"no CUDA driver ({exc})"
+print(json.dumps(out))
+"""
+
+
+@functools.cache
+def visible_gpu() -> dict[str, Any]:
+    """The first visible NVIDIA GPU: {"count", "name", "cc": [major, minor]} or {"count": 0}.
+
+    Probed in a child process: initializing CUDA here would break workers forked later.
+    """
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=60, check=False
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except Exception as exc:  # noqa: BLE001 - a broken driver must not crash target selection
+        return {"count": 0, "error": str(exc)}
+
+
+def _run_helper(mode: str, flavor: str, request: dict[str, Any], timeout_s: float, log_path: Path) -> dict[str, Any]:
+    """Runs `_tensorrt_build.py MODE` in a fresh process; returns its JSON result.
+
+    Raises:
+        BuildError: the process failed, crashed or ran past `timeout_s`; the message names
+            the first real error in its log.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="autotune-trt-") as tmp:
+        request = dict(request, flavor=flavor, result_path=str(Path(tmp) / "result.json"))
+        request_path = Path(tmp) / "request.json"
+        request_path.write_text(json.dumps(request))
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(log_path, "wb") as log:
+            try:
+                proc = subprocess.run(
+                    [sys.executable, str(_BUILD_SCRIPT), mode, str(request_path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    timeout=timeout_s,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise BuildError(f"{flavor} build timed out after {timeout_s:g} s (log: {log_path})") from None
+        if proc.returncode != 0:
+            text = log_path.read_text(errors="replace")
+            if proc.returncode < 0:
+                import signal
+
+                name = signal.Signals(-proc.returncode).name
+                raise BuildError(f"{flavor} builder process died with {name}: {first_error(text)} (log: {log_path})")
+            raise BuildError(f"{flavor} build failed: {first_error(text)}")
+        return json.loads(Path(request["result_path"]).read_text())
+
+
+# --------------------------------------------------------------------------- log parsing
+
+_ERROR_LINE = re.compile(r"^\[(E|!)\] (.*)$")
+_IMPORTER_ERROR = re.compile(r"No importer registered for op: (\S+)")
+
+
+def first_error(log_text: str) -> str:
+    """The first real error in a build log, with the op and layer where TensorRT names them.
+
+    Skips the harmless lines TensorRT-RTX prints on every build, and Polygraphy's generic
+    summaries ("Could not parse ONNX correctly") when a specific message came before.
+    """
+    errors: list[str] = []
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        match = _ERROR_LINE.match(line)
+        if not match or any(p in line for p in HARMLESS_LOG_PATTERNS):
+            continue
+        message = match.group(2).strip()
+        # TensorRT's messages continue on indented lines (the parser's node, op and stack).
+        for extra in lines[i + 1 : i + 4]:
+            if extra.startswith((" ", "\t")) and extra.strip():
+                message += " " + extra.strip()
+            else:
+                break
+        errors.append(message)
+    # The parser's one-line summary names the node and the op: the most useful message.
+    for message in errors:
+        if re.search(r"In node .* operator: ", message) or _IMPORTER_ERROR.search(message):
+            return message
+    noise = (
+        "Could not parse ONNX correctly",
+        "Failed to parse ONNX model",
+        "Invalid Engine",
+        "--- Begin node",
+        "--- End node",
+    )
+    specific = [e for e in errors if not any(n in e for n in noise)]
+    if specific:
+        return specific[0]
+    if errors:
+        return errors[0]
+    tail = [line for line in lines if line.strip() and not any(p in line for p in HARMLESS_LOG_PATTERNS)]
+    return tail[-1].strip() if tail else "no error message in the build log"
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    parts, depth, current = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(depth - 1, 0)
+        if ch == sep and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
+_DATATYPE = re.compile(r"Datatype: (\w+)")
+_LEGACY_LAYER = re.compile(r"^Layer\((?P<type>[^)]*)\): (?P<name>.*?), Tactic: (?P<tactic>\S+?),? (?P<io>.*)$")
+
+
+def _layer_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = str(fields.get("Metadata", "") or "")
+    outputs = fields.get("Outputs", "")
+    if isinstance(outputs, list):  # engine inspector JSON
+        datatypes = sorted({str(o.get("Format/Datatype", o.get("Datatype", ""))) for o in outputs if isinstance(o, dict)})
+    else:
+        datatypes = sorted(set(_DATATYPE.findall(str(outputs))))
+    stream = fields.get("StreamId")
+    tactic = fields.get("TacticName") or fields.get("TacticValue") or fields.get("Tactic") or ""
+    return {
+        "name": str(fields.get("Name", "")),
+        "type": str(fields.get("LayerType", "")),
+        "onnx_nodes": _ONNX_LAYER.findall(metadata),
+        "datatypes": [d for d in datatypes if d],
+        "tactic": str(tactic),
+        "stream": int(stream) if str(stream).lstrip("-").isdigit() else None,
+    }
+
+
+def parse_layer_table(log_text: str) -> list[dict[str, Any]]:
+    """The engine's layers as printed at build time, one dict per layer.
+
+    Keys: name, type, onnx_nodes (fused ONNX node names from the layer Metadata), datatypes
+    (of its outputs), tactic, stream. Reads both the DETAILED "Layers:" block (TensorRT
+    10+/RTX: ``Name: ..., LayerType: ..., TacticName: ..., Metadata: [ONNX Layer: ...]``) and
+    the older "Engine Layer Information" lines (``Layer(Type): a + b, Tactic: 0x.., in -> out``).
+    """
+    layers: list[dict[str, Any]] = []
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.endswith("Layers:") and not layers:
+            for item in lines[i + 1 :]:
+                item = item.strip()
+                if not item.startswith("Name: "):
+                    break
+                fields = {}
+                for part in _split_top_level(item):
+                    key, _, value = part.partition(": ")
+                    fields[key.strip()] = value.strip()
+                layers.append(_layer_from_fields(fields))
+        elif "Engine Layer Information:" in stripped and not layers:
+            for item in lines[i + 1 :]:
+                match = _LEGACY_LAYER.match(item.strip())
+                if not match:
+                    break
+                name = match.group("name")
+                layers.append(
+                    {
+                        "name": name,
+                        "type": match.group("type"),
+                        "onnx_nodes": [n.strip() for n in name.split(" + ")],
+                        "datatypes": sorted(set(re.findall(r"(\w+)\[", match.group("io").split("->")[-1]))),
+                        "tactic": match.group("tactic"),
+                        "stream": None,
+                    }
+                )
+    return layers
+
+
+# --------------------------------------------------------------------------- knobs → settings
+
+
+def onnx_input_dims(model_path: Path) -> dict[str, list[int | None]]:
+    """Graph inputs (initializers excluded) and their dims; None marks a dynamic dim."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    dims: dict[str, list[int | None]] = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        shape = value.type.tensor_type.shape
+        dims[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+    return dims
+
+
+def optimization_profile(
+    input_dims: Mapping[str, Sequence[int | None]], input_shapes: Mapping[str, Sequence[int]]
+) -> dict[str, list[list[int]]] | None:
+    """min/opt/max per input for a model with dynamic dims; None when every input is static.
+
+    opt = max = the configured shape (batch size included); min has batch 1 where the batch
+    dim is dynamic, so the engine also serves smaller batches. Other dynamic dims are fixed.
+    """
+    if all(d is not None for dims in input_dims.values() for d in dims):
+        return None
+    profile = {}
+    for name, dims in input_dims.items():
+        if name not in input_shapes:
+            if any(d is None for d in dims):
+                raise BuildError(f"input {name!r} has dynamic dims {dims} and no shape was given for it")
+            shape = [int(d) for d in dims]  # type: ignore[arg-type]
+        else:
+            shape = [int(d) for d in input_shapes[name]]
+        low = list(shape)
+        if dims and dims[0] is None:
+            low[0] = 1
+        profile[name] = [low, shape, list(shape)]
+    return profile
+
+
+def builder_settings(
+    config: Config,
+    *,
+    flavor: str,
+    profile: Mapping[str, Any] | None = None,
+    use_gpu: bool = False,
+) -> dict[str, Any]:
+    """Translates a configuration into the settings `_tensorrt_build.py` applies.
+
+    Knobs absent from `config` keep TensorRT's defaults (nothing is set for them).
+    """
+    precision = str(config.get("precision", "tf32"))
+    legacy_flags = [FLAG_PRECISIONS[precision]] if precision in FLAG_PRECISIONS else []
+    toggles = {key.split(".", 1)[1]: bool(value) for key, value in config.items() if key.startswith("tactic.")}
+    route = config.get("build_route")
+    l2 = config.get("l2_limit_for_tiling")
+    settings: dict[str, Any] = {
+        "tf32": precision != "fp32",
+        "legacy_flags": legacy_flags,
+        # Graph-expressed precision (casts, Q/DQ) must be obeyed: strongly typed. The 10.x
+        # flags only work on a weakly typed network. RTX networks are always strongly typed.
+        "strongly_typed": flavor == "tensorrt" and not legacy_flags and precision not in ("fp32", "tf32"),
+        "builder_optimization_level": config.get("builder_optimization_level"),
+        "max_aux_streams": config.get("max_aux_streams"),
+        "tactic_sources": toggles,
+        "tiling_optimization_level": config.get("tiling_optimization_level"),
+        "l2_limit_for_tiling": None if l2 is None or int(l2) < 0 else int(l2),
+        "build_route": None if route in (None, DEFAULT_BUILD_ROUTE) else str(route),
+        "sparse_weights": bool(config.get("sparse_weights", False)),
+        "profile": dict(profile) if profile else None,
+        "use_gpu": use_gpu,
+    }
+    return settings
+
+
+# --------------------------------------------------------------------------- the target
+
+
+class TensorRTTarget(Target):
+    """NVIDIA TensorRT 10.x / 11.x through Polygraphy.
+
+    Args:
+        options (TargetOptions): study-wide settings. Default: TargetOptions().
+        capabilities (dict | None): what the installed module offers (see
+            `_tensorrt_build.capabilities_of`); probed in a child process when None.
+            Default: None.
+    """
+
+    name: ClassVar[str] = "tensorrt"
+    module_name: ClassVar[str] = "tensorrt"
+    knob_names: ClassVar[frozenset[str]] = frozenset(
+        {
+            "precision",
+            "batch_size",
+            "calibration_method",
+            "builder_optimization_level",
+            "max_aux_streams",
+            "tiling_optimization_level",
+            "l2_limit_for_tiling",
+            "build_route",
+            "sparse_weights",
+            "cuda_graph",
+        }
+    )
+    knob_prefixes: ClassVar[tuple[str, ...]] = ("tactic.", "pass.")
+    precisions: ClassVar[tuple[str, ...]] = GRAPH_PRECISIONS
+    quantization_scheme: ClassVar[str] = "symmetric"
+
+    def __init__(self, options: TargetOptions | None = None, capabilities: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._capabilities = dict(capabilities) if capabilities is not None else None
+
+    # -- availability -----------------------------------------------------------------
+
+    @classmethod
+    def _install_hint(cls) -> str:
+        return (
+            "TensorRT is not installed: pip install 'autotune[tensorrt]' (tensorrt-cu12 or tensorrt-cu13 "
+            f"from NVIDIA's index, --extra-index-url https://pypi.nvidia.com); see {INSTALL_GUIDE_URL}"
+        )
+
+    @classmethod
+    def unavailable_reason(cls, build_only: bool = False) -> str | None:
+        """None when usable; else one line naming the fix.
+
+        Args:
+            build_only (bool): engines are only built, never run, so no GPU is needed where
+                the module can build without one (TensorRT-RTX). Default: False.
+        """
+        if importlib.util.find_spec(cls.module_name) is None:
+            return cls._install_hint()
+        if importlib.util.find_spec("polygraphy") is None:
+            return "Polygraphy is not installed: pip install polygraphy"
+        return cls._device_reason(build_only)
+
+    @classmethod
+    def _device_reason(cls, build_only: bool) -> str | None:
+        gpu = visible_gpu()
+        if not gpu.get("count"):
+            # Full TensorRT cannot even create a builder without a GPU.
+            return (
+                "TensorRT is installed but no NVIDIA GPU is visible"
+                f" ({gpu.get('error', 'no CUDA device')}); TensorRT needs one to build engines"
+            )
+        if build_only:
+            return None
+        if importlib.util.find_spec("cuda") is None:
+            return "timing engines needs cuda-python: pip install 'autotune[tensorrt]' (or: pip install cuda-python)"
+        return None
+
+    def describe(self) -> str:
+        gpu = visible_gpu()
+        where = gpu.get("name", "no GPU")
+        mode = ", build only" if self.options.build_only else ""
+        return f"{self.name} {self._caps().get('version', '')} on {where}{mode}"
+
+    # -- capabilities -----------------------------------------------------------------
+
+    def _caps(self) -> dict[str, Any]:
+        if self._capabilities is None:
+            self._capabilities = _probe_capabilities(self.name)
+        return self._capabilities
+
+    def supported_choices(self, knob: str, choices: Sequence[Any]) -> list[Any]:
+        """Keeps the choices the installed TensorRT has; [] drops the knob.
+
+        precision: graph precisions whose DataType exists, plus the 10.x flag precisions
+        ("fp16_flag", ...) where BuilderFlag has them; tactic.<S>: where TacticSource has S;
+        tiling_optimization_level / l2_limit_for_tiling: where TilingOptimizationLevel
+        exists; build_route: "default" plus every route in `all_build_routes` ("*" expands to
+        all of them), dropped where there are none; cuda_graph: dropped in build-only mode
+        (nothing is run, and it must not split identical engines into two trials).
+        """
+        caps = self._caps()
+        attributes = set(caps.get("config_attributes", []))
+        if knob == "precision":
+            datatypes = set(caps.get("datatypes", []))
+            flags = set(caps.get("builder_flags", []))
+            kept = []
+            for choice in choices:
+                graph = choice in self.precisions and (
+                    choice in ("fp32", "tf32") or _PRECISION_DATATYPE.get(choice) in datatypes
+                )
+                flag = choice in FLAG_PRECISIONS and FLAG_PRECISIONS[choice] in flags
+                if graph or flag:
+                    kept.append(choice)
+            return kept
+        if knob.startswith("tactic."):
+            return list(choices) if knob.split(".", 1)[1] in caps.get("tactic_sources", []) else []
+        if knob == "builder_optimization_level":
+            return list(choices) if "builder_optimization_level" in attributes else []
+        if knob == "max_aux_streams":
+            return list(choices) if "max_aux_streams" in attributes else []
+        if knob == "tiling_optimization_level":
+            if "tiling_optimization_level" not in attributes:
+                return []
+            return [c for c in choices if c in caps.get("tiling_levels", [])]
+        if knob == "l2_limit_for_tiling":
+            has = "l2_limit_for_tiling" in attributes and caps.get("tiling_levels")
+            return list(choices) if has else []
+        if knob == "build_route":
+            routes = list(caps.get("build_routes", []))
+            if not routes or "build_route" not in attributes:
+                return []
+            kept = [c for c in choices if c == DEFAULT_BUILD_ROUTE or c in routes]
+            if ANY_BUILD_ROUTE in choices:
+                kept += [r for r in routes if r not in kept]
+            return kept
+        if knob == "sparse_weights":
+            return list(choices) if "SPARSE_WEIGHTS" in caps.get("builder_flags", []) else []
+        if knob == "cuda_graph":
+            return [] if self.options.build_only else list(choices)
+        return list(choices)
+
+    # -- timing cache -----------------------------------------------------------------
+
+    def timing_cache_path(self) -> Path | None:
+        """`<cache_dir>/timing-<module>-<version>-<gpu>-sm<cc>.cache`, or None without cache_dir.
+
+        One file per (GPU model, compute capability, TensorRT version): a cache from another
+        GPU or version is useless to TensorRT.
+        """
+        if self.options.cache_dir is None:
+            return None
+        gpu = visible_gpu()
+        if gpu.get("count"):
+            major, minor = gpu.get("cc", [0, 0])
+            device = f"{re.sub(r'[^A-Za-z0-9]+', '-', gpu.get('name', 'gpu')).strip('-')}-sm{major}{minor}"
+        else:
+            device = "nogpu"
+        version = self._caps().get("version", "unknown")
+        return Path(self.options.cache_dir) / f"timing-{self.module_name}-{version}-{device}.cache"
+
+    # -- build ------------------------------------------------------------------------
+
+    def _use_gpu(self) -> bool:
+        return False
+
+    def settings_for(self, model_path: Path, config: Config, input_shapes: Mapping[str, Sequence[int]]) -> dict:
+        """The builder settings for a trial (see `builder_settings`)."""
+        profile = optimization_profile(onnx_input_dims(model_path), input_shapes)
+        return builder_settings(config, flavor=self.name, profile=profile, use_gpu=self._use_gpu())
+
+    def build(
+        self, model_path: Path, config: Config, workdir: Path, input_shapes: Mapping[str, Sequence[int]]
+    ) -> Built:
+        """Builds an engine in a child process; raises BuildError with the first real error.
+
+        Built.info: build_time_s (builder only), build_wall_s (with process start),
+        engine_size_bytes, layer_count, layers (see `parse_layer_table`), builder_config
+        (what the IBuilderConfig held), settings, engine_sha256, timing_cache, build_log.
+        Built.digest: sha256 of the engine bytes, plus "+cuda_graph" when that runtime knob
+        is on (identical bytes timed differently are different candidates).
+        """
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        engine_path = workdir / "engine.plan"
+        log_path = workdir / "build.log"
+        settings = self.settings_for(Path(model_path), config, input_shapes)
+        cache_path = self.timing_cache_path()
+        if cache_path is not None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+        request = {
+            "model_path": str(model_path),
+            "engine_path": str(engine_path),
+            "timing_cache_path": str(cache_path) if cache_path else None,
+            "settings": settings,
+            "inspect": self.name == "tensorrt" and bool(visible_gpu().get("count")),
+        }
+        start = time.perf_counter()
+        result = _run_helper("build", self.name, request, self.options.build_timeout_s, log_path)
+        wall_s = time.perf_counter() - start
+        log_text = log_path.read_text(errors="replace")
+        layers = parse_layer_table(log_text)
+        if result.get("inspector_layers"):
+            layers = [_layer_from_fields(layer) for layer in result["inspector_layers"]] or layers
+        info = {
+            "build_time_s": result["build_time_s"],
+            "build_wall_s": wall_s,
+            "engine_size_bytes": result["engine_size_bytes"],
+            "layer_count": len(layers),
+            "layers": layers,
+            "builder_config": result.get("builder_config", {}),
+            "settings": settings,
+            "engine_sha256": result["engine_sha256"],
+            "timing_cache": str(cache_path) if cache_path else None,
+            "build_log": str(log_path),
+            "trt_module": self.module_name,
+            "trt_version": self._caps().get("version", ""),
+        }
+        digest = result["engine_sha256"] + ("+cuda_graph" if config.get("cuda_graph") else "")
+        return Built(artifact=engine_path, info=info, digest=digest)
+
+    def describe_builder_configs(self, model_path: Path, configs: Sequence[Config]) -> list[dict[str, Any]]:
+        """Creates (without building) the IBuilderConfig of each configuration and reads it back.
+
+        One child process for all of them; each entry is `_tensorrt_build.read_back_config`.
+        """
+        dims = onnx_input_dims(Path(model_path))
+        shapes = {name: [1 if d is None else d for d in ds] for name, ds in dims.items()}
+        profile = optimization_profile(dims, shapes)
+        request = {
+            "model_path": str(model_path),
+            "settings_list": [
+                builder_settings(c, flavor=self.name, profile=profile, use_gpu=self._use_gpu()) for c in configs
+            ],
+        }
+        with tempfile.TemporaryDirectory(prefix="autotune-trt-describe-") as tmp:
+            result = _run_helper("describe", self.name, request, self.options.build_timeout_s, Path(tmp) / "log")
+        return result["configs"]
+
+    # -- run --------------------------------------------------------------------------
+
+    def open(self, built: Built, config: Config) -> Session:
+        """A TensorRT runtime session on the GPU (needs a GPU and cuda-python)."""
+        from autotune.targets._tensorrt_runtime import TensorRTSession
+
+        return TensorRTSession(built.artifact, self.module_name, use_cuda_graph=bool(config.get("cuda_graph", False)))
+
+    # -- export -----------------------------------------------------------------------
+
+    def export(self, built: Built, config: Config, dest: Path) -> list[Path]:
+        """engine.plan, the timing cache, the build log, build_info.json, and (when the
+        configuration needs one) the Polygraphy config postprocess script."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        written = []
+        engine = dest / "engine.plan"
+        shutil.copyfile(built.artifact, engine)
+        written.append(engine)
+        cache = built.info.get("timing_cache")
+        if cache and Path(cache).exists():
+            out = dest / "timing.cache"
+            shutil.copyfile(cache, out)
+            written.append(out)
+        log = built.info.get("build_log")
+        if log and Path(log).exists():
+            out = dest / "build.log"
+            shutil.copyfile(log, out)
+            written.append(out)
+        script = _postprocess_script(built.info.get("settings", {}), self.module_name)
+        if script:
+            out = dest / "trt_config_postprocess.py"
+            out.write_text(script)
+            written.append(out)
+        out = dest / "build_info.json"
+        out.write_text(json.dumps({k: v for k, v in built.info.items() if k != "layers"}, indent=2, default=str))
+        written.append(out)
+        return written
+
+    def deploy_commands(self, built: Built, config: Config) -> dict[str, str]:
+        """`trtexec` (`tensorrt_rtx` for RTX) and `polygraphy convert` lines that rebuild the engine.
+
+        Paths are those `export` writes: model.onnx (the transformed model), engine.plan,
+        timing.cache, trt_config_postprocess.py.
+        """
+        settings = built.info.get("settings") or builder_settings(config, flavor=self.name)
+        read_back = built.info.get("builder_config", {})
+        return {
+            self._trtexec_name(): shlex.join(self._trtexec_args(settings, read_back, config)),
+            "polygraphy": self._polygraphy_env() + shlex.join(self._polygraphy_args(settings, read_back)),
+        }
+
+    def _trtexec_name(self) -> str:
+        return "trtexec"
+
+    def _polygraphy_env(self) -> str:
+        return ""
+
+    def _trtexec_args(self, settings: Mapping[str, Any], read_back: Mapping[str, Any], config: Config) -> list[str]:
+        args = [self._trtexec_name(), "--onnx=model.onnx", "--saveEngine=engine.plan"]
+        if not settings.get("tf32", True):
+            args.append("--noTF32")
+        args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
+        if settings.get("strongly_typed"):
+            args.append("--stronglyTyped")
+        if settings.get("builder_optimization_level") is not None:
+            args.append(f"--builderOptimizationLevel={settings['builder_optimization_level']}")
+        if settings.get("max_aux_streams") is not None:
+            args.append(f"--maxAuxStreams={settings['max_aux_streams']}")
+        toggles = settings.get("tactic_sources") or {}
+        if toggles:
+            args.append("--tacticSources=" + ",".join(("+" if on else "-") + name for name, on in toggles.items()))
+        if settings.get("tiling_optimization_level") is not None:
+            level = TILING_LEVELS.index(settings["tiling_optimization_level"])
+            args.append(f"--tilingOptimizationLevel={level}")
+        if settings.get("l2_limit_for_tiling") is not None:
+            args.append(f"--l2LimitForTiling={settings['l2_limit_for_tiling']}")
+        if settings.get("sparse_weights"):
+            args.append("--sparsity=enable")
+        profile = settings.get("profile")
+        if profile:
+            for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
+                shapes = ",".join(f"{name}:{'x'.join(map(str, dims[index]))}" for name, dims in profile.items())
+                args.append(f"{flag}={shapes}")
+        args += ["--timingCacheFile=timing.cache", "--profilingVerbosity=detailed"]
+        if config.get("cuda_graph"):
+            args.append("--useCudaGraph")
+        return args
+
+    def _polygraphy_args(self, settings: Mapping[str, Any], read_back: Mapping[str, Any]) -> list[str]:
+        args = ["polygraphy", "convert", "model.onnx", "-o", "engine.plan"]
+        args += self._polygraphy_precision_args(settings)
+        args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
+        if settings.get("strongly_typed"):
+            args.append("--strongly-typed")
+        if settings.get("builder_optimization_level") is not None:
+            args += ["--builder-optimization-level", str(settings["builder_optimization_level"])]
+        if settings.get("max_aux_streams") is not None:
+            args += ["--max-aux-streams", str(settings["max_aux_streams"])]
+        if settings.get("tactic_sources"):
+            # Polygraphy takes the full list of enabled sources: the read-back is exact.
+            sources = read_back.get("tactic_sources")
+            if sources is None:
+                sources = [name for name, on in settings["tactic_sources"].items() if on]
+            args += ["--tactic-sources", *sources]
+        if settings.get("tiling_optimization_level") is not None:
+            args += ["--tiling-optimization-level", settings["tiling_optimization_level"].lower()]
+        if settings.get("sparse_weights"):
+            args.append("--sparse-weights")
+        profile = settings.get("profile")
+        if profile:
+            for flag, index in (("--trt-min-shapes", 0), ("--trt-opt-shapes", 1), ("--trt-max-shapes", 2)):
+                args += [flag, *(f"{name}:{dims[index]}".replace(" ", "") for name, dims in profile.items())]
+        if _postprocess_script(settings, self.module_name):
+            args += ["--trt-config-postprocess-script", "trt_config_postprocess.py:postprocess_config"]
+        args += [
+            "--load-timing-cache",
+            "timing.cache",
+            "--save-timing-cache",
+            "timing.cache",
+            "--profiling-verbosity",
+            "detailed",
+        ]
+        return args
+
+    def _polygraphy_precision_args(self, settings: Mapping[str, Any]) -> list[str]:
+        return ["--tf32"] if settings.get("tf32", True) else []
+
+
+def _postprocess_script(settings: Mapping[str, Any], module_name: str = "tensorrt") -> str:
+    """A Polygraphy --trt-config-postprocess-script for settings its CLI has no flag for."""
+    lines = []
+    if module_name == "tensorrt_rtx" and not settings.get("tf32", True):
+        lines.append("    import tensorrt_rtx as trt\n")
+        lines.append("    config.clear_flag(trt.BuilderFlag.TF32)")
+    if settings.get("l2_limit_for_tiling") is not None:
+        lines.append(f"    config.l2_limit_for_tiling = {int(settings['l2_limit_for_tiling'])}")
+    if settings.get("build_route"):
+        lines.append(f"    config.build_route = {settings['build_route']!r}")
+    if not lines:
+        return ""
+    return (
+        '"""Builder settings polygraphy convert has no flag for (written by autotune)."""\n\n\n'
+        "def postprocess_config(builder, network, config):\n" + "\n".join(lines) + "\n"
+    )
+
+
+@functools.cache
+def _probe_capabilities(flavor: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="autotune-trt-caps-") as tmp:
+        return _run_helper("capabilities", flavor, {}, 120.0, Path(tmp) / "log")
+
+
+class TensorRTRTXTarget(TensorRTTarget):
+    """NVIDIA TensorRT-RTX (`tensorrt_rtx`) through Polygraphy's CreateConfigRTX.
+
+    Builds real engines on a CPU-only machine (build-only mode); runs them only on RTX-class
+    GPUs (TensorRT-RTX does not support sm_90 data-center Hopper).
+    """
+
+    name: ClassVar[str] = "tensorrt-rtx"
+    module_name: ClassVar[str] = "tensorrt_rtx"
+
+    @classmethod
+    def _install_hint(cls) -> str:
+        return (
+            "TensorRT-RTX is not installed: pip install 'autotune[tensorrt-rtx]' "
+            f"(tensorrt-rtx-cu13); see {RTX_INSTALL_GUIDE_URL}"
+        )
+
+    @classmethod
+    def _device_reason(cls, build_only: bool) -> str | None:
+        if build_only:
+            return None  # TensorRT-RTX builds on the CPU
+        gpu = visible_gpu()
+        if not gpu.get("count"):
+            return (
+                "TensorRT-RTX is installed but no NVIDIA GPU is visible "
+                f"({gpu.get('error', 'no CUDA device')}); use --build-only to build and describe engines"
+            )
+        if list(gpu.get("cc", [])) == [9, 0]:
+            return f"TensorRT-RTX does not run on {gpu.get('name', 'sm_90')} (sm_90); use --target tensorrt or --build-only"
+        if importlib.util.find_spec("cuda") is None:
+            return "timing engines needs cuda-python: pip install cuda-python"
+        return None
+
+    def _use_gpu(self) -> bool:
+        # Compile for the GPU it will run on; a build-only study keeps TensorRT-RTX's default.
+        return not self.options.build_only and bool(visible_gpu().get("count"))
+
+    def _trtexec_name(self) -> str:
+        return "tensorrt_rtx"
+
+    def _polygraphy_env(self) -> str:
+        return "POLYGRAPHY_USE_TENSORRT_RTX=1 "
+
+    def _polygraphy_precision_args(self, settings: Mapping[str, Any]) -> list[str]:
+        # CreateConfigRTX leaves TF32 on and has no --tf32; clearing it needs the script.
+        return []
+
+
+def engine_digest(path: Path) -> str:
+    """sha256 of an engine file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+__all__ = [
+    "TensorRTRTXTarget",
+    "TensorRTTarget",
+    "builder_settings",
+    "first_error",
+    "optimization_profile",
+    "parse_layer_table",
+    "visible_gpu",
+]

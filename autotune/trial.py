@@ -1,0 +1,276 @@
+"""One trial: a pure function from a configuration (and the model) to measurements.
+
+    config ──► graph passes ──► precision ──► build ──► verify ──► benchmark ──► result
+
+`run_trial` touches nothing but its own `workdir`, reads no globals and returns a plain
+`TrialResult`, so it runs the same in-process, in a Ray worker, or in a test. Every failure
+inside becomes a failed result with its reason; nothing escapes as an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from autotune.errors import AutotuneError
+from autotune.measure import StopRule, measure_latency
+from autotune.model import concrete_shapes, feeds_at_batch
+from autotune.space import PASS_PREFIX
+from autotune.targets import target_class
+from autotune.targets.base import TargetOptions
+from autotune.verify import Tolerance, compare_outputs
+
+MODEL_FILE = "model.onnx"
+METRICS_FILE = "metrics.json"
+OUTPUTS_FILE = "outputs.npz"
+
+
+@dataclass
+class TrialRequest:
+    """Everything one trial needs; picklable so a Ray worker can run it unchanged.
+
+    Args:
+        number (int): the Optuna trial number.
+        config (dict): one value per active knob.
+        model_path (Path): the original ONNX model.
+        target_name (str): registered target name.
+        target_options (TargetOptions): study-wide target settings.
+        input_pool (dict): the fixed input samples (dim 0 = samples when batch is dynamic).
+        dynamic_batch (bool): whether dim 0 of every input is a batch dimension.
+        shape_overrides (dict): `--shape` values.
+        reference_outputs (dict): FP32 reference outputs keyed by batch size.
+        tolerance (Tolerance): accuracy tolerance.
+        stop_rule (StopRule): benchmark stop rule.
+        workdir (Path): this trial's directory (created).
+        shared_measurements (dict): artifact digest -> earlier result summary, so identical
+            artifacts are not measured twice. Default: {}.
+    """
+
+    number: int
+    config: dict[str, Any]
+    model_path: Path
+    target_name: str
+    target_options: TargetOptions
+    input_pool: dict[str, np.ndarray]
+    dynamic_batch: bool
+    shape_overrides: dict[str, tuple[int, ...]]
+    reference_outputs: dict[int, dict[str, np.ndarray]]
+    tolerance: Tolerance
+    stop_rule: StopRule
+    workdir: Path
+    shared_measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class TrialResult:
+    """What a trial returns: state, measurements, errors, build facts and timings."""
+
+    number: int
+    config: dict[str, Any]
+    state: str  # "complete" | "failed" | "pruned"
+    reason: str = ""
+    batch_size: int = 1
+    measurements: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)
+    rewrites: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    digest: str = ""
+    shared_with: int | None = None
+    workdir: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return float(self.measurements.get("throughput", 0.0))
+
+    @property
+    def feasible(self) -> bool:
+        return self.state == "complete" and bool(self.accuracy.get("passed", False))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def transform_model(
+    model_path: Path, config: Mapping[str, Any], out_path: Path, *, calibration_feeds: list, scheme: str
+) -> dict[str, int]:
+    """Applies the configuration's graph passes then its precision; writes `out_path`.
+
+    Returns rewrites per pass.
+    """
+    from autotune.passes import apply_passes, apply_precision
+
+    model = onnx.load(str(model_path))
+    enabled = [name[len(PASS_PREFIX) :] for name, on in config.items() if name.startswith(PASS_PREFIX) and on]
+    rewrites: dict[str, int] = {}
+    if enabled:
+        model, rewrites = apply_passes(model, enabled)
+    precision = config.get("precision", "fp32")
+    if precision not in ("fp32", "tf32"):
+        model = apply_precision(
+            model,
+            precision,
+            calibration_feeds=calibration_feeds,
+            scheme=scheme,
+            calibration_method=config.get("calibration_method", "minmax"),
+        )
+    onnx.save(model, str(out_path))
+    return rewrites
+
+
+def calibration_feeds(pool: Mapping[str, np.ndarray], dynamic_batch: bool) -> list[dict[str, np.ndarray]]:
+    """One feed per pool sample (batch 1), the calibration set for INT8/FP8."""
+    if not dynamic_batch:
+        return [dict(pool)]
+    count = next(iter(pool.values())).shape[0]
+    return [{name: array[i : i + 1] for name, array in pool.items()} for i in range(count)]
+
+
+def run_trial(request: TrialRequest) -> TrialResult:
+    """Runs one configuration end to end; never raises (failures are results)."""
+    start = time.perf_counter()
+    result = TrialResult(number=request.number, config=dict(request.config), state="failed")
+    result.workdir = str(request.workdir)
+    stage = "setup"
+    try:
+        request.workdir.mkdir(parents=True, exist_ok=True)
+        target = target_class(request.target_name)(request.target_options)
+        batch_size = int(request.config.get("batch_size", 1)) if request.dynamic_batch else 1
+        result.batch_size = batch_size
+
+        stage = "graph passes"
+        t0 = time.perf_counter()
+        model_path = request.workdir / MODEL_FILE
+        result.rewrites = transform_model(
+            request.model_path,
+            request.config,
+            model_path,
+            calibration_feeds=calibration_feeds(request.input_pool, request.dynamic_batch),
+            scheme=target.quantization_scheme,
+        )
+        result.timings_s["passes_s"] = time.perf_counter() - t0
+
+        stage = "build"
+        t0 = time.perf_counter()
+        shapes = concrete_shapes_for(request, batch_size)
+        built = target.build(model_path, request.config, request.workdir, shapes)
+        result.timings_s["build_s"] = time.perf_counter() - t0
+        result.build = dict(built.info)
+        result.digest = built.digest
+
+        if not target.can_measure:
+            result.state = "complete"
+            return result
+
+        shared = request.shared_measurements.get(built.digest) if built.digest else None
+        if shared is not None:
+            result.measurements = dict(shared["measurements"])
+            result.accuracy = dict(shared["accuracy"])
+            result.shared_with = int(shared["number"])
+            result.state = "complete"
+            return result
+
+        feeds = feeds_at_batch(request.input_pool, batch_size, request.dynamic_batch)
+        with target.open(built, request.config) as session:
+            stage = "verify"
+            t0 = time.perf_counter()
+            outputs = session.infer(feeds)
+            report = compare_outputs(outputs, request.reference_outputs[batch_size], request.tolerance)
+            result.accuracy = report.as_dict()
+            np.savez(request.workdir / OUTPUTS_FILE, **outputs)
+            result.timings_s["verify_s"] = time.perf_counter() - t0
+
+            stage = "benchmark"
+            t0 = time.perf_counter()
+            stats = measure_latency(session.timer(feeds), request.stop_rule)
+            result.timings_s["benchmark_s"] = time.perf_counter() - t0
+        result.measurements = {**stats.as_dict(), "throughput": stats.throughput(batch_size), "batch_size": batch_size}
+        if stats.stopped_by == "too_slow":
+            result.state = "pruned"
+            result.reason = (
+                f"too slow: median {stats.latency_ms_p50:.3g} ms per batch after {stats.iterations} runs, over "
+                f"{request.stop_rule.slow_factor:g}x the default's {request.stop_rule.reference_latency_s * 1e3:.3g} ms"
+            )
+        else:
+            result.state = "complete"
+    except AutotuneError as exc:
+        result.state = "failed"
+        result.reason = f"{stage}: {exc}"
+    except Exception as exc:  # a trial's crash is its result, never the study's
+        result.state = "failed"
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        result.reason = f"{stage}: {type(exc).__name__}: {str(exc).strip()[:400]} ({Path(last.filename).name}:{last.lineno})"
+    finally:
+        result.timings_s["total_s"] = time.perf_counter() - start
+        try:
+            (request.workdir / METRICS_FILE).write_text(json.dumps(result.as_dict(), indent=2, default=str))
+        except OSError:
+            pass
+    return result
+
+
+def concrete_shapes_for(request: TrialRequest, batch_size: int) -> dict[str, list[int]]:
+    """Input shapes at `batch_size`, derived from the pool (authoritative for user inputs)."""
+    shapes = {}
+    for name, array in request.input_pool.items():
+        shape = list(array.shape)
+        if request.dynamic_batch and shape:
+            shape[0] = batch_size
+        shapes[name] = shape
+    return shapes
+
+
+__all__ = ["TrialRequest", "TrialResult", "calibration_feeds", "concrete_shapes", "run_trial", "transform_model"]
+
+
+@dataclass
+class PairedRequest:
+    """Two built candidates to compare interleaved (A = trial 0's defaults, B = the best)."""
+
+    target_name: str
+    target_options: TargetOptions
+    model_a: Path
+    config_a: dict[str, Any]
+    model_b: Path
+    config_b: dict[str, Any]
+    input_pool: dict[str, np.ndarray]
+    dynamic_batch: bool
+    workdir: Path
+    rounds: int = 15
+    iters_per_round: int = 5
+
+
+def run_paired(request: PairedRequest) -> dict[str, Any]:
+    """Measures A and B interleaved (A B A B ...) and returns the paired speedup of B over A."""
+    from autotune.measure import paired_speedup
+
+    target = target_class(request.target_name)(request.target_options)
+    sessions, timers, batches = [], [], []
+    try:
+        for label, model, config in (("a", request.model_a, request.config_a), ("b", request.model_b, request.config_b)):
+            workdir = request.workdir / label
+            workdir.mkdir(parents=True, exist_ok=True)
+            batch = int(config.get("batch_size", 1)) if request.dynamic_batch else 1
+            feeds = feeds_at_batch(request.input_pool, batch, request.dynamic_batch)
+            shapes = {name: list(array.shape) for name, array in feeds.items()}
+            built = target.build(model, config, workdir, shapes)
+            session = target.open(built, config)
+            sessions.append(session)
+            timers.append(session.timer(feeds))
+            batches.append(batch)
+        result = paired_speedup(
+            timers[0], timers[1], batch_a=batches[0], batch_b=batches[1],
+            rounds=request.rounds, iters_per_round=request.iters_per_round,
+        )
+        return result.as_dict()
+    finally:
+        for session in sessions:
+            session.close()
