@@ -123,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autotune` console script."""
-    from rich.console import Console
+    def err(message: str) -> None:
+        print(" ".join(message.split()), file=sys.stderr, flush=True)
 
-    err = Console(stderr=True, highlight=False)
     try:
         full = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(full)
@@ -133,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         handler = globals()[f"cmd_{args.command}"]
         return int(handler(args) or 0)
     except UsageError as exc:
-        err.print(f"autotune: error: {exc}", markup=False)
+        err(f"autotune: error: {exc}")
         return 2
     except AutotuneError as exc:
-        err.print(f"autotune: {exc}", markup=False)
+        err(f"autotune: {exc}")
         return 1
     except KeyboardInterrupt:
-        err.print("autotune: interrupted")
+        err("autotune: interrupted")
         return 130
 
 

@@ -42,7 +42,7 @@ class Finalized:
 def finalize(
     study: Any,
     *,
-    paired_rounds: int = 15,
+    paired_rounds: int = 21,
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]] = run_paired,
     prune: bool = True,
 ) -> Finalized:
@@ -51,7 +51,7 @@ def finalize(
     Args:
         study (optuna.Study): a study written by `run_study`.
         paired_rounds (int): interleaved rounds of the final best-vs-defaults measurement;
-            0 skips it. Default: 15.
+            0 skips it. Default: 21.
         run_paired_fn (Callable): runs the paired measurement (in a worker for GPU targets).
             Default: `run_paired` in this process.
         prune (bool): remove artifacts of trials off the Pareto front. Default: True.

@@ -155,18 +155,22 @@ def paired_speedup(
     batch_a: int = 1,
     batch_b: int = 1,
     rounds: int = 15,
-    iters_per_round: int = 5,
+    iters_per_round: int = 0,
     warmup_iters: int = 3,
+    round_s: float = 0.05,
 ) -> PairedSpeedup:
     """Measures A and B interleaved and returns the median per-round throughput ratio B/A.
 
     Each round times `iters_per_round` runs of A then of B (alternating which goes first) and
     takes each side's median; the ratio of per-sample latencies is one paired observation, so
-    machine-wide slowdowns that hit both sides of a round cancel out.
+    machine-wide slowdowns that hit both sides of a round cancel out. With
+    `iters_per_round` 0, each side runs about `round_s` seconds per round (at least 3 runs).
     """
-    for _ in range(warmup_iters):
-        time_a()
-        time_b()
+    warm_a = [time_a() for _ in range(max(warmup_iters, 1))]
+    warm_b = [time_b() for _ in range(max(warmup_iters, 1))]
+    if iters_per_round <= 0:
+        slower = max(float(np.median(warm_a)), float(np.median(warm_b)), 1e-6)
+        iters_per_round = int(min(max(round_s / slower, 3), 200))
     ratios, per_a, per_b = [], [], []
     for r in range(rounds):
         order = ((0, time_a), (1, time_b)) if r % 2 == 0 else ((1, time_b), (0, time_a))

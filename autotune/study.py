@@ -89,10 +89,20 @@ class StudySpec:
 
 
 def quiet_optuna() -> None:
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _native_constraints() -> bool:
+    """Optuna >= 5 records constraints on the trial (`Trial.set_constraint`)."""
+    import optuna
+
+    return hasattr(optuna.trial.Trial, "set_constraint")
 
 
 def constraints_from_attrs(trial: Any) -> list[float]:
@@ -105,13 +115,13 @@ def open_study(spec: StudySpec, *, create: bool) -> Any:
     import optuna
 
     quiet_optuna()
+    constraints = {} if _native_constraints() else {"constraints_func": constraints_from_attrs}
     sampler = optuna.samplers.TPESampler(
         seed=spec.seed,
         constant_liar=True,
-        constraints_func=constraints_from_attrs,
         n_startup_trials=max(4, min(10, (spec.n_trials or 40) // 4)),
         multivariate=True,
-        warn_independent_sampling=False,
+        **constraints,
     )
     if create:
         study = optuna.create_study(
@@ -251,20 +261,28 @@ def tell_result(study: Any, trial: Any, result: TrialResult, spec: StudySpec) ->
     for key, value in result_attrs(result).items():
         trial.set_user_attr(key, value)
     if result.state == "complete" and spec.target_options.build_only:
-        trial.set_user_attr("constraints", [0.0])
+        set_constraints(trial, {"accuracy": 0.0})
         study.tell(trial, [0.0, 0.0])
         return
     if result.state == "complete":
-        constraints = [-1.0 if result.accuracy.get("passed") else 1.0]
+        constraints = {"accuracy": -1.0 if result.accuracy.get("passed") else 1.0}
         if spec.latency_sla_ms is not None:
-            constraints.append(float(result.measurements["latency_ms_p50"]) - spec.latency_sla_ms)
-        trial.set_user_attr("constraints", constraints)
+            constraints["latency_sla"] = float(result.measurements["latency_ms_p50"]) - spec.latency_sla_ms
+        set_constraints(trial, constraints)
         error = float(result.accuracy.get("normalized_error", math.inf))
         study.tell(trial, [result.throughput, error if math.isfinite(error) else 1e30])
     elif result.state == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def set_constraints(trial: Any, constraints: Mapping[str, float]) -> None:
+    """Records constraint values (<= 0 feasible) where the sampler reads them."""
+    trial.set_user_attr("constraints", list(constraints.values()))
+    if _native_constraints():
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
 
 
 def seed_queue(study: Any, spec: StudySpec) -> None:
@@ -452,8 +470,10 @@ def _tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
     trial.set_user_attr("duplicate_of", original_number)
     if original is not None and original.state == optuna.trial.TrialState.COMPLETE and original.values:
         for key, value in original.user_attrs.items():
-            if key not in ("duplicate_of",):
+            if key not in ("duplicate_of", "constraints"):
                 trial.set_user_attr(key, value)
+        names = ["accuracy", "latency_sla"]
+        set_constraints(trial, dict(zip(names, original.user_attrs.get("constraints", [1.0]), strict=False)))
         study.tell(trial, list(original.values))
     else:
         trial.set_user_attr("reason", f"duplicate of trial {original_number}, which is not complete yet")

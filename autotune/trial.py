@@ -106,8 +106,12 @@ def transform_model(
 
     Returns rewrites per pass.
     """
+    import logging
+
     from autotune.passes import apply_passes, apply_precision
 
+    # ONNX Runtime's quantizer logs advice to the root logger; a trial keeps its own output.
+    logging.getLogger().setLevel(logging.ERROR)
     model = onnx.load(str(model_path))
     enabled = [name[len(PASS_PREFIX) :] for name, on in config.items() if name.startswith(PASS_PREFIX) and on]
     rewrites: dict[str, int] = {}
@@ -244,8 +248,7 @@ class PairedRequest:
     input_pool: dict[str, np.ndarray]
     dynamic_batch: bool
     workdir: Path
-    rounds: int = 15
-    iters_per_round: int = 5
+    rounds: int = 21
 
 
 def run_paired(request: PairedRequest) -> dict[str, Any]:
@@ -268,7 +271,7 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             batches.append(batch)
         result = paired_speedup(
             timers[0], timers[1], batch_a=batches[0], batch_b=batches[1],
-            rounds=request.rounds, iters_per_round=request.iters_per_round,
+            rounds=request.rounds,
         )
         return result.as_dict()
     finally:

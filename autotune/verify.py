@@ -109,7 +109,8 @@ def compare_outputs(
 
     A missing output or a shape mismatch counts as a failure with infinite error.
     """
-    from polygraphy.comparator import CompareFunc, Comparator, IterationResult, RunResults
+    from polygraphy import comparator as pg
+    from polygraphy.comparator import Comparator, IterationResult, RunResults
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.CRITICAL
@@ -119,7 +120,9 @@ def compare_outputs(
     ref = {n: np.asarray(reference[n]) for n in reference}
     results.append(("candidate", [IterationResult(outputs=cand, runner_name="candidate")]))
     results.append(("reference", [IterationResult(outputs=ref, runner_name="reference")]))
-    compare = CompareFunc.simple(atol=tolerance.atol, rtol=tolerance.rtol, check_shapes=True)
+    # Polygraphy >= 0.50 exposes SimpleCompareFunc directly and deprecates CompareFunc.simple.
+    make_compare = getattr(pg, "SimpleCompareFunc", None) or pg.CompareFunc.simple
+    compare = make_compare(atol=tolerance.atol, rtol=tolerance.rtol, check_shapes=True)
     accuracy = Comparator.compare_accuracy(results, compare_func=compare)
     # One AccuracyResult per compare function; then runner pair, iteration, output name.
     per_iteration = accuracy[0][("candidate", "reference")][0]

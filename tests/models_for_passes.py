@@ -338,9 +338,99 @@ def gemm(m_features: int = 10, n_features: int = 13, trans_b: int = 0, bias_shap
 
 def reduce_over_channels(reduce_op: str = "ReduceMean", keepdims: int = 1, axes: tuple = (1,), size: int = 32) -> onnx.ModelProto:
     """A Reduce over a middle axis of a tensor with more than 2^16 elements (at batch 1)."""
+    if reduce_op == "ReduceSum":  # axes became an input of ReduceSum at opset 13
+        node = helper.make_node(reduce_op, ["x", "axes"], ["y"], keepdims=keepdims)
+    else:
+        node = helper.make_node(reduce_op, ["x"], ["y"], axes=list(axes), keepdims=keepdims)
     return make_model(
-        [helper.make_node(reduce_op, ["x"], ["y"], axes=list(axes), keepdims=keepdims)],
-        {"x": [BATCH, 64, size, size]},
-        ["y"],
-        opset=17,
+        [node], {"x": [BATCH, 64, size, size]}, ["y"], {"axes": np.array(axes, np.int64)}, opset=17
     )
+
+
+# --- a realistic model for precision ---------------------------------------------------------------
+
+
+def small_cnn_attention(classes: int = 10) -> onnx.ModelProto:
+    """Conv+BN+Relu stem, a transformer block (LayerNorm, attention, erf GELU MLP), pooled head.
+
+    Input "images" float32 [batch, 3, 32, 32]; output "logits" [batch, classes]; opset 17.
+    """
+    rng = _rng(42)
+
+    def he(shape, fan_in):
+        return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    dim, hidden, tokens = 32, 64, 64
+    init: dict[str, np.ndarray] = {}
+    nodes: list[onnx.NodeProto] = []
+    source = "images"
+    for index, (cin, cout) in enumerate([(3, 16), (16, dim)]):
+        init |= {
+            f"conv{index}_w": he([cout, cin, 3, 3], cin * 9),
+            f"conv{index}_b": np.zeros(cout, np.float32),
+            f"bn{index}_scale": rng.uniform(0.8, 1.2, cout).astype(np.float32),
+            f"bn{index}_bias": (rng.standard_normal(cout) * 0.1).astype(np.float32),
+            f"bn{index}_mean": (rng.standard_normal(cout) * 0.1).astype(np.float32),
+            f"bn{index}_var": rng.uniform(0.5, 1.5, cout).astype(np.float32),
+        }
+        nodes += [
+            helper.make_node(
+                "Conv", [source, f"conv{index}_w", f"conv{index}_b"], [f"conv{index}"],
+                kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2],
+            ),
+            helper.make_node(
+                "BatchNormalization",
+                [f"conv{index}", f"bn{index}_scale", f"bn{index}_bias", f"bn{index}_mean", f"bn{index}_var"],
+                [f"bn{index}"],
+            ),
+            helper.make_node("Relu", [f"bn{index}"], [f"relu{index}"]),
+        ]
+        source = f"relu{index}"
+    init |= {
+        "token_shape": np.array([0, dim, tokens], np.int64),
+        "ln_scale": np.ones(dim, np.float32),
+        "ln_bias": np.zeros(dim, np.float32),
+        "attention_scale": np.array(1 / math.sqrt(dim), np.float32),
+        "sqrt2": np.array(math.sqrt(2), np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+        "head_w": he([classes, dim], dim),
+        "head_b": np.zeros(classes, np.float32),
+    }
+    for name, (fan_in, fan_out) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "o": (dim, dim), "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
+        init[f"{name}_w"] = he([fan_in, fan_out], fan_in)
+        init[f"{name}_b"] = np.zeros(fan_out, np.float32)
+
+    def linear(name: str, source: str) -> list[onnx.NodeProto]:
+        return [
+            helper.make_node("MatMul", [source, f"{name}_w"], [f"{name}_mm"]),
+            helper.make_node("Add", [f"{name}_mm", f"{name}_b"], [name]),
+        ]
+
+    nodes += [
+        helper.make_node("Reshape", [source, "token_shape"], ["channels_tokens"]),
+        helper.make_node("Transpose", ["channels_tokens"], ["tokens"], perm=[0, 2, 1]),
+        helper.make_node("LayerNormalization", ["tokens", "ln_scale", "ln_bias"], ["ln1"], axis=-1),
+        *linear("q", "ln1"),
+        *linear("k", "ln1"),
+        *linear("v", "ln1"),
+        helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "k_t"], ["scores_raw"]),
+        helper.make_node("Mul", ["scores_raw", "attention_scale"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["attention"], axis=-1),
+        helper.make_node("MatMul", ["attention", "v"], ["context"]),
+        *linear("o", "context"),
+        helper.make_node("Add", ["tokens", "o"], ["residual1"]),
+        helper.make_node("LayerNormalization", ["residual1", "ln_scale", "ln_bias"], ["ln2"], axis=-1),
+        *linear("fc1", "ln2"),
+        helper.make_node("Div", ["fc1", "sqrt2"], ["fc1_scaled"]),
+        helper.make_node("Erf", ["fc1_scaled"], ["fc1_erf"]),
+        helper.make_node("Add", ["fc1_erf", "one"], ["fc1_cdf"]),
+        helper.make_node("Mul", ["fc1", "fc1_cdf"], ["fc1_x_cdf"]),
+        helper.make_node("Mul", ["fc1_x_cdf", "half"], ["gelu"]),
+        *linear("fc2", "gelu"),
+        helper.make_node("Add", ["residual1", "fc2"], ["residual2"]),
+        helper.make_node("ReduceMean", ["residual2"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("Gemm", ["pooled", "head_w", "head_b"], ["logits"], transB=1),
+    ]  # fmt: skip
+    return make_model(nodes, {"images": [BATCH, 3, 32, 32]}, ["logits"], init, opset=17)

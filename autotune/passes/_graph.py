@@ -153,6 +153,10 @@ def unique_name(graph: gs.Graph, stem: str) -> str:
     return f"{stem}_{index}"
 
 
+def is_default_domain(domain: str | None) -> bool:
+    return domain in (None, "", "ai.onnx")
+
+
 def default_opset(graph: gs.Graph) -> int:
     return int(graph.opset)
 
@@ -174,7 +178,7 @@ def raise_opset_if_safe(graph: gs.Graph, required: int) -> bool:
     current = default_opset(graph)
     if current >= required:
         return True
-    for op in {node.op for node in graph.nodes if node.domain in ("", "ai.onnx")}:
+    for op in {node.op for node in graph.nodes if is_default_domain(node.domain)}:
         try:
             old, new = onnx.defs.get_schema(op, current, ""), onnx.defs.get_schema(op, required, "")
         except onnx.defs.SchemaError:
@@ -182,9 +186,11 @@ def raise_opset_if_safe(graph: gs.Graph, required: int) -> bool:
         if not _schema_compatible(old, new):
             return False
     graph.opset = required
-    for opset_id in graph.import_domains or []:
-        if opset_id.domain in ("", "ai.onnx"):
-            opset_id.version = required
+    if graph.import_domains is not None:  # fresh protos: these are shared with the input model
+        graph.import_domains = [
+            onnx.helper.make_opsetid(opset_id.domain, required if is_default_domain(opset_id.domain) else opset_id.version)
+            for opset_id in graph.import_domains
+        ]
     return True
 
 

@@ -51,7 +51,9 @@ from autotune.targets.base import Built, Config, Session, Target, TargetOptions
 _BUILD_SCRIPT = Path(__file__).with_name("_tensorrt_build.py")
 
 INSTALL_GUIDE_URL = "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
-RTX_INSTALL_GUIDE_URL = "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/installing-tensorrt-rtx/installing.html"
+RTX_INSTALL_GUIDE_URL = (
+    "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/installing-tensorrt-rtx/installing.html"
+)
 
 # Log lines TensorRT-RTX prints on every healthy build (see TENSORRT.md): never "the" error.
 HARMLESS_LOG_PATTERNS = ("Thread context has not been set!", "cudaError 35")
@@ -213,7 +215,9 @@ def _layer_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     metadata = str(fields.get("Metadata", "") or "")
     outputs = fields.get("Outputs", "")
     if isinstance(outputs, list):  # engine inspector JSON
-        datatypes = sorted({str(o.get("Format/Datatype", o.get("Datatype", ""))) for o in outputs if isinstance(o, dict)})
+        datatypes = sorted(
+            {str(o.get("Format/Datatype", o.get("Datatype", ""))) for o in outputs if isinstance(o, dict)}
+        )
     else:
         datatypes = sorted(set(_DATATYPE.findall(str(outputs))))
     stream = fields.get("StreamId")

@@ -1,0 +1,43 @@
+# Routine actions. `make run` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_ARGS ?= --trials 40 --budget 2m30s
+
+.PHONY: install run test test-fast lint format bench bench-quick clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Tune the bundled example model on ONNX Runtime (CPU) in the foreground, from scratch.
+run: install
+	rm -rf results/example
+	$(BIN)/autotune start examples/example.onnx --study example --foreground $(RUN_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check autotune tests bench examples
+	$(BIN)/ruff format --check autotune tests bench examples
+
+format: install
+	$(BIN)/ruff format autotune tests bench examples
+	$(BIN)/ruff check --fix autotune tests bench examples
+
+# Benchmarks: never run by CI. QUICK=1 for the short version.
+bench: install
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache results/*/ build *.egg-info

@@ -1,0 +1,156 @@
+"""Bad input: exit code 2, one line naming the problem, nothing written under results/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from autotune.cli import main
+from tests.conftest import make_tiny_model
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def assert_rejected(code: int, err: str, *fragments: str) -> None:
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def start(results_dir: Path, *argv: str) -> list[str]:
+    return ["start", *argv, "--foreground", "--trials", "2", "--results-dir", str(results_dir)]
+
+
+def test_missing_model_file_is_rejected(capsys, results_dir, tmp_path):
+    code, err = run_cli(capsys, *start(results_dir, str(tmp_path / "nope.onnx")))
+    assert_rejected(code, err, "nope.onnx", "no such file")
+    assert not results_dir.exists()
+
+
+def test_a_file_that_is_not_onnx_is_rejected(capsys, results_dir, tmp_path):
+    bogus = tmp_path / "notes.onnx"
+    bogus.write_text("this is not a protobuf")
+    code, err = run_cli(capsys, *start(results_dir, str(bogus)))
+    assert_rejected(code, err, "notes.onnx", "not a valid ONNX model")
+    assert not results_dir.exists()
+
+
+def test_a_truncated_model_is_rejected(capsys, results_dir, tiny_model, tmp_path):
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+    code, err = run_cli(capsys, *start(results_dir, str(truncated)))
+    assert_rejected(code, err, "cut.onnx")
+    assert not results_dir.exists()
+
+
+def test_a_model_onnxruntime_cannot_load_names_the_op(capsys, results_dir, tmp_path):
+    node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "fancy.onnx"
+    onnx.save(model, str(path))
+    code, err = run_cli(capsys, *start(results_dir, str(path)))
+    assert_rejected(code, err, "fancy.onnx", "ONNX Runtime cannot load", "FancyOp")
+    assert not results_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        ("knobs: [unclosed", "invalid YAML"),
+        ("knobs:\n  warp_speed: {type: bool, default: false}\n", "unknown knob 'warp_speed'"),
+        ("knobs:\n  batch_size: {type: categorical, choices: [], default: 1}\n", "empty or missing choice list"),
+        ("knobs:\n  intra_op_threads: {type: int, low: 4, high: 1, default: 2}\n", "bad range"),
+        (
+            "knobs:\n  inter_op_threads: {type: int, low: 1, high: 2, default: 1, condition: {execution_mode: parallel}}\n",
+            "condition on missing knob 'execution_mode'",
+        ),
+        ("knobs:\n  pass.make_it_fast: {type: bool, default: false}\n", "unknown graph pass"),
+    ],
+)
+def test_invalid_search_space_is_rejected(capsys, results_dir, tiny_model, tmp_path, yaml_text, fragment):
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml_text)
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--space", str(space)))
+    assert_rejected(code, err, "space.yaml", fragment)
+    assert not results_dir.exists()
+
+
+@pytest.mark.parametrize("budget", ["10x", "m", "-5m", "0s", ""])
+def test_bad_budget_string_is_rejected(capsys, results_dir, tiny_model, budget):
+    code, err = run_cli(capsys, "start", str(tiny_model), "--budget", budget, "--results-dir", str(results_dir))
+    assert_rejected(code, err, "--budget")
+    assert not results_dir.exists()
+
+
+def test_zero_trials_is_rejected(capsys, results_dir, tiny_model):
+    code, err = run_cli(capsys, "start", str(tiny_model), "--trials", "0", "--results-dir", str(results_dir))
+    assert_rejected(code, err, "--trials", "at least 1")
+    assert not results_dir.exists()
+
+
+def test_unwritable_results_dir_is_rejected(capsys, tiny_model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    code, err = run_cli(capsys, *start(blocker / "results", str(tiny_model)))
+    assert_rejected(code, err, "--results-dir", "not writable")
+
+
+def test_existing_study_of_another_model_is_rejected(capsys, results_dir, tiny_model, tmp_path, small_space):
+    code = main(start(results_dir, str(tiny_model), "--study", "shared", "--space", str(small_space),
+                      "--max-measure-s", "0.05"))
+    assert code == 0
+    capsys.readouterr()
+    other = make_tiny_model(tmp_path / "other.onnx", seed=7)
+    before = sorted(p.name for p in (results_dir / "shared").rglob("*"))
+    code, err = run_cli(capsys, *start(results_dir, str(other), "--study", "shared"))
+    assert_rejected(code, err, "--study shared", "different model")
+    assert sorted(p.name for p in (results_dir / "shared").rglob("*")) == before
+
+
+def test_inputs_with_wrong_names_are_rejected(capsys, results_dir, tiny_model, tmp_path):
+    npz = tmp_path / "in.npz"
+    np.savez(npz, pixels=np.zeros((1, 3, 8, 8), np.float32))
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--inputs", str(npz)))
+    assert_rejected(code, err, "--inputs", "missing x", "unknown pixels")
+    assert not results_dir.exists()
+
+
+def test_inputs_with_wrong_shape_are_rejected(capsys, results_dir, tiny_model, tmp_path):
+    npz = tmp_path / "in.npz"
+    np.savez(npz, x=np.zeros((2, 3, 9, 8), np.float32))
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--inputs", str(npz)))
+    assert_rejected(code, err, "--inputs", "'x'", "[2, 3, 9, 8]")
+    assert not results_dir.exists()
+
+
+def test_unknown_target_is_rejected(capsys, results_dir, tiny_model):
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--target", "tpu"))
+    assert_rejected(code, err, "--target", "tpu")
+
+
+def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", "start", str(tmp_path / "missing.onnx"), "--results-dir",
+         str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "missing.onnx: no such file" in proc.stderr
+    assert not (tmp_path / "r").exists()

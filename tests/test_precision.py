@@ -1,0 +1,208 @@
+"""Specification of precision as a graph transformation (fp16/bf16 casts, int8/fp8 Q/DQ)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import models_for_passes as models
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx.reference import ReferenceEvaluator
+
+from autotune.passes import PRECISIONS, PrecisionError, apply_precision
+
+FP16_MAX_RELATIVE_ERROR = 1e-2  # of the output's largest magnitude
+BF16_MAX_RELATIVE_ERROR = 3e-2
+INT8_MAX_RELATIVE_ERROR = 6e-2
+
+
+@pytest.fixture(scope="module")
+def model() -> onnx.ModelProto:
+    return models.small_cnn_attention()
+
+
+@pytest.fixture(scope="module")
+def feeds(model) -> dict[str, np.ndarray]:
+    return models.random_feeds(model, batch=2, seed=99)
+
+
+@pytest.fixture(scope="module")
+def reference(model, feeds) -> np.ndarray:
+    return run(model, feeds)
+
+
+@pytest.fixture(scope="module")
+def calibration_feeds(model) -> list[dict[str, np.ndarray]]:
+    return [models.random_feeds(model, batch=2, seed=seed) for seed in range(4)]
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual.astype(np.float32) - expected).max() / np.abs(expected).max())
+
+
+def io_types(model: onnx.ModelProto) -> set[int]:
+    return {value.type.tensor_type.elem_type for value in [*model.graph.input, *model.graph.output]}
+
+
+def input_types_of(model: onnx.ModelProto, op: str) -> set[int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {value.name: value.type.tensor_type.elem_type for value in inferred.graph.value_info}
+    types |= {value.name: value.type.tensor_type.elem_type for value in model.graph.input}
+    return {types[node.input[0]] for node in model.graph.node if node.op_type == op}
+
+
+def qdq_zero_points(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    initializers = {initializer.name: initializer for initializer in model.graph.initializer}
+    return [initializers[node.input[2]] for node in model.graph.node if node.op_type == "QuantizeLinear"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_fp32_and_tf32_leave_the_graph_unchanged(model, precision):
+    assert apply_precision(model, precision).SerializeToString() == model.SerializeToString()
+
+
+def test_unknown_precision_is_rejected_by_name(model):
+    with pytest.raises(PrecisionError, match="'int4'"):
+        apply_precision(model, "int4")
+
+
+def test_precisions_are_the_six_knob_values():
+    assert PRECISIONS == ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+
+
+# --- fp16 / bf16 ---------------------------------------------------------------------------------
+
+
+def test_fp16_model_runs_in_onnxruntime_within_bound(model, feeds, reference):
+    converted = apply_precision(model, "fp16")
+    assert relative_error(run(converted, feeds), reference) < FP16_MAX_RELATIVE_ERROR
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_inputs_and_outputs_stay_fp32(model, precision):
+    assert io_types(apply_precision(model, precision)) == {onnx.TensorProto.FLOAT}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cast_model_is_valid_onnx(model, precision):
+    onnx.checker.check_model(apply_precision(model, precision), full_check=True)
+
+
+def test_fp16_computes_matmuls_in_fp16(model):
+    assert input_types_of(apply_precision(model, "fp16"), "MatMul") == {onnx.TensorProto.FLOAT16}
+
+
+def test_block_listed_ops_stay_fp32(model):
+    converted = apply_precision(model, "fp16")
+    assert input_types_of(converted, "LayerNormalization") == {onnx.TensorProto.FLOAT}
+
+
+def test_block_list_is_configurable(model):
+    converted = apply_precision(model, "fp16", fp32_block_list=["MatMul"])
+    assert input_types_of(converted, "MatMul") == {onnx.TensorProto.FLOAT}
+    assert input_types_of(converted, "LayerNormalization") == {onnx.TensorProto.FLOAT16}
+
+
+def test_casts_remain_only_at_region_borders(model):
+    converted = apply_precision(model, "fp16", fp32_block_list=[])
+    casts = Counter(node.op_type for node in converted.graph.node)["Cast"]
+    assert casts == 2  # images in, logits out (Shape-free model: one fp16 region)
+
+
+def test_bf16_model_is_within_bound_under_the_reference_evaluator(model, feeds, reference):
+    converted = apply_precision(model, "bf16")
+    assert input_types_of(converted, "MatMul") == {onnx.TensorProto.BFLOAT16}
+    output = ReferenceEvaluator(converted).run(None, feeds)[0]
+    assert relative_error(output, reference) < BF16_MAX_RELATIVE_ERROR
+
+
+def test_bf16_for_onnxruntime_cpu_loads_and_runs_there(model, feeds, reference):
+    converted = apply_precision(model, "bf16", kernels="onnxruntime_cpu")
+    assert relative_error(run(converted, feeds), reference) < BF16_MAX_RELATIVE_ERROR
+
+
+def test_unknown_kernel_source_is_rejected_by_name(model):
+    with pytest.raises(PrecisionError, match="'tensorrt_rtx'"):
+        apply_precision(model, "fp16", kernels="tensorrt_rtx")
+
+
+# --- int8 / fp8 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_quantization_needs_calibration_feeds(model, precision):
+    with pytest.raises(PrecisionError, match=precision):
+        apply_precision(model, precision)
+
+
+def test_unknown_scheme_is_rejected_by_name(model, calibration_feeds):
+    with pytest.raises(PrecisionError, match="'asymmetric_i4'"):
+        apply_precision(model, "int8", calibration_feeds=calibration_feeds, scheme="asymmetric_i4")
+
+
+def test_unknown_calibration_method_is_rejected_by_name(model, calibration_feeds):
+    with pytest.raises(PrecisionError, match="'kl'"):
+        apply_precision(model, "int8", calibration_feeds=calibration_feeds, calibration_method="kl")
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_symmetric_int8_has_zero_point_zero_qdq_pairs_that_onnxruntime_runs(
+    model, feeds, reference, calibration_feeds, method
+):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration_feeds, calibration_method=method)
+    zero_points = qdq_zero_points(quantized)
+    assert zero_points and all(zp.data_type == onnx.TensorProto.INT8 for zp in zero_points)
+    assert all(not onnx.numpy_helper.to_array(zp).any() for zp in zero_points)
+    ops = Counter(node.op_type for node in quantized.graph.node)
+    assert ops["DequantizeLinear"] >= ops["QuantizeLinear"] > 0
+    assert relative_error(run(quantized, feeds), reference) < INT8_MAX_RELATIVE_ERROR
+
+
+def test_weights_are_quantized_per_channel(model, calibration_feeds):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration_feeds)
+    initializers = {initializer.name: initializer for initializer in quantized.graph.initializer}
+    conv_weight_dq = [
+        node for node in quantized.graph.node
+        if node.op_type == "DequantizeLinear" and initializers.get(node.input[0], onnx.TensorProto()).dims[:1] == [16]
+    ]  # fmt: skip
+    assert conv_weight_dq and list(initializers[conv_weight_dq[0].input[1]].dims) == [16]
+
+
+def test_asymmetric_u8_quantizes_activations_to_uint8_and_weights_to_int8(model, feeds, reference, calibration_feeds):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration_feeds, scheme="asymmetric_u8")
+    initializers = {initializer.name: initializer for initializer in quantized.graph.initializer}
+    activation_zero_points = {zp.data_type for zp in qdq_zero_points(quantized)}
+    weight_types = {
+        initializers[node.input[0]].data_type
+        for node in quantized.graph.node
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers
+    }
+    assert activation_zero_points == {onnx.TensorProto.UINT8}
+    assert onnx.TensorProto.INT8 in weight_types
+    assert relative_error(run(quantized, feeds), reference) < INT8_MAX_RELATIVE_ERROR
+
+
+def test_fp8_has_symmetric_e4m3_qdq_pairs_that_onnxruntime_runs(model, feeds, calibration_feeds):
+    quantized = apply_precision(model, "fp8", calibration_feeds=calibration_feeds)
+    zero_points = qdq_zero_points(quantized)
+    assert zero_points and {zp.data_type for zp in zero_points} == {onnx.TensorProto.FLOAT8E4M3FN}
+    assert all(not onnx.numpy_helper.to_array(zp).astype(np.float32).any() for zp in zero_points)
+    assert np.isfinite(run(quantized, feeds)).all()
+
+
+def test_fp8_rejects_the_asymmetric_scheme(model, calibration_feeds):
+    with pytest.raises(PrecisionError, match="asymmetric_u8"):
+        apply_precision(model, "fp8", calibration_feeds=calibration_feeds, scheme="asymmetric_u8")
+
+
+def test_quantization_never_mutates_its_input(model, calibration_feeds):
+    serialized = model.SerializeToString()
+    apply_precision(model, "int8", calibration_feeds=calibration_feeds)
+    assert model.SerializeToString() == serialized

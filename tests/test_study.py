@@ -1,0 +1,181 @@
+"""A full study on a generated model, with real SQLite storage and real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+
+from autotune.cli import main
+from autotune.report import best_trial, pareto_front
+from autotune.space import config_key
+
+pytestmark = pytest.mark.slow
+
+
+def load(results_dir: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results_dir / name / 'study.db'}")
+
+
+def tune(results_dir: Path, model: Path, name: str, *extra: str) -> int:
+    return main(["start", str(model), "--foreground", "--study", name, "--results-dir", str(results_dir),
+                 "--max-measure-s", "0.1", *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One 10-trial study on the tiny model, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("study")
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(root / "tiny.onnx")
+    results = root / "results"
+    assert tune(results, model, "tiny", "--trials", "10") == 0
+    return results, model, load(results, "tiny")
+
+
+def test_a_study_completes_the_requested_number_of_trials(finished):
+    _, _, study = finished
+    states = [t.state for t in study.trials]
+    assert len(states) == 10
+    assert all(s != optuna.trial.TrialState.RUNNING for s in states)
+
+
+def test_trial_zero_is_the_default_configuration(finished):
+    _, _, study = finished
+    zero = study.trials[0]
+    assert zero.params["graph_optimization_level"] == "all"
+    assert zero.params["batch_size"] == 1
+    assert zero.params["precision"] == "fp32"
+    assert not any(v for k, v in zero.params.items() if k.startswith("pass."))
+
+
+def test_the_pareto_front_is_not_empty_and_its_best_is_within_tolerance(finished):
+    _, _, study = finished
+    front = pareto_front(study)
+    assert front
+    best = best_trial(study)
+    assert best.user_attrs["passed"] is True
+    assert best.user_attrs["max_abs_error"] <= 1e-2 or best.user_attrs["max_rel_error"] <= 1e-2
+    assert best.values[0] == max(t.values[0] for t in front)
+
+
+def test_every_complete_trial_carries_measurements_and_errors(finished):
+    _, _, study = finished
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput", "max_abs_error",
+                        "max_rel_error", "mean_rel_error", "min_cosine_similarity"):
+                assert key in trial.user_attrs, (trial.number, key)
+            assert trial.user_attrs["latency_ms_p50"] <= trial.user_attrs["latency_ms_p99"]
+        elif trial.state == optuna.trial.TrialState.FAIL:
+            assert trial.user_attrs.get("reason")
+
+
+def test_no_configuration_is_measured_twice(finished):
+    _, _, study = finished
+    measured = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    keys = [config_key(t.params) for t in measured]
+    assert len(keys) == len(set(keys))
+
+
+def test_best_dir_has_model_manifest_and_report(finished):
+    results, _, study = finished
+    best = results / "tiny" / "best"
+    manifest = json.loads((best / "manifest.json").read_text())
+    assert manifest["trial"] == best_trial(study).number
+    assert manifest["config"] == best_trial(study).params
+    assert "onnxruntime" in manifest["versions"]
+    assert manifest["host"]["cpu_count"] >= 1
+    assert (best / "model.onnx").is_file()
+    report = (best / "report.md").read_text()
+    assert "Pareto front" in report and "Speedup over trial 0" in report
+    assert manifest["speedup_over_defaults"]["median"] > 0
+
+
+def test_export_writes_a_model_that_reproduces_the_recorded_outputs(finished, tmp_path):
+    results, _, study = finished
+    out = tmp_path / "deploy"
+    assert main(["export", "tiny", "-o", str(out), "--results-dir", str(results)]) == 0
+    best = best_trial(study)
+    recorded = np.load(results / "tiny" / "trials" / str(best.number) / "outputs.npz")
+    pool = np.load(results / "tiny" / "inputs.npz")
+    batch = best.user_attrs["batch_size"]
+    feeds = {"x": pool["x"][np.arange(batch) % pool["x"].shape[0]]}
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, feeds)
+    np.testing.assert_allclose(y, recorded["y"], rtol=1e-4, atol=1e-5)
+
+
+def test_export_of_a_named_trial_regenerates_pruned_files(finished, tmp_path):
+    results, _, study = finished
+    off_front = {t.number for t in pareto_front(study)} | {0}
+    number = next(t.number for t in study.trials
+                  if t.state == optuna.trial.TrialState.COMPLETE and t.number not in off_front
+                  and "duplicate_of" not in t.user_attrs)
+    out = tmp_path / "trial"
+    assert main(["export", "tiny", "-o", str(out), "--trial", str(number), "--results-dir", str(results)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["trial"] == number
+    assert (out / "model.onnx").stat().st_size > 0
+
+
+def test_status_and_list_show_the_study(finished, capsys):
+    results, _, _ = finished
+    assert main(["status", "tiny", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "10 complete" in out or "complete" in out
+    assert "Pareto front" in out
+    assert main(["list", "--results-dir", str(results)]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_a_small_space_stops_when_every_configuration_is_measured(tmp_path, tiny_model, small_space):
+    results = tmp_path / "results"
+    assert tune(results, tiny_model, "small", "--space", str(small_space), "--trials", "30") == 0
+    study = load(results, "small")
+    measured = {config_key(t.params) for t in study.trials if "duplicate_of" not in t.user_attrs}
+    assert len(measured) == 8  # 2 levels x 2 batch sizes x pass on/off
+    assert len(study.trials) < 30 + 1
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, tiny_model, small_space):
+    from dataclasses import replace
+
+    from autotune.cli import build_parser, prepare_start
+    from autotune.study import InProcessExecutor, run_study
+    from autotune.trial import run_trial
+
+    args = build_parser().parse_args(["start", str(tiny_model), "--trials", "5", "--space", str(small_space),
+                                      "--results-dir", str(tmp_path / "r"), "--max-measure-s", "0.05"])
+    spec, _ = prepare_start(args)
+
+    submitted = []
+
+    def run_with_a_broken_model(request):
+        submitted.append(request.number)
+        if len(submitted) == 3:  # a real trial on a model file that is not there
+            request = replace(request, model_path=tmp_path / "vanished.onnx")
+        return run_trial(request)
+
+    study = run_study(spec, InProcessExecutor(run_with_a_broken_model))
+    states = {t.number: t.state for t in study.trials}
+    broken = submitted[2]
+    assert states[broken] == optuna.trial.TrialState.FAIL
+    assert "vanished.onnx" in study.trials[broken].user_attrs["reason"]
+    assert sum(s == optuna.trial.TrialState.COMPLETE for s in states.values()) >= 4
+    assert len(states) >= 5
+
+
+def test_resuming_keeps_told_trials_and_adds_new_ones(tmp_path, tiny_model):
+    results = tmp_path / "results"
+    assert tune(results, tiny_model, "resume", "--trials", "4") == 0
+    first = {t.number: t.values for t in load(results, "resume").trials if t.values}
+    assert tune(results, tiny_model, "resume", "--trials", "7") == 0
+    study = load(results, "resume")
+    assert len(study.trials) == 7
+    for number, values in first.items():
+        assert study.trials[number].values == values
