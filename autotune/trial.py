@@ -31,6 +31,7 @@ from autotune.verify import Tolerance, compare_outputs
 MODEL_FILE = "model.onnx"
 METRICS_FILE = "metrics.json"
 OUTPUTS_FILE = "outputs.npz"
+STAGE_FILE = "stage"  # the stage a trial is in, read by its supervisor when the trial dies
 
 
 @dataclass
@@ -118,7 +119,8 @@ def transform_model(
     if enabled:
         model, rewrites = apply_passes(model, enabled)
     precision = config.get("precision", "fp32")
-    if precision not in ("fp32", "tf32"):
+    # "*_flag" precisions are TensorRT 10.x builder flags: the graph stays FP32.
+    if precision not in ("fp32", "tf32") and not precision.endswith("_flag"):
         model = apply_precision(
             model,
             precision,
@@ -150,7 +152,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         batch_size = int(request.config.get("batch_size", 1)) if request.dynamic_batch else 1
         result.batch_size = batch_size
 
-        stage = "graph passes"
+        stage = _enter(request, "graph passes")
         t0 = time.perf_counter()
         model_path = request.workdir / MODEL_FILE
         result.rewrites = transform_model(
@@ -162,7 +164,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         )
         result.timings_s["passes_s"] = time.perf_counter() - t0
 
-        stage = "build"
+        stage = _enter(request, "build")
         t0 = time.perf_counter()
         shapes = concrete_shapes_for(request, batch_size)
         built = target.build(model_path, request.config, request.workdir, shapes)
@@ -184,7 +186,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
 
         feeds = feeds_at_batch(request.input_pool, batch_size, request.dynamic_batch)
         with target.open(built, request.config) as session:
-            stage = "verify"
+            stage = _enter(request, "verify")
             t0 = time.perf_counter()
             outputs = session.infer(feeds)
             report = compare_outputs(outputs, request.reference_outputs[batch_size], request.tolerance)
@@ -192,7 +194,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             np.savez(request.workdir / OUTPUTS_FILE, **outputs)
             result.timings_s["verify_s"] = time.perf_counter() - t0
 
-            stage = "benchmark"
+            stage = _enter(request, "benchmark")
             t0 = time.perf_counter()
             stats = measure_latency(session.timer(feeds), request.stop_rule)
             result.timings_s["benchmark_s"] = time.perf_counter() - t0
@@ -219,6 +221,11 @@ def run_trial(request: TrialRequest) -> TrialResult:
         except OSError:
             pass
     return result
+
+
+def _enter(request: TrialRequest, stage: str) -> str:
+    (request.workdir / STAGE_FILE).write_text(stage)
+    return stage
 
 
 def concrete_shapes_for(request: TrialRequest, batch_size: int) -> dict[str, list[int]]:

@@ -145,7 +145,9 @@ def _batchnorm_node(source: str) -> onnx.NodeProto:
     )
 
 
-def conv_batchnorm_relu(in_channels: int = 3, out_channels: int = 4, with_bias: bool = True, size: int = 6) -> onnx.ModelProto:
+def conv_batchnorm_relu(
+    in_channels: int = 3, out_channels: int = 4, with_bias: bool = True, size: int = 6
+) -> onnx.ModelProto:
     conv_inputs = ["x", "conv_w"] + (["conv_b"] if with_bias else [])
     return make_model(
         [
@@ -336,15 +338,15 @@ def gemm(m_features: int = 10, n_features: int = 13, trans_b: int = 0, bias_shap
     )
 
 
-def reduce_over_channels(reduce_op: str = "ReduceMean", keepdims: int = 1, axes: tuple = (1,), size: int = 32) -> onnx.ModelProto:
+def reduce_over_channels(
+    reduce_op: str = "ReduceMean", keepdims: int = 1, axes: tuple = (1,), size: int = 32
+) -> onnx.ModelProto:
     """A Reduce over a middle axis of a tensor with more than 2^16 elements (at batch 1)."""
     if reduce_op == "ReduceSum":  # axes became an input of ReduceSum at opset 13
         node = helper.make_node(reduce_op, ["x", "axes"], ["y"], keepdims=keepdims)
     else:
         node = helper.make_node(reduce_op, ["x"], ["y"], axes=list(axes), keepdims=keepdims)
-    return make_model(
-        [node], {"x": [BATCH, 64, size, size]}, ["y"], {"axes": np.array(axes, np.int64)}, opset=17
-    )
+    return make_model([node], {"x": [BATCH, 64, size, size]}, ["y"], {"axes": np.array(axes, np.int64)}, opset=17)
 
 
 # --- a realistic model for precision ---------------------------------------------------------------
@@ -375,8 +377,12 @@ def small_cnn_attention(classes: int = 10) -> onnx.ModelProto:
         }
         nodes += [
             helper.make_node(
-                "Conv", [source, f"conv{index}_w", f"conv{index}_b"], [f"conv{index}"],
-                kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2],
+                "Conv",
+                [source, f"conv{index}_w", f"conv{index}_b"],
+                [f"conv{index}"],
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                strides=[2, 2],
             ),
             helper.make_node(
                 "BatchNormalization",
@@ -397,7 +403,14 @@ def small_cnn_attention(classes: int = 10) -> onnx.ModelProto:
         "head_w": he([classes, dim], dim),
         "head_b": np.zeros(classes, np.float32),
     }
-    for name, (fan_in, fan_out) in {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "o": (dim, dim), "fc1": (dim, hidden), "fc2": (hidden, dim)}.items():
+    for name, (fan_in, fan_out) in {
+        "q": (dim, dim),
+        "k": (dim, dim),
+        "v": (dim, dim),
+        "o": (dim, dim),
+        "fc1": (dim, hidden),
+        "fc2": (hidden, dim),
+    }.items():
         init[f"{name}_w"] = he([fan_in, fan_out], fan_in)
         init[f"{name}_b"] = np.zeros(fan_out, np.float32)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+import models_for_passes as models
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -27,7 +28,6 @@ from autotune.passes import (
     remove_redundant_transposes,
     reshape_4d_matmul_to_2d,
 )
-import models_for_passes as models
 
 FEW_EXAMPLES = settings(max_examples=8, deadline=None)
 
@@ -170,9 +170,7 @@ def test_batchnorm_is_gone_after_folding(build):
 
 
 @FEW_EXAMPLES
-@given(
-    in_channels=st.integers(1, 5), out_channels=st.integers(1, 6), with_bias=st.booleans(), size=st.integers(3, 7)
-)
+@given(in_channels=st.integers(1, 5), out_channels=st.integers(1, 6), with_bias=st.booleans(), size=st.integers(3, 7))
 def test_batchnorm_folding_keeps_conv_outputs_for_any_shape(in_channels, out_channels, with_bias, size):
     original = models.conv_batchnorm_relu(in_channels, out_channels, with_bias, size)
     rewritten, rewrites = fold_batchnorm_into_conv(original)
@@ -271,7 +269,11 @@ def test_4d_matmul_runs_as_a_2d_matmul():
 
 @FEW_EXAMPLES
 @given(
-    heads=st.integers(1, 3), rows=st.integers(1, 4), k=st.integers(1, 7), n=st.integers(1, 7), weight_rank=st.sampled_from([2, 4])
+    heads=st.integers(1, 3),
+    rows=st.integers(1, 4),
+    k=st.integers(1, 7),
+    n=st.integers(1, 7),
+    weight_rank=st.sampled_from([2, 4]),
 )
 def test_4d_matmul_reshape_keeps_outputs_for_any_shape(heads, rows, k, n, weight_rank):
     original = models.matmul_4d(heads, rows, k, n, weight_rank)

@@ -48,9 +48,10 @@ def test_cuda_event_timer_times_any_stream_work(use_cuda_graph):
 @needs_tensorrt_gpu
 @pytest.mark.parametrize("use_cuda_graph", [False, True])
 def test_engine_runs_matches_the_model_and_is_timed(tmp_path, use_cuda_graph):
+    from test_tensorrt_target import conv_model  # pytest puts tests/ on sys.path
+
     from autotune.targets.base import TargetOptions
     from autotune.targets.tensorrt import TensorRTTarget
-    from test_tensorrt_target import conv_model  # pytest puts tests/ on sys.path
 
     model = conv_model(tmp_path / "conv.onnx")
     target = TensorRTTarget(TargetOptions(cache_dir=tmp_path))

@@ -40,9 +40,7 @@ def export_graph(graph: gs.Graph, original: onnx.ModelProto) -> onnx.ModelProto:
     exported.doc_string = original.doc_string
     del exported.metadata_props[:]
     exported.metadata_props.extend(original.metadata_props)
-    exported.ir_version = max(
-        original.ir_version, onnx.helper.find_min_ir_version_for(list(exported.opset_import))
-    )
+    exported.ir_version = max(original.ir_version, onnx.helper.find_min_ir_version_for(list(exported.opset_import)))
     return exported
 
 
@@ -188,7 +186,9 @@ def raise_opset_if_safe(graph: gs.Graph, required: int) -> bool:
     graph.opset = required
     if graph.import_domains is not None:  # fresh protos: these are shared with the input model
         graph.import_domains = [
-            onnx.helper.make_opsetid(opset_id.domain, required if is_default_domain(opset_id.domain) else opset_id.version)
+            onnx.helper.make_opsetid(
+                opset_id.domain, required if is_default_domain(opset_id.domain) else opset_id.version
+            )
             for opset_id in graph.import_domains
         ]
     return True
@@ -202,9 +202,14 @@ def _schema_compatible(old: onnx.defs.OpSchema, new: onnx.defs.OpSchema) -> bool
     if new.deprecated or not set(old.attributes) <= set(new.attributes):
         return False
     for old_formals, new_formals in ((old.inputs, new.inputs), (old.outputs, new.outputs)):
-        if len(new_formals) < len(old_formals) or [f.name for f in old_formals] != [f.name for f in new_formals[: len(old_formals)]]:
+        if len(new_formals) < len(old_formals) or [f.name for f in old_formals] != [
+            f.name for f in new_formals[: len(old_formals)]
+        ]:
             return False
-        if any(f.option == onnx.defs.OpSchema.FormalParameterOption.Single for f in new_formals[len(old_formals) :]) and new_formals is new.inputs:
+        if (
+            any(f.option == onnx.defs.OpSchema.FormalParameterOption.Single for f in new_formals[len(old_formals) :])
+            and new_formals is new.inputs
+        ):
             return False
     old_types = {c.type_param_str: set(c.allowed_type_strs) for c in old.type_constraints}
     new_types = {c.type_param_str: set(c.allowed_type_strs) for c in new.type_constraints}

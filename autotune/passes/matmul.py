@@ -67,7 +67,11 @@ def _reshape_4d_matmuls(graph: gs.Graph) -> int:
         k, n = weights.shape[-2:]
         flat = make_variable(graph, f"{x.name}_2d", dtype=x.dtype)
         graph.nodes.append(
-            gs.Node("Reshape", inputs=[x, make_constant(graph, "matmul_2d_shape", np.array([-1, k], np.int64))], outputs=[flat])
+            gs.Node(
+                "Reshape",
+                inputs=[x, make_constant(graph, "matmul_2d_shape", np.array([-1, k], np.int64))],
+                outputs=[flat],
+            )
         )
         node.inputs[0] = flat
         if weights.ndim > 2:
@@ -166,7 +170,9 @@ def _pad_gemm(graph: gs.Graph, node: gs.Node, multiple: int) -> int:
         return 0
     k_widths, n_widths = (0, k_padded - k), (0, n_padded - n)
     node.inputs[1] = make_constant(
-        graph, f"{weight_tensor.name}_padded", np.pad(weights, (n_widths, k_widths) if transposed else (k_widths, n_widths))
+        graph,
+        f"{weight_tensor.name}_padded",
+        np.pad(weights, (n_widths, k_widths) if transposed else (k_widths, n_widths)),
     )
     if k_padded != k:
         node.inputs[0] = _zero_pad(graph, a, 2, 0 if node.attrs.get("transA", 0) else 1, k_padded - k)

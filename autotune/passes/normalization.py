@@ -115,8 +115,7 @@ def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
     normalized_shape = _static_trailing_shape(x, normalized_rank)
     dtype = x.dtype if x.dtype is not None else np.float32
     if normalized_shape is None and (
-        (gamma is not None and gamma.ndim != normalized_rank)
-        or (beta is not None and beta.ndim != normalized_rank)
+        (gamma is not None and gamma.ndim != normalized_rank) or (beta is not None and beta.ndim != normalized_rank)
     ):
         return 0
     shape = normalized_shape or (gamma.shape if gamma is not None else None)
@@ -214,7 +213,11 @@ def _restores_shape_of(shape_tensor: gs.Tensor, x: gs.Tensor, rank: int) -> bool
     """Whether Reshape(·, shape_tensor) gives back x's shape: Shape(x), or matching constants."""
     shape_producer = producer(shape_tensor)
     if shape_producer is not None and shape_producer.op == "Shape":
-        return shape_producer.inputs[0] is x and not shape_producer.attrs.get("start", 0) and "end" not in shape_producer.attrs
+        return (
+            shape_producer.inputs[0] is x
+            and not shape_producer.attrs.get("start", 0)
+            and "end" not in shape_producer.attrs
+        )
     shape = constant_value(shape_tensor)
     if shape is None or shape.size != rank:
         return False
@@ -223,7 +226,7 @@ def _restores_shape_of(shape_tensor: gs.Tensor, x: gs.Tensor, rank: int) -> bool
         return False
     known = [dims[axis] is not None and int(shape[axis]) == dims[axis] for axis in range(1, rank)]
     inferred = [int(shape[axis]) == -1 for axis in range(1, rank)]
-    return all(known) or (sum(inferred) == 1 and all(k or i for k, i in zip(known, inferred)))
+    return all(known) or (sum(inferred) == 1 and all(k or i for k, i in zip(known, inferred, strict=True)))
 
 
 def _per_channel(tensor: gs.Tensor | None, rank: int) -> np.ndarray | None:

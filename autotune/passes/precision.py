@@ -169,7 +169,9 @@ def cast_to_low_precision(
         if node.op in blocked or not is_default_domain(node.domain):
             continue
         float_positions = _castable_positions(node, opset, type_string)
-        if float_positions is None or (kernels == "onnxruntime_cpu" and not _has_ort_cpu_kernel(node.op, opset, type_string)):
+        if float_positions is None or (
+            kernels == "onnxruntime_cpu" and not _has_ort_cpu_kernel(node.op, opset, type_string)
+        ):
             continue
         input_positions, output_positions = float_positions
         for index in input_positions:
@@ -242,9 +244,7 @@ def _ort_cpu_kernels() -> dict[str, list[tuple[tuple[int, int], set[str]]]]:
 
 def _has_ort_cpu_kernel(op: str, opset: int, type_string: str) -> bool:
     since = onnx.defs.get_schema(op, opset, "").since_version
-    return any(
-        low <= since <= high and type_string in types for (low, high), types in _ort_cpu_kernels().get(op, [])
-    )
+    return any(low <= since <= high and type_string in types for (low, high), types in _ort_cpu_kernels().get(op, []))
 
 
 def _low_precision_version(graph: gs.Graph, tensor: gs.Tensor, onnx_type: int, numpy_type: np.dtype) -> gs.Tensor:
@@ -253,7 +253,9 @@ def _low_precision_version(graph: gs.Graph, tensor: gs.Tensor, onnx_type: int, n
         if numpy_type == np.float16:
             finite = float(np.finfo(np.float16).max)
             values = np.clip(values, -finite, finite)
-        return gs.Constant(unique_name(graph, f"{tensor.name}_{numpy_type.name}"), np.asarray(values.astype(numpy_type)))
+        return gs.Constant(
+            unique_name(graph, f"{tensor.name}_{numpy_type.name}"), np.asarray(values.astype(numpy_type))
+        )
     low = make_variable(graph, f"{tensor.name}_{numpy_type.name}", dtype=numpy_type, shape=tensor.shape)
     graph.nodes.append(gs.Node("Cast", attrs={"to": onnx_type}, inputs=[tensor], outputs=[low]))
     return low

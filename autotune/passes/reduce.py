@@ -75,6 +75,11 @@ def _move_reduce_axes_at(graph: gs.Graph, node: gs.Node) -> int:
         reduced_result = make_variable(graph, f"{result.name}_axes_last", dtype=result.dtype)
         node.outputs[0] = reduced_result
         graph.nodes.append(
-            gs.Node("Transpose", attrs={"perm": [int(axis) for axis in np.argsort(perm)]}, inputs=[reduced_result], outputs=[result])
+            gs.Node(
+                "Transpose",
+                attrs={"perm": [int(axis) for axis in np.argsort(perm)]},
+                inputs=[reduced_result],
+                outputs=[result],
+            )
         )
     return 1

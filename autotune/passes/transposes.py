@@ -123,9 +123,7 @@ def _cancel_across_elementwise(graph: gs.Graph, first: gs.Node) -> int:
             value = constant_value(operand)
             if value is not None and value.size > 1:
                 padded = value.reshape((1,) * (len(perm) - value.ndim) + value.shape)
-                node.inputs[index] = make_constant(
-                    graph, f"{operand.name}_transposed", np.transpose(padded, inverse)
-                )
+                node.inputs[index] = make_constant(graph, f"{operand.name}_transposed", np.transpose(padded, inverse))
     source, transposed = first.inputs[0], first.outputs[0]
     first.outputs.clear()
     for index, operand in enumerate(chain[0].inputs):

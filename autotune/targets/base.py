@@ -101,6 +101,11 @@ class Target(abc.ABC):
     def unavailable_reason(cls) -> str | None:
         """None when this target can be used here, else a one-line reason with the fix."""
 
+    @classmethod
+    def needs_gpu(cls, options: TargetOptions) -> bool:
+        """Whether a trial of this target must hold a GPU (Ray `num_gpus=1`). Default: False."""
+        return False
+
     def describe(self) -> str:
         """A short human description of where this target runs (provider, device)."""
         return self.name

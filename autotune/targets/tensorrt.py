@@ -391,6 +391,11 @@ class TensorRTTarget(Target):
     # -- availability -----------------------------------------------------------------
 
     @classmethod
+    def needs_gpu(cls, options: TargetOptions) -> bool:
+        """Measuring needs a GPU per trial; build-only trials do not."""
+        return not options.build_only
+
+    @classmethod
     def _install_hint(cls) -> str:
         return (
             "TensorRT is not installed: pip install 'autotune[tensorrt]' (tensorrt-cu12 or tensorrt-cu13 "

@@ -1,0 +1,257 @@
+"""Where trials run: Ray tasks, each supervising the trial in a child process.
+
+Why a child process inside the Ray task: Ray reports a dead worker as "WorkerCrashedError"
+without the signal, and cancelling a task kills the (reused) worker. Running the trial in a
+child forked from a clean fork server lets the task see the exit signal ("worker died:
+signal 11 (SIGSEGV) during build"), enforce `--trial-timeout` by killing only the child, and
+keep the Ray worker alive. The fork server preloads the heavy modules once per worker, so a
+trial starts in milliseconds.
+
+CPU targets: each concurrent trial owns a disjoint set of cores (its affinity, and thread
+counts capped to it), so parallel measurements never share the hardware they measure. With
+the default of one worker, a trial owns every core. GPU targets: one trial per GPU
+(`num_gpus=1`); the child sees exactly the GPU Ray assigned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from autotune.study import Executor
+from autotune.trial import STAGE_FILE, TrialRequest, TrialResult, run_trial
+
+# Every module a trial imports: the fork server imports them once, children start warm.
+_PRELOAD = [
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime.quantization",
+    "onnx_graphsurgeon",
+    "polygraphy.comparator",
+    "autotune.trial",
+    "autotune.passes",
+    "autotune.verify",
+    "autotune.targets.onnxruntime",
+    "autotune._warmup",
+]
+
+
+def _child_main(request: TrialRequest, cores: list[int] | None, env: dict[str, str], conn: Any) -> None:
+    """Runs in the fork-server child: pin, die with the parent, run the trial, send the result."""
+    _die_with_parent()
+    os.environ.update(env)
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    conn.send(run_trial(request))
+    conn.close()
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a cancelled (killed) worker takes its trial child with it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stage(request: TrialRequest) -> str:
+    try:
+        return (request.workdir / STAGE_FILE).read_text().strip() or "setup"
+    except OSError:
+        return "setup"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown"
+
+
+def run_isolated(
+    request: TrialRequest, cores: list[int] | None = None, timeout_s: float | None = None,
+    env: dict[str, str] | None = None,
+) -> TrialResult:
+    """Runs `run_trial(request)` in a child process; a crash or a timeout fails only the trial.
+
+    Args:
+        request (TrialRequest): the trial.
+        cores (list[int] | None): CPU cores the child is pinned to. Default: None (inherit).
+        timeout_s (float | None): kill the child after this long. Default: None (no limit).
+        env (dict | None): environment the child sets first (CUDA_VISIBLE_DEVICES). Default: {}.
+    """
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    receive, send = context.Pipe(duplex=False)
+    started = time.monotonic()
+    child = context.Process(target=_child_main, args=(request, cores, env or {}, send), daemon=True)
+    child.start()
+    send.close()
+    result: TrialResult | None = None
+    deadline = None if timeout_s is None else started + timeout_s
+    while True:
+        wait = 0.5 if deadline is None else max(min(0.5, deadline - time.monotonic()), 0)
+        if receive.poll(wait):
+            try:
+                result = receive.recv()
+            except EOFError:
+                result = None
+            break
+        if not child.is_alive():
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            stage = _stage(request)
+            child.kill()
+            child.join(5)
+            return _failed(request, f"timed out after {timeout_s:.0f} s (--trial-timeout) during {stage}", started)
+    child.join(10)
+    if result is not None:
+        return result
+    code = child.exitcode
+    stage = _stage(request)
+    if code is not None and code < 0:
+        reason = f"worker died: signal {-code} ({_signal_name(-code)}) during {stage}"
+    else:
+        reason = f"worker died: exit code {code} during {stage}"
+    return _failed(request, reason, started)
+
+
+def _failed(request: TrialRequest, reason: str, started: float) -> TrialResult:
+    return TrialResult(
+        number=request.number, config=dict(request.config), state="failed", reason=reason,
+        workdir=str(request.workdir), timings_s={"total_s": time.monotonic() - started},
+    )
+
+
+def _remote_trial(request: TrialRequest, cores: list[int] | None, timeout_s: float | None) -> TrialResult:
+    """Body of the Ray task."""
+    import ray
+
+    env = {}
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
+    return run_isolated(request, cores, timeout_s, env)
+
+
+@dataclass
+class _InFlight:
+    number: int
+    request: TrialRequest
+    slot: int
+    submitted: float
+
+
+class RayExecutor(Executor):
+    """Runs trials as Ray tasks on a local cluster it owns, or on an existing one.
+
+    Args:
+        workers (int): parallel trials.
+        gpu (bool): reserve one GPU per trial (GPU targets).
+        address (str | None): join this Ray cluster; None starts a local one. Default: None.
+        trial_timeout_s (float | None): fail trials that run longer. Default: None.
+    """
+
+    def __init__(self, workers: int, *, gpu: bool = False, address: str | None = None,
+                 trial_timeout_s: float | None = None) -> None:
+        import ray
+
+        self.gpu = gpu
+        self.trial_timeout_s = trial_timeout_s
+        self.owns_cluster = address is None and not ray.is_initialized()
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if address is not None:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        elif not ray.is_initialized():
+            ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False, logging_level="ERROR",
+                     log_to_driver=False, configure_logging=True)
+        self.capacity = workers
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if gpu or address is not None or not cores:
+            self.core_sets: list[list[int] | None] = [None] * workers
+        else:
+            per = max(len(cores) // workers, 1)
+            self.core_sets = [cores[i * per:(i + 1) * per] or [cores[i % len(cores)]] for i in range(workers)]
+        options: dict[str, Any] = {"max_retries": 0}
+        if gpu:
+            options["num_gpus"] = 1
+            options["num_cpus"] = 1
+        else:
+            options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
+        self._task = ray.remote(**options)(_remote_trial)
+        self._flights: dict[Any, _InFlight] = {}
+        self._free_slots = list(range(workers))
+        self._finished: list[TrialResult] = []
+
+    @classmethod
+    def for_spec(cls, spec: Any, *, workers: int | None, address: str | None,
+                 trial_timeout_s: float | None) -> RayExecutor:
+        """Sizes the executor for a study: one worker per GPU on GPU targets, else one."""
+        from autotune.targets import target_class
+
+        gpu = target_class(spec.target_name).needs_gpu(spec.target_options)
+        if workers is None:
+            workers = max(_visible_gpus(), 1) if gpu else 1
+        return cls(workers, gpu=gpu, address=address, trial_timeout_s=trial_timeout_s)
+
+    def submit(self, request: TrialRequest) -> None:
+        slot = self._free_slots.pop(0)
+        cores = self.core_sets[slot]
+        ref = self._task.remote(request, cores, self.trial_timeout_s)
+        self._flights[ref] = _InFlight(request.number, request, slot, time.monotonic())
+
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    def wait(self, timeout_s: float) -> list[TrialResult]:
+        import ray
+
+        results, self._finished = self._finished, []
+        if not self._flights:
+            return results
+        ready, _ = ray.wait(list(self._flights), num_returns=1, timeout=timeout_s)
+        if ready:
+            more, _ = ray.wait(list(self._flights), num_returns=len(self._flights), timeout=0)
+            ready = list(dict.fromkeys([*ready, *more]))
+        for ref in ready:
+            flight = self._flights.pop(ref)
+            self._free_slots.append(flight.slot)
+            try:
+                results.append(ray.get(ref))
+            except Exception as exc:  # the Ray worker itself died (OOM kill of the supervisor)
+                stage = _stage(flight.request)
+                results.append(_failed(flight.request, f"worker died: {type(exc).__name__} during {stage}",
+                                       flight.submitted))
+        return results
+
+    def cancel_all(self, reason: str) -> None:
+        import ray
+
+        for ref, flight in list(self._flights.items()):
+            ray.cancel(ref, force=True)
+            self._flights.pop(ref)
+            self._free_slots.append(flight.slot)
+            self._finished.append(_failed(flight.request, f"{reason} (during {_stage(flight.request)})",
+                                          flight.submitted))
+
+    def close(self) -> None:
+        import ray
+
+        if self.owns_cluster and ray.is_initialized():
+            ray.shutdown()
+
+
+def _visible_gpus() -> int:
+    try:
+        import ray
+
+        return int(ray.cluster_resources().get("GPU", 0))
+    except Exception:
+        return 0

@@ -1,0 +1,111 @@
+"""Realistic benchmark models, exported once to ONNX into bench/models/ (a cache; not in git).
+
+Each function returns the path of an ONNX file with a dynamic batch dim. The torchvision and
+transformers models carry random weights (no hub download); the trained model is the text
+detector shipped inside the `rapidocr-onnxruntime` wheel.
+
+Needs (bench only, not the package): torch, torchvision, transformers, rapidocr-onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+CACHE_DIR = Path(__file__).resolve().parent / "models"
+OPSET = 17
+
+
+def _export_torch(
+    name: str, build: Callable, example_inputs: tuple, input_names: list[str], dynamic_axes: dict
+) -> Path:
+    path = CACHE_DIR / f"{name}.onnx"
+    if path.exists():
+        return path
+    import torch
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no ONNX export
+    module = build().eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example_inputs,
+            str(path),
+            input_names=input_names,
+            output_names=["output"],
+            dynamic_axes=dynamic_axes | {"output": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def _image_model(name: str, build: Callable) -> Path:
+    import torch
+
+    return _export_torch(name, build, (torch.randn(1, 3, 224, 224),), ["images"], {"images": {0: "batch"}})
+
+
+def resnet50() -> Path:
+    from torchvision.models import resnet50 as build
+
+    return _image_model("resnet50", lambda: build(weights=None))
+
+
+def mobilenet_v3_large() -> Path:
+    from torchvision.models import mobilenet_v3_large as build
+
+    return _image_model("mobilenet_v3_large", lambda: build(weights=None))
+
+
+def vit_b_16() -> Path:
+    from torchvision.models import vit_b_16 as build
+
+    return _image_model("vit_b_16", lambda: build(weights=None))
+
+
+def bert_base() -> Path:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = BertModel(BertConfig(), add_pooling_layer=False)
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    sequence = 128
+    return _export_torch(
+        "bert_base",
+        LastHiddenState,
+        (torch.randint(0, 30522, (1, sequence)), torch.ones(1, sequence, dtype=torch.int64)),
+        ["input_ids", "attention_mask"],
+        {"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}},
+    )
+
+
+def ppocr_v4_det() -> Path:
+    """PP-OCRv4 text detector, trained, from the rapidocr-onnxruntime wheel."""
+    path = CACHE_DIR / "ppocr_v4_det.onnx"
+    if not path.exists():
+        spec = importlib.util.find_spec("rapidocr_onnxruntime")
+        if spec is None or spec.origin is None:
+            raise RuntimeError("install rapidocr-onnxruntime for the trained benchmark model")
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(spec.origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx", path)
+    return path
+
+
+MODELS: dict[str, Callable[[], Path]] = {
+    "resnet50": resnet50,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "vit_b_16": vit_b_16,
+    "bert_base": bert_base,
+    "ppocr_v4_det (trained)": ppocr_v4_det,
+}
