@@ -55,6 +55,8 @@ class StudySpec:
         stop_rule (StopRule): benchmark stop rule.
         latency_sla_ms (float | None): constraint on median latency. Default: None.
         storage (str | None): Optuna storage URL; None means SQLite in the study directory.
+        sampler (str): "tpe" (multi-objective TPE with constant liar) or "random" (a baseline
+            for benchmarks). Default: "tpe".
     """
 
     name: str
@@ -73,6 +75,7 @@ class StudySpec:
     stop_rule: StopRule = field(default_factory=StopRule)
     latency_sla_ms: float | None = None
     storage: str | None = None
+    sampler: str = "tpe"
 
     @property
     def study_dir(self) -> Path:
@@ -116,13 +119,16 @@ def open_study(spec: StudySpec, *, create: bool) -> Any:
 
     quiet_optuna()
     constraints = {} if _native_constraints() else {"constraints_func": constraints_from_attrs}
-    sampler = optuna.samplers.TPESampler(
-        seed=spec.seed,
-        constant_liar=True,
-        n_startup_trials=max(4, min(10, (spec.n_trials or 40) // 4)),
-        multivariate=True,
-        **constraints,
-    )
+    if spec.sampler == "random":
+        sampler: Any = optuna.samplers.RandomSampler(seed=spec.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(
+            seed=spec.seed,
+            constant_liar=True,
+            n_startup_trials=max(4, min(10, (spec.n_trials or 40) // 4)),
+            multivariate=True,
+            **constraints,
+        )
     if create:
         study = optuna.create_study(
             storage=spec.storage_url,
@@ -235,8 +241,14 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         attrs["reason"] = result.reason
     for key, value in result.measurements.items():
         attrs[key] = value
-    for key in ("passed", "max_abs_error", "max_rel_error", "mean_rel_error", "min_cosine_similarity",
-                "normalized_error"):
+    for key in (
+        "passed",
+        "max_abs_error",
+        "max_rel_error",
+        "mean_rel_error",
+        "min_cosine_similarity",
+        "normalized_error",
+    ):
         if key in result.accuracy:
             attrs[key] = result.accuracy[key]
     if result.accuracy.get("outputs"):
@@ -340,14 +352,30 @@ def recover_state(study: Any, run: StudyRun) -> None:
 
 
 def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
-    measurement_keys = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "iterations",
-                        "rel_ci_width", "stopped_by", "throughput", "batch_size")
-    accuracy_keys = ("passed", "max_abs_error", "max_rel_error", "mean_rel_error", "min_cosine_similarity",
-                     "normalized_error")
+    measurement_keys = (
+        "latency_ms_p50",
+        "latency_ms_p90",
+        "latency_ms_p99",
+        "latency_ms_mean",
+        "iterations",
+        "rel_ci_width",
+        "stopped_by",
+        "throughput",
+        "batch_size",
+    )
+    accuracy_keys = (
+        "passed",
+        "max_abs_error",
+        "max_rel_error",
+        "mean_rel_error",
+        "min_cosine_similarity",
+        "normalized_error",
+    )
     return {
         "number": number,
         "measurements": {k: attrs[k] for k in measurement_keys if k in attrs},
-        "accuracy": {k: attrs[k] for k in accuracy_keys if k in attrs} | {"outputs": attrs.get("errors_per_output", {})},
+        "accuracy": {k: attrs[k] for k in accuracy_keys if k in attrs}
+        | {"outputs": attrs.get("errors_per_output", {})},
     }
 
 
@@ -439,9 +467,14 @@ def run_study(
                 if result.number == 0 and result.measurements:
                     run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
                 if result.state == "complete" and result.digest and result.shared_with is None and result.measurements:
-                    run.measured.setdefault(result.digest, {
-                        "number": result.number, "measurements": result.measurements, "accuracy": result.accuracy,
-                    })
+                    run.measured.setdefault(
+                        result.digest,
+                        {
+                            "number": result.number,
+                            "measurements": result.measurements,
+                            "accuracy": result.accuracy,
+                        },
+                    )
                 tell_result(study, trial, result, spec)
                 study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
                 if on_result is not None:
