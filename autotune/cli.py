@@ -163,6 +163,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
         resumed = existing_study_model(results_dir, name, args.storage)
         if resumed is None:
             raise UsageError(f"--resume {args.resume}: no such study under {results_dir}")
+        _inherit_options(args, resumed.get("start_options", {}))
         model_path = Path(args.model) if args.model else Path(resumed["model_path"])
     else:
         if not args.model:
@@ -198,6 +199,8 @@ def prepare_start(args: argparse.Namespace) -> Any:
     target, target_message = resolve_target(resumed["target"] if resumed and args.target == "auto" else args.target,
                                             target_options)
     space_path = args.space or target.default_space_path()
+    if not space_path.is_file():
+        raise UsageError(f"--space {space_path}: no such file (target {target.name} ships no default space)")
     space = load_space(space_path, target)
     known_good = _known_good(space_path, space)
     overrides = parse_shape_overrides(args.shape, info)
@@ -217,7 +220,8 @@ def prepare_start(args: argparse.Namespace) -> Any:
         name=name,
         results_dir=results_dir,
         model=info,
-        target_name=target.name,
+        # A plugin target is named by "module:Class"; workers import it by that name.
+        target_name=args.target if ":" in args.target else target.name,
         target_options=target_options,
         space=space,
         known_good=known_good,
@@ -230,8 +234,32 @@ def prepare_start(args: argparse.Namespace) -> Any:
         stop_rule=StopRule(max_time_s=max_measure_s),
         latency_sla_ms=sla,
         storage=args.storage,
+        start_options=start_options(args),
     )
     return spec, target_message
+
+
+# `start` options a resumed study inherits unless given again on the command line.
+RESUMABLE_OPTIONS = ("target", "space", "atol", "rtol", "max_error", "latency_sla_ms", "inputs", "shape", "seed",
+                     "build_only", "max_measure_s", "workers", "trial_timeout", "ray_address")
+
+
+def start_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The resumable options of a `start`, with paths made absolute (stored with the study)."""
+    options = {}
+    for key in RESUMABLE_OPTIONS:
+        value = getattr(args, key, None)
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        options[key] = value
+    return options
+
+
+def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
+    defaults = build_parser().parse_args(["start"])
+    for key, value in stored.items():
+        if key in RESUMABLE_OPTIONS and getattr(args, key, None) == getattr(defaults, key, None):
+            setattr(args, key, Path(value) if key in ("space", "inputs") and value else value)
 
 
 def _int_flag(flag: str, value: str) -> int:
@@ -266,7 +294,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     spec, target_message = prepare_start(args)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print(target_message, markup=False)
     if not args.foreground:
         from autotune.daemon import detach
@@ -334,10 +362,12 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-def make_executor(spec: Any, args: argparse.Namespace) -> Any:
+def make_executor(spec: Any, args: argparse.Namespace, *, ray: bool = False) -> Any:
+    """Ray workers for the daemon (and for foreground runs that ask for workers, a cluster or
+    a trial timeout); otherwise trials run in this process, one after another."""
     from autotune.study import InProcessExecutor
 
-    if getattr(args, "no_ray", False) or not _ray_wanted(args):
+    if getattr(args, "no_ray", False) or not (ray or _ray_wanted(args)):
         return InProcessExecutor()
     from autotune.workers import RayExecutor
 
@@ -346,7 +376,7 @@ def make_executor(spec: Any, args: argparse.Namespace) -> Any:
 
 
 def _ray_wanted(args: argparse.Namespace) -> bool:
-    return bool(args.workers or args.ray_address or args.trial_timeout or os.environ.get("AUTOTUNE_RAY") == "1")
+    return bool(args.workers or args.ray_address or args.trial_timeout)
 
 
 def _workers(args: argparse.Namespace) -> int | None:
@@ -431,7 +461,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from autotune.daemon import daemon_state
     from autotune.study import STUDY_DB, count_trials
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     dbs = sorted(args.results_dir.glob(f"*/{STUDY_DB}"))
     if not dbs:
         console.print(f"no studies under {args.results_dir}")
@@ -461,7 +491,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from autotune.report import best_trial, default_trial, failure_reasons, fmt, pareto_front
     from autotune.study import count_trials
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
     counts = count_trials(study)

@@ -90,9 +90,11 @@ def daemon_state(study_dir: Path) -> str:
     state_path = study_dir / STATE_FILE
     if state_path.exists():
         try:
-            return str(json.loads(state_path.read_text()).get("state", "unknown"))
+            state = str(json.loads(state_path.read_text()).get("state", "unknown"))
         except (OSError, json.JSONDecodeError):
             return "unknown"
+        # "running" without a lock holder: the daemon died without saying so.
+        return "crashed (resume with `autotune start --resume`)" if state == "running" else state
     return "finished" if (study_dir / "report.md").exists() else "not started"
 
 
@@ -190,7 +192,6 @@ def run_daemon(argv: list[str]) -> int:
     lock = StudyLock(spec.study_dir / PID_FILE)
     lock.acquire()
     flags = StopFlags()
-    flags.install()
     write_state(spec.study_dir, "running")
     log.info("daemon pid %d for study %s; %s", os.getpid(), spec.name, target_message)
     try:
@@ -198,7 +199,8 @@ def run_daemon(argv: list[str]) -> int:
         elapsed_before = float(before.get("elapsed_s", 0.0))
         references = compute_references(spec)
         write_inputs(spec)
-        executor = make_executor(spec, args)
+        executor = make_executor(spec, args, ray=True)
+        flags.install()  # after ray.init, which installs its own SIGTERM handler
 
         def on_result(result: Any, study: Any) -> None:
             extra = f" ({result.reason})" if result.reason else ""

@@ -80,10 +80,52 @@ def finalize(
         study.set_user_attr("speedup", speedup.__dict__)
     if best is not None:
         study.set_user_attr("best_trial", best.number)
+    upload_front_artifacts(study, best_dir)
     if prune:
         keep = {t.number for t in pareto_front(study)} | {0}
         prune_trial_dirs(study_dir, keep)
     return Finalized(best.number if best else None, speedup, best_dir, report)
+
+
+ARTIFACT_DIR = "artifacts"
+MAX_ARTIFACT_BYTES = 200 << 20
+
+
+def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
+    """Puts the files of the Pareto trials and best/ in Optuna's artifact store, attached to
+    the study (finished trials are read-only), named `trial-<n>-<file>`, so the dashboard
+    shows them. Files already uploaded are not repeated."""
+    from optuna.artifacts import get_all_artifact_meta, upload_artifact
+
+    study_dir = Path(study.user_attrs["study_dir"])
+    store = artifact_store(study_dir)
+    best = best_trial(study)
+    uploaded = {meta.filename for meta in get_all_artifact_meta(study)}
+    for trial in pareto_front(study):
+        trial_dir = study_dir / "trials" / str(trial.number)
+        files = [trial_dir / name for name in ("metrics.json", MODEL_FILE, "build.log", "engine.plan")]
+        if best is not None and best_dir is not None and trial.number == best.number:
+            files += [best_dir / name for name in ("manifest.json", REPORT_FILE, PARETO_PLOT)]
+        for path in files:
+            if not path.is_file() or path.stat().st_size > MAX_ARTIFACT_BYTES:
+                continue
+            named = path.parent / f"trial-{trial.number}-{path.name}"
+            if named.name in uploaded:
+                continue
+            shutil.copyfile(path, named)
+            try:
+                upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)
+            finally:
+                named.unlink(missing_ok=True)
+            uploaded.add(named.name)
+
+
+def artifact_store(study_dir: Path) -> Any:
+    """The study's file-system artifact store (`<study>/artifacts`)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    (study_dir / ARTIFACT_DIR).mkdir(exist_ok=True)
+    return FileSystemArtifactStore(str(study_dir / ARTIFACT_DIR))
 
 
 def measure_speedup(

@@ -92,10 +92,16 @@ def measure_latency(time_once: TimeOnce, rule: StopRule = StopRule()) -> Latency
     """
     start = time.perf_counter()
     done = 0
+    warm: list[float] = []
+    limit = rule.slow_factor * rule.reference_latency_s
     while done < rule.warmup_iters or time.perf_counter() - start < rule.warmup_s:
-        time_once()
+        warm.append(time_once())
         done += 1
-        if done >= 10 * max(rule.warmup_iters, 1):
+        # A pathological configuration (runs 30-100x slower) is cut short already in the
+        # warm-up: the first run may include one-off work (algorithm search, graph capture).
+        if limit > 0 and done >= 2 and min(warm[1:]) > limit:
+            return _stats(warm[1:], "too_slow")
+        if done >= 10 * max(rule.warmup_iters, 1) or time.perf_counter() - start >= rule.max_time_s:
             break
     samples: list[float] = []
     timed_start = time.perf_counter()
@@ -116,6 +122,10 @@ def measure_latency(time_once: TimeOnce, rule: StopRule = StopRule()) -> Latency
         if time.perf_counter() - timed_start >= rule.max_time_s and n >= 3:
             stopped_by = "time_cap"
             break
+    return _stats(samples, stopped_by)
+
+
+def _stats(samples: list[float], stopped_by: str) -> LatencyStats:
     arr = np.asarray(samples) * 1e3
     width = median_ci_rel_width(arr)
     return LatencyStats(

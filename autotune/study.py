@@ -76,6 +76,7 @@ class StudySpec:
     latency_sla_ms: float | None = None
     storage: str | None = None
     sampler: str = "tpe"
+    start_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def study_dir(self) -> Path:
@@ -325,6 +326,7 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "shape_overrides": {k: list(v) for k, v in spec.shape_overrides.items()},
         "n_trials": spec.n_trials,
         "budget_s": spec.budget_s,
+        "start_options": spec.start_options,
     }
 
 
@@ -338,11 +340,17 @@ def recover_state(study: Any, run: StudyRun) -> None:
         if frozen.state == optuna.trial.TrialState.RUNNING:
             interrupted = optuna.trial.Trial(study, frozen._trial_id)
             interrupted.set_user_attr("reason", "interrupted: the daemon stopped mid-trial; configuration re-queued")
+            interrupted.set_user_attr("interrupted", True)
             study.tell(interrupted, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             if frozen.params:
                 study.enqueue_trial(frozen.params, skip_if_exists=False)
             continue
-        if frozen.state != optuna.trial.TrialState.COMPLETE or "config_key" not in attrs:
+        if "config_key" not in attrs or attrs.get("interrupted"):
+            continue
+        if frozen.state == optuna.trial.TrialState.FAIL:
+            run.keys.setdefault(attrs["config_key"], frozen.number)  # a failing configuration is not retried
+            continue
+        if frozen.state != optuna.trial.TrialState.COMPLETE:
             continue
         run.keys.setdefault(attrs["config_key"], frozen.number)
         if "digest" in attrs and "latency_ms_p50" in attrs:
@@ -396,8 +404,14 @@ def count_trials(study: Any) -> dict[str, int]:
 
 
 def finished_count(study: Any) -> int:
-    counts = count_trials(study)
-    return counts["complete"] + counts["failed"] + counts["pruned"]
+    """Trials that count toward `--trials`: finished ones, except those a dead daemon
+    interrupted (their configurations are re-queued and counted when they re-run)."""
+    import optuna
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    return sum(
+        1 for t in study.get_trials(deepcopy=False) if t.state in finished and not t.user_attrs.get("interrupted")
+    )
 
 
 def run_study(
@@ -462,8 +476,6 @@ def run_study(
                 break
             for result in executor.wait(timeout_s=0.5):
                 trial = run.pending.pop(result.number)
-                if result.state == "failed":
-                    run.keys.pop(config_key(result.config), None)
                 if result.number == 0 and result.measurements:
                     run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
                 if result.state == "complete" and result.digest and result.shared_with is None and result.measurements:
@@ -509,7 +521,8 @@ def _tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
         set_constraints(trial, dict(zip(names, original.user_attrs.get("constraints", [1.0]), strict=False)))
         study.tell(trial, list(original.values))
     else:
-        trial.set_user_attr("reason", f"duplicate of trial {original_number}, which is not complete yet")
+        state = "failed" if original is not None and original.state == optuna.trial.TrialState.FAIL else "not complete yet"
+        trial.set_user_attr("reason", f"duplicate of trial {original_number}, which {state}")
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 

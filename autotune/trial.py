@@ -101,11 +101,12 @@ class TrialResult:
 
 
 def transform_model(
-    model_path: Path, config: Mapping[str, Any], out_path: Path, *, calibration_feeds: list, scheme: str
+    model_path: Path, config: Mapping[str, Any], out_path: Path, *, calibration_feeds: list, scheme: str,
+    kernels: str = "onnx_schema",
 ) -> dict[str, int]:
     """Applies the configuration's graph passes then its precision; writes `out_path`.
 
-    Returns rewrites per pass.
+    `kernels` says which ops fp16/bf16 may cast (see `apply_precision`). Returns rewrites per pass.
     """
     import logging
 
@@ -127,6 +128,7 @@ def transform_model(
             calibration_feeds=calibration_feeds,
             scheme=scheme,
             calibration_method=config.get("calibration_method", "minmax"),
+            kernels=kernels,
         )
     onnx.save(model, str(out_path))
     return rewrites
@@ -161,6 +163,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             model_path,
             calibration_feeds=calibration_feeds(request.input_pool, request.dynamic_batch),
             scheme=target.quantization_scheme,
+            kernels=getattr(target, "precision_kernels", "onnx_schema"),
         )
         result.timings_s["passes_s"] = time.perf_counter() - t0
 

@@ -24,7 +24,8 @@ from autotune.passes._graph import copy_model, export_graph, is_default_domain, 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 QUANTIZATION_SCHEMES = ("symmetric", "asymmetric_u8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-KERNEL_SOURCES = ("onnx_schema", "onnxruntime_cpu")
+KERNEL_SOURCES = ("onnx_schema", "onnxruntime_cpu", "onnxruntime_cuda")
+_KERNEL_PROVIDERS = {"onnxruntime_cpu": "CPUExecutionProvider", "onnxruntime_cuda": "CUDAExecutionProvider"}
 
 # Ops kept in FP32 under fp16/bf16 by default: reductions and normalizations accumulate sums
 # of squares that overflow FP16 (max 65504) or lose BF16's 8-bit mantissa; exp/log/pow have
@@ -170,7 +171,7 @@ def cast_to_low_precision(
             continue
         float_positions = _castable_positions(node, opset, type_string)
         if float_positions is None or (
-            kernels == "onnxruntime_cpu" and not _has_ort_cpu_kernel(node.op, opset, type_string)
+            kernels in _KERNEL_PROVIDERS and not _has_ort_kernel(node.op, opset, type_string, _KERNEL_PROVIDERS[kernels])
         ):
             continue
         input_positions, output_positions = float_positions
@@ -231,20 +232,25 @@ def _castable_positions(node: gs.Node, opset: int, type_string: str) -> tuple[li
 
 
 @functools.cache
-def _ort_cpu_kernels() -> dict[str, list[tuple[tuple[int, int], set[str]]]]:
+def _ort_cpu_kernels(provider: str = "CPUExecutionProvider") -> dict[str, list[tuple[tuple[int, int], set[str]]]]:
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
     kernels: dict[str, list[tuple[tuple[int, int], set[str]]]] = {}
     for kernel in ort_state.get_all_opkernel_def():
-        if kernel.provider == "CPUExecutionProvider" and kernel.domain in ("", "ai.onnx"):
+        if kernel.provider == provider and kernel.domain in ("", "ai.onnx"):
             types = {type_ for types in kernel.type_constraints.values() for type_ in types}
             kernels.setdefault(kernel.op_name, []).append((tuple(kernel.version_range), types))
     return kernels
 
 
 def _has_ort_cpu_kernel(op: str, opset: int, type_string: str) -> bool:
+    return _has_ort_kernel(op, opset, type_string, "CPUExecutionProvider")
+
+
+def _has_ort_kernel(op: str, opset: int, type_string: str, provider: str) -> bool:
     since = onnx.defs.get_schema(op, opset, "").since_version
-    return any(low <= since <= high and type_string in types for (low, high), types in _ort_cpu_kernels().get(op, []))
+    kernels = _ort_cpu_kernels(provider).get(op, [])
+    return any(low <= since <= high and type_string in types for (low, high), types in kernels)
 
 
 def _low_precision_version(graph: gs.Graph, tensor: gs.Tensor, onnx_type: int, numpy_type: np.dtype) -> gs.Tensor:

@@ -24,11 +24,24 @@ def target_names() -> list[str]:
 
 
 def target_class(name: str) -> type[Target]:
-    """Returns the class registered under `name`; UsageError for an unknown name."""
-    if name not in _REGISTRY:
-        raise UsageError(f"--target: unknown target {name!r} (choose from auto, {', '.join(_REGISTRY)})")
-    module_name, class_name = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """Returns the class registered under `name`, or a plugin named "package.module:Class".
+
+    Raises:
+        UsageError: an unknown name, or a plugin that does not import.
+    """
+    if name in _REGISTRY:
+        module_name, class_name = _REGISTRY[name].split(":")
+        return getattr(importlib.import_module(module_name), class_name)
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"--target {name}: cannot import this target ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Target)):
+            raise UsageError(f"--target {name}: not a subclass of autotune.targets.base.Target")
+        return cls
+    raise UsageError(f"--target: unknown target {name!r} (choose from auto, {', '.join(_REGISTRY)}, or module:Class)")
 
 
 def resolve_target(name: str, options: TargetOptions | None = None) -> tuple[Target, str]:

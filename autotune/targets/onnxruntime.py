@@ -1,7 +1,11 @@
 """ONNX Runtime target: tunes session options (and, through the pipeline, the graph).
 
 The CPU execution provider runs everywhere; the CUDA provider is offered where
-`onnxruntime-gpu` is installed and a GPU is visible.
+`onnxruntime-gpu` is installed and a GPU is visible, and is then preferred (the environment
+variable AUTOTUNE_ORT_PROVIDER=cpu|cuda forces one). On CUDA, sessions run through I/O
+binding on device-resident buffers, so host<->device copies stay out of the timed region
+(set AUTOTUNE_ORT_END_TO_END=1 to time them too), and CUDA graph capture replays from
+fixed bound buffers.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ SESSION_KNOBS = (
     "inter_op_threads",
     "intra_op_spinning",
 )
+# CUDA execution provider knobs (its provider options); defaults are the provider's own.
+CUDA_KNOBS = ("cudnn_conv_algo_search", "use_tf32", "cuda_graph", "prefer_nhwc")
+CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+PROVIDER_ENV = "AUTOTUNE_ORT_PROVIDER"  # "cpu" | "cuda": force a provider instead of probing
+END_TO_END_ENV = "AUTOTUNE_ORT_END_TO_END"  # "1": time host->device->host copies too
 
 
 def session_options(config: Config, cpu_count: int | None = None) -> Any:
@@ -72,6 +81,106 @@ def _cpu_count() -> int | None:
     return pinned if pinned < (os.cpu_count() or pinned) else None
 
 
+def cuda_provider_reason() -> str | None:
+    """None when the CUDA execution provider can run here, else why not.
+
+    Never initializes CUDA in this process (Ray workers are forked from it later): the
+    provider list is compiled in, and the GPU is probed in a child process.
+    """
+    forced = os.environ.get(PROVIDER_ENV, "").lower()
+    if forced == "cpu":
+        return f"{PROVIDER_ENV}=cpu"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "ONNX Runtime is not installed"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this ONNX Runtime has no CUDA execution provider (pip install onnxruntime-gpu)"
+    from autotune.targets.tensorrt import visible_gpu
+
+    if visible_gpu().get("count", 0) < 1:
+        return "no GPU is visible"
+    return None
+
+
+def use_cuda() -> bool:
+    """Whether the onnxruntime target runs on the CUDA execution provider here."""
+    return cuda_provider_reason() is None
+
+
+def cuda_provider_options(config: Config, device_id: int = 0) -> dict[str, str]:
+    """The CUDA execution provider's options for a configuration (absent knobs: its defaults)."""
+    options = {"device_id": str(device_id)}
+    if "cudnn_conv_algo_search" in config:
+        options["cudnn_conv_algo_search"] = str(config["cudnn_conv_algo_search"])
+    if "use_tf32" in config:
+        options["use_tf32"] = "1" if config["use_tf32"] else "0"
+    if config.get("cuda_graph"):
+        options["enable_cuda_graph"] = "1"
+    if "prefer_nhwc" in config:
+        options["prefer_nhwc"] = "1" if config["prefer_nhwc"] else "0"
+    return options
+
+
+_DLLS_PRELOADED = False
+
+
+def _preload_cuda_dlls() -> None:
+    """onnxruntime-gpu finds cuDNN/cuBLAS of the nvidia-* wheels only once preloaded."""
+    global _DLLS_PRELOADED
+    if _DLLS_PRELOADED:
+        return
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - the system's libraries may still be found
+            pass
+    _DLLS_PRELOADED = True
+
+
+def _cuda_session(model_path: Path, config: Config, *, probe: bool = False) -> Any:
+    """An InferenceSession on the CUDA provider; BuildError when it cannot be created or
+    ONNX Runtime silently fell back to the CPU.
+
+    Args:
+        probe (bool): a quick session (heuristic conv search, no CUDA graph) to learn output
+            shapes. Default: False.
+    """
+    import onnxruntime as ort
+
+    _preload_cuda_dlls()
+    if probe:
+        config = {k: v for k, v in config.items() if k != "cuda_graph"} | {"cudnn_conv_algo_search": "HEURISTIC"}
+    providers = [("CUDAExecutionProvider", cuda_provider_options(config)), "CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(str(model_path), session_options(config), providers=providers)
+    except Exception as exc:
+        raise BuildError(f"ONNX Runtime could not create a CUDA session: {_first_line(exc)}") from None
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise BuildError("ONNX Runtime fell back to the CPU: the CUDA execution provider did not load")
+    return session
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:400]
+
+
+_ORT_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
 class OnnxRuntimeSession(Session):
     """An `InferenceSession` on the CPU provider."""
 
@@ -97,13 +206,134 @@ class OnnxRuntimeSession(Session):
         self.session = None
 
 
+class OnnxRuntimeCudaSession(Session):
+    """An `InferenceSession` on the CUDA provider, run through I/O binding.
+
+    Inputs are copied to device buffers once per `feeds`; outputs are bound on the device
+    (preallocated at fixed addresses under CUDA graph capture, whose first run captures).
+
+    Args:
+        session: the ONNX Runtime session.
+        cuda_graph (bool): the session was created with `enable_cuda_graph`.
+        output_specs (dict | None): output name -> (shape, dtype) at this batch size, needed
+            to preallocate outputs under CUDA graph capture. Default: None.
+        end_to_end (bool): time host->device input copies and device->host output copies
+            too. Default: False.
+    """
+
+    def __init__(
+        self, session: Any, *, cuda_graph: bool = False,
+        output_specs: Mapping[str, tuple[list[int], str]] | None = None, end_to_end: bool = False,
+    ) -> None:  # fmt: skip
+        self.session = session
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.cuda_graph = cuda_graph
+        self.output_specs = dict(output_specs or {})
+        self.end_to_end = end_to_end
+        self._binding: Any = None
+        self._inputs: dict[str, Any] = {}
+        self._staged_id: int | None = None
+
+    def _stage(self, feeds: Feeds) -> Any:
+        """Binds `feeds` (copied to the device) and the outputs; reuses buffers under CUDA graph."""
+        import onnxruntime as ort
+
+        if self._binding is not None and self._staged_id == id(feeds):
+            return self._binding
+        if self._binding is not None and self.cuda_graph:
+            # A captured graph replays from fixed addresses: overwrite the same input buffers.
+            for name, array in feeds.items():
+                self._inputs[name].update_inplace(np.ascontiguousarray(array))
+            self._staged_id = id(feeds)
+            return self._binding
+        binding = self.session.io_binding()
+        self._inputs = {}
+        for name, array in feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+            self._inputs[name] = value
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            if self.cuda_graph:
+                shape, dtype = self.output_specs[name]
+                binding.bind_ortvalue_output(
+                    name, ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype).type, "cuda", 0)
+                )
+            else:
+                binding.bind_output(name, "cuda", 0)
+        self._binding, self._staged_id = binding, id(feeds)
+        return binding
+
+    def infer(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        binding = self._stage(feeds)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.copy_outputs_to_cpu()
+        return dict(zip(self.output_names, outputs, strict=True))
+
+    def timer(self, feeds: Feeds) -> Callable[[], float]:
+        binding = self._stage(feeds)
+        session = self.session
+        if self.end_to_end:
+            inputs = self._inputs
+            arrays = {name: np.ascontiguousarray(array) for name, array in feeds.items()}
+
+            def time_end_to_end() -> float:
+                start = time.perf_counter()
+                for name, array in arrays.items():
+                    inputs[name].update_inplace(array)
+                session.run_with_iobinding(binding)
+                binding.copy_outputs_to_cpu()
+                return time.perf_counter() - start
+
+            return time_end_to_end
+
+        def time_once() -> float:
+            # run_with_iobinding returns once the outputs are ready (it synchronizes them).
+            start = time.perf_counter()
+            session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return time.perf_counter() - start
+
+        return time_once
+
+    def close(self) -> None:
+        self._binding = None
+        self._inputs = {}
+        self.session = None
+
+
 class OnnxRuntimeTarget(Target):
-    """Tunes ONNX Runtime session options on the CPU execution provider."""
+    """Tunes ONNX Runtime session options on the CUDA execution provider where it can run,
+    else on the CPU execution provider.
+
+    The provider is chosen when the class is first asked (`use_cuda()`, cached per process);
+    AUTOTUNE_ORT_PROVIDER=cpu|cuda forces one.
+    """
 
     name = "onnxruntime"
-    knob_names = frozenset(SESSION_KNOBS)
+    knob_names = frozenset(SESSION_KNOBS + CUDA_KNOBS)
     precisions = ("fp32", "int8")
     quantization_scheme = "asymmetric_u8"  # ORT's CPU kernels: uint8 activations, int8 weights
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.cuda = use_cuda()
+        if self.cuda:
+            # fp16/bf16 casts only where the CUDA provider has a kernel in that type.
+            self.precisions = ("fp32", "fp16", "bf16")
+            self.precision_kernels = "onnxruntime_cuda"
+        else:
+            self.precision_kernels = "onnxruntime_cpu"
+
+    @classmethod
+    def needs_gpu(cls, options: Any) -> bool:
+        """One GPU per trial when the CUDA provider is used and candidates are measured."""
+        return use_cuda() and not options.build_only
+
+    @classmethod
+    def default_space_path(cls) -> Path:
+        """`search_spaces/onnxruntime-cuda.yaml` on the CUDA provider, else onnxruntime.yaml."""
+        path = super().default_space_path()
+        return path.with_name("onnxruntime-cuda.yaml") if use_cuda() else path
 
     @classmethod
     def unavailable_reason(cls, build_only: bool = False) -> str | None:
@@ -116,6 +346,11 @@ class OnnxRuntimeTarget(Target):
     def describe(self) -> str:
         import onnxruntime as ort
 
+        if self.cuda:
+            from autotune.targets.tensorrt import visible_gpu
+
+            gpu = visible_gpu()
+            return f"ONNX Runtime {ort.__version__}, CUDAExecutionProvider, {gpu.get('name', 'GPU')}"
         return f"ONNX Runtime {ort.__version__}, CPUExecutionProvider, {os.cpu_count()} cores"
 
     def supported_choices(self, knob: str, choices: Sequence[Any]) -> list[Any]:
@@ -123,6 +358,10 @@ class OnnxRuntimeTarget(Target):
             return [c for c in choices if c in GRAPH_OPTIMIZATION_LEVELS]
         if knob == "execution_mode":
             return [c for c in choices if c in EXECUTION_MODES]
+        if knob == "cudnn_conv_algo_search":
+            return [c for c in choices if c in CONV_ALGO_SEARCH] if self.cuda else []
+        if knob in CUDA_KNOBS and not self.cuda:
+            return []
         return super().supported_choices(knob, choices)
 
     def build(
@@ -131,21 +370,65 @@ class OnnxRuntimeTarget(Target):
         import onnxruntime as ort
 
         start = time.perf_counter()
-        try:
-            ort.InferenceSession(str(model_path), session_options(config), providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise BuildError(f"ONNX Runtime could not create a session: {str(exc).strip().splitlines()[0]}") from None
+        info: dict[str, Any] = {}
+        if self.cuda:
+            info.update(self._cuda_build(model_path, config, input_shapes))
+        else:
+            try:
+                ort.InferenceSession(str(model_path), session_options(config), providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise BuildError(f"ONNX Runtime could not create a session: {_first_line(exc)}") from None
         digest = hashlib.sha256(model_path.read_bytes())
-        digest.update(json.dumps({k: config.get(k) for k in SESSION_KNOBS}, sort_keys=True).encode())
+        knobs = SESSION_KNOBS + CUDA_KNOBS if self.cuda else SESSION_KNOBS
+        digest.update(json.dumps({k: config.get(k) for k in knobs}, sort_keys=True).encode())
+        digest.update(json.dumps({k: list(v) for k, v in input_shapes.items()}, sort_keys=True).encode())
         return Built(
             artifact=model_path,
-            info={"build_time_s": time.perf_counter() - start, "model_size_bytes": model_path.stat().st_size},
+            info={
+                "build_time_s": time.perf_counter() - start,
+                "model_size_bytes": model_path.stat().st_size,
+                "provider": "CUDAExecutionProvider" if self.cuda else "CPUExecutionProvider",
+                **info,
+            },
             digest=digest.hexdigest(),
         )
+
+    def _cuda_build(
+        self, model_path: Path, config: Config, input_shapes: Mapping[str, Sequence[int]]
+    ) -> dict[str, Any]:
+        """Checks the model loads on the CUDA provider; under CUDA graph capture, learns the
+        output shapes (one run of a quick probe session on zeros) to preallocate them."""
+        session = _cuda_session(model_path, config, probe=bool(config.get("cuda_graph")))
+        info: dict[str, Any] = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+        from autotune.targets.tensorrt import visible_gpu
+
+        info["gpu"] = visible_gpu().get("name", "")
+        if config.get("cuda_graph"):
+            feeds = {}
+            for spec in session.get_inputs():
+                dtype = _ORT_TO_NUMPY.get(spec.type, np.float32)
+                shape = [int(d) for d in input_shapes.get(spec.name, [])]
+                feeds[spec.name] = np.zeros(shape, dtype=dtype)
+            try:
+                outputs = session.run(None, feeds)
+            except Exception as exc:
+                raise BuildError(f"ONNX Runtime could not run the probe for CUDA graph: {_first_line(exc)}") from None
+            info["output_specs"] = {
+                o.name: [list(out.shape), str(out.dtype)] for o, out in zip(session.get_outputs(), outputs, strict=True)
+            }
+        del session
+        return info
 
     def open(self, built: Built, config: Config) -> Session:
         import onnxruntime as ort
 
+        if self.cuda:
+            session = _cuda_session(built.artifact, config)
+            specs = {name: (shape, dtype) for name, (shape, dtype) in built.info.get("output_specs", {}).items()}
+            return OnnxRuntimeCudaSession(
+                session, cuda_graph=bool(config.get("cuda_graph")), output_specs=specs,
+                end_to_end=os.environ.get(END_TO_END_ENV) == "1",
+            )  # fmt: skip
         options = session_options(config, _cpu_count())
         return OnnxRuntimeSession(
             ort.InferenceSession(str(built.artifact), options, providers=["CPUExecutionProvider"])
@@ -165,5 +448,12 @@ class OnnxRuntimeTarget(Target):
         if "intra_op_spinning" in options:
             flag = "1" if options["intra_op_spinning"] else "0"
             lines.append(f'so.add_session_config_entry("session.intra_op.allow_spinning", "{flag}")')
-        lines.append(f'session = ort.InferenceSession("{built.artifact.name}", so, providers=["CPUExecutionProvider"])')
+        if self.cuda:
+            lines.append(f"cuda = {cuda_provider_options(config)!r}")
+            providers = '[("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]'
+            if config.get("cuda_graph"):
+                lines.append("# CUDA graph: run through session.io_binding() with fixed device buffers")
+        else:
+            providers = '["CPUExecutionProvider"]'
+        lines.append(f'session = ort.InferenceSession("{built.artifact.name}", so, providers={providers})')
         return {"python": "\n".join(lines)}

@@ -1,0 +1,27 @@
+"""A real ONNX Runtime target that misbehaves on purpose, for fault-tolerance tests.
+
+It is loaded by the daemon's workers as the plugin target "tests.crashing_target:MisbehavingTarget".
+Configurations with graph_optimization_level "disable" abort the process (SIGABRT) during the
+build; "basic" hangs in the build for ten minutes; every other value builds normally after
+a one-second pause, so that a study has trials in flight long enough to be interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from autotune.targets.onnxruntime import OnnxRuntimeTarget
+
+
+class MisbehavingTarget(OnnxRuntimeTarget):
+    name = "misbehaving"
+
+    def build(self, model_path, config, workdir, input_shapes):
+        level = config.get("graph_optimization_level")
+        if level == "disable":
+            os.abort()
+        if level == "basic":
+            time.sleep(600)
+        time.sleep(1.0)
+        return super().build(model_path, config, workdir, input_shapes)

@@ -1,0 +1,206 @@
+"""The daemon, Ray workers and fault tolerance, with a real local Ray cluster and SQLite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autotune.daemon import daemon_state, lock_holder
+from tests.conftest import make_tiny_model
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+MISBEHAVING = "tests.crashing_target:MisbehavingTarget"
+
+# Levels of the misbehaving target: "all" builds normally, "extended" builds normally too,
+# "disable" aborts the worker, "basic" hangs.
+SLOW_SPACE = """
+knobs:
+  graph_optimization_level: {type: categorical, choices: [all, extended], default: all}
+  intra_op_threads: {type: int, low: 0, high: 2, default: 0}
+  batch_size: {type: categorical, choices: [1, 2, 4, 8], default: 1}
+"""
+FAULTY_SPACE = """
+knobs:
+  graph_optimization_level: {type: categorical, choices: [all, disable, basic], default: all}
+  batch_size: {type: categorical, choices: [1, 2], default: 1}
+"""
+
+
+def cli(*argv: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, "-m", "autotune.cli", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"autotune {' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def load(results: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results / name / 'study.db'}")
+
+
+def finished(results: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return [t for t in load(results, name).trials if t.state.is_finished()]
+    except Exception:
+        return []
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return make_tiny_model(tmp_path / "tiny.onnx")
+
+
+def space(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_path, model):
+    results = tmp_path / "results"
+    proc = cli("start", str(model), "--study", "bg", "--trials", "6", "--results-dir", str(results),
+               "--max-measure-s", "0.1")
+    assert "study bg started" in proc.stdout
+    assert str(results / "bg" / "autotune.log") in proc.stdout
+    assert "autotune dashboard bg" in proc.stdout and "autotune stop bg" in proc.stdout
+    pid = lock_holder(results / "bg")
+    assert pid is not None and pid != os.getpid()
+
+    second = cli("start", str(model), "--study", "bg", "--trials", "6", "--results-dir", str(results), check=False)
+    if lock_holder(results / "bg") is not None:  # still running: the second daemon must be refused
+        assert second.returncode == 2
+        assert "already running" in second.stderr and str(pid) in second.stderr
+
+    wait_for(lambda: len(finished(results, "bg")) >= 1, 120, "a first trial")
+    status = cli("status", "bg", "--results-dir", str(results)).stdout
+    assert "complete" in status
+    wait_for(lambda: lock_holder(results / "bg") is None, 180, "the daemon to finish")
+    assert len(finished(results, "bg")) == 6
+    assert daemon_state(results / "bg") == "finished"
+    assert (results / "bg" / "best" / "manifest.json").is_file()
+    assert "daemon pid" in (results / "bg" / "autotune.log").read_text()
+
+
+def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_path, model):
+    results = tmp_path / "results"
+    cli("start", str(model), "--study", "crash", "--trials", "10", "--results-dir", str(results),
+        "--target", MISBEHAVING, "--space", str(space(tmp_path, SLOW_SPACE)), "--max-measure-s", "1.5")
+    wait_for(lambda: len(finished(results, "crash")) >= 3, 180, "three finished trials")
+    wait_for(lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, "crash").trials),
+             60, "a running trial")
+    pid = lock_holder(results / "crash")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: lock_holder(results / "crash") is None, 30, "the lock to be released by the kernel")
+    before = {t.number: (t.state, t.values) for t in load(results, "crash").trials if t.state.is_finished()}
+    interrupted = [t for t in load(results, "crash").trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert interrupted
+
+    cli("start", "--resume", "crash", "--results-dir", str(results))
+    wait_for(lambda: lock_holder(results / "crash") is None, 240, "the resumed daemon to finish")
+    study = load(results, "crash")
+    for number, (state, values) in before.items():
+        assert study.trials[number].state == state
+        assert study.trials[number].values == values
+    for trial in interrupted:
+        again = study.trials[trial.number]
+        assert again.state == optuna.trial.TrialState.FAIL
+        assert "interrupted" in again.user_attrs["reason"]
+        reruns = [t for t in study.trials if t.number > trial.number and t.params == trial.params
+                  and t.state == optuna.trial.TrialState.COMPLETE]
+        assert reruns, f"trial {trial.number}'s configuration was not re-run"
+    counted = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
+    assert len(counted) == 10
+
+
+def test_a_worker_abort_and_a_hanging_trial_fail_only_their_trials(tmp_path, model):
+    results = tmp_path / "results"
+    proc = cli("start", str(model), "--foreground", "--study", "faulty", "--trials", "6", "--results-dir",
+               str(results), "--target", MISBEHAVING, "--space", str(space(tmp_path, FAULTY_SPACE)),
+               "--trial-timeout", "4s", "--max-measure-s", "0.1", timeout=300)
+    assert proc.returncode == 0
+    study = load(results, "faulty")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 6
+    by_level: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for trial in study.trials:
+        if "duplicate_of" not in trial.user_attrs:
+            by_level.setdefault(trial.params["graph_optimization_level"], []).append(trial)
+    aborted = by_level["disable"]
+    assert aborted and all(t.state == optuna.trial.TrialState.FAIL for t in aborted)
+    assert all("worker died: signal 6 (SIGABRT) during build" in t.user_attrs["reason"] for t in aborted)
+    hung = by_level["basic"]
+    assert hung and all(t.state == optuna.trial.TrialState.FAIL for t in hung)
+    assert all("timed out after 4 s" in t.user_attrs["reason"] and "build" in t.user_attrs["reason"] for t in hung)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in by_level["all"])
+
+
+def test_stop_finalizes_a_running_study(tmp_path, model):
+    results = tmp_path / "results"
+    cli("start", str(model), "--study", "stopme", "--budget", "10m", "--results-dir", str(results),
+        "--target", MISBEHAVING, "--space", str(space(tmp_path, SLOW_SPACE)), "--max-measure-s", "1.5")
+    wait_for(lambda: len(finished(results, "stopme")) >= 2, 180, "two finished trials")
+    out = cli("stop", "stopme", "--results-dir", str(results)).stdout
+    assert "stops asking" in out
+    wait_for(lambda: lock_holder(results / "stopme") is None, 120, "the daemon to stop")
+    assert daemon_state(results / "stopme") == "stopped"
+    study = load(results, "stopme")
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert (results / "stopme" / "report.md").is_file()
+    manifest = json.loads((results / "stopme" / "best" / "manifest.json").read_text())
+    assert manifest["study"] == "stopme"
+    again = cli("stop", "stopme", "--results-dir", str(results), check=False)
+    assert again.returncode == 2 and "no daemon" in again.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_answers_over_http_with_the_study_listed(tmp_path, model):
+    results = tmp_path / "results"
+    cli("start", str(model), "--foreground", "--study", "dash", "--trials", "3", "--results-dir", str(results),
+        "--max-measure-s", "0.05")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen([sys.executable, "-m", "autotune.cli", "dashboard", "dash", "--port", str(port),
+                               "--results-dir", str(results)], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        body = {}
+
+        def answered() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as response:
+                    body["json"] = json.loads(response.read())
+                return True
+            except OSError:
+                return False
+
+        wait_for(answered, 60, "the dashboard to answer")
+        names = [s["study_name"] for s in body["json"]["study_summaries"]]
+        assert names == ["dash"]
+    finally:
+        server.terminate()
+        server.wait(10)
