@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad input (one line naming the problem, n
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -81,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--shape", action="append", default=[], help="fix a dynamic input shape: NAME:D0,D1,...")
     start.add_argument("--study", help="study name (default: the model's file name)")
     start.add_argument("--resume", metavar="STUDY", help="continue an existing study")
-    start.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="where studies live (default results/)")
+    start.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS, help="where studies live (default results/)"
+    )
     start.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study directory)")
     start.add_argument("--seed", default="0", help="sampler seed (default 0)")
     start.add_argument("--build-only", action="store_true", help="build every candidate, measure none")
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `autotune` console script."""
+
     def err(message: str) -> None:
         print(" ".join(message.split()), file=sys.stderr, flush=True)
 
@@ -196,8 +198,9 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if resumed is not None and resumed.get("model_sha256") != info.sha256:
         raise UsageError(f"--resume {name}: {model_path} is not the model this study tuned (content differs)")
     target_options = TargetOptions(build_only=args.build_only)
-    target, target_message = resolve_target(resumed["target"] if resumed and args.target == "auto" else args.target,
-                                            target_options)
+    target, target_message = resolve_target(
+        resumed["target"] if resumed and args.target == "auto" else args.target, target_options
+    )
     space_path = args.space or target.default_space_path()
     if not space_path.is_file():
         raise UsageError(f"--space {space_path}: no such file (target {target.name} ships no default space)")
@@ -240,8 +243,22 @@ def prepare_start(args: argparse.Namespace) -> Any:
 
 
 # `start` options a resumed study inherits unless given again on the command line.
-RESUMABLE_OPTIONS = ("target", "space", "atol", "rtol", "max_error", "latency_sla_ms", "inputs", "shape", "seed",
-                     "build_only", "max_measure_s", "workers", "trial_timeout", "ray_address")
+RESUMABLE_OPTIONS = (
+    "target",
+    "space",
+    "atol",
+    "rtol",
+    "max_error",
+    "latency_sla_ms",
+    "inputs",
+    "shape",
+    "seed",
+    "build_only",
+    "max_measure_s",
+    "workers",
+    "trial_timeout",
+    "ray_address",
+)
 
 
 def start_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,9 +298,7 @@ def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
         if not isinstance(entry, dict):
             raise UsageError(f"--space {path}: every 'known_good' entry must be a mapping of knob: value")
         unknown = [k for k in entry if k not in space.names]
-        values_ok = all(
-            space[k].type == "float" or entry[k] in space[k].values() for k in entry if k in space.names
-        )
+        values_ok = all(space[k].type == "float" or entry[k] in space[k].values() for k in entry if k in space.names)
         if unknown or not values_ok:
             continue  # a known-good configuration this installation cannot express is skipped
         kept.append(dict(entry))
@@ -342,18 +357,20 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
         def on_result(result: Any, study: Any) -> None:
             if result.feasible and result.throughput > best["throughput"]:
                 best["throughput"] = result.throughput
+            if result.state == "complete":
+                best["built"] = best.get("built", 0) + 1
             done = finished_count(study)
-            if spec.budget_s is not None and total is None:
-                progress.update(task, total=None)
-            progress.update(
-                task,
-                completed=done,
-                best=f"best {best['throughput']:.4g}/s  last #{result.number} {result.state}",
+            summary = (
+                f"built {best.get('built', 0)}"
+                if spec.target_options.build_only
+                else f"best {best['throughput']:.4g}/s"
             )
+            progress.update(task, completed=done, best=f"{summary}  last #{result.number} {result.state}")
 
         try:
-            study = run_study(spec, executor, on_result=on_result, references=references,
-                              elapsed_before_s=elapsed_before)
+            study = run_study(
+                spec, executor, on_result=on_result, references=references, elapsed_before_s=elapsed_before
+            )
         finally:
             executor.close()
     console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
@@ -371,8 +388,7 @@ def make_executor(spec: Any, args: argparse.Namespace, *, ray: bool = False) -> 
         return InProcessExecutor()
     from autotune.workers import RayExecutor
 
-    return RayExecutor.for_spec(spec, workers=_workers(args), address=args.ray_address,
-                                trial_timeout_s=_timeout(args))
+    return RayExecutor.for_spec(spec, workers=_workers(args), address=args.ray_address, trial_timeout_s=_timeout(args))
 
 
 def _ray_wanted(args: argparse.Namespace) -> bool:
@@ -419,8 +435,14 @@ def pareto_table(study: Any, front: list[Any]) -> Any:
         table.add_column(column, justify="left" if column.startswith("config") else "right")
     for trial in front:
         row = trial_row(trial, defaults)
-        table.add_row(str(row["trial"]), fmt(row["throughput"]), fmt(row["latency_ms_p50"]), str(row["batch_size"]),
-                      fmt(row["error"], 3), row["config"])
+        table.add_row(
+            str(row["trial"]),
+            fmt(row["throughput"]),
+            fmt(row["latency_ms_p50"]),
+            str(row["batch_size"]),
+            fmt(row["error"], 3),
+            row["config"],
+        )
     return table
 
 
@@ -476,9 +498,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         from autotune.report import best_trial
 
         best = best_trial(study)
-        table.add_row(study.study_name, daemon_state(db.parent), Path(study.user_attrs.get("model_path", "?")).name,
-                      str(study.user_attrs.get("target")), str(counts["complete"]), str(counts["failed"]),
-                      f"{best.values[0]:.4g}" if best else "-")
+        table.add_row(
+            study.study_name,
+            daemon_state(db.parent),
+            Path(study.user_attrs.get("model_path", "?")).name,
+            str(study.user_attrs.get("target")),
+            str(counts["complete"]),
+            str(counts["failed"]),
+            f"{best.values[0]:.4g}" if best else "-",
+        )
     console.print(table)
     return 0
 
@@ -504,11 +532,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row("target", f"{attrs.get('target')}{' (build only)' if attrs.get('build_only') else ''}")
     elapsed = float(attrs.get("elapsed_s", 0.0))
     budget = attrs.get("budget_s")
-    table.add_row("elapsed", f"{elapsed:.0f} s" + (f" of {budget:.0f} s budget ({max(budget - elapsed, 0):.0f} s left)"
-                                                   if budget else ""))
+    table.add_row(
+        "elapsed",
+        f"{elapsed:.0f} s" + (f" of {budget:.0f} s budget ({max(budget - elapsed, 0):.0f} s left)" if budget else ""),
+    )
     goal = attrs.get("n_trials")
-    table.add_row("trials", f"{counts['complete']} complete, {counts['running']} running, {counts['failed']} failed, "
-                            f"{counts['pruned']} pruned" + (f" (goal {goal})" if goal else ""))
+    table.add_row(
+        "trials",
+        f"{counts['complete']} complete, {counts['running']} running, {counts['failed']} failed, "
+        f"{counts['pruned']} pruned" + (f" (goal {goal})" if goal else ""),
+    )
     best = best_trial(study)
     zero = default_trial(study)
     if best is not None:

@@ -117,8 +117,13 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
         command += ["--study", spec.name]
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=os.getcwd(), env=os.environ.copy(),
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=os.getcwd(),
+            env=os.environ.copy(),
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -174,8 +179,10 @@ def stop_daemon(study_dir: Path, *, now: bool = False, wait_s: float = 0.0) -> s
         time.sleep(0.1)
     if now:
         return f"study {study_dir.name}: daemon {pid} told to stop now"
-    return (f"study {study_dir.name}: daemon {pid} stops asking; in-flight trials finish (grace {GRACE_S:.0f} s), "
-            f"then it finalizes. `autotune stop --now {study_dir.name}` ends at once")
+    return (
+        f"study {study_dir.name}: daemon {pid} stops asking; in-flight trials finish (grace {GRACE_S:.0f} s), "
+        f"then it finalizes. `autotune stop --now {study_dir.name}` ends at once"
+    )
 
 
 def run_daemon(argv: list[str]) -> int:
@@ -214,8 +221,14 @@ def run_daemon(argv: list[str]) -> int:
             return flags.graceful
 
         try:
-            study = run_study(spec, executor, on_result=on_result, should_stop=should_stop,
-                              references=references, elapsed_before_s=elapsed_before)
+            study = run_study(
+                spec,
+                executor,
+                on_result=on_result,
+                should_stop=should_stop,
+                references=references,
+                elapsed_before_s=elapsed_before,
+            )
         finally:
             executor.close()
         if flags.now:
@@ -224,8 +237,12 @@ def run_daemon(argv: list[str]) -> int:
             return 0
         log.info("finalizing")
         final = finalize(study)
-        log.info("best trial %s; speedup %s; report %s", final.best_number,
-                 f"{final.speedup.median:.2f}x" if final.speedup else "-", final.report)
+        log.info(
+            "best trial %s; speedup %s; report %s",
+            final.best_number,
+            f"{final.speedup.median:.2f}x" if final.speedup else "-",
+            final.report,
+        )
         write_state(spec.study_dir, "stopped" if flags.graceful else "finished")
         return 0
     except Exception:

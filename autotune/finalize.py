@@ -81,7 +81,7 @@ def finalize(
     if best is not None:
         study.set_user_attr("best_trial", best.number)
     upload_front_artifacts(study, best_dir)
-    if prune:
+    if prune and not study.user_attrs.get("build_only"):  # build-only keeps every engine
         keep = {t.number for t in pareto_front(study)} | {0}
         prune_trial_dirs(study_dir, keep)
     return Finalized(best.number if best else None, speedup, best_dir, report)

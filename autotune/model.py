@@ -154,9 +154,7 @@ def parse_shape_overrides(values: Sequence[str], info: ModelInfo) -> dict[str, t
     return shapes
 
 
-def concrete_shapes(
-    info: ModelInfo, batch_size: int, overrides: Mapping[str, Sequence[int]]
-) -> dict[str, list[int]]:
+def concrete_shapes(info: ModelInfo, batch_size: int, overrides: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
     """The shape of every input at `batch_size`, with symbolic dims resolved.
 
     A `--shape` override fixes all of an input's dims except a dynamic batch dim, which the

@@ -105,8 +105,20 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for package in ("autotune", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "polygraphy",
-                    "optuna", "ray", "numpy", "tensorrt", "tensorrt-rtx-cu13", "tensorrt_rtx"):
+    for package in (
+        "autotune",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnx-graphsurgeon",
+        "polygraphy",
+        "optuna",
+        "ray",
+        "numpy",
+        "tensorrt",
+        "tensorrt-rtx-cu13",
+        "tensorrt_rtx",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -123,13 +135,20 @@ def host_facts() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    facts: dict[str, Any] = {"hostname": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
-                             "os": platform.platform()}
+    facts: dict[str, Any] = {
+        "hostname": platform.node(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "os": platform.platform(),
+    }
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(
                 ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10, check=False,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
             ).stdout.strip()
             facts["gpus"] = [line.strip() for line in out.splitlines() if line.strip()]
         except (OSError, subprocess.SubprocessError):
@@ -187,15 +206,31 @@ def plot_pareto(study: Any, out: Path) -> Path | None:
     infeasible = [t for t in trials if not is_feasible(t)]
     floor = 1e-9
     if feasible:
-        ax.scatter([max(t.values[1], floor) for t in feasible], [t.values[0] for t in feasible],
-                   c="tab:blue", s=18, label="feasible")
+        ax.scatter(
+            [max(t.values[1], floor) for t in feasible],
+            [t.values[0] for t in feasible],
+            c="tab:blue",
+            s=18,
+            label="feasible",
+        )
     if infeasible:
-        ax.scatter([max(min(t.values[1], 1e3), floor) for t in infeasible], [t.values[0] for t in infeasible],
-                   c="tab:gray", marker="x", s=18, label="over tolerance")
+        ax.scatter(
+            [max(min(t.values[1], 1e3), floor) for t in infeasible],
+            [t.values[0] for t in infeasible],
+            c="tab:gray",
+            marker="x",
+            s=18,
+            label="over tolerance",
+        )
     if front:
         ordered = sorted(front, key=lambda t: t.values[1])
-        ax.plot([max(t.values[1], floor) for t in ordered], [t.values[0] for t in ordered], "-o",
-                c="tab:red", label="Pareto front")
+        ax.plot(
+            [max(t.values[1], floor) for t in ordered],
+            [t.values[0] for t in ordered],
+            "-o",
+            c="tab:red",
+            label="Pareto front",
+        )
     zero = default_trial(study)
     if zero is not None:
         ax.axhline(zero.values[0], ls="--", c="tab:green", lw=1, label="trial 0 (defaults)")
@@ -229,7 +264,12 @@ def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
         "",
     ]
     if best is not None:
-        lines += ["## Best feasible configuration", "", f"Trial {best.number}: {config_summary(best.params, defaults)}", ""]
+        lines += [
+            "## Best feasible configuration",
+            "",
+            f"Trial {best.number}: {config_summary(best.params, defaults)}",
+            "",
+        ]
         if speedup is not None:
             lines += [
                 f"**Speedup over trial 0 (defaults): {speedup.median:.2f}x** (median of {speedup.rounds} interleaved "
@@ -241,12 +281,80 @@ def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
     if front:
         lines += ["## Pareto front", "", markdown_table([trial_row(t, defaults) for t in front], PARETO_COLUMNS), ""]
         lines += [f"![Pareto front]({PARETO_PLOT})", ""]
+    if attrs.get("build_only"):
+        rows = build_rows(study, defaults)
+        if rows:
+            lines += ["## Builds", "", markdown_table(rows, BUILD_COLUMNS), ""]
+    study_dir = Path(attrs.get("study_dir", "."))
+    compared = best if best is not None else _fewest_layers(study)
+    if compared is not None and zero is not None:
+        lines += layer_comparison(study_dir, zero.number, compared.number)
     reasons = failure_reasons(study)
     if reasons:
         lines += ["## Failed and pruned trials", ""]
         lines += [f"- {count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
         lines.append("")
     return "\n".join(lines)
+
+
+BUILD_COLUMNS = ["trial", "build_time_s", "engine_size_bytes", "layer_count", "identical_engine_to", "config"]
+LAYER_COLUMNS = ["name", "type", "onnx_nodes", "datatypes", "tactic"]
+MAX_LAYER_ROWS = 80
+
+
+def build_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per built trial of a build-only study."""
+    rows = []
+    for trial in _complete(study):
+        build = trial.user_attrs.get("build", {})
+        rows.append(
+            {
+                "trial": trial.number,
+                "build_time_s": build.get("build_time_s"),
+                "engine_size_bytes": build.get("engine_size_bytes"),
+                "layer_count": build.get("layer_count"),
+                "identical_engine_to": trial.user_attrs.get("shared_measurement_with_trial"),
+                "config": config_summary(trial.params, defaults),
+            }
+        )
+    return rows
+
+
+def _fewest_layers(study: Any) -> Any | None:
+    built = [t for t in _complete(study) if t.user_attrs.get("build", {}).get("layer_count")]
+    return min(built, key=lambda t: (t.user_attrs["build"]["layer_count"], t.number)) if built else None
+
+
+def trial_layers(study_dir: Path, number: int) -> list[dict[str, Any]]:
+    """The per-layer table a target recorded for trial `number` (empty when it has none)."""
+    path = study_dir / "trials" / str(number) / "metrics.json"
+    try:
+        return list(json.loads(path.read_text()).get("build", {}).get("layers", []))
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def layer_comparison(study_dir: Path, default_number: int, other_number: int) -> list[str]:
+    """Markdown: the engine layers of trial 0 and of the compared trial (which ONNX nodes
+    fused into which layer, datatypes, tactics)."""
+    lines: list[str] = []
+    for title, number in (("trial 0 (defaults)", default_number), (f"trial {other_number}", other_number)):
+        layers = trial_layers(study_dir, number)
+        if not layers or (number == other_number and number == default_number and lines):
+            continue
+        rows = [
+            {
+                "name": layer.get("name"),
+                "type": layer.get("type"),
+                "onnx_nodes": ", ".join(layer.get("onnx_nodes", []))[:120],
+                "datatypes": ", ".join(layer.get("datatypes", [])),
+                "tactic": str(layer.get("tactic", ""))[:60],
+            }
+            for layer in layers[:MAX_LAYER_ROWS]
+        ]
+        more = f" (first {MAX_LAYER_ROWS} of {len(layers)})" if len(layers) > MAX_LAYER_ROWS else ""
+        lines += [f"## Engine layers: {title}, {len(layers)} layers{more}", "", markdown_table(rows, LAYER_COLUMNS), ""]
+    return lines
 
 
 def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | None = None) -> list[Path]:
@@ -265,9 +373,13 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
     written = [dest / MODEL_FILE]
     shutil.copyfile(model, dest / MODEL_FILE)
     target_name = study.user_attrs["target"]
-    target = target_class(target_name)(TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only"))))
+    target = target_class(target_name)(
+        TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only")))
+    )
     artifact = _trial_artifact(source_dir, target_name) or model
-    built = Built(artifact=artifact, info=dict(trial.user_attrs.get("build", {})), digest=trial.user_attrs.get("digest", ""))
+    built = Built(
+        artifact=artifact, info=dict(trial.user_attrs.get("build", {})), digest=trial.user_attrs.get("digest", "")
+    )
     if artifact != model:
         written += target.export(built, trial.params, dest)
     commands = target.deploy_commands(built, trial.params)
@@ -281,12 +393,33 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
         "trial": trial.number,
         "target": target_name,
         "config": trial.params,
-        "measurements": {k: trial.user_attrs.get(k) for k in (
-            "throughput", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "batch_size", "iterations",
-            "rel_ci_width", "stopped_by") if k in trial.user_attrs},
-        "errors": {k: trial.user_attrs.get(k) for k in (
-            "passed", "normalized_error", "max_abs_error", "max_rel_error", "mean_rel_error", "min_cosine_similarity",
-            "errors_per_output") if k in trial.user_attrs},
+        "measurements": {
+            k: trial.user_attrs.get(k)
+            for k in (
+                "throughput",
+                "latency_ms_p50",
+                "latency_ms_p90",
+                "latency_ms_p99",
+                "batch_size",
+                "iterations",
+                "rel_ci_width",
+                "stopped_by",
+            )
+            if k in trial.user_attrs
+        },
+        "errors": {
+            k: trial.user_attrs.get(k)
+            for k in (
+                "passed",
+                "normalized_error",
+                "max_abs_error",
+                "max_rel_error",
+                "mean_rel_error",
+                "min_cosine_similarity",
+                "errors_per_output",
+            )
+            if k in trial.user_attrs
+        },
         "tolerance": {"atol": study.user_attrs.get("atol"), "rtol": study.user_attrs.get("rtol")},
         "build": trial.user_attrs.get("build", {}),
         "rewrites": trial.user_attrs.get("rewrites", {}),
@@ -323,7 +456,9 @@ def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
     source_dir.mkdir(parents=True, exist_ok=True)
     out = source_dir / MODEL_FILE
     transform_model(
-        Path(study.user_attrs["model_path"]), trial.params, out,
+        Path(study.user_attrs["model_path"]),
+        trial.params,
+        out,
         calibration_feeds=calibration_feeds(pool, bool(study.user_attrs.get("dynamic_batch"))),
         scheme=target_class(study.user_attrs["target"]).quantization_scheme,
     )

@@ -166,6 +166,8 @@ def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     optimizations) for every batch size the space may pick."""
     import onnxruntime as ort
 
+    if spec.target_options.build_only:
+        return {}  # nothing runs, nothing is compared
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -353,7 +355,11 @@ def recover_state(study: Any, run: StudyRun) -> None:
         if frozen.state != optuna.trial.TrialState.COMPLETE:
             continue
         run.keys.setdefault(attrs["config_key"], frozen.number)
-        if "digest" in attrs and "latency_ms_p50" in attrs:
+        if (
+            "digest" in attrs
+            and ("latency_ms_p50" in attrs or "build" in attrs)
+            and "shared_measurement_with_trial" not in attrs
+        ):
             run.measured.setdefault(attrs["digest"], _summary_from_attrs(frozen.number, attrs))
         if frozen.number == 0 and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
@@ -478,7 +484,8 @@ def run_study(
                 trial = run.pending.pop(result.number)
                 if result.number == 0 and result.measurements:
                     run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
-                if result.state == "complete" and result.digest and result.shared_with is None and result.measurements:
+                measured = bool(result.measurements) or spec.target_options.build_only
+                if result.state == "complete" and result.digest and result.shared_with is None and measured:
                     run.measured.setdefault(
                         result.digest,
                         {
@@ -521,7 +528,9 @@ def _tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
         set_constraints(trial, dict(zip(names, original.user_attrs.get("constraints", [1.0]), strict=False)))
         study.tell(trial, list(original.values))
     else:
-        state = "failed" if original is not None and original.state == optuna.trial.TrialState.FAIL else "not complete yet"
+        state = (
+            "failed" if original is not None and original.state == optuna.trial.TrialState.FAIL else "not complete yet"
+        )
         trial.set_user_attr("reason", f"duplicate of trial {original_number}, which {state}")
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 

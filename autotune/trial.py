@@ -101,7 +101,12 @@ class TrialResult:
 
 
 def transform_model(
-    model_path: Path, config: Mapping[str, Any], out_path: Path, *, calibration_feeds: list, scheme: str,
+    model_path: Path,
+    config: Mapping[str, Any],
+    out_path: Path,
+    *,
+    calibration_feeds: list,
+    scheme: str,
     kernels: str = "onnx_schema",
 ) -> dict[str, int]:
     """Applies the configuration's graph passes then its precision; writes `out_path`.
@@ -175,11 +180,16 @@ def run_trial(request: TrialRequest) -> TrialResult:
         result.build = dict(built.info)
         result.digest = built.digest
 
+        shared = request.shared_measurements.get(built.digest) if built.digest else None
         if not target.can_measure:
+            if shared is not None:
+                # The same engine as an earlier trial: keep one copy on disk, point to it.
+                result.shared_with = int(shared["number"])
+                if built.artifact != model_path and built.artifact.exists():
+                    built.artifact.unlink()
             result.state = "complete"
             return result
 
-        shared = request.shared_measurements.get(built.digest) if built.digest else None
         if shared is not None:
             result.measurements = dict(shared["measurements"])
             result.accuracy = dict(shared["accuracy"])
@@ -216,7 +226,9 @@ def run_trial(request: TrialRequest) -> TrialResult:
     except Exception as exc:  # a trial's crash is its result, never the study's
         result.state = "failed"
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        result.reason = f"{stage}: {type(exc).__name__}: {str(exc).strip()[:400]} ({Path(last.filename).name}:{last.lineno})"
+        result.reason = (
+            f"{stage}: {type(exc).__name__}: {str(exc).strip()[:400]} ({Path(last.filename).name}:{last.lineno})"
+        )
     finally:
         result.timings_s["total_s"] = time.perf_counter() - start
         try:
@@ -268,7 +280,10 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
     target = target_class(request.target_name)(request.target_options)
     sessions, timers, batches = [], [], []
     try:
-        for label, model, config in (("a", request.model_a, request.config_a), ("b", request.model_b, request.config_b)):
+        for label, model, config in (
+            ("a", request.model_a, request.config_a),
+            ("b", request.model_b, request.config_b),
+        ):
             workdir = request.workdir / label
             workdir.mkdir(parents=True, exist_ok=True)
             batch = int(config.get("batch_size", 1)) if request.dynamic_batch else 1
@@ -280,7 +295,10 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             timers.append(session.timer(feeds))
             batches.append(batch)
         result = paired_speedup(
-            timers[0], timers[1], batch_a=batches[0], batch_b=batches[1],
+            timers[0],
+            timers[1],
+            batch_a=batches[0],
+            batch_b=batches[1],
             rounds=request.rounds,
         )
         return result.as_dict()

@@ -76,7 +76,9 @@ def _signal_name(number: int) -> str:
 
 
 def run_isolated(
-    request: TrialRequest, cores: list[int] | None = None, timeout_s: float | None = None,
+    request: TrialRequest,
+    cores: list[int] | None = None,
+    timeout_s: float | None = None,
     env: dict[str, str] | None = None,
 ) -> TrialResult:
     """Runs `run_trial(request)` in a child process; a crash or a timeout fails only the trial.
@@ -125,8 +127,12 @@ def run_isolated(
 
 def _failed(request: TrialRequest, reason: str, started: float) -> TrialResult:
     return TrialResult(
-        number=request.number, config=dict(request.config), state="failed", reason=reason,
-        workdir=str(request.workdir), timings_s={"total_s": time.monotonic() - started},
+        number=request.number,
+        config=dict(request.config),
+        state="failed",
+        reason=reason,
+        workdir=str(request.workdir),
+        timings_s={"total_s": time.monotonic() - started},
     )
 
 
@@ -159,8 +165,9 @@ class RayExecutor(Executor):
         trial_timeout_s (float | None): fail trials that run longer. Default: None.
     """
 
-    def __init__(self, workers: int, *, gpu: bool = False, address: str | None = None,
-                 trial_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, workers: int, *, gpu: bool = False, address: str | None = None, trial_timeout_s: float | None = None
+    ) -> None:
         import ray
 
         self.gpu = gpu
@@ -170,15 +177,20 @@ class RayExecutor(Executor):
         if address is not None:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         elif not ray.is_initialized():
-            ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False, logging_level="ERROR",
-                     log_to_driver=False, configure_logging=True)
+            ray.init(
+                num_cpus=max(os.cpu_count() or 1, workers),
+                include_dashboard=False,
+                logging_level="ERROR",
+                log_to_driver=False,
+                configure_logging=True,
+            )
         self.capacity = workers
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         if gpu or address is not None or not cores:
             self.core_sets: list[list[int] | None] = [None] * workers
         else:
             per = max(len(cores) // workers, 1)
-            self.core_sets = [cores[i * per:(i + 1) * per] or [cores[i % len(cores)]] for i in range(workers)]
+            self.core_sets = [cores[i * per : (i + 1) * per] or [cores[i % len(cores)]] for i in range(workers)]
         options: dict[str, Any] = {"max_retries": 0}
         if gpu:
             options["num_gpus"] = 1
@@ -191,8 +203,9 @@ class RayExecutor(Executor):
         self._finished: list[TrialResult] = []
 
     @classmethod
-    def for_spec(cls, spec: Any, *, workers: int | None, address: str | None,
-                 trial_timeout_s: float | None) -> RayExecutor:
+    def for_spec(
+        cls, spec: Any, *, workers: int | None, address: str | None, trial_timeout_s: float | None
+    ) -> RayExecutor:
         """Sizes the executor for a study: one worker per GPU on GPU targets, else one."""
         from autotune.targets import target_class
 
@@ -227,8 +240,9 @@ class RayExecutor(Executor):
                 results.append(ray.get(ref))
             except Exception as exc:  # the Ray worker itself died (OOM kill of the supervisor)
                 stage = _stage(flight.request)
-                results.append(_failed(flight.request, f"worker died: {type(exc).__name__} during {stage}",
-                                       flight.submitted))
+                results.append(
+                    _failed(flight.request, f"worker died: {type(exc).__name__} during {stage}", flight.submitted)
+                )
         return results
 
     def cancel_all(self, reason: str) -> None:
@@ -238,8 +252,9 @@ class RayExecutor(Executor):
             ray.cancel(ref, force=True)
             self._flights.pop(ref)
             self._free_slots.append(flight.slot)
-            self._finished.append(_failed(flight.request, f"{reason} (during {_stage(flight.request)})",
-                                          flight.submitted))
+            self._finished.append(
+                _failed(flight.request, f"{reason} (during {_stage(flight.request)})", flight.submitted)
+            )
 
     def close(self) -> None:
         import ray

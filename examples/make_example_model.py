@@ -109,7 +109,7 @@ def build_example_model(seed: int = 0) -> onnx.ModelProto:
     pooled = g.op("ReduceMean", [tokens], axes=[1], keepdims=0)  # [B, EMBED]
     head_w = g.weight("head_w", (10, EMBED), EMBED)
     head_b = g.const("head_b", np.zeros(10, np.float32))
-    logits = g.op("Gemm", [pooled, head_w, head_b], transB=1)
+    g.op("Gemm", [pooled, head_w, head_b], transB=1)
     g.nodes[-1].output[0] = "logits"
 
     graph = helper.make_graph(

@@ -58,7 +58,9 @@ def test_a_truncated_model_is_rejected(capsys, results_dir, tiny_model, tmp_path
 def test_a_model_onnxruntime_cannot_load_names_the_op(capsys, results_dir, tmp_path):
     node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.example")
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
@@ -112,8 +114,9 @@ def test_unwritable_results_dir_is_rejected(capsys, tiny_model, tmp_path):
 
 
 def test_existing_study_of_another_model_is_rejected(capsys, results_dir, tiny_model, tmp_path, small_space):
-    code = main(start(results_dir, str(tiny_model), "--study", "shared", "--space", str(small_space),
-                      "--max-measure-s", "0.05"))
+    code = main(
+        start(results_dir, str(tiny_model), "--study", "shared", "--space", str(small_space), "--max-measure-s", "0.05")
+    )
     assert code == 0
     capsys.readouterr()
     other = make_tiny_model(tmp_path / "other.onnx", seed=7)
@@ -146,9 +149,18 @@ def test_unknown_target_is_rejected(capsys, results_dir, tiny_model):
 
 def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "autotune.cli", "start", str(tmp_path / "missing.onnx"), "--results-dir",
-         str(tmp_path / "r")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "autotune.cli",
+            "start",
+            str(tmp_path / "missing.onnx"),
+            "--results-dir",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0

@@ -39,8 +39,14 @@ knobs:
 
 def cli(*argv: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, "-m", "autotune.cli", *argv], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotune.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"autotune {' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -79,8 +85,9 @@ def space(tmp_path: Path, text: str) -> Path:
 
 def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_path, model):
     results = tmp_path / "results"
-    proc = cli("start", str(model), "--study", "bg", "--trials", "6", "--results-dir", str(results),
-               "--max-measure-s", "0.1")
+    proc = cli(
+        "start", str(model), "--study", "bg", "--trials", "6", "--results-dir", str(results), "--max-measure-s", "0.1"
+    )
     assert "study bg started" in proc.stdout
     assert str(results / "bg" / "autotune.log") in proc.stdout
     assert "autotune dashboard bg" in proc.stdout and "autotune stop bg" in proc.stdout
@@ -104,11 +111,28 @@ def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_pat
 
 def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_path, model):
     results = tmp_path / "results"
-    cli("start", str(model), "--study", "crash", "--trials", "10", "--results-dir", str(results),
-        "--target", MISBEHAVING, "--space", str(space(tmp_path, SLOW_SPACE)), "--max-measure-s", "1.5")
+    cli(
+        "start",
+        str(model),
+        "--study",
+        "crash",
+        "--trials",
+        "10",
+        "--results-dir",
+        str(results),
+        "--target",
+        MISBEHAVING,
+        "--space",
+        str(space(tmp_path, SLOW_SPACE)),
+        "--max-measure-s",
+        "1.5",
+    )
     wait_for(lambda: len(finished(results, "crash")) >= 3, 180, "three finished trials")
-    wait_for(lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, "crash").trials),
-             60, "a running trial")
+    wait_for(
+        lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, "crash").trials),
+        60,
+        "a running trial",
+    )
     pid = lock_holder(results / "crash")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: lock_holder(results / "crash") is None, 30, "the lock to be released by the kernel")
@@ -126,8 +150,11 @@ def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_p
         again = study.trials[trial.number]
         assert again.state == optuna.trial.TrialState.FAIL
         assert "interrupted" in again.user_attrs["reason"]
-        reruns = [t for t in study.trials if t.number > trial.number and t.params == trial.params
-                  and t.state == optuna.trial.TrialState.COMPLETE]
+        reruns = [
+            t
+            for t in study.trials
+            if t.number > trial.number and t.params == trial.params and t.state == optuna.trial.TrialState.COMPLETE
+        ]
         assert reruns, f"trial {trial.number}'s configuration was not re-run"
     counted = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
     assert len(counted) == 10
@@ -135,9 +162,26 @@ def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_p
 
 def test_a_worker_abort_and_a_hanging_trial_fail_only_their_trials(tmp_path, model):
     results = tmp_path / "results"
-    proc = cli("start", str(model), "--foreground", "--study", "faulty", "--trials", "6", "--results-dir",
-               str(results), "--target", MISBEHAVING, "--space", str(space(tmp_path, FAULTY_SPACE)),
-               "--trial-timeout", "4s", "--max-measure-s", "0.1", timeout=300)
+    proc = cli(
+        "start",
+        str(model),
+        "--foreground",
+        "--study",
+        "faulty",
+        "--trials",
+        "6",
+        "--results-dir",
+        str(results),
+        "--target",
+        MISBEHAVING,
+        "--space",
+        str(space(tmp_path, FAULTY_SPACE)),
+        "--trial-timeout",
+        "4s",
+        "--max-measure-s",
+        "0.1",
+        timeout=300,
+    )
     assert proc.returncode == 0
     study = load(results, "faulty")
     assert len([t for t in study.trials if t.state.is_finished()]) == 6
@@ -156,8 +200,22 @@ def test_a_worker_abort_and_a_hanging_trial_fail_only_their_trials(tmp_path, mod
 
 def test_stop_finalizes_a_running_study(tmp_path, model):
     results = tmp_path / "results"
-    cli("start", str(model), "--study", "stopme", "--budget", "10m", "--results-dir", str(results),
-        "--target", MISBEHAVING, "--space", str(space(tmp_path, SLOW_SPACE)), "--max-measure-s", "1.5")
+    cli(
+        "start",
+        str(model),
+        "--study",
+        "stopme",
+        "--budget",
+        "10m",
+        "--results-dir",
+        str(results),
+        "--target",
+        MISBEHAVING,
+        "--space",
+        str(space(tmp_path, SLOW_SPACE)),
+        "--max-measure-s",
+        "1.5",
+    )
     wait_for(lambda: len(finished(results, "stopme")) >= 2, 180, "two finished trials")
     out = cli("stop", "stopme", "--results-dir", str(results)).stdout
     assert "stops asking" in out
@@ -180,13 +238,28 @@ def _free_port() -> int:
 
 def test_dashboard_answers_over_http_with_the_study_listed(tmp_path, model):
     results = tmp_path / "results"
-    cli("start", str(model), "--foreground", "--study", "dash", "--trials", "3", "--results-dir", str(results),
-        "--max-measure-s", "0.05")
+    cli(
+        "start",
+        str(model),
+        "--foreground",
+        "--study",
+        "dash",
+        "--trials",
+        "3",
+        "--results-dir",
+        str(results),
+        "--max-measure-s",
+        "0.05",
+    )
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([sys.executable, "-m", "autotune.cli", "dashboard", "dash", "--port", str(port),
-                               "--results-dir", str(results)], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "autotune.cli", "dashboard", "dash", "--port", str(port), "--results-dir", str(results)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         body = {}
 

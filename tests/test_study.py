@@ -22,8 +22,20 @@ def load(results_dir: Path, name: str) -> optuna.Study:
 
 
 def tune(results_dir: Path, model: Path, name: str, *extra: str) -> int:
-    return main(["start", str(model), "--foreground", "--study", name, "--results-dir", str(results_dir),
-                 "--max-measure-s", "0.1", *extra])
+    return main(
+        [
+            "start",
+            str(model),
+            "--foreground",
+            "--study",
+            name,
+            "--results-dir",
+            str(results_dir),
+            "--max-measure-s",
+            "0.1",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +80,16 @@ def test_every_complete_trial_carries_measurements_and_errors(finished):
     _, _, study = finished
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            for key in ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput", "max_abs_error",
-                        "max_rel_error", "mean_rel_error", "min_cosine_similarity"):
+            for key in (
+                "latency_ms_p50",
+                "latency_ms_p90",
+                "latency_ms_p99",
+                "throughput",
+                "max_abs_error",
+                "max_rel_error",
+                "mean_rel_error",
+                "min_cosine_similarity",
+            ):
                 assert key in trial.user_attrs, (trial.number, key)
             assert trial.user_attrs["latency_ms_p50"] <= trial.user_attrs["latency_ms_p99"]
         elif trial.state == optuna.trial.TrialState.FAIL:
@@ -78,7 +98,9 @@ def test_every_complete_trial_carries_measurements_and_errors(finished):
 
 def test_no_configuration_is_measured_twice(finished):
     _, _, study = finished
-    measured = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    measured = [
+        t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
     keys = [config_key(t.params) for t in measured]
     assert len(keys) == len(set(keys))
 
@@ -114,9 +136,13 @@ def test_export_writes_a_model_that_reproduces_the_recorded_outputs(finished, tm
 def test_export_of_a_named_trial_regenerates_pruned_files(finished, tmp_path):
     results, _, study = finished
     off_front = {t.number for t in pareto_front(study)} | {0}
-    number = next(t.number for t in study.trials
-                  if t.state == optuna.trial.TrialState.COMPLETE and t.number not in off_front
-                  and "duplicate_of" not in t.user_attrs)
+    number = next(
+        t.number
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.number not in off_front
+        and "duplicate_of" not in t.user_attrs
+    )
     out = tmp_path / "trial"
     assert main(["export", "tiny", "-o", str(out), "--trial", str(number), "--results-dir", str(results)]) == 0
     assert json.loads((out / "manifest.json").read_text())["trial"] == number
@@ -149,8 +175,20 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_p
     from autotune.study import InProcessExecutor, run_study
     from autotune.trial import run_trial
 
-    args = build_parser().parse_args(["start", str(tiny_model), "--trials", "5", "--space", str(small_space),
-                                      "--results-dir", str(tmp_path / "r"), "--max-measure-s", "0.05"])
+    args = build_parser().parse_args(
+        [
+            "start",
+            str(tiny_model),
+            "--trials",
+            "5",
+            "--space",
+            str(small_space),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--max-measure-s",
+            "0.05",
+        ]
+    )
     spec, _ = prepare_start(args)
 
     submitted = []

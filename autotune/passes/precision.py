@@ -171,7 +171,8 @@ def cast_to_low_precision(
             continue
         float_positions = _castable_positions(node, opset, type_string)
         if float_positions is None or (
-            kernels in _KERNEL_PROVIDERS and not _has_ort_kernel(node.op, opset, type_string, _KERNEL_PROVIDERS[kernels])
+            kernels in _KERNEL_PROVIDERS
+            and not _has_ort_kernel(node.op, opset, type_string, _KERNEL_PROVIDERS[kernels])
         ):
             continue
         input_positions, output_positions = float_positions
@@ -371,6 +372,12 @@ def quantize_qdq(
         for node in model.graph.node
         if node.op_type == "MatMul" and not any(name in initializers for name in node.input)
     ]
+    quantizable = [n for n in model.graph.node if n.op_type in op_types and n.name not in activation_matmuls]
+    if not quantizable:
+        # ONNX Runtime's calibrators fail obscurely ("Histogram has not been collected") here.
+        raise PrecisionError(
+            f"{precision}: the model has no operator to quantize (none of {', '.join(op_types[:8])}...)"
+        )
     with tempfile.TemporaryDirectory(prefix="autotune-quantize-") as directory:
         source, target = Path(directory) / "model.onnx", Path(directory) / "quantized.onnx"
         onnx.save(model, str(source))

@@ -320,7 +320,7 @@ class OnnxRuntimeTarget(Target):
         if self.cuda:
             # fp16/bf16 casts only where the CUDA provider has a kernel in that type.
             self.precisions = ("fp32", "fp16", "bf16")
-            self.precision_kernels = "onnxruntime_cuda"
+            self.precision_kernels = "onnx_schema"
         else:
             self.precision_kernels = "onnxruntime_cpu"
 
