@@ -257,6 +257,8 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
     if result.accuracy.get("outputs"):
         attrs["errors_per_output"] = result.accuracy["outputs"]
     attrs["timings_s"] = result.timings_s
+    if "build_s" in result.timings_s:
+        attrs["build_time_s"] = result.timings_s["build_s"]
     attrs["batch_size"] = result.batch_size
     if result.build:
         attrs["build"] = {k: v for k, v in result.build.items() if k != "layers"}

@@ -77,7 +77,7 @@ def olive_workflow(
                         ],
                         "data_config": "tuning_data",
                     }
-                ]
+                ],
             }
         },
         "passes": {
@@ -133,8 +133,13 @@ def run_olive(
     best = output.get_best_candidate() if output is not None else None
     samples = _count_search_points(workdir)
     if best is None:
-        return {"config": None, "wall_s": wall_s, "samples": samples, "olive_latency_ms": None,
-                "inference_settings": None}
+        return {
+            "config": None,
+            "wall_s": wall_s,
+            "samples": samples,
+            "olive_latency_ms": None,
+            "inference_settings": None,
+        }
     settings = best.get_inference_config() or {}
     metrics = best.metrics_value or {}
     latency = next((_number(v) for k, v in metrics.items() if "latency" in k), None)
@@ -151,8 +156,9 @@ def autotune_config(session_options: Mapping[str, Any]) -> dict[str, Any]:
     """Olive's session options as an autotune onnxruntime configuration (batch 1, FP32)."""
     mode = OLIVE_EXECUTION_MODES.get(_int(session_options.get("execution_mode"), 0), "sequential")
     config: dict[str, Any] = {
-        "graph_optimization_level": OLIVE_OPT_LEVELS.get(_int(session_options.get("graph_optimization_level"), 99),
-                                                         "all"),
+        "graph_optimization_level": OLIVE_OPT_LEVELS.get(
+            _int(session_options.get("graph_optimization_level"), 99), "all"
+        ),
         "execution_mode": mode,
         "intra_op_threads": _int(session_options.get("intra_op_num_threads"), 0),
         "batch_size": 1,
@@ -182,7 +188,12 @@ def _int(value: Any, default: int) -> int:
     except (TypeError, ValueError):
         text = str(value).upper()
         for number, name in (
-            (0, "DISABLE"), (1, "BASIC"), (2, "EXTENDED"), (99, "ALL"), (0, "SEQUENTIAL"), (1, "PARALLEL")
+            (0, "DISABLE"),
+            (1, "BASIC"),
+            (2, "EXTENDED"),
+            (99, "ALL"),
+            (0, "SEQUENTIAL"),
+            (1, "PARALLEL"),
         ):
             if name in text:
                 return number
@@ -194,7 +205,8 @@ def _count_search_points(workdir: Path) -> int:
     count = 0
     for path in (workdir / "output").rglob("footprint*.json"):
         try:
-            nodes = json.loads(path.read_text()).get("nodes", {})
+            data = json.loads(path.read_text())
+            nodes = data.get("nodes", data)
         except (OSError, ValueError, AttributeError):
             continue
         count = max(count, sum(1 for n in nodes.values() if n.get("from_pass")))
