@@ -297,11 +297,11 @@ def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
     for entry in entries:
         if not isinstance(entry, dict):
             raise UsageError(f"--space {path}: every 'known_good' entry must be a mapping of knob: value")
-        unknown = [k for k in entry if k not in space.names]
-        values_ok = all(space[k].type == "float" or entry[k] in space[k].values() for k in entry if k in space.names)
-        if unknown or not values_ok:
-            continue  # a known-good configuration this installation cannot express is skipped
-        kept.append(dict(entry))
+        # Knobs this model or installation does not have (batch size of a static model, a
+        # filtered precision) are dropped; an entry with a value the space cannot take is skipped.
+        entry = {k: v for k, v in entry.items() if k in space.names}
+        if all(space[k].type == "float" or v in space[k].values() for k, v in entry.items()):
+            kept.append(entry)
     return kept
 
 
@@ -332,13 +332,13 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autotune.finalize import finalize
-    from autotune.study import compute_references, existing_study_model, finished_count, run_study
+    from autotune.study import compute_references, existing_study_model, finished_count, open_study, run_study
 
     references = compute_references(spec)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     write_inputs(spec)
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
-    elapsed_before = float(before.get("elapsed_s", 0.0)) if args.resume else 0.0
+    elapsed_before = float(before.get("elapsed_s", 0.0))
     executor = make_executor(spec, args)
     best = {"throughput": 0.0}
     started = time.monotonic()
@@ -367,16 +367,22 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
             )
             progress.update(task, completed=done, best=f"{summary}  last #{result.number} {result.state}")
 
+        interrupted = False
         try:
             study = run_study(
                 spec, executor, on_result=on_result, references=references, elapsed_before_s=elapsed_before
             )
+        except KeyboardInterrupt:
+            interrupted = True
+            study = open_study(spec, create=False)
         finally:
             executor.close()
+    if interrupted:
+        console.print(f"interrupted: finalizing what was measured (resume with `autotune start --resume {spec.name}`)")
     console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
     final = finalize(study)
     print_summary(study, final, console)
-    return 0
+    return 130 if interrupted else 0
 
 
 def make_executor(spec: Any, args: argparse.Namespace, *, ray: bool = False) -> Any:

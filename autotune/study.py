@@ -430,6 +430,7 @@ def run_study(
     should_stop: Callable[[], bool] = lambda: False,
     references: dict[int, dict[str, np.ndarray]] | None = None,
     elapsed_before_s: float = 0.0,
+    grace_s: float = 60.0,
 ) -> Any:
     """Runs the ask/submit/tell loop until the trial count or the budget is reached.
 
@@ -440,10 +441,14 @@ def run_study(
         should_stop (Callable[[], bool]): polled between trials; True stops asking. Default: never.
         references (dict | None): precomputed FP32 references. Default: computed here.
         elapsed_before_s (float): budget already spent by earlier runs of this study. Default: 0.
+        grace_s (float): once the budget is spent, in-flight trials get this long to finish
+            before they are cancelled (failed with the reason). Default: 60.
 
     Returns:
         The Optuna study.
     """
+    import optuna
+
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     (spec.study_dir / "trials").mkdir(exist_ok=True)
     spec = replace(spec, target_options=replace(spec.target_options, cache_dir=spec.study_dir.resolve()))
@@ -482,6 +487,8 @@ def run_study(
                 continue
             if not run.pending:
                 break
+            if run.budget_s is not None and time.monotonic() - run.started > run.budget_s + grace_s:
+                executor.cancel_all(f"budget spent: still running {grace_s:.0f} s after the budget ended")
             for result in executor.wait(timeout_s=0.5):
                 trial = run.pending.pop(result.number)
                 if result.number == 0 and result.measurements:
@@ -500,6 +507,15 @@ def run_study(
                 study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
                 if on_result is not None:
                     on_result(result, study)
+    except KeyboardInterrupt:
+        # Ctrl-C in a foreground run: what was told stays; the trials cut short are failed
+        # as interrupted and re-queued, like a dead daemon's, so a resume re-runs them.
+        for trial in run.pending.values():
+            trial.set_user_attr("reason", "interrupted: Ctrl-C; configuration re-queued")
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+        raise
     finally:
         study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
     return study

@@ -74,7 +74,7 @@ class Mode:
     round_s: float  # seconds per candidate per round
 
 
-QUICK = Mode("quick", ("mobilenet_v3_large", "ppocr_v4_det"), full_trials=12, max_measure_s=0.5, rounds=9, round_s=0.15)
+QUICK = Mode("quick", ("mobilenet_v3_large", "ppocr_v4_det"), full_trials=12, max_measure_s=0.5, rounds=11, round_s=0.2)
 FULL = Mode("full", tuple(MODELS), full_trials=30, max_measure_s=1.0, rounds=15, round_s=0.3)
 
 
@@ -136,6 +136,20 @@ class RunRecord:
     def overhead(self) -> float:
         return max(self.wall_s - self.inside_trials_s, 0.0) / self.wall_s if self.wall_s > 0 else math.nan
 
+    def overhead_after_first(self) -> float:
+        """Overhead once the first trial is done (for Ray: after the worker's fork server started)."""
+        trials = [t for t in trial_sequence(self.study) if t.datetime_complete is not None]
+        if len(trials) < 2:
+            return math.nan
+        first = trials[0]
+        span = self.wall_s - (first.datetime_complete.timestamp() - self.started_epoch)
+        inside = sum(
+            float(t.user_attrs.get("timings_s", {}).get("total_s", 0.0))
+            for t in trials[1:]
+            if "duplicate_of" not in t.user_attrs
+        )
+        return max(span - inside, 0.0) / span if span > 0 else math.nan
+
 
 def run(
     spec: Any, executor: Any, refs: dict, label: str, *, keep_models: bool = False, enqueue: list[dict] | None = None
@@ -162,7 +176,12 @@ def run(
     t0 = time.monotonic()
     study = run_study(spec, executor, on_result=on_result, references=refs)
     wall = time.monotonic() - t0
-    inside = sum(float(t.user_attrs.get("timings_s", {}).get("total_s", 0.0)) for t in study.get_trials())
+    # Duplicates carry a copy of the original's attributes (timings included): count each run once.
+    inside = sum(
+        float(t.user_attrs.get("timings_s", {}).get("total_s", 0.0))
+        for t in study.get_trials()
+        if "duplicate_of" not in t.user_attrs
+    )
     return RunRecord(label, study, wall, inside, started_epoch), results
 
 
@@ -267,12 +286,18 @@ def best_before(record: RunRecord, seconds: float) -> Any | None:
 # ---------------------------------------------------------------- interleaved re-measurement
 
 
-def remeasure(spec: Any, refs: dict, candidates: dict[str, tuple[Path, dict]], mode: Mode) -> dict[str, Any]:
-    """Measures every candidate round-robin (order rotated each round) against "default".
+def remeasure(
+    spec: Any, refs: dict, candidates: dict[str, tuple[Path, dict]], mode: Mode, extra_pairs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Measures every candidate against "default" in adjacent, order-alternating blocks.
 
-    Each round runs each candidate about `round_s` (at least once) and takes its median per-sample
-    latency; the per-round ratio default/candidate is one paired observation, so slowdowns that
-    hit the whole round cancel. Also verifies each candidate's outputs against the FP32 reference.
+    Each round times, for each pair (A, B), a block of A then a block of B (B first on odd
+    rounds), each about `round_s` long (at least one run), and takes the ratio of their median
+    per-sample latencies: one paired observation, so load from other jobs that hits both
+    blocks cancels. The speedup of a candidate is the median ratio over rounds (IQR given).
+    Pairs are (default, candidate) for every candidate plus `extra_pairs` (direct comparisons).
+    Identical configurations share one session. Also verifies each candidate's outputs against
+    the FP32 reference.
     """
     from autotune.model import feeds_at_batch
     from autotune.space import config_key
@@ -282,16 +307,22 @@ def remeasure(spec: Any, refs: dict, candidates: dict[str, tuple[Path, dict]], m
     target = target_class("onnxruntime")(spec.target_options)
     workdir = spec.study_dir.parent / "remeasure"
     shutil.rmtree(workdir, ignore_errors=True)
-    unique: dict[str, str] = {}  # (model, config) -> first label measuring it
+    unique: dict[str, str] = {}
     alias: dict[str, str] = {}
+    normalized: dict[str, tuple[Path, dict]] = {}
     for label, (path, config) in candidates.items():
-        key = f"{path}|{config_key(config)}"
-        alias[label] = unique.setdefault(key, label)
+        config = spec.space.complete(config)
+        transformed = config.get("precision", "fp32") != "fp32" or any(
+            v for k, v in config.items() if k.startswith("pass.")
+        )
+        path = path if transformed else spec.model.path
+        normalized[label] = (path, config)
+        alias[label] = unique.setdefault(f"{path}|{config_key(config)}", label)
     measured = [label for label in candidates if alias[label] == label]
     sessions, timers, batches, accuracy = {}, {}, {}, {}
     try:
         for label in measured:
-            path, config = candidates[label]
+            path, config = normalized[label]
             batch = int(config.get("batch_size", 1)) if spec.model.dynamic_batch else 1
             feeds = feeds_at_batch(spec.input_pool, batch, spec.model.dynamic_batch)
             (workdir / label).mkdir(parents=True, exist_ok=True)
@@ -304,28 +335,49 @@ def remeasure(spec: Any, refs: dict, candidates: dict[str, tuple[Path, dict]], m
             batches[label] = batch
             for _ in range(2):
                 timers[label]()
-        iters = {label: int(min(max(mode.round_s / max(timers[label](), 1e-6), 1), 50)) for label in measured}
+        iters = {label: int(min(max(mode.round_s / max(timers[label](), 1e-6), 1), 100)) for label in measured}
+
+        def block(label: str) -> float:
+            run_once = timers[label]
+            return float(np.median([run_once() for _ in range(iters[label])])) / batches[label]
+
+        pairs = [("default", m) for m in measured if m != "default"]
+        pairs += [(alias[a], alias[b]) for a, b in extra_pairs if a in alias and b in alias and alias[a] != alias[b]]
+        pairs = list(dict.fromkeys(pairs))
+        ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
         per_sample: dict[str, list[float]] = {label: [] for label in measured}
         for r in range(mode.rounds):
-            order = measured[r % len(measured) :] + measured[: r % len(measured)]
-            for label in order:
-                run_once = timers[label]
-                per_sample[label].append(float(np.median([run_once() for _ in range(iters[label])])) / batches[label])
-        base = np.asarray(per_sample["default"])
-        out = {}
+            for a, b in pairs:
+                if r % 2:
+                    tb, ta = block(b), block(a)
+                else:
+                    ta, tb = block(a), block(b)
+                ratios[(a, b)].append(ta / tb)
+                per_sample[a].append(ta)
+                per_sample[b].append(tb)
+
+        def stats(a: str, b: str) -> dict[str, float]:
+            if a == b:
+                return {"speedup": 1.0, "speedup_p25": 1.0, "speedup_p75": 1.0}
+            values = np.asarray(ratios[(a, b)])
+            return {
+                "speedup": float(np.median(values)),
+                "speedup_p25": float(np.percentile(values, 25)),
+                "speedup_p75": float(np.percentile(values, 75)),
+            }
+
+        out: dict[str, Any] = {}
         for label in candidates:
             m = alias[label]
-            ratios = base / np.asarray(per_sample[m])
             out[label] = {
                 "measured_as": m,
-                "config": candidates[label][1],
+                "config": normalized[label][1],
                 "ms_per_sample": float(np.median(per_sample[m])) * 1e3,
                 "throughput": 1.0 / float(np.median(per_sample[m])),
-                "speedup": float(np.median(ratios)),
-                "speedup_p25": float(np.percentile(ratios, 25)),
-                "speedup_p75": float(np.percentile(ratios, 75)),
+                **stats("default", m),
                 **accuracy[m],
             }
+        out["_direct"] = {f"{b}/{a}": stats(alias[a], alias[b]) for a, b in extra_pairs if a in alias and b in alias}
         return out
     finally:
         for session in sessions.values():
@@ -334,8 +386,9 @@ def remeasure(spec: Any, refs: dict, candidates: dict[str, tuple[Path, dict]], m
 
 
 def paired_ratio(result: dict[str, Any], a: str, b: str) -> float:
-    """Throughput of `a` over `b` from the same interleaved rounds (ratio of their speedups)."""
-    return result[a]["speedup"] / result[b]["speedup"]
+    """Throughput of `a` over `b`, measured in adjacent blocks (a direct pair)."""
+    direct = result.get("_direct", {}).get(f"{a}/{b}")
+    return direct["speedup"] if direct else result[a]["speedup"] / result[b]["speedup"]
 
 
 # ---------------------------------------------------------------- one model
@@ -365,7 +418,7 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
     exhaustive, table = run(small, InProcessExecutor(), refs, "exhaustive", enqueue=configs)
     optimum_key = max(table, key=lambda k: table[k].throughput if table[k].feasible else 0.0)
     optimum = table[optimum_key]
-    budget = math.ceil(SMALL_BUDGET_FRACTION * len(configs))
+    budget = math.floor(SMALL_BUDGET_FRACTION * len(configs))
     out["small"] = {
         "space_size": len(configs),
         "budget": budget,
@@ -417,6 +470,7 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
             "executor": "ray" if executor is ray_executor else "in-process",
             "wall_s": record.wall_s,
             "overhead": record.overhead,
+            "overhead_after_first": record.overhead_after_first(),
             "best_config": dict(best.params) if best else None,
             "ratio_by_table": (table[config_key(best.params)].throughput / optimum.throughput) if best else 0.0,
             "trials_to_95_own": first_reach(own, REACH * own[-1]) if own and own[-1] > 0 else None,
@@ -437,6 +491,7 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
         "trials": len(full.study.get_trials()),
         "wall_s": full.wall_s,
         "overhead": full.overhead,
+        "overhead_after_first": full.overhead_after_first(),
         "best_number": best.number if best else None,
         "best_config": dict(best.params) if best else None,
         "trials_to_95": first_reach(own, REACH * top) if top else None,
@@ -499,7 +554,8 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
                 scheme="asymmetric_u8",
             )
     log(f"[{model}] interleaved re-measurement of {len(candidates)} candidates")
-    out["remeasure"] = remeasure(full_spec, refs, candidates, mode)
+    direct = [("olive", "autotune"), ("olive", "autotune_batch1"), ("olive", "autotune_at_olive_wall")]
+    out["remeasure"] = remeasure(full_spec, refs, candidates, mode, direct)
     shutil.rmtree(OUT / model, ignore_errors=True)
     return out
 
@@ -673,15 +729,17 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         lines.append(
             f"| {name} | {d['throughput']:.3g} | {fmt(a['throughput'] if a else None)} | {speed(a)} | {err(a)} "
             f"| {f['trials']} ({f['wall_s']:.0f} s) | {fmt(f['trials_to_95'])} ({fmt(f['wall_to_95_s'], 2)} s) "
-            f"| {pct(f['overhead'])} | {speed(m.get('autotune_batch1'))} | {speed(m.get('olive'))} "
+            f"| {pct(f['overhead'])} ({pct(f['overhead_after_first'])}) | {speed(m.get('autotune_batch1'))} | {speed(m.get('olive'))} "
             f"| {err(m.get('olive'))} | {fmt(o.get('wall_s'), 3)} s | {ratio} | {speed(m.get('autotune_at_olive_wall'))} |"
         )
     lines += [
         "",
         "*default samples/s* and *autotune best* are from the interleaved re-measurement (samples per second at the "
-        "median per-sample latency). *error*: autotune's normalized error against the FP32 reference (≤ 1 passes; "
+        "median per-sample latency). *× default* and the other speedups: median of per-round ratios of adjacent, "
+        "order-alternating blocks against the default session (IQR in parentheses); *autotune ÷ Olive* is a direct "
+        "pair of the same kind. *error*: autotune's normalized error against the FP32 reference (≤ 1 passes; "
         "✗ marks a failure). *to 95%*: trials and wall time until autotune's best-so-far reached 95% of its final "
-        "best. *overhead*: (study wall − Σ trial `total_s`) / study wall, in-process executor. *autotune batch 1*: "
+        "best. *overhead*: (study wall − Σ trial `total_s`) / study wall, in-process executor; in parentheses, the same once the first trial is done. *autotune batch 1*: "
         "autotune's best batch-1 trial, the like-for-like comparison with Olive, which cannot search the batch size. "
         "*autotune @ Olive's wall*: the best autotune had found when Olive's whole run had taken (same wall-time "
         "budget).",
@@ -705,7 +763,8 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
             f"| {median_or_none(rep['trials_to_95']['autotune'])} | {median_or_none(rep['trials_to_95']['random'])} "
             f"| {real['autotune']['ratio_by_table']:.3f} ({real['autotune']['wall_s']:.0f} s) "
             f"| {real['random']['ratio_by_table']:.3f} ({real['random']['wall_s']:.0f} s) "
-            f"| {pct(real['autotune']['overhead'])} | {pct(real['random']['overhead'])} |"
+            f"| {pct(real['autotune']['overhead'])} ({pct(real['autotune']['overhead_after_first'])}) "
+            f"| {pct(real['random']['overhead'])} ({pct(real['random']['overhead_after_first'])}) |"
         )
     lines += [
         "",
@@ -715,7 +774,8 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         "both tuners see identical numbers and the difference is search quality, not machine noise. The seed-0 "
         "columns ran for real (autotune through `RayExecutor(1)`, random search in-process) and are scored the same "
         "way. autotune's queue starts with the defaults and the space's known-good configuration; random search's "
-        "starts with the defaults only.",
+        "starts with the defaults only. Overheads in parentheses: after the first trial (for Ray, the first trial "
+        "also starts the worker's fork server and imports ONNX Runtime, the quantizer and Polygraphy in it).",
         "",
         "![results](results.png)",
         "",

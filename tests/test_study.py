@@ -217,3 +217,35 @@ def test_resuming_keeps_told_trials_and_adds_new_ones(tmp_path, tiny_model):
     assert len(study.trials) == 7
     for number, values in first.items():
         assert study.trials[number].values == values
+
+
+def test_ctrl_c_fails_the_trial_in_flight_as_interrupted_and_requeues_it(tmp_path, tiny_model, small_space):
+    from autotune.cli import build_parser, prepare_start
+    from autotune.study import InProcessExecutor, finished_count, run_study
+    from autotune.trial import run_trial
+
+    args = build_parser().parse_args(["start", str(tiny_model), "--trials", "6", "--space", str(small_space),
+                                      "--results-dir", str(tmp_path / "r"), "--max-measure-s", "0.05"])
+    spec, _ = prepare_start(args)
+    calls = []
+
+    def interrupted_on_the_third(request):
+        calls.append(request.number)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return run_trial(request)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, InProcessExecutor(interrupted_on_the_third))
+    study = load(tmp_path / "r", spec.name)
+    cut = study.trials[calls[2]]
+    assert cut.state == optuna.trial.TrialState.FAIL
+    assert cut.user_attrs["interrupted"] is True
+    assert finished_count(study) == len([t for t in study.trials if t.state.is_finished()]) - 1
+    assert study.trials[-1].state == optuna.trial.TrialState.WAITING
+    assert study.trials[-1].params == cut.params or study.trials[-1].system_attrs.get("fixed_params") == cut.params
+
+    resumed = run_study(spec, InProcessExecutor())
+    assert finished_count(resumed) == 6
+    reruns = [t for t in resumed.trials if t.number > cut.number and t.params == cut.params]
+    assert reruns and reruns[0].state == optuna.trial.TrialState.COMPLETE
