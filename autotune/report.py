@@ -28,6 +28,11 @@ def _complete(study: Any) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+def details(trial: Any) -> dict[str, Any]:
+    """The nested facts of a trial: measurement, errors_per_output, timings_s, build, rewrites."""
+    return dict(trial.user_attrs.get("details", {}))
+
+
 def is_feasible(trial: Any) -> bool:
     return all(c <= 0 for c in trial.user_attrs.get("constraints", [1.0]))
 
@@ -306,7 +311,7 @@ def build_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per built trial of a build-only study."""
     rows = []
     for trial in _complete(study):
-        build = trial.user_attrs.get("build", {})
+        build = details(trial).get("build", {})
         rows.append(
             {
                 "trial": trial.number,
@@ -321,8 +326,8 @@ def build_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fewest_layers(study: Any) -> Any | None:
-    built = [t for t in _complete(study) if t.user_attrs.get("build", {}).get("layer_count")]
-    return min(built, key=lambda t: (t.user_attrs["build"]["layer_count"], t.number)) if built else None
+    built = [t for t in _complete(study) if details(t).get("build", {}).get("layer_count")]
+    return min(built, key=lambda t: (details(t)["build"]["layer_count"], t.number)) if built else None
 
 
 def trial_layers(study_dir: Path, number: int) -> list[dict[str, Any]]:
@@ -378,7 +383,7 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
     )
     artifact = _trial_artifact(source_dir, target_name) or model
     built = Built(
-        artifact=artifact, info=dict(trial.user_attrs.get("build", {})), digest=trial.user_attrs.get("digest", "")
+        artifact=artifact, info=dict(details(trial).get("build", {})), digest=trial.user_attrs.get("digest", "")
     )
     if artifact != model:
         written += target.export(built, trial.params, dest)
@@ -394,35 +399,31 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
         "target": target_name,
         "config": trial.params,
         "measurements": {
-            k: trial.user_attrs.get(k)
-            for k in (
-                "throughput",
-                "latency_ms_p50",
-                "latency_ms_p90",
-                "latency_ms_p99",
-                "batch_size",
-                "iterations",
-                "rel_ci_width",
-                "stopped_by",
-            )
-            if k in trial.user_attrs
+            **{
+                k: trial.user_attrs[k]
+                for k in ("throughput", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "batch_size")
+                if k in trial.user_attrs
+            },
+            **details(trial).get("measurement", {}),
         },
         "errors": {
-            k: trial.user_attrs.get(k)
-            for k in (
-                "passed",
-                "normalized_error",
-                "max_abs_error",
-                "max_rel_error",
-                "mean_rel_error",
-                "min_cosine_similarity",
-                "errors_per_output",
-            )
-            if k in trial.user_attrs
+            **{
+                k: trial.user_attrs[k]
+                for k in (
+                    "passed",
+                    "normalized_error",
+                    "max_abs_error",
+                    "max_rel_error",
+                    "mean_rel_error",
+                    "min_cosine_similarity",
+                )
+                if k in trial.user_attrs
+            },
+            "per_output": details(trial).get("errors_per_output", {}),
         },
         "tolerance": {"atol": study.user_attrs.get("atol"), "rtol": study.user_attrs.get("rtol")},
-        "build": trial.user_attrs.get("build", {}),
-        "rewrites": trial.user_attrs.get("rewrites", {}),
+        "build": details(trial).get("build", {}),
+        "rewrites": details(trial).get("rewrites", {}),
         "speedup_over_defaults": speedup.__dict__ if speedup else None,
         "commands": commands,
         "versions": library_versions(),

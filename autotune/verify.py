@@ -39,13 +39,17 @@ class OutputError:
     cosine_similarity: float
     passed: bool
     max_abs_reference: float = 0.0
+    scale_floor: float = 0.0
 
     @property
     def normalized_error(self) -> float:
-        """Max absolute error over the reference's largest magnitude (scale-free)."""
-        if self.max_abs_reference > 0:
-            return self.max_abs_error / self.max_abs_reference
-        return self.max_abs_error
+        """Max absolute error over the reference's largest magnitude, floored at atol.
+
+        The floor keeps a near-zero output (a detector's empty heat map on synthetic input)
+        from turning a negligible absolute error into a 100% "error".
+        """
+        scale = max(self.max_abs_reference, self.scale_floor)
+        return self.max_abs_error / scale if scale > 0 else self.max_abs_error
 
 
 @dataclass(frozen=True)
@@ -141,5 +145,6 @@ def compare_outputs(
             cosine_similarity=_cosine(cand[name], ref_value),
             passed=bool(stats),
             max_abs_reference=float(np.max(np.abs(ref_value))) if ref_value.size else 0.0,
+            scale_floor=tolerance.atol,
         )
     return AccuracyReport(errors)

@@ -29,10 +29,20 @@ def run_once(model: Path, trials: int, use_ray: bool, root: Path) -> dict[str, f
     from autotune.study import InProcessExecutor, compute_references, run_study
 
     name = "ray" if use_ray else "inprocess"
-    args = build_parser().parse_args([
-        "start", str(model), "--trials", str(trials), "--study", name, "--results-dir", str(root),
-        "--max-measure-s", "0.5",
-    ])
+    args = build_parser().parse_args(
+        [
+            "start",
+            str(model),
+            "--trials",
+            str(trials),
+            "--study",
+            name,
+            "--results-dir",
+            str(root),
+            "--max-measure-s",
+            "0.5",
+        ]
+    )
     spec, _ = prepare_start(args)
     references = compute_references(spec)
     startup = time.monotonic()
@@ -49,8 +59,11 @@ def run_once(model: Path, trials: int, use_ray: bool, root: Path) -> dict[str, f
     finally:
         wall_s = time.monotonic() - start
         executor.close()
-    inside = sum(float(t.user_attrs.get("timings_s", {}).get("total_s", 0.0)) for t in study.trials
-                 if "duplicate_of" not in t.user_attrs)
+    inside = sum(
+        float(t.user_attrs.get("details", {}).get("timings_s", {}).get("total_s", 0.0))
+        for t in study.trials
+        if "duplicate_of" not in t.user_attrs
+    )
     return {
         "trials": len(study.trials),
         "wall_s": wall_s,
@@ -69,8 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="autotune-overhead-"))
     try:
-        rows = {"in-process": run_once(args.model, args.trials, False, root),
-                "Ray workers": run_once(args.model, args.trials, True, root)}
+        rows = {
+            "in-process": run_once(args.model, args.trials, False, root),
+            "Ray workers": run_once(args.model, args.trials, True, root),
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
     lines = [
@@ -85,8 +100,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['trials']} | {r['wall_s']:.1f} | {r['inside_trials_s']:.1f} | "
-                     f"{100 * r['overhead']:.1f}% | {r['per_trial_overhead_ms']:.0f} | {r['startup_s']:.1f} |")
+        lines.append(
+            f"| {name} | {r['trials']} | {r['wall_s']:.1f} | {r['inside_trials_s']:.1f} | "
+            f"{100 * r['overhead']:.1f}% | {r['per_trial_overhead_ms']:.0f} | {r['startup_s']:.1f} |"
+        )
     lines += ["", "Goal: overhead under 5% of study wall time (cluster start-up excluded).", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))

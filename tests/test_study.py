@@ -224,8 +224,20 @@ def test_ctrl_c_fails_the_trial_in_flight_as_interrupted_and_requeues_it(tmp_pat
     from autotune.study import InProcessExecutor, finished_count, run_study
     from autotune.trial import run_trial
 
-    args = build_parser().parse_args(["start", str(tiny_model), "--trials", "6", "--space", str(small_space),
-                                      "--results-dir", str(tmp_path / "r"), "--max-measure-s", "0.05"])
+    args = build_parser().parse_args(
+        [
+            "start",
+            str(tiny_model),
+            "--trials",
+            "6",
+            "--space",
+            str(small_space),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--max-measure-s",
+            "0.05",
+        ]
+    )
     spec, _ = prepare_start(args)
     calls = []
 

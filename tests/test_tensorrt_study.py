@@ -63,9 +63,9 @@ def test_every_distinct_engine_is_on_disk_with_its_layer_table(rtx_study):
     assert distinct
     for trial in distinct:
         trial_dir = results / "rtx" / "trials" / str(trial.number)
-        assert (trial_dir / "engine.plan").stat().st_size == trial.user_attrs["build"]["engine_size_bytes"]
+        assert (trial_dir / "engine.plan").stat().st_size == trial.user_attrs["details"]["build"]["engine_size_bytes"]
         layers = json.loads((trial_dir / "metrics.json").read_text())["build"]["layers"]
-        assert len(layers) == trial.user_attrs["build"]["layer_count"] > 0
+        assert len(layers) == trial.user_attrs["details"]["build"]["layer_count"] > 0
         assert all("name" in layer and "type" in layer for layer in layers)
 
 
