@@ -472,12 +472,12 @@ def run_study(
     recover_state(study, run)
     refs = references if references is not None else compute_references(spec)
     space_size = spec.space.size() if _enumerable(spec.space) else math.inf
-    state = {"done": finished_count(study), "duplicates": 0}
+    state = {"done": finished_count(study), "duplicates": 0, "stopping": False}
 
     def asking() -> bool:
         return (
             not run.out_of_time()
-            and not should_stop()
+            and not state["stopping"]
             and (spec.n_trials is None or state["done"] + len(run.pending) < spec.n_trials)
             and len(run.keys) < space_size
             and state["duplicates"] < 200
@@ -501,6 +501,7 @@ def run_study(
 
     try:
         while True:
+            state["stopping"] = should_stop() or state["stopping"]  # polled even while workers are busy
             fill()
             if not run.pending:
                 break

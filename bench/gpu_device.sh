@@ -22,6 +22,23 @@ ppocr)
   timeout 500 python3 bench/gpu_study.py study ppocr_v4_det bench/models/ppocr_v4_det.onnx \
     --shape x:1,3,640,640 --trials 30 --budget 4m 2>&1 | tee "$OUT/study-ppocr.txt"
   cp bench/gpu_results/ppocr_v4_det.json "$OUT/" ;;
+diag)
+  timeout 150 python3 bench/gpu_probe.py "$OUT/kernels.json" 2>&1 | tail -4 ;;
+bg-ppocr)  # the detector study in the background, from a copy of the tree (later calls may change it)
+  rm -rf /root/w && mkdir -p /root/w/bench/models && cp -a autotune search_spaces pyproject.toml /root/w/ &&
+  cp -a bench/gpu_study.py bench/models.py bench/gpu_results /root/w/bench/ &&
+  cp bench/models/ppocr_v4_det.onnx /root/w/bench/models/ || exit 1
+  cd /root/w && PYTHONPATH=/root/site:/root/w setsid nohup timeout 1200 python3 bench/gpu_study.py study \
+    ppocr_v4_det bench/models/ppocr_v4_det.onnx --shape x:1,3,640,640 --trials 30 --budget 12m \
+    > /root/w/study.log 2>&1 < /dev/null &
+  sleep 2; echo started ;;
+watch)  # keep the machine warm while the background study runs: bash bench/gpu_device.sh watch SECONDS
+  for _ in $(seq "${2:-20}"); do pgrep -f "gpu_study.py study" >/dev/null || break; sleep 1; done
+  grep -c "trial" /root/w/study.log; tail -c 600 /root/w/study.log
+  pgrep -f "gpu_study.py study" >/dev/null && echo RUNNING || echo DONE ;;
+fetch)
+  cp /root/w/study.log "$OUT/study-ppocr.txt"; cp /root/w/bench/gpu_results/ppocr_v4_det.json "$OUT/"
+  cp /root/w/results/ppocr_v4_det/study.db "$OUT/ppocr_v4_det.db" ;;
 minilm)
   python3 bench/gpu_study.py export 2>&1 | tail -2
   timeout 480 python3 bench/gpu_study.py study minilm_l6_h384 bench/models/minilm_l6_h384.onnx \

@@ -95,6 +95,10 @@ def olive_workflow(
             "execution_order": "joint",
             "sampler": "tpe",
             "sampler_config": {"max_samples": max_samples, "seed": seed},
+            # Olive 0.13's sampler ignores `max_samples` here (it walks the whole space); the
+            # strategy-level `max_iter` is what stops it at the budget.
+            # It checks after each step, so max_iter = n - 1 runs n search points.
+            "max_iter": max(max_samples - 1, 1),
         },
         "evaluator": "latency",
         "host": "local_system",

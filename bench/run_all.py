@@ -717,7 +717,7 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         "## Headline: autotune vs ONNX Runtime's default session vs Olive (same budget)",
         "",
         "| model | default samples/s | autotune best | × default | error | trials (wall) | to 95%: trials (wall) "
-        "| overhead | autotune batch 1 | Olive | Olive error | Olive wall | autotune ÷ Olive | autotune @ Olive's wall |",
+        "| overhead | autotune batch 1 | Olive | Olive error | Olive wall (points) | autotune ÷ Olive | autotune @ Olive's wall |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -730,7 +730,7 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
             f"| {name} | {d['throughput']:.3g} | {fmt(a['throughput'] if a else None)} | {speed(a)} | {err(a)} "
             f"| {f['trials']} ({f['wall_s']:.0f} s) | {fmt(f['trials_to_95'])} ({fmt(f['wall_to_95_s'], 2)} s) "
             f"| {pct(f['overhead'])} ({pct(f['overhead_after_first'])}) | {speed(m.get('autotune_batch1'))} | {speed(m.get('olive'))} "
-            f"| {err(m.get('olive'))} | {fmt(o.get('wall_s'), 3)} s | {ratio} | {speed(m.get('autotune_at_olive_wall'))} |"
+            f"| {err(m.get('olive'))} | {fmt(o.get('wall_s'), 3)} s ({fmt(o.get('samples'))}) | {ratio} | {speed(m.get('autotune_at_olive_wall'))} |"
         )
     lines += [
         "",

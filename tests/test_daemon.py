@@ -277,3 +277,36 @@ def test_dashboard_answers_over_http_with_the_study_listed(tmp_path, model):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_stop_now_ends_at_once_and_leaves_the_storage_consistent(tmp_path, model):
+    results = tmp_path / "results"
+    cli(
+        "start",
+        str(model),
+        "--study",
+        "now",
+        "--budget",
+        "10m",
+        "--results-dir",
+        str(results),
+        "--target",
+        MISBEHAVING,
+        "--space",
+        str(space(tmp_path, SLOW_SPACE)),
+        "--max-measure-s",
+        "1.5",
+    )
+    wait_for(lambda: len(finished(results, "now")) >= 1, 180, "a finished trial")
+    wait_for(
+        lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, "now").trials),
+        60,
+        "a running trial",
+    )
+    cli("stop", "now", "--now", "--results-dir", str(results))
+    wait_for(lambda: lock_holder(results / "now") is None, 60, "the daemon to end")
+    study = load(results, "now")
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    stopped = [t for t in study.trials if "stopped by `autotune stop --now`" in t.user_attrs.get("reason", "")]
+    assert stopped and all(t.state == optuna.trial.TrialState.FAIL for t in stopped)
+    assert daemon_state(results / "now") == "stopped"

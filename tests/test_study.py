@@ -261,3 +261,14 @@ def test_ctrl_c_fails_the_trial_in_flight_as_interrupted_and_requeues_it(tmp_pat
     assert finished_count(resumed) == 6
     reruns = [t for t in resumed.trials if t.number > cut.number and t.params == cut.params]
     assert reruns and reruns[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_storage_url_puts_the_study_in_the_given_database(tmp_path, tiny_model, small_space, capsys):
+    url = f"sqlite:///{tmp_path / 'team.db'}"
+    results = tmp_path / "results"
+    assert tune(results, tiny_model, "shared", "--space", str(small_space), "--trials", "3", "--storage", url) == 0
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 3
+    assert not (results / "shared" / "study.db").exists()
+    assert main(["status", "shared", "--results-dir", str(results), "--storage", url]) == 0
+    assert "3 complete" in capsys.readouterr().out
