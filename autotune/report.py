@@ -365,7 +365,7 @@ def layer_comparison(study_dir: Path, default_number: int, other_number: int) ->
 def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | None = None) -> list[Path]:
     """Writes the deployable files of `trial` into `dest`: model after passes, target files,
     manifest.json with configuration, measurements, errors, versions and host, and commands."""
-    from autotune.study import STUDY_DB  # noqa: F401 - keeps the layout constants in one place
+    from autotune.study import FLAT_ACCURACY, FLAT_MEASUREMENTS
     from autotune.targets import target_class
     from autotune.targets.base import Built, TargetOptions
 
@@ -399,26 +399,11 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
         "target": target_name,
         "config": trial.params,
         "measurements": {
-            **{
-                k: trial.user_attrs[k]
-                for k in ("throughput", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "batch_size")
-                if k in trial.user_attrs
-            },
+            **{k: trial.user_attrs[k] for k in (*FLAT_MEASUREMENTS, "batch_size") if k in trial.user_attrs},
             **details(trial).get("measurement", {}),
         },
         "errors": {
-            **{
-                k: trial.user_attrs[k]
-                for k in (
-                    "passed",
-                    "normalized_error",
-                    "max_abs_error",
-                    "max_rel_error",
-                    "mean_rel_error",
-                    "min_cosine_similarity",
-                )
-                if k in trial.user_attrs
-            },
+            **{k: trial.user_attrs[k] for k in FLAT_ACCURACY if k in trial.user_attrs},
             "per_output": details(trial).get("errors_per_output", {}),
         },
         "tolerance": {"atol": study.user_attrs.get("atol"), "rtol": study.user_attrs.get("rtol")},

@@ -9,6 +9,8 @@ inside becomes a failed result with its reason; nothing escapes as an exception.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 import traceback
@@ -127,14 +129,16 @@ def transform_model(
     precision = config.get("precision", "fp32")
     # "*_flag" precisions are TensorRT 10.x builder flags: the graph stays FP32.
     if precision not in ("fp32", "tf32") and not precision.endswith("_flag"):
-        model = apply_precision(
-            model,
-            precision,
-            calibration_feeds=calibration_feeds,
-            scheme=scheme,
-            calibration_method=config.get("calibration_method", "minmax"),
-            kernels=kernels,
-        )
+        # ONNX Runtime's calibrators print progress to stdout; a trial keeps its output quiet.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = apply_precision(
+                model,
+                precision,
+                calibration_feeds=calibration_feeds,
+                scheme=scheme,
+                calibration_method=config.get("calibration_method", "minmax"),
+                kernels=kernels,
+            )
     onnx.save(model, str(out_path))
     return rewrites
 

@@ -34,7 +34,8 @@ bg-ppocr)  # the detector study in the background, from a copy of the tree (late
   sleep 2; echo started ;;
 watch)  # keep the machine warm while the background study runs: bash bench/gpu_device.sh watch SECONDS
   for _ in $(seq "${2:-20}"); do pgrep -f "gpu_study.py study" >/dev/null || break; sleep 1; done
-  grep -c "trial" /root/w/study.log; tail -c 600 /root/w/study.log
+  python3 -c "import sqlite3; c=sqlite3.connect('/root/w/results/ppocr_v4_det/study.db'); print(c.execute('select state, count(*) from trials group by state').fetchall())" 2>&1 | tail -1
+  tail -c 300 /root/w/study.log
   pgrep -f "gpu_study.py study" >/dev/null && echo RUNNING || echo DONE ;;
 fetch)
   cp /root/w/study.log "$OUT/study-ppocr.txt"; cp /root/w/bench/gpu_results/ppocr_v4_det.json "$OUT/"

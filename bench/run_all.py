@@ -817,6 +817,9 @@ NOTES = [
     "with `AttributeError: 'NoneType' object has no attribute 'lower'` while resolving resources. autotune reads "
     "names, dtypes and dynamic dims from the model and needs nothing but `--shape` for the OCR detector's "
     "dynamic H and W.",
+    "Olive 0.13's budget: `sampler_config.max_samples` is ignored by its search strategy (it walks the whole "
+    "32-point space); the strategy-level `max_iter` (set to budget − 1, as it checks after each step) is what "
+    "holds it to the budget; the *points* column counts the search points it really ran, from its footprints.",
     "Olive's pass searches session options only (threads, execution mode, graph optimization level) at the batch "
     "size of its data (1 here); autotune also searches batch size, graph passes and INT8. The *autotune batch 1* "
     "column is the like-for-like comparison; the *autotune* column is what each tool delivers for throughput.",
@@ -835,7 +838,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 models, 12-trial budget (under 15 minutes)")
     parser.add_argument("--models", nargs="*", help=f"subset of {', '.join(MODELS)}")
+    parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md and the plot from results.json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        saved = json.loads((BENCH / "results.json").read_text())
+        meta = saved["meta"] | {"notes": NOTES}
+        mode = QUICK if "QUICK" in meta["command"] or "--quick" in meta["command"] else FULL
+        write_plot(saved["results"], BENCH / "results.png")
+        print(write_results(saved["results"], mode, meta, BENCH / "RESULTS.md"))
+        return 0
     mode = QUICK if args.quick else FULL
     if args.models:
         unknown = [m for m in args.models if m not in MODELS]

@@ -83,6 +83,34 @@ def space(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def start_slow_study(tmp_path: Path, results: Path, name: str, *limits: str) -> None:
+    """Starts a daemon on the misbehaving target whose trials take over a second each."""
+    cli(
+        "start",
+        str(tmp_path / "tiny.onnx"),
+        "--study",
+        name,
+        *limits,
+        "--results-dir",
+        str(results),
+        "--target",
+        MISBEHAVING,
+        "--space",
+        str(space(tmp_path, SLOW_SPACE)),
+        "--max-measure-s",
+        "1.5",
+    )
+
+
+def wait_until_running(results: Path, name: str, finished_at_least: int) -> None:
+    wait_for(lambda: len(finished(results, name)) >= finished_at_least, 180, f"{finished_at_least} finished trials")
+    wait_for(
+        lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, name).trials),
+        60,
+        "a running trial",
+    )
+
+
 def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_path, model):
     results = tmp_path / "results"
     proc = cli(
@@ -111,28 +139,8 @@ def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_pat
 
 def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_path, model):
     results = tmp_path / "results"
-    cli(
-        "start",
-        str(model),
-        "--study",
-        "crash",
-        "--trials",
-        "10",
-        "--results-dir",
-        str(results),
-        "--target",
-        MISBEHAVING,
-        "--space",
-        str(space(tmp_path, SLOW_SPACE)),
-        "--max-measure-s",
-        "1.5",
-    )
-    wait_for(lambda: len(finished(results, "crash")) >= 3, 180, "three finished trials")
-    wait_for(
-        lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, "crash").trials),
-        60,
-        "a running trial",
-    )
+    start_slow_study(tmp_path, results, "crash", "--trials", "10")
+    wait_until_running(results, "crash", finished_at_least=3)
     pid = lock_holder(results / "crash")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: lock_holder(results / "crash") is None, 30, "the lock to be released by the kernel")
@@ -200,22 +208,7 @@ def test_a_worker_abort_and_a_hanging_trial_fail_only_their_trials(tmp_path, mod
 
 def test_stop_finalizes_a_running_study(tmp_path, model):
     results = tmp_path / "results"
-    cli(
-        "start",
-        str(model),
-        "--study",
-        "stopme",
-        "--budget",
-        "10m",
-        "--results-dir",
-        str(results),
-        "--target",
-        MISBEHAVING,
-        "--space",
-        str(space(tmp_path, SLOW_SPACE)),
-        "--max-measure-s",
-        "1.5",
-    )
+    start_slow_study(tmp_path, results, "stopme", "--budget", "10m")
     wait_for(lambda: len(finished(results, "stopme")) >= 2, 180, "two finished trials")
     out = cli("stop", "stopme", "--results-dir", str(results)).stdout
     assert "stops asking" in out
@@ -281,28 +274,8 @@ def test_dashboard_answers_over_http_with_the_study_listed(tmp_path, model):
 
 def test_stop_now_ends_at_once_and_leaves_the_storage_consistent(tmp_path, model):
     results = tmp_path / "results"
-    cli(
-        "start",
-        str(model),
-        "--study",
-        "now",
-        "--budget",
-        "10m",
-        "--results-dir",
-        str(results),
-        "--target",
-        MISBEHAVING,
-        "--space",
-        str(space(tmp_path, SLOW_SPACE)),
-        "--max-measure-s",
-        "1.5",
-    )
-    wait_for(lambda: len(finished(results, "now")) >= 1, 180, "a finished trial")
-    wait_for(
-        lambda: any(t.state == optuna.trial.TrialState.RUNNING for t in load(results, "now").trials),
-        60,
-        "a running trial",
-    )
+    start_slow_study(tmp_path, results, "now", "--budget", "10m")
+    wait_until_running(results, "now", finished_at_least=1)
     cli("stop", "now", "--now", "--results-dir", str(results))
     wait_for(lambda: lock_holder(results / "now") is None, 60, "the daemon to end")
     study = load(results, "now")

@@ -102,7 +102,10 @@ def test_the_cuda_provider_is_picked_and_needs_a_gpu_per_trial():
     assert "CUDAExecutionProvider" in message
     assert OnnxRuntimeTarget.needs_gpu(TargetOptions())
     assert OnnxRuntimeTarget.default_space_path().name == "onnxruntime-cuda.yaml"
-    assert {"fp16", "bf16"} <= set(target.precisions)
+    assert "fp16" in target.precisions
+    # bf16 is not offered: the CUDA provider has no bf16 BatchNormalization kernel (nor has the
+    # CPU provider), so a bf16-cast CNN fails to create a session.
+    assert target.supported_choices("precision", ["fp32", "fp16", "bf16"]) == ["fp32", "fp16"]
 
 
 @needs_cuda
@@ -114,9 +117,9 @@ def test_the_cuda_provider_is_picked_and_needs_a_gpu_per_trial():
         {"cuda_graph": True},
         {"cuda_graph": True, "batch_size": 4},
         {"precision": "fp16", "prefer_nhwc": True},
-        {"precision": "bf16"},
+        {"precision": "fp16", "cuda_graph": True, "batch_size": 2},
     ],
-    ids=["defaults", "heuristic-no-tf32", "cuda-graph", "cuda-graph-b4", "fp16-nhwc", "bf16"],
+    ids=["defaults", "heuristic-no-tf32", "cuda-graph", "cuda-graph-b4", "fp16-nhwc", "fp16-cuda-graph-b2"],
 )
 def test_a_trial_runs_on_the_gpu_and_matches_the_reference(tiny_model, tmp_path, config):
     result = run_trial(request_for(tiny_model, config, tmp_path))

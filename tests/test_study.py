@@ -17,6 +17,26 @@ from autotune.space import config_key
 pytestmark = pytest.mark.slow
 
 
+def small_spec(tmp_path: Path, model: Path, space: Path, trials: int):
+    from autotune.cli import build_parser, prepare_start
+
+    args = build_parser().parse_args(
+        [
+            "start",
+            str(model),
+            "--trials",
+            str(trials),
+            "--space",
+            str(space),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--max-measure-s",
+            "0.05",
+        ]
+    )
+    return prepare_start(args)[0]
+
+
 def load(results_dir: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{results_dir / name / 'study.db'}")
 
@@ -171,25 +191,10 @@ def test_a_small_space_stops_when_every_configuration_is_measured(tmp_path, tiny
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, tiny_model, small_space):
     from dataclasses import replace
 
-    from autotune.cli import build_parser, prepare_start
     from autotune.study import InProcessExecutor, run_study
     from autotune.trial import run_trial
 
-    args = build_parser().parse_args(
-        [
-            "start",
-            str(tiny_model),
-            "--trials",
-            "5",
-            "--space",
-            str(small_space),
-            "--results-dir",
-            str(tmp_path / "r"),
-            "--max-measure-s",
-            "0.05",
-        ]
-    )
-    spec, _ = prepare_start(args)
+    spec = small_spec(tmp_path, tiny_model, small_space, 5)
 
     submitted = []
 
@@ -220,25 +225,10 @@ def test_resuming_keeps_told_trials_and_adds_new_ones(tmp_path, tiny_model):
 
 
 def test_ctrl_c_fails_the_trial_in_flight_as_interrupted_and_requeues_it(tmp_path, tiny_model, small_space):
-    from autotune.cli import build_parser, prepare_start
     from autotune.study import InProcessExecutor, finished_count, run_study
     from autotune.trial import run_trial
 
-    args = build_parser().parse_args(
-        [
-            "start",
-            str(tiny_model),
-            "--trials",
-            "6",
-            "--space",
-            str(small_space),
-            "--results-dir",
-            str(tmp_path / "r"),
-            "--max-measure-s",
-            "0.05",
-        ]
-    )
-    spec, _ = prepare_start(args)
+    spec = small_spec(tmp_path, tiny_model, small_space, 6)
     calls = []
 
     def interrupted_on_the_third(request):

@@ -318,8 +318,13 @@ class OnnxRuntimeTarget(Target):
         super().__init__(options)
         self.cuda = use_cuda()
         if self.cuda:
-            # fp16/bf16 casts only where the CUDA provider has a kernel in that type.
-            self.precisions = ("fp32", "fp16", "bf16")
+            # fp16 casts every op whose ONNX schema allows it: the CUDA provider has fp16
+            # kernels for them. No bf16: the CUDA provider (1.31) has no bf16 kernel for
+            # common ops (BatchNormalization), nor has the CPU provider, so a bf16-cast CNN
+            # cannot create a session ("Provider type for BatchNormalization node ... is not
+            # set"); and the CUDA kernel table cannot be listed to cast only what runs
+            # (get_all_opkernel_def segfaults loading the TensorRT provider library).
+            self.precisions = ("fp32", "fp16")
             self.precision_kernels = "onnx_schema"
         else:
             self.precision_kernels = "onnxruntime_cpu"
