@@ -422,6 +422,13 @@ def print_summary(study: Any, final: Any, console: Any) -> None:
             f"defaults (paired, median of {s.rounds} rounds, IQR {s.p25:.2f}-{s.p75:.2f}x; "
             f"{s.default_ms_per_sample:.4g} -> {s.best_ms_per_sample:.4g} ms/sample)"
         )
+    elif final.best_number == 0 and study.user_attrs.get("paired_candidates"):
+        ratios = ", ".join(
+            "trial {}: {:.2f}x".format(n, c["median"]) for n, c in study.user_attrs["paired_candidates"].items()
+        )
+        console.print(
+            f"no configuration beat the defaults when re-measured interleaved ({ratios}); the defaults are the answer"
+        )
     elif final.best_number is None and not study.user_attrs.get("build_only"):
         console.print("no feasible configuration was found (see report.md for failure reasons)")
     if final.best_dir is not None:
@@ -501,9 +508,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
         study = _load(args_one, db.parent.name)
         counts = count_trials(study)
-        from autotune.report import best_trial
+        from autotune.report import chosen_trial
 
-        best = best_trial(study)
+        best = chosen_trial(study)
         table.add_row(
             study.study_name,
             daemon_state(db.parent),
@@ -576,7 +583,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
-    from autotune.report import BEST_DIR, best_trial, write_deploy_dir
+    from autotune.report import BEST_DIR, chosen_trial, write_deploy_dir
 
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
@@ -584,7 +591,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if output.exists() and any(output.iterdir()) if output.is_dir() else output.exists():
         raise UsageError(f"-o {output}: exists and is not an empty directory")
     if args.trial is None:
-        best = best_trial(study)
+        best = chosen_trial(study)
         if best is None:
             raise UsageError(f"study {study.study_name}: no feasible trial to export (try --trial N)")
         if (study_dir / BEST_DIR).is_dir() and study.user_attrs.get("best_trial") == best.number:

@@ -17,6 +17,7 @@ from autotune.report import (
     REPORT_FILE,
     Speedup,
     best_trial,
+    chosen_trial,
     default_trial,
     pareto_front,
     plot_pareto,
@@ -60,8 +61,9 @@ def finalize(
     best = best_trial(study)
     zero = default_trial(study)
     speedup = None
+    paired: dict[int, Speedup] = {}
     if best is not None and zero is not None and paired_rounds > 0 and not study.user_attrs.get("build_only"):
-        speedup = measure_speedup(study, zero, best, paired_rounds, run_paired_fn)
+        best, speedup, paired = choose_by_paired_speedup(study, zero, paired_rounds, run_paired_fn)
     best_dir = None
     if best is not None:
         best_dir = study_dir / BEST_DIR
@@ -78,11 +80,15 @@ def finalize(
     report.write_text(render_report(study, speedup, best))
     if speedup is not None:
         study.set_user_attr("speedup", speedup.__dict__)
+    if paired:
+        study.set_user_attr("paired_candidates", {str(n): s.__dict__ for n, s in paired.items()})
     if best is not None:
         study.set_user_attr("best_trial", best.number)
     upload_front_artifacts(study, best_dir)
     if prune and not study.user_attrs.get("build_only"):  # build-only keeps every engine
-        keep = {t.number for t in pareto_front(study)} | {0}
+        keep = {t.number for t in pareto_front(study)} | {0} | {int(n) for n in paired}
+        if best is not None:
+            keep.add(best.number)
         prune_trial_dirs(study_dir, keep)
     return Finalized(best.number if best else None, speedup, best_dir, report)
 
@@ -99,9 +105,10 @@ def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
 
     study_dir = Path(study.user_attrs["study_dir"])
     store = artifact_store(study_dir)
-    best = best_trial(study)
+    best = chosen_trial(study)
     uploaded = {meta.filename for meta in get_all_artifact_meta(study)}
-    for trial in pareto_front(study):
+    trials = {t.number: t for t in [*pareto_front(study), *([best] if best is not None else [])]}
+    for trial in trials.values():
         trial_dir = study_dir / "trials" / str(trial.number)
         files = [trial_dir / name for name in ("metrics.json", MODEL_FILE, "build.log", "engine.plan")]
         if best is not None and best_dir is not None and trial.number == best.number:
@@ -126,6 +133,38 @@ def artifact_store(study_dir: Path) -> Any:
 
     (study_dir / ARTIFACT_DIR).mkdir(exist_ok=True)
     return FileSystemArtifactStore(str(study_dir / ARTIFACT_DIR))
+
+
+FINALISTS = 3
+
+
+def finalists(study: Any, count: int = FINALISTS) -> list[Any]:
+    """The fastest feasible measured trials (by their own measurement), trial 0 excluded."""
+    from autotune.report import is_feasible, measured_trials
+
+    feasible = [t for t in measured_trials(study) if t.number != 0 and t.values and is_feasible(t)]
+    return sorted(feasible, key=lambda t: -t.values[0])[:count]
+
+
+def choose_by_paired_speedup(
+    study: Any, zero: Any, rounds: int, run_paired_fn: Callable[[PairedRequest], dict[str, Any]]
+) -> tuple[Any, Speedup | None, dict[int, Speedup]]:
+    """Re-measures the finalists interleaved against trial 0 and keeps the best paired speedup.
+
+    A trial's own measurement can be lucky (taken while the machine was quiet); the paired
+    re-measurement is not. When no finalist beats the defaults, the defaults are the answer.
+
+    Returns:
+        (chosen trial, its speedup or None when trial 0 is chosen, every finalist's speedup)
+    """
+    paired = {t.number: measure_speedup(study, zero, t, rounds, run_paired_fn) for t in finalists(study)}
+    if not paired:
+        return zero, None, paired
+    number = max(paired, key=lambda n: paired[n].median)
+    if paired[number].median < 1.0:
+        return zero, None, paired
+    chosen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    return chosen, paired[number], paired
 
 
 def measure_speedup(

@@ -67,6 +67,16 @@ def best_trial(study: Any) -> Any | None:
     return front[0] if front else None
 
 
+def chosen_trial(study: Any) -> Any | None:
+    """The trial finalize chose (by paired re-measurement), else the fastest feasible one."""
+    number = study.user_attrs.get("best_trial")
+    if number is not None:
+        chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+        if chosen is not None:
+            return chosen
+    return best_trial(study)
+
+
 def default_trial(study: Any) -> Any | None:
     return next((t for t in measured_trials(study) if t.number == 0), None)
 
@@ -275,6 +285,14 @@ def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
             f"Trial {best.number}: {config_summary(best.params, defaults)}",
             "",
         ]
+        candidates = study.user_attrs.get("paired_candidates", {})
+        if speedup is None and candidates:
+            ratios = ", ".join("trial {}: {:.2f}x".format(n, c["median"]) for n, c in candidates.items())
+            lines += [
+                f"No configuration beat the defaults in the paired re-measurement of the finalists ({ratios}): "
+                "the defaults are the answer.",
+                "",
+            ]
         if speedup is not None:
             lines += [
                 f"**Speedup over trial 0 (defaults): {speedup.median:.2f}x** (median of {speedup.rounds} interleaved "
@@ -282,6 +300,16 @@ def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
                 f"{speedup.best_ms_per_sample:.4g} ms per sample)",
                 "",
             ]
+    candidates = study.user_attrs.get("paired_candidates", {})
+    if len(candidates) > 1:
+        ratios = ", ".join(
+            "trial {}: {:.2f}x (IQR {:.2f}-{:.2f})".format(n, c["median"], c["p25"], c["p75"])
+            for n, c in candidates.items()
+        )
+        lines += [
+            f"Finalists re-measured interleaved against trial 0 (median per-sample throughput ratio): {ratios}",
+            "",
+        ]
     front = pareto_front(study)
     if front:
         lines += ["## Pareto front", "", markdown_table([trial_row(t, defaults) for t in front], PARETO_COLUMNS), ""]

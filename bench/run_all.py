@@ -122,6 +122,13 @@ def make_spec(
     return spec
 
 
+def trial_time_s(trial: Any) -> float:
+    """Seconds spent inside `run_trial` (the `total_s` timing, flat or under `details`)."""
+    attrs = trial.user_attrs
+    timings = attrs.get("timings_s") or attrs.get("details", {}).get("timings_s") or {}
+    return float(timings.get("total_s", 0.0))
+
+
 @dataclass
 class RunRecord:
     """One study run: its trials in order, wall time and time spent inside trials."""
@@ -143,11 +150,7 @@ class RunRecord:
             return math.nan
         first = trials[0]
         span = self.wall_s - (first.datetime_complete.timestamp() - self.started_epoch)
-        inside = sum(
-            float(t.user_attrs.get("timings_s", {}).get("total_s", 0.0))
-            for t in trials[1:]
-            if "duplicate_of" not in t.user_attrs
-        )
+        inside = sum(trial_time_s(t) for t in trials[1:] if "duplicate_of" not in t.user_attrs)
         return max(span - inside, 0.0) / span if span > 0 else math.nan
 
 
@@ -177,11 +180,7 @@ def run(
     study = run_study(spec, executor, on_result=on_result, references=refs)
     wall = time.monotonic() - t0
     # Duplicates carry a copy of the original's attributes (timings included): count each run once.
-    inside = sum(
-        float(t.user_attrs.get("timings_s", {}).get("total_s", 0.0))
-        for t in study.get_trials()
-        if "duplicate_of" not in t.user_attrs
-    )
+    inside = sum(trial_time_s(t) for t in study.get_trials() if "duplicate_of" not in t.user_attrs)
     return RunRecord(label, study, wall, inside, started_epoch), results
 
 
