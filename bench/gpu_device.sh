@@ -42,7 +42,7 @@ fetch)
   cp /root/w/results/ppocr_v4_det/study.db "$OUT/ppocr_v4_det.db" ;;
 minilm)
   python3 bench/gpu_study.py export 2>&1 | tail -2
-  timeout 480 python3 bench/gpu_study.py study minilm_l6_h384 bench/models/minilm_l6_h384.onnx \
-    --trials 30 --budget 4m 2>&1 | tee "$OUT/study-minilm.txt"
+  timeout 560 python3 bench/gpu_study.py study minilm_l6_h384 bench/models/minilm_l6_h384.onnx \
+    --trials 30 --budget 6m30s 2>&1 | tee "$OUT/study-minilm.txt"
   cp bench/gpu_results/minilm_l6_h384.json "$OUT/" ;;
 esac
