@@ -38,6 +38,7 @@ format: install
 bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
+	$(BIN)/python bench/overhead.py $(if $(QUICK),--model examples/example.onnx,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results/*/ build *.egg-info
