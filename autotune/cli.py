@@ -332,9 +332,18 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autotune.finalize import finalize
-    from autotune.study import compute_references, existing_study_model, finished_count, open_study, run_study
+    from autotune.study import (
+        compute_references,
+        existing_study_model,
+        finished_count,
+        open_study,
+        run_study,
+        weak_reference_warnings,
+    )
 
     references = compute_references(spec)
+    for warning in weak_reference_warnings(references, spec.tolerance):
+        console.print(f"warning: {warning}", markup=False)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     write_inputs(spec)
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
@@ -562,6 +571,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row("best so far", f"trial {best.number}: {fmt(best.values[0])} samples/s{ratio}")
     if "speedup" in attrs:
         table.add_row("paired speedup", f"{attrs['speedup']['median']:.2f}x")
+    for warning in attrs.get("warnings", []):
+        table.add_row("warning", warning)
     for reason, count in sorted(failure_reasons(study).items(), key=lambda kv: -kv[1])[:5]:
         table.add_row("failed/pruned", f"{count} x {reason}")
     console.print(table)

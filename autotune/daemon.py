@@ -189,7 +189,7 @@ def run_daemon(argv: list[str]) -> int:
     """The daemon's body: validate again, take the lock, run the study, finalize."""
     from autotune.cli import build_parser, make_executor, prepare_start, write_inputs
     from autotune.finalize import finalize
-    from autotune.study import compute_references, existing_study_model, run_study
+    from autotune.study import compute_references, existing_study_model, run_study, weak_reference_warnings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     log = logging.getLogger("autotune.daemon")
@@ -205,6 +205,8 @@ def run_daemon(argv: list[str]) -> int:
         before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
         elapsed_before = float(before.get("elapsed_s", 0.0))
         references = compute_references(spec)
+        for warning in weak_reference_warnings(references, spec.tolerance):
+            log.warning("%s", warning)
         write_inputs(spec)
         executor = make_executor(spec, args, ray=True)
         flags.install()  # after ray.init, which installs its own SIGTERM handler

@@ -278,6 +278,8 @@ def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
         f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "",
     ]
+    for warning in attrs.get("warnings", []):
+        lines += [f"> **Warning**: {warning}", ""]
     if best is not None:
         lines += [
             "## Best feasible configuration",

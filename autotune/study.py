@@ -207,6 +207,33 @@ def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     return references
 
 
+def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolerance: Tolerance) -> list[str]:
+    """Outputs whose FP32 reference cannot tell a right candidate from a wrong one.
+
+    A reference that stays within `atol` of zero everywhere (a detector's empty heat map on
+    synthetic noise) lets any candidate that outputs near-zeros pass; a constant one says
+    nothing either. The user should then pass real inputs (`--inputs`).
+    """
+    warnings = []
+    for _batch, outputs in sorted(references.items())[:1]:
+        for name, value in outputs.items():
+            if value.size == 0 or not np.issubdtype(value.dtype, np.floating):
+                continue
+            peak = float(np.max(np.abs(value)))
+            if peak <= tolerance.atol:
+                warnings.append(
+                    f"output {name!r} of the FP32 reference is within atol of zero (max |value| {peak:.3g} <= "
+                    f"{tolerance.atol:g}) on these inputs: accuracy checks cannot reject a wrong candidate; "
+                    "pass real inputs with --inputs FILE.npz"
+                )
+            elif float(np.ptp(value)) == 0.0:
+                warnings.append(
+                    f"output {name!r} of the FP32 reference is constant ({peak:.3g}) on these inputs: "
+                    "accuracy checks are weak; pass real inputs with --inputs FILE.npz"
+                )
+    return warnings
+
+
 class Executor:
     """Where trials run. `submit` hands a request over; `wait` returns finished results."""
 
@@ -471,6 +498,9 @@ def run_study(
     run = StudyRun(started=time.monotonic(), budget_s=budget)
     recover_state(study, run)
     refs = references if references is not None else compute_references(spec)
+    warnings = weak_reference_warnings(refs, spec.tolerance)
+    if warnings:
+        study.set_user_attr("warnings", warnings)
     space_size = spec.space.size() if _enumerable(spec.space) else math.inf
     state = {"done": finished_count(study), "duplicates": 0, "stopping": False}
 

@@ -40,3 +40,12 @@ def test_a_near_zero_reference_does_not_inflate_the_normalized_error():
     report = compare_outputs({"y": np.zeros(8, np.float32)}, ref, Tolerance(atol=1e-2, rtol=1e-2))
     assert report.passed
     assert report.normalized_error < 1e-20
+
+
+def test_a_reference_within_atol_of_zero_is_reported_as_weak():
+    from autotune.study import weak_reference_warnings
+
+    refs = {1: {"heatmap": np.full((1, 4), 1e-4, np.float32), "logits": np.linspace(-3, 3, 8, dtype=np.float32)}}
+    warnings = weak_reference_warnings(refs, Tolerance(atol=1e-2, rtol=1e-2))
+    assert len(warnings) == 1
+    assert "'heatmap'" in warnings[0] and "--inputs" in warnings[0]
