@@ -250,7 +250,7 @@ def plot_pareto(study: Any, out: Path) -> Path | None:
     if zero is not None:
         ax.axhline(zero.values[0], ls="--", c="tab:green", lw=1, label="trial 0 (defaults)")
     ax.set_xscale("log")
-    ax.set_xlabel("output error (max abs error / max |reference|)")
+    ax.set_xlabel("output error (max abs error / max |reference|, floored at 1e-4)")
     ax.set_ylabel("throughput (samples/s)")
     ax.set_title(f"{study.study_name}: {len(trials)} measured trials")
     ax.legend(loc="best", fontsize=8)
