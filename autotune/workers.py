@@ -21,7 +21,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from autotune.study import Executor
@@ -150,10 +150,13 @@ def _failed(request: TrialRequest, reason: str, started: float) -> TrialResult:
     )
 
 
-def _remote_trial(request: TrialRequest, cores: list[int] | None, timeout_s: float | None) -> TrialResult:
-    """Body of the Ray task."""
+def _remote_trial(
+    request: TrialRequest, input_pool: Any, references: Any, cores: list[int] | None, timeout_s: float | None
+) -> TrialResult:
+    """Body of the Ray task. The study-wide arrays arrive as object-store values, put once."""
     import ray
 
+    request = replace(request, input_pool=input_pool, reference_outputs=references)
     env = {}
     gpu_ids = ray.get_gpu_ids()
     if gpu_ids:
@@ -213,6 +216,7 @@ class RayExecutor(Executor):
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)
         self._flights: dict[Any, _InFlight] = {}
+        self._shared: tuple[Any, Any, Any, Any] | None = None  # (pool, refs, pool ref, refs ref)
         self._free_slots = list(range(workers))
         self._finished: list[TrialResult] = []
 
@@ -229,9 +233,23 @@ class RayExecutor(Executor):
         return cls(workers, gpu=gpu, address=address, trial_timeout_s=trial_timeout_s)
 
     def submit(self, request: TrialRequest) -> None:
+        import ray
+
         slot = self._free_slots.pop(0)
         cores = self.core_sets[slot]
-        ref = self._task.remote(request, cores, self.trial_timeout_s)
+        # The input pool and the references are the same for every trial of a study: put them
+        # in the object store once instead of pickling megabytes into every task.
+        shared = self._shared
+        if shared is None or shared[0] is not request.input_pool or shared[1] is not request.reference_outputs:
+            shared = (
+                request.input_pool,
+                request.reference_outputs,
+                ray.put(request.input_pool),
+                ray.put(request.reference_outputs),
+            )
+            self._shared = shared
+        light = replace(request, input_pool={}, reference_outputs={})
+        ref = self._task.remote(light, shared[2], shared[3], cores, self.trial_timeout_s)
         self._flights[ref] = _InFlight(request.number, request, slot, time.monotonic())
 
     def in_flight(self) -> int:

@@ -23,5 +23,10 @@ class MisbehavingTarget(OnnxRuntimeTarget):
             os.abort()
         if level == "basic":
             time.sleep(600)
+        started = time.time()
         time.sleep(1.0)
-        return super().build(model_path, config, workdir, input_shapes)
+        built = super().build(model_path, config, workdir, input_shapes)
+        built.info["build_interval"] = [started, time.time()]
+        built.info["cpu_affinity"] = sorted(os.sched_getaffinity(0))  # what this trial was pinned to
+        built.info["pid"] = os.getpid()
+        return built

@@ -283,3 +283,52 @@ def test_stop_now_ends_at_once_and_leaves_the_storage_consistent(tmp_path, model
     stopped = [t for t in study.trials if "stopped by `autotune stop --now`" in t.user_attrs.get("reason", "")]
     assert stopped and all(t.state == optuna.trial.TrialState.FAIL for t in stopped)
     assert daemon_state(results / "now") == "stopped"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least two CPU cores to split between workers")
+def test_parallel_cpu_trials_are_pinned_to_disjoint_cores(tmp_path, model):
+    results = tmp_path / "results"
+    cli(
+        "start",
+        str(model),
+        "--foreground",
+        "--study",
+        "pinned",
+        "--trials",
+        "6",
+        "--workers",
+        "2",
+        "--results-dir",
+        str(results),
+        "--target",
+        MISBEHAVING,
+        "--space",
+        str(space(tmp_path, SLOW_SPACE)),
+        "--max-measure-s",
+        "0.2",
+        timeout=300,
+    )
+    trials = [
+        t
+        for t in load(results, "pinned").trials
+        if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
+    core_sets = {tuple(t.user_attrs["details"]["build"]["cpu_affinity"]) for t in trials}
+    per_worker = len(os.sched_getaffinity(0)) // 2
+    assert len(core_sets) == 2
+    first, second = core_sets
+    assert len(first) == len(second) == per_worker
+    assert not set(first) & set(second)
+
+    def interval(t):
+        return t.user_attrs["details"]["build"]["build_interval"]
+
+    overlapping = [
+        (a, b)
+        for a in trials
+        for b in trials
+        if a.number < b.number and interval(a)[0] < interval(b)[1] and interval(b)[0] < interval(a)[1]
+    ]
+    assert overlapping, "two trials should have run at the same time"
+    for a, b in overlapping:
+        assert a.user_attrs["details"]["build"]["cpu_affinity"] != b.user_attrs["details"]["build"]["cpu_affinity"]
