@@ -142,3 +142,26 @@ def test_a_model_with_an_unsupported_op_fails_its_trials_with_the_parsers_messag
     # Quantization fails before the build, with its own reason (no operator to quantize).
     assert all(t in built or "no operator to quantize" in t.user_attrs["reason"] for t in failed)
     assert len([t for t in study.trials if t.state.is_finished()]) == 4
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_symmetric_int8_of_the_example_model_builds_on_tensorrt_rtx(tmp_path, method):
+    import numpy as np
+
+    from autotune.passes import apply_precision
+    from autotune.targets.base import TargetOptions
+    from autotune.targets.tensorrt import TensorRTRTXTarget
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "example.onnx"
+    rng = np.random.default_rng(0)
+    feeds = [{"images": rng.uniform(-1, 1, (1, 3, 96, 96)).astype(np.float32)} for _ in range(4)]
+    quantized = apply_precision(
+        onnx.load(str(example)), "int8", calibration_feeds=feeds, scheme="symmetric", calibration_method=method
+    )
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+    path = tmp_path / "int8.onnx"
+    onnx.save(quantized, str(path))
+    target = TensorRTRTXTarget(TargetOptions(cache_dir=tmp_path, build_only=True))
+    built = target.build(path, {"precision": "int8"}, tmp_path / "build", {"images": [1, 3, 96, 96]})
+    assert built.artifact.stat().st_size > 0
+    assert any("Int8" in dt or "INT8" in dt.upper() for layer in built.info["layers"] for dt in layer["datatypes"])

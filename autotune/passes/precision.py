@@ -72,6 +72,12 @@ NEVER_QUANTIZED_OPS = frozenset(
 FP8_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take FP8
 FP8_QUANTIZED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
+# TensorRT's explicit quantization (symmetric scheme): Q/DQ on the inputs of the layers it has
+# INT8 kernels for, as NVIDIA's recipes place them. Quantizing element-wise ops' constants (a
+# LayerNorm epsilon, a bias Add) makes TensorRT refuse the network: "Quantized constant ... is
+# only allowed before DQ" (seen with TensorRT-RTX on the bundled example).
+TENSORRT_INT8_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
 _LOW_PRECISION_TYPES = {
     "fp16": (onnx.TensorProto.FLOAT16, np.dtype(np.float16), "tensor(float16)"),
     "bf16": (onnx.TensorProto.BFLOAT16, np.dtype(ml_dtypes.bfloat16), "tensor(bfloat16)"),
@@ -361,6 +367,8 @@ def quantize_qdq(
         op_types = sorted(FP8_QUANTIZED_OPS)
         if model.opset_import and _default_opset(model) < FP8_OPSET:
             model = onnx.version_converter.convert_version(model, FP8_OPSET)
+    elif scheme == "symmetric":
+        op_types = sorted(TENSORRT_INT8_OPS)
     else:
         op_types = sorted((QDQRegistry.keys() | QLinearOpsRegistry.keys()) - NEVER_QUANTIZED_OPS)
     model = copy_model(model)
