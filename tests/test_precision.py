@@ -206,3 +206,76 @@ def test_quantization_never_mutates_its_input(model, calibration_feeds):
     serialized = model.SerializeToString()
     apply_precision(model, "int8", calibration_feeds=calibration_feeds)
     assert model.SerializeToString() == serialized
+
+
+# --- NVIDIA ModelOpt dispatch -------------------------------------------------------------------
+# ModelOpt cannot be installed beside this project's pins (its ONNX extra pins onnx~=1.21 and
+# onnxruntime-gpu), so these tests put a stand-in `modelopt.onnx.quantization` module in place.
+# The stand-in records its arguments and writes a model through ONNX Runtime's quantizer, so
+# the output is a real Q/DQ model; what is tested is autotune's side: when it calls ModelOpt,
+# with what, and that the result is what ModelOpt wrote.
+
+
+class StandInModelOpt:
+    """Records the call; writes `output_path` with ONNX Runtime's symmetric INT8 Q/DQ."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def quantize(self, **kwargs) -> None:
+        import onnx
+
+        from autotune.passes.precision import quantize_qdq
+
+        self.calls.append(kwargs)
+        model = onnx.load(kwargs["onnx_path"])
+        feeds = [
+            {name: array[i : i + 1] for name, array in kwargs["calibration_data"].items()}
+            for i in range(len(next(iter(kwargs["calibration_data"].values()))))
+        ]
+        onnx.save(quantize_qdq(model, "int8", calibration_feeds=feeds), kwargs["output_path"])
+
+
+@pytest.fixture
+def modelopt(monkeypatch):
+    import sys
+    import types
+
+    stand_in = StandInModelOpt()
+    module = types.ModuleType("modelopt.onnx.quantization")
+    module.quantize = stand_in.quantize
+    for name in ("modelopt", "modelopt.onnx"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.quantization", module)
+    return stand_in
+
+
+def _quantizer(model) -> str:
+    return next(p.value for p in model.metadata_props if p.key == "autotune.quantizer")
+
+
+def test_modelopt_quantizes_symmetric_int8_when_installed(modelopt, model, calibration_feeds):
+    feeds = calibration_feeds
+    quantized = apply_precision(
+        model, "int8", calibration_feeds=feeds, scheme="symmetric", calibration_method="entropy"
+    )
+    (call,) = modelopt.calls
+    assert call["quantize_mode"] == "int8" and call["calibration_method"] == "entropy"
+    assert call["high_precision_dtype"] == "fp32" and call["calibration_eps"] == ["cpu"]
+    name = next(iter(feeds[0]))
+    assert call["calibration_data"][name].shape[0] == sum(f[name].shape[0] for f in feeds)
+    assert _quantizer(quantized) == "modelopt"
+    assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
+
+
+def test_onnxruntime_quantizes_what_modelopt_cannot(modelopt, model, calibration_feeds):
+    feeds = calibration_feeds
+    percentile = apply_precision(model, "int8", calibration_feeds=feeds, calibration_method="percentile")
+    asymmetric = apply_precision(model, "int8", calibration_feeds=feeds, scheme="asymmetric_u8")
+    assert modelopt.calls == []
+    assert _quantizer(percentile) == _quantizer(asymmetric) == "onnxruntime"
+
+
+def test_without_modelopt_onnxruntime_quantizes(model, calibration_feeds):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration_feeds)
+    assert _quantizer(quantized) == "onnxruntime"

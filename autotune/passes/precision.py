@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -104,7 +105,10 @@ def apply_precision(
         model: an FP32 model.
         precision: one of `PRECISIONS`. "fp32" and "tf32" return a copy (TF32 is a builder
             flag); "fp16"/"bf16" cast (see `cast_to_low_precision`); "int8"/"fp8" insert
-            calibrated Q/DQ pairs (see `quantize_qdq`).
+            calibrated Q/DQ pairs: with NVIDIA ModelOpt when it is installed (symmetric scheme,
+            minmax or entropy calibration; see `quantize_with_modelopt`), else with ONNX
+            Runtime's quantizer (see `quantize_qdq`). The model's metadata names which
+            (`autotune.quantizer`).
         calibration_feeds: input batches (input name -> array) to calibrate on; required, and
             only used, for "int8"/"fp8".
         scheme: "symmetric" (default; TensorRT: int8 activations and weights, zero point 0) or
@@ -127,13 +131,22 @@ def apply_precision(
         return copy_model(model)
     if precision in ("fp16", "bf16"):
         return cast_to_low_precision(model, precision, fp32_block_list=fp32_block_list, kernels=kernels)
-    return quantize_qdq(
+    modelopt = modelopt_quantize()
+    if modelopt is not None and scheme == "symmetric" and calibration_method in MODELOPT_METHODS:
+        if not calibration_feeds:
+            raise PrecisionError(f"{precision} needs calibration_feeds (at least one input batch), got none")
+        return quantize_with_modelopt(
+            modelopt, model, precision, calibration_feeds=calibration_feeds, calibration_method=calibration_method
+        )
+    quantized = quantize_qdq(
         model,
         precision,
         calibration_feeds=calibration_feeds,
         scheme=scheme,
         calibration_method=calibration_method,
     )
+    _mark_quantizer(quantized, "onnxruntime")
+    return quantized
 
 
 # --- FP16 / BF16 -----------------------------------------------------------------------------
@@ -435,3 +448,58 @@ def _int8_qdq_to_fp8(model: onnx.ModelProto) -> onnx.ModelProto:
             converted.add(name)
     onnx.checker.check_model(model)
     return model
+
+
+# --- NVIDIA ModelOpt (optional) ---------------------------------------------------------------
+
+# ModelOpt's calibrators by our names; it has no percentile calibrator (that stays with ORT's).
+MODELOPT_METHODS = {"minmax": "max", "entropy": "entropy"}
+QUANTIZER_KEY = "autotune.quantizer"  # metadata_props entry naming which quantizer wrote the Q/DQ
+
+
+def modelopt_quantize() -> Callable[..., Any] | None:
+    """ModelOpt's ONNX post-training quantizer (`modelopt.onnx.quantization.quantize`), or None
+    when ModelOpt (the `modelopt` extra) is not installed or its ONNX dependencies are missing."""
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError:
+        return None
+    return quantize
+
+
+def quantize_with_modelopt(
+    quantize: Callable[..., Any],
+    model: onnx.ModelProto,
+    precision: str,
+    *,
+    calibration_feeds: Sequence[dict[str, np.ndarray]],
+    calibration_method: str,
+) -> onnx.ModelProto:
+    """Explicit INT8/FP8 Q/DQ by ModelOpt, which places Q/DQ by TensorRT's fusion rules.
+
+    Non-quantized layers stay FP32 (`high_precision_dtype="fp32"`): reduced float precision is
+    a separate knob. Calibration runs on ONNX Runtime's CPU provider, batches concatenated.
+    """
+    names = list(calibration_feeds[0])
+    data = {name: np.concatenate([feed[name] for feed in calibration_feeds]) for name in names}
+    with tempfile.TemporaryDirectory(prefix="autotune-modelopt-") as directory:
+        source, target = Path(directory) / "model.onnx", Path(directory) / "quantized.onnx"
+        onnx.save(model, str(source))
+        quantize(
+            onnx_path=str(source),
+            quantize_mode=precision,
+            calibration_data=data,
+            calibration_method=MODELOPT_METHODS[calibration_method],
+            calibration_eps=["cpu"],
+            high_precision_dtype="fp32",
+            output_path=str(target),
+            log_level="WARNING",
+        )
+        quantized = onnx.load(str(target))
+    _mark_quantizer(quantized, "modelopt")
+    return quantized
+
+
+def _mark_quantizer(model: onnx.ModelProto, name: str) -> None:
+    entry = next((p for p in model.metadata_props if p.key == QUANTIZER_KEY), None) or model.metadata_props.add()
+    entry.key, entry.value = QUANTIZER_KEY, name
