@@ -828,7 +828,7 @@ NOTES = [
     "no measurable optimum on this machine's budget, so the tuner-vs-random and tuner-vs-optimum comparisons use the "
     "enumerable space, as the issue allows.",
     "Orchestration overhead counts everything outside `run_trial` (Optuna ask/tell on SQLite, TPE, "
-    "de-duplication, for Ray also task dispatch and the fork-server child); Ray's cluster start-up (once per "
+    "de-duplication, for Ray also task dispatch and the forked trial child); Ray's cluster start-up (once per "
     "benchmark) is not in it.",
 ]
 
