@@ -144,7 +144,7 @@ class RunRecord:
         return max(self.wall_s - self.inside_trials_s, 0.0) / self.wall_s if self.wall_s > 0 else math.nan
 
     def overhead_after_first(self) -> float:
-        """Overhead once the first trial is done (for Ray: after the worker's fork server started)."""
+        """Overhead once the first trial is done (for Ray: after the worker imported the trial modules)."""
         trials = [t for t in trial_sequence(self.study) if t.datetime_complete is not None]
         if len(trials) < 2:
             return math.nan
@@ -774,7 +774,7 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         "columns ran for real (autotune through `RayExecutor(1)`, random search in-process) and are scored the same "
         "way. autotune's queue starts with the defaults and the space's known-good configuration; random search's "
         "starts with the defaults only. Overheads in parentheses: after the first trial (for Ray, the first trial "
-        "also starts the worker's fork server and imports ONNX Runtime, the quantizer and Polygraphy in it).",
+        "also imports ONNX Runtime, the quantizer and Polygraphy in it).",
         "",
         "![results](results.png)",
         "",
