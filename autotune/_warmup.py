@@ -1,7 +1,7 @@
-"""Imported by the fork server: runs the lazy imports a trial would otherwise pay each time.
+"""Imported once by each worker: runs the lazy imports a forked trial would otherwise pay each time.
 
 Polygraphy's comparator imports optional array libraries (torch, when installed) on first use;
-done here once, every forked trial starts with them loaded.
+done here once, every trial forked from the worker starts with them loaded.
 """
 
 import numpy as np
