@@ -238,6 +238,7 @@ class Executor:
     """Where trials run. `submit` hands a request over; `wait` returns finished results."""
 
     capacity: int = 1
+    asynchronous: bool = False  # True when submitted trials run while the study loop goes on
 
     def submit(self, request: TrialRequest) -> None:
         raise NotImplementedError
@@ -553,9 +554,11 @@ def run_study(
             for _, result in arrived:
                 if result.number == 0 and result.measurements:
                     run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
-            # Workers get their next trials before the results are written: storage writes
-            # overlap with running trials instead of leaving workers idle.
-            fill()
+            # Asynchronous workers get their next trials before the results are written: storage
+            # writes overlap with running trials instead of leaving workers idle. (In-process,
+            # the sampler sees each result before the next ask.)
+            if executor.asynchronous:
+                fill()
             for trial, result in arrived:
                 measured = bool(result.measurements) or spec.target_options.build_only
                 if result.state == "complete" and result.digest and result.shared_with is None and measured:

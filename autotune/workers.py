@@ -202,6 +202,7 @@ class RayExecutor(Executor):
                 configure_logging=True,
             )
         self.capacity = workers
+        self.asynchronous = True
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         if gpu or address is not None or not cores:
             self.core_sets: list[list[int] | None] = [None] * workers
