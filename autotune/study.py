@@ -286,7 +286,6 @@ class StudyRun:
     keys: dict[str, int] = field(default_factory=dict)  # config key -> trial number that measured it
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> summary
     reference_latency_s: float = 0.0
-    stop_requested: bool = False
 
     def out_of_time(self) -> bool:
         return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s

@@ -24,7 +24,7 @@ import onnx
 
 from autotune.errors import AutotuneError
 from autotune.measure import StopRule, measure_latency
-from autotune.model import concrete_shapes, feeds_at_batch
+from autotune.model import feeds_at_batch
 from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
 from autotune.targets.base import TargetOptions
@@ -258,7 +258,7 @@ def concrete_shapes_for(request: TrialRequest, batch_size: int) -> dict[str, lis
     return shapes
 
 
-__all__ = ["TrialRequest", "TrialResult", "calibration_feeds", "concrete_shapes", "run_trial", "transform_model"]
+__all__ = ["TrialRequest", "TrialResult", "calibration_feeds", "run_trial", "transform_model"]
 
 
 @dataclass
