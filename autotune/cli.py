@@ -474,7 +474,7 @@ def pareto_table(study: Any, front: list[Any]) -> Any:
 def _load(args: argparse.Namespace, name: str | None) -> Any:
     import optuna
 
-    from autotune.study import STUDY_DB, quiet_optuna
+    from autotune.study import STUDY_DB, quiet_optuna, storage_url
 
     quiet_optuna()
     name = name or _latest_study(args.results_dir)
@@ -482,7 +482,7 @@ def _load(args: argparse.Namespace, name: str | None) -> Any:
     storage = getattr(args, "storage", None)
     if storage is None and not db.exists():
         raise UsageError(f"study {name!r}: not found under {args.results_dir} (see `autotune list`)")
-    url = storage or f"sqlite:///{db.resolve()}"
+    url = storage_url(db.parent, storage)
     try:
         return optuna.load_study(study_name=name, storage=url)
     except KeyError:

@@ -259,9 +259,9 @@ def run_dashboard(study_dir: Path, storage: str | None, port: int) -> int:
     """Serves optuna-dashboard on 127.0.0.1:`port` against the study's storage (blocks)."""
     from optuna_dashboard import run_server
 
-    from autotune.study import STUDY_DB
+    from autotune.study import storage_url
 
-    url = storage or f"sqlite:///{(study_dir / STUDY_DB).resolve()}"
+    url = storage_url(study_dir, storage)
     artifacts = study_dir / "artifacts"
     kwargs: dict[str, Any] = {}
     if artifacts.is_dir():

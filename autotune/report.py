@@ -116,11 +116,13 @@ def failure_reasons(study: Any) -> dict[str, int]:
     return reasons
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the libraries a result depends on (plus `extra` packages)."""
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
     for package in (
+        *extra,
         "autotune",
         "onnx",
         "onnxruntime",

@@ -84,12 +84,17 @@ class StudySpec:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.study_dir / STUDY_DB).resolve()}"
+        return storage_url(self.study_dir, self.storage)
 
     def batch_sizes(self) -> list[int]:
         if "batch_size" in self.space and self.model.dynamic_batch:
             return [int(b) for b in self.space["batch_size"].values()]
         return [1]
+
+
+def storage_url(study_dir: Path, storage: str | None = None) -> str:
+    """`storage` when given, else the study's embedded SQLite database."""
+    return storage or f"sqlite:///{(study_dir / STUDY_DB).resolve()}"
 
 
 def quiet_optuna() -> None:
@@ -175,7 +180,7 @@ def existing_study_model(results_dir: Path, name: str, storage: str | None = Non
     import optuna
 
     quiet_optuna()
-    url = storage or f"sqlite:///{(results_dir / name / STUDY_DB).resolve()}"
+    url = storage_url(results_dir / name, storage)
     if storage is None and not (results_dir / name / STUDY_DB).exists():
         return None
     try:

@@ -563,17 +563,9 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
 
 
 def versions() -> dict[str, str]:
-    from importlib import metadata
-
     from autotune.report import library_versions
 
-    found = library_versions()
-    for package in ("olive-ai", "torch", "torchvision", "transformers", "rapidocr-onnxruntime", "onnxscript"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return library_versions(("olive-ai", "torch", "torchvision", "transformers", "rapidocr-onnxruntime", "onnxscript"))
 
 
 def fmt(x: Any, digits: int = 3) -> str:

@@ -83,14 +83,17 @@ def space(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def start_slow_study(tmp_path: Path, results: Path, name: str, *limits: str) -> None:
-    """Starts a daemon on the misbehaving target whose trials take over a second each."""
+def start_slow_study(
+    tmp_path: Path, results: Path, name: str, *options: str, max_measure_s: str = "1.5", timeout: float = 180
+) -> None:
+    """Starts a study (detached unless `--foreground` is among `options`) on the misbehaving
+    target, whose trials take over a second each."""
     cli(
         "start",
         str(tmp_path / "tiny.onnx"),
         "--study",
         name,
-        *limits,
+        *options,
         "--results-dir",
         str(results),
         "--target",
@@ -98,7 +101,8 @@ def start_slow_study(tmp_path: Path, results: Path, name: str, *limits: str) -> 
         "--space",
         str(space(tmp_path, SLOW_SPACE)),
         "--max-measure-s",
-        "1.5",
+        max_measure_s,
+        timeout=timeout,
     )
 
 
@@ -288,25 +292,8 @@ def test_stop_now_ends_at_once_and_leaves_the_storage_consistent(tmp_path, model
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least two CPU cores to split between workers")
 def test_parallel_cpu_trials_are_pinned_to_disjoint_cores(tmp_path, model):
     results = tmp_path / "results"
-    cli(
-        "start",
-        str(model),
-        "--foreground",
-        "--study",
-        "pinned",
-        "--trials",
-        "6",
-        "--workers",
-        "2",
-        "--results-dir",
-        str(results),
-        "--target",
-        MISBEHAVING,
-        "--space",
-        str(space(tmp_path, SLOW_SPACE)),
-        "--max-measure-s",
-        "0.2",
-        timeout=300,
+    start_slow_study(
+        tmp_path, results, "pinned", "--foreground", "--trials", "6", "--workers", "2", max_measure_s="0.2", timeout=300
     )
     trials = [
         t
