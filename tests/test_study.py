@@ -277,3 +277,19 @@ def test_storage_url_puts_the_study_in_the_given_database(tmp_path, tiny_model, 
     assert not (results / "shared" / "study.db").exists()
     assert main(["status", "shared", "--results-dir", str(results), "--storage", url]) == 0
     assert "3 complete" in capsys.readouterr().out
+
+
+def test_float_rounding_errors_are_told_as_equal_and_real_errors_are_not():
+    from autotune.study import ERROR_FLOOR, error_objective
+
+    assert error_objective({"normalized_error": 3e-7}) == error_objective({"normalized_error": 2e-6}) == ERROR_FLOOR
+    assert error_objective({"normalized_error": 0.02}) == 0.02
+    assert error_objective({}) == 1e30
+
+
+def test_a_spent_budget_stops_asking_for_trials(tmp_path, tiny_model):
+    results = tmp_path / "results"
+    assert tune(results, tiny_model, "budgeted", "--budget", "3s") == 0
+    study = load(results, "budgeted")
+    assert 1 <= len(study.trials) < 500
+    assert study.user_attrs["elapsed_s"] < 60  # ignoring the budget would run until the space is exhausted
