@@ -9,6 +9,7 @@ import argparse
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--trials", help="number of trials to reach")
     start.add_argument("--target", default="auto", help="auto | onnxruntime | tensorrt | tensorrt-rtx")
     start.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/<target>.yaml)")
-    start.add_argument("--atol", help="absolute error tolerance against the FP32 reference (default 1e-2)")
-    start.add_argument("--rtol", help="relative error tolerance against the FP32 reference (default 1e-2)")
-    start.add_argument("--max-error", help="one tolerance for both --atol and --rtol")
+    start.add_argument(
+        "--accuracy",
+        help="scale: max abs error per output within --max-error of its reference range, cosine >= --min-cosine "
+        "(default); elementwise: every element within --atol or --rtol",
+    )
+    start.add_argument(
+        "--max-error",
+        help="scale: error limit as a fraction of each output's range (default 1e-2); "
+        "elementwise: sets both --atol and --rtol",
+    )
+    start.add_argument("--atol", help="elementwise absolute tolerance (default 1e-2; implies --accuracy elementwise)")
+    start.add_argument("--rtol", help="elementwise relative tolerance (default 1e-2; implies --accuracy elementwise)")
+    start.add_argument("--min-cosine", help="scale: lowest cosine similarity per output, in (0, 1] (default 0.99)")
+    start.add_argument("--metric", help="a task metric that decides pass/fail instead: module:function, top1 or top5")
     start.add_argument("--latency-sla-ms", help="constraint: median latency per batch at most this")
+    start.add_argument(
+        "--batch", help="the deployment batch size(s) to tune for: 1, or a list like 1,8 (default: the space's)"
+    )
     start.add_argument("--inputs", type=Path, help=".npz of real inputs (names = model input names)")
     start.add_argument("--shape", action="append", default=[], help="fix a dynamic input shape: NAME:D0,D1,...")
     start.add_argument("--study", help="study name (default: the model's file name)")
@@ -105,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="copy the best (or a given) trial's deployable files")
     export.add_argument("study")
     export.add_argument("-o", "--output", type=Path, required=True)
-    export.add_argument("--trial", help="trial number (default: the chosen best)")
+    export.add_argument("--trial", help="trial number (default: the study's answer)")
+    export.add_argument("--batch", help="export the answer for this deployment batch size")
     export.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     export.add_argument("--storage")
 
@@ -156,7 +172,6 @@ def prepare_start(args: argparse.Namespace) -> Any:
     from autotune.study import StudySpec, check_results_dir_writable, existing_study_model
     from autotune.targets import resolve_target
     from autotune.targets.base import TargetOptions
-    from autotune.verify import Tolerance
 
     results_dir: Path = args.results_dir
     resumed = None
@@ -181,17 +196,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
         trials, budget = resumed.get("n_trials"), resumed.get("budget_s")
     seed = _int_flag("--seed", args.seed)
     max_measure_s = _positive_float("--max-measure-s", args.max_measure_s)
-    if args.max_error is not None and (args.atol is not None or args.rtol is not None):
-        raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
-    if args.max_error is not None:
-        tol = _positive_float("--max-error", args.max_error)
-        tolerance = Tolerance(atol=tol, rtol=tol)
-    else:
-        defaults = Tolerance()
-        tolerance = Tolerance(
-            atol=_positive_float("--atol", args.atol) if args.atol is not None else defaults.atol,
-            rtol=_positive_float("--rtol", args.rtol) if args.rtol is not None else defaults.rtol,
-        )
+    tolerance = _tolerance(args, resumed)
     sla = _positive_float("--latency-sla-ms", args.latency_sla_ms) if args.latency_sla_ms is not None else None
 
     info = load_model_info(model_path)
@@ -205,10 +210,12 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if not space_path.is_file():
         raise UsageError(f"--space {space_path}: no such file (target {target.name} ships no default space)")
     space = load_space(space_path, target)
-    known_good = _known_good(space_path, space)
     overrides = parse_shape_overrides(args.shape, info)
     if "batch_size" in space and not info.dynamic_batch:
         space = space.restrict("batch_size", [])
+    if args.batch is not None:
+        space = _restrict_batch(space, args.batch, info)
+    known_good = _known_good(space_path, space)
     pool = load_input_pool(args.inputs, info) if args.inputs else synthetic_pool(info, overrides, seed)
 
     check_results_dir_writable(results_dir)
@@ -245,10 +252,14 @@ def prepare_start(args: argparse.Namespace) -> Any:
 # `start` options a resumed study inherits unless given again on the command line.
 RESUMABLE_OPTIONS = (
     "target",
+    "batch",
     "space",
+    "accuracy",
     "atol",
     "rtol",
     "max_error",
+    "min_cosine",
+    "metric",
     "latency_sla_ms",
     "inputs",
     "shape",
@@ -259,6 +270,56 @@ RESUMABLE_OPTIONS = (
     "trial_timeout",
     "ray_address",
 )
+
+
+def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
+    """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric."""
+    from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
+
+    elementwise_flags = args.atol is not None or args.rtol is not None
+    mode = args.accuracy
+    if mode is None:
+        # --atol/--rtol only mean something elementwise; a study recorded before the scale gate
+        # existed (no "accuracy" among its options) keeps the elementwise gate it was tuned under.
+        legacy = resumed is not None and "accuracy" not in resumed.get("start_options", {})
+        mode = "elementwise" if elementwise_flags or legacy else "scale"
+    if mode not in ACCURACY_MODES:
+        raise UsageError(f"--accuracy {mode!r}: expected {' or '.join(ACCURACY_MODES)}")
+    if mode == "scale" and elementwise_flags:
+        raise UsageError("--atol/--rtol apply to --accuracy elementwise; with --accuracy scale use --max-error")
+    if args.max_error is not None and elementwise_flags:
+        raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
+    if mode == "elementwise" and args.min_cosine is not None:
+        raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale only")
+    defaults = Tolerance()
+    max_error = _positive_float("--max-error", args.max_error) if args.max_error is not None else None
+    min_cosine = defaults.min_cosine
+    if args.min_cosine is not None:
+        min_cosine = _positive_float("--min-cosine", args.min_cosine)
+        if min_cosine > 1:
+            raise UsageError(f"--min-cosine {args.min_cosine!r}: a cosine similarity is at most 1")
+    metric = None
+    if args.metric is not None:
+        metric = BUILTIN_METRICS.get(args.metric, args.metric)
+        try:
+            load_metric(metric)
+        except AutotuneError as exc:
+            raise UsageError(f"--metric {args.metric!r}: {str(exc).split(': ', 1)[-1]}") from None
+    if mode == "elementwise":
+        atol = max_error if max_error is not None else defaults.atol
+        rtol = max_error if max_error is not None else defaults.rtol
+        return Tolerance(
+            atol=_positive_float("--atol", args.atol) if args.atol is not None else atol,
+            rtol=_positive_float("--rtol", args.rtol) if args.rtol is not None else rtol,
+            mode=mode,
+            metric=metric,
+        )
+    return Tolerance(
+        mode=mode,
+        max_error=max_error if max_error is not None else defaults.max_error,
+        min_cosine=min_cosine,
+        metric=metric,
+    )
 
 
 def start_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -277,6 +338,24 @@ def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
     for key, value in stored.items():
         if key in RESUMABLE_OPTIONS and getattr(args, key, None) == getattr(defaults, key, None):
             setattr(args, key, Path(value) if key in ("space", "inputs") and value else value)
+
+
+def _restrict_batch(space: Any, text: str, info: Any) -> Any:
+    """The space with `batch_size` limited to the `--batch` values (the deployment's choice)."""
+    from autotune.space import Knob
+
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
+        raise UsageError(f"--batch {text!r}: expected positive batch sizes like 1 or 1,8")
+    batches = sorted({int(p) for p in parts})
+    if not info.dynamic_batch:
+        if batches != [1]:
+            raise UsageError(f"--batch {text}: {info.path} has no dynamic batch dimension; only batch 1 runs")
+        return space
+    if "batch_size" in space:
+        return space.restrict("batch_size", batches)
+    knob = Knob(name="batch_size", type="categorical", default=batches[0], choices=tuple(batches))
+    return replace(space, knobs=(*space.knobs, knob))
 
 
 def _int_flag(flag: str, value: str) -> int:
@@ -419,25 +498,18 @@ def _timeout(args: argparse.Namespace) -> float | None:
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:
-    from autotune.report import pareto_front
+    from autotune.report import aa_line, headline, pareto_front
 
     front = pareto_front(study)
     if front:
         console.print(pareto_table(study, front))
-    if final.speedup is not None:
-        s = final.speedup
-        console.print(
-            f"best feasible: trial {final.best_number}, [bold]{s.median:.2f}x[/bold] the throughput of the "
-            f"defaults (paired, median of {s.rounds} rounds, IQR {s.p25:.2f}-{s.p75:.2f}x; "
-            f"{s.default_ms_per_sample:.4g} -> {s.best_ms_per_sample:.4g} ms/sample)"
-        )
-    elif final.best_number == 0 and study.user_attrs.get("paired_candidates"):
-        ratios = ", ".join(
-            "trial {}: {:.2f}x".format(n, c["median"]) for n, c in study.user_attrs["paired_candidates"].items()
-        )
-        console.print(
-            f"no configuration beat the defaults when re-measured interleaved ({ratios}); the defaults are the answer"
-        )
+    if final.best_number is not None and not study.user_attrs.get("build_only"):
+        console.print(f"the answer: trial {final.best_number}", markup=False)
+        for line in headline(study):
+            console.print(f"  {line.replace('**', '')}", markup=False)
+        floor = aa_line(study)
+        if floor:
+            console.print(f"  {floor}", markup=False)
     elif final.best_number is None and not study.user_attrs.get("build_only"):
         console.print("no feasible configuration was found (see report.md for failure reasons)")
     if final.best_dir is not None:
@@ -448,17 +520,19 @@ def print_summary(study: Any, final: Any, console: Any) -> None:
 def pareto_table(study: Any, front: list[Any]) -> Any:
     from rich.table import Table
 
-    from autotune.report import default_trial, fmt, trial_row
+    from autotune.report import chosen_trial, default_trial, fmt, trial_row
 
     zero = default_trial(study)
     defaults = zero.params if zero is not None else {}
-    table = Table(title=f"Pareto front of {study.study_name} (throughput up, error down)")
+    chosen = chosen_trial(study)
+    table = Table(title=f"Pareto front of {study.study_name} (throughput up, error down; * = the answer)")
     for column in ("trial", "samples/s", "p50 ms", "batch", "error", "config vs trial 0"):
         table.add_column(column, justify="left" if column.startswith("config") else "right")
     for trial in front:
         row = trial_row(trial, defaults)
+        mark = "*" if chosen is not None and trial.number == chosen.number else ""
         table.add_row(
-            str(row["trial"]),
+            f"{mark}{row['trial']}",
             fmt(row["throughput"]),
             fmt(row["latency_ms_p50"]),
             str(row["batch_size"]),
@@ -511,7 +585,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         console.print(f"no studies under {args.results_dir}")
         return 0
     table = Table(title=f"studies in {args.results_dir}")
-    for column in ("study", "state", "model", "target", "complete", "failed", "best samples/s"):
+    for column in ("study", "state", "model", "target", "complete", "failed", "the answer"):
         table.add_column(column)
     for db in dbs:
         args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
@@ -520,6 +594,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         from autotune.report import chosen_trial
 
         best = chosen_trial(study)
+        if best is not None and best.values:
+            answer = f"trial {best.number} ({best.values[0]:.4g} samples/s at batch {best.user_attrs.get('batch_size', 1)})"
+        else:
+            answer = f"trial {best.number}" if best is not None else "- (not finalized)"
         table.add_row(
             study.study_name,
             daemon_state(db.parent),
@@ -527,7 +605,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(study.user_attrs.get("target")),
             str(counts["complete"]),
             str(counts["failed"]),
-            f"{best.values[0]:.4g}" if best else "-",
+            answer,
         )
     console.print(table)
     return 0
@@ -538,8 +616,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from autotune.daemon import daemon_state
-    from autotune.report import best_trial, default_trial, failure_reasons, fmt, pareto_front
-    from autotune.study import count_trials
+    from autotune.report import (
+        aa_line,
+        best_trial,
+        chosen_trial,
+        default_trial,
+        failure_reasons,
+        fmt,
+        headline,
+        pareto_front,
+        rejected_trials,
+    )
+    from autotune.study import count_trials, finished_count
 
     console = Console(highlight=False, soft_wrap=True)
     study = _load(args, args.study)
@@ -562,17 +650,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row(
         "trials",
         f"{counts['complete']} complete, {counts['running']} running, {counts['failed']} failed, "
-        f"{counts['pruned']} pruned" + (f" (goal {goal})" if goal else ""),
+        f"{counts['pruned']} pruned; {finished_count(study)} counted" + (f" (goal {goal})" if goal else ""),
     )
-    best = best_trial(study)
-    zero = default_trial(study)
-    if best is not None:
-        ratio = f" ({best.values[0] / zero.values[0]:.2f}x trial 0, unpaired)" if zero is not None else ""
-        table.add_row("best so far", f"trial {best.number}: {fmt(best.values[0])} samples/s{ratio}")
-    if "speedup" in attrs:
-        table.add_row("paired speedup", f"{attrs['speedup']['median']:.2f}x")
+    chosen = chosen_trial(study)
+    if chosen is not None:
+        table.add_row("the answer", f"trial {chosen.number} (chosen by paired re-measurement at finalize)")
+        for line in headline(study):
+            table.add_row("", line.replace("**", ""))
+        floor = aa_line(study)
+        if floor:
+            table.add_row("noise floor", floor)
+    else:
+        best = best_trial(study)
+        zero = default_trial(study)
+        if best is not None:
+            ratio = f" ({best.values[0] / zero.values[0]:.2f}x trial 0)" if zero is not None and zero.values else ""
+            table.add_row(
+                "best so far",
+                f"trial {best.number}: {fmt(best.values[0])} samples/s at batch "
+                f"{best.user_attrs.get('batch_size', 1)}{ratio}; provisional, unpaired (the answer is chosen at "
+                "finalize)",
+            )
     for warning in attrs.get("warnings", []):
         table.add_row("warning", warning)
+    for rule in [r for r in attrs.get("rules", []) if r.get("enforced")]:
+        knobs = ", ".join(f"{k}={v}" for k, v in rule["knobs"].items())
+        table.add_row("rule", f"never again: {knobs} ({rule['reason']}; trials {rule['trials']})")
+    for knob, why in (attrs.get("dropped_knobs") or {}).items():
+        table.add_row("dropped", f"{knob}: {why}")
+    for rejected in rejected_trials(study)[:5]:
+        table.add_row("rejected", f"trial {rejected['trial']}: {rejected['rejected_by']}")
     for reason, count in sorted(failure_reasons(study).items(), key=lambda kv: -kv[1])[:5]:
         table.add_row("failed/pruned", f"{count} x {reason}")
     console.print(table)
@@ -583,28 +690,39 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autotune.finalize import finalize
+    from autotune.finalize import rerender
 
     study = _load(args, args.study)
-    final = finalize(study, paired_rounds=0, prune=False)
-    print(final.report)
+    print(rerender(study))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
-    from autotune.report import BEST_DIR, chosen_trial, write_deploy_dir
+    from autotune.report import BEST_DIR, chosen_trial, stored_answers, trial_by_number, write_deploy_dir
 
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
     output: Path = args.output
     if output.exists() and any(output.iterdir()) if output.is_dir() else output.exists():
         raise UsageError(f"-o {output}: exists and is not an empty directory")
+    if args.trial is not None and args.batch is not None:
+        raise UsageError("export: give --trial or --batch, not both")
+    if args.batch is not None:
+        batch = _positive_int("--batch", args.batch)
+        answers = stored_answers(study)
+        if batch not in answers:
+            measured = ", ".join(map(str, sorted(answers))) or "none (not finalized)"
+            raise UsageError(f"--batch {args.batch}: study {study.study_name} has no answer at that batch "
+                             f"(answers at batch {measured})")  # fmt: skip
+        args.trial = str(answers[batch].trial)
     if args.trial is None:
         best = chosen_trial(study)
         if best is None:
-            raise UsageError(f"study {study.study_name}: no feasible trial to export (try --trial N)")
+            raise UsageError(
+                f"study {study.study_name}: no answer to export yet (finalize runs when the study ends; try --trial N)"
+            )
         if (study_dir / BEST_DIR).is_dir() and study.user_attrs.get("best_trial") == best.number:
             shutil.copytree(study_dir / BEST_DIR, output, dirs_exist_ok=True)
         else:
@@ -612,7 +730,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         number = best.number
     else:
         number = _int_flag("--trial", args.trial)
-        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+        trial = trial_by_number(study, number)
         if trial is None or trial.state.name != "COMPLETE":
             raise UsageError(f"--trial {args.trial}: no complete trial with that number in {study.study_name}")
         write_deploy_dir(study, trial, output)

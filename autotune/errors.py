@@ -19,3 +19,7 @@ class BuildError(AutotuneError):
 
 class TrialTimeout(AutotuneError):
     """A trial ran past its time limit."""
+
+
+class MetricError(AutotuneError):
+    """A task metric does not load, raises, or returns something other than (error, passed)."""

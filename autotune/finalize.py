@@ -1,10 +1,20 @@
-"""Finalizing a study: paired speedup of the best over the defaults, best/, report, pruning."""
+"""Finalizing a study: one answer per deployment batch, chosen by paired re-measurement.
+
+For every batch size the study measured, the fastest feasible candidates at that batch are
+re-measured interleaved against the defaults *at the same batch* (a speedup of batch 16 over
+batch 1 says nothing about either). Before that, the defaults are paired against themselves by
+the very same procedure (the A/A control): its interval is the noise floor, and a candidate
+whose interval overlaps it made no measurable difference, so the defaults stay the answer.
+
+The choice is stored in the study (`answers`, `best_trial`, `aa_control`); `report`, `status`,
+`list`, `export` and the dashboard read it and never choose again.
+"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +23,31 @@ import numpy as np
 from autotune.report import (
     BEST_DIR,
     INPUTS_FILE,
+    MANIFEST_FILE,
     PARETO_PLOT,
     REPORT_FILE,
+    Answer,
     Speedup,
-    best_trial,
     chosen_trial,
     default_trial,
+    defaults_at_batch,
+    is_feasible,
+    measured_trials,
     pareto_front,
     plot_pareto,
     regenerate_model,
     render_report,
+    trial_by_number,
     write_deploy_dir,
 )
 from autotune.study import prune_trial_dirs
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
+
+# Candidates re-measured per batch: more at batch 1 and at the batch of the best throughput
+# (the two headline answers), one elsewhere.
+HEADLINE_FINALISTS = 2
+OTHER_FINALISTS = 1
 
 
 @dataclass
@@ -38,6 +58,7 @@ class Finalized:
     speedup: Speedup | None
     best_dir: Path | None
     report: Path
+    answers: dict[int, Answer]
 
 
 def finalize(
@@ -47,50 +68,178 @@ def finalize(
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]] = run_paired,
     prune: bool = True,
 ) -> Finalized:
-    """Writes `best/` (deployable files, manifest, report) and `report.md` for `study`.
+    """Chooses the answer per batch (paired against the defaults at that batch, judged against
+    the A/A noise floor), then writes `best/` (deployable files, manifest, report) and
+    `report.md`.
 
     Args:
         study (optuna.Study): a study written by `run_study`.
-        paired_rounds (int): interleaved rounds of the final best-vs-defaults measurement;
-            0 skips it. Default: 21.
-        run_paired_fn (Callable): runs the paired measurement (in a worker for GPU targets).
-            Default: `run_paired` in this process.
+        paired_rounds (int): interleaved rounds of each paired measurement; 0 skips them (the
+            defaults are then every batch's answer). Default: 21.
+        run_paired_fn (Callable): runs one paired measurement. Default: `run_paired` here.
         prune (bool): remove artifacts of trials off the Pareto front. Default: True.
     """
     study_dir = Path(study.user_attrs["study_dir"])
-    best = best_trial(study)
     zero = default_trial(study)
-    speedup = None
-    paired: dict[int, Speedup] = {}
-    if best is not None and zero is not None and paired_rounds > 0 and not study.user_attrs.get("build_only"):
-        best, speedup, paired = choose_by_paired_speedup(study, zero, paired_rounds, run_paired_fn)
-    best_dir = None
-    if best is not None:
-        best_dir = study_dir / BEST_DIR
-        staging = study_dir / (BEST_DIR + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        write_deploy_dir(study, best, staging, speedup=speedup)
-        plot = plot_pareto(study, staging / PARETO_PLOT)
-        (staging / REPORT_FILE).write_text(render_report(study, speedup, best))
-        if plot is not None:
-            shutil.copyfile(plot, study_dir / PARETO_PLOT)
-        shutil.rmtree(best_dir, ignore_errors=True)
-        staging.rename(best_dir)
-    report = study_dir / REPORT_FILE
-    report.write_text(render_report(study, speedup, best))
-    if speedup is not None:
-        study.set_user_attr("speedup", speedup.__dict__)
-    if paired:
-        study.set_user_attr("paired_candidates", {str(n): s.__dict__ for n, s in paired.items()})
+    answers: dict[int, Answer] = {}
+    aa: Speedup | None = None
+    measuring = zero is not None and not study.user_attrs.get("build_only")
+    if measuring and paired_rounds > 0:
+        aa = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
+        study.set_user_attr("aa_control", asdict(aa))
+    if measuring:
+        answers = choose_answers(study, zero, paired_rounds, run_paired_fn, aa)
+        study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
+    primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
+    if primary is not None:
+        best = trial_by_number(study, primary.trial)
+        study.set_user_attr("best_batch", primary.batch_size)
+    elif zero is not None and not study.user_attrs.get("build_only"):
+        best = zero
+    else:
+        best = None if not study.user_attrs.get("build_only") else _first_built(study)
     if best is not None:
         study.set_user_attr("best_trial", best.number)
+    speedup = primary.speedup if primary is not None and primary.verdict == "faster" else None
+    if speedup is not None:
+        study.set_user_attr("speedup", asdict(speedup))
+    else:
+        study.set_user_attr("speedup", None)
+    best_dir = write_best(study, best) if best is not None else None
+    report = study_dir / REPORT_FILE
+    report.write_text(render_report(study))
     upload_front_artifacts(study, best_dir)
     if prune and not study.user_attrs.get("build_only"):  # build-only keeps every engine
-        keep = {t.number for t in pareto_front(study)} | {0} | {int(n) for n in paired}
+        keep = {t.number for t in pareto_front(study)} | {a.trial for a in answers.values()}
+        keep |= {n for a in answers.values() for n in a.candidates}
+        if zero is not None:
+            keep.add(zero.number)
         if best is not None:
             keep.add(best.number)
         prune_trial_dirs(study_dir, keep)
-    return Finalized(best.number if best else None, speedup, best_dir, report)
+    return Finalized(best.number if best else None, speedup, best_dir, report, answers)
+
+
+def write_best(study: Any, best: Any) -> Path:
+    """Writes `best/` for the stored choice `best` (atomically: staged, then renamed)."""
+    study_dir = Path(study.user_attrs["study_dir"])
+    best_dir = study_dir / BEST_DIR
+    staging = study_dir / (BEST_DIR + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_deploy_dir(study, best, staging)
+    plot = plot_pareto(study, staging / PARETO_PLOT)
+    (staging / REPORT_FILE).write_text(render_report(study))
+    if plot is not None:
+        shutil.copyfile(plot, study_dir / PARETO_PLOT)
+    shutil.rmtree(best_dir, ignore_errors=True)
+    staging.rename(best_dir)
+    return best_dir
+
+
+def rerender(study: Any) -> Path:
+    """`autotune report`: renders report.md (and best/'s copy and plot) from the stored
+    choice; never re-chooses, never re-measures."""
+    study_dir = Path(study.user_attrs["study_dir"])
+    text = render_report(study)
+    report = study_dir / REPORT_FILE
+    report.write_text(text)
+    best_dir = study_dir / BEST_DIR
+    if best_dir.is_dir():
+        (best_dir / REPORT_FILE).write_text(text)
+        plot = plot_pareto(study, best_dir / PARETO_PLOT)
+        if plot is not None:
+            shutil.copyfile(plot, study_dir / PARETO_PLOT)
+    else:
+        plot_pareto(study, study_dir / PARETO_PLOT)
+    return report
+
+
+def _first_built(study: Any) -> Any | None:
+    built = [t for t in measured_trials(study)]
+    return min(built, key=lambda t: t.number) if built else None
+
+
+def primary_answer(answers: dict[int, Answer], latency_sla_ms: float | None) -> Answer | None:
+    """The study's answer: the highest paired throughput among the per-batch answers whose
+    latency per batch meets the SLA (all of them without one)."""
+    eligible = [
+        a for a in answers.values() if latency_sla_ms is None or a.ms_per_sample * a.batch_size <= latency_sla_ms
+    ]
+    if not eligible:
+        eligible = [answers[min(answers)]] if answers else []
+    return max(eligible, key=lambda a: (a.samples_per_s, -a.batch_size)) if eligible else None
+
+
+def finalists_by_batch(study: Any, zero: Any) -> dict[int, list[Any]]:
+    """Per batch size, the fastest feasible measured candidates (by their own measurement),
+    one per distinct artifact, none identical to the defaults at that batch."""
+    by_batch: dict[int, list[Any]] = {}
+    for trial in measured_trials(study):
+        if not trial.values or not is_feasible(trial) or "shared_measurement_with_trial" in trial.user_attrs:
+            continue
+        by_batch.setdefault(int(trial.user_attrs.get("batch_size", 1)), []).append(trial)
+    best_batch = max(by_batch, key=lambda b: max(t.values[0] for t in by_batch[b]), default=1)
+    chosen: dict[int, list[Any]] = {}
+    for batch, trials in sorted(by_batch.items()):
+        defaults = defaults_at_batch(study, zero, batch)
+        seen = {defaults.user_attrs.get("digest")} if defaults is not None else set()
+        count = HEADLINE_FINALISTS if batch in (1, best_batch) else OTHER_FINALISTS
+        picked = []
+        for trial in sorted(trials, key=lambda t: -t.values[0]):
+            digest = trial.user_attrs.get("digest")
+            if defaults is not None and trial.number == defaults.number:
+                continue
+            if digest and digest in seen:
+                continue  # the same artifact as the defaults or as a finalist already in
+            seen.add(digest)
+            picked.append(trial)
+            if len(picked) == count:
+                break
+        chosen[batch] = picked
+    return chosen
+
+
+def choose_answers(
+    study: Any,
+    zero: Any,
+    rounds: int,
+    run_paired_fn: Callable[[PairedRequest], dict[str, Any]],
+    aa: Speedup | None,
+) -> dict[int, Answer]:
+    """Per batch size measured: the finalists paired against the defaults at that batch; the
+    best paired median wins when it is above 1 and clear of the A/A interval, else the
+    defaults at that batch are the answer."""
+    answers = {}
+    for batch, finalists in finalists_by_batch(study, zero).items():
+        defaults = defaults_at_batch(study, zero, batch)
+        paired = {}
+        if rounds > 0:
+            paired = {t.number: measure_speedup(study, zero, t, batch, rounds, run_paired_fn) for t in finalists}
+        winner = max(paired, key=lambda n: paired[n].median, default=None)
+        fallback = defaults.number if defaults is not None else None
+        if winner is None:
+            if fallback is None:
+                continue
+            per_sample = _own_ms_per_sample(defaults)
+            answers[batch] = Answer(batch, fallback, "defaults", None, per_sample, [])
+            continue
+        speedup = paired[winner]
+        if speedup.median <= 1.0:
+            verdict = "slower"
+        elif aa is not None and speedup.p25 <= aa.p75 and speedup.p75 >= aa.p25:
+            verdict = "no measurable difference"
+        else:
+            verdict = "faster"
+        # Not faster: the defaults at this batch stay the answer, where they were measured.
+        number = winner if verdict == "faster" or fallback is None else fallback
+        per_sample = speedup.best_ms_per_sample if number == winner else speedup.default_ms_per_sample
+        answers[batch] = Answer(batch, number, verdict, speedup, per_sample, list(paired), winner)
+    return answers
+
+
+def _own_ms_per_sample(trial: Any) -> float:
+    latency = float(trial.user_attrs.get("latency_ms_p50", 0.0))
+    return latency / max(int(trial.user_attrs.get("batch_size", 1)), 1)
 
 
 ARTIFACT_DIR = "artifacts"
@@ -112,7 +261,7 @@ def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
         trial_dir = study_dir / "trials" / str(trial.number)
         files = [trial_dir / name for name in ("metrics.json", MODEL_FILE, "build.log", "engine.plan")]
         if best is not None and best_dir is not None and trial.number == best.number:
-            files += [best_dir / name for name in ("manifest.json", REPORT_FILE, PARETO_PLOT)]
+            files += [best_dir / name for name in (MANIFEST_FILE, REPORT_FILE, PARETO_PLOT)]
         for path in files:
             if not path.is_file() or path.stat().st_size > MAX_ARTIFACT_BYTES:
                 continue
@@ -135,55 +284,32 @@ def artifact_store(study_dir: Path) -> Any:
     return FileSystemArtifactStore(str(study_dir / ARTIFACT_DIR))
 
 
-FINALISTS = 3
-
-
-def finalists(study: Any, count: int = FINALISTS) -> list[Any]:
-    """The fastest feasible measured trials (by their own measurement), trial 0 excluded."""
-    from autotune.report import is_feasible, measured_trials
-
-    feasible = [t for t in measured_trials(study) if t.number != 0 and t.values and is_feasible(t)]
-    return sorted(feasible, key=lambda t: -t.values[0])[:count]
-
-
-def choose_by_paired_speedup(
-    study: Any, zero: Any, rounds: int, run_paired_fn: Callable[[PairedRequest], dict[str, Any]]
-) -> tuple[Any, Speedup | None, dict[int, Speedup]]:
-    """Re-measures the finalists interleaved against trial 0 and keeps the best paired speedup.
-
-    A trial's own measurement can be lucky (taken while the machine was quiet); the paired
-    re-measurement is not. When no finalist beats the defaults, the defaults are the answer.
-
-    Returns:
-        (chosen trial, its speedup or None when trial 0 is chosen, every finalist's speedup)
-    """
-    paired = {t.number: measure_speedup(study, zero, t, rounds, run_paired_fn) for t in finalists(study)}
-    if not paired:
-        return zero, None, paired
-    number = max(paired, key=lambda n: paired[n].median)
-    if paired[number].median < 1.0:
-        return zero, None, paired
-    chosen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    return chosen, paired[number], paired
-
-
 def measure_speedup(
-    study: Any, zero: Any, best: Any, rounds: int, run_paired_fn: Callable[[PairedRequest], dict[str, Any]]
+    study: Any,
+    zero: Any,
+    candidate: Any,
+    batch: int,
+    rounds: int,
+    run_paired_fn: Callable[[PairedRequest], dict[str, Any]],
 ) -> Speedup:
+    """Pairs `candidate` against the defaults at `batch` (A = defaults, B = candidate)."""
     study_dir = Path(study.user_attrs["study_dir"])
     with np.load(study_dir / INPUTS_FILE) as data:
         pool = {k: data[k] for k in data.files}
     models = []
-    for trial in (zero, best):
+    for trial in (zero, candidate):
         path = study_dir / "trials" / str(trial.number) / MODEL_FILE
         models.append(path if path.exists() else regenerate_model(study, trial, path.parent))
+    config_a = dict(zero.params)
+    if "batch_size" in config_a or batch != 1:
+        config_a["batch_size"] = batch
     request = PairedRequest(
         target_name=study.user_attrs["target"],
         target_options=TargetOptions(cache_dir=study_dir),
         model_a=models[0],
-        config_a=dict(zero.params),
+        config_a=config_a,
         model_b=models[1],
-        config_b=dict(best.params),
+        config_b=dict(candidate.params),
         input_pool=pool,
         dynamic_batch=bool(study.user_attrs.get("dynamic_batch")),
         workdir=study_dir / "paired",

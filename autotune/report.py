@@ -8,7 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,23 +62,98 @@ def pareto_front(study: Any) -> list[Any]:
 
 
 def best_trial(study: Any) -> Any | None:
-    """The fastest feasible measured trial (highest throughput), or None."""
+    """The fastest feasible measured trial by its own measurement (provisional: the study's
+    answer is `chosen_trial`, which finalize picks by paired re-measurement)."""
     front = pareto_front(study)
     return front[0] if front else None
 
 
+def trial_by_number(study: Any, number: int | None) -> Any | None:
+    """The trial with this number, or None (one storage lookup, not a scan)."""
+    if number is None:
+        return None
+    try:
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
+        return study._storage.get_trial(trial_id)
+    except (KeyError, AttributeError):
+        return None
+
+
 def chosen_trial(study: Any) -> Any | None:
-    """The trial finalize chose (by paired re-measurement), else the fastest feasible one."""
-    number = study.user_attrs.get("best_trial")
-    if number is not None:
-        chosen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-        if chosen is not None:
-            return chosen
-    return best_trial(study)
+    """The study's answer, as finalize stored it; before finalize, None."""
+    return trial_by_number(study, study.user_attrs.get("best_trial"))
 
 
 def default_trial(study: Any) -> Any | None:
-    return next((t for t in measured_trials(study) if t.number == 0), None)
+    """The baseline: the trial that measured the defaults (a role, not a number: after a
+    resume it may have run under another number than 0)."""
+    measured = measured_trials(study)
+    return next((t for t in measured if t.user_attrs.get("baseline")), None) or next(
+        (t for t in measured if t.number == 0), None
+    )
+
+
+def defaults_at_batch(study: Any, zero: Any, batch: int) -> Any | None:
+    """The measured trial that ran the defaults at `batch` (trial 0's knobs, that batch)."""
+    if zero is None:
+        return None
+    if int(zero.user_attrs.get("batch_size", 1)) == batch:
+        return zero
+    wanted = dict(zero.params) | {"batch_size": batch}
+    return next((t for t in measured_trials(study) if dict(t.params) == wanted and t.values), None)
+
+
+@dataclass
+class Answer:
+    """The study's answer at one deployment batch size.
+
+    Args:
+        batch_size (int): the batch.
+        trial (int): the trial to deploy at this batch.
+        verdict (str): "faster" (the tuned trial beat the defaults at this batch, clear of the
+            A/A noise floor), "no measurable difference", "slower", or "defaults" (nothing
+            feasible to compare).
+        speedup (Speedup | None): the paired measurement of the best finalist against the
+            defaults at this batch.
+        ms_per_sample (float): the answer's median latency per sample in the paired run.
+        candidates (list[int]): the finalists re-measured.
+        paired_winner (int | None): the finalist with the best paired median.
+    """
+
+    batch_size: int
+    trial: int
+    verdict: str
+    speedup: Speedup | None
+    ms_per_sample: float
+    candidates: list[int]
+    paired_winner: int | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        return 1e3 / self.ms_per_sample if self.ms_per_sample > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["samples_per_s"] = self.samples_per_s
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        speedup = Speedup(**data["speedup"]) if data.get("speedup") else None
+        return cls(
+            batch_size=int(data["batch_size"]),
+            trial=int(data["trial"]),
+            verdict=str(data["verdict"]),
+            speedup=speedup,
+            ms_per_sample=float(data["ms_per_sample"]),
+            candidates=[int(n) for n in data.get("candidates", [])],
+            paired_winner=data.get("paired_winner"),
+        )
+
+
+def stored_answers(study: Any) -> dict[int, Answer]:
+    """The per-batch answers finalize stored, by batch size."""
+    return {int(b): Answer.from_dict(a) for b, a in (study.user_attrs.get("answers") or {}).items()}
 
 
 def config_summary(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
@@ -262,20 +337,97 @@ def plot_pareto(study: Any, out: Path) -> Path | None:
     return out
 
 
-def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
+def headline(study: Any) -> list[str]:
+    """The two numbers a deployment is decided on, each against the defaults at the same
+    batch: batch-1 latency, and the best throughput (under the latency SLA when given)."""
+    answers = stored_answers(study)
+    lines = []
+    one = answers.get(1)
+    if one is not None:
+        lines.append(f"batch-1 latency: {_answer_phrase(one)}")
+    best_batch = study.user_attrs.get("best_batch")
+    top = answers.get(int(best_batch)) if best_batch is not None else None
+    if top is not None and (top.batch_size != 1 or one is None):
+        sla = study.user_attrs.get("latency_sla_ms")
+        under = f" under the {sla:g} ms SLA" if sla else ""
+        lines.append(f"best throughput{under}: {_answer_phrase(top)}")
+    elif top is not None:
+        lines.append("best throughput: at batch 1 (no larger batch was faster per sample)")
+    return lines
+
+
+def _answer_phrase(answer: Answer) -> str:
+    s = answer.speedup
+    per_batch_ms = answer.ms_per_sample * answer.batch_size
+    measured = f"{per_batch_ms:.4g} ms per batch of {answer.batch_size}, {answer.samples_per_s:.4g} samples/s"
+    if s is None:
+        return f"trial {answer.trial} (the defaults at batch {answer.batch_size}; nothing else feasible), {measured}"
+    ratio = f"{s.median:.2f}x (IQR {s.p25:.2f}-{s.p75:.2f}, {s.rounds} interleaved rounds)"
+    if answer.verdict == "faster":
+        return (
+            f"trial {answer.trial}, **{s.median:.2f}x** the defaults at batch {answer.batch_size} "
+            f"(IQR {s.p25:.2f}-{s.p75:.2f}, {s.rounds} interleaved rounds; {s.default_ms_per_sample:.4g} -> "
+            f"{s.best_ms_per_sample:.4g} ms per sample), {measured}"
+        )
+    why = "no measurable difference from" if answer.verdict == "no measurable difference" else "slower than"
+    return (
+        f"trial {answer.trial} (the defaults at batch {answer.batch_size}): the best finalist, trial "
+        f"{answer.paired_winner}, measured {ratio}: {why} the defaults, so they stay the answer; {measured}"
+    )
+
+
+ANSWER_COLUMNS = ["batch", "answer trial", "verdict", "ms per batch", "samples/s", "paired vs defaults", "config"]
+
+
+def answer_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for batch, answer in sorted(stored_answers(study).items()):
+        trial = trial_by_number(study, answer.trial)
+        s = answer.speedup
+        rows.append(
+            {
+                "batch": batch,
+                "answer trial": answer.trial,
+                "verdict": answer.verdict,
+                "ms per batch": answer.ms_per_sample * batch,
+                "samples/s": answer.samples_per_s,
+                "paired vs defaults": f"{s.median:.2f}x ({s.p25:.2f}-{s.p75:.2f}) trial {answer.paired_winner}"
+                if s
+                else "-",
+                "config": config_summary(trial.params, defaults) if trial is not None else "?",
+            }
+        )
+    return rows
+
+
+def aa_line(study: Any) -> str | None:
+    aa = study.user_attrs.get("aa_control")
+    if not aa:
+        return None
+    return (
+        f"Noise floor (A/A control: the defaults paired against themselves by the same procedure): "
+        f"median {aa['median']:.3f}, IQR {aa['p25']:.3f}-{aa['p75']:.3f}. A speedup whose IQR overlaps "
+        "it is reported as no measurable difference."
+    )
+
+
+def render_report(study: Any) -> str:
+    """report.md from what the study stored (the answers finalize chose); chooses nothing."""
     from autotune.study import count_trials
 
     zero = default_trial(study)
     defaults = zero.params if zero is not None else {}
     counts = count_trials(study)
     attrs = study.user_attrs
+    best = chosen_trial(study)
     lines = [
         f"# autotune report: {study.study_name}",
         "",
         f"- model: `{attrs.get('model_path')}` (sha256 {str(attrs.get('model_sha256', ''))[:12]})",
         f"- target: {attrs.get('target')}{' (build only)' if attrs.get('build_only') else ''}",
-        f"- trials: {counts['complete']} complete, {counts['failed']} failed, {counts['pruned']} pruned",
-        f"- tolerance: atol {attrs.get('atol')}, rtol {attrs.get('rtol')} against the FP32 reference",
+        f"- trials: {counts['complete']} complete, {counts['failed']} failed, {counts['pruned']} pruned; "
+        f"{_counted_line(study)}",
+        f"- tolerance: {tolerance_line(attrs)}",
         f"- wall time: {fmt(attrs.get('elapsed_s'))} s",
         f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "",
@@ -283,55 +435,83 @@ def render_report(study: Any, speedup: Speedup | None, best: Any | None) -> str:
     for warning in attrs.get("warnings", []):
         lines += [f"> **Warning**: {warning}", ""]
     if best is not None:
-        lines += [
-            "## Best feasible configuration",
-            "",
-            f"Trial {best.number}: {config_summary(best.params, defaults)}",
-            "",
-        ]
-        candidates = study.user_attrs.get("paired_candidates", {})
-        if speedup is None and candidates:
-            ratios = ", ".join("trial {}: {:.2f}x".format(n, c["median"]) for n, c in candidates.items())
-            lines += [
-                f"No configuration beat the defaults in the paired re-measurement of the finalists ({ratios}): "
-                "the defaults are the answer.",
-                "",
-            ]
-        if speedup is not None:
-            lines += [
-                f"**Speedup over trial 0 (defaults): {speedup.median:.2f}x** (median of {speedup.rounds} interleaved "
-                f"pair ratios, IQR {speedup.p25:.2f}-{speedup.p75:.2f}x; {speedup.default_ms_per_sample:.4g} -> "
-                f"{speedup.best_ms_per_sample:.4g} ms per sample)",
-                "",
-            ]
-    candidates = study.user_attrs.get("paired_candidates", {})
-    if len(candidates) > 1:
-        ratios = ", ".join(
-            "trial {}: {:.2f}x (IQR {:.2f}-{:.2f})".format(n, c["median"], c["p25"], c["p75"])
-            for n, c in candidates.items()
-        )
-        lines += [
-            f"Finalists re-measured interleaved against trial 0 (median per-sample throughput ratio): {ratios}",
-            "",
-        ]
+        lines += ["## The answer", "", f"Trial {best.number}: {config_summary(best.params, defaults)}", ""]
+        lines += [f"- {line}" for line in headline(study)] + [""]
+        floor = aa_line(study)
+        if floor:
+            lines += [floor, ""]
+        rows = answer_rows(study, defaults)
+        if rows:
+            lines += ["### Per deployment batch", "", markdown_table(rows, ANSWER_COLUMNS), ""]
+    elif not attrs.get("build_only"):
+        lines += ["## The answer", "", "Not chosen yet (the study has not been finalized).", ""]
     front = pareto_front(study)
     if front:
-        lines += ["## Pareto front", "", markdown_table([trial_row(t, defaults) for t in front], PARETO_COLUMNS), ""]
+        rows = [trial_row(t, defaults) | {"answer": "yes" if best and t.number == best.number else ""} for t in front]
+        lines += ["## Pareto front", "", markdown_table(rows, [*PARETO_COLUMNS, "answer"]), ""]
         lines += [f"![Pareto front]({PARETO_PLOT})", ""]
+    lines += search_notes(study)
     if attrs.get("build_only"):
         rows = build_rows(study, defaults)
         if rows:
             lines += ["## Builds", "", markdown_table(rows, BUILD_COLUMNS), ""]
     study_dir = Path(attrs.get("study_dir", "."))
-    compared = best if best is not None else _fewest_layers(study)
+    compared = best if best is not None and not attrs.get("build_only") else _fewest_layers(study)
     if compared is not None and zero is not None:
         lines += layer_comparison(study_dir, zero.number, compared.number)
+    rejected = rejected_trials(study)
+    if rejected:
+        lines += ["## Rejected by the accuracy gate", ""]
+        lines += [f"- trial {r['trial']}: {r['rejected_by']}" for r in rejected]
+        lines.append("")
     reasons = failure_reasons(study)
     if reasons:
         lines += ["## Failed and pruned trials", ""]
         lines += [f"- {count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
         lines.append("")
     return "\n".join(lines)
+
+
+def _counted_line(study: Any) -> str:
+    from autotune.study import finished_count
+
+    return f"{finished_count(study)} counted toward the goal (repeats and ruled-out configurations are not)"
+
+
+def search_notes(study: Any) -> list[str]:
+    """What the search learned and left out: failure rules, dropped knobs, machine drift."""
+    attrs = study.user_attrs
+    lines: list[str] = []
+    rules = [r for r in attrs.get("rules", []) if r.get("enforced")]
+    if rules:
+        lines += ["## Rules learned from failures (never proposed again)", ""]
+        for rule in rules:
+            knobs = ", ".join(f"{k}={v}" for k, v in rule["knobs"].items())
+            lines.append(f"- {knobs}: {rule['reason']} (trials {', '.join(map(str, rule['trials']))})")
+        lines.append("")
+    dropped = attrs.get("dropped_knobs") or {}
+    if dropped:
+        lines += ["## Knobs dropped before the search", ""]
+        lines += [f"- {knob}: {why}" for knob, why in dropped.items()] + [""]
+    drift = attrs.get("drift") or []
+    if drift:
+        worst = max(drift, key=lambda d: abs(d["ratio_to_baseline"] - 1.0))
+        lines += [
+            "## Machine drift (the defaults re-measured during the study)",
+            "",
+            "| after trials | ms per sample | vs trial 0 |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {d['after_trials']} | {d['ms_per_sample']:.4g} | {d['ratio_to_baseline']:.3f}x |" for d in drift]
+        flagged = sum(1 for t in measured_trials(study) if "drift_ratio" in t.user_attrs)
+        lines += [
+            "",
+            f"Largest drift {worst['ratio_to_baseline']:.3f}x; {flagged} trials were measured after a control "
+            "that drifted by more than 10% (attribute `drift_ratio`). The answers above come from the paired "
+            "re-measurement, which drift does not bias.",
+            "",
+        ]
+    return lines
 
 
 BUILD_COLUMNS = ["trial", "build_time_s", "engine_size_bytes", "layer_count", "identical_engine_to", "config"]
@@ -394,9 +574,10 @@ def layer_comparison(study_dir: Path, default_number: int, other_number: int) ->
     return lines
 
 
-def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | None = None) -> list[Path]:
+def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
     """Writes the deployable files of `trial` into `dest`: model after passes, target files,
-    manifest.json with configuration, measurements, errors, versions and host, and commands."""
+    manifest.json with configuration, measurements, errors, the paired speedup against the
+    defaults at the same batch and the A/A noise floor, versions and host, and commands."""
     from autotune.study import FLAT_ACCURACY, FLAT_MEASUREMENTS
     from autotune.targets import target_class
     from autotune.targets.base import Built, TargetOptions
@@ -441,7 +622,10 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
         "tolerance": {"atol": study.user_attrs.get("atol"), "rtol": study.user_attrs.get("rtol")},
         "build": details(trial).get("build", {}),
         "rewrites": details(trial).get("rewrites", {}),
-        "speedup_over_defaults": speedup.__dict__ if speedup else None,
+        "batch_size": int(trial.user_attrs.get("batch_size", 1)),
+        "speedup_over_defaults": _answer_speedup(study, trial),
+        "answer": _answer_of(study, trial),
+        "aa_control": study.user_attrs.get("aa_control"),
         "commands": commands,
         "versions": library_versions(),
         "host": host_facts(),
@@ -450,6 +634,20 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path, *, speedup: Speedup | N
     (dest / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     written.append(dest / MANIFEST_FILE)
     return written
+
+
+def _answer_of(study: Any, trial: Any) -> dict[str, Any] | None:
+    answer = next((a for a in stored_answers(study).values() if a.trial == trial.number), None)
+    return answer.as_dict() if answer is not None else None
+
+
+def _answer_speedup(study: Any, trial: Any) -> dict[str, Any] | None:
+    """The paired speedup against the defaults at the trial's batch, when it is the answer
+    there and measurably faster (None otherwise: never a speedup the run did not show)."""
+    answer = next((a for a in stored_answers(study).values() if a.trial == trial.number), None)
+    if answer is None or answer.verdict != "faster" or answer.speedup is None:
+        return None
+    return asdict(answer.speedup)
 
 
 def _trial_artifact(source_dir: Path, target_name: str) -> Path | None:
@@ -481,3 +679,50 @@ def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
         scheme=target_class(study.user_attrs["target"]).quantization_scheme,
     )
     return out
+
+
+def tolerance_line(attrs: dict[str, Any]) -> str:
+    """The accuracy gate of a study, in words, from its user attributes.
+
+    Studies recorded before the scale gate existed have no `accuracy_mode`: they were elementwise.
+    """
+    mode = attrs.get("accuracy_mode") or "elementwise"
+    if mode == "scale":
+        gate = (
+            f"max abs error ≤ {float(attrs.get('max_error', 1e-2)) * 100:g}% of each output's range "
+            f"and cosine ≥ {float(attrs.get('min_cosine', 0.99)):g} (scale)"
+        )
+    else:
+        gate = (
+            f"every element within atol {float(attrs.get('atol', 1e-2)):g} or rtol {float(attrs.get('rtol', 1e-2)):g} "
+            "(elementwise)"
+        )
+    gate += " against the FP32 reference"
+    metric = attrs.get("metric")
+    return f"task metric {metric} decides pass/fail; per-output errors recorded under {gate}" if metric else gate
+
+
+def rejected_trials(study: Any) -> list[dict[str, Any]]:
+    """Measured trials that completed but are infeasible, with what rejected each.
+
+    Each is `{"trial": n, "rejected_by": str, "error": float}`: the accuracy criterion that
+    rejected it and by how much (its `rejected_by` attribute), and/or the latency SLA it missed.
+    Copies of an identical configuration (`duplicate_of`) are left out: their original is listed.
+    """
+    rejected = []
+    for trial in measured_trials(study):
+        if is_feasible(trial):
+            continue
+        attrs = trial.user_attrs
+        reasons = [str(attrs["rejected_by"])] if attrs.get("rejected_by") else []
+        constraints = attrs.get("constraints", [])
+        if len(constraints) > 1 and constraints[1] > 0:
+            reasons.append(
+                f"median latency {fmt(attrs.get('latency_ms_p50'))} ms is {constraints[1]:.3g} ms over the latency SLA"
+            )
+        if not reasons:
+            reasons.append("no reason recorded" if attrs.get("passed", True) else "over the accuracy tolerance")
+        rejected.append(
+            {"trial": trial.number, "rejected_by": "; ".join(reasons), "error": attrs.get("normalized_error")}
+        )
+    return rejected

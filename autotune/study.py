@@ -23,7 +23,9 @@ import numpy as np
 from autotune.errors import UsageError
 from autotune.measure import StopRule
 from autotune.model import ModelInfo, feeds_at_batch
-from autotune.space import SearchSpace, config_key
+from autotune.rules import FailureRules, Rule, rules_from_history
+from autotune.space import PASS_PREFIX, SearchSpace, config_key
+from autotune.sweep import combine_winners, sweep_configs, unmeasured_config
 from autotune.targets.base import TargetOptions
 from autotune.trial import TrialRequest, TrialResult
 from autotune.verify import Tolerance
@@ -32,6 +34,10 @@ STUDY_DB = "study.db"
 OBJECTIVES = ("throughput", "normalized_error")
 DIRECTIONS = ("maximize", "minimize")
 SLOW_FACTOR = 10.0  # a configuration this many times slower per sample than trial 0 is cut short
+CONTROL_EVERY = 10  # the defaults are re-measured after every this many counted trials (drift)
+DRIFT_FLAG = 0.10  # a control this far from trial 0 (relative) flags the trials told after it
+REPEATS_BEFORE_FALLBACK = 2  # asks that brought nothing new before a random unmeasured configuration
+MAX_REPEATS = 200  # asks that brought nothing new before the study stops asking
 
 
 @dataclass
@@ -216,22 +222,30 @@ def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolera
     """Outputs whose FP32 reference cannot tell a right candidate from a wrong one.
 
     A reference that stays within `atol` of zero everywhere (a detector's empty heat map on
-    synthetic noise) lets any candidate that outputs near-zeros pass; a constant one says
-    nothing either. The user should then pass real inputs (`--inputs`).
+    synthetic noise) lets any candidate that outputs near-zeros pass (elementwise), or has a
+    range so small that float rounding decides (scale); a constant one says nothing either.
+    The user should then pass real inputs (`--inputs`).
     """
+    from autotune.verify import DEGENERATE_SCALE
+
     warnings = []
     for _batch, outputs in sorted(references.items())[:1]:
         for name, value in outputs.items():
             if value.size == 0 or not np.issubdtype(value.dtype, np.floating):
                 continue
             peak = float(np.max(np.abs(value)))
+            spread = float(np.ptp(value.astype(np.float64)))
             if peak <= tolerance.atol:
+                consequence = "accuracy checks cannot reject a wrong candidate"
+                if tolerance.mode == "scale" and peak > DEGENERATE_SCALE:
+                    scale = spread if spread > DEGENERATE_SCALE else peak
+                    consequence = f"its errors are judged against a range of only {scale:.3g}, where rounding decides"
                 warnings.append(
                     f"output {name!r} of the FP32 reference is within atol of zero (max |value| {peak:.3g} <= "
-                    f"{tolerance.atol:g}) on these inputs: accuracy checks cannot reject a wrong candidate; "
+                    f"{tolerance.atol:g}) on these inputs: {consequence}; "
                     "pass real inputs with --inputs FILE.npz"
                 )
-            elif float(np.ptp(value)) == 0.0:
+            elif spread <= DEGENERATE_SCALE:
                 warnings.append(
                     f"output {name!r} of the FP32 reference is constant ({peak:.3g}) on these inputs: "
                     "accuracy checks are weak; pass real inputs with --inputs FILE.npz"
@@ -290,10 +304,23 @@ class StudyRun:
     pending: dict[int, Any] = field(default_factory=dict)  # number -> optuna Trial
     keys: dict[str, int] = field(default_factory=dict)  # config key -> trial number that measured it
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> summary
-    reference_latency_s: float = 0.0
+    reference_latency_s: float = 0.0  # trial 0's latency per sample
+    done: int = 0  # trials that count toward --trials
+    repeats: int = 0  # consecutive asks that brought nothing new (duplicates, ruled out)
+    stopping: bool = False
+    rules: FailureRules = field(default_factory=FailureRules)
+    sweep_keys: set[str] = field(default_factory=set)  # one-knob sweep configurations not yet told
+    sweep_told: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # (config, feasible thr.)
+    default_throughput: float = 0.0
+    controls: dict[int, TrialRequest] = field(default_factory=dict)  # in-flight drift controls
+    controls_sent: int = 0
+    drift_ratio: float = 1.0  # the latest control's latency over trial 0's
 
     def out_of_time(self) -> bool:
         return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s
+
+    def busy(self) -> int:
+        return len(self.pending) + len(self.controls)
 
 
 FLAT_MEASUREMENTS = ("latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput")
@@ -304,6 +331,7 @@ FLAT_ACCURACY = (
     "max_rel_error",
     "mean_rel_error",
     "min_cosine_similarity",
+    "rejected_by",
 )
 
 
@@ -374,16 +402,22 @@ def set_constraints(trial: Any, constraints: Mapping[str, float]) -> None:
 
 
 def seed_queue(study: Any, spec: StudySpec) -> None:
-    """Enqueues trial 0 (all defaults) and the known-good configurations, once per study."""
+    """Enqueues, once per study: trial 0 (all defaults), the known-good configurations (the
+    recipes an expert tries first), then the one-knob-at-a-time sweep (see `autotune.sweep`)."""
     if study.user_attrs.get("seeded"):
         return
     seen = set()
-    for partial in [{}] + spec.known_good:
+    sweep = [] if spec.target_options.build_only else sweep_configs(spec.space)
+    sweep_keys = []
+    for index, partial in enumerate([{}, *spec.known_good, *sweep]):
         config = spec.space.complete(partial)
         key = config_key(config)
         if key not in seen:
             seen.add(key)
             study.enqueue_trial(config, skip_if_exists=True)
+            if index > len(spec.known_good):
+                sweep_keys.append(key)
+    study.set_user_attr("sweep_keys", sweep_keys)
     study.set_user_attr("seeded", True)
 
 
@@ -397,19 +431,25 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "space_source": spec.space.source,
         "atol": spec.tolerance.atol,
         "rtol": spec.tolerance.rtol,
+        "accuracy_mode": spec.tolerance.mode,
+        "max_error": spec.tolerance.max_error,
+        "min_cosine": spec.tolerance.min_cosine,
+        "metric": spec.tolerance.metric,
         "dynamic_batch": spec.model.dynamic_batch,
         "shape_overrides": {k: list(v) for k, v in spec.shape_overrides.items()},
         "n_trials": spec.n_trials,
         "budget_s": spec.budget_s,
+        "latency_sla_ms": spec.latency_sla_ms,
         "start_options": spec.start_options,
     }
 
 
 def recover_state(study: Any, run: StudyRun) -> None:
-    """Rebuilds dedup maps from told trials; fails trials a dead run left RUNNING and
-    re-queues their configurations so they are measured again."""
+    """Rebuilds the loop's memory from told trials (dedup maps, failure rules, the sweep, the
+    baseline); fails trials a dead run left RUNNING and re-queues their configurations."""
     import optuna
 
+    history = []
     for frozen in study.get_trials(deepcopy=False):
         attrs = frozen.user_attrs
         if frozen.state == optuna.trial.TrialState.RUNNING:
@@ -422,8 +462,18 @@ def recover_state(study: Any, run: StudyRun) -> None:
             continue
         if "config_key" not in attrs or attrs.get("interrupted"):
             continue
+        state = {
+            optuna.trial.TrialState.COMPLETE: "complete",
+            optuna.trial.TrialState.FAIL: "failed",
+            optuna.trial.TrialState.PRUNED: "pruned",
+        }.get(frozen.state)
+        if state is not None:
+            history.append((frozen.number, state, dict(frozen.params), str(attrs.get("reason", ""))))
         if frozen.state == optuna.trial.TrialState.FAIL:
             run.keys.setdefault(attrs["config_key"], frozen.number)  # a failing configuration is not retried
+            continue
+        if frozen.state == optuna.trial.TrialState.PRUNED and attrs.get("ruled_out"):
+            run.keys.setdefault(attrs["config_key"], frozen.number)
             continue
         if frozen.state != optuna.trial.TrialState.COMPLETE:
             continue
@@ -434,8 +484,17 @@ def recover_state(study: Any, run: StudyRun) -> None:
             and "shared_measurement_with_trial" not in attrs
         ):
             run.measured.setdefault(attrs["digest"], _summary_from_attrs(frozen.number, attrs))
-        if frozen.number == 0 and "latency_ms_p50" in attrs:
+        if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
+            run.default_throughput = float(attrs.get("throughput", 0.0))
+    run.rules = rules_from_history(history)
+    run.done = finished_count(study)
+    run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
+    for frozen in study.get_trials(deepcopy=False):
+        key = frozen.user_attrs.get("config_key")
+        if key in study.user_attrs.get("sweep_keys", []) and frozen.state == optuna.trial.TrialState.COMPLETE:
+            run.sweep_told.append((dict(frozen.params), _feasible_throughput(frozen)))
+    run.controls_sent = len(study.user_attrs.get("drift", []))
 
 
 def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -447,6 +506,11 @@ def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]
         "accuracy": {k: attrs[k] for k in FLAT_ACCURACY if k in attrs}
         | {"outputs": details.get("errors_per_output", {})},
     }
+
+
+def _feasible_throughput(frozen: Any) -> float:
+    feasible = all(c <= 0 for c in frozen.user_attrs.get("constraints", [1.0]))
+    return float(frozen.user_attrs.get("throughput", 0.0)) if feasible else 0.0
 
 
 def count_trials(study: Any) -> dict[str, int]:
@@ -465,15 +529,27 @@ def count_trials(study: Any) -> dict[str, int]:
     return counts
 
 
-def finished_count(study: Any) -> int:
-    """Trials that count toward `--trials`: finished ones, except those a dead daemon
-    interrupted (their configurations are re-queued and counted when they re-run)."""
+# Trials that taught nothing new do not count toward --trials: a configuration already
+# measured (same config, or an artifact identical to an earlier trial's) or one a failure
+# rule had already ruled out.
+NOT_COUNTED = ("interrupted", "duplicate_of", "ruled_out", "shared_measurement_with_trial")
+
+
+def counts_toward_goal(frozen: Any, *, build_only: bool = False) -> bool:
+    """Whether a finished trial counts toward `--trials` (new information, not interrupted).
+    In a build-only study every build counts, identical engines included (a build is what
+    such a study is for)."""
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return sum(
-        1 for t in study.get_trials(deepcopy=False) if t.state in finished and not t.user_attrs.get("interrupted")
-    )
+    skip = NOT_COUNTED[:-1] if build_only else NOT_COUNTED
+    return frozen.state in finished and not any(key in frozen.user_attrs for key in skip)
+
+
+def finished_count(study: Any) -> int:
+    """Trials that count toward `--trials` (see `counts_toward_goal`)."""
+    build_only = bool(study.user_attrs.get("build_only"))
+    return sum(1 for t in study.get_trials(deepcopy=False) if counts_toward_goal(t, build_only=build_only))
 
 
 def run_study(
@@ -506,9 +582,11 @@ def run_study(
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     (spec.study_dir / "trials").mkdir(exist_ok=True)
     spec = replace(spec, target_options=replace(spec.target_options, cache_dir=spec.study_dir.resolve()))
+    spec, dropped = drop_inert_passes(spec)
     study = open_study(spec, create=True)
     for key, value in study_attrs(spec).items():
         study.set_user_attr(key, value)
+    study.set_user_attr("dropped_knobs", dropped)
     seed_queue(study, spec)
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
     run = StudyRun(started=time.monotonic(), budget_s=budget)
@@ -518,46 +596,123 @@ def run_study(
     if warnings:
         study.set_user_attr("warnings", warnings)
     space_size = spec.space.size() if _enumerable(spec.space) else math.inf
-    state = {"done": finished_count(study), "duplicates": 0, "stopping": False}
+    defaults_key = config_key(spec.space.default_config())
 
     def asking() -> bool:
         return (
             not run.out_of_time()
-            and not state["stopping"]
-            and (spec.n_trials is None or state["done"] + len(run.pending) < spec.n_trials)
+            and not run.stopping
+            and (spec.n_trials is None or run.done + len(run.pending) < spec.n_trials)
             and len(run.keys) < space_size
-            and state["duplicates"] < 200
+            and run.repeats < MAX_REPEATS
         )
+
+    def nothing_new() -> None:
+        """The last ask repeated or was ruled out: after a few, steer the sampler to a
+        configuration never measured and not ruled out (it may keep proposing the same)."""
+        run.repeats += 1
+        if run.repeats % REPEATS_BEFORE_FALLBACK == 0:
+            fresh = unmeasured_config(
+                spec.space, set(run.keys), lambda c: run.rules.ruled_out(c) is None, seed=spec.seed + run.repeats
+            )
+            if fresh is None:
+                run.repeats = MAX_REPEATS  # the reachable space is exhausted
+            else:
+                study.enqueue_trial(fresh, skip_if_exists=False)
 
     def fill() -> None:
         """Asks and submits until every worker is busy (or nothing more is to be asked)."""
-        while len(run.pending) < executor.capacity and asking():
+        maybe_control()
+        while run.busy() < executor.capacity and asking():
             trial = study.ask()
             config = spec.space.sample(trial)
             key = config_key(config)
             if key in run.keys:
-                state["duplicates"] += 1
                 _tell_duplicate(study, trial, run.keys[key])
-                state["done"] += 1
+                nothing_new()
                 continue
-            state["duplicates"] = 0
+            rule = run.rules.ruled_out(config)
             run.keys[key] = trial.number
+            if rule is not None:
+                _tell_ruled_out(study, trial, rule)
+                nothing_new()
+                continue
+            run.repeats = 0
             run.pending[trial.number] = trial
             executor.submit(_request(spec, trial.number, config, refs, run))
 
+    def maybe_control() -> None:
+        """Re-measures the defaults every CONTROL_EVERY counted trials, so that a machine
+        that drifts (thermal, a neighbour) shows in the report instead of in the ranking."""
+        due = (run.controls_sent + 1) * CONTROL_EVERY
+        if spec.target_options.build_only or run.reference_latency_s <= 0 or run.controls or run.done < due:
+            return
+        if run.stopping or run.out_of_time() or run.busy() >= executor.capacity:
+            return
+        run.controls_sent += 1
+        number = -run.controls_sent
+        request = _request(spec, number, spec.space.default_config(), refs, run)
+        request = replace(
+            request,
+            workdir=(spec.study_dir / "controls" / str(run.controls_sent)).resolve(),
+            shared_measurements={},
+            stop_rule=spec.stop_rule,
+        )
+        run.controls[number] = request
+        executor.submit(request)
+
+    def record_control(result: TrialResult) -> None:
+        run.controls.pop(result.number, None)
+        shutil.rmtree(spec.study_dir / "controls" / str(-result.number), ignore_errors=True)
+        if not result.measurements or run.reference_latency_s <= 0:
+            return
+        per_sample_s = result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1)
+        run.drift_ratio = per_sample_s / run.reference_latency_s
+        drift = list(study.user_attrs.get("drift", []))
+        drift.append(
+            {"after_trials": run.done, "ms_per_sample": per_sample_s * 1e3, "ratio_to_baseline": run.drift_ratio}
+        )
+        study.set_user_attr("drift", drift)
+
+    def learn(trial: Any, result: TrialResult) -> None:
+        """What a told result teaches the loop: the baseline, failure rules, the sweep."""
+        if config_key(result.config) == defaults_key and result.measurements and not run.reference_latency_s:
+            run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
+            run.default_throughput = result.throughput if result.feasible else 0.0
+        if result.state == "complete":
+            run.rules.record_success(result.config)
+        elif result.state in ("failed", "pruned"):
+            before = {r.reason for r in run.rules.enforced()}
+            rule = run.rules.record_failure(result.number, result.config, result.reason)
+            if rule is not None and rule.enforced and rule.reason not in before:
+                logging.getLogger("autotune").info("new rule: %s", rule.describe())
+        rules = [r.as_dict() for r in run.rules.rules()]
+        if rules != study.user_attrs.get("rules", []):
+            study.set_user_attr("rules", rules)
+        key = config_key(result.config)
+        if key in run.sweep_keys:
+            run.sweep_keys.discard(key)
+            run.sweep_told.append((dict(result.config), result.throughput if result.feasible else 0.0))
+            if not run.sweep_keys and run.default_throughput > 0 and not study.user_attrs.get("sweep_combined"):
+                combined = combine_winners(spec.space, run.sweep_told, run.default_throughput)
+                for config in combined:
+                    if config_key(config) not in run.keys:
+                        study.enqueue_trial(config, skip_if_exists=True)
+                study.set_user_attr("sweep_combined", [config_key(c) for c in combined])
+
     try:
         while True:
-            state["stopping"] = should_stop() or state["stopping"]  # polled even while workers are busy
+            run.stopping = should_stop() or run.stopping  # polled even while workers are busy
             fill()
-            if not run.pending:
+            if not run.pending and not run.controls:
                 break
             if run.budget_s is not None and time.monotonic() - run.started > run.budget_s + grace_s:
                 executor.cancel_all(f"budget spent: still running {grace_s:.0f} s after the budget ended")
-            arrived = [(run.pending.pop(r.number), r) for r in executor.wait(timeout_s=0.5)]
-            state["done"] += len(arrived)
-            for _, result in arrived:
-                if result.number == 0 and result.measurements:
-                    run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
+            results = executor.wait(timeout_s=0.5)
+            for control in [r for r in results if r.number in run.controls]:
+                record_control(control)
+            arrived = [(run.pending.pop(r.number), r) for r in results if r.number in run.pending]
+            run.done += sum(1 for _, r in arrived if _counts(r, spec))
             # Asynchronous workers get their next trials before the results are written: storage
             # writes overlap with running trials instead of leaving workers idle. (In-process,
             # the sampler sees each result before the next ask.)
@@ -570,7 +725,12 @@ def run_study(
                         result.digest,
                         {"number": result.number, "measurements": result.measurements, "accuracy": result.accuracy},
                     )
+                if config_key(result.config) == defaults_key:
+                    trial.set_user_attr("baseline", True)
+                if run.controls_sent and abs(run.drift_ratio - 1.0) > DRIFT_FLAG:
+                    trial.set_user_attr("drift_ratio", run.drift_ratio)
                 tell_result(study, trial, result, spec)
+                learn(trial, result)
                 if on_result is not None:
                     on_result(result, study)
             if arrived:
@@ -587,6 +747,36 @@ def run_study(
     finally:
         study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
     return study
+
+
+def _counts(result: TrialResult, spec: StudySpec) -> bool:
+    """Whether a result counts toward --trials (see `counts_toward_goal`)."""
+    return result.shared_with is None or spec.target_options.build_only
+
+
+def drop_inert_passes(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
+    """Applies every graph pass of the space to the model once; a pass that rewrites nothing
+    leaves the space (it could only repeat the measurement of the configuration without it).
+
+    Returns:
+        The spec with those `pass.*` knobs removed, and knob -> why it was dropped.
+    """
+    import onnx
+
+    from autotune.passes import inert_passes
+
+    names = [k[len(PASS_PREFIX) :] for k in spec.space.names if k.startswith(PASS_PREFIX)]
+    if not names:
+        return spec, {}
+    try:
+        inert = inert_passes(onnx.load(str(spec.model.path)), names)
+    except Exception as exc:  # noqa: BLE001 - a pass that cannot run on this model is searched as before
+        logging.getLogger("autotune").warning("could not pre-apply the graph passes: %s", exc)
+        return spec, {}
+    space = spec.space
+    for name in inert:
+        space = space.restrict(PASS_PREFIX + name, [])
+    return replace(spec, space=space), {PASS_PREFIX + name: why for name, why in inert.items()}
 
 
 def _enumerable(space: SearchSpace) -> bool:
@@ -614,11 +804,21 @@ def _tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
         set_constraints(trial, dict(zip(names, original.user_attrs.get("constraints", [1.0]), strict=False)))
         study.tell(trial, list(original.values))
     else:
-        state = (
-            "failed" if original is not None and original.state == optuna.trial.TrialState.FAIL else "not complete yet"
+        state = {optuna.trial.TrialState.FAIL: "failed", optuna.trial.TrialState.PRUNED: "was pruned"}.get(
+            original.state if original is not None else None, "is not complete yet"
         )
         trial.set_user_attr("reason", f"duplicate of trial {original_number}, which {state}")
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def _tell_ruled_out(study: Any, trial: Any, rule: Rule) -> None:
+    """A configuration a failure rule covers: not run, told as pruned with the rule."""
+    import optuna
+
+    trial.set_user_attr("ruled_out", True)
+    knobs = ", ".join(f"{k}={v}" for k, v in rule.knobs.items())
+    trial.set_user_attr("reason", f"ruled out: {knobs} failed as '{rule.reason}' in trials {rule.trials}")
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 
 
 def _request(

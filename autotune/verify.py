@@ -1,36 +1,76 @@
 """Accuracy of a candidate against the FP32 reference, with Polygraphy's comparator.
 
-Polygraphy's `SimpleCompareFunc` decides pass/fail elementwise (an element mismatches only
-when both its absolute and its relative difference exceed the tolerances) and reports the
-max/mean absolute and relative differences. Relative differences divide by the *second*
-result, so the reference goes second. Cosine similarity is added here.
+Polygraphy's `SimpleCompareFunc` computes the max/mean absolute and relative differences of
+each output (relative differences divide by the *second* result, so the reference goes
+second). Which candidates pass is one of three criteria:
+
+- "scale" (default): each output's max absolute error over that output's own reference range
+  is at most `max_error`, and its cosine similarity at least `min_cosine`. An error is judged
+  against what the output spans, so a detector's boxes in pixels (range ~640) may move by half
+  a pixel while its scores in [0, 1] may not move by 0.3.
+- "elementwise": Polygraphy's test, an element mismatches only when both its absolute and its
+  relative difference exceed `atol`/`rtol`. Strict on large-magnitude outputs: 0.5 px on a box
+  at x=20 is 2.5% relative.
+- a task metric, `Tolerance.metric = "module:function"`, decides instead (see `load_metric`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+
+from autotune.errors import MetricError
+
+ACCURACY_MODES = ("scale", "elementwise")
+# Task metrics shipped with autotune, by the short names the CLI accepts.
+BUILTIN_METRICS = {"top1": "autotune.metrics:top1", "top5": "autotune.metrics:top5"}
+# A reference whose range and magnitude are both below this is all zeros up to float32
+# rounding: no range to judge an error against.
+DEGENERATE_SCALE = 1e-12
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Accuracy tolerance against the FP32 reference.
+    """Accuracy tolerance against the FP32 reference (frozen and picklable: Ray workers get it).
 
     Args:
-        atol (float): absolute tolerance. Default: 1e-2.
-        rtol (float): relative tolerance. Default: 1e-2.
+        atol (float): absolute tolerance of "elementwise" mode; in "scale" mode the largest
+            absolute error a degenerate (all-zero) output may have. Default: 1e-2.
+        rtol (float): relative tolerance of "elementwise" mode. Default: 1e-2.
+        mode (str): "scale" or "elementwise" (see the module docstring). Default: "scale".
+        max_error (float): "scale" mode's limit on max abs error over the output's reference
+            range (max - min, else max |ref|). Default: 1e-2 (1% of the range).
+        min_cosine (float): "scale" mode's lowest cosine similarity. Default: 0.99.
+        metric (str | None): "module:function" (or "top1"/"top5") of a task metric that decides
+            pass/fail instead of `mode`. Default: None.
     """
 
     atol: float = 1e-2
     rtol: float = 1e-2
+    mode: str = "scale"
+    max_error: float = 1e-2
+    min_cosine: float = 0.99
+    metric: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ACCURACY_MODES:
+            raise ValueError(f"Tolerance.mode {self.mode!r}: expected one of {', '.join(ACCURACY_MODES)}")
 
 
 @dataclass(frozen=True)
 class OutputError:
-    """Errors of one output against the reference."""
+    """Errors of one output against the reference, and its verdict under the tolerance's mode.
+
+    `reference_range` is the scale "scale" mode judges against (0 for a degenerate output,
+    whose `error_over_range` is then its absolute error); `rejected_by` says which criterion
+    rejected the output and by how much (empty when it passed).
+    """
 
     max_abs_error: float
     max_rel_error: float
@@ -40,6 +80,9 @@ class OutputError:
     passed: bool
     max_abs_reference: float = 0.0
     scale_floor: float = 0.0
+    reference_range: float = 0.0
+    error_over_range: float = 0.0
+    rejected_by: str = ""
 
     @property
     def normalized_error(self) -> float:
@@ -53,14 +96,46 @@ class OutputError:
 
 
 @dataclass(frozen=True)
+class MetricVerdict:
+    """What a task metric said of a candidate: its error (lower is better) and verdict."""
+
+    name: str
+    error: float
+    passed: bool
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"metric {self.name}: error {self.error:.3g}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
 class AccuracyReport:
-    """Per-output errors and the summary numbers the study optimizes and constrains."""
+    """Per-output errors and the summary numbers the study optimizes and constrains.
+
+    `criterion` is the tolerance's mode, or "metric" when a task metric decides; `metric` is
+    None when none was run (none given, or an output was missing or misshapen).
+    """
 
     outputs: dict[str, OutputError]
+    criterion: str = "scale"
+    metric: MetricVerdict | None = None
 
     @property
     def passed(self) -> bool:
+        if self.metric is not None:
+            return self.metric.passed
         return all(o.passed for o in self.outputs.values())
+
+    @property
+    def rejected_by(self) -> str:
+        """Which criterion rejected the candidate and by how much; empty when it passed."""
+        if self.passed:
+            return ""
+        if self.metric is not None:
+            return self.metric.describe()
+        failed = [o.rejected_by for o in self.outputs.values() if not o.passed]
+        more = f"; and {len(failed) - 3} more outputs" if len(failed) > 3 else ""
+        return "; ".join(failed[:3]) + more
 
     @property
     def max_abs_error(self) -> float:
@@ -76,8 +151,14 @@ class AccuracyReport:
 
     @property
     def normalized_error(self) -> float:
-        """The error the study minimizes: worst output's max abs error over its magnitude."""
-        return max(o.normalized_error for o in self.outputs.values())
+        """The error the study minimizes: the metric's error when one decides; in "scale" mode
+        the worst output's max abs error over its reference range; in "elementwise" mode over
+        its largest reference magnitude (floored at atol)."""
+        if self.metric is not None:
+            return self.metric.error
+        if self.criterion == "elementwise":
+            return max(o.normalized_error for o in self.outputs.values())
+        return max(o.error_over_range for o in self.outputs.values())
 
     @property
     def min_cosine_similarity(self) -> float:
@@ -91,6 +172,9 @@ class AccuracyReport:
             "mean_rel_error": self.mean_rel_error,
             "min_cosine_similarity": self.min_cosine_similarity,
             "normalized_error": self.normalized_error,
+            "criterion": self.criterion,
+            "rejected_by": self.rejected_by,
+            **({"metric": asdict(self.metric)} if self.metric is not None else {}),
             "outputs": {name: asdict(o) for name, o in self.outputs.items()},
         }
 
@@ -111,7 +195,13 @@ def compare_outputs(
 ) -> AccuracyReport:
     """Compares `candidate` outputs with `reference` outputs (same names) under `tolerance`.
 
-    A missing output or a shape mismatch counts as a failure with infinite error.
+    A missing output or a shape mismatch counts as a failure with infinite error, whatever
+    the criterion. With `tolerance.metric` the metric decides; the per-output verdicts of
+    `tolerance.mode` are still recorded.
+
+    Raises:
+        MetricError: the metric does not import, raises, or returns something other than
+            `(error, passed)` or `{"error", "passed"[, "detail"]}`.
     """
     from polygraphy import comparator as pg
     from polygraphy.comparator import Comparator, IterationResult, RunResults
@@ -135,16 +225,143 @@ def compare_outputs(
         stats = per_iteration.get(name) if name in cand else None
         if stats is None or cand[name].shape != ref_value.shape:
             inf = float("inf")
-            errors[name] = OutputError(inf, inf, inf, inf, 0.0, False, 0.0)
+            problem = (
+                "missing from the candidate"
+                if name not in cand
+                else f"shape {list(cand[name].shape)} differs from the reference's {list(ref_value.shape)}"
+            )
+            errors[name] = OutputError(
+                inf, inf, inf, inf, 0.0, False, error_over_range=inf, rejected_by=f"output {name!r}: {problem}"
+            )
             continue
+        wide = ref_value.astype(np.float64)
+        max_abs_error = float(stats.max_absdiff)
+        cosine = _cosine(cand[name], ref_value)
+        reference_range = float(np.ptp(wide)) if wide.size else 0.0
+        if reference_range <= DEGENERATE_SCALE:
+            reference_range = float(np.max(np.abs(wide))) if wide.size else 0.0
+        degenerate = reference_range <= DEGENERATE_SCALE
+        error_over_range = max_abs_error if degenerate else max_abs_error / reference_range
+        if tolerance.mode == "elementwise":
+            rejected_by = "" if bool(stats) else _elementwise_rejection(name, stats, tolerance)
+        else:
+            rejected_by = _scale_rejection(
+                name, cand[name], max_abs_error, reference_range, degenerate, cosine, tolerance
+            )
         errors[name] = OutputError(
-            max_abs_error=float(stats.max_absdiff),
+            max_abs_error=max_abs_error,
             max_rel_error=float(stats.max_reldiff),
             mean_abs_error=float(stats.mean_absdiff),
             mean_rel_error=float(stats.mean_reldiff),
-            cosine_similarity=_cosine(cand[name], ref_value),
-            passed=bool(stats),
-            max_abs_reference=float(np.max(np.abs(ref_value))) if ref_value.size else 0.0,
+            cosine_similarity=cosine,
+            passed=not rejected_by,
+            max_abs_reference=float(np.max(np.abs(wide))) if wide.size else 0.0,
             scale_floor=tolerance.atol,
+            reference_range=0.0 if degenerate else reference_range,
+            error_over_range=error_over_range,
+            rejected_by=rejected_by,
         )
-    return AccuracyReport(errors)
+    if tolerance.metric is None:
+        return AccuracyReport(errors, criterion=tolerance.mode)
+    complete = len(cand) == len(ref) and all(cand[n].shape == ref[n].shape for n in ref)
+    verdict = run_metric(tolerance.metric, cand, ref) if complete else None
+    return AccuracyReport(errors, criterion="metric", metric=verdict)
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.3g}%"
+
+
+def _scale_rejection(
+    name: str,
+    candidate: np.ndarray,
+    max_abs_error: float,
+    reference_range: float,
+    degenerate: bool,
+    cosine: float,
+    tolerance: Tolerance,
+) -> str:
+    """Why "scale" mode rejects this output (empty when it passes)."""
+    if np.issubdtype(candidate.dtype, np.floating) and not np.all(np.isfinite(candidate)):
+        return f"output {name!r}: the candidate has NaN or infinite values"
+    if degenerate:
+        if max_abs_error <= tolerance.atol:
+            return ""
+        return (
+            f"output {name!r}: the reference is zero everywhere, and max abs error {max_abs_error:.3g} is over the "
+            f"absolute floor {tolerance.atol:g}"
+        )
+    error_over_range = max_abs_error / reference_range
+    if not error_over_range <= tolerance.max_error:
+        return (
+            f"output {name!r}: max abs error {max_abs_error:.3g} is {_percent(error_over_range)} of its range "
+            f"{reference_range:.3g} (limit {_percent(tolerance.max_error)})"
+        )
+    if not cosine >= tolerance.min_cosine:
+        return f"output {name!r}: cosine {cosine:.4g} < {tolerance.min_cosine:g}"
+    return ""
+
+
+def _elementwise_rejection(name: str, stats: Any, tolerance: Tolerance) -> str:
+    return (
+        f"output {name!r}: elements differ by more than both atol {tolerance.atol:g} and rtol {tolerance.rtol:g} "
+        f"(max abs error {float(stats.max_absdiff):.3g}, max rel error {float(stats.max_reldiff):.3g})"
+    )
+
+
+def load_metric(spec: str) -> Callable[..., Any]:
+    """The task metric named `spec`: "package.module:function", or a short name of
+    `BUILTIN_METRICS` ("top1", "top5").
+
+    Raises:
+        MetricError: `spec` is not "module:function", the module does not import, or the
+            attribute is missing or not callable.
+    """
+    full = BUILTIN_METRICS.get(spec, spec)
+    module_name, _, function_name = full.partition(":")
+    if not module_name or not function_name:
+        raise MetricError(f"metric {spec!r}: expected module:function, or one of {', '.join(BUILTIN_METRICS)}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure of user code is a bad metric name
+        raise MetricError(f"metric {spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise MetricError(f"metric {spec!r}: {module_name} has no callable {function_name!r}")
+    return function
+
+
+def run_metric(spec: str, candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> MetricVerdict:
+    """Runs the task metric `spec` on one candidate's outputs and checks what it returns.
+
+    The metric is called as `metric(candidate, reference)` (dicts of output name to array) and
+    returns `(error, passed)` or `{"error": float, "passed": bool, "detail": str}` (detail optional).
+
+    Raises:
+        MetricError: the metric does not load, raises, or returns anything else.
+    """
+    function = load_metric(spec)
+    try:
+        returned = function(candidate, reference)
+    except Exception as exc:  # the metric is user code: any failure fails this trial's verification
+        message = " ".join(str(exc).split())[:300]
+        raise MetricError(f"metric {spec}: raised {type(exc).__name__}: {message}") from exc
+    detail: Any = ""
+    if isinstance(returned, Mapping) and "error" in returned and "passed" in returned:
+        error, passed, detail = returned["error"], returned["passed"], returned.get("detail", "")
+    elif isinstance(returned, tuple | list) and len(returned) == 2:
+        error, passed = returned
+    else:
+        raise MetricError(
+            f"metric {spec}: returned {_short(returned)}; expected (error, passed) or a dict with 'error' and 'passed'"
+        )
+    if isinstance(error, bool) or not isinstance(error, int | float | np.number) or math.isnan(float(error)):
+        raise MetricError(f"metric {spec}: error {_short(error)} is not a number")
+    if not isinstance(passed, bool | np.bool_):
+        raise MetricError(f"metric {spec}: passed {_short(passed)} is not a bool")
+    return MetricVerdict(name=spec, error=float(error), passed=bool(passed), detail=" ".join(str(detail).split()))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -30,3 +30,18 @@ class MisbehavingTarget(OnnxRuntimeTarget):
         built.info["cpu_affinity"] = sorted(os.sched_getaffinity(0))  # what this trial was pinned to
         built.info["pid"] = os.getpid()
         return built
+
+
+class UnsupportedComboTarget(OnnxRuntimeTarget):
+    """Refuses one combination of two knobs, the way a provider refuses CUDA graph + NHWC:
+    parallel execution with intra-op spinning off fails to build, every time, with the same
+    message; everything else builds normally."""
+
+    name = "unsupported-combo"
+
+    def build(self, model_path, config, workdir, input_shapes):
+        from autotune.errors import BuildError
+
+        if config.get("execution_mode") == "parallel" and config.get("intra_op_spinning") is False:
+            raise BuildError(f"this provider cannot run parallel execution without spinning ({workdir.name})")
+        return super().build(model_path, config, workdir, input_shapes)

@@ -166,3 +166,37 @@ def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
     assert "missing.onnx: no such file" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--accuracy", "strict"], ["--accuracy 'strict'", "scale or elementwise"]),
+        (["--accuracy", "scale", "--atol", "1e-3"], ["--atol/--rtol", "--accuracy scale", "--max-error"]),
+        (["--atol", "1e-3", "--max-error", "0.05"], ["--max-error", "--atol/--rtol"]),
+        (["--min-cosine", "1.5"], ["--min-cosine '1.5'", "at most 1"]),
+        (["--min-cosine", "0"], ["--min-cosine '0'", "greater than zero"]),
+        (["--min-cosine", "high"], ["--min-cosine 'high'", "expected a number"]),
+        (["--accuracy", "elementwise", "--min-cosine", "0.9"], ["--min-cosine '0.9'", "--accuracy scale only"]),
+        (["--max-error", "-1"], ["--max-error '-1'"]),
+    ],
+)
+def test_bad_accuracy_flags_are_rejected(capsys, results_dir, tiny_model, flags, fragments):
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), *flags))
+    assert_rejected(code, err, *fragments)
+    assert not results_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("metric", "fragment"),
+    [
+        ("top3", "expected module:function"),
+        ("no_such_module_xyz:score", "cannot import no_such_module_xyz"),
+        ("autotune.metrics:top7", "no callable 'top7'"),
+        ("autotune.metrics:MIN_AGREEMENT", "no callable 'MIN_AGREEMENT'"),
+    ],
+)
+def test_a_metric_that_cannot_be_loaded_is_rejected(capsys, results_dir, tiny_model, metric, fragment):
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--metric", metric))
+    assert_rejected(code, err, f"--metric {metric!r}", fragment)
+    assert not results_dir.exists()

@@ -71,10 +71,25 @@ def finished(tmp_path_factory):
 
 
 def test_a_study_completes_the_requested_number_of_trials(finished):
+    from autotune.study import finished_count
+
     _, _, study = finished
     states = [t.state for t in study.trials]
-    assert len(states) == 10
     assert all(s != optuna.trial.TrialState.RUNNING for s in states)
+    assert finished_count(study) == 10
+
+
+def test_repeats_do_not_consume_the_trial_budget(finished):
+    """Trials beyond the ten counted ones are exactly those that brought nothing new."""
+    from autotune.study import NOT_COUNTED
+
+    _, _, study = finished
+    told = [t for t in study.trials if t.state.is_finished()]
+    uncounted = [t for t in told if any(key in t.user_attrs for key in NOT_COUNTED)]
+    assert len(told) == 10 + len(uncounted)
+    for trial in uncounted:
+        original = trial.user_attrs.get("duplicate_of", trial.user_attrs.get("shared_measurement_with_trial"))
+        assert original is not None and original < trial.number
 
 
 def test_trial_zero_is_the_default_configuration(finished):
@@ -135,23 +150,78 @@ def test_best_dir_has_model_manifest_and_report(finished):
     assert manifest["host"]["cpu_count"] >= 1
     assert (best / "model.onnx").is_file()
     report = (best / "report.md").read_text()
-    assert "Pareto front" in report
-    if manifest["trial"] == 0:  # no finalist beat the defaults when re-measured interleaved
-        assert manifest["speedup_over_defaults"] is None and "No configuration beat the defaults" in report
-    else:
-        assert manifest["speedup_over_defaults"]["median"] >= 1.0 and "Speedup over trial 0" in report
+    assert "Pareto front" in report and "Noise floor (A/A control" in report
+    assert set(manifest["aa_control"]) >= {"median", "p25", "p75"}
+    if manifest["speedup_over_defaults"] is not None:
+        assert manifest["speedup_over_defaults"]["p25"] > manifest["aa_control"]["p75"]
 
 
-def test_the_chosen_best_has_the_highest_paired_speedup_among_the_finalists(finished):
+def test_each_batch_answer_is_paired_against_the_defaults_at_that_batch(finished):
+    from autotune.report import stored_answers
+
     _, _, study = finished
-    candidates = study.user_attrs["paired_candidates"]
-    assert candidates
-    chosen = chosen_trial(study).number
-    top = max(candidates, key=lambda n: candidates[n]["median"])
-    if candidates[top]["median"] >= 1.0:
-        assert chosen == int(top)
-    else:
-        assert chosen == 0
+    answers = stored_answers(study)
+    assert 1 in answers
+    zero = study.trials[0]
+    for batch, answer in answers.items():
+        trial = study.trials[answer.trial]
+        assert trial.user_attrs["batch_size"] == batch
+        if answer.verdict == "faster":
+            assert answer.speedup.median > 1.0 and answer.speedup.p25 > study.user_attrs["aa_control"]["p75"]
+        elif answer.speedup is not None:  # the defaults at this batch stay the answer
+            assert {k: v for k, v in trial.params.items() if k != "batch_size"} == {
+                k: v for k, v in zero.params.items() if k != "batch_size"
+            }
+    best = chosen_trial(study)
+    assert best.number == max(answers.values(), key=lambda a: a.samples_per_s).trial
+
+
+def test_a_speedup_inside_the_aa_interval_is_no_difference_and_the_defaults_stay():
+    from autotune.finalize import choose_answers
+    from autotune.report import Speedup
+
+    class Trial:
+        def __init__(self, number, batch, throughput, params):
+            self.number, self.values, self.params = number, [throughput, 1e-4], params
+            self.user_attrs = {"batch_size": batch, "constraints": [-1.0], "digest": f"d{number}",
+                               "latency_ms_p50": 1e3 * batch / throughput}  # fmt: skip
+            self.state = optuna.trial.TrialState.COMPLETE
+
+    class Study:
+        user_attrs: dict = {}
+
+        def __init__(self, trials):
+            self.trials = trials
+
+        def get_trials(self, deepcopy=False):
+            return self.trials
+
+    zero = Trial(0, 1, 100.0, {"level": "all", "batch_size": 1})
+    tuned = Trial(1, 1, 110.0, {"level": "basic", "batch_size": 1})
+    study = Study([zero, tuned])
+    aa = Speedup(median=1.0, p25=0.97, p75=1.03, rounds=21, default_ms_per_sample=10.0, best_ms_per_sample=10.0)
+
+    def paired(median, p25, p75):
+        return lambda request: {"speedup_median": median, "speedup_p25": p25, "speedup_p75": p75, "rounds": 21,
+                                "a_ms_per_sample_median": 10.0, "b_ms_per_sample_median": 10.0 / median}  # fmt: skip
+
+    import autotune.finalize as fin
+
+    fin.measure_speedup, original = (
+        lambda study, zero, t, batch, rounds, fn: Speedup(**{
+            "median": fn(None)["speedup_median"], "p25": fn(None)["speedup_p25"], "p75": fn(None)["speedup_p75"],
+            "rounds": 21, "default_ms_per_sample": 10.0, "best_ms_per_sample": 10.0 / fn(None)["speedup_median"]}),
+        fin.measure_speedup,
+    )  # fmt: skip
+    try:
+        inside = choose_answers(study, zero, 21, paired(1.02, 0.99, 1.05), aa)[1]
+        assert inside.verdict == "no measurable difference" and inside.trial == 0
+        slower = choose_answers(study, zero, 21, paired(0.9, 0.85, 0.95), aa)[1]
+        assert slower.verdict == "slower" and slower.trial == 0
+        faster = choose_answers(study, zero, 21, paired(1.2, 1.1, 1.3), aa)[1]
+        assert faster.verdict == "faster" and faster.trial == 1 and faster.speedup.median == 1.2
+    finally:
+        fin.measure_speedup = original
 
 
 def test_export_writes_a_model_that_reproduces_the_recorded_outputs(finished, tmp_path):
@@ -184,14 +254,98 @@ def test_export_of_a_named_trial_regenerates_pruned_files(finished, tmp_path):
     assert (out / "model.onnx").stat().st_size > 0
 
 
-def test_status_and_list_show_the_study(finished, capsys):
-    results, _, _ = finished
+def test_every_command_names_the_same_answer(finished, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # rich tables: no wrapping inside a cell
+    results, _, study = finished
+    number = study.user_attrs["best_trial"]
     assert main(["status", "tiny", "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out
-    assert "10 complete" in out or "complete" in out
-    assert "Pareto front" in out
+    assert f"trial {number} (chosen by paired re-measurement" in out and "10 counted" in out
+    assert f"*{number} " in out  # the printed front marks the answer
     assert main(["list", "--results-dir", str(results)]) == 0
-    assert "tiny" in capsys.readouterr().out
+    assert f"trial {number} (" in capsys.readouterr().out
+    assert main(["export", "tiny", "-o", str(tmp_path / "e"), "--results-dir", str(results)]) == 0
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["trial"] == number
+    assert f"Trial {number}:" in (results / "tiny" / "report.md").read_text()
+
+
+def test_report_renders_the_stored_choice_and_never_rechooses(finished):
+    results, _, study = finished
+    before = (study.user_attrs["best_trial"], study.user_attrs["answers"])
+    manifest = (results / "tiny" / "best" / "manifest.json").read_text()
+    assert main(["report", "tiny", "--results-dir", str(results)]) == 0
+    after = load(results, "tiny")
+    assert (after.user_attrs["best_trial"], after.user_attrs["answers"]) == before
+    assert (results / "tiny" / "best" / "manifest.json").read_text() == manifest
+    assert f"Trial {before[0]}:" in (results / "tiny" / "best" / "report.md").read_text()
+
+
+def test_export_batch_exports_that_batchs_answer(finished, tmp_path):
+    from autotune.report import stored_answers
+
+    results, _, study = finished
+    for batch, answer in stored_answers(study).items():
+        out = tmp_path / f"b{batch}"
+        assert main(["export", "tiny", "-o", str(out), "--batch", str(batch), "--results-dir", str(results)]) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["trial"] == answer.trial and manifest["batch_size"] == batch
+    assert main(["export", "tiny", "-o", str(tmp_path / "x"), "--batch", "3", "--results-dir", str(results)]) == 2
+
+
+def test_a_pass_with_no_rewrite_leaves_the_space(tmp_path, tiny_model):
+    space = tmp_path / "passes.yaml"
+    space.write_text(
+        "target: onnxruntime\nknobs:\n"
+        "  graph_optimization_level: {type: categorical, choices: [basic, all], default: all}\n"
+        "  pass.remove_redundant_transposes: {type: bool, default: false}\n"
+        "  pass.fuse_gelu: {type: bool, default: false}\n"
+    )
+    results = tmp_path / "results"
+    assert tune(results, tiny_model, "passes", "--space", str(space), "--trials", "4") == 0
+    study = load(results, "passes")
+    dropped = study.user_attrs["dropped_knobs"]
+    assert list(dropped) == ["pass.fuse_gelu"] and "0 rewrites" in dropped["pass.fuse_gelu"]
+    assert all("pass.fuse_gelu" not in t.params for t in study.trials)
+    assert any(t.params.get("pass.remove_redundant_transposes") for t in study.trials)
+    assert "pass.fuse_gelu: 0 rewrites" in (results / "passes" / "report.md").read_text()
+
+
+COMBO_SPACE = """
+knobs:
+  graph_optimization_level: {type: categorical, choices: [basic, extended, all], default: all}
+  execution_mode: {type: categorical, choices: [sequential, parallel], default: sequential}
+  intra_op_spinning: {type: bool, default: true}
+known_good:
+  - {execution_mode: parallel, intra_op_spinning: false, graph_optimization_level: basic}
+  - {execution_mode: parallel, intra_op_spinning: false, graph_optimization_level: extended}
+  - {execution_mode: parallel, intra_op_spinning: false, graph_optimization_level: all}
+"""
+
+
+def test_a_combination_that_failed_twice_is_never_run_again_also_after_resume(
+    tmp_path, tiny_model, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "300")
+    space = tmp_path / "combo.yaml"
+    space.write_text(COMBO_SPACE)
+    results = tmp_path / "results"
+    target = ["--target", "tests.crashing_target:UnsupportedComboTarget", "--space", str(space)]
+    assert tune(results, tiny_model, "combo", *target, "--trials", "3") == 0
+    study = load(results, "combo")
+    (rule,) = [r for r in study.user_attrs["rules"] if r["enforced"]]
+    assert rule["knobs"] == {"execution_mode": "parallel", "intra_op_spinning": False}
+    assert "cannot run parallel execution without spinning" in rule["reason"]
+    # Resumed with room for every configuration: the third combination is ruled out, not run.
+    assert tune(results, tiny_model, "combo", *target, "--trials", "20") == 0
+    study = load(results, "combo")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 2
+    ruled = [t for t in study.trials if t.user_attrs.get("ruled_out")]
+    assert ruled and all(t.params["execution_mode"] == "parallel" and not t.params["intra_op_spinning"] for t in ruled)
+    assert all("ruled out: execution_mode=parallel" in t.user_attrs["reason"] for t in ruled)
+    assert main(["status", "combo", "--results-dir", str(results)]) == 0
+    assert "never again: execution_mode=parallel, intra_op_spinning=False" in capsys.readouterr().out
+    assert "Rules learned from failures" in (results / "combo" / "report.md").read_text()
 
 
 def test_a_small_space_stops_when_every_configuration_is_measured(tmp_path, tiny_model, small_space):
@@ -229,12 +383,14 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_p
 
 
 def test_resuming_keeps_told_trials_and_adds_new_ones(tmp_path, tiny_model):
+    from autotune.study import finished_count
+
     results = tmp_path / "results"
     assert tune(results, tiny_model, "resume", "--trials", "4") == 0
     first = {t.number: t.values for t in load(results, "resume").trials if t.values}
     assert tune(results, tiny_model, "resume", "--trials", "7") == 0
     study = load(results, "resume")
-    assert len(study.trials) == 7
+    assert finished_count(study) == 7
     for number, values in first.items():
         assert study.trials[number].values == values
 
@@ -272,11 +428,13 @@ def test_storage_url_puts_the_study_in_the_given_database(tmp_path, tiny_model, 
     url = f"sqlite:///{tmp_path / 'team.db'}"
     results = tmp_path / "results"
     assert tune(results, tiny_model, "shared", "--space", str(small_space), "--trials", "3", "--storage", url) == 0
+    from autotune.study import finished_count
+
     study = optuna.load_study(study_name="shared", storage=url)
-    assert len(study.trials) == 3
+    assert finished_count(study) == 3
     assert not (results / "shared" / "study.db").exists()
     assert main(["status", "shared", "--results-dir", str(results), "--storage", url]) == 0
-    assert "3 complete" in capsys.readouterr().out
+    assert "3 counted" in capsys.readouterr().out
 
 
 def test_float_rounding_errors_are_told_as_equal_and_real_errors_are_not():

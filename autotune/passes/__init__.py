@@ -90,6 +90,25 @@ def apply_passes(
     return current, rewrites
 
 
+def inert_passes(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, str]:
+    """The passes among `names` that rewrite nothing in `model`, with the reason in words.
+
+    A pass is inert when it finds no match both in the canonical chain of all `names` (where
+    an earlier pass can expose a pattern, e.g. folded constants) and applied alone. Such a
+    pass is a knob that cannot change the engine: searching it only repeats measurements.
+    """
+    selected = [n for n in PASSES if n in set(names)]
+    _, chained = apply_passes(model, selected)
+    inert = {}
+    for name in selected:
+        if chained.get(name, 0) > 0:
+            continue
+        _, alone = apply_passes(model, [name])
+        if alone.get(name, 0) == 0:
+            inert[name] = "0 rewrites on this model (alone and after the other passes)"
+    return inert
+
+
 __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_FP32_BLOCK_LIST",
@@ -106,6 +125,7 @@ __all__ = [
     "fuse_gelu",
     "fuse_groupnorm",
     "fuse_layernorm",
+    "inert_passes",
     "move_reduce_axis_last",
     "pad_matmul_to_multiple",
     "remove_redundant_transposes",

@@ -1,0 +1,118 @@
+"""Rules a study learns from its failures: knob combinations never to propose again.
+
+A trial that fails with "cannot use the graph capture feature" teaches nothing the second
+time. When two or more trials fail with the same *failure class* (the reason with its
+numbers, paths and quoted names blanked out), the knob values they have in common are
+taken as the cause: a configuration holding all of them is predicted to fail the same way,
+so the study does not run it. The rule is the intersection of every failing configuration
+of that class, so each new failure can only make it more general, and a rule that a
+*successful* trial satisfies is wrong by construction and is not enforced (a coincidence of
+two unrelated failures cannot rule out what is known to work; trial 0 guards the defaults).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Failures that say nothing about the configuration: the machine or the user stopped it.
+NOT_ABOUT_CONFIG = ("interrupted", "cancelled", "budget spent", "stopped", "duplicate of", "ruled out")
+MIN_FAILURES = 2
+_BLANKS = (
+    (re.compile(r"(/[\w.+-]+)+"), "<path>"),
+    (re.compile(r"0x[0-9a-fA-F]+"), "<hex>"),
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "<name>"),
+    (re.compile(r"\d+(\.\d+)?(e-?\d+)?"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def failure_class(reason: str) -> str | None:
+    """The reason with what varies from run to run blanked out, or None when the failure is
+    not about the configuration (interrupted, cancelled, out of budget)."""
+    text = reason.strip()
+    if not text or any(marker in text.lower() for marker in NOT_ABOUT_CONFIG):
+        return None
+    # "too slow: median 41.2 ms ... over 10x the default's 3.1 ms" is one class whatever the numbers.
+    text = text.split(" (", 1)[0] if text.startswith("too slow") else text
+    for pattern, blank in _BLANKS:
+        text = pattern.sub(blank, text)
+    return text[:160].strip()
+
+
+@dataclass
+class Rule:
+    """Knob values that, held together, made every trial of one failure class fail."""
+
+    knobs: dict[str, Any]
+    reason: str
+    trials: list[int] = field(default_factory=list)
+    enforced: bool = True
+
+    def matches(self, config: Mapping[str, Any]) -> bool:
+        return bool(self.knobs) and all(k in config and config[k] == v for k, v in self.knobs.items())
+
+    def describe(self) -> str:
+        knobs = ", ".join(f"{k}={v}" for k, v in self.knobs.items())
+        return f"{knobs} -> {self.reason} (trials {', '.join(map(str, self.trials))})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"knobs": self.knobs, "reason": self.reason, "trials": self.trials, "enforced": self.enforced}
+
+
+@dataclass
+class FailureRules:
+    """Failures seen so far, grouped by class, and the rules they imply.
+
+    Args:
+        succeeded (list): configurations known to work (a rule they satisfy is not enforced).
+    """
+
+    failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    succeeded: list[dict[str, Any]] = field(default_factory=list)
+
+    def record_failure(self, number: int, config: Mapping[str, Any], reason: str) -> Rule | None:
+        """Adds a failure; returns the rule of its class when one (now) exists."""
+        cls = failure_class(reason)
+        if cls is None:
+            return None
+        self.failures.setdefault(cls, []).append((number, dict(config)))
+        return self.rule_for(cls)
+
+    def record_success(self, config: Mapping[str, Any]) -> None:
+        self.succeeded.append(dict(config))
+
+    def rule_for(self, cls: str) -> Rule | None:
+        seen = self.failures.get(cls, [])
+        if len(seen) < MIN_FAILURES:
+            return None
+        common = dict(seen[0][1])
+        for _, config in seen[1:]:
+            common = {k: v for k, v in common.items() if k in config and config[k] == v}
+        rule = Rule(knobs=common, reason=cls, trials=[n for n, _ in seen])
+        rule.enforced = bool(common) and not any(rule.matches(ok) for ok in self.succeeded)
+        return rule
+
+    def rules(self) -> list[Rule]:
+        found = (self.rule_for(cls) for cls in self.failures)
+        return [r for r in found if r is not None]
+
+    def enforced(self) -> list[Rule]:
+        return [r for r in self.rules() if r.enforced]
+
+    def ruled_out(self, config: Mapping[str, Any]) -> Rule | None:
+        """The enforced rule `config` falls under, or None."""
+        return next((r for r in self.enforced() if r.matches(config)), None)
+
+
+def rules_from_history(history: Iterable[tuple[int, str, dict[str, Any], str]]) -> FailureRules:
+    """Rebuilds the rules from (number, state, config, reason) of told trials (on resume)."""
+    rules = FailureRules()
+    for number, state, config, reason in sorted(history, key=lambda h: h[0]):
+        if state == "complete":
+            rules.record_success(config)
+        elif state in ("failed", "pruned"):
+            rules.record_failure(number, config, reason)
+    return rules
