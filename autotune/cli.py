@@ -595,7 +595,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         best = chosen_trial(study)
         if best is not None and best.values:
-            answer = f"trial {best.number} ({best.values[0]:.4g} samples/s at batch {best.user_attrs.get('batch_size', 1)})"
+            answer = (
+                f"trial {best.number} ({best.values[0]:.4g} samples/s at batch {best.user_attrs.get('batch_size', 1)})"
+            )
         else:
             answer = f"trial {best.number}" if best is not None else "- (not finalized)"
         table.add_row(

@@ -44,6 +44,9 @@ from autotune.study import prune_trial_dirs
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
 
+# Each block of a paired measurement is timed for this long (less when the user capped a
+# measurement lower with --max-measure-s: quick studies get quick finalizes).
+PAIRED_ROUND_S = 0.2
 # Candidates re-measured per batch: more at batch 1 and at the batch of the best throughput
 # (the two headline answers), one elsewhere.
 HEADLINE_FINALISTS = 2
@@ -284,6 +287,15 @@ def artifact_store(study_dir: Path) -> Any:
     return FileSystemArtifactStore(str(study_dir / ARTIFACT_DIR))
 
 
+def paired_round_s(study: Any) -> float:
+    """Timed seconds per block of the paired measurements of `study`."""
+    cap = (study.user_attrs.get("start_options") or {}).get("max_measure_s")
+    try:
+        return min(PAIRED_ROUND_S, float(cap)) if cap is not None else PAIRED_ROUND_S
+    except (TypeError, ValueError):
+        return PAIRED_ROUND_S
+
+
 def measure_speedup(
     study: Any,
     zero: Any,
@@ -314,6 +326,7 @@ def measure_speedup(
         dynamic_batch=bool(study.user_attrs.get("dynamic_batch")),
         workdir=study_dir / "paired",
         rounds=rounds,
+        round_s=paired_round_s(study),
     )
     try:
         result = run_paired_fn(request)

@@ -401,13 +401,19 @@ def set_constraints(trial: Any, constraints: Mapping[str, float]) -> None:
             trial.set_constraint(key, value)
 
 
+def sweep_cap(n_trials: int | None) -> int:
+    """How many one-knob sweep trials a study of `n_trials` affords: half of them (the knobs
+    listed first in the space file are swept first), 40 for a budget-only study."""
+    return max(n_trials // 2, 4) if n_trials else 40
+
+
 def seed_queue(study: Any, spec: StudySpec) -> None:
     """Enqueues, once per study: trial 0 (all defaults), the known-good configurations (the
     recipes an expert tries first), then the one-knob-at-a-time sweep (see `autotune.sweep`)."""
     if study.user_attrs.get("seeded"):
         return
     seen = set()
-    sweep = [] if spec.target_options.build_only else sweep_configs(spec.space)
+    sweep = [] if spec.target_options.build_only else sweep_configs(spec.space)[: sweep_cap(spec.n_trials)]
     sweep_keys = []
     for index, partial in enumerate([{}, *spec.known_good, *sweep]):
         config = spec.space.complete(partial)

@@ -263,7 +263,11 @@ __all__ = ["TrialRequest", "TrialResult", "calibration_feeds", "run_trial", "tra
 
 @dataclass
 class PairedRequest:
-    """Two built candidates to compare interleaved (A = trial 0's defaults, B = the best)."""
+    """Two built candidates to compare interleaved (A = trial 0's defaults, B = the best).
+
+    `rounds` paired observations, each from one block per candidate of at least `round_s`
+    seconds of timed runs after its own warm-up (see `autotune.measure.paired_speedup`).
+    """
 
     target_name: str
     target_options: TargetOptions
@@ -275,10 +279,12 @@ class PairedRequest:
     dynamic_batch: bool
     workdir: Path
     rounds: int = 21
+    round_s: float = 0.2
 
 
 def run_paired(request: PairedRequest) -> dict[str, Any]:
-    """Measures A and B interleaved (A B A B ...) and returns the paired speedup of B over A."""
+    """Measures A and B in adjacent, order-alternating, warmed-up blocks and returns the paired
+    speedup of B over A (`PairedSpeedup.as_dict()`)."""
     from autotune.measure import paired_speedup
 
     target = target_class(request.target_name)(request.target_options)
@@ -304,6 +310,7 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             batch_a=batches[0],
             batch_b=batches[1],
             rounds=request.rounds,
+            round_s=request.round_s,
         )
         return result.as_dict()
     finally:

@@ -102,6 +102,27 @@ def ppocr_v4_det() -> Path:
     return path
 
 
+def _rapidocr_model(file_name: str, cache_name: str) -> Path:
+    path = CACHE_DIR / cache_name
+    if not path.exists():
+        spec = importlib.util.find_spec("rapidocr_onnxruntime")
+        if spec is None or spec.origin is None:
+            raise RuntimeError("install rapidocr-onnxruntime (pip install --no-deps) for the trained models")
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(spec.origin).parent / "models" / file_name, path)
+    return path
+
+
+def ppocr_v4_rec() -> Path:
+    """PP-OCRv4 text recognizer, trained (dynamic H and W; 1x3x48x320 is a text line)."""
+    return _rapidocr_model("ch_PP-OCRv4_rec_infer.onnx", "ppocr_v4_rec.onnx")
+
+
+def ppocr_cls() -> Path:
+    """PP-OCR mobile v2 text direction classifier, trained (1x3x48x192 is its input size)."""
+    return _rapidocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx", "ppocr_cls.onnx")
+
+
 MODELS: dict[str, Callable[[], Path]] = {
     "resnet50": resnet50,
     "mobilenet_v3_large": mobilenet_v3_large,

@@ -168,8 +168,9 @@ def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_p
             if t.number > trial.number and t.params == trial.params and t.state == optuna.trial.TrialState.COMPLETE
         ]
         assert reruns, f"trial {trial.number}'s configuration was not re-run"
-    counted = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
-    assert len(counted) == 10
+    from autotune.study import finished_count
+
+    assert finished_count(study) == 10  # interrupted trials and repeats do not count
 
 
 def test_a_worker_abort_and_a_hanging_trial_fail_only_their_trials(tmp_path, model):
@@ -195,11 +196,14 @@ def test_a_worker_abort_and_a_hanging_trial_fail_only_their_trials(tmp_path, mod
         timeout=300,
     )
     assert proc.returncode == 0
+    from autotune.study import finished_count
+
     study = load(results, "faulty")
-    assert len([t for t in study.trials if t.state.is_finished()]) == 6
+    assert finished_count(study) == 6
     by_level: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for trial in study.trials:
-        if "duplicate_of" not in trial.user_attrs:
+        # Repeats and configurations a failure rule ruled out never ran: they are not faults.
+        if trial.state.is_finished() and not {"duplicate_of", "ruled_out"} & set(trial.user_attrs):
             by_level.setdefault(trial.params["graph_optimization_level"], []).append(trial)
     aborted = by_level["disable"]
     assert aborted and all(t.state == optuna.trial.TrialState.FAIL for t in aborted)

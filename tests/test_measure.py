@@ -1,7 +1,8 @@
 """The latency stop rule and the paired speedup.
 
-The callables here return fixed or scripted latencies (what a run *reports*), so the rule's
-decisions are checked exactly; real sessions are measured in tests/test_study.py.
+The callables here mostly return fixed or scripted latencies (what a run *reports*), so the
+rule's decisions are checked exactly; the A/A tests at the end time real ONNX Runtime sessions
+and assert only a generous statistical floor (they must hold on a loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ import itertools
 
 import numpy as np
 
-from autotune.measure import StopRule, measure_latency, median_ci_rel_width, paired_speedup
+from autotune.measure import (
+    StopRule,
+    aa_interval_overlaps,
+    measure_latency,
+    median_ci_rel_width,
+    paired_speedup,
+)
 
 
 def constant(seconds: float):
@@ -76,5 +83,111 @@ def test_paired_speedup_cancels_a_slowdown_that_hits_both_sides_of_a_round():
         round_factor["value"] = 1.0 + (n // 6) % 3  # the machine gets 1x, 2x, 3x slower over time
         return 0.001 * round_factor["value"]
 
-    result = paired_speedup(a, b, rounds=9, iters_per_round=3, warmup_iters=0)
+    result = paired_speedup(a, b, rounds=9, iters_per_round=3, warmup_iters=0, warmup_s=0.0, warmup_settle=0)
     assert 1.5 <= result.speedup_median <= 2.5
+
+
+class SpinningNeighbour:
+    """Two scripted sessions whose first `slow_runs` runs after the other one ran are 2x slower
+    (the other session's idle threads still spin), as ONNX Runtime's CPU sessions behave."""
+
+    def __init__(self, latency_s: float = 0.001, slow_runs: int = 3) -> None:
+        self.latency_s, self.slow_runs = latency_s, slow_runs
+        self.last_side: str | None = None
+        self.since_switch = 0
+        self.calls = {"a": 0, "b": 0}
+
+    def timer(self, side: str):
+        def time_once() -> float:
+            if side != self.last_side:
+                self.last_side, self.since_switch = side, 0
+            self.since_switch += 1
+            self.calls[side] += 1
+            return self.latency_s * (2 if self.since_switch <= self.slow_runs else 1)
+
+        return time_once
+
+
+def test_every_block_warms_its_session_up_before_it_is_timed():
+    pair = SpinningNeighbour(slow_runs=3)
+    result = paired_speedup(pair.timer("a"), pair.timer("b"), rounds=6, warmup_iters=3, warmup_s=0.0, round_s=0.01)
+    assert result.speedup_median == result.speedup_p25 == result.speedup_p75 == 1.0
+
+
+def test_a_transient_longer_than_the_fixed_warm_up_is_waited_out():
+    # 8 slow runs, 3 fixed warm-up runs: the adaptive warm-up runs on until a run is back
+    # within 10% of the side's previous block median.
+    pair = SpinningNeighbour(slow_runs=8)
+    settled = paired_speedup(pair.timer("a"), pair.timer("b"), rounds=6, warmup_iters=3, warmup_s=0.0, round_s=0.004)
+    pair = SpinningNeighbour(slow_runs=8)
+    fixed = paired_speedup(
+        pair.timer("a"), pair.timer("b"), rounds=6, warmup_iters=3, warmup_s=0.0, round_s=0.004, warmup_settle=0
+    )
+    assert settled.speedup_p25 == settled.speedup_p75 == 1.0
+    assert fixed.speedup_p75 - fixed.speedup_p25 > 0  # without it, every block starts slow
+
+
+def test_a_block_times_runs_for_at_least_round_s():
+    pair = SpinningNeighbour(latency_s=0.001, slow_runs=0)
+    paired_speedup(pair.timer("a"), pair.timer("b"), rounds=4, warmup_iters=0, warmup_s=0.0, round_s=0.05)
+    assert pair.calls["a"] >= 4 * 50 and pair.calls["b"] >= 4 * 50
+
+
+def test_a_speedup_whose_iqr_overlaps_the_aa_interval_is_no_measurable_difference():
+    aa = {"speedup_median": 1.0, "speedup_p25": 0.99, "speedup_p75": 1.01}
+    assert aa_interval_overlaps({"speedup_p25": 1.0, "speedup_p75": 1.03}, aa)
+    assert aa_interval_overlaps({"speedup_p25": 0.95, "speedup_p75": 1.2}, aa)
+    assert not aa_interval_overlaps({"speedup_p25": 1.02, "speedup_p75": 1.05}, aa)
+    assert not aa_interval_overlaps({"speedup_p25": 0.90, "speedup_p75": 0.98}, aa)
+
+
+def _matmul_chain(path, layers: int):
+    """y = relu(x W)^layers on a 32x256 input: ~0.1 ms of real work per layer."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array((rng.standard_normal((256, 256)) / 16).astype(np.float32), "w")
+    nodes, last = [], "x"
+    for i in range(layers):
+        nodes += [helper.make_node("MatMul", [last, "w"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        last = f"r{i}"
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 256])],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, [32, 256])], initializer=[weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _default_session_timer(path):
+    from autotune.targets.base import Built
+    from autotune.targets.onnxruntime import OnnxRuntimeTarget
+
+    target = OnnxRuntimeTarget()
+    target.cuda = False  # the CPU path, which these tests are about, even where a GPU is visible
+    session = target.open(Built(artifact=path), {})
+    feeds = {"x": np.random.default_rng(1).standard_normal((32, 256)).astype(np.float32)}
+    return session, session.timer(feeds)
+
+
+def test_two_identical_onnxruntime_sessions_measure_as_the_same(tmp_path):
+    model = _matmul_chain(tmp_path / "chain.onnx", layers=4)
+    (a, time_a), (b, time_b) = _default_session_timer(model), _default_session_timer(model)
+    with a, b:
+        result = paired_speedup(time_a, time_b, rounds=9, round_s=0.05)
+    assert 0.9 <= result.speedup_median <= 1.1
+
+
+def test_a_session_doing_4x_the_work_is_detected_as_different(tmp_path):
+    small = _matmul_chain(tmp_path / "small.onnx", layers=2)
+    large = _matmul_chain(tmp_path / "large.onnx", layers=8)
+    (a, time_a), (b, time_b) = _default_session_timer(small), _default_session_timer(small)
+    (c, time_large) = _default_session_timer(large)
+    with a, b, c:
+        aa = paired_speedup(time_a, time_b, rounds=9, round_s=0.05)
+        faster = paired_speedup(time_large, time_a, rounds=9, round_s=0.05)
+    assert faster.speedup_median > 2.0
+    assert not aa_interval_overlaps(faster, aa)

@@ -451,3 +451,29 @@ def test_a_spent_budget_stops_asking_for_trials(tmp_path, tiny_model):
     study = load(results, "budgeted")
     assert 1 <= len(study.trials) < 500
     assert study.user_attrs["elapsed_s"] < 60  # ignoring the budget would run until the space is exhausted
+
+
+def test_the_defaults_are_remeasured_during_the_study_and_the_drift_is_reported(tmp_path, tiny_model, monkeypatch):
+    import autotune.study as study_module
+    from autotune.study import InProcessExecutor, finished_count, run_study
+
+    monkeypatch.setattr(study_module, "CONTROL_EVERY", 3)
+    from autotune.cli import build_parser, prepare_start
+
+    args = build_parser().parse_args(
+        ["start", str(tiny_model), "--trials", "7", "--results-dir", str(tmp_path / "r"), "--max-measure-s", "0.05"]
+    )
+    spec = prepare_start(args)[0]
+    study = run_study(spec, InProcessExecutor())
+    from autotune.cli import write_inputs
+
+    write_inputs(spec)
+    drift = study.user_attrs["drift"]
+    assert [d["after_trials"] for d in drift] == [3, 6]
+    assert all(0.2 < d["ratio_to_baseline"] < 5 for d in drift)  # the same configuration, re-measured
+    assert finished_count(study) == 7 and all(t.number >= 0 for t in study.trials)
+    assert not (spec.study_dir / "controls").exists() or not any((spec.study_dir / "controls").iterdir())
+    from autotune.finalize import finalize
+
+    finalize(study, paired_rounds=3)
+    assert "Machine drift" in (spec.study_dir / "report.md").read_text()

@@ -38,6 +38,11 @@ SESSION_KNOBS = (
     "inter_op_threads",
     "intra_op_spinning",
 )
+# The session knobs that still change what runs once ONNX Runtime has optimized the graph
+# (graph_optimization_level is then reflected in the optimized model itself).
+RUNTIME_KNOBS = ("execution_mode", "intra_op_threads", "inter_op_threads", "intra_op_spinning")
+# The CPU build writes ONNX Runtime's optimized graph here (trial workdir; never exported).
+OPTIMIZED_MODEL_FILE = "ort_optimized.onnx"
 # CUDA execution provider knobs (its provider options); defaults are the provider's own.
 CUDA_KNOBS = ("cudnn_conv_algo_search", "use_tf32", "cuda_graph", "prefer_nhwc")
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -301,6 +306,32 @@ class OnnxRuntimeCudaSession(Session):
         self.session = None
 
 
+def optimized_graph_bytes(path: Path) -> bytes:
+    """The bytes of an optimized model that define what runs: its graph and opset imports.
+
+    Fields that do not change execution (producer, doc strings, metadata, graph and node
+    names, shape annotations of intermediate tensors, which a pass's shape inference adds) are
+    dropped; tensor names stay (a renamed edge gives another digest, never a wrong match), so a pass that only rewrote what ONNX Runtime rewrites anyway gives the same
+    bytes. On a model ONNX cannot parse, the file's bytes.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - fall back to the raw bytes
+        return path.read_bytes()
+    graph = model.graph
+    graph.name = ""
+    graph.doc_string = ""
+    del graph.value_info[:]
+    for node in graph.node:
+        node.ClearField("name")
+        node.ClearField("doc_string")
+    stripped = onnx.ModelProto(ir_version=model.ir_version, graph=graph)
+    stripped.opset_import.extend(sorted(model.opset_import, key=lambda o: (o.domain, o.version)))
+    return stripped.SerializeToString(deterministic=True)
+
+
 class OnnxRuntimeTarget(Target):
     """Tunes ONNX Runtime session options on the CUDA execution provider where it can run,
     else on the CPU execution provider.
@@ -376,15 +407,34 @@ class OnnxRuntimeTarget(Target):
 
         start = time.perf_counter()
         info: dict[str, Any] = {}
+        optimized: Path | None = None
         if self.cuda:
             info.update(self._cuda_build(model_path, config, input_shapes))
         else:
-            try:
-                ort.InferenceSession(str(model_path), session_options(config), providers=["CPUExecutionProvider"])
-            except Exception as exc:
-                raise BuildError(f"ONNX Runtime could not create a session: {_first_line(exc)}") from None
-        digest = hashlib.sha256(model_path.read_bytes())
-        knobs = SESSION_KNOBS + CUDA_KNOBS if self.cuda else SESSION_KNOBS
+            optimized = Path(workdir) / OPTIMIZED_MODEL_FILE
+            optimized.unlink(missing_ok=True)
+            saving = session_options(config)
+            saving.optimized_model_filepath = str(optimized)
+            # Saving can fail where running does not (a model over protobuf's 2 GB): then the
+            # session is created again without it and the digest is of the input model.
+            for options in (saving, session_options(config)):
+                try:
+                    ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+                    break
+                except Exception as exc:
+                    error = exc
+                    optimized.unlink(missing_ok=True)
+            else:
+                raise BuildError(f"ONNX Runtime could not create a session: {_first_line(error)}") from None
+        if optimized is not None and optimized.is_file():
+            # What runs is ONNX Runtime's optimized graph: two configurations it optimizes to
+            # the same graph (a pass ORT applies anyway) share one measurement.
+            digest = hashlib.sha256(optimized_graph_bytes(optimized))
+            knobs: tuple[str, ...] = RUNTIME_KNOBS
+            info["digest_of"] = OPTIMIZED_MODEL_FILE
+        else:
+            digest = hashlib.sha256(model_path.read_bytes())
+            knobs = SESSION_KNOBS + CUDA_KNOBS if self.cuda else SESSION_KNOBS
         digest.update(json.dumps({k: config.get(k) for k in knobs}, sort_keys=True).encode())
         digest.update(json.dumps({k: list(v) for k, v in input_shapes.items()}, sort_keys=True).encode())
         return Built(
