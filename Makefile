@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ARGS ?= --trials 40 --budget 2m30s
 
-.PHONY: install run test test-fast lint format bench bench-quick clean
+.PHONY: install run test test-fast lint format bench bench-quick bench-noise clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ bench: install
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/overhead.py $(if $(QUICK),--model examples/example.onnx,)
+
+# A/A noise of the paired comparison (old vs new procedure; rapidocr's trained OCR models).
+bench-noise: install
+	$(BIN)/python -m pip install -q --no-deps 'rapidocr-onnxruntime>=1.4'
+	$(BIN)/python bench/noise.py --alternatives --out bench/NOISE.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results/*/ build *.egg-info

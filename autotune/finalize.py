@@ -40,6 +40,7 @@ from autotune.report import (
     trial_by_number,
     write_deploy_dir,
 )
+from autotune.measure import aa_interval_overlaps
 from autotune.study import prune_trial_dirs
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
@@ -227,10 +228,10 @@ def choose_answers(
             answers[batch] = Answer(batch, fallback, "defaults", None, per_sample, [])
             continue
         speedup = paired[winner]
-        if speedup.median <= 1.0:
-            verdict = "slower"
-        elif aa is not None and speedup.p25 <= aa.p75 and speedup.p75 >= aa.p25:
+        if aa is not None and aa_interval_overlaps(speedup, aa):
             verdict = "no measurable difference"
+        elif speedup.median <= 1.0:
+            verdict = "slower"
         else:
             verdict = "faster"
         # Not faster: the defaults at this batch stay the answer, where they were measured.

@@ -635,12 +635,14 @@ def run_study(
             key = config_key(config)
             if key in run.keys:
                 _tell_duplicate(study, trial, run.keys[key])
+                sweep_told(config, 0.0)  # its original's outcome is already in (or will not be)
                 nothing_new()
                 continue
             rule = run.rules.ruled_out(config)
             run.keys[key] = trial.number
             if rule is not None:
                 _tell_ruled_out(study, trial, rule)
+                sweep_told(config, 0.0)
                 nothing_new()
                 continue
             run.repeats = 0
@@ -695,16 +697,22 @@ def run_study(
         rules = [r.as_dict() for r in run.rules.rules()]
         if rules != study.user_attrs.get("rules", []):
             study.set_user_attr("rules", rules)
-        key = config_key(result.config)
-        if key in run.sweep_keys:
-            run.sweep_keys.discard(key)
-            run.sweep_told.append((dict(result.config), result.throughput if result.feasible else 0.0))
-            if not run.sweep_keys and run.default_throughput > 0 and not study.user_attrs.get("sweep_combined"):
-                combined = combine_winners(spec.space, run.sweep_told, run.default_throughput)
-                for config in combined:
-                    if config_key(config) not in run.keys:
-                        study.enqueue_trial(config, skip_if_exists=True)
-                study.set_user_attr("sweep_combined", [config_key(c) for c in combined])
+        sweep_told(result.config, result.throughput if result.feasible else 0.0)
+
+    def sweep_told(config: dict[str, Any], throughput: float) -> None:
+        """Records a sweep configuration's outcome (0 when it failed, was infeasible, repeated
+        or ruled out); once every one is in, enqueues the winners combined."""
+        key = config_key(config)
+        if key not in run.sweep_keys:
+            return
+        run.sweep_keys.discard(key)
+        run.sweep_told.append((dict(config), throughput))
+        if not run.sweep_keys and run.default_throughput > 0 and not study.user_attrs.get("sweep_combined"):
+            combined = combine_winners(spec.space, run.sweep_told, run.default_throughput)
+            for winner in combined:
+                if config_key(winner) not in run.keys:
+                    study.enqueue_trial(winner, skip_if_exists=True)
+            study.set_user_attr("sweep_combined", [config_key(c) for c in combined])
 
     try:
         while True:
