@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", help="the deployment batch size(s) to tune for: 1, or a list like 1,8 (default: the space's)"
     )
     start.add_argument("--inputs", type=Path, help=".npz of real inputs (names = model input names)")
-    start.add_argument("--shape", action="append", default=[], help="fix a dynamic input shape: NAME:D0,D1,...")
+    start.add_argument("--shape", action="append", default=[], help="fix a dynamic input shape: NAME:D0,D1,... (or HxW for the only image input)")
     start.add_argument("--study", help="study name (default: the model's file name)")
     start.add_argument("--resume", metavar="STUDY", help="continue an existing study")
     start.add_argument(
@@ -167,7 +167,14 @@ def main(argv: list[str] | None = None) -> int:
 def prepare_start(args: argparse.Namespace) -> Any:
     """Validates every input of `start` and returns a StudySpec; writes nothing."""
     from autotune.measure import StopRule
-    from autotune.model import load_input_pool, load_model_info, parse_shape_overrides, synthetic_pool
+    from autotune.model import (
+        expand_short_shapes,
+        load_input_pool,
+        load_model_info,
+        parse_shape_overrides,
+        require_resolved_dims,
+        synthetic_pool,
+    )
     from autotune.space import load_space
     from autotune.study import StudySpec, check_results_dir_writable, existing_study_model
     from autotune.targets import resolve_target
@@ -210,12 +217,14 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if not space_path.is_file():
         raise UsageError(f"--space {space_path}: no such file (target {target.name} ships no default space)")
     space = load_space(space_path, target)
-    overrides = parse_shape_overrides(args.shape, info)
+    overrides = parse_shape_overrides(expand_short_shapes(args.shape, info), info)
     if "batch_size" in space and not info.dynamic_batch:
         space = space.restrict("batch_size", [])
     if args.batch is not None:
         space = _restrict_batch(space, args.batch, info)
     known_good = _known_good(space_path, space)
+    if not args.inputs:
+        require_resolved_dims(info, overrides)
     pool = load_input_pool(args.inputs, info) if args.inputs else synthetic_pool(info, overrides, seed)
 
     check_results_dir_writable(results_dir)

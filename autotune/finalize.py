@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from autotune.measure import aa_interval_overlaps
 from autotune.report import (
     BEST_DIR,
     INPUTS_FILE,
@@ -40,7 +41,6 @@ from autotune.report import (
     trial_by_number,
     write_deploy_dir,
 )
-from autotune.measure import aa_interval_overlaps
 from autotune.study import prune_trial_dirs
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired

@@ -154,12 +154,84 @@ def parse_shape_overrides(values: Sequence[str], info: ModelInfo) -> dict[str, t
     return shapes
 
 
+def unresolved_dims(info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> dict[str, list[str]]:
+    """Symbolic dims (other than a dynamic batch dim) that neither `--shape` nor a shared dim
+    name fixes, per input: the dims autotune would otherwise have to guess."""
+    known = set()
+    for spec in info.inputs:
+        if spec.name in overrides:
+            known |= {dim for dim in spec.shape if isinstance(dim, str)}
+    missing: dict[str, list[str]] = {}
+    for spec in info.inputs:
+        if spec.name in overrides:
+            continue
+        dims = [
+            dim
+            for i, dim in enumerate(spec.shape)
+            if isinstance(dim, str) and not (i == 0 and info.dynamic_batch) and dim not in known
+        ]
+        if dims:
+            missing[spec.name] = dims
+    return missing
+
+
+def example_shape_flag(info: ModelInfo, name: str) -> str:
+    """A `--shape` flag for input `name` with plausible values (images 224, sequences 128)."""
+    spec = next(s for s in info.inputs if s.name == name)
+    rank = len(spec.shape)
+    dims = []
+    for i, dim in enumerate(spec.shape):
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif i == 0:
+            dims.append(1)
+        else:
+            dims.append(224 if rank == 4 else 128)
+    return f"--shape {name}:{','.join(map(str, dims))}"
+
+
+def require_resolved_dims(info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> None:
+    """UsageError naming each dynamic dim no `--shape` fixes: a dim is never invented."""
+    missing = unresolved_dims(info, overrides)
+    if not missing:
+        return
+    what = "; ".join(f"input {name!r} dims {', '.join(dims)}" for name, dims in missing.items())
+    examples = " ".join(example_shape_flag(info, name) for name in missing)
+    raise UsageError(
+        f"{info.path.name}: dynamic dims without a value ({what}); autotune does not guess them: "
+        f"give the deployment shape, e.g. {examples}"
+    )
+
+
+def expand_short_shapes(values: Sequence[str], info: ModelInfo) -> list[str]:
+    """`--shape 640x640` (no input name) sets the two dynamic spatial dims of the model's only
+    rank-4 input; other values pass through unchanged."""
+    expanded = []
+    for value in values:
+        if ":" in value:
+            expanded.append(value)
+            continue
+        images = [s for s in info.inputs if len(s.shape) == 4]
+        parts = re.split(r"[,x]", value)
+        if len(images) != 1 or len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise UsageError(
+                f"--shape {value!r}: the short form HxW needs a model with exactly one 4-D input; "
+                "otherwise give NAME:D0,D1,..."
+            )
+        spec = images[0]
+        dims = [1 if i == 0 and isinstance(d, str) else d for i, d in enumerate(spec.shape)]
+        dims[2], dims[3] = int(parts[0]), int(parts[1])
+        expanded.append(f"{spec.name}:{','.join(map(str, dims))}")
+    return expanded
+
+
 def concrete_shapes(info: ModelInfo, batch_size: int, overrides: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
     """The shape of every input at `batch_size`, with symbolic dims resolved.
 
     A `--shape` override fixes all of an input's dims except a dynamic batch dim, which the
-    batch size knob sets. Other symbolic dims default to 16 and stay consistent across inputs
-    that share a dim name.
+    batch size knob sets; inputs that share a dim name get the same value. (`start` refuses a
+    model whose other symbolic dims no `--shape` fixes: `require_resolved_dims`; 16 remains
+    only as the fallback of library callers.)
     """
     symbols: dict[str, int] = {}
     for spec in info.inputs:

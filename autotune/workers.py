@@ -213,6 +213,11 @@ class RayExecutor(Executor):
         if gpu:
             options["num_gpus"] = 1
             options["num_cpus"] = 1
+            # Ray gives a task with num_gpus > 0 max_calls=1 by default (a fresh worker per
+            # task, to free GPU memory the task's process held), which re-imports everything
+            # for every trial. Here the worker never touches CUDA: the trial runs in a forked
+            # child that exits, so the warm worker can serve every trial.
+            options["max_calls"] = 0
         else:
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)

@@ -200,3 +200,39 @@ def test_a_metric_that_cannot_be_loaded_is_rejected(capsys, results_dir, tiny_mo
     code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--metric", metric))
     assert_rejected(code, err, f"--metric {metric!r}", fragment)
     assert not results_dir.exists()
+
+
+def make_dynamic_hw_model(path: Path) -> Path:
+    """A detector-shaped model: input [N, 3, H, W] with symbolic H and W."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "hw", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_dynamic_dims_are_never_invented_start_names_them_and_suggests_a_shape(capsys, results_dir, tmp_path):
+    model = make_dynamic_hw_model(tmp_path / "det.onnx")
+    code, err = run_cli(capsys, *start(results_dir, str(model)))
+    assert_rejected(code, err, "det.onnx", "input 'x' dims H, W", "--shape x:1,3,224,224")
+    assert not results_dir.exists()
+
+
+def test_the_short_shape_form_sets_the_spatial_dims_of_the_only_image_input(tmp_path):
+    from autotune.cli import build_parser, prepare_start
+
+    model = make_dynamic_hw_model(tmp_path / "det.onnx")
+    args = build_parser().parse_args(
+        ["start", str(model), "--shape", "640x480", "--trials", "1", "--results-dir", str(tmp_path / "r")]
+    )
+    spec = prepare_start(args)[0]
+    assert spec.shape_overrides == {"x": (1, 3, 640, 480)}
+    assert spec.input_pool["x"].shape[2:] == (640, 480)
+
+
+def test_a_bad_short_shape_is_rejected(capsys, results_dir, tmp_path):
+    model = make_dynamic_hw_model(tmp_path / "det.onnx")
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "640x480x3"))
+    assert_rejected(code, err, "--shape '640x480x3'", "HxW")
