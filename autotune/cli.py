@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", help="the deployment batch size(s) to tune for: 1, or a list like 1,8 (default: the space's)"
     )
     start.add_argument("--inputs", type=Path, help=".npz of real inputs (names = model input names)")
-    start.add_argument("--shape", action="append", default=[], help="fix a dynamic input shape: NAME:D0,D1,... (or HxW for the only image input)")
+    start.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        help="fix a dynamic input shape: NAME:D0,D1,... (or HxW for the only image input)",
+    )
     start.add_argument("--study", help="study name (default: the model's file name)")
     start.add_argument("--resume", metavar="STUDY", help="continue an existing study")
     start.add_argument(
@@ -600,13 +605,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
         study = _load(args_one, db.parent.name)
         counts = count_trials(study)
-        from autotune.report import chosen_trial
+        from autotune.report import chosen_trial, stored_answers
 
         best = chosen_trial(study)
-        if best is not None and best.values:
-            answer = (
-                f"trial {best.number} ({best.values[0]:.4g} samples/s at batch {best.user_attrs.get('batch_size', 1)})"
-            )
+        paired = next((a for a in stored_answers(study).values() if best is not None and a.trial == best.number), None)
+        if best is not None and paired is not None:
+            answer = f"trial {best.number} ({paired.samples_per_s:.4g} samples/s at batch {paired.batch_size}, paired)"
         else:
             answer = f"trial {best.number}" if best is not None else "- (not finalized)"
         table.add_row(

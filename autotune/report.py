@@ -179,14 +179,22 @@ def trial_row(trial: Any, defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 def failure_reasons(study: Any) -> dict[str, int]:
-    """Failure and pruning reasons, summarized by their first clause, with counts."""
+    """Failure and pruning reasons with counts, grouped by failure class (the reason with its
+    numbers, paths and names blanked out, as failure rules group them; see `autotune.rules`)."""
     import optuna
+
+    from autotune.rules import failure_class
 
     reasons: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         if t.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED):
             reason = str(t.user_attrs.get("reason", "no reason recorded"))
-            key = reason.split(" (")[0][:120]
+            if reason.startswith("ruled out:"):
+                key = "ruled out by a failure rule (not run)"
+            elif reason.startswith("duplicate of"):
+                key = "duplicate of an earlier trial (not run)"
+            else:
+                key = failure_class(reason) or reason.split(" (")[0][:120]
             reasons[key] = reasons.get(key, 0) + 1
     return reasons
 
