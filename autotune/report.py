@@ -370,11 +370,11 @@ def _answer_phrase(answer: Answer) -> str:
     measured = f"{per_batch_ms:.4g} ms per batch of {answer.batch_size}, {answer.samples_per_s:.4g} samples/s"
     if s is None:
         return f"trial {answer.trial} (the defaults at batch {answer.batch_size}; nothing else feasible), {measured}"
-    ratio = f"{s.median:.2f}x (IQR {s.p25:.2f}-{s.p75:.2f}, {s.rounds} interleaved rounds)"
+    ratio = f"{s.median:.3f}x (IQR {s.p25:.3f}-{s.p75:.3f}, {s.rounds} interleaved rounds)"
     if answer.verdict == "faster":
         return (
-            f"trial {answer.trial}, **{s.median:.2f}x** the defaults at batch {answer.batch_size} "
-            f"(IQR {s.p25:.2f}-{s.p75:.2f}, {s.rounds} interleaved rounds; {s.default_ms_per_sample:.4g} -> "
+            f"trial {answer.trial}, **{s.median:.3f}x** the defaults at batch {answer.batch_size} "
+            f"(IQR {s.p25:.3f}-{s.p75:.3f}, {s.rounds} interleaved rounds; {s.default_ms_per_sample:.4g} -> "
             f"{s.best_ms_per_sample:.4g} ms per sample), {measured}"
         )
     why = "no measurable difference from" if answer.verdict == "no measurable difference" else "slower than"
@@ -399,7 +399,7 @@ def answer_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
                 "verdict": answer.verdict,
                 "ms per batch": answer.ms_per_sample * batch,
                 "samples/s": answer.samples_per_s,
-                "paired vs defaults": f"{s.median:.2f}x ({s.p25:.2f}-{s.p75:.2f}) trial {answer.paired_winner}"
+                "paired vs defaults": f"{s.median:.3f}x ({s.p25:.3f}-{s.p75:.3f}) trial {answer.paired_winner}"
                 if s
                 else "-",
                 "config": config_summary(trial.params, defaults) if trial is not None else "?",

@@ -1,48 +1,43 @@
 #!/usr/bin/env bash
-# The device side of bench/gpu_study.py on the lent GPU machine (see bench/RESULTS-GPU.md).
-#   bash bench/gpu_device.sh setup     unpack the carried wheels (.device parts), install them
-#   bash bench/gpu_device.sh tests     the GPU tests (tests/test_onnxruntime_cuda.py)
-#   bash bench/gpu_device.sh ppocr     tune the CNN detector (PP-OCRv4 det, 640x640)
-#   bash bench/gpu_device.sh minilm    export and tune the transformer encoder (seq 128)
+# The device side of bench/gpu_grid.py on the lent GPU machine (see bench/RESULTS-GPU.md).
+#   bash bench/gpu_device.sh chunk            keep this call's wheel chunk (.device/part-K) in /root/stash
+#   bash bench/gpu_device.sh setup            unpack the chunks, install the wheels, print versions
+#   bash bench/gpu_device.sh minilm           export the MiniLM-sized encoder (PyTorch + transformers there)
+#   bash bench/gpu_device.sh grid NAME MODEL [SHAPE...]
+#                                             grid + autotune + paired for one model (bench/gpu_grid.py all);
+#                                             GRID_ARGS adds options, e.g. "--trials 6 --rounds 5"
+# autotune is imported from .device/tree when it exists (a `git archive` of one commit: the
+# working tree may be mid-edit), else from the working tree.
 set -uo pipefail
-export PYTHONPATH=/root/site:$PWD PYTHONUNBUFFERED=1 PATH=/root/bin:$PATH RAY_USAGE_STATS_ENABLED=0
+REPO=$PWD
+TREE=$REPO; [ -d .device/tree/autotune ] && TREE=$REPO/.device/tree
+export PYTHONPATH=/root/site:$TREE PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 AUTOTUNE_TREE=$TREE
+export GRID_RESULTS=/root/gpu_results  # outside the working tree, which each call lays anew
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 case $1 in
+chunk)
+  mkdir -p /root/stash && cp .device/part-*/* /root/stash/ && ls /root/stash ;;
 setup)
-  mkdir -p /root/stash /root/bin && cp .device/part-*/* /root/stash/ 2>/dev/null
-  cat /root/stash/chunk-* | xz -d | tar xf - -C /root/stash || exit 1
-  python3 -m pip install -q --no-index --no-deps --target /root/site /root/stash/*.whl || exit 1
-  printf '#!/bin/sh\nexec python3 -c "import sys; from autotune.cli import main; sys.argv[0] = \\"autotune\\"; raise SystemExit(main())" "$@"\n' > /root/bin/autotune
-  chmod +x /root/bin/autotune
+  mkdir -p /root/stash && cp .device/part-*/* /root/stash/ 2>/dev/null
+  if [ ! -d /root/site/onnxruntime ]; then
+    cat /root/stash/chunk-* | xz -d | tar xf - -C /root/stash || exit 1
+    python3 -m pip install -q --no-index --no-deps --target /root/site /root/stash/*.whl || exit 1
+  fi
   python3 -c "import onnxruntime as o, ray, optuna; print(o.__version__, o.get_available_providers(), ray.__version__, optuna.__version__)"
-  nvidia-smi --query-gpu=name,driver_version --format=csv ;;
-tests)
-  timeout 200 python3 -m pytest -q -rs -s tests/test_onnxruntime_cuda.py 2>&1 | tee "$OUT/pytest-gpu.txt" ;;
-ppocr)
-  timeout 500 python3 bench/gpu_study.py study ppocr_v4_det bench/models/ppocr_v4_det.onnx \
-    --shape x:1,3,640,640 --trials 30 --budget 4m 2>&1 | tee "$OUT/study-ppocr.txt"
-  cp bench/gpu_results/ppocr_v4_det.json "$OUT/" ;;
-diag)
-  timeout 150 python3 bench/gpu_probe.py "$OUT/kernels.json" 2>&1 | tail -4 ;;
-bg-ppocr)  # the detector study in the background, from a copy of the tree (later calls may change it)
-  rm -rf /root/w && mkdir -p /root/w/bench/models && cp -a autotune search_spaces pyproject.toml /root/w/ &&
-  cp -a bench/gpu_study.py bench/models.py bench/gpu_results /root/w/bench/ &&
-  cp bench/models/ppocr_v4_det.onnx /root/w/bench/models/ || exit 1
-  cd /root/w && PYTHONPATH=/root/site:/root/w setsid nohup timeout 1200 python3 bench/gpu_study.py study \
-    ppocr_v4_det bench/models/ppocr_v4_det.onnx --shape x:1,3,640,640 --trials 30 --budget 12m \
-    > /root/w/study.log 2>&1 < /dev/null &
-  sleep 2; echo started ;;
-watch)  # keep the machine warm while the background study runs: bash bench/gpu_device.sh watch SECONDS
-  for _ in $(seq "${2:-20}"); do pgrep -f "gpu_study.py study" >/dev/null || break; sleep 1; done
-  python3 -c "import sqlite3; c=sqlite3.connect('/root/w/results/ppocr_v4_det/study.db'); print(c.execute('select state, count(*) from trials group by state').fetchall())" 2>&1 | tail -1
-  tail -c 300 /root/w/study.log
-  pgrep -f "gpu_study.py study" >/dev/null && echo RUNNING || echo DONE ;;
-fetch)
-  cp /root/w/study.log "$OUT/study-ppocr.txt"; cp /root/w/bench/gpu_results/ppocr_v4_det.json "$OUT/"
-  cp /root/w/results/ppocr_v4_det/study.db "$OUT/ppocr_v4_det.db" ;;
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tail -1
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  echo "autotune from $TREE: $(cat "$TREE/.commit" 2>/dev/null || echo working tree)" ;;
 minilm)
-  python3 bench/gpu_study.py export 2>&1 | tail -2
-  timeout 560 python3 bench/gpu_study.py study minilm_l6_h384 bench/models/minilm_l6_h384.onnx \
-    --trials 30 --budget 6m30s 2>&1 | tee "$OUT/study-minilm.txt"
-  cp bench/gpu_results/minilm_l6_h384.json "$OUT/" ;;
+  [ -f bench/models/minilm_l6_h384.onnx ] || timeout 200 python3 bench/gpu_study.py export 2>&1 | tail -2 ;;
+grid)
+  name=$2 model=$3; shift 3
+  shapes=(); for s in "$@"; do shapes+=(--shape "$s"); done
+  # shellcheck disable=SC2086
+  (cd "$TREE" && timeout "${GRID_TIMEOUT:-560}" python3 "$REPO/bench/gpu_grid.py" all "$name" "$REPO/$model" \
+    "${shapes[@]}" --results-dir /root/results ${GRID_ARGS:-}) 2>&1 \
+    | grep --line-buffered -v ":onnxruntime:" | tee "$OUT/$name.log"  # ORT's per-session warnings
+  cp "$GRID_RESULTS/$name-grid.json" "$OUT/" 2>/dev/null
+  cp "/root/results/$name/study.db" "$OUT/$name.db" 2>/dev/null
+  cp "/root/results/$name/report.md" "$OUT/$name-report.md" 2>/dev/null
+  true ;;
 esac
