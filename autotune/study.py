@@ -456,6 +456,8 @@ def recover_state(study: Any, run: StudyRun) -> None:
     import optuna
 
     history = []
+    requeued = list(study.user_attrs.get("requeued_cancelled", []))
+    before = len(requeued)
     for frozen in study.get_trials(deepcopy=False):
         attrs = frozen.user_attrs
         if frozen.state == optuna.trial.TrialState.RUNNING:
@@ -467,6 +469,12 @@ def recover_state(study: Any, run: StudyRun) -> None:
                 study.enqueue_trial(frozen.params, skip_if_exists=False)
             continue
         if "config_key" not in attrs or attrs.get("interrupted"):
+            continue
+        if attrs.get("cancelled"):
+            # Cut short by a stop or the budget, never measured: run it again, once.
+            if frozen.number not in requeued and frozen.params:
+                study.enqueue_trial(frozen.params, skip_if_exists=False)
+                requeued.append(frozen.number)
             continue
         state = {
             optuna.trial.TrialState.COMPLETE: "complete",
@@ -493,6 +501,8 @@ def recover_state(study: Any, run: StudyRun) -> None:
         if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
             run.default_throughput = float(attrs.get("throughput", 0.0))
+    if len(requeued) > before:
+        study.set_user_attr("requeued_cancelled", requeued)
     run.rules = rules_from_history(history)
     run.done = finished_count(study)
     run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
@@ -538,7 +548,10 @@ def count_trials(study: Any) -> dict[str, int]:
 # Trials that taught nothing new do not count toward --trials: a configuration already
 # measured (same config, or an artifact identical to an earlier trial's) or one a failure
 # rule had already ruled out.
-NOT_COUNTED = ("interrupted", "duplicate_of", "ruled_out", "shared_measurement_with_trial")
+NOT_COUNTED = ("interrupted", "cancelled", "duplicate_of", "ruled_out", "shared_measurement_with_trial")
+# Reasons of trials cut short by a stop or the budget (executor.cancel_all), not by their
+# configuration: such a configuration was never measured, so a resume runs it again.
+CANCELLED_PREFIXES = ("stopped", "budget spent")
 
 
 def counts_toward_goal(frozen: Any, *, build_only: bool = False) -> bool:
@@ -741,6 +754,10 @@ def run_study(
                     )
                 if config_key(result.config) == defaults_key:
                     trial.set_user_attr("baseline", True)
+                if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
+                    trial.set_user_attr("cancelled", True)
+                    if run.keys.get(config_key(result.config)) == result.number:
+                        del run.keys[config_key(result.config)]  # never measured: may be asked again
                 if run.controls_sent and abs(run.drift_ratio - 1.0) > DRIFT_FLAG:
                     trial.set_user_attr("drift_ratio", run.drift_ratio)
                 tell_result(study, trial, result, spec)
@@ -765,6 +782,8 @@ def run_study(
 
 def _counts(result: TrialResult, spec: StudySpec) -> bool:
     """Whether a result counts toward --trials (see `counts_toward_goal`)."""
+    if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
+        return False
     return result.shared_with is None or spec.target_options.build_only
 
 

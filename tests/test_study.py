@@ -477,3 +477,29 @@ def test_the_defaults_are_remeasured_during_the_study_and_the_drift_is_reported(
 
     finalize(study, paired_rounds=3)
     assert "Machine drift" in (spec.study_dir / "report.md").read_text()
+
+
+def test_a_configuration_cut_short_by_a_stop_is_run_again_on_resume(tmp_path, tiny_model, small_space):
+    from dataclasses import replace
+
+    from autotune.study import InProcessExecutor, finished_count, run_study
+    from autotune.trial import TrialResult, run_trial
+
+    spec = small_spec(tmp_path, tiny_model, small_space, 4)
+    calls = []
+
+    def stopped_on_the_third(request):
+        calls.append(request)
+        if len(calls) == 3:  # what executor.cancel_all returns for `autotune stop --now`
+            return TrialResult(request.number, dict(request.config), "failed", "stopped by `autotune stop --now`")
+        return run_trial(request)
+
+    study = run_study(spec, InProcessExecutor(stopped_on_the_third))
+    cut = study.trials[calls[2].number]
+    assert cut.state == optuna.trial.TrialState.FAIL and cut.user_attrs["cancelled"] is True
+    assert finished_count(study) == 4  # the cut trial is not one of them
+
+    resumed = run_study(replace(spec, n_trials=8), InProcessExecutor())
+    reruns = [t for t in resumed.trials if t.number > cut.number and t.params == cut.params]
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in reruns)
+    assert not any(t.user_attrs.get("duplicate_of") == cut.number for t in resumed.trials)
