@@ -233,13 +233,15 @@ def prepare_start(args: argparse.Namespace) -> Any:
     pool = load_input_pool(args.inputs, info) if args.inputs else synthetic_pool(info, overrides, seed)
 
     check_results_dir_writable(results_dir)
-    if resumed is None:
-        existing = existing_study_model(results_dir, name, args.storage)
-        if existing is not None and existing.get("model_sha256") != info.sha256:
-            raise UsageError(
-                f"--study {name}: this study belongs to a different model ({existing.get('model_path')}); "
-                f"pick another --study name"
-            )
+    existing = resumed if resumed is not None else existing_study_model(results_dir, name, args.storage)
+    if resumed is None and existing is not None and existing.get("model_sha256") != info.sha256:
+        raise UsageError(
+            f"--study {name}: this study belongs to a different model ({existing.get('model_path')}); "
+            f"pick another --study name"
+        )
+    if existing is not None:
+        _check_same_study(name, existing, target_name=args.target if ":" in args.target else target.name,
+                          overrides=overrides, pool=pool, space=space, resume=resumed is not None)  # fmt: skip
     spec = StudySpec(
         name=name,
         results_dir=results_dir,
@@ -352,6 +354,40 @@ def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
     for key, value in stored.items():
         if key in RESUMABLE_OPTIONS and getattr(args, key, None) == getattr(defaults, key, None):
             setattr(args, key, Path(value) if key in ("space", "inputs") and value else value)
+
+
+def _check_same_study(
+    name: str,
+    stored: dict[str, Any],
+    *,
+    target_name: str,
+    overrides: dict[str, tuple[int, ...]],
+    pool: dict[str, Any],
+    space: Any,
+    resume: bool,
+) -> None:
+    """A study is its inputs: continuing one with another target, shapes, input data or search
+    space would mix measurements of different things under one name. UsageError naming what
+    differs (checks only what the study recorded)."""
+    from autotune.model import pool_sha256
+    from autotune.space import space_sha256
+
+    differs = []
+    if stored.get("target") not in (None, target_name):
+        differs.append(f"target {stored['target']} -> {target_name}")
+    recorded_shapes = stored.get("shape_overrides")
+    if recorded_shapes is not None and recorded_shapes != {k: list(v) for k, v in overrides.items()}:
+        differs.append(f"--shape {recorded_shapes or 'none'} -> {dict(overrides) or 'none'}")
+    if stored.get("inputs_sha256") not in (None, pool_sha256(pool)):
+        differs.append("the input data (--inputs or the synthetic pool's seed/shapes)")
+    if stored.get("space_sha256") not in (None, space_sha256(space)):
+        differs.append("the search space (--space, --batch or the installed target's capabilities)")
+    if differs:
+        how = "drop the changed flags to continue it" if resume else f"continue it with `--resume {name}`"
+        raise UsageError(
+            f"--study {name}: the existing study was tuned with other inputs ({'; '.join(differs)}); "
+            f"pick another --study name for a new study, or {how}"
+        )
 
 
 def _restrict_batch(space: Any, text: str, info: Any) -> Any:

@@ -320,6 +320,16 @@ def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
     return arrays
 
 
+def pool_sha256(pool: Mapping[str, np.ndarray]) -> str:
+    """A digest of the input pool (names, dtypes, shapes and bytes): what a study verifies on."""
+    digest = hashlib.sha256()
+    for name in sorted(pool):
+        array = np.ascontiguousarray(pool[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def feeds_at_batch(pool: Mapping[str, np.ndarray], batch_size: int, dynamic_batch: bool) -> dict[str, np.ndarray]:
     """Feeds of `batch_size` samples drawn cyclically from the pool (the pool itself if static)."""
     if not dynamic_batch:

@@ -147,6 +147,17 @@ class SearchSpace:
         return replace(self, knobs=tuple(knobs))
 
 
+def space_sha256(space: SearchSpace) -> str:
+    """A digest of what a space can propose (knobs, types, values, defaults, conditions)."""
+    import hashlib
+
+    parts = [
+        (k.name, k.type, repr(k.default), repr(k.choices), k.low, k.high, k.step, k.log, sorted(k.condition.items()))
+        for k in space.knobs
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
 def config_key(config: Mapping[str, Any]) -> str:
     """A canonical string for a configuration: equal keys mean identical configurations."""
     return ";".join(f"{k}={config[k]!r}" for k in sorted(config))

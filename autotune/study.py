@@ -22,9 +22,9 @@ import numpy as np
 
 from autotune.errors import UsageError
 from autotune.measure import StopRule
-from autotune.model import ModelInfo, feeds_at_batch
+from autotune.model import ModelInfo, feeds_at_batch, pool_sha256
 from autotune.rules import FailureRules, Rule, rules_from_history
-from autotune.space import PASS_PREFIX, SearchSpace, config_key
+from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
 from autotune.sweep import combine_winners, sweep_configs, unmeasured_config
 from autotune.targets.base import TargetOptions
 from autotune.trial import TrialRequest, TrialResult
@@ -442,6 +442,7 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "min_cosine": spec.tolerance.min_cosine,
         "metric": spec.tolerance.metric,
         "dynamic_batch": spec.model.dynamic_batch,
+        "inputs_sha256": pool_sha256(spec.input_pool),
         "shape_overrides": {k: list(v) for k, v in spec.shape_overrides.items()},
         "n_trials": spec.n_trials,
         "budget_s": spec.budget_s,
@@ -601,9 +602,10 @@ def run_study(
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     (spec.study_dir / "trials").mkdir(exist_ok=True)
     spec = replace(spec, target_options=replace(spec.target_options, cache_dir=spec.study_dir.resolve()))
+    searched = spec.space  # what the user asked for; inert passes are dropped below
     spec, dropped = drop_inert_passes(spec)
     study = open_study(spec, create=True)
-    for key, value in study_attrs(spec).items():
+    for key, value in {**study_attrs(spec), "space_sha256": space_sha256(searched)}.items():
         study.set_user_attr(key, value)
     study.set_user_attr("dropped_knobs", dropped)
     seed_queue(study, spec)

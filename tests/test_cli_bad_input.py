@@ -236,3 +236,19 @@ def test_a_bad_short_shape_is_rejected(capsys, results_dir, tmp_path):
     model = make_dynamic_hw_model(tmp_path / "det.onnx")
     code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "640x480x3"))
     assert_rejected(code, err, "--shape '640x480x3'", "HxW")
+
+
+def test_rerunning_a_study_with_other_shapes_is_refused_not_silently_resumed(capsys, results_dir, tmp_path):
+    import optuna
+
+    model = make_dynamic_hw_model(tmp_path / "det.onnx")
+    first = [*start(results_dir, str(model), "--shape", "32x32", "--study", "det"), "--max-measure-s", "0.05"]
+    assert main(first) == 0
+    capsys.readouterr()
+    storage = f"sqlite:///{results_dir / 'det' / 'study.db'}"
+    trials_before = len(optuna.load_study(study_name="det", storage=storage).trials)
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "64x64", "--study", "det"))
+    assert_rejected(code, err, "--study det", "--shape", "pick another --study name")
+    assert len(optuna.load_study(study_name="det", storage=storage).trials) == trials_before
+    # The same inputs continue the study.
+    assert main([*first[:-4], "--trials", "3", "--results-dir", str(results_dir), "--max-measure-s", "0.05"]) == 0
