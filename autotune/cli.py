@@ -60,11 +60,19 @@ def _study_name(text: str) -> str:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("autotune").strip()  # main() prefixes "autotune: error:"
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib import metadata
+
     parser = _Parser(prog="autotune", description="Find the fastest accurate way to deploy an ONNX model.")
+    try:
+        version = metadata.version("autotune")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"autotune {version}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     start = sub.add_parser("start", help="validate, then tune a model (a detached daemon unless --foreground)")

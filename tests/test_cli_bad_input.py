@@ -252,3 +252,12 @@ def test_rerunning_a_study_with_other_shapes_is_refused_not_silently_resumed(cap
     assert len(optuna.load_study(study_name="det", storage=storage).trials) == trials_before
     # The same inputs continue the study.
     assert main([*first[:-4], "--trials", "3", "--results-dir", str(results_dir), "--max-measure-s", "0.05"]) == 0
+
+
+def test_argparse_errors_are_prefixed_once_and_version_is_printed(capsys):
+    code, err = run_cli(capsys, "start", "--trials")
+    assert_rejected(code, err, "start: argument --trials")
+    assert err.count("autotune") == 1
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.startswith("autotune ")
