@@ -5,7 +5,7 @@ the exact device commands):
 
     python bench/gpu_study.py export                      # models into bench/models/
     python bench/gpu_study.py study NAME MODEL [--shape S] [--trials 30] [--budget 4m]
-    python bench/gpu_study.py render                      # bench/RESULTS-GPU.md from bench/gpu_results/
+    python bench/gpu_study.py render                      # bench/gpu_results/ISSUE7.md (issue 7's figures)
 
 `study` tunes MODEL with the README's command (`autotune start MODEL --trials N`, in the
 foreground, trials in Ray workers holding one GPU each), then reads the study back and writes
@@ -155,8 +155,9 @@ def figures(name: str, results_dir: Path) -> dict:
 
 
 def render() -> Path:
-    out = HERE / "RESULTS-GPU.md"
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    # bench/RESULTS-GPU.md is now written by bench/gpu_grid.py (issue 10); these are issue 7's figures.
+    out = RESULTS / "ISSUE7.md"
+    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if not p.name.endswith("-grid.json")]
     lines = [
         "# GPU results: ONNX Runtime CUDA execution provider, tuned end to end",
         "",
