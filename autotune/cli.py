@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     export.add_argument("--storage")
 
+    prof = sub.add_parser("profile", help="per-layer profile of the defaults and the answer, with diagnoses")
+    prof.add_argument("study", nargs="?")
+    prof.add_argument("--trial", help="profile this trial against the defaults (default: the study's answer)")
+    prof.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    prof.add_argument("--storage")
+
     stop = sub.add_parser("stop", help="stop a running study (finalizes; --now ends at once)")
     stop.add_argument("study", nargs="?")
     stop.add_argument("--now", action="store_true")
@@ -794,6 +800,36 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(f"--trial {args.trial}: no complete trial with that number in {study.study_name}")
         write_deploy_dir(study, trial, output)
     print(f"exported trial {number} of {study.study_name} to {output}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from autotune.finalize import rerender
+    from autotune.profile import PROFILE_FILE, ProfileError, profile_study
+    from autotune.report import default_trial, trial_by_number
+
+    study = _load(args, args.study)
+    number = None
+    if args.trial is not None:
+        number = _int_flag("--trial", args.trial)
+        trial = trial_by_number(study, number)
+        if trial is None or trial.state.name != "COMPLETE":
+            raise UsageError(f"--trial {args.trial}: no complete trial with that number in {study.study_name}")
+    if default_trial(study) is None:
+        raise UsageError(f"study {study.study_name}: no measured baseline (trial 0) to profile yet")
+    try:
+        data = profile_study(study, number)
+    except AutotuneError:
+        raise
+    except Exception as exc:  # a profile that cannot run is a runtime failure: one line, exit 1
+        raise ProfileError(f"profile of {study.study_name} failed: {type(exc).__name__}: {exc}") from None
+    report = rerender(study)
+    study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
+    shares = [data[k].get("gemm_share") for k in ("defaults", "best") if data.get(k)]
+    line = " -> ".join(f"{s:.1%}" if s is not None else "untimed" for s in shares)
+    print(f"GEMM-class share {line}; {len(data['diagnoses'])} diagnoses")
+    print(study_dir / PROFILE_FILE)
+    print(report)
     return 0
 
 

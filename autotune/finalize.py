@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from autotune.measure import aa_interval_overlaps
+from autotune.profile import PROFILE_FILE, profile_after_search
 from autotune.report import (
     BEST_DIR,
     INPUTS_FILE,
@@ -98,7 +99,7 @@ def finalize(
     if primary is not None:
         best = trial_by_number(study, primary.trial)
         study.set_user_attr("best_batch", primary.batch_size)
-    elif zero is not None and not study.user_attrs.get("build_only"):
+    elif zero is not None and is_feasible(zero) and not study.user_attrs.get("build_only"):
         best = zero
     else:
         best = None if not study.user_attrs.get("build_only") else _first_built(study)
@@ -109,6 +110,7 @@ def finalize(
         study.set_user_attr("speedup", asdict(speedup))
     else:
         study.set_user_attr("speedup", None)
+    profile_after_search(study)  # never raises: a failed profile is noted, not fatal
     best_dir = write_best(study, best) if best is not None else None
     report = study_dir / REPORT_FILE
     report.write_text(render_report(study))
@@ -220,7 +222,8 @@ def choose_answers(
         if rounds > 0:
             paired = {t.number: measure_speedup(study, zero, t, batch, rounds, run_paired_fn) for t in finalists}
         winner = max(paired, key=lambda n: paired[n].median, default=None)
-        fallback = defaults.number if defaults is not None else None
+        # The defaults can be the answer only where they pass the accuracy gate.
+        fallback = defaults.number if defaults is not None and is_feasible(defaults) else None
         if winner is None:
             if fallback is None:
                 continue
@@ -228,14 +231,16 @@ def choose_answers(
             answers[batch] = Answer(batch, fallback, "defaults", None, per_sample, [])
             continue
         speedup = paired[winner]
-        if aa is not None and aa_interval_overlaps(speedup, aa):
+        if defaults is not None and fallback is None:
+            verdict = "defaults fail the gate"  # the fastest accurate finalist, whatever its speed
+        elif aa is not None and aa_interval_overlaps(speedup, aa):
             verdict = "no measurable difference"
         elif speedup.median <= 1.0:
             verdict = "slower"
         else:
             verdict = "faster"
-        # Not faster: the defaults at this batch stay the answer, where they were measured.
-        number = winner if verdict == "faster" or fallback is None else fallback
+        # Not faster: the defaults at this batch stay the answer, where they pass the gate.
+        number = winner if verdict in ("faster", "defaults fail the gate") or fallback is None else fallback
         per_sample = speedup.best_ms_per_sample if number == winner else speedup.default_ms_per_sample
         answers[batch] = Answer(batch, number, verdict, speedup, per_sample, list(paired), winner)
     return answers
@@ -263,7 +268,7 @@ def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
     trials = {t.number: t for t in [*pareto_front(study), *([best] if best is not None else [])]}
     for trial in trials.values():
         trial_dir = study_dir / "trials" / str(trial.number)
-        files = [trial_dir / name for name in ("metrics.json", MODEL_FILE, "build.log", "engine.plan")]
+        files = [trial_dir / name for name in ("metrics.json", MODEL_FILE, "build.log", "engine.plan", PROFILE_FILE)]
         if best is not None and best_dir is not None and trial.number == best.number:
             files += [best_dir / name for name in (MANIFEST_FILE, REPORT_FILE, PARETO_PLOT)]
         for path in files:

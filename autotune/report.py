@@ -111,8 +111,9 @@ class Answer:
         batch_size (int): the batch.
         trial (int): the trial to deploy at this batch.
         verdict (str): "faster" (the tuned trial beat the defaults at this batch, clear of the
-            A/A noise floor), "no measurable difference", "slower", or "defaults" (nothing
-            feasible to compare).
+            A/A noise floor), "no measurable difference", "slower", "defaults" (nothing else
+            feasible to compare), or "defaults fail the gate" (the answer is the fastest
+            finalist that passes it).
         speedup (Speedup | None): the paired measurement of the best finalist against the
             defaults at this batch.
         ms_per_sample (float): the answer's median latency per sample in the paired run.
@@ -377,6 +378,11 @@ def _answer_phrase(answer: Answer) -> str:
             f"(IQR {s.p25:.3f}-{s.p75:.3f}, {s.rounds} interleaved rounds; {s.default_ms_per_sample:.4g} -> "
             f"{s.best_ms_per_sample:.4g} ms per sample), {measured}"
         )
+    if answer.verdict == "defaults fail the gate":
+        return (
+            f"trial {answer.trial}, the fastest configuration at batch {answer.batch_size} that passes the accuracy "
+            f"gate (the defaults there do not; it runs at {ratio} their speed), {measured}"
+        )
     why = "no measurable difference from" if answer.verdict == "no measurable difference" else "slower than"
     return (
         f"trial {answer.trial} (the defaults at batch {answer.batch_size}): the best finalist, trial "
@@ -467,6 +473,7 @@ def render_report(study: Any) -> str:
     compared = best if best is not None and not attrs.get("build_only") else _fewest_layers(study)
     if compared is not None and zero is not None:
         lines += layer_comparison(study_dir, zero.number, compared.number)
+    lines += profile_section(study_dir)
     rejected = rejected_trials(study)
     if rejected:
         lines += ["## Rejected by the accuracy gate", ""]
@@ -734,3 +741,11 @@ def rejected_trials(study: Any) -> list[dict[str, Any]]:
             {"trial": trial.number, "rejected_by": "; ".join(reasons), "error": attrs.get("normalized_error")}
         )
     return rejected
+
+
+def profile_section(study_dir: Path) -> list[str]:
+    """The "Where the time goes" section from the study's `profile.json` (none without one)."""
+    from autotune.profile import load_profile, render_section
+
+    data = load_profile(study_dir)
+    return render_section(data) if data else []

@@ -68,10 +68,12 @@ class FailureRules:
 
     Args:
         succeeded (list): configurations known to work (a rule they satisfy is not enforced).
+        defaults (dict): the all-defaults configuration (its values are the last suspects).
     """
 
     failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     succeeded: list[dict[str, Any]] = field(default_factory=list)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def record_failure(self, number: int, config: Mapping[str, Any], reason: str) -> Rule | None:
         """Adds a failure; returns the rule of its class when one (now) exists."""
@@ -85,13 +87,22 @@ class FailureRules:
         self.succeeded.append(dict(config))
 
     def rule_for(self, cls: str) -> Rule | None:
+        """The rule of failure class `cls`: the knob values every failure of the class shared,
+        reduced to the non-default ones when that reduced rule still covers no successful
+        configuration (values at their defaults are rarely the cause: trial 0 ran with them;
+        two failures share many of them by coincidence, which kept a rule too narrow to stop
+        the third)."""
         seen = self.failures.get(cls, [])
         if len(seen) < MIN_FAILURES:
             return None
         common = dict(seen[0][1])
         for _, config in seen[1:]:
             common = {k: v for k, v in common.items() if k in config and config[k] == v}
-        rule = Rule(knobs=common, reason=cls, trials=[n for n, _ in seen])
+        suspects = {k: v for k, v in common.items() if k not in self.defaults or self.defaults[k] != v}
+        trials = [n for n, _ in seen]
+        if suspects and suspects != common and not any(Rule(suspects, cls).matches(ok) for ok in self.succeeded):
+            common = suspects
+        rule = Rule(knobs=common, reason=cls, trials=trials)
         rule.enforced = bool(common) and not any(rule.matches(ok) for ok in self.succeeded)
         return rule
 
@@ -107,11 +118,13 @@ class FailureRules:
         return next((r for r in self.enforced() if r.matches(config)), None)
 
 
-def rules_from_history(history: Iterable[tuple[int, str, dict[str, Any], str]]) -> FailureRules:
+def rules_from_history(
+    history: Iterable[tuple[int, str, dict[str, Any], str]], defaults: Mapping[str, Any] | None = None
+) -> FailureRules:
     """Rebuilds the rules from (number, state, config, reason) of told trials (on resume)."""
-    rules = FailureRules()
+    rules = FailureRules(defaults=dict(defaults or {}))
     for number, state, config, reason in sorted(history, key=lambda h: h[0]):
-        if state == "complete":
+        if state == "complete":  # "slow" successes are neither failures nor counter-evidence
             rules.record_success(config)
         elif state in ("failed", "pruned"):
             rules.record_failure(number, config, reason)

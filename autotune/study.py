@@ -25,7 +25,7 @@ from autotune.measure import StopRule
 from autotune.model import ModelInfo, feeds_at_batch, pool_sha256
 from autotune.rules import FailureRules, Rule, rules_from_history
 from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
-from autotune.sweep import combine_winners, sweep_configs, unmeasured_config
+from autotune.sweep import Outcome, combine_winners, sweep_configs, unmeasured_config
 from autotune.targets.base import TargetOptions
 from autotune.trial import TrialRequest, TrialResult
 from autotune.verify import Tolerance
@@ -35,6 +35,9 @@ OBJECTIVES = ("throughput", "normalized_error")
 DIRECTIONS = ("maximize", "minimize")
 SLOW_FACTOR = 10.0  # a configuration this many times slower per sample than trial 0 is cut short
 CONTROL_EVERY = 10  # the defaults are re-measured after every this many counted trials (drift)
+CONTROL_FIRST = 3  # ... and once early: trial 0 runs on a cold worker (seen 1.5x slow on a GPU)
+NEARLY_TOO_SLOW = SLOW_FACTOR / 2  # a success this much slower than the defaults does not
+# contradict a "too slow" failure rule (it was cut at 10x by the batch-scaled cap, not fast)
 DRIFT_FLAG = 0.10  # a control this far from trial 0 (relative) flags the trials told after it
 REPEATS_BEFORE_FALLBACK = 2  # asks that brought nothing new before a random unmeasured configuration
 MAX_REPEATS = 200  # asks that brought nothing new before the study stops asking
@@ -310,10 +313,11 @@ class StudyRun:
     stopping: bool = False
     rules: FailureRules = field(default_factory=FailureRules)
     sweep_keys: set[str] = field(default_factory=set)  # one-knob sweep configurations not yet told
-    sweep_told: list[tuple[dict[str, Any], float]] = field(default_factory=list)  # (config, feasible thr.)
-    default_throughput: float = 0.0
+    sweep_told: list[Outcome] = field(default_factory=list)
+    default: Outcome | None = None  # the defaults' outcome (fastest of trial 0 and the controls)
     controls: dict[int, TrialRequest] = field(default_factory=dict)  # in-flight drift controls
     controls_sent: int = 0
+    last_control: int = 0  # counted trials when the last control was sent
     drift_ratio: float = 1.0  # the latest control's latency over trial 0's
 
     def out_of_time(self) -> bool:
@@ -451,7 +455,7 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
     }
 
 
-def recover_state(study: Any, run: StudyRun) -> None:
+def recover_state(study: Any, run: StudyRun, defaults: Mapping[str, Any] | None = None) -> None:
     """Rebuilds the loop's memory from told trials (dedup maps, failure rules, the sweep, the
     baseline); fails trials a dead run left RUNNING and re-queues their configurations."""
     import optuna
@@ -482,6 +486,8 @@ def recover_state(study: Any, run: StudyRun) -> None:
             optuna.trial.TrialState.FAIL: "failed",
             optuna.trial.TrialState.PRUNED: "pruned",
         }.get(frozen.state)
+        if state == "complete" and attrs.get("slow_vs_baseline", 0.0) > NEARLY_TOO_SLOW:
+            state = "slow"  # neither a failure nor evidence against a failure rule
         if state is not None:
             history.append((frozen.number, state, dict(frozen.params), str(attrs.get("reason", ""))))
         if frozen.state == optuna.trial.TrialState.FAIL:
@@ -501,17 +507,19 @@ def recover_state(study: Any, run: StudyRun) -> None:
             run.measured.setdefault(attrs["digest"], _summary_from_attrs(frozen.number, attrs))
         if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
-            run.default_throughput = float(attrs.get("throughput", 0.0))
+            run.default = _outcome(dict(frozen.params), attrs)
     if len(requeued) > before:
         study.set_user_attr("requeued_cancelled", requeued)
-    run.rules = rules_from_history(history)
+    run.rules = rules_from_history(history, defaults)
     run.done = finished_count(study)
     run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
     for frozen in study.get_trials(deepcopy=False):
         key = frozen.user_attrs.get("config_key")
         if key in study.user_attrs.get("sweep_keys", []) and frozen.state == optuna.trial.TrialState.COMPLETE:
-            run.sweep_told.append((dict(frozen.params), _feasible_throughput(frozen)))
+            run.sweep_told.append(_outcome(dict(frozen.params), frozen.user_attrs))
     run.controls_sent = len(study.user_attrs.get("drift", []))
+    for control in study.user_attrs.get("drift", []):
+        run.reference_latency_s = min(run.reference_latency_s, control["ms_per_sample"] / 1e3)
 
 
 def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -525,9 +533,17 @@ def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]
     }
 
 
-def _feasible_throughput(frozen: Any) -> float:
-    feasible = all(c <= 0 for c in frozen.user_attrs.get("constraints", [1.0]))
-    return float(frozen.user_attrs.get("throughput", 0.0)) if feasible else 0.0
+def _outcome(config: dict[str, Any], attrs: Mapping[str, Any]) -> Outcome:
+    feasible = all(c <= 0 for c in attrs.get("constraints", [1.0]))
+    error = float(attrs.get("normalized_error", math.inf))
+    return Outcome(config, float(attrs.get("throughput", 0.0)), error, feasible)
+
+
+def _result_outcome(result: TrialResult) -> Outcome:
+    error = float(result.accuracy.get("normalized_error", math.inf)) if result.accuracy else math.inf
+    return Outcome(
+        dict(result.config), result.throughput if result.state == "complete" else 0.0, error, result.feasible
+    )
 
 
 def count_trials(study: Any) -> dict[str, int]:
@@ -611,7 +627,8 @@ def run_study(
     seed_queue(study, spec)
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
     run = StudyRun(started=time.monotonic(), budget_s=budget)
-    recover_state(study, run)
+    recover_state(study, run, spec.space.default_config())
+    run.rules.defaults = spec.space.default_config()
     refs = references if references is not None else compute_references(spec)
     warnings = weak_reference_warnings(refs, spec.tolerance)
     if warnings:
@@ -650,14 +667,14 @@ def run_study(
             key = config_key(config)
             if key in run.keys:
                 _tell_duplicate(study, trial, run.keys[key])
-                sweep_told(config, 0.0)  # its original's outcome is already in (or will not be)
+                sweep_told(config, None)  # its original's outcome is already in (or will not be)
                 nothing_new()
                 continue
             rule = run.rules.ruled_out(config)
             run.keys[key] = trial.number
             if rule is not None:
                 _tell_ruled_out(study, trial, rule)
-                sweep_told(config, 0.0)
+                sweep_told(config, None)
                 nothing_new()
                 continue
             run.repeats = 0
@@ -667,12 +684,13 @@ def run_study(
     def maybe_control() -> None:
         """Re-measures the defaults every CONTROL_EVERY counted trials, so that a machine
         that drifts (thermal, a neighbour) shows in the report instead of in the ranking."""
-        due = (run.controls_sent + 1) * CONTROL_EVERY
+        due = CONTROL_FIRST if run.controls_sent == 0 else max(run.controls_sent * CONTROL_EVERY, run.last_control + 1)
         if spec.target_options.build_only or run.reference_latency_s <= 0 or run.controls or run.done < due:
             return
         if run.stopping or run.out_of_time() or run.busy() >= executor.capacity:
             return
         run.controls_sent += 1
+        run.last_control = run.done
         number = -run.controls_sent
         request = _request(spec, number, spec.space.default_config(), refs, run)
         request = replace(
@@ -691,39 +709,54 @@ def run_study(
             return
         per_sample_s = result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1)
         run.drift_ratio = per_sample_s / run.reference_latency_s
+        # The defaults' best measurement is the baseline of the slow-trial cap and the sweep.
+        run.reference_latency_s = min(run.reference_latency_s, per_sample_s)
+        if run.default is not None and result.throughput > run.default.throughput:
+            run.default = replace(run.default, throughput=result.throughput)
         drift = list(study.user_attrs.get("drift", []))
         drift.append(
             {"after_trials": run.done, "ms_per_sample": per_sample_s * 1e3, "ratio_to_baseline": run.drift_ratio}
         )
         study.set_user_attr("drift", drift)
 
-    def learn(trial: Any, result: TrialResult) -> None:
-        """What a told result teaches the loop: the baseline, failure rules, the sweep."""
+    def learn_in_memory(result: TrialResult) -> None:
+        """What a result teaches before the next ask (no storage writes): the baseline and the
+        failure rules, so an asynchronous worker's next trial already obeys a new rule."""
         if config_key(result.config) == defaults_key and result.measurements and not run.reference_latency_s:
             run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
-            run.default_throughput = result.throughput if result.feasible else 0.0
+            run.default = _result_outcome(result)
         if result.state == "complete":
-            run.rules.record_success(result.config)
+            if slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
+                run.rules.record_success(result.config)
         elif result.state in ("failed", "pruned"):
             before = {r.reason for r in run.rules.enforced()}
             rule = run.rules.record_failure(result.number, result.config, result.reason)
             if rule is not None and rule.enforced and rule.reason not in before:
                 logging.getLogger("autotune").info("new rule: %s", rule.describe())
+
+    def slow_vs_baseline(result: TrialResult) -> float:
+        if not result.measurements or run.reference_latency_s <= 0:
+            return 0.0
+        return result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1) / run.reference_latency_s
+
+    def learn(trial: Any, result: TrialResult) -> None:
+        """What a told result teaches that is stored: rules, the sweep's progress."""
         rules = [r.as_dict() for r in run.rules.rules()]
         if rules != study.user_attrs.get("rules", []):
             study.set_user_attr("rules", rules)
-        sweep_told(result.config, result.throughput if result.feasible else 0.0)
+        sweep_told(result.config, _result_outcome(result))
 
-    def sweep_told(config: dict[str, Any], throughput: float) -> None:
-        """Records a sweep configuration's outcome (0 when it failed, was infeasible, repeated
-        or ruled out); once every one is in, enqueues the winners combined."""
+    def sweep_told(config: dict[str, Any], outcome: Outcome | None) -> None:
+        """Records a sweep configuration's outcome (None when it repeated or was ruled out);
+        once every one is in, enqueues the winners combined."""
         key = config_key(config)
         if key not in run.sweep_keys:
             return
         run.sweep_keys.discard(key)
-        run.sweep_told.append((dict(config), throughput))
-        if not run.sweep_keys and run.default_throughput > 0 and not study.user_attrs.get("sweep_combined"):
-            combined = combine_winners(spec.space, run.sweep_told, run.default_throughput)
+        if outcome is not None:
+            run.sweep_told.append(outcome)
+        if not run.sweep_keys and run.default is not None and not study.user_attrs.get("sweep_combined"):
+            combined = combine_winners(spec.space, run.sweep_told, run.default)
             for winner in combined:
                 if config_key(winner) not in run.keys:
                     study.enqueue_trial(winner, skip_if_exists=True)
@@ -742,6 +775,8 @@ def run_study(
                 record_control(control)
             arrived = [(run.pending.pop(r.number), r) for r in results if r.number in run.pending]
             run.done += sum(1 for _, r in arrived if _counts(r, spec))
+            for _, result in arrived:
+                learn_in_memory(result)
             # Asynchronous workers get their next trials before the results are written: storage
             # writes overlap with running trials instead of leaving workers idle. (In-process,
             # the sampler sees each result before the next ask.)
@@ -756,6 +791,8 @@ def run_study(
                     )
                 if config_key(result.config) == defaults_key:
                     trial.set_user_attr("baseline", True)
+                if slow_vs_baseline(result) > NEARLY_TOO_SLOW:
+                    trial.set_user_attr("slow_vs_baseline", slow_vs_baseline(result))
                 if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
                     trial.set_user_attr("cancelled", True)
                     if run.keys.get(config_key(result.config)) == result.number:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from autotune.space import SearchSpace, config_key
@@ -59,31 +60,59 @@ def knob_changed(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> list
     return sorted(n for n in names if config.get(n, object()) != defaults.get(n, object()))
 
 
-def combine_winners(
-    space: SearchSpace, measured: Iterable[tuple[Mapping[str, Any], float]], default_throughput: float
-) -> list[dict[str, Any]]:
-    """The sweep's winners combined: for each knob, the value whose one-knob trial had the
-    highest feasible throughput above the defaults' (by WIN_MARGIN). Returns the combination
-    at batch 1 and, when a larger batch won, at that batch too (empty when nothing won).
+@dataclass(frozen=True)
+class Outcome:
+    """What one sweep trial measured: its configuration, throughput (0 when it failed), error
+    (the study's error objective; inf when it failed) and whether it passed the gate."""
+
+    config: Mapping[str, Any]
+    throughput: float
+    error: float
+    feasible: bool
+
+
+# A speed winner may not make the output this much worse than the defaults' (relative error).
+ERROR_SLACK = 1.5
+
+
+def combine_winners(space: SearchSpace, measured: Iterable[Outcome], default: Outcome) -> list[dict[str, Any]]:
+    """The sweep's winners combined into one candidate, at batch 1 and at the best batch.
+
+    Per knob, the value kept is (1) the fastest *feasible* value that beats the defaults'
+    throughput by WIN_MARGIN, else (2) when the defaults fail the accuracy gate, the fastest
+    value that passes it (an accuracy fix: TF32 off on a detector whose TF32 output moves too
+    much), else (3) when the defaults fail, the fastest value that beats them by WIN_MARGIN
+    without a worse error (a speed winner the fix can be combined with: CUDA graph). Returns []
+    when nothing won.
 
     Args:
-        measured: (configuration, feasible throughput) of the sweep's told trials.
-        default_throughput (float): trial 0's throughput.
+        measured: the sweep's told trials.
+        default: trial 0's outcome.
     """
     defaults = space.default_config()
-    best: dict[str, tuple[Any, float]] = {}
-    for config, throughput in measured:
-        changed = knob_changed(config, defaults)
+    best: dict[str, tuple[Any, float, int]] = {}  # knob -> (value, throughput, rank: lower wins)
+    for outcome in measured:
+        changed = knob_changed(outcome.config, defaults)
         knob = next((n for n in changed if n in space and n != "calibration_method"), None)
-        if knob is None or throughput <= default_throughput * (1 + WIN_MARGIN):
+        if knob is None or outcome.throughput <= 0:
             continue
-        if knob not in best or throughput > best[knob][1]:
-            best[knob] = (config[knob], throughput)
-            if knob == "precision" and "calibration_method" in config:
-                best["calibration_method"] = (config["calibration_method"], throughput)
+        faster = outcome.throughput > default.throughput * (1 + WIN_MARGIN)
+        if outcome.feasible and faster:
+            rank = 0
+        elif not default.feasible and outcome.feasible:
+            rank = 1
+        elif not default.feasible and faster and outcome.error <= default.error * ERROR_SLACK:
+            rank = 2
+        else:
+            continue
+        current = best.get(knob)
+        if current is None or (rank, -outcome.throughput) < (current[2], -current[1]):
+            best[knob] = (outcome.config[knob], outcome.throughput, rank)
+            if knob == "precision" and "calibration_method" in outcome.config:
+                best["calibration_method"] = (outcome.config["calibration_method"], outcome.throughput, rank)
     if not best:
         return []
-    winners = {k: v for k, (v, _) in best.items()}
+    winners = {k: v for k, (v, _, _) in best.items()}
     batch = winners.pop("batch_size", None)
     combined = [space.complete({**defaults, **winners})]
     if batch is not None:

@@ -242,11 +242,17 @@ def compare_outputs(
             reference_range = float(np.max(np.abs(wide))) if wide.size else 0.0
         degenerate = reference_range <= DEGENERATE_SCALE
         error_over_range = max_abs_error if degenerate else max_abs_error / reference_range
+        label, judged_error = f"output {name!r}", max_abs_error
+        field = _worst_packed_field(cand[name], wide, reference_range) if tolerance.mode == "scale" else None
+        if field is not None and not degenerate:
+            index, count, judged_error, reference_range = field
+            error_over_range = judged_error / reference_range
+            label = f"output {name!r} field {index} of {count} (last axis)"
         if tolerance.mode == "elementwise":
             rejected_by = "" if bool(stats) else _elementwise_rejection(name, stats, tolerance)
         else:
             rejected_by = _scale_rejection(
-                name, cand[name], max_abs_error, reference_range, degenerate, cosine, tolerance
+                label, cand[name], judged_error, reference_range, degenerate, cosine, tolerance
             )
         errors[name] = OutputError(
             max_abs_error=max_abs_error,
@@ -272,8 +278,35 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
+# A packed detection output ([..., rows, fields]: box coordinates in pixels beside scores in
+# [0, 1]) is judged per field: against the whole output's range, set by the pixels, a score
+# could move by 30% unnoticed. Outputs with a short last axis and many rows are packed.
+PACKED_MAX_FIELDS = 16
+PACKED_MIN_ROWS = 64
+
+
+def _worst_packed_field(
+    candidate: np.ndarray, reference: np.ndarray, output_range: float
+) -> tuple[int, int, float, float] | None:
+    """For a packed output, the field (last-axis index) with the largest max abs error over
+    its own range: (index, field count, its max abs error, its range); None otherwise. A
+    constant field is judged against the output's range."""
+    if reference.ndim < 2 or not np.issubdtype(candidate.dtype, np.floating):
+        return None
+    fields = reference.shape[-1]
+    if not 2 <= fields <= PACKED_MAX_FIELDS or reference.size // fields < PACKED_MIN_ROWS:
+        return None
+    ref = reference.reshape(-1, fields)
+    diff = np.abs(candidate.astype(np.float64).reshape(-1, fields) - ref)
+    errors = diff.max(axis=0)
+    ranges = np.ptp(ref, axis=0)
+    ranges = np.where(ranges > DEGENERATE_SCALE, ranges, output_range)
+    worst = int(np.argmax(errors / ranges))
+    return worst, fields, float(errors[worst]), float(ranges[worst])
+
+
 def _scale_rejection(
-    name: str,
+    label: str,
     candidate: np.ndarray,
     max_abs_error: float,
     reference_range: float,
@@ -283,22 +316,22 @@ def _scale_rejection(
 ) -> str:
     """Why "scale" mode rejects this output (empty when it passes)."""
     if np.issubdtype(candidate.dtype, np.floating) and not np.all(np.isfinite(candidate)):
-        return f"output {name!r}: the candidate has NaN or infinite values"
+        return f"{label}: the candidate has NaN or infinite values"
     if degenerate:
         if max_abs_error <= tolerance.atol:
             return ""
         return (
-            f"output {name!r}: the reference is zero everywhere, and max abs error {max_abs_error:.3g} is over the "
+            f"{label}: the reference is zero everywhere, and max abs error {max_abs_error:.3g} is over the "
             f"absolute floor {tolerance.atol:g}"
         )
     error_over_range = max_abs_error / reference_range
     if not error_over_range <= tolerance.max_error:
         return (
-            f"output {name!r}: max abs error {max_abs_error:.3g} is {_percent(error_over_range)} of its range "
+            f"{label}: max abs error {max_abs_error:.3g} is {_percent(error_over_range)} of its range "
             f"{reference_range:.3g} (limit {_percent(tolerance.max_error)})"
         )
     if not cosine >= tolerance.min_cosine:
-        return f"output {name!r}: cosine {cosine:.4g} < {tolerance.min_cosine:g}"
+        return f"{label}: cosine {cosine:.4g} < {tolerance.min_cosine:g}"
     return ""
 
 

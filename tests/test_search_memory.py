@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from autotune.rules import FailureRules, failure_class, rules_from_history
 from autotune.space import config_key, parse_space
-from autotune.sweep import combine_winners, sweep_configs, unmeasured_config
+from autotune.sweep import Outcome, combine_winners, sweep_configs, unmeasured_config
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
 
 SPACE = {
@@ -92,16 +92,33 @@ def test_the_winners_of_the_sweep_are_combined_at_batch_one_and_at_the_best_batc
     s = space()
     d = s.default_config()
     measured = [
-        ({**d, "graph_optimization_level": "basic"}, 90.0),  # slower
-        ({**d, "intra_op_threads": 8}, 130.0),  # a winner
-        ({**d, "intra_op_threads": 16}, 120.0),
-        ({**d, "precision": "int8", "calibration_method": "entropy"}, 101.0),  # inside the noise margin
-        ({**d, "batch_size": 8}, 400.0),
+        Outcome({**d, "graph_optimization_level": "basic"}, 90.0, 1e-6, True),  # slower
+        Outcome({**d, "intra_op_threads": 8}, 130.0, 1e-6, True),  # a winner
+        Outcome({**d, "intra_op_threads": 16}, 120.0, 1e-6, True),
+        Outcome({**d, "precision": "int8", "calibration_method": "entropy"}, 101.0, 1e-3, True),  # in the noise
+        Outcome({**d, "graph_optimization_level": "extended"}, 150.0, 0.5, False),  # fast but fails the gate
+        Outcome({**d, "batch_size": 8}, 400.0, 1e-6, True),
     ]
-    one, at_batch = combine_winners(s, measured, default_throughput=100.0)
+    one, at_batch = combine_winners(s, measured, Outcome(d, 100.0, 1e-6, True))
     assert one == {**d, "intra_op_threads": 8}
     assert at_batch == {**d, "intra_op_threads": 8, "batch_size": 8}
-    assert combine_winners(s, [({**d, "graph_optimization_level": "basic"}, 90.0)], 100.0) == []
+    assert combine_winners(s, measured[:1], Outcome(d, 100.0, 1e-6, True)) == []
+
+
+def test_when_the_defaults_fail_the_gate_the_fix_is_combined_with_the_speed_winners():
+    """The PP-OCR detector on the H100: TF32 (the default) moved its text map by 7% of its
+    range; TF32 off passed but was slower; CUDA graph was faster with the same error. The same
+    roles are played here by knobs this CPU-only space has."""
+    s = space()
+    d = s.default_config()
+    default = Outcome(d, 400.0, 0.077, False)
+    measured = [
+        Outcome({**d, "precision": "int8", "calibration_method": "minmax"}, 350.0, 0.004, True),  # the fix
+        Outcome({**d, "intra_op_threads": 8}, 560.0, 0.077, False),  # a speed winner, equally wrong
+        Outcome({**d, "graph_optimization_level": "basic"}, 500.0, 0.9, False),  # faster but far worse
+    ]
+    (combined,) = combine_winners(s, measured, default)
+    assert combined == {**d, "precision": "int8", "calibration_method": "minmax", "intra_op_threads": 8}
 
 
 def test_a_fresh_configuration_is_neither_known_nor_ruled_out():
@@ -110,3 +127,29 @@ def test_a_fresh_configuration_is_neither_known_nor_ruled_out():
     config = unmeasured_config(s, known, lambda c: c["precision"] == "fp32", seed=1)
     assert config is not None and config_key(config) not in known and config["precision"] == "fp32"
     assert unmeasured_config(s, known, lambda c: False, seed=1, tries=50) is None
+
+
+def test_a_rule_keeps_only_the_non_default_values_when_no_success_contradicts_it():
+    defaults = {"graph": False, "nhwc": False, "level": "all", "batch": 1}
+    rules = FailureRules(defaults=defaults)
+    rules.record_success(dict(defaults))
+    rules.record_success({**defaults, "graph": True})  # the expert recipe works
+    rules.record_success({**defaults, "nhwc": True})
+    reason = "build: graph capture is not supported"
+    rules.record_failure(7, {**defaults, "graph": True, "nhwc": True, "level": "basic"}, reason)
+    rule = rules.record_failure(9, {**defaults, "graph": True, "nhwc": True, "batch": 8, "level": "basic"}, reason)
+    # Both failures also had level=basic by coincidence: kept (not a default value), and
+    # batch=1 vs 8 differs: gone. A third failure at another level generalizes further.
+    assert rule.knobs == {"graph": True, "nhwc": True, "level": "basic"}
+    rule = rules.record_failure(11, {**defaults, "graph": True, "nhwc": True, "batch": 4}, reason)
+    assert rule.knobs == {"graph": True, "nhwc": True} and rule.enforced
+
+
+def test_a_rule_is_not_reduced_to_values_a_success_had():
+    defaults = {"graph": False, "precision": "fp32"}
+    rules = FailureRules(defaults=defaults)
+    rules.record_success({"graph": True, "precision": "fp16"})  # graph works in fp16
+    reason = "build: capture failed"
+    rules.record_failure(1, {"graph": True, "precision": "fp32"}, reason)
+    rule = rules.record_failure(2, {"graph": True, "precision": "fp32"}, reason)
+    assert rule.knobs == {"graph": True, "precision": "fp32"}

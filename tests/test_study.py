@@ -220,6 +220,10 @@ def test_a_speedup_inside_the_aa_interval_is_no_difference_and_the_defaults_stay
         assert slower.verdict == "slower" and slower.trial == 0
         faster = choose_answers(study, zero, 21, paired(1.2, 1.1, 1.3), aa)[1]
         assert faster.verdict == "faster" and faster.trial == 1 and faster.speedup.median == 1.2
+        # Defaults over tolerance are never the answer: the fastest accurate finalist is, even slower.
+        zero.user_attrs["constraints"] = [1.0]
+        fixed = choose_answers(study, zero, 21, paired(0.8, 0.78, 0.82), aa)[1]
+        assert fixed.verdict == "defaults fail the gate" and fixed.trial == 1
     finally:
         fin.measure_speedup = original
 
@@ -457,7 +461,7 @@ def test_the_defaults_are_remeasured_during_the_study_and_the_drift_is_reported(
     import autotune.study as study_module
     from autotune.study import InProcessExecutor, finished_count, run_study
 
-    monkeypatch.setattr(study_module, "CONTROL_EVERY", 3)
+    monkeypatch.setattr(study_module, "CONTROL_EVERY", 4)
     from autotune.cli import build_parser, prepare_start
 
     args = build_parser().parse_args(
@@ -469,7 +473,7 @@ def test_the_defaults_are_remeasured_during_the_study_and_the_drift_is_reported(
 
     write_inputs(spec)
     drift = study.user_attrs["drift"]
-    assert [d["after_trials"] for d in drift] == [3, 6]
+    assert [d["after_trials"] for d in drift] == [3, 4]  # early (trial 0 ran cold), then every 4
     assert all(0.2 < d["ratio_to_baseline"] < 5 for d in drift)  # the same configuration, re-measured
     assert finished_count(study) == 7 and all(t.number >= 0 for t in study.trials)
     assert not (spec.study_dir / "controls").exists() or not any((spec.study_dir / "controls").iterdir())
