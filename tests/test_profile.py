@@ -1,0 +1,266 @@
+"""Where the time goes: profiles of real ONNX Runtime sessions on generated models whose answer
+is known, the seed's diagnoses, and `autotune profile` on a finished study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import optuna
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from autotune.cli import main
+from autotune.passes import remove_redundant_transposes
+from autotune.profile import (
+    PROFILE_FILE,
+    diagnose,
+    parse_ort_profile,
+    profile_after_search,
+    profile_onnxruntime,
+    profile_tensorrt,
+)
+from tests.conftest import make_tiny_model
+
+
+def save(path: Path, nodes, inputs, outputs, inits) -> Path:
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_one_big_matmul(path: Path) -> Path:
+    """x[64, 1024] @ W[1024, 1024], then a Relu: nearly all the work is the GEMM."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((1024, 1024)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="big"), helper.make_node("Relu", ["m"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 1024])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 1024])
+    return save(path, nodes, [x], [y], [weight])
+
+
+def make_transpose_pair(path: Path) -> Path:
+    """Transpose to NHWC, Relu, Transpose back to NCHW: the pair cancels out."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        helper.make_node("Relu", ["t1"], ["r"], name="relu"),
+        helper.make_node("Transpose", ["r"], ["y"], perm=[0, 3, 1, 2], name="to_nchw"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    return save(path, nodes, [x], [y], [])
+
+
+def test_a_model_dominated_by_one_big_matmul_spends_most_of_its_time_in_gemm(tmp_path):
+    model = make_one_big_matmul(tmp_path / "matmul.onnx")
+    feeds = {"x": np.random.default_rng(0).standard_normal((64, 1024)).astype(np.float32)}
+
+    profile = profile_onnxruntime(model, {"graph_optimization_level": "disable"}, feeds, min_runs=5, min_s=0.05)
+
+    assert profile["timed"] and profile["runs"] >= 5
+    assert profile["gemm_share"] >= 0.8, profile["by_class_ms"]
+    assert profile["top"][0]["name"] == "big"
+    assert profile["top"][0]["op_type"] == "MatMul"
+    assert profile["top"][0]["precision"] == "fp32"
+
+
+def test_a_redundant_transpose_pair_is_diagnosed_naming_its_nodes(tmp_path):
+    model = onnx.load(str(make_transpose_pair(tmp_path / "pair.onnx")))
+
+    found = {d["kind"]: d for d in diagnose(model)}
+
+    pair = found["redundant_transposes"]
+    assert pair["nodes"] == ["Transpose to_nhwc", "Transpose to_nchw"]
+    assert pair["knob"] == "pass.remove_redundant_transposes"
+
+
+def test_after_remove_redundant_transposes_the_diagnosis_is_gone(tmp_path):
+    model = onnx.load(str(make_transpose_pair(tmp_path / "pair.onnx")))
+    rewritten, removed = remove_redundant_transposes(model)
+
+    assert removed == 2
+    assert "redundant_transposes" not in {d["kind"] for d in diagnose(rewritten)}
+
+
+def test_unnamed_nodes_are_named_as_tensorrt_names_them_and_batchnorm_is_diagnosed_with_its_conv(tmp_path):
+    model = onnx.load(str(make_tiny_model(tmp_path / "tiny.onnx")))
+
+    found = {d["kind"]: d for d in diagnose(model)}
+
+    assert found["redundant_transposes"]["nodes"] == ["Transpose node_of_t1", "Transpose node_of_t2"]
+    assert found["batchnorm_not_folded"]["nodes"] == ["Conv node_of_c", "BatchNormalization node_of_bn"]
+    assert found["batchnorm_not_folded"]["knob"] == "pass.fold_batchnorm_into_conv"
+
+
+def test_unaligned_gemms_are_diagnosed_only_where_fp16_is_in_reach(tmp_path):
+    model = onnx.load(str(make_tiny_model(tmp_path / "tiny.onnx")))  # its MatMul has K=12, N=5
+
+    assert "gemm_not_aligned" not in {d["kind"] for d in diagnose(model, precision="fp32")}
+    for found in (diagnose(model, precision="fp16"), diagnose(model, gpu=True)):
+        unaligned = next(d for d in found if d["kind"] == "gemm_not_aligned")
+        assert unaligned["nodes"] == ["MatMul node_of_y"]
+        assert unaligned["knob"] == "pass.pad_matmul_to_multiple"
+
+
+def test_layers_a_precision_pass_left_in_fp32_are_named(tmp_path):
+    from autotune.passes import apply_precision
+
+    model = onnx.load(str(make_tiny_model(tmp_path / "tiny.onnx")))
+    low = apply_precision(model, "fp16")
+
+    left = next(d for d in diagnose(low, precision="fp16") if d["kind"] == "left_in_fp32")
+
+    assert any(name.startswith("ReduceMean") for name in left["nodes"])  # on the FP32 block list
+    assert not any(name.startswith("MatMul") or name.startswith("Conv ") for name in left["nodes"])
+
+
+def test_cuda_kernel_events_are_charged_to_their_node_and_warmup_runs_are_left_out():
+    def run(ts: float) -> list[dict]:
+        return [
+            {"cat": "Session", "name": "model_run", "ts": ts, "dur": 100},
+            {"cat": "Node", "name": "mm_kernel_time", "ts": ts + 1, "dur": 5, "args": {"op_name": "MatMul"}},
+            {"cat": "Kernel", "name": "ampere_sgemm", "ts": ts + 2, "dur": 60, "args": {}},
+            {"cat": "Node", "name": "t_kernel_time", "ts": ts + 70, "dur": 5, "args": {"op_name": "Transpose"}},
+            {"cat": "Kernel", "name": "transpose_kernel", "ts": ts + 71, "dur": 20, "args": {}},
+        ]
+
+    warm = [{**e, "dur": e["dur"] * 10} for e in run(0)]  # a slow first run, left out
+    parsed = parse_ort_profile(warm + run(1000) + run(2000), warmup_runs=1)
+
+    times = {n["name"]: n["time_ms"] for n in parsed["nodes"]}
+    assert parsed["timing"] == "kernel" and parsed["runs"] == 2
+    assert times == {"mm": pytest.approx(0.060), "t": pytest.approx(0.020)}
+
+
+def test_tensorrt_layers_are_classed_by_their_fused_onnx_nodes_and_untimed_without_a_gpu(tmp_path):
+    model = onnx.load(str(make_tiny_model(tmp_path / "tiny.onnx")))
+    layers = [  # as a TensorRT-RTX 1.7 build on this model logs them
+        {"name": "__myl_Move_myl0_0", "type": "kgen", "onnx_nodes": [], "datatypes": ["Float"]},
+        {"name": "__myl_CorrMulAddRelu_myl0_1", "type": "runtime_fusion",
+         "onnx_nodes": ["node_of_c", "node_of_bn", "node_of_r"], "datatypes": ["Half"]},
+        {"name": "__myl_TranReluTranMean_myl0_2", "type": "kgen",
+         "onnx_nodes": ["node_of_t1", "node_of_r2", "node_of_pooled", "node_of_t2"], "datatypes": ["Float"]},
+        {"name": "__myl_ReshMulSum_myl0_3", "type": "kgen", "onnx_nodes": ["node_of_y"], "datatypes": ["Float"]},
+    ]  # fmt: skip
+
+    profile = profile_tensorrt(layers, model=model)
+
+    assert [n["class"] for n in profile["nodes"]] == ["data_movement", "gemm", "other", "gemm"]
+    assert [n["precision"] for n in profile["nodes"]] == ["fp32", "fp16", "fp32", "fp32"]
+    assert profile["timed"] is False and profile["gemm_share"] is None
+    assert "need a GPU" in profile["note"]
+    assert profile["count_by_class"]["gemm"] == 2
+
+
+def test_a_real_tensorrt_rtx_build_is_profiled_from_its_layer_table_and_says_timing_needs_a_gpu(tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from autotune.targets import target_class
+    from autotune.targets.base import TargetOptions
+    from autotune.targets.tensorrt import visible_gpu
+
+    if visible_gpu().get("count"):
+        pytest.skip("a GPU is visible: this test is of the build-only path")
+    path = make_tiny_model(tmp_path / "tiny.onnx", dynamic_batch=False)
+    target = target_class("tensorrt-rtx")(TargetOptions(build_only=True, cache_dir=tmp_path))
+    built = target.build(path, {}, tmp_path / "build", {"x": [1, 3, 8, 8]})
+    feeds = {"x": np.zeros((1, 3, 8, 8), np.float32)}
+
+    profile = profile_tensorrt(
+        built.info["layers"],
+        model=onnx.load(str(path)),
+        engine_path=built.artifact,
+        module_name="tensorrt_rtx",
+        feeds=feeds,
+    )
+
+    assert profile["nodes"] and profile["timed"] is False
+    assert "no GPU is visible" in profile["note"]
+    assert profile["count_by_class"]["gemm"] >= 1  # the Conv (fused with BN and ReLU) and the MatMul
+
+
+# ---------------------------------------------------------------- a finished study
+
+
+SPACE = """
+target: onnxruntime
+knobs:
+  graph_optimization_level: {type: categorical, choices: [basic, all], default: all}
+  pass.remove_redundant_transposes: {type: bool, default: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("profile_study")
+    model = make_tiny_model(root / "tiny.onnx")
+    space = root / "space.yaml"
+    space.write_text(SPACE)
+    results = root / "results"
+    argv = ["start", str(model), "--foreground", "--trials", "3", "--space", str(space)]
+    assert main([*argv, "--results-dir", str(results), "--max-measure-s", "0.05"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'tiny' / 'study.db'}")
+    return results, study
+
+
+def test_finalize_profiles_the_defaults_and_the_answer_and_attaches_the_profile(finished):
+    from optuna.artifacts import get_all_artifact_meta
+
+    results, study = finished
+    data = json.loads((results / "tiny" / PROFILE_FILE).read_text())
+
+    assert data["defaults"]["trial"] == 0 and data["defaults"]["timed"]
+    assert data["best"]["trial"] == study.user_attrs["best_trial"]
+    assert (results / "tiny" / "trials" / "0" / PROFILE_FILE).is_file()
+    assert any(meta.filename.endswith("-" + PROFILE_FILE) for meta in get_all_artifact_meta(study))
+    pair = next(d for d in data["diagnoses"] if d["kind"] == "redundant_transposes")
+    assert pair["search"]["knob"] == "pass.remove_redundant_transposes"
+    assert pair["search"]["tried_trials"], "the search tried the pass on"
+
+
+def test_autotune_profile_regenerates_profile_json_and_the_report_section(finished, capsys):
+    results, _ = finished
+    study_dir = results / "tiny"
+    (study_dir / PROFILE_FILE).unlink()
+    (study_dir / "report.md").write_text("# stale\n")
+
+    assert main(["profile", "tiny", "--results-dir", str(results)]) == 0
+
+    assert json.loads((study_dir / PROFILE_FILE).read_text())["defaults"]["nodes"]
+    report = (study_dir / "report.md").read_text()
+    assert "## Where the time goes" in report
+    assert "GEMM-class share" in report
+    assert "redundant Transpose pair" in report and "node_of_t1" in report
+    assert "GEMM-class share" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [(["--trial", "999"], "--trial 999"), (["--trial", "one"], "expected an integer"), ([], "not found")],
+)
+def test_autotune_profile_rejects_bad_input_with_one_line_and_exit_2(finished, capsys, argv, fragment):
+    results, _ = finished
+    study = "nope" if not argv else "tiny"
+    code = main(["profile", study, *argv, "--results-dir", str(results)])
+    err = capsys.readouterr().err.strip()
+
+    assert code == 2
+    assert len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_a_failed_profile_never_fails_finalize_and_leaves_no_stale_profile(finished, monkeypatch):
+    import autotune.profile as profile_module
+
+    results, study = finished
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("profiler exploded")
+
+    monkeypatch.setattr(profile_module, "profile_study", broken)
+    assert profile_after_search(study) is None
+    assert not (results / "tiny" / PROFILE_FILE).exists()
+    assert "profiler exploded" in study.user_attrs["profile_error"]
