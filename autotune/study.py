@@ -307,7 +307,8 @@ class StudyRun:
     pending: dict[int, Any] = field(default_factory=dict)  # number -> optuna Trial
     keys: dict[str, int] = field(default_factory=dict)  # config key -> trial number that measured it
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> summary
-    reference_latency_s: float = 0.0  # trial 0's latency per sample
+    reference_latency_s: float = 0.0  # the defaults' fastest latency per sample (trial 0, controls)
+    trial0_latency_s: float = 0.0  # trial 0's own latency per sample (what drift is relative to)
     done: int = 0  # trials that count toward --trials
     repeats: int = 0  # consecutive asks that brought nothing new (duplicates, ruled out)
     stopping: bool = False
@@ -507,6 +508,7 @@ def recover_state(study: Any, run: StudyRun, defaults: Mapping[str, Any] | None 
             run.measured.setdefault(attrs["digest"], _summary_from_attrs(frozen.number, attrs))
         if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
+            run.trial0_latency_s = run.reference_latency_s
             run.default = _outcome(dict(frozen.params), attrs)
     if len(requeued) > before:
         study.set_user_attr("requeued_cancelled", requeued)
@@ -682,8 +684,9 @@ def run_study(
             executor.submit(_request(spec, trial.number, config, refs, run))
 
     def maybe_control() -> None:
-        """Re-measures the defaults every CONTROL_EVERY counted trials, so that a machine
-        that drifts (thermal, a neighbour) shows in the report instead of in the ranking."""
+        """Re-measures the defaults after CONTROL_FIRST counted trials (trial 0 may have run
+        cold) and every CONTROL_EVERY after, so that a machine that drifts (thermal, a
+        neighbour) shows in the report instead of in the ranking."""
         due = CONTROL_FIRST if run.controls_sent == 0 else max(run.controls_sent * CONTROL_EVERY, run.last_control + 1)
         if spec.target_options.build_only or run.reference_latency_s <= 0 or run.controls or run.done < due:
             return
@@ -708,7 +711,7 @@ def run_study(
         if not result.measurements or run.reference_latency_s <= 0:
             return
         per_sample_s = result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1)
-        run.drift_ratio = per_sample_s / run.reference_latency_s
+        run.drift_ratio = per_sample_s / (run.trial0_latency_s or run.reference_latency_s)
         # The defaults' best measurement is the baseline of the slow-trial cap and the sweep.
         run.reference_latency_s = min(run.reference_latency_s, per_sample_s)
         if run.default is not None and result.throughput > run.default.throughput:
@@ -724,6 +727,7 @@ def run_study(
         failure rules, so an asynchronous worker's next trial already obeys a new rule."""
         if config_key(result.config) == defaults_key and result.measurements and not run.reference_latency_s:
             run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
+            run.trial0_latency_s = run.reference_latency_s
             run.default = _result_outcome(result)
         if result.state == "complete":
             if slow_vs_baseline(result) <= NEARLY_TOO_SLOW:

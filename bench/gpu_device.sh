@@ -5,7 +5,9 @@
 #   bash bench/gpu_device.sh minilm           export the MiniLM-sized encoder (PyTorch + transformers there)
 #   bash bench/gpu_device.sh grid NAME MODEL [SHAPE...]
 #                                             grid + autotune + paired for one model (bench/gpu_grid.py all);
-#                                             GRID_ARGS adds options, e.g. "--trials 6 --rounds 5"
+#                                             GRID_ARGS adds options, e.g. "--trials 6 --rounds 5";
+#                                             GRID_PHASES="study paired" with GRID_SEED=FILE (an earlier
+#                                             NAME-grid.json) reuses that grid and re-runs the rest
 # autotune is imported from .device/tree when it exists (a `git archive` of one commit: the
 # working tree may be mid-edit), else from the working tree.
 set -uo pipefail
@@ -32,10 +34,15 @@ minilm)
 grid)
   name=$2 model=$3; shift 3
   shapes=(); for s in "$@"; do shapes+=(--shape "$s"); done
-  # shellcheck disable=SC2086
-  (cd "$TREE" && timeout "${GRID_TIMEOUT:-560}" python3 "$REPO/bench/gpu_grid.py" all "$name" "$REPO/$model" \
-    "${shapes[@]}" --results-dir /root/results ${GRID_ARGS:-}) 2>&1 \
-    | grep --line-buffered -v ":onnxruntime:" | tee "$OUT/$name.log"  # ORT's per-session warnings
+  if [ -n "${GRID_SEED:-}" ]; then mkdir -p "$GRID_RESULTS" && cp "$GRID_SEED" "$GRID_RESULTS/$name-grid.json"; fi
+  end=$(( $(date +%s) + ${GRID_TIMEOUT:-560} ))
+  for phase in ${GRID_PHASES:-all}; do
+    left=$(( end - $(date +%s) )); [ "$left" -gt 5 ] || break
+    # shellcheck disable=SC2086
+    (cd "$TREE" && timeout "$left" python3 "$REPO/bench/gpu_grid.py" "$phase" "$name" \
+      "$REPO/$model" "${shapes[@]}" --results-dir /root/results ${GRID_ARGS:-}) 2>&1 \
+      | grep --line-buffered -v ":onnxruntime:" | tee -a "$OUT/$name.log"  # ORT's per-session warnings
+  done
   cp "$GRID_RESULTS/$name-grid.json" "$OUT/" 2>/dev/null
   cp "/root/results/$name/study.db" "$OUT/$name.db" 2>/dev/null
   cp "/root/results/$name/report.md" "$OUT/$name-report.md" 2>/dev/null

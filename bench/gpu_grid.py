@@ -393,6 +393,8 @@ def read_study(name: str, results_dir: Path, grid: dict[str, Any] | None) -> dic
             "reason": str(a.get("reason", ""))[:300], "duplicate_of": a.get("duplicate_of"),
             "ruled_out": bool(a.get("ruled_out")), "shared_with": a.get("shared_measurement_with_trial"),
             "rejected_by": a.get("rejected_by"), "stopped_by": a.get("stopped_by"),
+            "baseline": a.get("baseline"), "slow_vs_baseline": a.get("slow_vs_baseline"),
+            "drift_ratio": a.get("drift_ratio"), "cancelled": a.get("cancelled"),
         })  # fmt: skip
     measured = [r for r in rows if r["feasible"] and r["latency_ms_p50"]]
     b1 = [r for r in measured if r["batch_size"] == 1]
@@ -423,6 +425,10 @@ def read_study(name: str, results_dir: Path, grid: dict[str, Any] | None) -> dic
         "dropped_knobs": study.user_attrs.get("dropped_knobs", {}),
         "warnings": study.user_attrs.get("warnings", []),
         "drift": study.user_attrs.get("drift", []),
+        "sweep_combined": study.user_attrs.get("sweep_combined"),
+        "speedup": study.user_attrs.get("speedup"),
+        "aa_control": study.user_attrs.get("aa_control"),
+        "user_attrs": {k: v for k, v in study.user_attrs.items() if len(json.dumps(v, default=str)) < 20000},
         "elapsed_s": study.user_attrs.get("elapsed_s"),
         "states": {s: sum(1 for r in rows if r["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL")},
     }
@@ -797,6 +803,8 @@ def main() -> int:
         record["environment"] = environment()
         record["grid"] = run_grid(grid_spec, grid, batches, args.top)
         save_record(record)
+    if args.cmd == "study":  # the grid may come from an earlier run (bench/gpu_device.sh GRID_SEED)
+        record["environment_study"] = environment()
     if args.cmd in ("all", "study"):
         record["study_run"] = run_autotune(
             args.name, args.model, args.shape, args.trials, args.budget, args.results_dir, extra
