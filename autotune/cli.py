@@ -242,6 +242,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if args.batch is not None:
         space = _restrict_batch(space, args.batch, info)
     known_good = _known_good(space_path, space)
+    avoid = _avoid(space_path, space)
     if not args.inputs:
         require_resolved_dims(info, overrides)
     pool = load_input_pool(args.inputs, info) if args.inputs else synthetic_pool(info, overrides, seed)
@@ -265,6 +266,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
         target_options=target_options,
         space=space,
         known_good=known_good,
+        avoid=avoid,
         tolerance=tolerance,
         input_pool=pool,
         shape_overrides=overrides,
@@ -427,6 +429,25 @@ def _int_flag(flag: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise UsageError(f"{flag} {value!r}: expected an integer") from None
+
+
+def _avoid(path: Path, space: Any) -> list[dict[str, Any]]:
+    """The space file's `avoid:` list: combinations known to fail, never proposed. Knobs this
+    model or installation does not have are dropped from an entry (an entry left empty, or
+    with a value the knob cannot take, is skipped)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    entries = data.get("avoid") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and e for e in entries):
+        raise UsageError(f"--space {path}: 'avoid' must be a list of non-empty knob mappings")
+    kept = []
+    for entry in entries:
+        if not all(k in space.names for k in entry):
+            continue  # a knob filtered out here: the combination cannot occur
+        if all(space[k].type == "float" or v in space[k].values() for k, v in entry.items()):
+            kept.append(dict(entry))
+    return kept
 
 
 def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:

@@ -502,7 +502,8 @@ def search_notes(study: Any) -> list[str]:
         lines += ["## Rules learned from failures (never proposed again)", ""]
         for rule in rules:
             knobs = ", ".join(f"{k}={v}" for k, v in rule["knobs"].items())
-            lines.append(f"- {knobs}: {rule['reason']} (trials {', '.join(map(str, rule['trials']))})")
+            source = f"trials {', '.join(map(str, rule['trials']))}" if rule["trials"] else "from the space file"
+            lines.append(f"- {knobs}: {rule['reason']} ({source})")
         lines.append("")
     dropped = attrs.get("dropped_knobs") or {}
     if dropped:

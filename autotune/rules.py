@@ -56,7 +56,8 @@ class Rule:
 
     def describe(self) -> str:
         knobs = ", ".join(f"{k}={v}" for k, v in self.knobs.items())
-        return f"{knobs} -> {self.reason} (trials {', '.join(map(str, self.trials))})"
+        source = f"trials {', '.join(map(str, self.trials))}" if self.trials else "from the space file"
+        return f"{knobs} -> {self.reason} ({source})"
 
     def as_dict(self) -> dict[str, Any]:
         return {"knobs": self.knobs, "reason": self.reason, "trials": self.trials, "enforced": self.enforced}
@@ -69,11 +70,14 @@ class FailureRules:
     Args:
         succeeded (list): configurations known to work (a rule they satisfy is not enforced).
         defaults (dict): the all-defaults configuration (its values are the last suspects).
+        fixed (list): rules known before the study (the space file's `avoid:` list), always
+            enforced.
     """
 
     failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     succeeded: list[dict[str, Any]] = field(default_factory=list)
     defaults: dict[str, Any] = field(default_factory=dict)
+    fixed: list[Rule] = field(default_factory=list)
 
     def record_failure(self, number: int, config: Mapping[str, Any], reason: str) -> Rule | None:
         """Adds a failure; returns the rule of its class when one (now) exists."""
@@ -108,7 +112,7 @@ class FailureRules:
 
     def rules(self) -> list[Rule]:
         found = (self.rule_for(cls) for cls in self.failures)
-        return [r for r in found if r is not None]
+        return [*self.fixed, *(r for r in found if r is not None)]
 
     def enforced(self) -> list[Rule]:
         return [r for r in self.rules() if r.enforced]

@@ -25,7 +25,7 @@ from autotune.measure import StopRule
 from autotune.model import ModelInfo, feeds_at_batch, pool_sha256
 from autotune.rules import FailureRules, Rule, rules_from_history
 from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
-from autotune.sweep import Outcome, combine_winners, sweep_configs, unmeasured_config
+from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, unmeasured_config
 from autotune.targets.base import TargetOptions
 from autotune.trial import TrialRequest, TrialResult
 from autotune.verify import Tolerance
@@ -55,6 +55,7 @@ class StudySpec:
         target_options (TargetOptions): target settings (cache dir is filled in later).
         space (SearchSpace): validated, capability-filtered space.
         known_good (list): partial configurations enqueued after trial 0.
+        avoid (list): partial configurations never proposed (the space file's `avoid:`).
         tolerance (Tolerance): accuracy tolerance.
         input_pool (dict): fixed inputs (user's or synthetic).
         shape_overrides (dict): `--shape` values.
@@ -86,6 +87,7 @@ class StudySpec:
     storage: str | None = None
     sampler: str = "tpe"
     start_options: dict[str, Any] = field(default_factory=dict)
+    avoid: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def study_dir(self) -> Path:
@@ -456,12 +458,13 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
     }
 
 
-def recover_state(study: Any, run: StudyRun, defaults: Mapping[str, Any] | None = None) -> None:
+def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None) -> None:
     """Rebuilds the loop's memory from told trials (dedup maps, failure rules, the sweep, the
     baseline); fails trials a dead run left RUNNING and re-queues their configurations."""
     import optuna
 
     history = []
+    defaults = space.default_config() if space is not None else {}
     requeued = list(study.user_attrs.get("requeued_cancelled", []))
     before = len(requeued)
     for frozen in study.get_trials(deepcopy=False):
@@ -516,9 +519,10 @@ def recover_state(study: Any, run: StudyRun, defaults: Mapping[str, Any] | None 
     run.done = finished_count(study)
     run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
     for frozen in study.get_trials(deepcopy=False):
-        key = frozen.user_attrs.get("config_key")
-        if key in study.user_attrs.get("sweep_keys", []) and frozen.state == optuna.trial.TrialState.COMPLETE:
-            run.sweep_told.append(_outcome(dict(frozen.params), frozen.user_attrs))
+        measured = frozen.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in frozen.user_attrs
+        outcome = _outcome(dict(frozen.params), frozen.user_attrs)
+        if measured and space is not None and one_knob(outcome, defaults, space) is not None:
+            run.sweep_told.append(outcome)
     run.controls_sent = len(study.user_attrs.get("drift", []))
     for control in study.user_attrs.get("drift", []):
         run.reference_latency_s = min(run.reference_latency_s, control["ms_per_sample"] / 1e3)
@@ -629,8 +633,9 @@ def run_study(
     seed_queue(study, spec)
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
     run = StudyRun(started=time.monotonic(), budget_s=budget)
-    recover_state(study, run, spec.space.default_config())
+    recover_state(study, run, spec.space)
     run.rules.defaults = spec.space.default_config()
+    run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
     refs = references if references is not None else compute_references(spec)
     warnings = weak_reference_warnings(refs, spec.tolerance)
     if warnings:
@@ -751,14 +756,15 @@ def run_study(
         sweep_told(result.config, _result_outcome(result))
 
     def sweep_told(config: dict[str, Any], outcome: Outcome | None) -> None:
-        """Records a sweep configuration's outcome (None when it repeated or was ruled out);
-        once every one is in, enqueues the winners combined."""
+        """Records an outcome one knob away from the defaults (a sweep trial, or a known-good
+        recipe that is one: CUDA graph alone); None when a sweep configuration repeated or was
+        ruled out. Once every sweep configuration is in, enqueues the winners combined."""
         key = config_key(config)
+        if outcome is not None and one_knob(outcome, spec.space.default_config(), spec.space) is not None:
+            run.sweep_told.append(outcome)
         if key not in run.sweep_keys:
             return
         run.sweep_keys.discard(key)
-        if outcome is not None:
-            run.sweep_told.append(outcome)
         if not run.sweep_keys and run.default is not None and not study.user_attrs.get("sweep_combined"):
             combined = combine_winners(spec.space, run.sweep_told, run.default)
             for winner in combined:

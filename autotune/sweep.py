@@ -73,51 +73,88 @@ class Outcome:
 
 # A speed winner may not make the output this much worse than the defaults' (relative error).
 ERROR_SLACK = 1.5
+# A value that cuts the defaults' error at least this much (and passes the gate) is an accuracy
+# fix: larger batches, whose error is often larger, may need it (TF32 off on a detector).
+FIX_FACTOR = 0.5
+
+
+def one_knob(outcome: Outcome, defaults: Mapping[str, Any], space: SearchSpace) -> str | None:
+    """The knob an outcome's configuration changed from the defaults, when it changed exactly
+    one (a precision and its calibration method count as one); else None."""
+    changed = [n for n in knob_changed(outcome.config, defaults) if n != "calibration_method"]
+    return changed[0] if len(changed) == 1 and changed[0] in space else None
 
 
 def combine_winners(space: SearchSpace, measured: Iterable[Outcome], default: Outcome) -> list[dict[str, Any]]:
-    """The sweep's winners combined into one candidate, at batch 1 and at the best batch.
+    """The one-knob results combined into candidates, the way an expert reads a sweep.
 
-    Per knob, the value kept is (1) the fastest *feasible* value that beats the defaults'
-    throughput by WIN_MARGIN, else (2) when the defaults fail the accuracy gate, the fastest
-    value that passes it (an accuracy fix: TF32 off on a detector whose TF32 output moves too
-    much), else (3) when the defaults fail, the fastest value that beats them by WIN_MARGIN
-    without a worse error (a speed winner the fix can be combined with: CUDA graph). Returns []
-    when nothing won.
+    - Speed winners: per knob, the fastest value that beats the defaults' throughput by
+      WIN_MARGIN and passes the gate; when the defaults themselves fail it, a faster value with
+      no worse error also counts (CUDA graph on a detector whose TF32 output is off).
+    - Accuracy fixes: per knob, the fastest value that passes the gate with at most FIX_FACTOR
+      of the defaults' error (TF32 off).
+
+    Candidates (duplicates dropped): at batch 1, the speed winners (plus the fixes when the
+    defaults fail the gate), and the single fastest winner alone (two winners can be
+    incompatible); at the fastest batch of the batch sweep, the same with the fixes added when
+    that batch failed the gate (larger batches often move further from the reference); and at
+    the fastest batch that passed, when it differs. Returns [] when nothing won.
 
     Args:
-        measured: the sweep's told trials.
+        measured: every told trial one knob away from the defaults (sweep or known-good).
         default: trial 0's outcome.
     """
     defaults = space.default_config()
-    best: dict[str, tuple[Any, float, int]] = {}  # knob -> (value, throughput, rank: lower wins)
+    speed: dict[str, Outcome] = {}
+    fixes: dict[str, Outcome] = {}
+    batches: list[Outcome] = []
     for outcome in measured:
-        changed = knob_changed(outcome.config, defaults)
-        knob = next((n for n in changed if n in space and n != "calibration_method"), None)
+        knob = one_knob(outcome, defaults, space)
         if knob is None or outcome.throughput <= 0:
             continue
-        faster = outcome.throughput > default.throughput * (1 + WIN_MARGIN)
-        if outcome.feasible and faster:
-            rank = 0
-        elif not default.feasible and outcome.feasible:
-            rank = 1
-        elif not default.feasible and faster and outcome.error <= default.error * ERROR_SLACK:
-            rank = 2
-        else:
+        if knob == "batch_size":
+            batches.append(outcome)
             continue
-        current = best.get(knob)
-        if current is None or (rank, -outcome.throughput) < (current[2], -current[1]):
-            best[knob] = (outcome.config[knob], outcome.throughput, rank)
-            if knob == "precision" and "calibration_method" in outcome.config:
-                best["calibration_method"] = (outcome.config["calibration_method"], outcome.throughput, rank)
-    if not best:
-        return []
-    winners = {k: v for k, (v, _, _) in best.items()}
-    batch = winners.pop("batch_size", None)
-    combined = [space.complete({**defaults, **winners})]
-    if batch is not None:
-        combined.append(space.complete({**defaults, **winners, "batch_size": batch}))
-    return combined
+        faster = outcome.throughput > default.throughput * (1 + WIN_MARGIN)
+        if faster and (outcome.feasible or (not default.feasible and outcome.error <= default.error * ERROR_SLACK)):
+            if knob not in speed or outcome.throughput > speed[knob].throughput:
+                speed[knob] = outcome
+        if outcome.feasible and outcome.error <= default.error * FIX_FACTOR:
+            if knob not in fixes or outcome.throughput > fixes[knob].throughput:
+                fixes[knob] = outcome
+    values = _values_of
+    winners = values(speed) | (values(fixes) if not default.feasible else {})
+    top = max(speed.values(), key=lambda o: o.throughput, default=None)
+    variants = [winners]
+    if top is not None and len(speed) > 1:
+        variants.append(
+            values({k: o for k, o in speed.items() if o is top}) | (values(fixes) if not default.feasible else {})
+        )
+    combined = [space.complete({**defaults, **variant}) for variant in variants if variant]
+    fastest = max(batches, key=lambda o: o.throughput, default=None)
+    if fastest is not None and fastest.throughput > default.throughput * (1 + WIN_MARGIN):
+        batch = {"batch_size": fastest.config["batch_size"]}
+        extra = values(fixes) if not fastest.feasible else {}
+        combined += [space.complete({**defaults, **variant, **extra, **batch}) for variant in variants]
+        feasible = [o for o in batches if o.feasible and o.throughput > default.throughput * (1 + WIN_MARGIN)]
+        best_ok = max(feasible, key=lambda o: o.throughput, default=None)
+        if best_ok is not None and best_ok is not fastest:
+            combined.append(space.complete({**defaults, **winners, "batch_size": best_ok.config["batch_size"]}))
+    unique: dict[str, dict[str, Any]] = {}
+    for config in combined:
+        if config != defaults:
+            unique.setdefault(config_key(config), config)
+    return list(unique.values())
+
+
+def _values_of(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
+    """knob -> value (with the calibration method of a precision winner)."""
+    values: dict[str, Any] = {}
+    for knob, outcome in outcomes.items():
+        values[knob] = outcome.config[knob]
+        if knob == "precision" and "calibration_method" in outcome.config:
+            values["calibration_method"] = outcome.config["calibration_method"]
+    return values
 
 
 def unmeasured_config(

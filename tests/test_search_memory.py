@@ -153,3 +153,25 @@ def test_a_rule_is_not_reduced_to_values_a_success_had():
     rules.record_failure(1, {"graph": True, "precision": "fp32"}, reason)
     rule = rules.record_failure(2, {"graph": True, "precision": "fp32"}, reason)
     assert rule.knobs == {"graph": True, "precision": "fp32"}
+
+
+def test_the_fastest_batch_gets_the_accuracy_fixes_when_it_failed_the_gate():
+    """YOLOX on the H100: the defaults pass at batch 1 but TF32 moves the objectness field by
+    1.3% at batch >= 4; TF32 off passes everywhere. Two speed winners may be incompatible
+    (CUDA graph + NHWC), so the fastest alone is tried too."""
+    s = space()
+    d = s.default_config()
+    default = Outcome(d, 460.0, 0.004, True)
+    measured = [
+        Outcome({**d, "intra_op_threads": 8}, 675.0, 0.004, True),  # plays CUDA graph
+        Outcome({**d, "graph_optimization_level": "basic"}, 512.0, 0.003, True),  # plays NHWC
+        Outcome({**d, "precision": "int8", "calibration_method": "minmax"}, 372.0, 1e-5, True),  # plays TF32 off
+        Outcome({**d, "batch_size": 8}, 1738.0, 0.013, False),
+    ]
+    combined = combine_winners(s, measured, default)
+    both = {"intra_op_threads": 8, "graph_optimization_level": "basic"}
+    fix = {"precision": "int8", "calibration_method": "minmax"}
+    assert {**d, **both} in combined and {**d, "intra_op_threads": 8} in combined
+    assert {**d, **both, **fix, "batch_size": 8} in combined
+    assert {**d, "intra_op_threads": 8, **fix, "batch_size": 8} in combined
+    assert all(c.get("precision") == "fp32" for c in combined if c["batch_size"] == 1)  # b1 needs no fix

@@ -507,3 +507,17 @@ def test_a_configuration_cut_short_by_a_stop_is_run_again_on_resume(tmp_path, ti
     reruns = [t for t in resumed.trials if t.number > cut.number and t.params == cut.params]
     assert any(t.state == optuna.trial.TrialState.COMPLETE for t in reruns)
     assert not any(t.user_attrs.get("duplicate_of") == cut.number for t in resumed.trials)
+
+
+def test_a_combination_the_space_file_avoids_is_never_run(tmp_path, tiny_model):
+    space = tmp_path / "avoid.yaml"
+    space.write_text(COMBO_SPACE + "avoid:\n  - {execution_mode: parallel, intra_op_spinning: false}\n")
+    results = tmp_path / "results"
+    assert tune(results, tiny_model, "avoid", "--space", str(space), "--trials", "3") == 0
+    study = load(results, "avoid")
+    ran = [t for t in study.trials if t.state.is_finished() and not t.user_attrs.get("ruled_out")]
+    assert not any(t.params["execution_mode"] == "parallel" and not t.params["intra_op_spinning"] for t in ran)
+    ruled = [t for t in study.trials if t.user_attrs.get("ruled_out")]
+    assert len(ruled) == 3  # the three known-good entries of COMBO_SPACE, not run and not counted
+    assert "listed under avoid:" in ruled[0].user_attrs["reason"]
+    assert "(from the space file)" in (results / "avoid" / "report.md").read_text()
