@@ -97,8 +97,9 @@ def combine_winners(space: SearchSpace, measured: Iterable[Outcome], default: Ou
     Candidates (duplicates dropped): at batch 1, the speed winners (plus the fixes when the
     defaults fail the gate), and the single fastest winner alone (two winners can be
     incompatible); at the fastest batch of the batch sweep, the same with the fixes added when
-    that batch failed the gate (larger batches often move further from the reference); and at
-    the fastest batch that passed, when it differs. Returns [] when nothing won.
+    that batch failed the gate (larger batches often move further from the reference), and with
+    the fastest lower precision that passed the gate at batch 1 (FP16 may pay only at a large
+    batch); and at the fastest batch that passed, when it differs. Returns [] when nothing won.
 
     Args:
         measured: every told trial one knob away from the defaults (sweep or known-good).
@@ -108,6 +109,7 @@ def combine_winners(space: SearchSpace, measured: Iterable[Outcome], default: Ou
     speed: dict[str, Outcome] = {}
     fixes: dict[str, Outcome] = {}
     batches: list[Outcome] = []
+    precisions: list[Outcome] = []  # lower precisions that pass the gate, whatever their b1 speed
     for outcome in measured:
         knob = one_knob(outcome, defaults, space)
         if knob is None or outcome.throughput <= 0:
@@ -115,6 +117,8 @@ def combine_winners(space: SearchSpace, measured: Iterable[Outcome], default: Ou
         if knob == "batch_size":
             batches.append(outcome)
             continue
+        if knob == "precision" and outcome.feasible:
+            precisions.append(outcome)
         faster = outcome.throughput > default.throughput * (1 + WIN_MARGIN)
         if faster and (outcome.feasible or (not default.feasible and outcome.error <= default.error * ERROR_SLACK)):
             if knob not in speed or outcome.throughput > speed[knob].throughput:
@@ -136,6 +140,11 @@ def combine_winners(space: SearchSpace, measured: Iterable[Outcome], default: Ou
         batch = {"batch_size": fastest.config["batch_size"]}
         extra = values(fixes) if not fastest.feasible else {}
         combined += [space.complete({**defaults, **variant, **extra, **batch}) for variant in variants]
+        # A lower precision often pays only at a large batch (an encoder's FP16 GEMMs): one that
+        # passes the gate at batch 1 is tried at the fastest batch even if it did not win there.
+        for outcome in sorted(precisions, key=lambda o: -o.throughput)[:1]:
+            low = _values_of({"precision": outcome})
+            combined.append(space.complete({**defaults, **winners, **extra, **low, **batch}))
         feasible = [o for o in batches if o.feasible and o.throughput > default.throughput * (1 + WIN_MARGIN)]
         best_ok = max(feasible, key=lambda o: o.throughput, default=None)
         if best_ok is not None and best_ok is not fastest:
