@@ -221,7 +221,8 @@ def choose_answers(
 ) -> dict[int, Answer]:
     """Per batch size measured: the finalists paired against the defaults at that batch; the
     best paired median wins when it is above 1 and clear of the A/A interval, else the
-    defaults at that batch are the answer."""
+    defaults at that batch are the answer (where a trial ran them; else that batch has no
+    answer). Defaults that fail the accuracy gate are never an answer: the best finalist is."""
     answers = {}
     for batch, finalists in finalists_by_batch(study, zero).items():
         defaults = defaults_at_batch(study, zero, batch)
