@@ -676,10 +676,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
         study = _load(args_one, db.parent.name)
         counts = count_trials(study)
-        from autotune.report import chosen_trial, stored_answers
+        from autotune.report import answer_for_trial, chosen_trial
 
         best = chosen_trial(study)
-        paired = next((a for a in stored_answers(study).values() if best is not None and a.trial == best.number), None)
+        paired = answer_for_trial(study, best.number if best is not None else None)
         if best is not None and paired is not None:
             answer = f"trial {best.number} ({paired.samples_per_s:.4g} samples/s at batch {paired.batch_size}, paired)"
         else:

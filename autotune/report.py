@@ -157,6 +157,11 @@ def stored_answers(study: Any) -> dict[int, Answer]:
     return {int(b): Answer.from_dict(a) for b, a in (study.user_attrs.get("answers") or {}).items()}
 
 
+def answer_for_trial(study: Any, number: int | None) -> Answer | None:
+    """The stored answer whose trial is `number` (None when that trial answers no batch)."""
+    return next((a for a in stored_answers(study).values() if number is not None and a.trial == number), None)
+
+
 def config_summary(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
     """Knobs that differ from trial 0, as `k=v` pairs ("defaults" when none differ)."""
     defaults = defaults or {}
@@ -653,14 +658,14 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
 
 
 def _answer_of(study: Any, trial: Any) -> dict[str, Any] | None:
-    answer = next((a for a in stored_answers(study).values() if a.trial == trial.number), None)
+    answer = answer_for_trial(study, trial.number)
     return answer.as_dict() if answer is not None else None
 
 
 def _answer_speedup(study: Any, trial: Any) -> dict[str, Any] | None:
     """The paired speedup against the defaults at the trial's batch, when it is the answer
     there and measurably faster (None otherwise: never a speedup the run did not show)."""
-    answer = next((a for a in stored_answers(study).values() if a.trial == trial.number), None)
+    answer = answer_for_trial(study, trial.number)
     if answer is None or answer.verdict != "faster" or answer.speedup is None:
         return None
     return asdict(answer.speedup)

@@ -584,7 +584,7 @@ def counts_toward_goal(frozen: Any, *, build_only: bool = False) -> bool:
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    skip = NOT_COUNTED[:-1] if build_only else NOT_COUNTED
+    skip = [k for k in NOT_COUNTED if not (build_only and k == "shared_measurement_with_trial")]
     return frozen.state in finished and not any(key in frozen.user_attrs for key in skip)
 
 
@@ -634,14 +634,14 @@ def run_study(
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
     run = StudyRun(started=time.monotonic(), budget_s=budget)
     recover_state(study, run, spec.space)
-    run.rules.defaults = spec.space.default_config()
+    defaults = spec.space.default_config()  # recover_state gave the rules these too
     run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
     refs = references if references is not None else compute_references(spec)
     warnings = weak_reference_warnings(refs, spec.tolerance)
     if warnings:
         study.set_user_attr("warnings", warnings)
     space_size = spec.space.size() if _enumerable(spec.space) else math.inf
-    defaults_key = config_key(spec.space.default_config())
+    defaults_key = config_key(defaults)
 
     def asking() -> bool:
         return (
@@ -700,7 +700,7 @@ def run_study(
         run.controls_sent += 1
         run.last_control = run.done
         number = -run.controls_sent
-        request = _request(spec, number, spec.space.default_config(), refs, run)
+        request = _request(spec, number, dict(defaults), refs, run)
         request = replace(
             request,
             workdir=(spec.study_dir / "controls" / str(run.controls_sent)).resolve(),
@@ -760,7 +760,7 @@ def run_study(
         recipe that is one: CUDA graph alone); None when a sweep configuration repeated or was
         ruled out. Once every sweep configuration is in, enqueues the winners combined."""
         key = config_key(config)
-        if outcome is not None and one_knob(outcome, spec.space.default_config(), spec.space) is not None:
+        if outcome is not None and one_knob(outcome, defaults, spec.space) is not None:
             run.sweep_told.append(outcome)
         if key not in run.sweep_keys:
             return
