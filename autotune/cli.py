@@ -613,6 +613,10 @@ def pareto_table(study: Any, front: list[Any]) -> Any:
     table = Table(title=f"Pareto front of {study.study_name} (throughput up, error down; * = the answer)")
     for column in ("trial", "samples/s", "p50 ms", "batch", "error", "config vs trial 0"):
         table.add_column(column, justify="left" if column.startswith("config") else "right")
+    # The answer is chosen by paired re-measurement, so it may sit off the front of the trials'
+    # own (noisier) numbers: it is listed last then, still marked, so the table always names it.
+    if chosen is not None and all(t.number != chosen.number for t in front):
+        front = [*front, chosen]
     for trial in front:
         row = trial_row(trial, defaults)
         mark = "*" if chosen is not None and trial.number == chosen.number else ""

@@ -261,3 +261,19 @@ def test_argparse_errors_are_prefixed_once_and_version_is_printed(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0 and capsys.readouterr().out.startswith("autotune ")
+
+
+def test_batch_limits_the_deployment_batch_sizes_and_a_static_model_refuses_others(capsys, results_dir, tmp_path):
+    from autotune.cli import build_parser, prepare_start
+
+    args = build_parser().parse_args(
+        ["start", str(make_tiny_model(tmp_path / "t.onnx")), "--batch", "8,1", "--results-dir", str(results_dir)]
+    )
+    spec = prepare_start(args)[0]
+    assert spec.space["batch_size"].values() == (1, 8) and spec.space["batch_size"].default == 1
+    assert all(entry.get("batch_size", 1) in (1, 8) for entry in spec.known_good)
+    static = make_tiny_model(tmp_path / "static.onnx", dynamic_batch=False)
+    code, err = run_cli(capsys, *start(results_dir, str(static), "--batch", "8"))
+    assert_rejected(code, err, "--batch 8", "no dynamic batch dimension")
+    code, err = run_cli(capsys, *start(results_dir, str(static), "--batch", "0"))
+    assert_rejected(code, err, "--batch '0'", "positive batch sizes")

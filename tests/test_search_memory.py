@@ -190,3 +190,9 @@ def test_a_lower_precision_that_passes_is_tried_at_the_fastest_batch():
     combined = combine_winners(s, measured, Outcome(d, 100.0, 1e-6, True))
     assert {**d, "batch_size": 8} in combined
     assert {**d, "precision": "int8", "calibration_method": "minmax", "batch_size": 8} in combined
+
+
+def test_the_sweep_takes_at_most_half_the_trials():
+    from autotune.study import sweep_cap
+
+    assert sweep_cap(30) == 15 and sweep_cap(5) == 4 and sweep_cap(None) == 40

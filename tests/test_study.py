@@ -521,3 +521,32 @@ def test_a_combination_the_space_file_avoids_is_never_run(tmp_path, tiny_model):
     assert len(ruled) == 3  # the three known-good entries of COMBO_SPACE, not run and not counted
     assert "listed under avoid:" in ruled[0].user_attrs["reason"]
     assert "(from the space file)" in (results / "avoid" / "report.md").read_text()
+
+
+def test_a_wide_aa_control_is_measured_again_and_the_narrower_kept(finished, monkeypatch):
+    import autotune.finalize as fin
+    from autotune.report import Speedup, default_trial
+
+    _, _, study = finished
+    widths = iter([(0.56, 1.86), (0.99, 1.01)])
+    calls = []
+
+    def fake(study, zero, candidate, batch, rounds, fn):
+        calls.append(candidate.number)
+        p25, p75 = next(widths, (0.99, 1.01))
+        return Speedup(1.0, p25, p75, rounds, 1.0, 1.0)
+
+    monkeypatch.setattr(fin, "measure_speedup", fake)
+    monkeypatch.setattr(fin, "choose_answers", lambda *a: {})
+    monkeypatch.setattr(fin, "write_best", lambda study, best: None)
+    monkeypatch.setattr(fin, "profile_after_search", lambda study: None)
+    before = dict(study.user_attrs)
+    try:
+        fin.finalize(study, prune=False)
+        zero = default_trial(study)
+        assert calls[:2] == [zero.number, zero.number]
+        assert (study.user_attrs["aa_control"]["p25"], study.user_attrs["aa_control"]["p75"]) == (0.99, 1.01)
+    finally:
+        for key in ("aa_control", "answers", "best_trial", "best_batch", "speedup"):
+            if key in before:
+                study.set_user_attr(key, before[key])
