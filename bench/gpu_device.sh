@@ -46,5 +46,6 @@ grid)
   cp "$GRID_RESULTS/$name-grid.json" "$OUT/" 2>/dev/null
   cp "/root/results/$name/study.db" "$OUT/$name.db" 2>/dev/null
   cp "/root/results/$name/report.md" "$OUT/$name-report.md" 2>/dev/null
+  cp "/root/results/$name/profile.json" "$OUT/$name-profile.json" 2>/dev/null  # issue 16's GPU row
   true ;;
 esac
