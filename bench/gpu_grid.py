@@ -22,7 +22,7 @@ the grid's optimum against autotune's answer, interleaved in one process
 (`autotune.trial.run_paired`), at batch 1 and at the best throughput batch: the ratio of the
 table is that paired median, not two separate measurements.
 
-Results: bench/gpu_results/NAME-grid.json. The autotune package imported is whatever
+Results: bench/gpu_results/NAME-grid.json (moved into bench/gpu_results/runN/ per run). The autotune package imported is whatever
 PYTHONPATH names first (the device run uses a snapshot of one commit).
 """
 
@@ -611,7 +611,14 @@ def _expert_cell(point: dict[str, Any], key: str, spec: str) -> str:
     return value + batch + ("" if point["feasible"] else ", over tolerance")
 
 
-RUN1 = {"dir": "run1", "label": "run 1 (88bee31, H100)"}
+# Every run kept, newest first: bench/gpu_results/<dir>/NAME-grid.json (+ its log, study database,
+# autotune report and NOTES.md). The newest run's goals and details are written out in full.
+RUNS = [
+    {"dir": "run4", "label": "run 4 (731c3ba, H200)"},
+    {"dir": "run3", "label": "run 3 (5e33e81, H200)"},
+    {"dir": "run2", "label": "run 2 (2a432c7, H200)"},
+    {"dir": "run1", "label": "run 1 (88bee31, H100)"},
+]
 
 
 def _records(folder: Path) -> list[dict[str, Any]]:
@@ -676,19 +683,23 @@ def _goals(record: dict[str, Any]) -> str:
 
 def render() -> Path:
     out = HERE / "RESULTS-GPU.md"
-    records = _records(HERE / "gpu_results")
-    first = {r["name"]: r for r in _records(HERE / "gpu_results" / RUN1["dir"])}
-    card = _card(records[0]) if records else "?"
-    commit = "2a432c7"
+    runs = [(run, {r["name"]: r for r in _records(HERE / "gpu_results" / run["dir"])}) for run in RUNS]
+    latest, records = runs[0][0], list(runs[0][1].values())
     lines = [
         "# GPU results: an expert's exhaustive grid against autotune's 30 trials (issue 10)",
         "",
-        "Written by `bench/gpu_grid.py render` from `bench/gpu_results/*-grid.json` (run 2) and",
-        f"`bench/gpu_results/{RUN1['dir']}/*-grid.json` (run 1). ONNX Runtime's CUDA execution provider on one GPU;",
-        "per model, grid, autotune and the paired re-measurement ran in the same device call, on one machine per",
-        f"run. Run 2: autotune {commit} on one {card}; run 1: autotune 88bee31 on one H100. Absolute",
-        "milliseconds differ between the two cards; the paired ratios compare like with like inside one run.",
-        "Latencies are device-resident (I/O binding; inputs on the GPU before timing).",
+        "Written by `bench/gpu_grid.py render` from `bench/gpu_results/runN/*-grid.json`. ONNX Runtime's CUDA",
+        "execution provider on one GPU; per model, grid, autotune and the paired re-measurement ran in the same",
+        "device call, on one machine per run. Runs: "
+        + "; ".join(run["label"] for run, _ in runs)
+        + ". Absolute milliseconds differ between cards; the paired ratios compare like with like inside one",
+        "run. Latencies are device-resident (I/O binding; inputs on the GPU before timing).",
+        "",
+        f"Goals (issue 10: >= 0.95 of the optimum at batch 1 and for throughput, <= 2 wasted trials of 30), {latest['label']}:",
+        "",
+    ]
+    lines += [_goals(record) for record in records]
+    lines += [
         "",
         "| model | run | grid optimum b1 (ms) | autotune b1 (ms) | grid optimum throughput (samples/s, batch) "
         "| autotune throughput (samples/s, batch) | autotune/optimum b1: paired (IQR); separate "
@@ -697,34 +708,35 @@ def render() -> Path:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for record in records:
-        lines.append(_row(record, f"run 2 ({commit}, {_card(record)})"))
-        if record["name"] in first:
-            lines.append(_row(first[record["name"]], RUN1["label"]))
+        lines += [_row(by_name[record["name"]], run["label"]) for run, by_name in runs if record["name"] in by_name]
     lines += [
         "",
         "Ratios are autotune's throughput over the grid optimum's (>= 0.95 is the goal): the paired median",
         f"of {PAIRED_ROUNDS} interleaved rounds (grid optimum A, autotune's answer B, one process). Both sides",
-        "pass the same accuracy gate (the study's own tolerance, FP32 references on the same inputs; in run 2",
+        "pass the same accuracy gate (the study's own tolerance, FP32 references on the same inputs; from run 2",
         "the gate judges a packed [..., rows, 6] output per last-axis field, so YOLOX's grid changed too).",
         "Trials to 95% count Optuna trial numbers (duplicates and ruled-out asks included), 1-based, by the",
         "study's own measurement of each trial against the grid's. Autotune's b1 and throughput columns are",
         "its best feasible trials by their own measurement; the paired ratio measures the study's stored",
-        "answer (its per-batch answer at batch 1, its highest-throughput answer). Wasted trials: duplicates",
+        "answer (its per-batch answer at batch 1, its highest-throughput answer). A ratio above 1 means",
+        "autotune's answer beat the grid optimum: it searched knobs the grid does not have (graph optimization",
+        "level, NHWC, graph passes) or a batch between the grid's points. Wasted trials: duplicates",
         "(told from the earlier trial, not re-run: about 50 ms each) plus failures of a class already seen",
         "with the same failing knob values (the second failure of a class counts: a rule needs two), out of",
         "every finished trial; ruled-out asks (told, never run) are listed apart.",
-        "",
-        "Goals (issue 10: >= 0.95 of the optimum at batch 1 and for throughput, <= 2 wasted trials of 30), run 2:",
-        "",
     ]
-    lines += [_goals(record) for record in records]
-    for record in records:
-        lines += detail_lines(record)
-    if records and records[0].get("environment"):
-        lines += ["", "## Machine (run 2)", ""] + [f"- {k}: {v}" for k, v in records[0]["environment"].items()]
     notes = HERE / "gpu_results" / "NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
+    for record in records:
+        lines += detail_lines(record)
+    if records and records[0].get("environment"):
+        lines += ["", f"## Machine ({latest['label']})", ""]
+        lines += [f"- {k}: {v}" for k, v in records[0]["environment"].items()]
+    lines += [
+        "",
+        "Earlier runs' notes: " + ", ".join(f"`bench/gpu_results/{run['dir']}/NOTES.md`" for run, _ in runs[1:]),
+    ]
     out.write_text("\n".join(lines) + "\n")
     return out
 
