@@ -241,6 +241,9 @@ def prepare_start(args: argparse.Namespace) -> Any:
         space = space.restrict("batch_size", [])
     if args.batch is not None:
         space = _restrict_batch(space, args.batch, info)
+    space, precision_note = _drop_unavailable_precisions(space, info)
+    if precision_note:
+        target_message = f"{target_message}\n{precision_note}"
     known_good = _known_good(space_path, space)
     avoid = _avoid(space_path, space)
     if not args.inputs:
@@ -279,6 +282,26 @@ def prepare_start(args: argparse.Namespace) -> Any:
         start_options=start_options(args),
     )
     return spec, target_message
+
+
+def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
+    """The space without the precisions this model cannot be given (an opset the version converter
+    cannot raise), and a line saying which and why; said once here, never trial after trial."""
+    import onnx
+
+    from autotune.passes.precision import precision_unavailable
+
+    if "precision" not in space:
+        return space, ""
+    offered = list(space["precision"].values())
+    unavailable = precision_unavailable(onnx.load(str(info.path), load_external_data=False), offered)
+    if not unavailable:
+        return space, ""
+    kept = [value for value in offered if value not in unavailable]
+    if not kept:
+        raise UsageError(f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})")
+    note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
+    return space.restrict("precision", kept), note
 
 
 # `start` options a resumed study inherits unless given again on the command line.

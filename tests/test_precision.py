@@ -279,3 +279,83 @@ def test_onnxruntime_quantizes_what_modelopt_cannot(modelopt, model, calibration
 def test_without_modelopt_onnxruntime_quantizes(model, calibration_feeds):
     quantized = apply_precision(model, "int8", calibration_feeds=calibration_feeds)
     assert _quantizer(quantized) == "onnxruntime"
+
+
+# --- old opsets (per-channel Q/DQ and bf16 arrive with opset 13) --------------------------------
+
+
+def _at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    old = onnx.ModelProto()
+    old.CopyFrom(model)
+    old.opset_import[0].version = opset
+    return old
+
+
+def _default_opset_of(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+@pytest.mark.parametrize("passes", [[], ["fold_constants"], ["fold_batchnorm_into_conv"]])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric_u8"])
+def test_int8_after_any_pass_on_an_old_opset_loads_in_onnxruntime(opset, passes, scheme):
+    from autotune.passes import apply_passes
+
+    model = _at_opset(models.conv_batchnorm_relu(), opset)
+    feeds = models.random_feeds(model, batch=2, seed=1)
+    transformed = apply_passes(model, passes)[0] if passes else model
+    quantized = apply_precision(transformed, "int8", calibration_feeds=[feeds], scheme=scheme)
+    assert _default_opset_of(quantized) >= 13
+    assert any(node.op_type == "DequantizeLinear" for node in quantized.graph.node)
+    assert relative_error(run(quantized, feeds), run(model, feeds)) < INT8_MAX_RELATIVE_ERROR
+
+
+def test_int8_on_opset_11_converts_ops_whose_signature_changed_at_13():
+    # Unsqueeze's axes move from an attribute to an input at opset 13: only the converter does it.
+    model = models.make_model(
+        [
+            onnx.helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            onnx.helper.make_node("Unsqueeze", ["c"], ["y"], axes=[1]),
+        ],
+        {"x": [models.BATCH, 3, 6, 6]},
+        ["y"],
+        {"w": models.weights([4, 3, 3, 3], 2)},
+        opset=11,
+    )
+    feeds = models.random_feeds(model, batch=2, seed=2)
+    quantized = apply_precision(model, "int8", calibration_feeds=[feeds], scheme="asymmetric_u8")
+    assert run(quantized, feeds).shape == run(model, feeds).shape
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_bf16_on_an_old_opset_computes_in_bf16(opset):
+    model = _at_opset(models.conv_batchnorm_relu(), opset)
+    cast = apply_precision(model, "bf16")
+    targets = {node.attribute[0].i for node in cast.graph.node if node.op_type == "Cast"}
+    assert onnx.TensorProto.BFLOAT16 in targets
+    onnx.checker.check_model(cast, full_check=True)  # bf16 is valid ONNX at the raised opset
+
+
+def test_bf16_that_casts_nothing_is_an_error_not_an_fp32_model_called_bf16():
+    model = models.make_model(
+        [onnx.helper.make_node("Shape", ["x"], ["s"]), onnx.helper.make_node("Cast", ["s"], ["y"], to=1)],
+        {"x": [models.BATCH, 3]},
+        ["y"],
+    )
+    with pytest.raises(PrecisionError, match="bf16: no operator"):
+        apply_precision(model, "bf16")
+
+
+def test_a_precision_the_opset_cannot_reach_is_reported_before_any_trial(monkeypatch):
+    from autotune.passes import precision as precision_module
+
+    def refuse(model, version):
+        raise RuntimeError("No Adapter For Upsample")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", refuse)
+    model = models.make_model(
+        [onnx.helper.make_node("Unsqueeze", ["x"], ["y"], axes=[1])], {"x": [models.BATCH, 3]}, ["y"], opset=11
+    )
+    unavailable = precision_module.precision_unavailable(model, ["fp32", "int8", "bf16"])
+    assert set(unavailable) == {"int8", "bf16"}
+    assert "opset 13" in unavailable["int8"] and "Upsample" in unavailable["int8"]

@@ -20,7 +20,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from autotune.passes._graph import copy_model, export_graph, is_default_domain, make_variable, unique_name
+from autotune.passes._graph import (
+    copy_model,
+    export_graph,
+    is_default_domain,
+    make_variable,
+    raise_opset_if_safe,
+    unique_name,
+)
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 QUANTIZATION_SCHEMES = ("symmetric", "asymmetric_u8")
@@ -71,6 +78,11 @@ NEVER_QUANTIZED_OPS = frozenset(
 # scales come from each tensor's standard deviation, which is 0, hence NaN, for an all-zero
 # bias of an Add.)
 FP8_OPSET = 19  # the first opset whose QuantizeLinear/DequantizeLinear take FP8
+# Per-channel Q/DQ (the `axis` attribute of QuantizeLinear/DequantizeLinear) and BF16 in the
+# schemas of the arithmetic ops both arrive with opset 13. Below it, ONNX Runtime's quantizer
+# writes per-channel DequantizeLinear nodes that the opset forbids (INVALID_GRAPH at load), and
+# no op's schema admits bfloat16, so a "bf16" model would be the FP32 one under another name.
+MIN_OPSET = {"int8": 13, "bf16": 13, "fp8": FP8_OPSET}
 FP8_QUANTIZED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 # TensorRT's explicit quantization (symmetric scheme): Q/DQ on the inputs of the layers it has
@@ -180,6 +192,8 @@ def cast_to_low_precision(
     if kernels not in KERNEL_SOURCES:
         raise PrecisionError(f"unknown kernel source {kernels!r}; expected one of {KERNEL_SOURCES}")
     onnx_type, numpy_type, type_string = _LOW_PRECISION_TYPES[precision]
+    if precision in MIN_OPSET:
+        model = at_least_opset(model, MIN_OPSET[precision], precision)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     blocked = set(fp32_block_list) | NEVER_CAST_OPS
     opset = int(graph.opset)
@@ -207,6 +221,9 @@ def cast_to_low_precision(
             cast_back = gs.Node("Cast", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[low], outputs=[result])
             graph.nodes.append(cast_back)
             casts_back.append(cast_back)
+    if not casts_back:
+        # The promise is a model that computes in `precision`; an unchanged graph is not one.
+        raise PrecisionError(f"{precision}: no operator of this model can run in {precision} (opset {opset})")
     _remove_cast_round_trips(graph, casts_back, onnx_type)
     exported = export_graph(graph, model)
     onnx.checker.check_model(exported)
@@ -376,10 +393,9 @@ def quantize_qdq(
     }[calibration_method]
     if scheme == "symmetric":
         extra_options["QuantizeBias"] = False
+    model = at_least_opset(model, MIN_OPSET[precision], precision)
     if precision == "fp8":
         op_types = sorted(FP8_QUANTIZED_OPS)
-        if model.opset_import and _default_opset(model) < FP8_OPSET:
-            model = onnx.version_converter.convert_version(model, FP8_OPSET)
     elif scheme == "symmetric":
         op_types = sorted(TENSORRT_INT8_OPS)
     else:
@@ -421,7 +437,48 @@ def quantize_qdq(
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
-    return next(opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx"))
+    return next((opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")), 0)
+
+
+def at_least_opset(model: onnx.ModelProto, required: int, precision: str) -> onnx.ModelProto:
+    """`model` at default-domain opset `required` or above (a copy when raised).
+
+    Only the version number changes where no op's signature differs between the two opsets
+    (`raise_opset_if_safe`); otherwise ONNX's version converter rewrites the ops whose
+    signature changed (Split, Squeeze, ReduceSum... move attributes to inputs at 13).
+
+    Raises:
+        PrecisionError: the converter cannot bring the model to `required`.
+    """
+    current = _default_opset(model)
+    if not model.opset_import or current >= required:
+        return model
+    graph = gs.import_onnx(model)
+    if raise_opset_if_safe(graph, required):
+        return export_graph(graph, model)
+    try:
+        converted = onnx.version_converter.convert_version(model, required)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise PrecisionError(
+            f"{precision} needs opset {required} (the model is opset {current}) and ONNX's version converter "
+            f"failed: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}"
+        ) from None
+    return converted
+
+
+def precision_unavailable(model: onnx.ModelProto, precisions: Sequence[str]) -> dict[str, str]:
+    """The precisions among `precisions` this model cannot be given, each with the reason: a
+    study removes them from its space at start rather than failing them trial after trial."""
+    reasons = {}
+    for precision in precisions:
+        if precision not in MIN_OPSET or _default_opset(model) >= MIN_OPSET[precision]:
+            continue
+        try:
+            at_least_opset(model, MIN_OPSET[precision], precision)
+        except PrecisionError as exc:
+            reasons[precision] = str(exc)
+    return reasons
 
 
 def _int8_qdq_to_fp8(model: onnx.ModelProto) -> onnx.ModelProto:
