@@ -50,6 +50,7 @@ OUT = BENCH / "out"
 SEEDS = (0, 1, 2, 3, 4)
 SMALL_BUDGET_FRACTION = 0.30  # goal 1: within 30% of the exhaustive trial count
 REACH = 0.95  # goal 1: 95% of the optimum
+AA = "_aa"  # remeasure's label for the A/A control (the defaults paired against themselves)
 
 # name -> (export function, --shape flags). The OCR detector's H and W are dynamic: fix them.
 MODELS: dict[str, tuple[Any, list[str]]] = {
@@ -288,16 +289,16 @@ def best_before(record: RunRecord, seconds: float) -> Any | None:
 def remeasure(
     spec: Any, refs: dict, candidates: dict[str, tuple[Path, dict]], mode: Mode, extra_pairs: list[tuple[str, str]]
 ) -> dict[str, Any]:
-    """Measures every candidate against "default" in adjacent, order-alternating blocks.
-
-    Each round times, for each pair (A, B), a block of A then a block of B (B first on odd
-    rounds), each about `round_s` long (at least one run), and takes the ratio of their median
-    per-sample latencies: one paired observation, so load from other jobs that hits both
-    blocks cancels. The speedup of a candidate is the median ratio over rounds (IQR given).
-    Pairs are (default, candidate) for every candidate plus `extra_pairs` (direct comparisons).
-    Identical configurations share one session. Also verifies each candidate's outputs against
-    the FP32 reference.
+    """Measures every candidate against "default" by `autotune.measure.paired_speedup`, the
+    procedure finalize uses: per pair, adjacent order-alternating blocks, each warmed up on its
+    own session and at least `round_s` long; a round's ratio is of the two blocks' 10th-percentile
+    per-sample times, and a speedup is the median ratio over rounds (IQR given). Pairs are
+    (default, candidate) for every candidate, `extra_pairs` (direct comparisons), and the A/A
+    control: the defaults against a second session of themselves (`_aa`), the noise floor that a
+    speedup's IQR must clear. Identical configurations share one session. Also verifies each
+    candidate's outputs against the FP32 reference.
     """
+    from autotune.measure import paired_speedup
     from autotune.model import feeds_at_batch
     from autotune.space import config_key
     from autotune.targets import target_class
@@ -318,6 +319,9 @@ def remeasure(
         normalized[label] = (path, config)
         alias[label] = unique.setdefault(f"{path}|{config_key(config)}", label)
     measured = [label for label in candidates if alias[label] == label]
+    if "default" in measured:
+        measured.append(AA)  # a second session of the defaults: the A/A control
+        normalized[AA] = normalized["default"]
     sessions, timers, batches, accuracy = {}, {}, {}, {}
     try:
         for label in measured:
@@ -332,42 +336,29 @@ def remeasure(
             accuracy[label] = {k: report.get(k) for k in ("passed", "normalized_error", "max_abs_error")}
             timers[label] = session.timer(feeds)
             batches[label] = batch
-            for _ in range(2):
-                timers[label]()
-        iters = {label: int(min(max(mode.round_s / max(timers[label](), 1e-6), 1), 100)) for label in measured}
-
-        def block(label: str) -> float:
-            run_once = timers[label]
-            return float(np.median([run_once() for _ in range(iters[label])])) / batches[label]
 
         pairs = [("default", m) for m in measured if m != "default"]
         pairs += [(alias[a], alias[b]) for a, b in extra_pairs if a in alias and b in alias and alias[a] != alias[b]]
         pairs = list(dict.fromkeys(pairs))
-        ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+        results: dict[tuple[str, str], Any] = {}
         per_sample: dict[str, list[float]] = {label: [] for label in measured}
-        for r in range(mode.rounds):
-            for a, b in pairs:
-                if r % 2:
-                    tb, ta = block(b), block(a)
-                else:
-                    ta, tb = block(a), block(b)
-                ratios[(a, b)].append(ta / tb)
-                per_sample[a].append(ta)
-                per_sample[b].append(tb)
+        for a, b in pairs:
+            r = paired_speedup(
+                timers[a], timers[b], batch_a=batches[a], batch_b=batches[b], rounds=mode.rounds, round_s=mode.round_s
+            )
+            results[(a, b)] = r
+            per_sample[a].append(r.a_ms_per_sample_median / 1e3)
+            per_sample[b].append(r.b_ms_per_sample_median / 1e3)
 
         def stats(a: str, b: str) -> dict[str, float]:
             if a == b:
                 return {"speedup": 1.0, "speedup_p25": 1.0, "speedup_p75": 1.0}
-            values = np.asarray(ratios[(a, b)])
-            return {
-                "speedup": float(np.median(values)),
-                "speedup_p25": float(np.percentile(values, 25)),
-                "speedup_p75": float(np.percentile(values, 75)),
-            }
+            r = results[(a, b)]
+            return {"speedup": r.speedup_median, "speedup_p25": r.speedup_p25, "speedup_p75": r.speedup_p75}
 
         out: dict[str, Any] = {}
-        for label in candidates:
-            m = alias[label]
+        for label in [*candidates, *([AA] if AA in measured else [])]:
+            m = alias.get(label, label)
             out[label] = {
                 "measured_as": m,
                 "config": normalized[label][1],
@@ -521,6 +512,9 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
     candidates: dict[str, tuple[Path, dict]] = {"default": (model_path, full_spec.space.default_config())}
     if best is not None:
         candidates["autotune"] = (full_spec.study_dir / "trials" / str(best.number) / "model.onnx", dict(best.params))
+        # Like with like: the defaults at the batch autotune's best runs at (issue 10).
+        batch = dict(best.params).get("batch_size", 1)
+        candidates["default_same_batch"] = (model_path, {**full_spec.space.default_config(), "batch_size": batch})
     batch1 = [t for t in full.study.get_trials() if t.user_attrs.get("batch_size", 1) == 1]
     best1 = max(batch1, key=feasible_value, default=None)
     if best1 is not None and feasible_value(best1) > 0:
@@ -553,7 +547,12 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
                 scheme="asymmetric_u8",
             )
     log(f"[{model}] interleaved re-measurement of {len(candidates)} candidates")
-    direct = [("olive", "autotune"), ("olive", "autotune_batch1"), ("olive", "autotune_at_olive_wall")]
+    direct = [
+        ("olive", "autotune"),
+        ("olive", "autotune_batch1"),
+        ("olive", "autotune_at_olive_wall"),
+        ("default_same_batch", "autotune"),
+    ]
     out["remeasure"] = remeasure(full_spec, refs, candidates, mode, direct)
     shutil.rmtree(OUT / model, ignore_errors=True)
     return out
@@ -707,9 +706,10 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         "",
         "## Headline: autotune vs ONNX Runtime's default session vs Olive (same budget)",
         "",
-        "| model | default samples/s | autotune best | × default | error | trials (wall) | to 95%: trials (wall) "
-        "| overhead | autotune batch 1 | Olive | Olive error | Olive wall (points) | autotune ÷ Olive | autotune @ Olive's wall |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | default samples/s | autotune best | × default | × defaults at its batch | A/A (noise floor) | error "
+        "| trials (wall) | to 95%: trials (wall) | overhead | autotune batch 1 | Olive | Olive error | Olive wall (points) "
+        "| autotune ÷ Olive | autotune @ Olive's wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m, f, o = r["remeasure"], r["full"], r["olive"]
@@ -718,7 +718,8 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         name = r["model"] + (" (trained)" if r["trained"] else "")
         ratio = fmt(paired_ratio(m, "autotune", "olive"), 3) + "×" if "olive" in m and a else "–"
         lines.append(
-            f"| {name} | {d['throughput']:.3g} | {fmt(a['throughput'] if a else None)} | {speed(a)} | {err(a)} "
+            f"| {name} | {d['throughput']:.3g} | {fmt(a['throughput'] if a else None)} | {speed(a)} "
+            f"| {speed(m['_direct'].get('autotune/default_same_batch'))} | {speed(m.get(AA))} | {err(a)} "
             f"| {f['trials']} ({f['wall_s']:.0f} s) | {fmt(f['trials_to_95'])} ({fmt(f['wall_to_95_s'], 2)} s) "
             f"| {pct(f['overhead'])} ({pct(f['overhead_after_first'])}) | {speed(m.get('autotune_batch1'))} | {speed(m.get('olive'))} "
             f"| {err(m.get('olive'))} | {fmt(o.get('wall_s'), 3)} s ({fmt(o.get('samples'))}) | {ratio} | {speed(m.get('autotune_at_olive_wall'))} |"
@@ -727,7 +728,10 @@ def write_results(results: list[dict], mode: Mode, meta: dict[str, Any], path: P
         "",
         "*default samples/s* and *autotune best* are from the interleaved re-measurement (samples per second at the "
         "median per-sample latency). *× default* and the other speedups: median of per-round ratios of adjacent, "
-        "order-alternating blocks against the default session (IQR in parentheses); *autotune ÷ Olive* is a direct "
+        "order-alternating blocks against the default session at batch 1 (IQR in parentheses); *× defaults at its "
+        "batch*: autotune's best against the defaults at the same batch size (like with like: a larger batch alone "
+        "raises throughput); *A/A*: the defaults paired against a second session of themselves by the same procedure, "
+        "the noise floor (a speedup whose IQR overlaps it is no measurable difference); *autotune ÷ Olive* is a direct "
         "pair of the same kind. *error*: autotune's normalized error against the FP32 reference (≤ 1 passes; "
         "✗ marks a failure). *to 95%*: trials and wall time until autotune's best-so-far reached 95% of its final "
         "best. *overhead*: (study wall − Σ trial `total_s`) / study wall, in-process executor; in parentheses, the same once the first trial is done. *autotune batch 1*: "
