@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from autotune.cli import main
+from autotune.targets.onnxruntime import OnnxRuntimeTarget
 from tests.conftest import make_tiny_model
 
 
@@ -277,3 +278,26 @@ def test_batch_limits_the_deployment_batch_sizes_and_a_static_model_refuses_othe
     assert_rejected(code, err, "--batch 8", "no dynamic batch dimension")
     code, err = run_cli(capsys, *start(results_dir, str(static), "--batch", "0"))
     assert_rejected(code, err, "--batch '0'", "positive batch sizes")
+
+
+class OldStylePluginTarget(OnnxRuntimeTarget):
+    """A plugin written to `base.Target`'s first declaration: `unavailable_reason(cls)`."""
+
+    name = "old-style-plugin"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:  # no build_only argument
+        return None
+
+
+def test_a_plugin_target_declaring_unavailable_reason_without_build_only_runs(
+    capsys, results_dir, tiny_model, tmp_path
+):
+    space = tmp_path / "plugin.yaml"
+    space.write_text("target: old-style-plugin\nknobs:\n  graph_optimization_level: {type: categorical, "
+                     "choices: [basic, all], default: all}\n")  # fmt: skip
+    target = f"{__name__}:OldStylePluginTarget"
+    argv = [*start(results_dir, str(tiny_model), "--target", target, "--space", str(space)), "--max-measure-s", "0.05"]
+    code = main(argv)
+    assert code == 0, capsys.readouterr().err
+    assert (results_dir / "tiny" / "study.db").is_file()

@@ -18,6 +18,17 @@ _REGISTRY = {
 }
 
 
+def _unavailable_reason(cls: type[Target], build_only: bool) -> str | None:
+    """`cls.unavailable_reason`, also for a plugin that declares it without `build_only`."""
+    import inspect
+
+    try:
+        accepts = "build_only" in inspect.signature(cls.unavailable_reason).parameters
+    except (TypeError, ValueError):
+        accepts = True
+    return cls.unavailable_reason(build_only=build_only) if accepts else cls.unavailable_reason()
+
+
 def target_names() -> list[str]:
     """The names `--target` accepts, besides "auto"."""
     return list(_REGISTRY)
@@ -69,7 +80,7 @@ def resolve_target(name: str, options: TargetOptions | None = None) -> tuple[Tar
         why = reason.split(";")[0].split(" (")[0]
         return ort, f"target auto: picked onnxruntime ({ort.describe()}); tensorrt not usable: {why}"
     cls = target_class(name)
-    reason = cls.unavailable_reason(build_only=options.build_only)
+    reason = _unavailable_reason(cls, options.build_only)
     if reason is not None:
         raise TargetUnavailable(f"--target {name}: {reason}")
     target = cls(options)

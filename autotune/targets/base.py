@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -98,8 +99,14 @@ class Target(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def unavailable_reason(cls) -> str | None:
-        """None when this target can be used here, else a one-line reason with the fix."""
+    def unavailable_reason(cls, build_only: bool = False) -> str | None:
+        """None when this target can be used here, else a one-line reason with the fix.
+
+        Args:
+            build_only (bool): candidates are built, never run (`--build-only`), so no GPU is
+                needed. Default: False. A plugin may leave this argument out; it is then
+                called without it.
+        """
 
     @classmethod
     def needs_gpu(cls, options: TargetOptions) -> bool:
@@ -112,8 +119,10 @@ class Target(abc.ABC):
 
     @classmethod
     def default_space_path(cls) -> Path:
-        """The search space shipped for this target: `search_spaces/<name>.yaml`."""
-        return Path(__file__).resolve().parent.parent.parent / "search_spaces" / f"{cls.name}.yaml"
+        """The search space shipped for this target: `autotune/search_spaces/<name>.yaml`, package
+        data found with importlib.resources, so a wheel install has it (the repository's top-level
+        `search_spaces/` is a link to the same files)."""
+        return Path(str(resources.files("autotune") / "search_spaces" / f"{cls.name}.yaml"))
 
     def supported_choices(self, knob: str, choices: Sequence[Any]) -> list[Any]:
         """Filters a knob's choices to those this installation can run (capability detection).
