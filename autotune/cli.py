@@ -99,7 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--batch", help="the deployment batch size(s) to tune for: 1, or a list like 1,8 (default: the space's)"
     )
-    start.add_argument("--inputs", type=Path, help=".npz of real inputs (names = model input names)")
+    start.add_argument(
+        "--inputs",
+        type=Path,
+        help=".npz of real inputs (names = model input names), or a directory of .npy/.npz samples or images; "
+        "half the samples calibrate int8/fp8, the other half verify every trial",
+    )
+    start.add_argument(
+        "--preprocess",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="image directories: size=H,W layout=NCHW|NHWC mean=R,G,B std=R,G,B scale=1/255 channel_order=RGB|BGR",
+    )
+    start.add_argument("--preprocess-file", type=Path, help="image directories: a YAML mapping of --preprocess keys")
     start.add_argument(
         "--shape",
         action="append",
@@ -188,11 +201,9 @@ def prepare_start(args: argparse.Namespace) -> Any:
     from autotune.measure import StopRule
     from autotune.model import (
         expand_short_shapes,
-        load_input_pool,
         load_model_info,
         parse_shape_overrides,
         require_resolved_dims,
-        synthetic_pool,
     )
     from autotune.space import load_space
     from autotune.study import StudySpec, check_results_dir_writable, existing_study_model
@@ -248,7 +259,13 @@ def prepare_start(args: argparse.Namespace) -> Any:
     avoid = _avoid(space_path, space)
     if not args.inputs:
         require_resolved_dims(info, overrides)
-    pool = load_input_pool(args.inputs, info) if args.inputs else synthetic_pool(info, overrides, seed)
+    samples = _samples(args, info, overrides, seed)
+    pool = samples.verification_pool
+    if not samples.calibration_feeds and "precision" in space:
+        kept = [value for value in space["precision"].values() if value not in ("int8", "fp8")]
+        if kept != list(space["precision"].values()):
+            space = space.restrict("precision", kept)
+            target_message = f"{target_message}\n{samples.note}"
 
     check_results_dir_writable(results_dir)
     existing = resumed if resumed is not None else existing_study_model(results_dir, name, args.storage)
@@ -298,8 +315,11 @@ def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
     if not unavailable:
         return space, ""
     kept = [value for value in offered if value not in unavailable]
+        calibration_feeds=samples.calibration_feeds,
     if not kept:
-        raise UsageError(f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})")
+        raise UsageError(
+            f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})"
+        )
     note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
     return space.restrict("precision", kept), note
 
@@ -310,6 +330,31 @@ RESUMABLE_OPTIONS = (
     "batch",
     "space",
     "accuracy",
+def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int) -> Any:
+    """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
+    synthetic pool, split into calibration feeds and the held-out verification pool."""
+    from autotune.calibration import (
+        load_inputs,
+        load_preprocess_file,
+        parse_preprocess,
+        parse_preprocess_flags,
+        split_samples,
+        synthetic_split,
+    )
+
+    options: dict[str, Any] = {}
+    if args.preprocess_file:
+        options |= load_preprocess_file(args.preprocess_file)
+    options |= parse_preprocess_flags(args.preprocess)
+    where = "--preprocess" if args.preprocess else f"--preprocess-file {args.preprocess_file}"
+    preprocess = parse_preprocess(options, where) if options else None
+    if preprocess is not None and not (args.inputs and args.inputs.is_dir()):
+        raise UsageError(f"{where}: applies to an --inputs directory of images")
+    if not args.inputs:
+        return synthetic_split(info, overrides, seed)
+    return split_samples(load_inputs(args.inputs, info, preprocess), info)
+
+
     "atol",
     "rtol",
     "max_error",
@@ -343,6 +388,8 @@ def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
     if mode == "scale" and elementwise_flags:
         raise UsageError("--atol/--rtol apply to --accuracy elementwise; with --accuracy scale use --max-error")
     if args.max_error is not None and elementwise_flags:
+    "preprocess",
+    "preprocess_file",
         raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
     if mode == "elementwise" and args.min_cosine is not None:
         raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale only")
@@ -392,7 +439,7 @@ def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
     defaults = build_parser().parse_args(["start"])
     for key, value in stored.items():
         if key in RESUMABLE_OPTIONS and getattr(args, key, None) == getattr(defaults, key, None):
-            setattr(args, key, Path(value) if key in ("space", "inputs") and value else value)
+            setattr(args, key, Path(value) if key in ("space", "inputs", "preprocess_file") and value else value)
 
 
 def _check_same_study(
@@ -508,7 +555,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def write_inputs(spec: Any) -> None:
     import numpy as np
 
-    from autotune.report import INPUTS_FILE
+    from autotune.report import CALIBRATION_FILE, INPUTS_FILE
 
     path = spec.study_dir / INPUTS_FILE
     if not path.exists():
@@ -539,6 +586,12 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     best = {"throughput": 0.0}
     started = time.monotonic()
     total = spec.n_trials if spec.n_trials is not None else None
+    calibration = spec.study_dir / CALIBRATION_FILE
+    if spec.calibration_feeds and not calibration.exists():
+        np.savez(
+            calibration,
+            **{f"{i}/{name}": a for i, feed in enumerate(spec.calibration_feeds) for name, a in feed.items()},
+        )
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -772,6 +825,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             table.add_row("", line.replace("**", ""))
         floor = aa_line(study)
         if floor:
+    if "verification_samples" in attrs:
+        table.add_row(
+            "samples",
+            f"{attrs.get('calibration_samples', 0)} calibrate int8/fp8, {attrs['verification_samples']} held out "
+            "to verify every trial",
+        )
             table.add_row("noise floor", floor)
     else:
         best = best_trial(study)

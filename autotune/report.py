@@ -20,6 +20,7 @@ REPORT_FILE = "report.md"
 MANIFEST_FILE = "manifest.json"
 PARETO_PLOT = "pareto.png"
 INPUTS_FILE = "inputs.npz"
+CALIBRATION_FILE = "calibration.npz"  # INT8/FP8 calibration batches, "<batch>/<input name>"
 
 
 def _complete(study: Any) -> list[Any]:
@@ -692,11 +693,19 @@ def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
         pool = {k: data[k] for k in data.files}
     source_dir.mkdir(parents=True, exist_ok=True)
     out = source_dir / MODEL_FILE
+    feeds = calibration_feeds(pool, bool(study.user_attrs.get("dynamic_batch")))
+    if (study_dir / CALIBRATION_FILE).exists():
+        with np.load(study_dir / CALIBRATION_FILE) as data:
+            batches: dict[int, dict[str, np.ndarray]] = {}
+            for key in data.files:
+                index, name = key.split("/", 1)
+                batches.setdefault(int(index), {})[name] = data[key]
+        feeds = [batches[i] for i in sorted(batches)]
     transform_model(
         Path(study.user_attrs["model_path"]),
         trial.params,
         out,
-        calibration_feeds=calibration_feeds(pool, bool(study.user_attrs.get("dynamic_batch"))),
+        calibration_feeds=feeds,
         scheme=target_class(study.user_attrs["target"]).quantization_scheme,
     )
     return out

@@ -92,6 +92,9 @@ class StudySpec:
     @property
     def study_dir(self) -> Path:
         return self.results_dir / self.name
+    # INT8/FP8 calibration batches, disjoint from `input_pool` (autotune.calibration); empty:
+    # the trials calibrate on `input_pool` (library callers of old).
+    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     @property
     def storage_url(self) -> str:
@@ -568,6 +571,8 @@ def count_trials(study: Any) -> dict[str, int]:
     return counts
 
 
+        "verification_samples": int(next(iter(spec.input_pool.values())).shape[0]) if spec.input_pool else 0,
+        "calibration_samples": sum(int(next(iter(f.values())).shape[0]) for f in spec.calibration_feeds),
 # Trials that taught nothing new do not count toward --trials: a configuration already
 # measured (same config, or an artifact identical to an earlier trial's) or one a failure
 # rule had already ruled out.
@@ -953,3 +958,4 @@ def prune_trial_dirs(study_dir: Path, keep: set[int]) -> None:
                 shutil.rmtree(item, ignore_errors=True)
             else:
                 item.unlink(missing_ok=True)
+        calibration_feeds=spec.calibration_feeds or None,

@@ -55,6 +55,8 @@ class TrialRequest:
         workdir (Path): this trial's directory (created).
         shared_measurements (dict): artifact digest -> earlier result summary, so identical
             artifacts are not measured twice. Default: {}.
+        calibration_feeds (list | None): INT8/FP8 calibration batches, held apart from
+            `input_pool` (what the trial verifies on). Default: None, calibrate on `input_pool`.
     """
 
     number: int
@@ -70,6 +72,7 @@ class TrialRequest:
     stop_rule: StopRule
     workdir: Path
     shared_measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration_feeds: list[dict[str, np.ndarray]] | None = None
 
 
 @dataclass
@@ -170,7 +173,9 @@ def run_trial(request: TrialRequest) -> TrialResult:
             request.model_path,
             request.config,
             model_path,
-            calibration_feeds=calibration_feeds(request.input_pool, request.dynamic_batch),
+            calibration_feeds=request.calibration_feeds
+            if request.calibration_feeds is not None
+            else calibration_feeds(request.input_pool, request.dynamic_batch),
             scheme=target.quantization_scheme,
             kernels=getattr(target, "precision_kernels", "onnx_schema"),
         )

@@ -1,0 +1,147 @@
+"""Real samples in (--inputs files and directories, image preprocessing) and the split between
+what INT8/FP8 calibrate on and what every trial is verified on."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autotune.calibration import Preprocess, load_inputs, parse_preprocess, preprocess_image, split_samples
+from autotune.cli import build_parser, main, prepare_start
+from autotune.errors import UsageError
+from autotune.model import load_model_info
+from tests.conftest import make_tiny_model
+
+
+def rows(arrays) -> set[bytes]:
+    return {sample.tobytes() for array in arrays for sample in array}
+
+
+def test_calibration_and_verification_samples_are_disjoint_and_cover_the_pool(tiny_model):
+    info = load_model_info(tiny_model)
+    pool = {"x": np.random.default_rng(0).standard_normal((6, 3, 8, 8)).astype(np.float32)}
+    split = split_samples(pool, info)
+    calibrated = rows(feed["x"] for feed in split.calibration_feeds)
+    verified = rows([split.verification_pool["x"]])
+    assert (split.calibration_samples, split.verification_samples) == (3, 3)
+    assert not calibrated & verified
+    assert calibrated | verified == rows([pool["x"]])
+
+
+def test_a_static_batch_model_verifies_on_one_batch_and_calibrates_on_the_others(tmp_path):
+    info = load_model_info(make_tiny_model(tmp_path / "static.onnx", dynamic_batch=False))
+    batch = info.inputs[0].shape[0]
+    pool = {"x": np.random.default_rng(1).standard_normal((3 * batch, *info.inputs[0].shape[1:])).astype(np.float32)}
+    split = split_samples(pool, info)
+    assert split.verification_pool["x"].shape[0] == batch
+    assert all(feed["x"].shape[0] == batch for feed in split.calibration_feeds)
+    assert not rows(feed["x"] for feed in split.calibration_feeds) & rows([split.verification_pool["x"]])
+
+
+def test_start_calibrates_on_samples_it_never_verifies_on(tiny_model, tmp_path):
+    directory = tmp_path / "samples"
+    directory.mkdir()
+    rng = np.random.default_rng(2)
+    for index in range(4):
+        np.save(directory / f"{index}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))  # no batch dim
+    args = build_parser().parse_args(
+        ["start", str(tiny_model), "--inputs", str(directory), "--results-dir", str(tmp_path / "r")]
+    )
+    args.argv = []
+    spec, _ = prepare_start(args)
+    assert spec.input_pool["x"].shape == (2, 3, 8, 8)
+    assert len(spec.calibration_feeds) == 2
+    assert not rows(f["x"] for f in spec.calibration_feeds) & rows([spec.input_pool["x"]])
+
+
+def test_one_sample_cannot_both_calibrate_and_verify_so_int8_leaves_the_space(tmp_path, capsys):
+    model = make_tiny_model(tmp_path / "static.onnx", dynamic_batch=False)
+    info = load_model_info(model)
+    npz = tmp_path / "one.npz"
+    np.savez(npz, x=np.zeros([d if isinstance(d, int) else 1 for d in info.inputs[0].shape], np.float32))
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "target: onnxruntime\nknobs:\n  precision: {type: categorical, choices: [fp32, int8], default: fp32}\n"
+    )
+    args = build_parser().parse_args(
+        ["start", str(model), "--inputs", str(npz), "--space", str(space), "--results-dir", str(tmp_path / "r")]
+    )
+    args.argv = []
+    spec, message = prepare_start(args)
+    assert "precision" not in spec.space or list(spec.space["precision"].values()) == ["fp32"]
+    assert "int8/fp8 need at least 2" in message
+
+
+def test_a_directory_of_npz_samples_is_checked_like_a_file(tiny_model, tmp_path):
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    np.savez(directory / "a.npz", x=np.zeros((1, 3, 9, 8), np.float32))
+    with pytest.raises(UsageError, match=r"a\.npz.*\[1, 3, 9, 8\]"):
+        load_inputs(directory, load_model_info(tiny_model))
+
+
+def test_image_preprocessing_matches_a_hand_computed_tensor(tmp_path):
+    pixels = np.array(
+        [[[10, 20, 30], [40, 50, 60], [70, 80, 90]], [[0, 255, 128], [1, 2, 3], [200, 100, 50]]], np.uint8
+    )
+    path = tmp_path / "image.png"
+    Image.fromarray(pixels).save(path)
+    spec = parse_preprocess(
+        {"mean": "0.5,0.4,0.3", "std": [0.2, 0.25, 0.5], "scale": 0.01, "channel_order": "bgr", "size": "2,3"},
+        "--preprocess",
+    )
+    tensor = preprocess_image(path, spec)
+    bgr = pixels[..., ::-1].astype(np.float32)
+    expected = (
+        (bgr * 0.01 - np.array([0.5, 0.4, 0.3], np.float32)) / np.array([0.2, 0.25, 0.5], np.float32)
+    ).transpose(2, 0, 1)[None]
+    assert tensor.shape == (1, 3, 2, 3) and tensor.dtype == np.float32
+    np.testing.assert_allclose(tensor, expected, rtol=1e-6)
+    nhwc = preprocess_image(path, Preprocess(layout="NHWC"))
+    np.testing.assert_allclose(nhwc, pixels[None].astype(np.float32) / 255, rtol=1e-6)
+
+
+def test_an_image_directory_becomes_the_pool_at_the_models_size(tiny_model, tmp_path):
+    directory = tmp_path / "images"
+    directory.mkdir()
+    for index in range(3):
+        Image.fromarray(np.full((20, 16, 3), 40 * index, np.uint8)).save(directory / f"{index}.jpg")
+    pool = load_inputs(directory, load_model_info(tiny_model), Preprocess())
+    assert pool["x"].shape == (3, 3, 8, 8)
+    np.testing.assert_allclose(pool["x"][2], 80 / 255, atol=0.02)
+
+
+def test_a_bad_preprocessing_value_is_one_line_naming_flag_and_value(tiny_model, tmp_path, capsys):
+    directory = tmp_path / "images"
+    directory.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(directory / "a.png")
+    results = tmp_path / "results"
+    code = main(
+        ["start", str(tiny_model), "--inputs", str(directory), "--preprocess", "layout=CHWN",
+         "--foreground", "--trials", "1", "--results-dir", str(results)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "--preprocess" in err and "'CHWN'" in err
+    assert not results.exists()
+
+
+def test_status_shows_the_split_sizes_and_an_int8_trial_runs_on_it(tiny_model, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("target: onnxruntime\nknobs:\n  precision: {type: categorical, choices: [int8], default: int8}\n")
+    results = tmp_path / "results"
+    directory = tmp_path / "samples"
+    directory.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(6):
+        np.savez(directory / f"{index}.npz", x=rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    common = ["--results-dir", str(results)]
+    assert main(["start", str(tiny_model), "--inputs", str(directory), "--space", str(space), "--trials", "1",
+                 "--foreground", "--max-measure-s", "0.2", *common]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["status", "tiny", *common]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 calibrate int8/fp8, 3 held out" in out
+    assert (results / "tiny" / "calibration.npz").exists()
