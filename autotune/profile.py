@@ -311,6 +311,7 @@ def profile_onnxruntime(
 
     from autotune.targets.onnxruntime import _preload_cuda_dlls, cuda_provider_options, session_options
 
+    graph = cuda and bool(config.get("cuda_graph"))
     config = {k: v for k, v in config.items() if k != "cuda_graph"}
     with tempfile.TemporaryDirectory(prefix="autotune-profile-") as tmp:
         options = session_options(config)
@@ -348,6 +349,11 @@ def profile_onnxruntime(
         note = "per-kernel device times (CUPTI), charged to the node that launched each kernel"
     else:
         note = "per-node times on the CPU"
+    if cuda:
+        # Not what the timed runs did: say so beside the numbers (bench/PROFILE.md's GPU rows).
+        note += "; inputs and outputs on the host (the timed runs bind device buffers)"
+        if graph:
+            note += "; run without the configuration's CUDA graph (the profiler cannot see graph replays)"
     facts = {
         "source": f"ONNX Runtime {ort.__version__} profiler, {provider}",
         "provider": provider,
@@ -884,7 +890,7 @@ def study_diagnoses(study: Any, zero: Any, best: Any | None, profiles: Mapping[s
         knob = entry["knob"]
         entry["search"] = search_status(study, knob, True) if knob.startswith("pass.") else None
     for entry in found.values():
-        entry["runtime_note"] = _runtime_note(entry["kind"], profiles.get("defaults"))
+        entry["runtime_note"] = _runtime_note(entry["kind"], profiles.get("defaults"), entry.get("nodes") or [])
     note = _data_movement_note(profiles.get("best") or profiles.get("defaults"))
     if note is not None:
         found[note["kind"]] = note
@@ -905,14 +911,19 @@ _MARKER_OPS = {
 }
 
 
-def _runtime_note(kind: str, profile: Mapping[str, Any] | None) -> str | None:
+def _runtime_note(kind: str, profile: Mapping[str, Any] | None, nodes: Sequence[str] = ()) -> str | None:
+    """A note when the runtime already removed the diagnosed nodes: judged by the names of the
+    diagnosed `marker` nodes (`"OpType name"` strings), or by any `marker` node when none is named."""
     marker = _MARKER_OPS.get(kind)
     if marker is None or not profile or not profile.get("timed") or "provider" not in profile:
         return None
-    if any(n.get("op_type") == marker for n in profile.get("nodes", [])):
+    named = {text.split(" ", 1)[1] for text in nodes if text.startswith(f"{marker} ") and " " in text}
+    profiled = [n for n in profile.get("nodes", []) if n.get("op_type") == marker]
+    if any(n.get("name") in named for n in profiled) if named else profiled:
         return None
+    which = f"none of the diagnosed {marker} nodes is" if named else f"no {marker} node is"
     return (
-        f"The runtime's own graph optimizations already handle it for the defaults (no {marker} node in "
+        f"The runtime's own graph optimizations already handle it for the defaults ({which} in "
         "their profile): the pass can at best match that"
     )
 

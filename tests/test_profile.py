@@ -264,3 +264,21 @@ def test_a_failed_profile_never_fails_finalize_and_leaves_no_stale_profile(finis
     assert profile_after_search(study) is None
     assert not (results / "tiny" / PROFILE_FILE).exists()
     assert "profiler exploded" in study.user_attrs["profile_error"]
+
+
+def test_runtime_note_judges_the_diagnosed_nodes_by_name():
+    """The runtime folded the two BatchNormalizations the diagnosis names; an unrelated one it kept
+    must not hide that (PP-OCRv4 on the CUDA provider, bench/PROFILE.md)."""
+    from autotune.profile import _runtime_note
+
+    profile = {
+        "timed": True,
+        "provider": "CUDAExecutionProvider",
+        "nodes": [{"op_type": "BatchNormalization", "name": "bn2"}],
+    }
+    diagnosed = ["BatchNormalization bn0", "BatchNormalization bn1", "Conv c1"]
+    note = _runtime_note("batchnorm_not_folded", profile, diagnosed)
+    assert note is not None and "none of the diagnosed BatchNormalization nodes" in note
+    assert _runtime_note("batchnorm_not_folded", profile, ["BatchNormalization bn2"]) is None
+    assert _runtime_note("batchnorm_not_folded", profile) is None  # no names: any such node counts
+    assert _runtime_note("batchnorm_not_folded", {**profile, "nodes": []}) is not None
