@@ -54,7 +54,7 @@ def capabilities_of(trt: Any, builder_config: Any = None) -> dict[str, Any]:
     routes: list[str] = []
     if builder_config is not None:
         try:
-            routes = _split_routes(builder_config.all_build_routes)
+            routes = one_off_build_routes(parse_build_routes(builder_config.all_build_routes))
         except Exception:  # noqa: BLE001 - attribute absent or not readable on this version
             routes = []
     return {
@@ -68,13 +68,64 @@ def capabilities_of(trt: Any, builder_config: Any = None) -> dict[str, Any]:
     }
 
 
-def _split_routes(value: Any) -> list[str]:
-    # TensorRT 11 exposes the routes as one string (RTX: an empty one) or a sequence.
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [r for r in value.replace(";", ",").replace(" ", ",").split(",") if r]
-    return [str(r) for r in value if str(r)]
+def parse_build_routes(all_build_routes: Any) -> dict[str, dict[str, Any]]:
+    """The build-route knobs of `IBuilderConfig.all_build_routes` (TensorRT 11.x).
+
+    The attribute is a JSON document (NvInfer.h, the 11.4 docstring; trtexec's
+    `BuildRouteKnobDatabase` reads it): ``{"tuner_version": ..., "tuner_options": [{"option":
+    "-kgen:tiling", "allowed_values": "-kgen:tiling=[0|1|2]", "default_value": "1", "help":
+    ...}]}``. Empty on RTX/Windows, where the tuner is compiled out.
+
+    Returns:
+        dict: knob name ("-kgen:tiling") -> {"values": [allowed values] (empty when the knob
+        takes any value), "default": its default value}, in the document's order.
+    """
+    if not all_build_routes or not str(all_build_routes).strip():
+        return {}
+    try:
+        root = json.loads(str(all_build_routes))
+    except json.JSONDecodeError:
+        return {}
+    knobs: dict[str, dict[str, Any]] = {}
+    for item in root.get("tuner_options", []) if isinstance(root, dict) else []:
+        if not isinstance(item, dict) or not item.get("option"):
+            continue
+        option = str(item["option"])
+        allowed = str(item.get("allowed_values", "") or "")
+        # "-knob=[a|b|c]" is a closed set; anything else (e.g. "-knob=<int>") is unbounded.
+        _, _, rhs = allowed.partition("=")
+        values = (
+            [v.strip() for v in rhs[1:-1].split("|") if v.strip()] if rhs.startswith("[") and rhs.endswith("]") else []
+        )
+        knobs[option] = {"values": values, "default": str(item.get("default_value", ""))}
+    return knobs
+
+
+def one_off_build_routes(knobs: dict[str, dict[str, Any]]) -> list[str]:
+    """trtexec's "fast" tuning set: every bounded knob at each of its non-default values.
+
+    Each route is one ``-knob=value`` token (a `build_route` string); the other knobs keep
+    their defaults. The all-defaults route is the "default" choice, not listed here.
+    """
+    routes = []
+    for option, knob in knobs.items():
+        routes += [f"{option}={value}" for value in knob["values"] if value != knob["default"]]
+    return routes
+
+
+def set_build_route(config: Any, route: str) -> None:
+    """Sets `config.build_route` and checks that TensorRT kept it.
+
+    The setter reports a knob it does not know only in the log and keeps the old route, which
+    would time the default engine under this trial's name.
+
+    Raises:
+        RuntimeError: the config does not hold `route` afterwards.
+    """
+    config.build_route = route
+    held = str(getattr(config, "build_route", ""))
+    if held != route:
+        raise RuntimeError(f"TensorRT did not accept build_route {route!r} (the config holds {held!r})")
 
 
 def read_back_config(trt: Any, config: Any) -> dict[str, Any]:
@@ -204,8 +255,8 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
     }
     if settings.get("builder_optimization_level") is not None:
         kwargs["builder_optimization_level"] = int(settings["builder_optimization_level"])
-    if settings.get("max_aux_streams") is not None:
-        kwargs["max_aux_streams"] = int(settings["max_aux_streams"])
+    if settings.get("max_aux_streams") is not None and int(settings["max_aux_streams"]) >= 0:
+        kwargs["max_aux_streams"] = int(settings["max_aux_streams"])  # 11.x rejects -1
     if settings.get("tiling_optimization_level") is not None:
         kwargs["tiling_optimization_level"] = getattr(
             trt.TilingOptimizationLevel, settings["tiling_optimization_level"]
@@ -235,7 +286,7 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
         if settings.get("l2_limit_for_tiling") is not None:
             config.l2_limit_for_tiling = int(settings["l2_limit_for_tiling"])
         if settings.get("build_route"):
-            config.build_route = settings["build_route"]
+            set_build_route(config, settings["build_route"])
         if request.get("timing_cache_path"):
             load_timing_cache(config, Path(request["timing_cache_path"]))
         record["builder_config"] = read_back_config(trt, config)

@@ -17,6 +17,104 @@ from autotune.targets.base import Feeds, Session
 from autotune.targets.cuda_timing import check, cuda_event_timer, cudart
 
 
+def numpy_dtype(datatype: Any, tensor: str = "") -> np.dtype:
+    """The numpy dtype of a TensorRT `DataType`, BF16 and FP8 included (`trt.nptype` raises
+    for them); ml_dtypes provides those. Sub-byte types (INT4, FP4, E8M0) are packed, with no
+    numpy element type.
+
+    Raises:
+        TypeError: a packed type, naming the tensor.
+    """
+    name = getattr(datatype, "name", str(datatype).rsplit(".", 1)[-1])
+    if name in ("BF16", "FP8"):
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16 if name == "BF16" else ml_dtypes.float8_e4m3fn)
+    table = {
+        "FLOAT": np.float32,
+        "HALF": np.float16,
+        "INT8": np.int8,
+        "INT32": np.int32,
+        "INT64": np.int64,
+        "BOOL": np.bool_,
+        "UINT8": np.uint8,
+    }
+    if name not in table:
+        raise TypeError(f"tensor {tensor!r} has TensorRT type {name}, a packed type this runtime cannot stage")
+    return np.dtype(table[name])
+
+
+def io_tensors(trt: Any, engine: Any) -> list[dict[str, Any]]:
+    """Every I/O tensor of an engine: name, is_input, dtype (numpy), on_host.
+
+    on_host: a shape tensor (`is_shape_inference_io`) or any tensor TensorRT places on the
+    host (`get_tensor_location` HOST); its address must be host memory, not a device pointer.
+    """
+    tensors = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        on_host = engine.get_tensor_location(name) == trt.TensorLocation.HOST
+        if hasattr(engine, "is_shape_inference_io"):
+            on_host = on_host or bool(engine.is_shape_inference_io(name))
+        tensors.append(
+            {
+                "name": name,
+                "is_input": engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                "dtype": numpy_dtype(engine.get_tensor_dtype(name), name),
+                "on_host": on_host,
+            }
+        )
+    return tensors
+
+
+def has_data_dependent_shape(shape: Any) -> bool:
+    """-1 in an output shape after every input shape is set: NonZero, NMS and the like."""
+    return any(int(d) < 0 for d in shape)
+
+
+def quiet_nvtx(trt: Any, context: Any) -> None:
+    """Lowers the context's NVTX verbosity to LAYER_NAMES_ONLY (TensorRT's build default).
+
+    Engines are built with DETAILED profiling verbosity for the layer table, and an execution
+    context starts at its engine's verbosity; TensorRT documents that DETAILED adds latency
+    to enqueueV3, which the timing would count.
+    """
+    if hasattr(context, "nvtx_verbosity"):
+        context.nvtx_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY
+
+
+def _output_allocator(trt: Any) -> Any:
+    """An IOutputAllocator for outputs whose size is known only after enqueue (the pattern of
+    Polygraphy's TrtRunner, on cuda-python buffers)."""
+
+    class OutputAllocator(trt.IOutputAllocator):
+        def __init__(self) -> None:
+            trt.IOutputAllocator.__init__(self)
+            self.buffers: dict[str, _DeviceBuffer] = {}
+            self.shapes: dict[str, tuple[int, ...]] = {}
+
+        def reallocate_output(self, tensor_name: str, memory: int, size: int, alignment: int) -> int:
+            buf = self.buffers.get(tensor_name)
+            if buf is None or buf.nbytes < size:
+                if buf is not None:
+                    buf.free()
+                buf = self.buffers[tensor_name] = _DeviceBuffer(size)
+            return int(buf.ptr)
+
+        def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int, stream: int) -> int:
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name: str, shape: Any) -> None:
+            self.shapes[tensor_name] = tuple(int(d) for d in shape)
+
+        def free(self) -> None:
+            for buf in self.buffers.values():
+                buf.free()
+            self.buffers.clear()
+
+    return OutputAllocator()
+
+
 class _DeviceBuffer:
     def __init__(self, nbytes: int) -> None:
         self.nbytes = max(int(nbytes), 1)
@@ -46,16 +144,19 @@ class TensorRTSession(Session):
         if self.engine is None:
             raise RuntimeError(f"could not deserialize {engine_path} with {module_name}")
         self.context = self.engine.create_execution_context()
+        quiet_nvtx(trt, self.context)
         self.use_cuda_graph = use_cuda_graph
         self.stream = check(cudart().cudaStreamCreate())
         self._buffers: dict[str, _DeviceBuffer] = {}
         self._timers: list[Any] = []
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._tensors = {t["name"]: t for t in io_tensors(trt, self.engine)}
+        self.inputs = [n for n, t in self._tensors.items() if t["is_input"]]
+        self.outputs = [n for n, t in self._tensors.items() if not t["is_input"]]
+        self._host_inputs: dict[str, np.ndarray] = {}  # shape tensors: TensorRT reads them at enqueue
+        self._allocator: Any = None
 
     def _dtype(self, name: str) -> np.dtype:
-        return np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
+        return self._tensors[name]["dtype"]
 
     def _buffer(self, name: str, nbytes: int) -> _DeviceBuffer:
         buf = self._buffers.get(name)
@@ -70,6 +171,11 @@ class TensorRTSession(Session):
         rt = cudart()
         for name in self.inputs:
             host = np.ascontiguousarray(feeds[name], dtype=self._dtype(name))
+            if self._tensors[name]["on_host"]:
+                self._host_inputs[name] = host  # kept alive: TensorRT reads it at each enqueue
+                self.context.set_input_shape(name, host.shape)
+                self.context.set_tensor_address(name, host.ctypes.data)
+                continue
             self.context.set_input_shape(name, host.shape)
             buf = self._buffer(name, host.nbytes)
             check(
@@ -83,6 +189,14 @@ class TensorRTSession(Session):
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
             dtype = self._dtype(name)
+            if has_data_dependent_shape(shape):
+                # Size known only after enqueue: TensorRT asks the allocator for memory and
+                # reports the real shape (a 1-byte buffer would be overrun).
+                if self._allocator is None:
+                    self._allocator = _output_allocator(self._trt)
+                self.context.set_output_allocator(name, self._allocator)
+                specs[name] = (shape, dtype)
+                continue
             buf = self._buffer(name, int(np.prod(shape)) * dtype.itemsize)
             self.context.set_tensor_address(name, int(buf.ptr))
             specs[name] = (shape, dtype)
@@ -98,11 +212,19 @@ class TensorRTSession(Session):
         self._execute(self.stream)
         outputs = {}
         for name, (shape, dtype) in specs.items():
+            ptr = self._buffers[name].ptr if name in self._buffers else None
+            if has_data_dependent_shape(shape):
+                check(rt.cudaStreamSynchronize(self.stream))
+                shape = self._allocator.shapes[name]
+                ptr = self._allocator.buffers[name].ptr
             host = np.empty(shape, dtype=dtype)
+            if not host.nbytes:
+                outputs[name] = host
+                continue
             check(
                 rt.cudaMemcpyAsync(
                     host.ctypes.data,
-                    self._buffers[name].ptr,
+                    ptr,
                     host.nbytes,
                     rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
                     self.stream,
@@ -129,6 +251,9 @@ class TensorRTSession(Session):
         for buf in self._buffers.values():
             buf.free()
         self._buffers.clear()
+        if self._allocator is not None:
+            self._allocator.free()
+            self._allocator = None
         if self.stream is not None:
             cudart().cudaStreamDestroy(self.stream)
             self.stream = None

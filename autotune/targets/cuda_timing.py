@@ -24,16 +24,37 @@ def cudart() -> Any:
     return runtime
 
 
-def check(result: Any) -> Any:
+def cuda_runtime_available() -> bool:
+    """Whether cuda-python's CUDA runtime bindings are importable.
+
+    Not `find_spec("cuda")`: `cuda` is a namespace package that unrelated distributions
+    (cuda-pathfinder, cuda-core, NVIDIA's library wheels) also provide.
+    """
+    import importlib.util
+
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except ModuleNotFoundError:  # the parent package is absent
+            continue
+    return False
+
+
+def _error_name(rt: Any, err: Any) -> str:
+    name = rt.cudaGetErrorName(err)[1]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def check(result: Any, runtime: Any = None) -> Any:
     """Unwraps a cuda-python `(error, *values)` result; raises RuntimeError on an error."""
-    rt = cudart()
+    rt = runtime if runtime is not None else cudart()
     if isinstance(result, tuple):
         err, values = result[0], result[1:]
     else:
         err, values = result, ()
     if int(err) != int(rt.cudaError_t.cudaSuccess):
-        name = rt.cudaGetErrorName(err)[1]
-        raise RuntimeError(f"CUDA error {int(err)}: {name.decode() if isinstance(name, bytes) else name}")
+        raise RuntimeError(f"CUDA error {int(err)}: {_error_name(rt, err)}")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
@@ -48,44 +69,77 @@ class CudaEventTimer:
         stream (cudaStream_t | int): the stream to record on. A non-default stream is needed
             for graph capture.
         use_cuda_graph (bool): capture one `enqueue` into a CUDA graph and time graph
-            launches instead (removes per-call launch overhead). Default: False.
+            launches instead (removes per-call launch overhead). When capture fails, times
+            plain enqueues and says why in `graph_fallback_reason`. Default: False.
+        runtime (module | None): the CUDA runtime bindings. Default: None (`cudart()`).
     """
 
-    def __init__(self, enqueue: Callable[[Any], Any], stream: Any, use_cuda_graph: bool = False) -> None:
-        rt = cudart()
+    def __init__(
+        self, enqueue: Callable[[Any], Any], stream: Any, use_cuda_graph: bool = False, runtime: Any = None
+    ) -> None:
+        rt = runtime if runtime is not None else cudart()
         self._rt = rt
         self._stream = stream
         self._enqueue = enqueue
-        self._start = check(rt.cudaEventCreate())
-        self._end = check(rt.cudaEventCreate())
+        self._start = check(rt.cudaEventCreate(), rt)
+        self._end = check(rt.cudaEventCreate(), rt)
         self._graph = None
         self._graph_exec = None
+        self.graph_fallback_reason: str | None = None
         if use_cuda_graph:
             # One run outside capture first: TensorRT does its shape-dependent setup and lazy
             # allocations on the first enqueue, which must not end up in the graph.
             enqueue(stream)
-            check(rt.cudaStreamSynchronize(stream))
-            mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            check(rt.cudaStreamBeginCapture(stream, mode))
+            self._check(rt.cudaStreamSynchronize(stream))
+            self._capture()
+
+    def _check(self, result: Any) -> Any:
+        return check(result, self._rt)
+
+    def _capture(self) -> None:
+        """Captures one enqueue into a graph; on failure runs without one, as trtexec does.
+
+        The reason kept is the enqueue's own error, not the "capture invalidated" that
+        ending the broken capture reports, and the partial graph is destroyed.
+        """
+        rt = self._rt
+        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._check(rt.cudaStreamBeginCapture(self._stream, mode))
+        error: Exception | None = None
+        try:
+            self._enqueue(self._stream)
+        except Exception as exc:  # noqa: BLE001 - reported as the fallback reason
+            error = exc
+        ended = rt.cudaStreamEndCapture(self._stream)  # always: the stream must leave capture mode
+        err, graph = (ended[0], ended[1]) if isinstance(ended, tuple) else (ended, None)
+        if error is None and int(err) != int(rt.cudaError_t.cudaSuccess):
+            error = RuntimeError(f"CUDA graph capture failed: {_error_name(rt, err)}")
+        if error is None:
             try:
-                enqueue(stream)
-            finally:
-                self._graph = check(rt.cudaStreamEndCapture(stream))
-            self._graph_exec = check(rt.cudaGraphInstantiate(self._graph, 0))
+                self._graph = graph
+                self._graph_exec = self._check(rt.cudaGraphInstantiate(graph, 0))
+                return
+            except RuntimeError as exc:
+                error = exc
+        if graph is not None:
+            rt.cudaGraphDestroy(graph)
+        self._graph = self._graph_exec = None
+        rt.cudaGetLastError()  # clears the capture's error, so the next call does not report it
+        self.graph_fallback_reason = f"CUDA graph capture failed, timed without a graph: {error}"
 
     def _launch(self) -> None:
         if self._graph_exec is not None:
-            check(self._rt.cudaGraphLaunch(self._graph_exec, self._stream))
+            self._check(self._rt.cudaGraphLaunch(self._graph_exec, self._stream))
         else:
             self._enqueue(self._stream)
 
     def __call__(self) -> float:
         rt = self._rt
-        check(rt.cudaEventRecord(self._start, self._stream))
+        self._check(rt.cudaEventRecord(self._start, self._stream))
         self._launch()
-        check(rt.cudaEventRecord(self._end, self._stream))
-        check(rt.cudaEventSynchronize(self._end))
-        return float(check(rt.cudaEventElapsedTime(self._start, self._end))) / 1e3
+        self._check(rt.cudaEventRecord(self._end, self._stream))
+        self._check(rt.cudaEventSynchronize(self._end))
+        return float(self._check(rt.cudaEventElapsedTime(self._start, self._end))) / 1e3
 
     def close(self) -> None:
         """Frees the events and the graph."""

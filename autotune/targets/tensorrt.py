@@ -46,7 +46,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from autotune.errors import BuildError
+from autotune.targets._tensorrt_commands import layer_from_inspector, trtexec_shape_spec
 from autotune.targets.base import Built, Config, Session, Target, TargetOptions
+from autotune.targets.cuda_timing import cuda_runtime_available
 
 _BUILD_SCRIPT = Path(__file__).with_name("_tensorrt_build.py")
 
@@ -60,7 +62,17 @@ HARMLESS_LOG_PATTERNS = ("Thread context has not been set!", "cudaError 35")
 
 GRAPH_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 # TensorRT 10.x weak-typing builder flags, offered as extra precision choices where they exist.
-FLAG_PRECISIONS = {"fp16_flag": "FP16", "bf16_flag": "BF16", "int8_flag": "INT8", "fp8_flag": "FP8"}
+FLAG_PRECISIONS = {"fp16_flag": "FP16", "bf16_flag": "BF16"}
+# Flags that build something other than what their name says, so they are never offered.
+MISLEADING_FLAG_PRECISIONS = {
+    "int8_flag": "the INT8 flag without a calibrator or Q/DQ gives no INT8 engine on TensorRT 10 "
+    "(and trtexec --int8 uses dummy ranges); use precision 'int8' (Q/DQ with calibration)",
+    "fp8_flag": "FP8 only comes from Q/DQ nodes on every TensorRT version; use precision 'fp8'",
+}
+# First Polygraphy that works with TensorRT 11 and TensorRT-RTX: up to 0.49.20 every build
+# reads config.int8_calibrator (gone in 11; guarded from 0.49.22), 0.49.26 adds the TensorRT-RTX
+# backend (polygraphy.backend.tensorrt_rtx). Keep equal to pyproject's floor (a test checks).
+MIN_POLYGRAPHY = "0.49.26"
 # The DataType a graph precision needs in the installed module.
 _PRECISION_DATATYPE = {"fp16": "HALF", "bf16": "BF16", "int8": "INT8", "fp8": "FP8"}
 TILING_LEVELS = ("NONE", "FAST", "MODERATE", "FULL")
@@ -328,10 +340,13 @@ def builder_settings(
     Knobs absent from `config` keep TensorRT's defaults (nothing is set for them).
     """
     precision = str(config.get("precision", "tf32"))
+    if precision in MISLEADING_FLAG_PRECISIONS:
+        raise BuildError(f"precision {precision!r} is not offered: {MISLEADING_FLAG_PRECISIONS[precision]}")
     legacy_flags = [FLAG_PRECISIONS[precision]] if precision in FLAG_PRECISIONS else []
     toggles = {key.split(".", 1)[1]: bool(value) for key, value in config.items() if key.startswith("tactic.")}
     route = config.get("build_route")
     l2 = config.get("l2_limit_for_tiling")
+    aux = config.get("max_aux_streams")
     settings: dict[str, Any] = {
         "tf32": precision != "fp32",
         "legacy_flags": legacy_flags,
@@ -339,7 +354,8 @@ def builder_settings(
         # flags only work on a weakly typed network. RTX networks are always strongly typed.
         "strongly_typed": flavor == "tensorrt" and not legacy_flags and precision not in ("fp32", "tf32"),
         "builder_optimization_level": config.get("builder_optimization_level"),
-        "max_aux_streams": config.get("max_aux_streams"),
+        # -1 means "TensorRT's heuristic", which is not setting it: 11.x rejects negative values.
+        "max_aux_streams": None if aux is None or int(aux) < 0 else int(aux),
         "tactic_sources": toggles,
         "tiling_optimization_level": config.get("tiling_optimization_level"),
         "l2_limit_for_tiling": None if l2 is None or int(l2) < 0 else int(l2),
@@ -398,8 +414,8 @@ class TensorRTTarget(Target):
     @classmethod
     def _install_hint(cls) -> str:
         return (
-            "TensorRT is not installed: pip install 'autotune[tensorrt]' (tensorrt-cu12 or tensorrt-cu13 "
-            f"from NVIDIA's index, --extra-index-url https://pypi.nvidia.com); see {INSTALL_GUIDE_URL}"
+            "TensorRT is not installed: pip install 'autotune[tensorrt]' (CUDA 12) or 'autotune[tensorrt-cu13]' "
+            f"(CUDA 13), from NVIDIA's index, --extra-index-url https://pypi.nvidia.com; see {INSTALL_GUIDE_URL}"
         )
 
     @classmethod
@@ -413,7 +429,13 @@ class TensorRTTarget(Target):
         if importlib.util.find_spec(cls.module_name) is None:
             return cls._install_hint()
         if importlib.util.find_spec("polygraphy") is None:
-            return "Polygraphy is not installed: pip install polygraphy"
+            return f"Polygraphy is not installed: pip install 'polygraphy>={MIN_POLYGRAPHY}'"
+        installed = _distribution_version("polygraphy")
+        if installed is not None and _version_tuple(installed) < _version_tuple(MIN_POLYGRAPHY):
+            return (
+                f"Polygraphy {installed} is too old for TensorRT 11 and TensorRT-RTX: "
+                f"pip install -U 'polygraphy>={MIN_POLYGRAPHY}'"
+            )
         return cls._device_reason(build_only)
 
     @classmethod
@@ -427,7 +449,7 @@ class TensorRTTarget(Target):
             )
         if build_only:
             return None
-        if importlib.util.find_spec("cuda") is None:
+        if not cuda_runtime_available():
             return "timing engines needs cuda-python: pip install 'autotune[tensorrt]' (or: pip install cuda-python)"
         return None
 
@@ -465,6 +487,7 @@ class TensorRTTarget(Target):
                     choice in ("fp32", "tf32") or _PRECISION_DATATYPE.get(choice) in datatypes
                 )
                 flag = choice in FLAG_PRECISIONS and FLAG_PRECISIONS[choice] in flags
+                # int8_flag / fp8_flag: see MISLEADING_FLAG_PRECISIONS, never kept.
                 if graph or flag:
                     kept.append(choice)
             return kept
@@ -556,7 +579,7 @@ class TensorRTTarget(Target):
         log_text = log_path.read_text(errors="replace")
         layers = parse_layer_table(log_text)
         if result.get("inspector_layers"):
-            layers = [_layer_from_fields(layer) for layer in result["inspector_layers"]] or layers
+            layers = [layer_from_inspector(layer) for layer in result["inspector_layers"]] or layers
         info = {
             "build_time_s": result["build_time_s"],
             "build_wall_s": wall_s,
@@ -639,8 +662,14 @@ class TensorRTTarget(Target):
         """
         settings = built.info.get("settings") or builder_settings(config, flavor=self.name)
         read_back = built.info.get("builder_config", {})
+        version = str(built.info.get("trt_version") or self._caps().get("version", "") or "10")
+        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 10
+        try:
+            trtexec = shlex.join(self._trtexec_args(settings, read_back, config, major))
+        except ValueError as exc:  # a profile trtexec's option syntax cannot express
+            trtexec = f"# no {self._trtexec_name()} command: {exc}; use the polygraphy command"
         return {
-            self._trtexec_name(): shlex.join(self._trtexec_args(settings, read_back, config)),
+            self._trtexec_name(): trtexec,
             "polygraphy": self._polygraphy_env() + shlex.join(self._polygraphy_args(settings, read_back)),
         }
 
@@ -650,7 +679,9 @@ class TensorRTTarget(Target):
     def _polygraphy_env(self) -> str:
         return ""
 
-    def _trtexec_args(self, settings: Mapping[str, Any], read_back: Mapping[str, Any], config: Config) -> list[str]:
+    def _trtexec_args(
+        self, settings: Mapping[str, Any], read_back: Mapping[str, Any], config: Config, trt_major: int = 10
+    ) -> list[str]:
         args = [self._trtexec_name(), "--onnx=model.onnx", "--saveEngine=engine.plan"]
         if not settings.get("tf32", True):
             args.append("--noTF32")
@@ -671,13 +702,18 @@ class TensorRTTarget(Target):
             args.append(f"--l2LimitForTiling={settings['l2_limit_for_tiling']}")
         if settings.get("sparse_weights"):
             args.append("--sparsity=enable")
+        if settings.get("build_route"):
+            args.append(f"--setBuildRoute={settings['build_route']}")
         profile = settings.get("profile")
         if profile:
             for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
-                shapes = ",".join(f"{name}:{'x'.join(map(str, dims[index]))}" for name, dims in profile.items())
-                args.append(f"{flag}={shapes}")
+                args.append(f"{flag}={trtexec_shape_spec(profile, index)}")
         args += ["--timingCacheFile=timing.cache", "--profilingVerbosity=detailed"]
-        if config.get("cuda_graph"):
+        # trtexec 10.x times without a CUDA graph unless --useCudaGraph; 11.x uses one unless
+        # --noCudaGraph. Say it either way, so the command times what the trial timed.
+        if trt_major >= 11:
+            args.append("--useCudaGraph" if config.get("cuda_graph") else "--noCudaGraph")
+        elif config.get("cuda_graph"):
             args.append("--useCudaGraph")
         return args
 
@@ -774,8 +810,8 @@ class TensorRTRTXTarget(TensorRTTarget):
             )
         if list(gpu.get("cc", [])) == [9, 0]:
             return f"TensorRT-RTX does not run on {gpu.get('name', 'sm_90')} (sm_90); use --target tensorrt or --build-only"
-        if importlib.util.find_spec("cuda") is None:
-            return "timing engines needs cuda-python: pip install cuda-python"
+        if not cuda_runtime_available():
+            return "timing engines needs cuda-python: pip install 'autotune[tensorrt-rtx]'"
         return None
 
     def _use_gpu(self) -> bool:
@@ -791,6 +827,21 @@ class TensorRTRTXTarget(TensorRTTarget):
     def _polygraphy_precision_args(self, settings: Mapping[str, Any]) -> list[str]:
         # CreateConfigRTX leaves TF32 on and has no --tf32; clearing it needs the script.
         return []
+
+
+def _distribution_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _version_tuple(version: str) -> Any:
+    from packaging.version import Version
+
+    return Version(version)
 
 
 def engine_digest(path: Path) -> str:
