@@ -949,12 +949,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from autotune.daemon import run_dashboard
+    from autotune.dashboard import serve_dashboard
 
-    study = _load(args, args.study)
     port = _positive_int("--port", args.port)
+    if port > 65535:
+        raise UsageError(f"--port {args.port!r}: a TCP port is 1 to 65535")
+    study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
-    return run_dashboard(study_dir, args.storage, port)
+    return serve_dashboard(study_dir, args.storage, port)
 
 
 if __name__ == "__main__":

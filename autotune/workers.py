@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -185,21 +187,27 @@ class RayExecutor(Executor):
     def __init__(
         self, workers: int, *, gpu: bool = False, address: str | None = None, trial_timeout_s: float | None = None
     ) -> None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if address is None:
+            local_only_ray()
         import ray
 
         self.gpu = gpu
         self.trial_timeout_s = trial_timeout_s
         self.owns_cluster = address is None and not ray.is_initialized()
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self._ray_dir: str | None = None
         if address is not None:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         elif not ray.is_initialized():
+            # Ray makes its temp dir world-writable (0777): it lives inside a private 0700 one.
+            self._ray_dir = tempfile.mkdtemp(prefix="autotune-ray-")
             ray.init(
                 num_cpus=max(os.cpu_count() or 1, workers),
                 include_dashboard=False,
                 logging_level="ERROR",
                 log_to_driver=False,
                 configure_logging=True,
+                _temp_dir=os.path.join(self._ray_dir, "ray"),
             )
         self.capacity = workers
         self.asynchronous = True
@@ -299,6 +307,27 @@ class RayExecutor(Executor):
 
         if self.owns_cluster and ray.is_initialized():
             ray.shutdown()
+        if self._ray_dir is not None:
+            shutil.rmtree(self._ray_dir, ignore_errors=True)
+            self._ray_dir = None
+
+
+def local_only_ray() -> None:
+    """Makes a Ray cluster started by this process listen on 127.0.0.1 only.
+
+    Ray resolves a node IP of 127.0.0.1 to the host's external address, and its gRPC servers
+    (GCS, raylet, core workers) then listen on every interface, unauthenticated. With
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 its node IP is the loopback address and every server binds
+    there (checked with psutil in tests/test_dashboard.py). Ray reads the variable when it is
+    first imported, so an already imported Ray gets the constant set too; the flag has no other
+    effect on Linux than this (and `ray start`). A cluster joined with --ray-address is left as is.
+    """
+    import sys
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def _visible_gpus() -> int:

@@ -23,7 +23,7 @@ def test_the_default_search_spaces_are_package_data_and_the_top_level_folder_sho
 
     path = OnnxRuntimeTarget.default_space_path()
     assert path.is_file() and path.parent == REPO / "autotune" / "search_spaces", path
-    shipped = {f.name for f in resources.files("autotune").joinpath("search_spaces").iterdir()}
+    shipped = {f.name for f in resources.files("autotune.search_spaces").iterdir()}
     assert {"onnxruntime.yaml", "onnxruntime-cuda.yaml", "tensorrt.yaml", "tensorrt-rtx.yaml"} <= shipped
     # The top-level search_spaces/ a user browses is the same files, not a copy that drifts.
     assert (REPO / "search_spaces").resolve() == path.parent

@@ -122,7 +122,7 @@ class Target(abc.ABC):
         """The search space shipped for this target: `autotune/search_spaces/<name>.yaml`, package
         data found with importlib.resources, so a wheel install has it (the repository's top-level
         `search_spaces/` is a link to the same files)."""
-        return Path(str(resources.files("autotune") / "search_spaces" / f"{cls.name}.yaml"))
+        return Path(str(resources.files("autotune.search_spaces") / f"{cls.name}.yaml"))
 
     def supported_choices(self, knob: str, choices: Sequence[Any]) -> list[Any]:
         """Filters a knob's choices to those this installation can run (capability detection).
