@@ -19,15 +19,16 @@ DEFAULT_RESULTS = Path("results")
 _BUDGET = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
 
 
-def parse_budget(text: str) -> float:
-    """Parses a budget like `90s`, `10m`, `2h` or `1h30m` into seconds (UsageError otherwise)."""
+def parse_budget(text: str, flag: str = "--budget") -> float:
+    """Parses a duration like `90s`, `10m`, `2h` or `1h30m` into seconds (UsageError naming
+    `flag` otherwise)."""
     match = _BUDGET.match(text.strip().lower())
     if not text.strip() or match is None or not any(match.groupdict().values()):
-        raise UsageError(f"--budget {text!r}: expected a duration like 90s, 10m, 2h or 1h30m")
+        raise UsageError(f"{flag} {text!r}: expected a duration like 90s, 10m, 2h or 1h30m")
     parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
     seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
     if seconds <= 0:
-        raise UsageError(f"--budget {text!r}: must be longer than zero")
+        raise UsageError(f"{flag} {text!r}: must be longer than zero")
     return seconds
 
 
@@ -52,10 +53,29 @@ def _positive_float(flag: str, value: str) -> float:
 
 
 def _study_name(text: str) -> str:
+    from autotune.study import check_study_name
+
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
     if not name:
         raise UsageError(f"--study {text!r}: a study name needs letters or digits")
-    return name
+    return check_study_name(name, "--study")
+
+
+def _check_ray_address(address: str) -> None:
+    """UsageError unless something answers at `--ray-address` within a few seconds (Ray
+    itself retries an unreachable address for minutes, long after `start` said "started")."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT of a Ray cluster's head")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({why})") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -213,7 +233,9 @@ def prepare_start(args: argparse.Namespace) -> Any:
     results_dir: Path = args.results_dir
     resumed = None
     if args.resume:
-        name = _study_name(args.resume)
+        from autotune.study import check_study_name
+
+        name = check_study_name(args.resume, "--resume")
         resumed = existing_study_model(results_dir, name, args.storage)
         if resumed is None:
             raise UsageError(f"--resume {args.resume}: no such study under {results_dir}")
@@ -235,6 +257,10 @@ def prepare_start(args: argparse.Namespace) -> Any:
     max_measure_s = _positive_float("--max-measure-s", args.max_measure_s)
     tolerance = _tolerance(args, resumed)
     sla = _positive_float("--latency-sla-ms", args.latency_sla_ms) if args.latency_sla_ms is not None else None
+    _workers(args)
+    _timeout(args)
+    if args.ray_address:
+        _check_ray_address(args.ray_address)
 
     info = load_model_info(model_path)
     if resumed is not None and resumed.get("model_sha256") != info.sha256:
@@ -289,6 +315,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
         avoid=avoid,
         tolerance=tolerance,
         input_pool=pool,
+        calibration_feeds=samples.calibration_feeds,
         shape_overrides=overrides,
         n_trials=trials,
         budget_s=budget,
@@ -301,35 +328,6 @@ def prepare_start(args: argparse.Namespace) -> Any:
     return spec, target_message
 
 
-def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
-    """The space without the precisions this model cannot be given (an opset the version converter
-    cannot raise), and a line saying which and why; said once here, never trial after trial."""
-    import onnx
-
-    from autotune.passes.precision import precision_unavailable
-
-    if "precision" not in space:
-        return space, ""
-    offered = list(space["precision"].values())
-    unavailable = precision_unavailable(onnx.load(str(info.path), load_external_data=False), offered)
-    if not unavailable:
-        return space, ""
-    kept = [value for value in offered if value not in unavailable]
-        calibration_feeds=samples.calibration_feeds,
-    if not kept:
-        raise UsageError(
-            f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})"
-        )
-    note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
-    return space.restrict("precision", kept), note
-
-
-# `start` options a resumed study inherits unless given again on the command line.
-RESUMABLE_OPTIONS = (
-    "target",
-    "batch",
-    "space",
-    "accuracy",
 def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int) -> Any:
     """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
     synthetic pool, split into calibration feeds and the held-out verification pool."""
@@ -355,6 +353,34 @@ def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int) -> 
     return split_samples(load_inputs(args.inputs, info, preprocess), info)
 
 
+def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
+    """The space without the precisions this model cannot be given (an opset the version converter
+    cannot raise), and a line saying which and why; said once here, never trial after trial."""
+    import onnx
+
+    from autotune.passes.precision import precision_unavailable
+
+    if "precision" not in space:
+        return space, ""
+    offered = list(space["precision"].values())
+    unavailable = precision_unavailable(onnx.load(str(info.path), load_external_data=False), offered)
+    if not unavailable:
+        return space, ""
+    kept = [value for value in offered if value not in unavailable]
+    if not kept:
+        raise UsageError(
+            f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})"
+        )
+    note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
+    return space.restrict("precision", kept), note
+
+
+# `start` options a resumed study inherits unless given again on the command line.
+RESUMABLE_OPTIONS = (
+    "target",
+    "batch",
+    "space",
+    "accuracy",
     "atol",
     "rtol",
     "max_error",
@@ -362,6 +388,8 @@ def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int) -> 
     "metric",
     "latency_sla_ms",
     "inputs",
+    "preprocess",
+    "preprocess_file",
     "shape",
     "seed",
     "build_only",
@@ -388,8 +416,6 @@ def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
     if mode == "scale" and elementwise_flags:
         raise UsageError("--atol/--rtol apply to --accuracy elementwise; with --accuracy scale use --max-error")
     if args.max_error is not None and elementwise_flags:
-    "preprocess",
-    "preprocess_file",
         raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
     if mode == "elementwise" and args.min_cosine is not None:
         raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale only")
@@ -560,6 +586,12 @@ def write_inputs(spec: Any) -> None:
     path = spec.study_dir / INPUTS_FILE
     if not path.exists():
         np.savez(path, **spec.input_pool)
+    calibration = spec.study_dir / CALIBRATION_FILE
+    if spec.calibration_feeds and not calibration.exists():
+        np.savez(
+            calibration,
+            **{f"{i}/{name}": a for i, feed in enumerate(spec.calibration_feeds) for name, a in feed.items()},
+        )
 
 
 def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
@@ -586,12 +618,6 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     best = {"throughput": 0.0}
     started = time.monotonic()
     total = spec.n_trials if spec.n_trials is not None else None
-    calibration = spec.study_dir / CALIBRATION_FILE
-    if spec.calibration_feeds and not calibration.exists():
-        np.savez(
-            calibration,
-            **{f"{i}/{name}": a for i, feed in enumerate(spec.calibration_feeds) for name, a in feed.items()},
-        )
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -651,11 +677,11 @@ def _ray_wanted(args: argparse.Namespace) -> bool:
 
 
 def _workers(args: argparse.Namespace) -> int | None:
-    return _positive_int("--workers", args.workers) if args.workers else None
+    return _positive_int("--workers", args.workers) if args.workers is not None else None
 
 
 def _timeout(args: argparse.Namespace) -> float | None:
-    return parse_budget(args.trial_timeout) if args.trial_timeout else None
+    return parse_budget(args.trial_timeout, "--trial-timeout") if args.trial_timeout else None
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:
@@ -711,21 +737,10 @@ def pareto_table(study: Any, front: list[Any]) -> Any:
 
 
 def _load(args: argparse.Namespace, name: str | None) -> Any:
-    import optuna
+    """The study `name` (default: the latest) as found in --results-dir (see `load_study_dir`)."""
+    from autotune.study import load_study_dir
 
-    from autotune.study import STUDY_DB, quiet_optuna, storage_url
-
-    quiet_optuna()
-    name = name or _latest_study(args.results_dir)
-    db = args.results_dir / name / STUDY_DB
-    storage = getattr(args, "storage", None)
-    if storage is None and not db.exists():
-        raise UsageError(f"study {name!r}: not found under {args.results_dir} (see `autotune list`)")
-    url = storage_url(db.parent, storage)
-    try:
-        return optuna.load_study(study_name=name, storage=url)
-    except KeyError:
-        raise UsageError(f"study {name!r}: not in storage {url}") from None
+    return load_study_dir(args.results_dir, name or _latest_study(args.results_dir), getattr(args, "storage", None))
 
 
 def _latest_study(results_dir: Path) -> str:
@@ -754,7 +769,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for db in dbs:
         args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
-        study = _load(args_one, db.parent.name)
+        try:
+            study = _load(args_one, db.parent.name)
+        except UsageError as exc:  # one unreadable study does not hide the others
+            table.add_row(db.parent.name, daemon_state(db.parent), "-", "-", "-", "-", f"unreadable: {exc}")
+            continue
         counts = count_trials(study)
         from autotune.report import answer_for_trial, chosen_trial
 
@@ -806,6 +825,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row("state", daemon_state(study_dir))
     table.add_row("model", str(attrs.get("model_path")))
     table.add_row("target", f"{attrs.get('target')}{' (build only)' if attrs.get('build_only') else ''}")
+    if "verification_samples" in attrs:
+        table.add_row(
+            "samples",
+            f"{attrs.get('calibration_samples', 0)} calibrate int8/fp8, {attrs['verification_samples']} held out "
+            "to verify every trial",
+        )
     elapsed = float(attrs.get("elapsed_s", 0.0))
     budget = attrs.get("budget_s")
     table.add_row(
@@ -825,12 +850,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             table.add_row("", line.replace("**", ""))
         floor = aa_line(study)
         if floor:
-    if "verification_samples" in attrs:
-        table.add_row(
-            "samples",
-            f"{attrs.get('calibration_samples', 0)} calibrate int8/fp8, {attrs['verification_samples']} held out "
-            "to verify every trial",
-        )
             table.add_row("noise floor", floor)
     else:
         best = best_trial(study)
@@ -942,8 +961,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from autotune.daemon import stop_daemon
+    from autotune.study import check_study_name
 
-    name = args.study or _latest_study(args.results_dir)
+    name = check_study_name(args.study) if args.study else _latest_study(args.results_dir)
     print(stop_daemon(args.results_dir / name, now=args.now))
     return 0
 

@@ -7,7 +7,17 @@ crashed daemon leaves no stale lock: the kernel drops it with the process.
 
 Signals: SIGTERM asks for a graceful stop (no new trials, in-flight ones finish within the
 grace period, then finalize); a second SIGTERM, or SIGUSR1 (`stop --now`), stops at once,
-failing in-flight trials with a reason so the storage stays consistent.
+failing in-flight trials with a reason so the storage stays consistent. The handlers hold for
+the daemon's whole life: installed before anything else, re-installed after Ray replaced them
+(`ray.init`) or dropped them (`ray.shutdown`). During finalize a graceful stop is ignored (it is
+what finalize completes) and `stop --now` ends it, leaving the study resumable.
+
+`autotune stop` also writes its request to `stop.json` before signalling, so a stop that
+reaches a daemon before its handlers exist, or one whose daemon dies before honouring it, is
+not lost: a resumed daemon finds a graceful request and finalizes without tuning further.
+
+State (`daemon.json`): starting -> running (the first trial is dispatched) -> finished |
+stopped | failed (with a one-line reason). `start` returns once the state is running.
 """
 
 from __future__ import annotations
@@ -30,7 +40,10 @@ from autotune.errors import AutotuneError, UsageError
 PID_FILE = "daemon.pid"
 LOG_FILE = "autotune.log"
 STATE_FILE = "daemon.json"
+STOP_FILE = "stop.json"
 GRACE_S = 60.0
+START_TIMEOUT_S = 300.0  # from launch to the first trial dispatched (references, Ray start)
+STORAGE_ENV = "AUTOTUNE_STORAGE"  # the --storage URL reaches the daemon here, never in its argv
 
 
 @dataclass
@@ -82,26 +95,83 @@ def lock_holder(study_dir: Path) -> int | None:
     return None
 
 
+def read_state(study_dir: Path) -> dict[str, Any]:
+    """The daemon's last written state (`{}` when none or unreadable)."""
+    try:
+        data = json.loads((study_dir / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def daemon_state(study_dir: Path) -> str:
-    """running (pid N) | finished | stopped | crashed | not started."""
+    """running (pid N) | starting (pid N) | finished | stopped | failed: reason | crashed | not started.
+
+    The lock decides whether a daemon lives; the state file only says how a dead one ended.
+    """
     pid = lock_holder(study_dir)
+    state = read_state(study_dir)
     if pid is not None:
-        return f"running (pid {pid})"
-    state_path = study_dir / STATE_FILE
-    if state_path.exists():
-        try:
-            state = str(json.loads(state_path.read_text()).get("state", "unknown"))
-        except (OSError, json.JSONDecodeError):
-            return "unknown"
-        # "running" without a lock holder: the daemon died without saying so.
-        return "crashed (resume with `autotune start --resume`)" if state == "running" else state
-    return "finished" if (study_dir / "report.md").exists() else "not started"
+        return f"starting (pid {pid})" if state.get("state") == "starting" else f"running (pid {pid})"
+    if not (study_dir / STATE_FILE).exists():
+        return "finished" if (study_dir / "report.md").exists() else "not started"
+    name = str(state.get("state", "unknown"))
+    if name == "failed":
+        return f"failed: {state.get('reason', 'no reason recorded')}"
+    # "running" or "starting" without a lock holder: the daemon died without saying so.
+    if name in ("running", "starting", "unknown"):
+        return "crashed (resume with `autotune start --resume`)"
+    return name
 
 
-def write_state(study_dir: Path, state: str, **extra: Any) -> None:
+def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
+    """Writes the daemon state atomically; on failure (a full disk) retries in place, then
+    removes a stale file rather than leave it saying "running". Returns whether it was written."""
+    text = json.dumps({"state": state, "pid": os.getpid(), "time": time.time(), **extra})
+    path = study_dir / STATE_FILE
     tmp = study_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps({"state": state, "pid": os.getpid(), "time": time.time(), **extra}))
-    tmp.replace(study_dir / STATE_FILE)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    try:
+        with open(path, "r+" if path.exists() else "w") as handle:  # no new inode needed
+            handle.seek(0)
+            handle.write(text)
+            handle.truncate()
+        return True
+    except OSError:
+        pass
+    try:
+        if read_state(study_dir).get("state") in ("running", "starting"):
+            path.unlink()  # no file reads as "not started"/"finished", never as a live daemon
+    except OSError:
+        pass
+    logging.getLogger("autotune.daemon").error("could not record state %r in %s", state, path)
+    return False
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: message` on one line, for the state file and the log's last line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500] if not isinstance(exc, AutotuneError) else text[:500]
+
+
+def read_stop_request(study_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((study_dir / STOP_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else {"now": False}
+
+
+def clear_stop_request(study_dir: Path) -> None:
+    try:
+        (study_dir / STOP_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
@@ -111,10 +181,16 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
         raise UsageError(f"study {spec.name}: a daemon (pid {holder}) is already running it")
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     log_path = spec.study_dir / LOG_FILE
-    argv = [a for a in args.argv if a != "--foreground"]
+    argv, storage = _without_storage([a for a in args.argv if a != "--foreground"])
     command = [sys.executable, "-m", "autotune.daemon", *argv]
     if not args.resume:
         command += ["--study", spec.name]
+    env = os.environ.copy()
+    env.pop(STORAGE_ENV, None)
+    if storage is not None:
+        env[STORAGE_ENV] = storage  # argv is world-readable (`ps`); a URL may hold a password
+    if (read_stop_request(spec.study_dir) or {}).get("now"):
+        clear_stop_request(spec.study_dir)  # its daemon ended at once already
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             command,
@@ -123,18 +199,9 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=os.getcwd(),
-            env=os.environ.copy(),
+            env=env,
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if lock_holder(spec.study_dir) == child.pid:
-            break
-        if child.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise AutotuneError(f"the daemon exited at start (code {child.returncode}): {tail[0]}")
-        time.sleep(0.1)
-    else:
-        raise AutotuneError(f"the daemon did not take the study lock within 60 s; see {log_path}")
+    wait_until_started(spec.study_dir, child, log_path)
     results = f" --results-dir {spec.results_dir}" if spec.results_dir != Path("results") else ""
     console.print(f"study {spec.name} started (daemon pid {child.pid})", markup=False)
     console.print(f"  log:       {log_path}", markup=False)
@@ -144,20 +211,75 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
     return 0
 
 
-class StopFlags:
-    """Set by signal handlers, polled by the study loop."""
+def _without_storage(argv: list[str]) -> tuple[list[str], str | None]:
+    """`argv` without `--storage URL` / `--storage=URL`, and the URL."""
+    kept: list[str] = []
+    storage = None
+    items = iter(argv)
+    for item in items:
+        if item == "--storage":
+            storage = next(items, None)
+        elif item.startswith("--storage="):
+            storage = item.split("=", 1)[1]
+        else:
+            kept.append(item)
+    return kept, storage
 
-    def __init__(self) -> None:
+
+def wait_until_started(study_dir: Path, child: subprocess.Popen, log_path: Path) -> None:
+    """Returns once the daemon `child` has dispatched its first trial (state "running");
+    AutotuneError with the daemon's one-line reason when it failed or exited first."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = read_state(study_dir)
+        if state.get("pid") == child.pid and state.get("state") not in (None, "starting"):
+            if state["state"] == "failed":
+                raise AutotuneError(f"study {study_dir.name}: the daemon failed at start: {state.get('reason')}")
+            return
+        if child.poll() is not None:
+            state = read_state(study_dir)
+            if state.get("pid") == child.pid and state.get("state") == "failed":
+                raise AutotuneError(f"study {study_dir.name}: the daemon failed at start: {state.get('reason')}")
+            if state.get("pid") == child.pid and state.get("state") in ("stopped", "finished"):
+                return
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            raise AutotuneError(f"the daemon exited at start (code {child.returncode}): {(lines or ['no output'])[-1]}")
+        time.sleep(0.1)
+    raise AutotuneError(f"the daemon did not start its first trial within {START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+class StopNow(BaseException):
+    """Raised by the `stop --now` handler while finalizing: ends finalize where it stands."""
+
+
+class StopFlags:
+    """Set by signal handlers (and `stop.json`), polled by the study loop."""
+
+    def __init__(self, study_dir: Path | None = None) -> None:
         self.graceful = False
         self.now = False
         self.graceful_since = 0.0
+        self.finalizing = False
+        self.study_dir = study_dir
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGUSR1, self._on_now)
 
+    def poll(self) -> bool:
+        """Reads a stop request persisted by `autotune stop`; True when a stop is asked."""
+        request = read_stop_request(self.study_dir) if self.study_dir is not None else None
+        if request is not None and not self.graceful:
+            self._on_term()
+        if request is not None and request.get("now") and not self.now:
+            self._on_now()
+        return self.graceful
+
     def _on_term(self, *_: Any) -> None:
+        if self.finalizing:
+            logging.getLogger("autotune.daemon").info("stop: already finalizing; `stop --now` ends it")
+            return
         if self.graceful:
             self.now = True
         self.graceful = True
@@ -166,6 +288,9 @@ class StopFlags:
     def _on_now(self, *_: Any) -> None:
         self.graceful = True
         self.now = True
+        if self.finalizing:
+            self.finalizing = False  # raise once
+            raise StopNow()
 
 
 def stop_daemon(study_dir: Path, *, now: bool = False, wait_s: float = 0.0) -> str:
@@ -173,6 +298,13 @@ def stop_daemon(study_dir: Path, *, now: bool = False, wait_s: float = 0.0) -> s
     pid = lock_holder(study_dir)
     if pid is None or pid <= 0:
         raise UsageError(f"study {study_dir.name}: no daemon is running it ({daemon_state(study_dir)})")
+    previous = read_stop_request(study_dir) or {}
+    try:
+        tmp = study_dir / (STOP_FILE + ".tmp")
+        tmp.write_text(json.dumps({"now": bool(now or previous.get("now")), "time": time.time()}))
+        tmp.replace(study_dir / STOP_FILE)
+    except OSError:
+        pass  # the signal alone still stops it
     os.kill(pid, signal.SIGUSR1 if now else signal.SIGTERM)
     deadline = time.monotonic() + wait_s
     while wait_s and time.monotonic() < deadline and lock_holder(study_dir) == pid:
@@ -187,72 +319,134 @@ def stop_daemon(study_dir: Path, *, now: bool = False, wait_s: float = 0.0) -> s
 
 def run_daemon(argv: list[str]) -> int:
     """The daemon's body: validate again, take the lock, run the study, finalize."""
-    from autotune.cli import build_parser, make_executor, prepare_start, write_inputs
-    from autotune.finalize import finalize
-    from autotune.study import compute_references, existing_study_model, run_study, weak_reference_warnings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     log = logging.getLogger("autotune.daemon")
+    flags = StopFlags()
+    flags.install()  # first of all: a stop that comes during start-up is honoured, not fatal
+    from autotune.cli import build_parser, make_executor, prepare_start, write_inputs
+
     args = build_parser().parse_args(["start", *argv])
     args.argv = argv
-    spec, target_message = prepare_start(args)
+    if os.environ.get(STORAGE_ENV):
+        args.storage = os.environ.pop(STORAGE_ENV)
+    try:
+        spec, target_message = prepare_start(args)
+    except AutotuneError as exc:
+        log.error("%s", one_line(exc))
+        return 2 if isinstance(exc, UsageError) else 1
     lock = StudyLock(spec.study_dir / PID_FILE)
     lock.acquire()
-    flags = StopFlags()
-    write_state(spec.study_dir, "running")
+    flags.study_dir = spec.study_dir
+    request = read_stop_request(spec.study_dir)
+    if request is not None and request.get("now"):
+        clear_stop_request(spec.study_dir)  # its daemon ended at once; this one is a new start
+    elif request is not None:
+        log.info("a stop was asked of an earlier daemon that did not finish it: finalizing without tuning")
+    write_state(spec.study_dir, "starting")
     log.info("daemon pid %d for study %s; %s", os.getpid(), spec.name, target_message)
     try:
-        before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
-        elapsed_before = float(before.get("elapsed_s", 0.0))
-        references = compute_references(spec)
-        for warning in weak_reference_warnings(references, spec.tolerance):
-            log.warning("%s", warning)
-        write_inputs(spec)
-        executor = make_executor(spec, args, ray=True)
-        flags.install()  # after ray.init, which installs its own SIGTERM handler
-
-        def on_result(result: Any, study: Any) -> None:
-            extra = f" ({result.reason})" if result.reason else ""
-            log.info("trial %d %s: %.4g samples/s%s", result.number, result.state, result.throughput, extra)
-
-        def should_stop() -> bool:
-            if flags.now:
-                executor.cancel_all("stopped by `autotune stop --now`")
-            elif flags.graceful and time.monotonic() - flags.graceful_since > GRACE_S:
-                executor.cancel_all(f"stopped: in-flight past the {GRACE_S:.0f} s grace period")
-            return flags.graceful
-
-        try:
-            study = run_study(
-                spec,
-                executor,
-                on_result=on_result,
-                should_stop=should_stop,
-                references=references,
-                elapsed_before_s=elapsed_before,
-            )
-        finally:
-            executor.close()
-        if flags.now:
-            write_state(spec.study_dir, "stopped")
-            log.info("stopped at once; not finalized (run `autotune report %s`)", spec.name)
-            return 0
-        log.info("finalizing")
-        final = finalize(study)
-        log.info(
-            "best trial %s; speedup %s; report %s",
-            final.best_number,
-            f"{final.speedup.median:.2f}x" if final.speedup else "-",
-            final.report,
-        )
-        write_state(spec.study_dir, "stopped" if flags.graceful else "finished")
+        code = _run_and_finalize(spec, args, flags, log, make_executor, write_inputs)
+        clear_stop_request(spec.study_dir)
+        return code
+    except StopNow:
+        write_state(spec.study_dir, "stopped", reason="stopped during finalize by `autotune stop --now`")
+        log.info("stopped during finalize; not finalized (resume, or run `autotune report %s`)", spec.name)
+        clear_stop_request(spec.study_dir)
         return 0
-    except Exception:
+    except MemoryError:
+        reason = "out of memory (a smaller --shape, --batch or --workers needs less)"
+        log.error("daemon failed: %s", reason)
+        write_state(spec.study_dir, "failed", reason=reason)
+        return 1
+    except Exception as exc:
         log.exception("daemon failed")
-        write_state(spec.study_dir, "crashed")
+        write_state(spec.study_dir, "failed", reason=one_line(exc))
+        log.error("daemon failed: %s", one_line(exc))
         return 1
     finally:
         lock.release()
+
+
+def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_executor: Any, write_inputs: Any) -> int:
+    from autotune.finalize import finalize
+    from autotune.study import compute_references, existing_study_model, run_study, weak_reference_warnings
+
+    before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
+    elapsed_before = float(before.get("elapsed_s", 0.0))
+    references = compute_references(spec)
+    for warning in weak_reference_warnings(references, spec.tolerance):
+        log.warning("%s", warning)
+    write_inputs(spec)
+    from autotune.study import InProcessExecutor
+
+    # Stopped before any worker exists: the loop below runs once without Ray (it recovers
+    # interrupted trials, asks nothing) and the study is finalized as it stands.
+    executor: Any = InProcessExecutor()
+    if not flags.poll():
+        try:
+            executor = make_executor(spec, args, ray=True)
+        except SystemExit as exc:  # Ray's own SIGTERM handler, set during ray.init
+            if exc.code != signal.SIGTERM:
+                raise
+            flags._on_term()
+            _shutdown_ray()
+        flags.install()  # ray.init replaced the handlers
+
+    def on_started() -> None:
+        write_state(spec.study_dir, "running")
+
+    def on_result(result: Any, study: Any) -> None:
+        extra = f" ({result.reason})" if result.reason else ""
+        log.info("trial %d %s: %.4g samples/s%s", result.number, result.state, result.throughput, extra)
+
+    def should_stop() -> bool:
+        flags.poll()
+        if flags.now:
+            executor.cancel_all("stopped by `autotune stop --now`")
+        elif flags.graceful and time.monotonic() - flags.graceful_since > GRACE_S:
+            executor.cancel_all(f"stopped: in-flight past the {GRACE_S:.0f} s grace period")
+        return flags.graceful
+
+    try:
+        study = run_study(
+            spec,
+            executor,
+            on_result=on_result,
+            should_stop=should_stop,
+            references=references,
+            elapsed_before_s=elapsed_before,
+            on_started=on_started,
+        )
+    finally:
+        executor.close()
+        flags.install()  # ray.shutdown() leaves SIGTERM at its default (instant death)
+    if flags.now:
+        write_state(spec.study_dir, "stopped")
+        log.info("stopped at once; not finalized (run `autotune report %s`)", spec.name)
+        return 0
+    log.info("finalizing (`autotune stop` waits for it; `autotune stop --now` ends it)")
+    flags.finalizing = True
+    if flags.poll() and flags.now:
+        raise StopNow()
+    final = finalize(study)
+    flags.finalizing = False
+    log.info(
+        "best trial %s; speedup %s; report %s",
+        final.best_number,
+        f"{final.speedup.median:.2f}x" if final.speedup else "-",
+        final.report,
+    )
+    write_state(spec.study_dir, "stopped" if flags.graceful else "finished")
+    return 0
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - a half-started Ray is torn down as far as it goes
+        pass
 
 
 def run_dashboard(study_dir: Path, storage: str | None, port: int) -> int:

@@ -61,6 +61,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_sha256(path: Path, model: onnx.ModelProto) -> str:
+    """The digest of what the model is: the `.onnx` file, and each external data file its
+    tensors name (a model with none gets its file's digest, as before). Changing the weights
+    beside a model changes the model."""
+    digest = file_sha256(path)
+    locations = set()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            locations.update(e.value for e in tensor.external_data if e.key == "location")
+    if not locations:
+        return digest
+    combined = hashlib.sha256(digest.encode())
+    for location in sorted(locations):
+        data = path.parent / location
+        combined.update(f"\0{location}\0".encode())
+        combined.update(file_sha256(data).encode() if data.is_file() else b"missing")
+    return combined.hexdigest()
+
+
 def _dim(d: onnx.TensorShapeProto.Dimension, index: int) -> int | str:
     if d.HasField("dim_value") and d.dim_value > 0:
         return int(d.dim_value)
@@ -101,7 +120,7 @@ def load_model_info(path: Path) -> ModelInfo:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelInfo(
         path=path.resolve(),
-        sha256=file_sha256(path),
+        sha256=model_sha256(path, model),
         inputs=tuple(inputs),
         output_names=tuple(o.name for o in model.graph.output),
         opset=opset,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,31 @@ import yaml
 
 from autotune.errors import UsageError
 
-PIPELINE_KNOBS = frozenset({"precision", "batch_size", "calibration_method"})
+PIPELINE_KNOBS = frozenset({"precision", "batch_size", "calibration_method", "keep_float_layers"})
 PASS_PREFIX = "pass."
 TYPES = ("categorical", "int", "float", "bool")
+MAX_SPACE_FILE_BYTES = 1 << 20  # a space file is a page of YAML; anything near this is not one
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: `*name` references expand exponentially ("billion laughs"),
+    and a space file has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a space file", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_space_yaml(path: Path) -> Any:
+    """The parsed YAML of a space file: size-limited, aliases refused (yaml.YAMLError)."""
+    text = path.read_text()
+    if len(text) > MAX_SPACE_FILE_BYTES:
+        raise UsageError(f"--space {path}: {len(text)} bytes; a space file is at most {MAX_SPACE_FILE_BYTES} bytes")
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -50,15 +72,16 @@ class Knob:
     log: bool = False
     condition: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def values(self) -> tuple[Any, ...]:
-        """Every value of a discrete knob (categorical, bool, int), for enumeration."""
+    def values(self) -> Sequence[Any]:
+        """Every value of a discrete knob (categorical, bool, int), for enumeration. An int
+        knob's values are a `range`: lazy, so `high: 100000000` costs nothing until iterated."""
         if self.type == "categorical":
             return self.choices
         if self.type == "bool":
             return (False, True)
         if self.type == "int":
             step = int(self.step or 1)
-            return tuple(range(int(self.low), int(self.high) + 1, step))
+            return range(int(self.low), int(self.high) + 1, step)
         raise ValueError(f"knob {self.name!r}: a float knob cannot be enumerated")
 
     def active(self, config: Mapping[str, Any]) -> bool:
@@ -175,7 +198,7 @@ def load_space(path: Path, target: Any) -> SearchSpace:
     """
     where = f"--space {path}"
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_space_yaml(path)
     except FileNotFoundError:
         raise UsageError(f"{where}: no such file") from None
     except yaml.YAMLError as exc:

@@ -7,10 +7,12 @@ Ray workers) and tells the result back with its measurements as user attributes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +43,8 @@ NEARLY_TOO_SLOW = SLOW_FACTOR / 2  # a success this much slower than the default
 DRIFT_FLAG = 0.10  # a control this far from trial 0 (relative) flags the trials told after it
 REPEATS_BEFORE_FALLBACK = 2  # asks that brought nothing new before a random unmeasured configuration
 MAX_REPEATS = 200  # asks that brought nothing new before the study stops asking
+ELAPSED_EVERY_S = 10.0  # the study's elapsed time is stored at least this often
+ARRIVED_FILE = "arrived.json"  # a result that reached the daemon and is not yet told
 
 
 @dataclass
@@ -88,13 +92,13 @@ class StudySpec:
     sampler: str = "tpe"
     start_options: dict[str, Any] = field(default_factory=dict)
     avoid: list[dict[str, Any]] = field(default_factory=list)
+    # INT8/FP8 calibration batches, disjoint from `input_pool` (autotune.calibration); empty:
+    # the trials calibrate on `input_pool` (library callers of old).
+    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     @property
     def study_dir(self) -> Path:
         return self.results_dir / self.name
-    # INT8/FP8 calibration batches, disjoint from `input_pool` (autotune.calibration); empty:
-    # the trials calibrate on `input_pool` (library callers of old).
-    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
 
     @property
     def storage_url(self) -> str:
@@ -190,21 +194,135 @@ def open_study(spec: StudySpec, *, create: bool) -> Any:
 
 
 def existing_study_model(results_dir: Path, name: str, storage: str | None = None) -> dict[str, Any] | None:
-    """The stored model facts of study `name`, or None when it does not exist (read-only)."""
+    """The stored model facts of study `name`, or None when it does not exist (read-only).
+
+    Raises:
+        UsageError: the study's database is not a readable study database, or `storage`
+            cannot be opened; the message names the file (or the URL, password hidden).
+    """
     import optuna
 
     quiet_optuna()
     url = storage_url(results_dir / name, storage)
     if storage is None and not (results_dir / name / STUDY_DB).exists():
         return None
+    if storage is None:
+        check_database(results_dir / name)
     try:
         summaries = optuna.get_all_study_summaries(storage=url, include_best_trial=False)
-    except Exception:
-        return None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the file/URL
+        raise UsageError(_unreadable(results_dir / name, storage, exc)) from None
     for summary in summaries:
         if summary.study_name == name:
             return dict(summary.user_attrs)
     return None
+
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+MAX_STUDY_NAME = 100  # a directory name, with room under NAME_MAX for the files inside
+
+
+def check_study_name(name: str, flag: str = "study") -> str:
+    """`name` when it names a study directory (letters, digits, `_.-`, at most 100 characters,
+    no path); UsageError naming `flag` otherwise. Every command checks names the same way."""
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    if len(name) > MAX_STUDY_NAME:
+        raise UsageError(f"{flag} {shown!r}: a study name has at most {MAX_STUDY_NAME} characters ({len(name)} given)")
+    if not STUDY_NAME.match(name):
+        raise UsageError(f"{flag} {shown!r}: a study name is letters, digits, '_', '.' and '-', not a path")
+    return name
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ***."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: nothing to hide in it
+        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
+
+
+def check_database(study_dir: Path) -> None:
+    """UsageError naming the file when `<study_dir>/study.db` exists but is no SQLite database
+    (a 0-byte file included: it would silently become a new, empty study)."""
+    db = study_dir / STUDY_DB
+    try:
+        with open(db, "rb") as handle:
+            header = handle.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"{db}: cannot read the study database ({exc.strerror})") from None
+    if not header:
+        raise UsageError(f"{db}: empty file, not a study database (restore it, or move it aside to start over)")
+    if header != b"SQLite format 3\x00":
+        raise UsageError(f"{db}: not a SQLite database (corrupt; restore it, or move it aside to start over)")
+
+
+def _unreadable(study_dir: Path, storage: str | None, exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    detail = " ".join(str(cause).split())[:200]
+    if storage is not None:
+        return f"--storage {redact_url(storage)}: cannot open this storage ({type(cause).__name__}: {detail})"
+    return f"{study_dir / STUDY_DB}: unreadable study database ({detail}); restore it, or move it aside"
+
+
+def load_study_dir(results_dir: Path, name: str, storage: str | None = None) -> Any:
+    """Loads study `name` of `results_dir` for a command (status, report, export, ...).
+
+    One directory is one study: the returned study reads its `study_dir` as the directory it
+    was loaded from, never the path stored in the database (a copied results directory must
+    not write into the original), and a plugin target named in the database ("module:Class")
+    is never imported from there.
+
+    Raises:
+        UsageError: a bad name, no such study, or an unreadable database (one line naming it).
+    """
+    import optuna
+
+    quiet_optuna()
+    check_study_name(name)
+    study_dir = results_dir / name
+    if storage is None and not (study_dir / STUDY_DB).exists():
+        raise UsageError(f"study {name!r}: not found under {results_dir} (see `autotune list`)")
+    if storage is None:
+        check_database(study_dir)
+    url = storage_url(study_dir, storage)
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        raise UsageError(f"study {name!r}: not in storage {redact_url(url)}") from None
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the file/URL
+        raise UsageError(_unreadable(study_dir, storage, exc)) from None
+    study.__class__ = _located_study_class()
+    study._located_dir = str(study_dir.resolve())
+    return study
+
+
+@functools.cache
+def _located_study_class() -> type:
+    import optuna
+
+    class _LocatedStudy(optuna.Study):
+        """An Optuna study whose `study_dir` is where it was loaded from (see `load_study_dir`)."""
+
+        _located_dir = ""
+
+        @property
+        def user_attrs(self) -> dict[str, Any]:
+            from autotune.targets import target_names
+
+            attrs = super().user_attrs
+            attrs["study_dir"] = self._located_dir
+            target = attrs.get("target")
+            if isinstance(target, str) and target not in target_names():
+                # Named by "module:Class" at start; importing a name read from a file would run
+                # whatever code it names. Commands that need the target refuse it by this name.
+                attrs["target"] = f"plugin {target.replace(':', '.')} (not imported from the database)"
+            return attrs
+
+    return _LocatedStudy
 
 
 def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
@@ -453,6 +571,8 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "metric": spec.tolerance.metric,
         "dynamic_batch": spec.model.dynamic_batch,
         "inputs_sha256": pool_sha256(spec.input_pool),
+        "verification_samples": int(next(iter(spec.input_pool.values())).shape[0]) if spec.input_pool else 0,
+        "calibration_samples": sum(int(next(iter(f.values())).shape[0]) for f in spec.calibration_feeds),
         "shape_overrides": {k: list(v) for k, v in spec.shape_overrides.items()},
         "n_trials": spec.n_trials,
         "budget_s": spec.budget_s,
@@ -461,10 +581,14 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
     }
 
 
-def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None) -> None:
+def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, spec: StudySpec | None = None) -> None:
     """Rebuilds the loop's memory from told trials (dedup maps, failure rules, the sweep, the
-    baseline); fails trials a dead run left RUNNING and re-queues their configurations."""
+    baseline); tells trials a dead run left RUNNING whose result had arrived (`arrived.json`),
+    fails the others and re-queues their configurations."""
     import optuna
+
+    if spec is not None:
+        _tell_arrivals(study, spec, space.default_config() if space is not None else {})
 
     history = []
     defaults = space.default_config() if space is not None else {}
@@ -531,6 +655,51 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None) -
         run.reference_latency_s = min(run.reference_latency_s, control["ms_per_sample"] / 1e3)
 
 
+def _journal_arrival(spec: StudySpec, result: TrialResult) -> bool:
+    """Writes `result` to `trials/<n>/arrived.json` (atomically); False when it cannot be written."""
+    if result.number < 0:
+        return True  # a drift control is not a trial
+    path = spec.study_dir / "trials" / str(result.number) / ARRIVED_FILE
+    tmp = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(result.as_dict(), default=str))
+        tmp.replace(path)
+        return True
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return False
+
+
+def _drop_arrival(spec: StudySpec, number: int) -> None:
+    try:
+        (spec.study_dir / "trials" / str(number) / ARRIVED_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _tell_arrivals(study: Any, spec: StudySpec, defaults: dict[str, Any]) -> None:
+    """Tells the RUNNING trials whose result reached a dead daemon (see `_journal_arrival`)."""
+    import optuna
+
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        path = spec.study_dir / "trials" / str(frozen.number) / ARRIVED_FILE
+        try:
+            data = json.loads(path.read_text())
+            result = TrialResult(**data)
+        except (OSError, ValueError, TypeError):
+            continue
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        if config_key(result.config) == config_key(defaults):
+            trial.set_user_attr("baseline", True)
+        tell_result(study, trial, result, spec)
+        path.unlink(missing_ok=True)
+        logging.getLogger("autotune").info("trial %d: told its result, which had arrived before a stop", result.number)
+
+
 def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
     details = attrs.get("details", {})
     measurements = {k: attrs[k] for k in FLAT_MEASUREMENTS if k in attrs} | details.get("measurement", {})
@@ -571,8 +740,6 @@ def count_trials(study: Any) -> dict[str, int]:
     return counts
 
 
-        "verification_samples": int(next(iter(spec.input_pool.values())).shape[0]) if spec.input_pool else 0,
-        "calibration_samples": sum(int(next(iter(f.values())).shape[0]) for f in spec.calibration_feeds),
 # Trials that taught nothing new do not count toward --trials: a configuration already
 # measured (same config, or an artifact identical to an earlier trial's) or one a failure
 # rule had already ruled out.
@@ -608,6 +775,7 @@ def run_study(
     references: dict[int, dict[str, np.ndarray]] | None = None,
     elapsed_before_s: float = 0.0,
     grace_s: float = 60.0,
+    on_started: Callable[[], None] | None = None,
 ) -> Any:
     """Runs the ask/submit/tell loop until the trial count or the budget is reached.
 
@@ -620,6 +788,8 @@ def run_study(
         elapsed_before_s (float): budget already spent by earlier runs of this study. Default: 0.
         grace_s (float): once the budget is spent, in-flight trials get this long to finish
             before they are cancelled (failed with the reason). Default: 60.
+        on_started (Callable | None): called once, after the first trials are dispatched (or
+            nothing was left to ask). Default: None.
 
     Returns:
         The Optuna study.
@@ -638,7 +808,7 @@ def run_study(
     seed_queue(study, spec)
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
     run = StudyRun(started=time.monotonic(), budget_s=budget)
-    recover_state(study, run, spec.space)
+    recover_state(study, run, spec.space, spec)
     defaults = spec.space.default_config()  # recover_state gave the rules these too
     run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
     refs = references if references is not None else compute_references(spec)
@@ -777,10 +947,14 @@ def run_study(
                     study.enqueue_trial(winner, skip_if_exists=True)
             study.set_user_attr("sweep_combined", [config_key(c) for c in combined])
 
+    last_elapsed = time.monotonic()
     try:
         while True:
             run.stopping = should_stop() or run.stopping  # polled even while workers are busy
             fill()
+            if on_started is not None:
+                on_started()
+                on_started = None
             if not run.pending and not run.controls:
                 break
             if run.budget_s is not None and time.monotonic() - run.started > run.budget_s + grace_s:
@@ -794,8 +968,10 @@ def run_study(
                 learn_in_memory(result)
             # Asynchronous workers get their next trials before the results are written: storage
             # writes overlap with running trials instead of leaving workers idle. (In-process,
-            # the sampler sees each result before the next ask.)
-            if executor.asynchronous:
+            # the sampler sees each result before the next ask.) Only once the results are on
+            # disk (`arrived.json`, told on resume should this process die before telling them);
+            # where that write fails (a full disk) they are told first.
+            if executor.asynchronous and all(_journal_arrival(spec, r) for _, r in arrived):
                 fill()
             for trial, result in arrived:
                 measured = bool(result.measurements) or spec.target_options.build_only
@@ -815,11 +991,14 @@ def run_study(
                 if run.controls_sent and abs(run.drift_ratio - 1.0) > DRIFT_FLAG:
                     trial.set_user_attr("drift_ratio", run.drift_ratio)
                 tell_result(study, trial, result, spec)
+                _drop_arrival(spec, result.number)
                 learn(trial, result)
                 if on_result is not None:
                     on_result(result, study)
-            if arrived:
+            if arrived or time.monotonic() - last_elapsed > ELAPSED_EVERY_S:
+                # Also while every worker is busy (a long or stuck trial): `status` stays current.
                 study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
+                last_elapsed = time.monotonic()
     except KeyboardInterrupt:
         # Ctrl-C in a foreground run: what was told stays; the trials cut short are failed
         # as interrupted and re-queued, like a dead daemon's, so a resume re-runs them.
@@ -922,6 +1101,7 @@ def _request(
         target_name=spec.target_name,
         target_options=spec.target_options,
         input_pool=spec.input_pool,
+        calibration_feeds=spec.calibration_feeds or None,
         dynamic_batch=spec.model.dynamic_batch,
         shape_overrides=spec.shape_overrides,
         reference_outputs=refs,
@@ -958,4 +1138,3 @@ def prune_trial_dirs(study_dir: Path, keep: set[int]) -> None:
                 shutil.rmtree(item, ignore_errors=True)
             else:
                 item.unlink(missing_ok=True)
-        calibration_feeds=spec.calibration_feeds or None,

@@ -10,7 +10,7 @@ that beat the defaults are combined into one candidate, at batch 1 and at the be
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,11 +26,15 @@ def _alternatives(space: SearchSpace, name: str) -> list[Any]:
     knob = space[name]
     if knob.type == "float":
         return [v for v in (knob.low, knob.high) if v != knob.default]
-    values = list(knob.values())
+    return [v for v in _points(knob) if v != knob.default]
+
+
+def _points(knob: Any) -> Sequence[Any]:
+    """A discrete knob's values, or for a wide int range its ends and middle (never materialized)."""
+    values = knob.values()
     if knob.type == "int" and len(values) > MAX_INT_POINTS:
-        picks = {values[0], values[-1], values[len(values) // 2]}
-        values = [v for v in values if v in picks]
-    return [v for v in values if v != knob.default]
+        return sorted({values[0], values[-1], values[len(values) // 2]})
+    return values
 
 
 def sweep_configs(space: SearchSpace) -> list[dict[str, Any]]:
@@ -45,7 +49,7 @@ def sweep_configs(space: SearchSpace) -> list[dict[str, Any]]:
         if not knob.active(defaults):
             # Activate it with the first allowed value of each condition knob.
             partial_base = {cond: allowed[0] for cond, allowed in knob.condition.items()}
-        for value in _alternatives(space, knob.name) if not partial_base else knob.values():
+        for value in _alternatives(space, knob.name) if not partial_base else _points(knob):
             config = space.complete({**defaults, **partial_base, knob.name: value})
             key = config_key(config)
             if key not in seen:
@@ -180,7 +184,7 @@ def unmeasured_config(
             if knob.type == "float":
                 config[knob.name] = rng.uniform(knob.low, knob.high)
             else:
-                config[knob.name] = rng.choice(list(knob.values()))
+                config[knob.name] = rng.choice(knob.values())  # a range is not materialized
         if config_key(config) not in known and allowed(config):
             return config
     return None

@@ -174,6 +174,12 @@ class _InFlight:
     submitted: float
 
 
+# The Ray task itself gets this long past --trial-timeout: the child's own timeout normally
+# fires first and the task returns within seconds; a task still out after this is a worker
+# that cannot answer (stopped, wedged in a system call), and is killed from the driver.
+WORKER_TIMEOUT_SLACK_S = 30.0  # also covers a cold worker's imports (seconds on 2 cores)
+
+
 class RayExecutor(Executor):
     """Runs trials as Ray tasks on a local cluster it owns, or on an existing one.
 
@@ -272,6 +278,7 @@ class RayExecutor(Executor):
     def wait(self, timeout_s: float) -> list[TrialResult]:
         import ray
 
+        self._cancel_overdue()
         results, self._finished = self._finished, []
         if not self._flights:
             return results
@@ -290,6 +297,25 @@ class RayExecutor(Executor):
                     _failed(flight.request, f"worker died: {type(exc).__name__} during {stage}", flight.submitted)
                 )
         return results
+
+    def _cancel_overdue(self) -> None:
+        """Kills the tasks running past --trial-timeout plus the slack (see above)."""
+        import ray
+
+        if self.trial_timeout_s is None:
+            return
+        limit = self.trial_timeout_s + WORKER_TIMEOUT_SLACK_S
+        for ref, flight in list(self._flights.items()):
+            if time.monotonic() - flight.submitted < limit:
+                continue
+            ray.cancel(ref, force=True)
+            self._flights.pop(ref)
+            self._free_slots.append(flight.slot)
+            reason = (
+                f"timed out after {self.trial_timeout_s:.0f} s (--trial-timeout) during {_stage(flight.request)}; "
+                f"its Ray worker did not answer for {limit:.0f} s and was killed"
+            )
+            self._finished.append(_failed(flight.request, reason, flight.submitted))
 
     def cancel_all(self, reason: str) -> None:
         import ray
