@@ -113,10 +113,15 @@ def transform_model(
     calibration_feeds: list,
     scheme: str,
     kernels: str = "onnx_schema",
+    tolerance: Tolerance | None = None,
+    precision_details: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Applies the configuration's graph passes then its precision; writes `out_path`.
 
-    `kernels` says which ops fp16/bf16 may cast (see `apply_precision`). Returns rewrites per pass.
+    `kernels` says which ops fp16/bf16 may cast (see `apply_precision`). INT8/FP8 rank their
+    layers by sensitivity and keep `keep_float_layers` of them in float (a count, or "auto":
+    the fewest that pass `tolerance` on the calibration feeds; `autotune.sensitivity`); what
+    was measured goes into `precision_details` when given. Returns rewrites per pass.
     """
     import logging
 
@@ -134,14 +139,29 @@ def transform_model(
     if precision not in ("fp32", "tf32") and not precision.endswith("_flag"):
         # ONNX Runtime's calibrators print progress to stdout; a trial keeps its output quiet.
         with contextlib.redirect_stdout(io.StringIO()):
-            model = apply_precision(
-                model,
-                precision,
-                calibration_feeds=calibration_feeds,
-                scheme=scheme,
-                calibration_method=config.get("calibration_method", "minmax"),
-                kernels=kernels,
-            )
+            if precision in ("int8", "fp8"):
+                from autotune.sensitivity import KEEP_FLOAT_KNOB, quantize_mixed
+
+                model, details = quantize_mixed(
+                    model,
+                    precision,
+                    calibration_feeds=calibration_feeds,
+                    scheme=scheme,
+                    calibration_method=config.get("calibration_method", "minmax"),
+                    keep=config.get(KEEP_FLOAT_KNOB, 0),
+                    tolerance=tolerance,
+                )
+                if precision_details is not None:
+                    precision_details.update(details)
+            else:
+                model = apply_precision(
+                    model,
+                    precision,
+                    calibration_feeds=calibration_feeds,
+                    scheme=scheme,
+                    calibration_method=config.get("calibration_method", "minmax"),
+                    kernels=kernels,
+                )
     onnx.save(model, str(out_path))
     return rewrites
 
@@ -169,6 +189,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         stage = _enter(request, "graph passes")
         t0 = time.perf_counter()
         model_path = request.workdir / MODEL_FILE
+        precision_details: dict[str, Any] = {}
         result.rewrites = transform_model(
             request.model_path,
             request.config,
@@ -178,6 +199,8 @@ def run_trial(request: TrialRequest) -> TrialResult:
             else calibration_feeds(request.input_pool, request.dynamic_batch),
             scheme=target.quantization_scheme,
             kernels=getattr(target, "precision_kernels", "onnx_schema"),
+            tolerance=request.tolerance,
+            precision_details=precision_details,
         )
         result.timings_s["passes_s"] = time.perf_counter() - t0
 
@@ -187,6 +210,8 @@ def run_trial(request: TrialRequest) -> TrialResult:
         built = target.build(model_path, request.config, request.workdir, shapes)
         result.timings_s["build_s"] = time.perf_counter() - t0
         result.build = dict(built.info)
+        if precision_details:
+            result.build["mixed_precision"] = precision_details
         result.digest = built.digest
 
         shared = request.shared_measurements.get(built.digest) if built.digest else None

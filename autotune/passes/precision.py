@@ -110,6 +110,7 @@ def apply_precision(
     calibration_method: str = "minmax",
     fp32_block_list: Sequence[str] = DEFAULT_FP32_BLOCK_LIST,
     kernels: str = "onnx_schema",
+    keep_float: Sequence[str] = (),
 ) -> onnx.ModelProto:
     """Return `model` rewritten to compute in `precision`; never mutates `model`.
 
@@ -132,6 +133,8 @@ def apply_precision(
         kernels: which ops may be cast under "fp16"/"bf16": "onnx_schema" (default, every op
             whose ONNX schema allows the type: what TensorRT runs) or "onnxruntime_cpu" (only
             ops with an ONNX Runtime CPU kernel in that type, so the model runs there too).
+        keep_float: for "int8"/"fp8", node names left unquantized (ONNX Runtime's quantizer,
+            `nodes_to_exclude`); names as `prepare_for_quantization` gives them. Default: none.
 
     Raises:
         PrecisionError: an unknown precision, scheme, method or kernel source, or "int8"/"fp8"
@@ -144,7 +147,7 @@ def apply_precision(
     if precision in ("fp16", "bf16"):
         return cast_to_low_precision(model, precision, fp32_block_list=fp32_block_list, kernels=kernels)
     modelopt = modelopt_quantize()
-    if modelopt is not None and scheme == "symmetric" and calibration_method in MODELOPT_METHODS:
+    if modelopt is not None and scheme == "symmetric" and calibration_method in MODELOPT_METHODS and not keep_float:
         if not calibration_feeds:
             raise PrecisionError(f"{precision} needs calibration_feeds (at least one input batch), got none")
         return quantize_with_modelopt(
@@ -156,6 +159,7 @@ def apply_precision(
         calibration_feeds=calibration_feeds,
         scheme=scheme,
         calibration_method=calibration_method,
+        keep_float=keep_float,
     )
     _mark_quantizer(quantized, "onnxruntime")
     return quantized
@@ -329,6 +333,7 @@ def quantize_qdq(
     calibration_feeds: Sequence[dict[str, np.ndarray]],
     scheme: str = "symmetric",
     calibration_method: str = "minmax",
+    keep_float: Sequence[str] = (),
 ) -> onnx.ModelProto:
     """Insert calibrated QuantizeLinear/DequantizeLinear pairs with ONNX Runtime's quantizer.
 
@@ -347,6 +352,8 @@ def quantize_qdq(
         calibration_feeds: input batches (input name -> array); at least one.
         scheme: "symmetric" (default) or "asymmetric_u8" (int8 only).
         calibration_method: "minmax" (default), "entropy" or "percentile".
+        keep_float: names of nodes (as `prepare_for_quantization` names them) left in float:
+            ONNX Runtime's `nodes_to_exclude` (mixed precision; see `autotune.sensitivity`).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -393,17 +400,14 @@ def quantize_qdq(
     }[calibration_method]
     if scheme == "symmetric":
         extra_options["QuantizeBias"] = False
-    model = at_least_opset(model, MIN_OPSET[precision], precision)
+    model = prepare_for_quantization(model, precision)
     if precision == "fp8":
         op_types = sorted(FP8_QUANTIZED_OPS)
     elif scheme == "symmetric":
         op_types = sorted(TENSORRT_INT8_OPS)
     else:
         op_types = sorted((QDQRegistry.keys() | QLinearOpsRegistry.keys()) - NEVER_QUANTIZED_OPS)
-    model = copy_model(model)
     initializers = {initializer.name for initializer in model.graph.initializer}
-    for index, node in enumerate(model.graph.node):
-        node.name = node.name or f"{node.op_type}_{index}"  # the quantizer excludes nodes by name
     activation_matmuls = [
         node.name
         for node in model.graph.node
@@ -424,7 +428,7 @@ def quantize_qdq(
             FeedReader(),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=op_types,
-            nodes_to_exclude=activation_matmuls,
+            nodes_to_exclude=activation_matmuls + [name for name in keep_float if name not in activation_matmuls],
             per_channel=True,
             activation_type=activation_type,
             weight_type=QuantType.QInt8,
@@ -438,6 +442,15 @@ def quantize_qdq(
 
 def _default_opset(model: onnx.ModelProto) -> int:
     return next((opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")), 0)
+
+
+def prepare_for_quantization(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """A copy of `model` at the opset `precision`'s Q/DQ needs, every node named (the quantizer
+    excludes nodes by name, and sensitivities name them): what `quantize_qdq` quantizes."""
+    model = copy_model(at_least_opset(model, MIN_OPSET[precision], precision))
+    for index, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type}_{index}"
+    return model
 
 
 def at_least_opset(model: onnx.ModelProto, required: int, precision: str) -> onnx.ModelProto:

@@ -1,0 +1,403 @@
+"""Which quantized layers cost the accuracy, and the fewest to keep in float so the gate passes.
+
+`layer_sensitivity` ranks every quantized node of a Q/DQ model by the quantization noise on its
+inputs (activations and weights), measured with ONNX Runtime's QDQ debugging utilities
+(`onnxruntime.quantization.qdq_loss_debug`): the signal-to-quantization-noise ratio of each
+tensor before and after its Q/DQ pair, on calibration samples. `keep_float` removes the Q/DQ
+pairs in front of the given nodes (they compute in float, as `nodes_to_exclude` would have
+placed them, without calibrating again). `repair` finds the smallest k such that keeping the k
+most sensitive nodes in float passes the accuracy gate, by bisection over k, as Polygraphy's
+`debug precision` does over layers.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import onnx
+
+TOP_OFFENDERS = 10  # sensitivities kept with a trial and shown in the report
+SENSITIVITY_SAMPLES = 4  # calibration batches the ranking runs on (intermediate tensors are big)
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One quantized node: its quantization noise (relative to signal) and the worst input.
+
+    Args:
+        node (str): node name (as `nodes_to_exclude` takes it).
+        op (str): op type.
+        noise (float): summed noise-to-signal ratio of its quantized inputs (higher is worse).
+        sqnr_db (float): the worst input's signal-to-quantization-noise ratio, in dB.
+        tensor (str): that input's name.
+    """
+
+    node: str
+    op: str
+    noise: float
+    sqnr_db: float
+    tensor: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def layer_sensitivity(
+    float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
+) -> list[LayerSensitivity]:
+    """Every quantized node of `qdq_model`, most sensitive first.
+
+    A node's sensitivity is the error quantization adds to its output on its own: the node runs
+    once on its FP32 inputs (the float model's activations and weights) and once on the same
+    inputs passed through their Q/DQ pairs, and the noise is |difference| / |float output| (norms).
+    Upstream error does not leak into a node's score, so the layer that breaks comes first, not
+    the layers after it. The float activations come from `qdq_loss_debug`'s intermediate-output
+    model, the dequantized weights from its weight matching.
+
+    Args:
+        float_model: the model the quantizer received (its weights are the reference).
+        qdq_model: its Q/DQ version.
+        feeds: calibration batches (at most `SENSITIVITY_SAMPLES` are used).
+    """
+    from onnxruntime.quantization.qdq_loss_debug import create_weight_matching
+
+    samples = list(feeds)[:SENSITIVITY_SAMPLES]
+    activations = _float_activations(float_model, samples)
+    with tempfile.TemporaryDirectory(prefix="autotune-sensitivity-") as directory:
+        float_path, qdq_path = Path(directory) / "float.onnx", Path(directory) / "qdq.onnx"
+        onnx.save(float_model, str(float_path))
+        onnx.save(qdq_model, str(qdq_path))
+        weights = create_weight_matching(str(float_path), str(qdq_path))
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in qdq_model.graph.initializer}
+    float_initializers = {i.name: onnx.numpy_helper.to_array(i) for i in float_model.graph.initializer}
+    producers = {output: node for node in qdq_model.graph.node for output in node.output}
+    opset = [o for o in qdq_model.opset_import]
+    ranking = []
+    for node in qdq_model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        float_inputs: list[list[np.ndarray] | None] = []
+        quantized_inputs: list[list[np.ndarray] | None] = []
+        quantized_any = False
+        for name in node.input:
+            source = _dequantized_source(name, producers)
+            if not name:
+                float_inputs.append(None)
+                quantized_inputs.append(None)
+                continue
+            if source is None:
+                values = activations.get(name) or ([initializers[name]] if name in initializers else None)
+                float_inputs.append(values)
+                quantized_inputs.append(values)
+                continue
+            original, is_weight = source
+            if is_weight:
+                matched = weights.get(original)
+                if matched is None:
+                    float_inputs.append(None)
+                    break
+                float_inputs.append([matched["float"]])
+                quantized_inputs.append([matched["dequantized"]])
+            else:
+                values = activations.get(original) or (
+                    [float_initializers[original]] if original in float_initializers else None
+                )
+                if values is None:
+                    float_inputs.append(None)
+                    break
+                dq = producers[name]
+                float_inputs.append(values)
+                quantized_inputs.append([_fake_quantize(v, dq, initializers) for v in values])
+            quantized_any = True
+        if (
+            not quantized_any
+            or len(float_inputs) != len(node.input)
+            or any(v is None for v, name in zip(float_inputs, node.input, strict=True) if name)
+        ):
+            continue
+        try:
+            noise = _output_noise(node, opset, float_inputs, quantized_inputs)
+        except Exception:  # a node ONNX Runtime will not run alone (a subgraph, a custom domain)
+            continue
+        sqnr = -20 * math.log10(noise) if noise > 0 else math.inf
+        worst = next(source[0] for name in node.input if (source := _dequantized_source(name, producers)))
+        ranking.append(LayerSensitivity(node.name, node.op_type, noise, float(sqnr), worst))
+    ranking.sort(key=lambda layer: layer.noise, reverse=True)
+    return ranking
+
+
+def _float_activations(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Every tensor of the float model (inputs and node outputs), one array per feed."""
+    import onnxruntime as ort
+
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    present = {output.name for output in augmented.graph.output}
+    for node in augmented.graph.node:
+        for name in node.output:
+            if name and name not in present:
+                augmented.graph.output.append(onnx.ValueInfoProto(name=name))
+                present.add(name)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    activations: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            activations[name].append(value)
+        for name, value in feed.items():
+            activations.setdefault(name, []).append(value)
+    return activations
+
+
+def _fake_quantize(values: np.ndarray, dq: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> np.ndarray:
+    """`values` through the Q/DQ pair ending in `dq` (per-tensor scale and zero point)."""
+    scale = initializers[dq.input[1]].astype(np.float32)
+    zero_point = initializers[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
+    dtype = zero_point.dtype
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        zp = zero_point.astype(np.float32)
+        q = np.clip(np.round(values / scale) + zp, info.min, info.max)
+        return ((q - zp) * scale).astype(np.float32)
+    # FP8 (E4M3): saturate to the type's range, round to its grid.
+    limit = float(ml_dtypes.finfo(dtype).max)
+    q = np.clip(values / scale, -limit, limit).astype(dtype).astype(np.float32)
+    return (q * scale).astype(np.float32)
+
+
+def _output_noise(
+    node: onnx.NodeProto,
+    opset: Sequence[onnx.OperatorSetIdProto],
+    float_inputs: Sequence[Sequence[np.ndarray] | None],
+    quantized_inputs: Sequence[Sequence[np.ndarray] | None],
+) -> float:
+    """‖node(quantized inputs) − node(float inputs)‖ / ‖node(float inputs)‖ over the samples."""
+    import onnxruntime as ort
+
+    names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
+    single = onnx.helper.make_node(node.op_type, names, ["out"], domain=node.domain)
+    single.attribute.extend(node.attribute)
+    samples = max(len(v) for v in float_inputs if v is not None)
+    first = [v[0] if v is not None else None for v in float_inputs]
+    graph = onnx.helper.make_graph(
+        [single],
+        "layer",
+        [
+            onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), None)
+            for n, v in zip(names, first, strict=True)
+            if n
+        ],
+        [onnx.ValueInfoProto(name="out")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=list(opset))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    signal = difference = 0.0
+
+    def feed(inputs: Sequence[Sequence[np.ndarray] | None], index: int) -> dict[str, np.ndarray]:
+        return {n: v[min(index, len(v) - 1)] for n, v in zip(names, inputs, strict=True) if n and v is not None}
+
+    for index in range(samples):
+        reference = session.run(None, feed(float_inputs, index))[0].astype(np.float64)
+        quantized = session.run(None, feed(quantized_inputs, index))[0].astype(np.float64)
+        signal += float(np.sum(reference**2))
+        difference += float(np.sum((quantized - reference) ** 2))
+    return math.sqrt(difference / max(signal, 1e-30))
+
+
+def _dequantized_source(name: str, producers: dict[str, onnx.NodeProto]) -> tuple[str, bool] | None:
+    """(the float tensor a DequantizeLinear output stands for, whether it is a weight), or None."""
+    dq = producers.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = producers.get(dq.input[0])
+    if q is not None and q.op_type == "QuantizeLinear":
+        return q.input[0], False
+    quantized = dq.input[0]
+    return (quantized[: -len("_quantized")] if quantized.endswith("_quantized") else quantized), True
+
+
+def keep_float(qdq_model: onnx.ModelProto, float_model: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+    """A copy of `qdq_model` where the named nodes read float tensors: the DequantizeLinear in
+    front of each of their inputs is bypassed (activations: the tensor its QuantizeLinear read;
+    weights and biases: the float initializer of `float_model`), then unused Q/DQ are removed."""
+    keep = set(nodes)
+    model = onnx.ModelProto()
+    model.CopyFrom(qdq_model)
+    producers = {output: node for node in model.graph.node for output in node.output}
+    present = {initializer.name for initializer in model.graph.initializer}
+    float_initializers = {initializer.name: initializer for initializer in float_model.graph.initializer}
+    for node in model.graph.node:
+        if node.name not in keep:
+            continue
+        for index, name in enumerate(node.input):
+            source = _dequantized_source(name, producers)
+            if source is None:
+                continue
+            original, is_weight = source
+            if is_weight:
+                if original not in float_initializers:
+                    continue  # a tensor the quantizer made itself: leave its Q/DQ
+                if original not in present:
+                    model.graph.initializer.append(float_initializers[original])
+                    present.add(original)
+            node.input[index] = original
+    return _without_unused_nodes(model)
+
+
+def _without_unused_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    used = {output.name for output in model.graph.output}
+    kept = []
+    for node in reversed(model.graph.node):
+        if any(output in used for output in node.output):
+            kept.append(node)
+            used.update(node.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    initializers = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(initializers)
+    return model
+
+
+@dataclass(frozen=True)
+class Repair:
+    """The outcome of `repair`: how many of the ranked nodes stay float, which, and the model.
+
+    Args:
+        kept_float (list): node names computing in float, most sensitive first.
+        model (onnx.ModelProto): the repaired model.
+        passed (bool): whether it passes the gate (False: even all-float did not).
+        checks (int): gate evaluations the bisection made.
+    """
+
+    kept_float: list[str]
+    model: onnx.ModelProto
+    passed: bool
+    checks: int
+
+
+def repair(
+    qdq_model: onnx.ModelProto,
+    float_model: onnx.ModelProto,
+    ranking: Sequence[LayerSensitivity],
+    passes: Callable[[onnx.ModelProto], bool],
+) -> Repair:
+    """The smallest k such that `keep_float(ranking[:k])` passes `passes` (bisection: assumes
+    more float never hurts), and that model. k = 0 when the fully quantized model passes."""
+    names = [layer.node for layer in ranking]
+    checks = 1
+    if passes(qdq_model):
+        return Repair([], qdq_model, True, checks)
+    low, high = 0, len(names)  # low fails; high is all-float, assumed to pass
+    best = None
+    while high - low > 1:
+        middle = (low + high) // 2
+        candidate = keep_float(qdq_model, float_model, names[:middle])
+        checks += 1
+        if passes(candidate):
+            high, best = middle, candidate
+        else:
+            low = middle
+    if best is None:
+        best = keep_float(qdq_model, float_model, names[:high])
+        checks += 1
+        if not passes(best):
+            return Repair(names[:high], best, False, checks)
+    return Repair(names[:high], best, True, checks)
+
+
+KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k (the k most sensitive) or "auto"
+
+
+def quantize_mixed(
+    model: onnx.ModelProto,
+    precision: str,
+    *,
+    calibration_feeds: Sequence[dict[str, np.ndarray]],
+    scheme: str = "symmetric",
+    calibration_method: str = "minmax",
+    keep: int | str = 0,
+    tolerance: object | None = None,
+) -> tuple[onnx.ModelProto, dict[str, object]]:
+    """INT8/FP8 Q/DQ with some layers left in float, and what was measured on the way.
+
+    The whole graph is quantized, its layers ranked (`layer_sensitivity`, on the calibration
+    feeds), then `keep` decides how many of the most sensitive stay float: an int k, or "auto",
+    the smallest k whose model passes `tolerance` against the float model on the calibration
+    feeds (`repair`; the trial's own verification stays on held-out samples). The final model is
+    quantized again with ONNX Runtime's `nodes_to_exclude` naming those layers, and the Q/DQ that
+    quantized neighbours still place on their inputs are bypassed (`keep_float`).
+
+    Returns:
+        (model, details): details has "sensitivity" (the `TOP_OFFENDERS` worst layers),
+        "quantized_layers", "kept_float" (node names) and, for "auto", "repair_passed" and
+        "repair_checks".
+    """
+    from autotune.passes.precision import apply_precision, prepare_for_quantization
+    from autotune.verify import Tolerance, compare_outputs
+
+    prepared = prepare_for_quantization(model, precision)
+    options = {"calibration_feeds": calibration_feeds, "scheme": scheme, "calibration_method": calibration_method}
+    quantized = apply_precision(prepared, precision, **options)
+    ranking = layer_sensitivity(prepared, quantized, calibration_feeds)
+    details: dict[str, object] = {
+        "sensitivity": [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]],
+        "quantized_layers": len(ranking),
+    }
+    if keep == "auto":
+        check_feeds = list(calibration_feeds)[:SENSITIVITY_SAMPLES]
+        references = [_run(prepared, feed) for feed in check_feeds]
+        gate = tolerance if tolerance is not None else Tolerance()
+
+        def passes(candidate: onnx.ModelProto) -> bool:
+            return all(
+                compare_outputs(_run(candidate, feed), reference, gate).passed
+                for feed, reference in zip(check_feeds, references, strict=True)
+            )
+
+        repaired = repair(quantized, prepared, ranking, passes)
+        names = repaired.kept_float
+        details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
+    else:
+        count = int(keep)
+        if count < 0:
+            raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0 or 'auto'")
+        names = [layer.node for layer in ranking[:count]]
+    details["kept_float"] = names
+    if names:
+        # nodes_to_exclude leaves a node unquantized, but a quantized producer's output Q/DQ still
+        # feeds it: `keep_float` bypasses those too, so the model is the one the repair checked.
+        quantized = keep_float(apply_precision(prepared, precision, **options, keep_float=names), prepared, names)
+    return quantized, details
+
+
+def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, feed), strict=True))
+
+
+__all__ = [
+    "KEEP_FLOAT_KNOB",
+    "LayerSensitivity",
+    "Repair",
+    "keep_float",
+    "layer_sensitivity",
+    "quantize_mixed",
+    "repair",
+]

@@ -1,0 +1,122 @@
+"""Per-layer sensitivity of a quantized model and the mixed-precision repair built on it."""
+
+from __future__ import annotations
+
+import models_for_passes as models
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from autotune.passes import apply_precision
+from autotune.sensitivity import keep_float, layer_sensitivity, quantize_mixed
+from autotune.trial import transform_model
+from autotune.verify import Tolerance, compare_outputs
+
+GATE = Tolerance(max_error=1e-2)
+
+
+def fragile_model() -> onnx.ModelProto:
+    """stem -> fragile -> relu -> head: the stem writes one channel 1000x larger than the others,
+    which the fragile Conv all but ignores (weight 1e-3); one per-tensor INT8 scale for that
+    activation rounds the channels the fragile Conv does read to zero."""
+    rng = np.random.default_rng(0)
+    stem = rng.standard_normal((8, 4, 1, 1)).astype(np.float32)
+    stem[7] *= 1000
+    fragile = rng.standard_normal((8, 8, 1, 1)).astype(np.float32)
+    fragile[:, 7] *= 1e-3
+    head = rng.standard_normal((4, 8, 1, 1)).astype(np.float32)
+    return models.make_model(
+        [
+            helper.make_node("Conv", ["x", "w_stem"], ["a"], name="stem"),
+            helper.make_node("Conv", ["a", "w_fragile"], ["b"], name="fragile"),
+            helper.make_node("Relu", ["b"], ["r"], name="relu"),
+            helper.make_node("Conv", ["r", "w_head"], ["y"], name="head"),
+        ],
+        {"x": [models.BATCH, 4, 8, 8]},
+        ["y"],
+        {"w_stem": stem, "w_fragile": fragile, "w_head": head},
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> onnx.ModelProto:
+    return fragile_model()
+
+
+@pytest.fixture(scope="module")
+def calibration(model) -> list[dict[str, np.ndarray]]:
+    return [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
+
+
+@pytest.fixture(scope="module")
+def held_out(model) -> dict[str, np.ndarray]:
+    return models.random_feeds(model, batch=4, seed=100)
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
+
+def gate_passes(candidate, model, feeds) -> bool:
+    return compare_outputs(run(candidate, feeds), run(model, feeds), GATE).passed
+
+
+def quantized_inputs(model: onnx.ModelProto, node_name: str) -> list[str]:
+    producers = {output: node.op_type for node in model.graph.node for output in node.output}
+    node = next(node for node in model.graph.node if node.name == node_name)
+    return [name for name in node.input if producers.get(name) == "DequantizeLinear"]
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric_u8"])
+def test_sensitivity_ranks_the_layer_with_huge_dynamic_range_first(model, calibration, scheme):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme=scheme)
+    ranking = layer_sensitivity(model, quantized, calibration)
+    assert ranking[0].node == "fragile"
+    assert ranking[0].tensor == "a"
+    assert ranking[0].noise > 10 * ranking[1].noise
+
+
+def test_the_whole_graph_in_int8_fails_the_gate(model, calibration, held_out):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8")
+    assert not gate_passes(quantized, model, held_out)
+
+
+def test_keep_float_removes_only_the_named_nodes_qdq(model, calibration):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme="symmetric")
+    kept = keep_float(quantized, model, ["fragile"])
+    assert quantized_inputs(kept, "fragile") == []
+    assert quantized_inputs(kept, "head") == quantized_inputs(quantized, "head") != []
+    onnx.checker.check_model(kept)
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric_u8"])
+def test_repair_keeps_just_the_fragile_layer_float_and_passes_on_held_out_data(model, calibration, held_out, scheme):
+    repaired, details = quantize_mixed(
+        model, "int8", calibration_feeds=calibration, scheme=scheme, keep="auto", tolerance=GATE
+    )
+    # uint8 activations: the fragile layer alone; int8's one bit less needs its neighbour too
+    assert details["kept_float"] == (["fragile"] if scheme == "asymmetric_u8" else ["fragile", "relu"])
+    assert details["repair_passed"] is True
+    assert details["sensitivity"][0]["node"] == "fragile"
+    assert quantized_inputs(repaired, "fragile") == [] and quantized_inputs(repaired, "head")
+    assert gate_passes(repaired, model, held_out)
+
+
+def test_a_count_keeps_that_many_of_the_most_sensitive_layers(model, calibration):
+    _, details = quantize_mixed(model, "int8", calibration_feeds=calibration, keep=2)
+    assert details["kept_float"][0] == "fragile" and len(details["kept_float"]) == 2
+
+
+def test_a_trial_records_the_sensitivities_and_the_layers_kept_float(model, calibration, tmp_path):
+    source = tmp_path / "fragile.onnx"
+    onnx.save(model, str(source))
+    details: dict = {}
+    config = {"precision": "int8", "keep_float_layers": "auto"}
+    transform_model(source, config, tmp_path / "out.onnx", calibration_feeds=calibration, scheme="asymmetric_u8",
+                    tolerance=GATE, precision_details=details)  # fmt: skip
+    assert details["kept_float"] == ["fragile"]
+    assert [layer["node"] for layer in details["sensitivity"]][0] == "fragile"
+    assert quantized_inputs(onnx.load(str(tmp_path / "out.onnx")), "fragile") == []
