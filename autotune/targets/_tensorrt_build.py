@@ -113,6 +113,50 @@ def one_off_build_routes(knobs: dict[str, dict[str, Any]]) -> list[str]:
     return routes
 
 
+# What each knob needs from the module, as "Class.attribute" or "Enum.MEMBER" (or an enum's
+# name alone). `TensorRTTarget.supported_choices` offers a knob where these exist; the API
+# tests check every name against the real bindings of each TensorRT version.
+KNOB_API = {
+    "precision (tf32/fp32)": ["BuilderFlag.TF32"],
+    "precision fp16_flag (10.x)": ["BuilderFlag.FP16"],
+    "precision bf16_flag (10.x)": ["BuilderFlag.BF16"],
+    "precision graph-typed": ["NetworkDefinitionCreationFlag.STRONGLY_TYPED"],
+    "builder_optimization_level": ["IBuilderConfig.builder_optimization_level"],
+    "max_aux_streams": ["IBuilderConfig.max_aux_streams"],
+    "tactic.<SOURCE>": ["TacticSource", "IBuilderConfig.set_tactic_sources", "IBuilderConfig.get_tactic_sources"],
+    "tiling_optimization_level": ["TilingOptimizationLevel", "IBuilderConfig.tiling_optimization_level"],
+    "l2_limit_for_tiling": ["IBuilderConfig.l2_limit_for_tiling"],
+    "build_route": ["IBuilderConfig.build_route", "IBuilderConfig.all_build_routes"],
+    "sparse_weights": ["BuilderFlag.SPARSE_WEIGHTS"],
+    "batch_size (profile)": ["IBuilderConfig.add_optimization_profile"],
+    "timing cache": ["IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "ITimingCache.combine"],
+}
+
+
+def has_api(trt: Any, name: str) -> bool:
+    """Whether `trt` has "Class.attribute", "Enum.MEMBER" or a top-level name."""
+    owner, _, attr = name.partition(".")
+    obj = getattr(trt, owner, None)
+    if obj is None or not attr:
+        return obj is not None
+    return attr in (getattr(obj, "__members__", None) or {}) or hasattr(obj, attr)
+
+
+def tactic_bitmask(trt: Any, current: int, toggles: dict[str, bool]) -> int:
+    """`current` with each TacticSource in `toggles` switched on or off; the bit of a source is
+    its enum value, which differs between versions (CUDNN is 2 on 10.x; 11.x has only
+    EDGE_MASK_CONVOLUTIONS = 0 and JIT_CONVOLUTIONS = 1)."""
+    for name, enabled in toggles.items():
+        bit = 1 << int(getattr(trt.TacticSource, name))
+        current = current | bit if enabled else current & ~bit
+    return current
+
+
+def tactic_names(trt: Any, bitmask: int) -> list[str]:
+    """The TacticSource names set in `bitmask`."""
+    return [name for name, source in trt.TacticSource.__members__.items() if bitmask & (1 << int(source))]
+
+
 def set_build_route(config: Any, route: str) -> None:
     """Sets `config.build_route` and checks that TensorRT kept it.
 
@@ -137,10 +181,7 @@ def read_back_config(trt: Any, config: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     flags = [name for name, flag in trt.BuilderFlag.__members__.items() if config.get_flag(flag)]
     out["flags"] = flags
-    bitmask = int(config.get_tactic_sources())
-    out["tactic_sources"] = [
-        name for name, source in trt.TacticSource.__members__.items() if bitmask & (1 << int(source))
-    ]
+    out["tactic_sources"] = tactic_names(trt, int(config.get_tactic_sources()))
     for attr in ("builder_optimization_level", "max_aux_streams", "l2_limit_for_tiling"):
         if hasattr(config, attr):
             out[attr] = int(getattr(config, attr))
@@ -278,11 +319,7 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
             config.clear_flag(trt.BuilderFlag.TF32)  # CreateConfigRTX has no tf32 argument
         toggles = settings.get("tactic_sources") or {}
         if toggles:
-            bitmask = int(config.get_tactic_sources())
-            for name, enabled in toggles.items():
-                bit = 1 << int(getattr(trt.TacticSource, name))
-                bitmask = bitmask | bit if enabled else bitmask & ~bit
-            config.set_tactic_sources(bitmask)
+            config.set_tactic_sources(tactic_bitmask(trt, int(config.get_tactic_sources()), toggles))
         if settings.get("l2_limit_for_tiling") is not None:
             config.l2_limit_for_tiling = int(settings["l2_limit_for_tiling"])
         if settings.get("build_route"):

@@ -644,7 +644,9 @@ class TensorRTTarget(Target):
             out = dest / "build.log"
             shutil.copyfile(log, out)
             written.append(out)
-        script = _postprocess_script(built.info.get("settings", {}), self.module_name)
+        script = _postprocess_script(
+            built.info.get("settings", {}), self.module_name, built.info.get("builder_config", {})
+        )
         if script:
             out = dest / "trt_config_postprocess.py"
             out.write_text(script)
@@ -727,12 +729,10 @@ class TensorRTTarget(Target):
             args += ["--builder-optimization-level", str(settings["builder_optimization_level"])]
         if settings.get("max_aux_streams") is not None:
             args += ["--max-aux-streams", str(settings["max_aux_streams"])]
-        if settings.get("tactic_sources"):
-            # Polygraphy takes the full list of enabled sources: the read-back is exact.
-            sources = read_back.get("tactic_sources")
-            if sources is None:
-                sources = [name for name, on in settings["tactic_sources"].items() if on]
-            args += ["--tactic-sources", *sources]
+        if settings.get("tactic_sources") and read_back.get("tactic_sources") is not None:
+            # Polygraphy takes the full list of enabled sources: the read-back is exact. Without
+            # one, the postprocess script toggles them (the defaults differ between versions).
+            args += ["--tactic-sources", *read_back["tactic_sources"]]
         if settings.get("tiling_optimization_level") is not None:
             args += ["--tiling-optimization-level", settings["tiling_optimization_level"].lower()]
         if settings.get("sparse_weights"):
@@ -741,7 +741,7 @@ class TensorRTTarget(Target):
         if profile:
             for flag, index in (("--trt-min-shapes", 0), ("--trt-opt-shapes", 1), ("--trt-max-shapes", 2)):
                 args += [flag, *(f"{name}:{dims[index]}".replace(" ", "") for name, dims in profile.items())]
-        if _postprocess_script(settings, self.module_name):
+        if _postprocess_script(settings, self.module_name, read_back):
             args += ["--trt-config-postprocess-script", "trt_config_postprocess.py:postprocess_config"]
         args += [
             "--load-timing-cache",
@@ -757,12 +757,25 @@ class TensorRTTarget(Target):
         return ["--tf32"] if settings.get("tf32", True) else []
 
 
-def _postprocess_script(settings: Mapping[str, Any], module_name: str = "tensorrt") -> str:
-    """A Polygraphy --trt-config-postprocess-script for settings its CLI has no flag for."""
+def _postprocess_script(
+    settings: Mapping[str, Any], module_name: str = "tensorrt", read_back: Mapping[str, Any] | None = None
+) -> str:
+    """A Polygraphy --trt-config-postprocess-script for settings its CLI has no flag for
+    (tactic-source toggles too, when no read-back gives the full list for --tactic-sources)."""
     lines = []
-    if module_name == "tensorrt_rtx" and not settings.get("tf32", True):
-        lines.append("    import tensorrt_rtx as trt\n")
+    toggles = settings.get("tactic_sources") or {}
+    rtx_no_tf32 = module_name == "tensorrt_rtx" and not settings.get("tf32", True)
+    script_toggles = toggles and (read_back or {}).get("tactic_sources") is None
+    if rtx_no_tf32 or script_toggles:
+        lines.append(f"    import {module_name} as trt\n")
+    if rtx_no_tf32:
         lines.append("    config.clear_flag(trt.BuilderFlag.TF32)")
+    if script_toggles:
+        lines.append("    sources = config.get_tactic_sources()")
+        for name, enabled in toggles.items():
+            bit = f"(1 << int(trt.TacticSource.{name}))"
+            lines.append(f"    sources = sources | {bit}" if enabled else f"    sources = sources & ~{bit}")
+        lines.append("    config.set_tactic_sources(sources)")
     if settings.get("l2_limit_for_tiling") is not None:
         lines.append(f"    config.l2_limit_for_tiling = {int(settings['l2_limit_for_tiling'])}")
     if settings.get("build_route"):
