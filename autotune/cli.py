@@ -148,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--seed", default="0", help="sampler seed (default 0)")
     start.add_argument("--build-only", action="store_true", help="build every candidate, measure none")
     start.add_argument("--foreground", action="store_true", help="run in this terminal with a progress bar")
-    start.add_argument("--workers", help="parallel trials (default: one per GPU, or per 2 cores on CPU targets)")
+    start.add_argument(
+        "--workers",
+        help="parallel trials (default: one per GPU on GPU targets; one on CPU targets, owning every core; "
+        "N splits the cores into N disjoint sets)",
+    )
     start.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     start.add_argument("--trial-timeout", help="fail a trial that runs longer than this (e.g. 10m)")
     start.add_argument("--max-measure-s", default="2", help="time cap of one latency measurement (default 2 s)")
@@ -187,7 +191,47 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--port", default="8080")
     dash.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     dash.add_argument("--storage")
+    _describe(sub)
     return parser
+
+
+# What `autotune COMMAND --help` says above the options (the one-line `help` is for `autotune -h`).
+COMMAND_DESCRIPTIONS = {
+    "start": "Validate the model, search space, target and results directory, then tune: a detached daemon "
+    "(prints the study name, log and the status/dashboard/stop commands) unless --foreground. Bad input is one "
+    "line and exit code 2, with nothing written.",
+    "status": "A study's state (starting, running, finalizing, finished, stopped, failed, crashed), budget, trial "
+    "counts and failure reasons, the answer (or the provisional best while running) and the Pareto front.",
+    "report": "Re-render results/<study>/report.md and the Pareto plot from the stored answer (never re-chooses).",
+    "list": "The studies under the results directory, with state, model, target, trial counts and the answer.",
+    "export": "Copy the deployable files of the study's answer (or --trial N, or the answer at --batch N) to an "
+    "empty directory: the model after passes, the engine and timing cache (TensorRT), manifest.json and "
+    "rebuild/run scripts. A build-only study exports its first built engine when no --trial is given.",
+    "profile": "Re-profile the defaults and the answer (or --trial N) per layer; rewrites profile.json and the "
+    "'Where the time goes' section of report.md.",
+    "stop": "Ask a study's daemon to stop: no new trials, in-flight trials finish, then the study is finalized. "
+    "--now (or a second stop) ends at once.",
+    "dashboard": "Serve optuna-dashboard on 127.0.0.1 only against the study's storage, with infeasible trials "
+    "marked and kept off its Pareto front. A taken --port is one line and exit code 2.",
+}
+_OPTION_HELP = {
+    "study": "study name (default: the most recently changed study under --results-dir)",
+    "results_dir": "where studies live (default results/)",
+    "storage": "Optuna storage URL, when the study is not in its directory's SQLite file",
+    "output": "an empty or new directory to write the files to",
+    "now": "end at once: in-flight trials are failed with a reason, the study is not finalized",
+    "port": "TCP port on 127.0.0.1 (default 8080)",
+}
+
+
+def _describe(sub: Any) -> None:
+    """Gives every subcommand a description and every option a help line."""
+    for name, parser in sub.choices.items():
+        parser.description = COMMAND_DESCRIPTIONS.get(name, parser.description)
+        for action in parser._actions:
+            if action.help is None and action.dest in _OPTION_HELP:
+                required_study = action.dest == "study" and action.nargs != "?"
+                action.help = "study name" if required_study else _OPTION_HELP[action.dest]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +264,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     """Validates every input of `start` and returns a StudySpec; writes nothing."""
     from autotune.measure import StopRule
     from autotune.model import (
+        check_inputs_match_shapes,
         expand_short_shapes,
         load_model_info,
         parse_shape_overrides,
@@ -287,6 +332,8 @@ def prepare_start(args: argparse.Namespace) -> Any:
         require_resolved_dims(info, overrides)
     samples = _samples(args, info, overrides, seed)
     pool = samples.verification_pool
+    if args.inputs and overrides:
+        check_inputs_match_shapes(pool, overrides, info, args.inputs)
     if not samples.calibration_feeds and "precision" in space:
         kept = [value for value in space["precision"].values() if value not in ("int8", "fp8")]
         if kept != list(space["precision"].values()):
@@ -767,12 +814,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(title=f"studies in {args.results_dir}")
     for column in ("study", "state", "model", "target", "complete", "failed", "the answer"):
         table.add_column(column)
+    unreadable: list[str] = []
     for db in dbs:
         args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
         try:
             study = _load(args_one, db.parent.name)
         except UsageError as exc:  # one unreadable study does not hide the others
-            table.add_row(db.parent.name, daemon_state(db.parent), "-", "-", "-", "-", f"unreadable: {exc}")
+            table.add_row(db.parent.name, "unreadable", "-", "-", "-", "-", "-")
+            unreadable.append(str(exc))
             continue
         counts = count_trials(study)
         from autotune.report import answer_for_trial, chosen_trial
@@ -793,6 +842,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             answer,
         )
     console.print(table)
+    for line in unreadable:
+        console.print(f"unreadable: {line}", markup=False)
     return 0
 
 
@@ -910,6 +961,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.trial = str(answers[batch].trial)
     if args.trial is None:
         best = chosen_trial(study)
+        if best is None and study.user_attrs.get("build_only"):
+            # Build-only measures nothing, so no answer is ever chosen; finalize exports the first
+            # engine built (the defaults), and so does export before finalize has run.
+            built = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+            best = min(built, key=lambda t: t.number) if built else None
         if best is None:
             raise UsageError(
                 f"study {study.study_name}: no answer to export yet (finalize runs when the study ends; try --trial N)"

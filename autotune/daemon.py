@@ -105,21 +105,23 @@ def read_state(study_dir: Path) -> dict[str, Any]:
 
 
 def daemon_state(study_dir: Path) -> str:
-    """running (pid N) | starting (pid N) | finished | stopped | failed: reason | crashed | not started.
+    """running | starting | finalizing (pid N) | finished | stopped | failed: reason | crashed | not started.
 
     The lock decides whether a daemon lives; the state file only says how a dead one ended.
     """
     pid = lock_holder(study_dir)
     state = read_state(study_dir)
     if pid is not None:
-        return f"starting (pid {pid})" if state.get("state") == "starting" else f"running (pid {pid})"
+        if state.get("state") in ("starting", "finalizing"):
+            return f"{state['state']} (pid {pid})"
+        return f"running (pid {pid})"
     if not (study_dir / STATE_FILE).exists():
         return "finished" if (study_dir / "report.md").exists() else "not started"
     name = str(state.get("state", "unknown"))
     if name == "failed":
         return f"failed: {state.get('reason', 'no reason recorded')}"
     # "running" or "starting" without a lock holder: the daemon died without saying so.
-    if name in ("running", "starting", "unknown"):
+    if name in ("running", "starting", "finalizing", "unknown"):
         return "crashed (resume with `autotune start --resume`)"
     return name
 
@@ -135,7 +137,10 @@ def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
         tmp.replace(path)
         return True
     except OSError:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     try:
         with open(path, "r+" if path.exists() else "w") as handle:  # no new inode needed
             handle.seek(0)
@@ -145,7 +150,7 @@ def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
     except OSError:
         pass
     try:
-        if read_state(study_dir).get("state") in ("running", "starting"):
+        if read_state(study_dir).get("state") in ("running", "starting", "finalizing"):
             path.unlink()  # no file reads as "not started"/"finished", never as a live daemon
     except OSError:
         pass
@@ -425,6 +430,7 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
         log.info("stopped at once; not finalized (run `autotune report %s`)", spec.name)
         return 0
     log.info("finalizing (`autotune stop` waits for it; `autotune stop --now` ends it)")
+    write_state(spec.study_dir, "finalizing")  # status says so, not "running" (issue 11)
     flags.finalizing = True
     if flags.poll() and flags.now:
         raise StopNow()

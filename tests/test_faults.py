@@ -1,0 +1,384 @@
+"""Fault injection against the daemon and the commands (issue 12): stops at every stage of a
+daemon's life, kills, corrupt and copied study directories, bad names and flags, bounds.
+
+The daemon tests run the real daemon with a local Ray cluster and SQLite; each asserts trial
+counts by state before and after the fault, the baseline's presence, and the final `best/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tracemalloc
+from pathlib import Path
+
+import onnx
+import optuna
+import pytest
+
+from autotune.daemon import STATE_FILE, _without_storage, daemon_state, lock_holder, write_state
+from autotune.errors import UsageError
+from tests.conftest import make_tiny_model
+from tests.test_daemon import MISBEHAVING, SLOW_SPACE, cli, load, wait_for
+
+LONG_NAME = "a" * 300
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, enqueued (WAITING) ones left out."""
+    by_state: dict[str, int] = {}
+    for trial in study.trials:
+        if trial.state != optuna.trial.TrialState.WAITING:
+            by_state[trial.state.name] = by_state.get(trial.state.name, 0) + 1
+    return by_state
+
+
+class Ran:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_main(capsys, *argv: str) -> Ran:
+    """`autotune ARGV` in this process (commands that start nothing): exit code and output."""
+    from autotune.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return Ran(code, out.out, out.err)
+
+
+def baseline(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    from autotune.report import default_trial
+
+    return default_trial(study)
+
+
+def one_line_error(proc, *needles: str) -> None:
+    """Exit 2 with a single stderr line (no traceback) containing every needle."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def wait_in_log(study_dir: Path, text: str, timeout_s: float = 180) -> None:
+    log = study_dir / "autotune.log"
+    wait_for(lambda: log.exists() and text in log.read_text(errors="replace"), timeout_s, repr(text))
+
+
+def wait_daemon_gone(study_dir: Path, timeout_s: float = 180) -> None:
+    wait_for(lambda: lock_holder(study_dir) is None, timeout_s, f"the daemon of {study_dir.name} to end")
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> Path:
+    """A results directory holding one finalized study `ok` (foreground, in-process)."""
+    root = tmp_path_factory.mktemp("finished")
+    model = make_tiny_model(root / "tiny.onnx")
+    results = root / "results"
+    cli("start", str(model), "--foreground", "--no-ray", "--study", "ok", "--trials", "2",
+        "--results-dir", str(results), "--max-measure-s", "0.05", timeout=300)  # fmt: skip
+    assert (results / "ok" / "best" / "manifest.json").is_file()
+    return results
+
+
+# ---------------------------------------------------------------- directories and names
+
+
+def test_a_corrupt_database_is_one_line_naming_the_file_for_that_study_only(finished_study, tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(finished_study, results)
+    shutil.copytree(results / "ok", results / "garbage")
+    for extra in ("study.db-wal", "study.db-shm"):
+        (results / "garbage" / extra).unlink(missing_ok=True)
+    (results / "garbage" / "study.db").write_bytes(os.urandom(4096))
+    shutil.copytree(results / "ok", results / "malformed")
+    with open(results / "malformed" / "study.db", "r+b") as handle:  # a valid header, broken pages
+        handle.seek(100)
+        handle.write(os.urandom(20000))
+    (results / "empty").mkdir()
+    (results / "empty" / "study.db").touch()
+
+    for name in ("garbage", "malformed"):
+        db = str(results / name / "study.db")
+        for command in ("status", "report"):
+            one_line_error(run_main(capsys, command, name, "--results-dir", str(results)), db)
+        one_line_error(run_main(capsys, "start", "--resume", name, "--results-dir", str(results)), db)
+    # A 0-byte file never silently becomes a new study.
+    model = finished_study.parent / "tiny.onnx"
+    started = run_main(capsys, "start", str(model), "--study", "empty", "--results-dir", str(results))
+    one_line_error(started, str(results / "empty" / "study.db"), "empty file")
+    assert (results / "empty" / "study.db").stat().st_size == 0
+    assert not (results / "empty" / STATE_FILE).exists()
+
+    listing = run_main(capsys, "list", "--results-dir", str(results))
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr
+    rows = listing.stdout
+    assert "ok" in rows and f"unreadable: {results / 'garbage' / 'study.db'}" in rows
+    assert counts(load(results, "ok")) == {"COMPLETE": 2}
+
+
+def test_a_copied_results_dir_is_its_own_study_and_imports_nothing_named_in_it(
+    finished_study, tmp_path, capsys, monkeypatch
+):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_study, copy)
+    original_report = (finished_study / "ok" / "report.md").read_text()
+    original_mtime = (finished_study / "ok" / "report.md").stat().st_mtime_ns
+    (copy / "ok" / "report.md").unlink()
+    # A database naming a module as its target: no command may import it.
+    marker = tmp_path / "imported"
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "evil_plugin.py").write_text(f"open({str(marker)!r}, 'w').write('imported')\n")
+    load(copy, "ok").set_user_attr("target", "evil_plugin:Target")
+    monkeypatch.syspath_prepend(str(plugins))
+    assert run_main(capsys, "report", "ok", "--results-dir", str(copy)).returncode == 0
+    status = run_main(capsys, "status", "ok", "--results-dir", str(copy))
+    exported = run_main(capsys, "export", "ok", "--trial", "0", "-o", str(tmp_path / "out"), "--results-dir", str(copy))
+    assert (copy / "ok" / "report.md").is_file()  # written in the copy ...
+    assert (finished_study / "ok" / "report.md").read_text() == original_report  # ... not in the original
+    assert (finished_study / "ok" / "report.md").stat().st_mtime_ns == original_mtime
+    assert "not imported" in status.stdout
+    assert exported.returncode == 2 and "Traceback" not in exported.stderr
+    assert not marker.exists()
+    assert counts(load(copy, "ok")) == counts(load(finished_study, "ok")) == {"COMPLETE": 2}
+    assert baseline(load(copy, "ok")) is not None
+
+
+@pytest.mark.parametrize("name", ["../ok", LONG_NAME])
+def test_every_command_checks_study_names_alike(finished_study, tmp_path, capsys, name):
+    results = str(finished_study)
+    for argv in (
+        ("status", name),
+        ("report", name),
+        ("stop", name),
+        ("dashboard", name),
+        ("export", name, "-o", str(tmp_path / "out")),
+    ):
+        one_line_error(run_main(capsys, *argv, "--results-dir", results), "study name")
+    one_line_error(run_main(capsys, "start", "--resume", name, "--results-dir", results), "--resume")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_300_character_study_name_is_refused_with_nothing_written(finished_study, tmp_path, capsys):
+    results = tmp_path / "results"
+    model = finished_study.parent / "tiny.onnx"
+    proc = run_main(capsys, "start", str(model), "--study", LONG_NAME, "--results-dir", str(results))
+    one_line_error(proc, "--study", "at most 100 characters")
+    assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        (("--workers", "0"), ("--workers",)),
+        (("--storage", "bogus://x"), ("--storage bogus://x",)),
+        (("--storage", "postgresql://me:hunter2@127.0.0.1:1/db"), ("--storage", "***")),
+        (("--ray-address", "127.0.0.1:1"), ("--ray-address 127.0.0.1:1", "no Ray cluster")),
+        (("--trial-timeout", "soon"), ("--trial-timeout 'soon'",)),
+    ],
+)
+def test_bad_start_flags_fail_before_started_with_nothing_written(finished_study, tmp_path, capsys, flags, needles):
+    results = tmp_path / "results"
+    model = finished_study.parent / "tiny.onnx"
+    proc = run_main(capsys, "start", str(model), *flags, "--results-dir", str(results))
+    one_line_error(proc, *needles)
+    assert "--budget" not in proc.stderr and "hunter2" not in proc.stderr
+    assert "started" not in proc.stdout
+    assert not results.exists()
+
+
+# ---------------------------------------------------------------- bounds
+
+
+def test_a_huge_int_range_is_sampled_without_materializing_it(tmp_path):
+    from autotune.space import load_space
+    from autotune.sweep import sweep_configs, unmeasured_config
+    from autotune.targets.onnxruntime import OnnxRuntimeTarget
+
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "knobs:\n"
+        "  intra_op_threads: {type: int, low: 0, high: 100000000, default: 0}\n"
+        "  graph_optimization_level: {type: categorical, choices: [all, basic], default: all}\n"
+    )
+    tracemalloc.start()
+    try:
+        space = load_space(path, OnnxRuntimeTarget())
+        sweep = sweep_configs(space)
+        fresh = unmeasured_config(space, set(), lambda c: True, seed=0)
+        study = optuna.create_study()
+        sampled = space.sample(study.ask())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 << 20, f"{peak} bytes traced"
+    assert {c["intra_op_threads"] for c in sweep} >= {50000000, 100000000}
+    assert 0 <= fresh["intra_op_threads"] <= 100000000 and 0 <= sampled["intra_op_threads"] <= 100000000
+
+
+def test_yaml_aliases_in_a_space_file_are_refused(tmp_path):
+    from autotune.space import load_space
+    from autotune.targets.onnxruntime import OnnxRuntimeTarget
+
+    bomb = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        bomb.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join([f"*{chr(96 + i)}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(bomb) + "\nknobs: {intra_op_threads: {type: int, low: 0, high: 2, default: 0}}\n")
+    with pytest.raises(UsageError, match="aliases"):
+        load_space(path, OnnxRuntimeTarget())
+
+
+# ---------------------------------------------------------------- secrets, digests, state
+
+
+def test_the_model_digest_covers_external_data(tmp_path):
+    from autotune.model import load_model_info
+
+    model = onnx.load(str(make_tiny_model(tmp_path / "inline.onnx")))
+    path = tmp_path / "external.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    before = load_model_info(path).sha256
+    weights = bytearray((tmp_path / "weights.bin").read_bytes())
+    weights[0] ^= 0xFF
+    (tmp_path / "weights.bin").write_bytes(bytes(weights))
+    assert load_model_info(path).sha256 != before
+    inline = load_model_info(tmp_path / "inline.onnx")
+    from autotune.model import file_sha256
+
+    assert inline.sha256 == file_sha256(tmp_path / "inline.onnx")  # unchanged for a self-contained model
+
+
+def test_the_storage_url_is_taken_out_of_the_daemon_argv():
+    argv = ["m.onnx", "--storage", "postgresql://me:pw@h/db", "--trials", "3", "--storage=sqlite:///x.db"]
+    kept, storage = _without_storage(argv)
+    assert kept == ["m.onnx", "--trials", "3"] and storage == "sqlite:///x.db"
+
+
+def test_a_state_file_without_a_lock_holder_is_never_running(tmp_path):
+    study_dir = tmp_path / "s"
+    study_dir.mkdir()
+    for state in ("running", "starting"):
+        (study_dir / STATE_FILE).write_text(json.dumps({"state": state, "pid": 1}))
+        assert daemon_state(study_dir).startswith("crashed")
+    # The atomic write cannot create its temporary file: it falls back to writing in place.
+    (study_dir / (STATE_FILE + ".tmp")).mkdir()
+    assert write_state(study_dir, "failed", reason="OSError: [Errno 28] No space left on device")
+    assert daemon_state(study_dir) == "failed: OSError: [Errno 28] No space left on device"
+
+
+# ---------------------------------------------------------------- the daemon, stopped and killed
+
+
+def start_daemon(model: Path, results: Path, name: str, *flags: str, target: str | None = None,
+                 space: Path | None = None, max_measure_s: str = "0.05"):  # fmt: skip
+    extra = [*(["--target", target] if target else []), *(["--space", str(space)] if space else [])]
+    return cli("start", str(model), "--study", name, "--results-dir", str(results), "--max-measure-s",
+               max_measure_s, *extra, *flags, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_stop_during_finalize_lets_it_finish_and_stop_now_ends_it_resumable(tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    study_dir = results / "fin"
+    storage = f"sqlite:///{tmp_path}/team.db"  # stands for a URL with a password
+
+    def load_fin() -> optuna.Study:
+        return optuna.load_study(study_name="fin", storage=storage)
+
+    out = start_daemon(model, results, "fin", "--trials", "3", "--storage", storage, max_measure_s="0.3").stdout
+    assert "started" in out
+    pid = lock_holder(study_dir)
+    assert "team.db" not in Path(f"/proc/{pid}/cmdline").read_text()  # the URL stays out of argv
+    wait_in_log(study_dir, "finalizing")
+    assert "stops asking" in cli("stop", "fin", "--results-dir", str(results)).stdout
+    wait_daemon_gone(study_dir)
+    assert daemon_state(study_dir) == "finished"
+    study = load_fin()
+    assert counts(study) == {"COMPLETE": 3}
+    assert baseline(study) is not None and (study_dir / "report.md").is_file()
+    first = json.loads((study_dir / "best" / "manifest.json").read_text())
+
+    cli("start", "--resume", "fin", "--trials", "5", "--storage", storage, "--results-dir", str(results), timeout=300)
+    wait_for(lambda: "finalizing" in (study_dir / "autotune.log").read_text().split("daemon pid")[-1], 180,
+             "the resumed daemon to finalize")  # fmt: skip
+    cli("stop", "--now", "fin", "--results-dir", str(results))
+    wait_daemon_gone(study_dir, 60)
+    assert daemon_state(study_dir) == "stopped"
+    assert "stopped during finalize" in (study_dir / "autotune.log").read_text()
+    study = load_fin()
+    assert counts(study) == {"COMPLETE": 5}
+    assert json.loads((study_dir / "best" / "manifest.json").read_text()) == first  # best/ never half-written
+
+    cli("start", "--resume", "fin", "--storage", storage, "--results-dir", str(results), timeout=300)  # resumable
+    wait_daemon_gone(study_dir)
+    assert daemon_state(study_dir) == "finished"
+    assert counts(load_fin()) == {"COMPLETE": 5}
+    assert (study_dir / "best" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_during_trial_0_then_resume_keeps_the_defaults_as_baseline(tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    space = tmp_path / "space.yaml"
+    space.write_text(SLOW_SPACE)
+    start_daemon(model, results, "k9", "--trials", "3", target=MISBEHAVING, space=space)
+    # `start` returned once trial 0 was dispatched: it is running now (its build sleeps 1 s).
+    os.kill(lock_holder(results / "k9"), signal.SIGKILL)
+    wait_daemon_gone(results / "k9", 30)
+    assert daemon_state(results / "k9").startswith("crashed")
+    before = load(results, "k9")
+    assert counts(before) == {"RUNNING": 1} and before.trials[0].state == optuna.trial.TrialState.RUNNING
+
+    cli("start", "--resume", "k9", "--results-dir", str(results), timeout=300)
+    wait_daemon_gone(results / "k9", 240)
+    study = load(results, "k9")
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["interrupted"]
+    zero = baseline(study)
+    assert zero is not None and zero.number > 0 and zero.user_attrs.get("baseline")
+    assert zero.params == study.trials[0].params
+    from autotune.study import finished_count
+
+    assert finished_count(study) == 3
+    manifest = json.loads((results / "k9" / "best" / "manifest.json").read_text())
+    assert manifest["study"] == "k9"
+
+
+@pytest.mark.slow
+def test_stop_right_after_start_and_stop_now_then_resume_measure_what_was_cut(tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    study_dir = results / "cut"
+    space = tmp_path / "space.yaml"
+    space.write_text(SLOW_SPACE)
+    start_daemon(model, results, "cut", "--budget", "10m", target=MISBEHAVING, space=space)
+    cli("stop", "cut", "--results-dir", str(results))  # right after start: trial 0 is in flight
+    wait_daemon_gone(study_dir)
+    assert daemon_state(study_dir) == "stopped"
+    study = load(results, "cut")
+    assert counts(study) == {"COMPLETE": 1}  # the in-flight trial finished; nothing more was asked
+    assert baseline(study).number == 0 and (study_dir / "best" / "manifest.json").is_file()
+
+    cli("start", "--resume", "cut", "--results-dir", str(results), timeout=300)
+    cli("stop", "--now", "cut", "--results-dir", str(results))  # the first resumed trial is cut
+    wait_daemon_gone(study_dir, 60)
+    assert daemon_state(study_dir) == "stopped"
+    study = load(results, "cut")
+    cancelled = [t for t in study.trials if t.user_attrs.get("cancelled")]
+    assert len(cancelled) == 1 and counts(study) == {"COMPLETE": 1, "FAIL": 1}
+
+    cli("start", "--resume", "cut", "--trials", "3", "--results-dir", str(results), timeout=300)
+    wait_daemon_gone(study_dir, 240)
+    study = load(results, "cut")
+    again = [t for t in study.trials if t.params == cancelled[0].params and t.state.name == "COMPLETE"]
+    assert again and again[0].number > cancelled[0].number
+    assert baseline(study).number == 0 and (study_dir / "best" / "manifest.json").is_file()
+    assert not (study_dir / "stop.json").exists()
