@@ -7,12 +7,15 @@ Only usable where a GPU, the TensorRT runtime and cuda-python exist; imported la
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from autotune.targets._tensorrt_commands import inspector_layers
 from autotune.targets.base import Feeds, Session
 from autotune.targets.cuda_timing import check, cuda_event_timer, cudart
 
@@ -126,6 +129,9 @@ class _DeviceBuffer:
             self.ptr = None
 
 
+_LOG = logging.getLogger(__name__)
+
+
 class TensorRTSession(Session):
     """Runs a serialized engine with `IExecutionContext.execute_async_v3` on its own stream.
 
@@ -146,6 +152,7 @@ class TensorRTSession(Session):
         self.context = self.engine.create_execution_context()
         quiet_nvtx(trt, self.context)
         self.use_cuda_graph = use_cuda_graph
+        self.cuda_graph_fallback_reason: str | None = None  # why timing ran without a graph
         self.stream = check(cudart().cudaStreamCreate())
         self._buffers: dict[str, _DeviceBuffer] = {}
         self._timers: list[Any] = []
@@ -239,8 +246,51 @@ class TensorRTSession(Session):
         (a captured CUDA graph of it when the session's `use_cuda_graph` is on)."""
         self._stage(feeds)
         timer = cuda_event_timer(self._execute, self.stream, use_cuda_graph=self.use_cuda_graph)
+        if timer.graph_fallback_reason:
+            self.cuda_graph_fallback_reason = timer.graph_fallback_reason
+            _LOG.warning("%s", timer.graph_fallback_reason)
         self._timers.append(timer)
         return timer
+
+    def layer_times_ms(self, feeds: Feeds, runs: int = 10) -> dict[str, float]:
+        """Mean device milliseconds per engine layer over `runs` executions, from an IProfiler.
+
+        Profiles are reported by `report_to_profiler` after each synchronized run, with
+        `enqueue_emits_profile` off: the way TensorRT documents for CUDA graphs, and the same on
+        10.x and 11.x (test_trt_api checks the attributes on both). Needs a GPU.
+        """
+        trt = self._trt
+
+        class LayerTimes(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+                self.total_ms: dict[str, float] = {}
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                self.total_ms[layer_name] = self.total_ms.get(layer_name, 0.0) + float(ms)
+
+        self._stage(feeds)
+        self._execute(self.stream)  # shape-dependent setup outside the profile
+        check(cudart().cudaStreamSynchronize(self.stream))
+        profiler = LayerTimes()
+        self.context.profiler = profiler
+        self.context.enqueue_emits_profile = False
+        try:
+            for _ in range(runs):
+                self._execute(self.stream)
+                check(cudart().cudaStreamSynchronize(self.stream))
+                self.context.report_to_profiler()
+        finally:
+            self.context.enqueue_emits_profile = True
+        return {name: ms / runs for name, ms in profiler.total_ms.items()}
+
+    def engine_layers(self) -> list[dict[str, Any]]:
+        """The engine inspector's layers (see `_tensorrt_commands.layer_from_inspector`; reads
+        the 10.x and 11.x JSON schemas), with this context's shapes and tactics."""
+        inspector = self.engine.create_engine_inspector()
+        inspector.execution_context = self.context
+        info = json.loads(inspector.get_engine_information(self._trt.LayerInformationFormat.JSON))
+        return inspector_layers(info)
 
     def close(self) -> None:
         for timer in self._timers:

@@ -13,17 +13,19 @@ Knob → builder setting (see `builder_settings`; the read-back is in Built.info
 | knob | IBuilderConfig | trtexec | polygraphy convert |
 | --- | --- | --- | --- |
 | precision fp32 / others | TF32 flag off / on | --noTF32 | --tf32 (absent: off) |
-| precision *_flag (10.x) | FP16/BF16/INT8/FP8 flag, weakly typed | --fp16 ... | --fp16 ... |
+| precision fp16_flag / bf16_flag (10.x) | FP16/BF16 flag, weakly typed (no INT8/FP8 flag: see MISLEADING_FLAG_PRECISIONS) | --fp16, --bf16 | --fp16, --bf16 |
 | precision graph-typed | strongly typed network | --stronglyTyped | --strongly-typed |
 | builder_optimization_level | builder_optimization_level | --builderOptimizationLevel | --builder-optimization-level |
-| tactic.<SOURCE> | set_tactic_sources bit | --tacticSources=+S,-T | --tactic-sources (full list) |
-| max_aux_streams | max_aux_streams | --maxAuxStreams | --max-aux-streams |
+| tactic.<SOURCE> | set_tactic_sources bit (the version's enum value) | --tacticSources=+S,-T | --tactic-sources (read-back list) or script |
+| max_aux_streams (-1: not set, TensorRT's heuristic) | max_aux_streams | --maxAuxStreams | --max-aux-streams |
 | tiling_optimization_level | tiling_optimization_level | --tilingOptimizationLevel | --tiling-optimization-level |
 | l2_limit_for_tiling | l2_limit_for_tiling | --l2LimitForTiling | config postprocess script |
-| build_route | build_route | (config postprocess script) | config postprocess script |
+| build_route (11.x; one `-knob=value` of all_build_routes' JSON) | build_route, read back | --setBuildRoute (11.x) | config postprocess script |
 | sparse_weights | SPARSE_WEIGHTS flag | --sparsity=enable | --sparse-weights |
-| batch_size | optimization profile min/opt/max | --minShapes/--optShapes/--maxShapes | --trt-*-shapes |
-| cuda_graph | (runtime) CUDA-graph capture when timing | --useCudaGraph | — |
+| batch_size | optimization profile min/opt/max | --minShapes/--optShapes/--maxShapes ('name:0' quoted) | --trt-*-shapes |
+| cuda_graph | (runtime) CUDA-graph capture when timing | 10.x: --useCudaGraph; 11.x: --noCudaGraph when off | — |
+
+What each TensorRT version offers, read from its real bindings: docs/tensorrt-versions.md.
 """
 
 from __future__ import annotations

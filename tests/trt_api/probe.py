@@ -35,6 +35,7 @@ PROFILING_API = [
     "IExecutionContext.enqueue_emits_profile",
     "ICudaEngine.create_engine_inspector",
     "EngineInspector.get_engine_information",
+    "EngineInspector.execution_context",
     "LayerInformationFormat.JSON",
 ]
 
