@@ -366,3 +366,63 @@ def test_an_input_name_trtexec_cannot_parse_gets_no_trtexec_command():
     settings = builder_settings({}, flavor="tensorrt", profile=profile)
     commands = _target().deploy_commands(_built(settings, "11.4.0.106"), {})
     assert commands["trtexec"].startswith("# no trtexec command") and "polygraphy" in commands["trtexec"]
+
+
+class _Context:
+    """An IExecutionContext's binding calls, recorded (a real one needs a GPU)."""
+
+    def __init__(self, output_shapes):
+        self.output_shapes = output_shapes
+        self.addresses, self.allocators, self.input_shapes = {}, {}, {}
+
+    def set_input_shape(self, name, shape):
+        self.input_shapes[name] = tuple(shape)
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+
+    def get_tensor_shape(self, name):
+        return self.output_shapes[name]
+
+    def set_output_allocator(self, name, allocator):
+        self.allocators[name] = allocator
+
+
+def test_staging_binds_host_shape_tensors_and_gives_data_dependent_outputs_an_allocator(monkeypatch):
+    trt = pytest.importorskip("tensorrt_rtx")  # real enums and IOutputAllocator base class
+    rt = FakeCudaRuntime()
+    mallocs = []
+    rt.cudaMalloc = lambda n: (mallocs.append(n), (0, 0x1000 + len(mallocs)))[1]
+    rt.cudaMemcpyAsync = lambda *a: (0,)
+    rt.cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    monkeypatch.setattr(_tensorrt_runtime, "cudart", lambda: rt)
+    monkeypatch.setattr(cuda_timing, "cudart", lambda: rt)
+
+    engine = _Engine(
+        trt,
+        [
+            ("x", "in", "FLOAT", "DEVICE", False),
+            ("target_shape", "in", "INT64", "HOST", True),
+            ("indices", "out", "INT64", "DEVICE", False),  # NonZero: (-1, 2) until enqueue
+            ("y", "out", "FLOAT", "DEVICE", False),
+        ],
+    )
+    session = object.__new__(_tensorrt_runtime.TensorRTSession)
+    session._trt, session.engine, session.stream = trt, engine, "stream"
+    session.context = _Context({"indices": (-1, 2), "y": (4, 10)})
+    session._tensors = {t["name"]: t for t in _tensorrt_runtime.io_tensors(trt, engine)}
+    session.inputs, session.outputs = ["x", "target_shape"], ["indices", "y"]
+    session._buffers, session._host_inputs, session._allocator = {}, {}, None
+
+    feeds = {"x": np.ones((4, 3), np.float32), "target_shape": np.array([4, 10], np.int64)}
+    specs = session._stage(feeds)
+    ctx = session.context
+    shape_array = session._host_inputs["target_shape"]
+    assert ctx.addresses["target_shape"] == shape_array.ctypes.data  # host memory, not a device pointer
+    assert shape_array.tolist() == [4, 10]
+    assert "indices" in ctx.allocators and "indices" not in ctx.addresses
+    assert isinstance(ctx.allocators["indices"], trt.IOutputAllocator)
+    assert specs["y"] == ((4, 10), np.dtype(np.float32))
+    assert sorted(mallocs) == [4 * 3 * 4, 4 * 10 * 4]  # x and y only: no 1-byte buffer for indices
+    ptr = ctx.allocators["indices"].reallocate_output("indices", 0, 96, 256)  # TensorRT's call at enqueue
+    assert ptr and mallocs[-1] == 96

@@ -67,3 +67,31 @@ def test_engine_runs_matches_the_model_and_is_timed(tmp_path, use_cuda_graph):
         stats = measure_latency(session.timer(feeds), StopRule(max_time_s=0.5))
     assert stats.latency_ms_p50 > 0
     assert Path(built.info["timing_cache"]).exists()
+
+
+@needs_gpu
+def test_a_capture_that_breaks_reports_the_enqueue_error_and_times_without_a_graph():
+    from autotune.targets.cuda_timing import check, cuda_event_timer, cudart
+
+    rt = cudart()
+    stream = check(rt.cudaStreamCreate())
+    nbytes = 1 << 20
+    buf = check(rt.cudaMalloc(nbytes))
+
+    def enqueue(s):  # synchronizing inside a capture is illegal: it breaks the capture
+        check(rt.cudaMemsetAsync(buf, 0, nbytes, s))
+        check(rt.cudaStreamSynchronize(s))
+
+    try:
+        timer = cuda_event_timer(enqueue, stream, use_cuda_graph=True)
+        reason = timer.graph_fallback_reason
+        assert reason is not None and "StreamCaptureUnsupported" in reason, reason
+        stats = measure_latency(timer, StopRule(max_time_s=0.2))
+        assert 0 < stats.latency_ms_p50 < 100
+        timer.close()
+        # The stream left capture mode and works normally afterwards.
+        status = check(rt.cudaStreamIsCapturing(stream))
+        assert int(status) == int(rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone)
+    finally:
+        check(rt.cudaFree(buf))
+        check(rt.cudaStreamDestroy(stream))
