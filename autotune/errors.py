@@ -1,5 +1,9 @@
 """Exceptions that the CLI turns into one-line messages and exit codes."""
 
+from __future__ import annotations
+
+import re
+
 
 class AutotuneError(Exception):
     """Base class of every error autotune raises on purpose."""
@@ -23,3 +27,24 @@ class TrialTimeout(AutotuneError):
 
 class MetricError(AutotuneError):
     """A task metric does not load, raises, or returns something other than (error, passed)."""
+
+
+_LOAD_MODEL_FROM = re.compile(r"Load model from \S+ failed:\s*")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"()]+/)+([^\s/:'\"()]+)")
+
+
+def condense_reason(text: str, limit: int = 300) -> str:
+    """A failure reason on one line of at most `limit` characters that keeps what explains it.
+
+    Runtimes put the explanation last, after a path (ONNX Runtime: `INVALID_GRAPH : Load model
+    from /long/trial/dir/model.onnx failed: ... Error ...`), so a plain cut kept the path and lost
+    the error. Absolute paths are shortened to their file name, ONNX Runtime's "Load model from
+    PATH" preamble is dropped, and a text still too long keeps its head and its tail.
+    """
+    one = " ".join(str(text).split())
+    one = _LOAD_MODEL_FROM.sub("Load model failed: ", one)
+    one = _ABSOLUTE_PATH.sub(r"\1", one)
+    if len(one) <= limit:
+        return one
+    head = limit // 3
+    return f"{one[:head].rstrip()} ... {one[len(one) - (limit - head - 5) :].lstrip()}"

@@ -329,14 +329,48 @@ def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
                     f"(dim {i})"
                 )
         if array.dtype != spec.dtype:
-            if np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+            # float64 -> float32 and exact widenings (uint8 images -> float32) are what a user
+            # means; integers into a float input that lose precision (int64 -> float32) are more
+            # often the wrong array for that input, so they are refused, not cast without a word.
+            lossy_int = np.issubdtype(array.dtype, np.integer) and not np.issubdtype(spec.dtype, np.integer)
+            if np.can_cast(array.dtype, spec.dtype, casting="safe" if lossy_int else "same_kind"):
                 arrays[name] = array.astype(spec.dtype)
             else:
-                raise UsageError(f"--inputs {path}: {name!r} has dtype {array.dtype}, the model expects {spec.dtype}")
+                fix = f"; convert it first (array.astype(np.{spec.dtype}))" if lossy_int else ""
+                raise UsageError(
+                    f"--inputs {path}: {name!r} has dtype {array.dtype}, the model expects {spec.dtype}{fix}"
+                )
+        if np.issubdtype(arrays[name].dtype, np.floating):
+            nans = int(np.isnan(arrays[name]).sum())
+            if nans:
+                first = tuple(int(i) for i in np.argwhere(np.isnan(arrays[name]))[0])
+                raise UsageError(
+                    f"--inputs {path}: {name!r} holds {nans} NaN value(s) (first at index {first}); "
+                    "every candidate's output would fail the accuracy gate"
+                )
         batches.add(array.shape[0] if array.ndim else 1)
     if info.dynamic_batch and len(batches) > 1:
         raise UsageError(f"--inputs {path}: inputs disagree on the batch dimension ({sorted(batches)})")
     return arrays
+
+
+def check_inputs_match_shapes(
+    pool: Mapping[str, np.ndarray], overrides: Mapping[str, Sequence[int]], info: ModelInfo, where: Path
+) -> None:
+    """UsageError when `--shape` names a shape the `--inputs` arrays do not have (dim 0 of a
+    dynamic-batch input is the sample count, not a shape, and is not compared)."""
+    specs = {spec.name: spec for spec in info.inputs}
+    for name, dims in overrides.items():
+        array = pool.get(name)
+        if array is None:
+            continue
+        skip = 1 if info.dynamic_batch and specs[name].shape and not isinstance(specs[name].shape[0], int) else 0
+        if tuple(array.shape[skip:]) != tuple(dims)[skip:]:
+            wanted = ",".join(str(d) for d in dims)
+            raise UsageError(
+                f"--shape {name}:{wanted}: conflicts with --inputs {where}, where {name!r} has shape "
+                f"{list(array.shape)}; drop --shape (the inputs fix the shape) or give inputs of that shape"
+            )
 
 
 def pool_sha256(pool: Mapping[str, np.ndarray]) -> str:

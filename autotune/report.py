@@ -6,6 +6,8 @@ import json
 import math
 import os
 import platform
+import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -13,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from autotune.errors import condense_reason
 from autotune.trial import MODEL_FILE
 
 BEST_DIR = "best"
@@ -201,9 +204,37 @@ def failure_reasons(study: Any) -> dict[str, int]:
             elif reason.startswith("duplicate of"):
                 key = "duplicate of an earlier trial (not run)"
             else:
-                key = failure_class(reason) or reason.split(" (")[0][:120]
+                # The explanation comes last in runtime errors: condensed, not cut (issue 11).
+                reason = condense_reason(reason, 160)
+                key = failure_class(reason) or reason
             reasons[key] = reasons.get(key, 0) + 1
     return reasons
+
+
+# Where the tool an exported script calls comes from: trtexec and tensorrt_rtx are not in the
+# pip wheels a study runs on, so a script says so instead of failing with "command not found".
+TOOL_SOURCES = {
+    "trtexec": "it ships in bin/ of TensorRT's tar/zip download and deb packages, not in the tensorrt pip wheel",
+    "tensorrt_rtx": "it ships in bin/ of the TensorRT-RTX SDK download, not in the tensorrt-rtx pip wheel",
+    "polygraphy": "pip install polygraphy",
+}
+
+
+def runnable_script(command: str) -> str:
+    """A POSIX shell script that runs `command` from the export directory, and first checks that
+    the tool it calls is on PATH (one line naming where it comes from, exit 127, otherwise)."""
+    words = shlex.split(command, comments=True)
+    while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):  # leading VAR=value settings
+        words.pop(0)
+    lines = ["#!/bin/sh", "# Rebuilds the engine from model.onnx; run it in this directory.", 'cd "$(dirname "$0")"']
+    if words:
+        tool = words[0]
+        source = TOOL_SOURCES.get(tool, "put it on PATH")
+        lines += [
+            f"# {tool}: {source}.",
+            f"command -v {shlex.quote(tool)} >/dev/null 2>&1 || {{ echo {shlex.quote(f'{tool}: not found on PATH; {source}')} >&2; exit 127; }}",
+        ]
+    return "\n".join([*lines, command, ""])
 
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -626,7 +657,9 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
     for name, text in commands.items():
         suffix = {"python": ".py"}.get(name, ".sh")
         path = dest / f"{name.replace(' ', '_')}{suffix}"
-        path.write_text(text + "\n")
+        path.write_text(runnable_script(text) if suffix == ".sh" else text + "\n")
+        if suffix == ".sh":
+            path.chmod(0o755)
         written.append(path)
     manifest = {
         "study": study.study_name,

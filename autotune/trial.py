@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, condense_reason
 from autotune.measure import StopRule, measure_latency
 from autotune.model import feeds_at_batch
 from autotune.space import PASS_PREFIX
@@ -261,7 +261,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         result.state = "failed"
         last = traceback.extract_tb(exc.__traceback__)[-1]
         result.reason = (
-            f"{stage}: {type(exc).__name__}: {str(exc).strip()[:400]} ({Path(last.filename).name}:{last.lineno})"
+            f"{stage}: {type(exc).__name__}: {condense_reason(str(exc), 400)} ({Path(last.filename).name}:{last.lineno})"
         )
     finally:
         result.timings_s["total_s"] = time.perf_counter() - start

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.errors import BuildError
+from autotune.errors import BuildError, condense_reason
 from autotune.targets.base import Built, Config, Feeds, Session, Target
 
 GRAPH_OPTIMIZATION_LEVELS = {
@@ -171,7 +171,7 @@ def _cuda_session(model_path: Path, config: Config, *, probe: bool = False) -> A
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:400]
+    return condense_reason(lines[0], 400) if lines else type(exc).__name__
 
 
 _ORT_TO_NUMPY = {
