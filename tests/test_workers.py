@@ -1,0 +1,50 @@
+"""The Ray worker lifecycle (issue 13): one warm worker serves many trials, each in a forked
+child; a child that crashes fails only its trial and leaves the worker serving the next."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SPACE = """
+target: misbehaving
+knobs:
+  graph_optimization_level:
+    type: categorical
+    choices: [disable, extended, all]
+    default: all
+  intra_op_spinning:
+    type: bool
+    default: true
+"""
+
+
+def test_one_warm_worker_serves_every_trial_and_outlives_a_crashing_child(tmp_path):
+    from autotune.cli import build_parser, prepare_start
+    from autotune.study import compute_references, run_study
+    from autotune.workers import RayExecutor
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    argv = ["start", str(REPO / "examples" / "example.onnx"), "--trials", "5", "--space", str(space)]
+    argv += ["--target", "tests.crashing_target:MisbehavingTarget", "--results-dir", str(tmp_path / "r")]
+    argv += ["--max-measure-s", "0.05"]
+    spec = prepare_start(build_parser().parse_args(argv))[0]
+    results = []
+    executor = RayExecutor(1)
+    try:
+        run_study(spec, executor, references=compute_references(spec), on_result=lambda r, s: results.append(r))
+    finally:
+        executor.close()
+    crashed = [r for r in results if r.config.get("graph_optimization_level") == "disable"]
+    assert crashed and all(r.state == "failed" and "signal 6" in r.reason for r in crashed)
+    assert sum(r.state == "complete" for r in results) >= 3
+    workers = {r.build["worker_pid"] for r in results}
+    children = {r.build["pid"] for r in results if "pid" in r.build}
+    assert len(workers) == 1, workers  # the same warm worker, also after the crash
+    assert len(children) == sum(r.state == "complete" for r in results)  # a fresh child per trial
+    assert workers.isdisjoint(children)
