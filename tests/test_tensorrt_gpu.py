@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from autotune.measure import StopRule, measure_latency
+from autotune.targets.cuda_timing import cuda_runtime_available
 from autotune.targets.tensorrt import visible_gpu
 
-HAS_CUDA_PYTHON = importlib.util.find_spec("cuda") is not None
+HAS_CUDA_PYTHON = cuda_runtime_available()  # not find_spec("cuda"): cuda-pathfinder has one too
 HAS_GPU = HAS_CUDA_PYTHON and bool(visible_gpu().get("count"))
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
