@@ -594,6 +594,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
     defaults = space.default_config() if space is not None else {}
     requeued = list(study.user_attrs.get("requeued_cancelled", []))
     before = len(requeued)
+    requeued_now: list[dict[str, Any]] = []  # configurations cut short, queued again below
     for frozen in study.get_trials(deepcopy=False):
         attrs = frozen.user_attrs
         if frozen.state == optuna.trial.TrialState.RUNNING:
@@ -603,6 +604,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
             study.tell(interrupted, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             if frozen.params:
                 study.enqueue_trial(frozen.params, skip_if_exists=False)
+                requeued_now.append(dict(frozen.params))
             continue
         if "config_key" not in attrs or attrs.get("interrupted"):
             continue
@@ -611,6 +613,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
             if frozen.number not in requeued and frozen.params:
                 study.enqueue_trial(frozen.params, skip_if_exists=False)
                 requeued.append(frozen.number)
+                requeued_now.append(dict(frozen.params))
             continue
         state = {
             optuna.trial.TrialState.COMPLETE: "complete",
@@ -642,6 +645,8 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
             run.default = _outcome(dict(frozen.params), attrs)
     if len(requeued) > before:
         study.set_user_attr("requeued_cancelled", requeued)
+    if space is not None and requeued_now:
+        _requeued_first(study, space, requeued_now)
     run.rules = rules_from_history(history, defaults)
     run.done = finished_count(study)
     run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
@@ -698,6 +703,31 @@ def _tell_arrivals(study: Any, spec: StudySpec, defaults: dict[str, Any]) -> Non
         tell_result(study, trial, result, spec)
         path.unlink(missing_ok=True)
         logging.getLogger("autotune").info("trial %d: told its result, which had arrived before a stop", result.number)
+
+
+def _requeued_first(study: Any, space: SearchSpace, requeued: list[dict[str, Any]]) -> None:
+    """Moves configurations cut short (interrupted by a dead daemon, cancelled by a stop) to
+    the head of the queue, the defaults first: they were asked before everything still
+    queued, and the defaults are the baseline every later measurement is judged against (the
+    slow-trial cap, the sweep, finalize's pairing). Optuna pops waiting trials by number, so
+    the waiting trials' `fixed_params` (a storage system attribute) are reassigned in order."""
+    import optuna
+
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    params = [dict(t.system_attrs.get("fixed_params", t.params)) for t in waiting]
+    defaults_key = config_key(space.default_config())
+    first_keys = {config_key(space.complete(p)) for p in requeued}
+
+    def rank(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        key = config_key(space.complete(item[1]))
+        return (0 if key == defaults_key and key in first_keys else 1 if key in first_keys else 2, item[0])
+
+    ordered = [p for _, p in sorted(enumerate(params), key=rank)]
+    if ordered == params:
+        return
+    storage = study._storage  # noqa: SLF001 - the public storage API, reached through the study
+    for trial, fixed in zip(waiting, ordered, strict=True):
+        storage.set_trial_system_attr(trial._trial_id, "fixed_params", fixed)
 
 
 def _summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
