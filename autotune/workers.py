@@ -168,6 +168,7 @@ def _remote_trial(
     """Body of the Ray task. The study-wide arrays arrive as object-store values, put once."""
     import ray
 
+    started = time.monotonic()
     request = replace(request, input_pool=input_pool, reference_outputs=references)
     env = {}
     gpu_ids = ray.get_gpu_ids()
@@ -175,6 +176,8 @@ def _remote_trial(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
     result = run_isolated(request, cores, timeout_s, env)
     result.build["worker_pid"] = os.getpid()  # one warm worker serves many trials (issue 13)
+    # The task's own wall time: minus the trial's total_s, what forking and collecting a child costs.
+    result.timings_s["worker_s"] = time.monotonic() - started
     return result
 
 

@@ -139,9 +139,11 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[s
     startup_s = time.monotonic() - started
     inside: list[float] = []
     arrived: list[float] = []
+    in_worker: list[float] = []
 
     def on_result(result: Any, study: Any) -> None:
         inside.append(float(result.timings_s.get("total_s", 0.0)))
+        in_worker.append(float(result.timings_s.get("worker_s", 0.0)))
         arrived.append(time.monotonic())
 
     with GpuSampler() as sampler:
@@ -163,6 +165,9 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[s
         "states": states,
         "wall_s": wall_s,
         "inside_trials_s": sum(inside),
+        # Σ Ray task wall: (Σ worker − Σ trial) is the child's fork and collection, the rest the
+        # driver's ask/tell and Ray's dispatch.
+        "inside_workers_s": sum(in_worker),
         "overhead": (wall_s - sum(inside) / workers) / wall_s,
         "trials_per_min": len(inside) / wall_s * 60,
         # Once every worker is warm (after the first `workers` results: their cold imports).
@@ -309,17 +314,18 @@ def cmd_render(args: argparse.Namespace) -> int:
             lines += [
                 f"### {record['model']} {' '.join(record['shape'] or [])}: {record['env'].get('gpus', '?')}",
                 "",
-                "| workers | trials told | states | study wall s | Σ trial time s | overhead | overhead, warm workers "
+                "| workers | trials told | states | study wall s | Σ trial time s | Σ worker task s | overhead "
+                "| overhead, warm workers "
                 "| trials/min "
                 "| median trial s | Ray start s | trial processes per GPU | samples with a shared GPU "
                 "| forking workers | driver held CUDA |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in record["rows"]:
                 p = row["placement"] or {}
                 lines.append(
                     f"| {row['workers']} | {row['results']} | {row['states']} | {row['wall_s']:.1f} "
-                    f"| {row['inside_trials_s']:.1f} | {100 * row['overhead']:.1f}% "
+                    f"| {row['inside_trials_s']:.1f} | {row.get('inside_workers_s', 0):.1f} | {100 * row['overhead']:.1f}% "
                     f"| {_pct(row.get('overhead_warm'))} | {row['trials_per_min']:.1f} "
                     f"| {row['trial_total_s_median'] or 0:.2f} | {row['startup_s']:.1f} "
                     f"| {p.get('trial_processes_per_gpu', '-')} | {p.get('samples_with_a_shared_gpu', '-')} "
