@@ -426,3 +426,15 @@ def test_staging_binds_host_shape_tensors_and_gives_data_dependent_outputs_an_al
     assert sorted(mallocs) == [4 * 3 * 4, 4 * 10 * 4]  # x and y only: no 1-byte buffer for indices
     ptr = ctx.allocators["indices"].reallocate_output("indices", 0, 96, 256)  # TensorRT's call at enqueue
     assert ptr and mallocs[-1] == 96
+
+
+def test_cuda_python_of_another_cuda_major_than_tensorrt_is_refused(monkeypatch):
+    installed = {"tensorrt-cu12-bindings": "10.16.1.11", "cuda-bindings": "13.5.0"}
+    monkeypatch.setattr(tensorrt, "_distribution_version", installed.get)
+    reason = tensorrt.cuda_python_mismatch("tensorrt")
+    assert "cuda-python 13.5.0 is for CUDA 13" in reason and "'cuda-python>=12.0,<13'" in reason
+    installed["cuda-bindings"] = "12.9.4"
+    assert tensorrt.cuda_python_mismatch("tensorrt") is None
+    installed.update({"tensorrt-rtx-cu13": "1.7.1.116"})  # RTX wheels are CUDA 13
+    assert "built for CUDA 13" in tensorrt.cuda_python_mismatch("tensorrt_rtx")
+    assert tensorrt.cuda_python_mismatch("tensorrt") is None  # still cu12 + 12.9

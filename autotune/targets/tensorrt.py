@@ -453,7 +453,7 @@ class TensorRTTarget(Target):
             return None
         if not cuda_runtime_available():
             return "timing engines needs cuda-python: pip install 'autotune[tensorrt]' (or: pip install cuda-python)"
-        return None
+        return cuda_python_mismatch(cls.module_name)
 
     def describe(self) -> str:
         gpu = visible_gpu()
@@ -827,7 +827,7 @@ class TensorRTRTXTarget(TensorRTTarget):
             return f"TensorRT-RTX does not run on {gpu.get('name', 'sm_90')} (sm_90); use --target tensorrt or --build-only"
         if not cuda_runtime_available():
             return "timing engines needs cuda-python: pip install 'autotune[tensorrt-rtx]'"
-        return None
+        return cuda_python_mismatch(cls.module_name)
 
     def _use_gpu(self) -> bool:
         # Compile for the GPU it will run on; a build-only study keeps TensorRT-RTX's default.
@@ -842,6 +842,36 @@ class TensorRTRTXTarget(TensorRTTarget):
     def _polygraphy_precision_args(self, settings: Mapping[str, Any]) -> list[str]:
         # CreateConfigRTX leaves TF32 on and has no --tf32; clearing it needs the script.
         return []
+
+
+def cuda_python_mismatch(module_name: str) -> str | None:
+    """One line when the installed cuda-python's CUDA major differs from the TensorRT wheels'
+    (tensorrt-cu12-* beside cuda-python 13 needs a CUDA 13 driver and runtime), else None.
+
+    Read from the installed distributions' names and versions; None when either is unknown
+    (a TensorRT from a tar or deb package has no wheel metadata).
+    """
+    stem = "tensorrt-rtx" if module_name == "tensorrt_rtx" else "tensorrt"
+    trt_major = next(
+        (
+            major
+            for major in (12, 13)
+            for suffix in ("-bindings", "-libs", "")
+            if _distribution_version(f"{stem}-cu{major}{suffix}")
+        ),
+        None,
+    )
+    cuda = _distribution_version("cuda-bindings") or _distribution_version("cuda-python")
+    if trt_major is None or cuda is None:
+        return None
+    cuda_major = _version_tuple(cuda).major
+    if cuda_major == trt_major:
+        return None
+    extra = {"tensorrt_rtx": "tensorrt-rtx"}.get(module_name, "tensorrt" if trt_major == 12 else "tensorrt-cu13")
+    return (
+        f"cuda-python {cuda} is for CUDA {cuda_major}, but {stem} is built for CUDA {trt_major}: "
+        f"pip install 'cuda-python>={trt_major}.0,<{trt_major + 1}' (or 'autotune[{extra}]')"
+    )
 
 
 def _distribution_version(name: str) -> str | None:
