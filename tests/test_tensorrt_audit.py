@@ -112,7 +112,8 @@ def test_polygraphy_older_than_the_floor_is_refused_with_the_fix(monkeypatch):
 
 
 def test_the_timed_context_runs_at_layer_names_only_nvtx_verbosity():
-    trt = pytest.importorskip("tensorrt_rtx")  # real ProfilingVerbosity enum (a dev dependency)
+    import tensorrt_rtx as trt  # real ProfilingVerbosity enum (a dev dependency)
+
     context = SimpleNamespace(nvtx_verbosity=trt.ProfilingVerbosity.DETAILED)
     _tensorrt_runtime.quiet_nvtx(trt, context)
     assert context.nvtx_verbosity == trt.ProfilingVerbosity.LAYER_NAMES_ONLY
@@ -258,7 +259,8 @@ class _Engine:
 
 
 def test_shape_tensors_live_on_the_host_and_bf16_fp8_io_has_a_numpy_type():
-    trt = pytest.importorskip("tensorrt_rtx")  # real DataType / TensorLocation enums
+    import tensorrt_rtx as trt  # real DataType / TensorLocation enums (a dev dependency)
+
     engine = _Engine(
         trt,
         [
@@ -389,7 +391,8 @@ class _Context:
 
 
 def test_staging_binds_host_shape_tensors_and_gives_data_dependent_outputs_an_allocator(monkeypatch):
-    trt = pytest.importorskip("tensorrt_rtx")  # real enums and IOutputAllocator base class
+    import tensorrt_rtx as trt  # real enums and IOutputAllocator base class (a dev dependency)
+
     rt = FakeCudaRuntime()
     mallocs = []
     rt.cudaMalloc = lambda n: (mallocs.append(n), (0, 0x1000 + len(mallocs)))[1]
