@@ -61,6 +61,30 @@ def _study_name(text: str) -> str:
     return check_study_name(name, "--study")
 
 
+def _check_pool_fits(info: Any, overrides: Any) -> None:
+    """UsageError naming --shape when the synthetic samples (verification and calibration
+    pools) would need more memory than is free: one line, before anything is allocated."""
+    import math
+    import os
+
+    from autotune.model import POOL_BATCH, concrete_shapes
+
+    batch = POOL_BATCH if info.dynamic_batch else 1
+    shapes = concrete_shapes(info, batch, overrides)
+    # Two pools, each drawn in float64 before the cast to the input's type.
+    need = sum(2 * math.prod(shapes[spec.name]) * max(spec.dtype.itemsize, 8) for spec in info.inputs)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > free:
+        given = " ".join(f"--shape {name}:{','.join(map(str, dims))}" for name, dims in overrides.items())
+        raise UsageError(
+            f"{given or '--shape'}: the synthetic inputs need {need / 2**30:.1f} GiB ({batch} samples per pool), "
+            f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes"
+        )
+
+
 def _check_ray_address(address: str) -> None:
     """UsageError unless something answers at `--ray-address` within a few seconds (Ray
     itself retries an unreachable address for minutes, long after `start` said "started")."""
@@ -330,7 +354,13 @@ def prepare_start(args: argparse.Namespace) -> Any:
     avoid = _avoid(space_path, space)
     if not args.inputs:
         require_resolved_dims(info, overrides)
-    samples = _samples(args, info, overrides, seed)
+    if not args.inputs:
+        _check_pool_fits(info, overrides)
+    try:
+        samples = _samples(args, info, overrides, seed)
+    except MemoryError:
+        what = f"--inputs {args.inputs}" if args.inputs else f"--shape {' '.join(args.shape) or '(model shapes)'}"
+        raise UsageError(f"{what}: the input samples do not fit in memory; pass smaller shapes") from None
     pool = samples.verification_pool
     if args.inputs and overrides:
         check_inputs_match_shapes(pool, overrides, info, args.inputs)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -382,3 +383,84 @@ def test_stop_right_after_start_and_stop_now_then_resume_measure_what_was_cut(tm
     assert again and again[0].number > cancelled[0].number
     assert baseline(study).number == 0 and (study_dir / "best" / "manifest.json").is_file()
     assert not (study_dir / "stop.json").exists()
+
+
+def test_a_20000x20000_shape_is_one_line_before_anything_is_allocated(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "image",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "image.onnx"))
+    results = tmp_path / "results"
+    proc = run_main(capsys, "start", str(tmp_path / "image.onnx"), "--shape", "20000x20000", "--batch", "1",
+                    "--results-dir", str(results))  # fmt: skip
+    one_line_error(proc, "--shape", "GiB")
+    assert not results.exists()
+
+
+def _descendants_named(root: int, title: str) -> list[int]:
+    """Live processes under `root` whose command line starts with `title` (Ray's proctitle)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found = []
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, root):
+            ancestor = parents.get(ancestor)
+        if ancestor == root:
+            try:
+                if (Path("/proc") / str(pid) / "cmdline").read_bytes().startswith(title.encode()):
+                    found.append(pid)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_stopped_ray_worker_is_killed_at_the_trial_timeout(tmp_path, monkeypatch):
+    from autotune import workers
+    from autotune.cli import build_parser, prepare_start
+    from autotune.study import StudyRun, _request, compute_references
+
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    space = tmp_path / "space.yaml"
+    space.write_text(SLOW_SPACE)
+    args = build_parser().parse_args(["start", str(model), "--target", MISBEHAVING, "--space", str(space),
+                                      "--results-dir", str(tmp_path / "results")])  # fmt: skip
+    spec, _ = prepare_start(args)
+    request = _request(spec, 0, spec.space.default_config(), compute_references(spec), StudyRun(0.0, None))
+    request.workdir.mkdir(parents=True)
+    monkeypatch.setattr(workers, "WORKER_TIMEOUT_SLACK_S", 3.0)
+    executor = workers.RayExecutor(1, trial_timeout_s=2.0)
+    stopped: list[int] = []
+    try:
+        submitted = time.monotonic()
+        executor.submit(request)
+        wait_for(lambda: bool(_descendants_named(os.getpid(), "ray::_remote_trial")), 60, "the trial's Ray worker")
+        stopped = _descendants_named(os.getpid(), "ray::_remote_trial")
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        results: list = []
+        wait_for(lambda: bool(results.extend(executor.wait(0.5)) or results), 60, "the trial to be failed")
+        elapsed = time.monotonic() - submitted
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        executor.close()
+    (result,) = results
+    assert result.state == "failed" and "--trial-timeout" in result.reason and "did not answer" in result.reason
+    assert elapsed < 2.0 + 3.0 + 30  # not the child's hour: the driver ended it
