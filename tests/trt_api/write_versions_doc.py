@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # autotune, for MIN_POLYGRAPHY
 import bindings  # noqa: E402
 
 YES, NO = "yes", "—"
@@ -25,7 +26,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
 
 
-def render(reports: dict[str, dict]) -> str:
+def render(reports: dict[str, dict], polygraphy: dict[str, dict] | None = None) -> str:
     versions = list(reports)
     head = ["", *versions]
     out = [
@@ -87,14 +88,33 @@ def render(reports: dict[str, dict]) -> str:
             "```",
             "",
         ]
+    if polygraphy:
+        out += [
+            "## Polygraphy against TensorRT 11.4's IBuilderConfig",
+            "",
+            "`try_setup_polygraphy_calibrator`, which `EngineBytesFromNetwork` runs on every build, called",
+            "on a config with exactly the attributes of 11.4's `IBuilderConfig` (no `int8_calibrator`):",
+            "",
+        ]
+        rows = [
+            [v, "no error" if r["error"] is None else f"fails: {r['error']}", YES if r["has_rtx_backend"] else NO]
+            for v, r in polygraphy.items()
+        ]
+        out += _table(["Polygraphy", "on TensorRT 11.4", "TensorRT-RTX backend"], rows)
     return "\n".join(out).rstrip() + "\n"
 
 
 def main(argv: list[str]) -> int:
     output = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parents[2] / "docs" / "tensorrt-versions.md"
+    from autotune.targets.tensorrt import MIN_POLYGRAPHY
+
     reports = {version: bindings.run_probe(version) for version in bindings.VERSIONS}
+    polygraphy = {
+        v: bindings.run_probe("11.4.0.106", "polygraphy", bindings.install_polygraphy(v))
+        for v in (bindings.POLYGRAPHY_BEFORE_FIX, MIN_POLYGRAPHY)
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(reports))
+    output.write_text(render(reports, polygraphy))
     return 0
 
 
