@@ -285,6 +285,11 @@ def load_study_dir(results_dir: Path, name: str, storage: str | None = None) -> 
     check_study_name(name)
     study_dir = results_dir / name
     if storage is None and not (study_dir / STUDY_DB).exists():
+        from autotune.daemon import daemon_state
+
+        state = daemon_state(study_dir) if study_dir.is_dir() else "not started"
+        if state != "not started":  # a daemon that failed (or runs) before the study existed
+            raise UsageError(f"study {name!r}: no trials yet; its daemon: {state}")
         raise UsageError(f"study {name!r}: not found under {results_dir} (see `autotune list`)")
     if storage is None:
         check_database(study_dir)

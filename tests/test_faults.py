@@ -464,3 +464,47 @@ def test_a_stopped_ray_worker_is_killed_at_the_trial_timeout(tmp_path, monkeypat
     (result,) = results
     assert result.state == "failed" and "--trial-timeout" in result.reason and "did not answer" in result.reason
     assert elapsed < 2.0 + 3.0 + 30  # not the child's hour: the driver ended it
+
+
+def test_a_result_that_arrived_before_the_daemon_died_is_told_on_resume(finished_study, tmp_path):
+    from autotune.cli import build_parser, prepare_start
+    from autotune.study import ARRIVED_FILE, StudyRun, recover_state
+    from autotune.trial import TrialResult
+
+    results = tmp_path / "results"
+    shutil.copytree(finished_study, results)
+    study = load(results, "ok")
+    trial = study.ask()  # RUNNING, as a dead daemon leaves a trial whose result it had received
+    arrived = TrialResult(
+        number=trial.number, config={}, state="complete", batch_size=1,
+        measurements={"latency_ms_p50": 0.5, "throughput": 2000.0},
+        accuracy={"passed": True, "normalized_error": 0.0},
+    )  # fmt: skip
+    path = results / "ok" / "trials" / str(trial.number) / ARRIVED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(arrived.as_dict()))
+    before = counts(load(results, "ok"))
+
+    spec, _ = prepare_start(build_parser().parse_args(["start", "--resume", "ok", "--results-dir", str(results)]))
+    recover_state(load(results, "ok"), StudyRun(0.0, None), spec.space, spec)
+    after = load(results, "ok")
+    assert before == {"COMPLETE": 2, "RUNNING": 1} and counts(after) == {"COMPLETE": 3}
+    assert after.trials[trial.number].values[0] == 2000.0 and not path.exists()
+    assert baseline(after) is not None
+
+
+@pytest.mark.slow
+def test_a_daemon_that_fails_before_its_first_trial_makes_start_fail_and_status_say_why(tmp_path, capsys):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    (results / "broken").mkdir(parents=True)
+    (results / "broken" / "trials").write_text("a file where the daemon needs a directory")  # an OSError at start
+    proc = cli("start", str(model), "--study", "broken", "--trials", "2", "--results-dir", str(results),
+               check=False, timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and "started" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "failed at start" in lines[0] and "trials" in lines[0], proc.stderr
+    assert daemon_state(results / "broken").startswith("failed: ")
+    assert lock_holder(results / "broken") is None
+    status = run_main(capsys, "status", "broken", "--results-dir", str(results))
+    one_line_error(status, "failed: ", "trials")
