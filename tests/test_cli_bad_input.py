@@ -301,3 +301,268 @@ def test_a_plugin_target_declaring_unavailable_reason_without_build_only_runs(
     code = main(argv)
     assert code == 0, capsys.readouterr().err
     assert (results_dir / "tiny" / "study.db").is_file()
+
+
+# ---------------------------------------------------------------- issue 11: a newcomer's small items
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_nan_values_in_inputs_are_rejected_naming_the_input(capsys, results_dir, tiny_model, tmp_path):
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    x[1, 2, 3, 4] = np.nan
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--inputs", str(_npz(tmp_path / "i.npz", x=x))))
+    assert_rejected(code, err, "--inputs", "'x' holds 1 NaN", "(1, 2, 3, 4)")
+    assert not results_dir.exists()
+
+
+def test_int64_inputs_for_a_float_input_are_refused_not_cast_silently(capsys, results_dir, tiny_model, tmp_path):
+    ints = np.ones((2, 3, 8, 8), np.int64)
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--inputs", str(_npz(tmp_path / "i.npz", x=ints))))
+    assert_rejected(code, err, "'x' has dtype int64, the model expects float32", "astype(np.float32)")
+    assert not results_dir.exists()
+
+
+def test_exact_widenings_of_inputs_are_still_accepted(tmp_path, tiny_model):
+    from autotune.model import load_input_pool, load_model_info
+
+    info = load_model_info(tiny_model)
+    for array in (np.ones((2, 3, 8, 8), np.uint8), np.ones((2, 3, 8, 8), np.float64)):
+        pool = load_input_pool(_npz(tmp_path / f"{array.dtype}.npz", x=array), info)
+        assert pool["x"].dtype == np.float32
+
+
+def test_inputs_with_a_conflicting_shape_are_refused(capsys, results_dir, tmp_path):
+    model = make_dynamic_hw_model(tmp_path / "det.onnx")
+    inputs = _npz(tmp_path / "i.npz", x=np.zeros((1, 3, 32, 32), np.float32))
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--inputs", str(inputs), "--shape", "64x64"))
+    assert_rejected(code, err, "--shape x:1,3,64,64", "conflicts with --inputs", "[1, 3, 32, 32]")
+    assert not results_dir.exists()
+    # The same shape as the inputs (any sample count on a dynamic batch) is accepted.
+    from autotune.cli import build_parser, prepare_start
+
+    args = build_parser().parse_args(
+        ["start", str(model), "--inputs", str(inputs), "--shape", "32x32", "--results-dir", str(results_dir)]
+    )
+    assert prepare_start(args)[0].input_pool["x"].shape[1:] == (3, 32, 32)
+
+
+def _ort_load_error(path: Path) -> str:
+    """ONNX Runtime's real message for a model whose Add mixes float and float16."""
+    import onnxruntime as ort
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT16, [2])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"], name="add0")], "g", [a, b], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    with pytest.raises(Exception) as caught:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return str(caught.value)
+
+
+def test_a_failure_reason_keeps_the_error_not_just_the_path(tmp_path):
+    import optuna
+
+    from autotune.errors import condense_reason
+    from autotune.report import failure_reasons
+
+    deep = tmp_path / ("trial-workdir-" * 8) / "passes" / "0123456789abcdef" / "model.onnx"
+    message = _ort_load_error(deep)
+    assert "Load model from" in message and str(deep) in message
+    assert "bound to different types" in condense_reason(message, 160)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    trial.set_user_attr("reason", f"build: ONNX Runtime could not create a session: {message}")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    (reason,) = failure_reasons(study)
+    assert "bound to different types" in reason and "trial-workdir" not in reason
+
+
+def test_status_says_finalizing_while_the_daemon_finalizes(tmp_path, monkeypatch):
+    from autotune import daemon
+
+    study_dir = tmp_path / "s"
+    study_dir.mkdir()
+    monkeypatch.setattr(daemon, "lock_holder", lambda _: 4242)
+    daemon.write_state(study_dir, "finalizing")
+    assert daemon.daemon_state(study_dir) == "finalizing (pid 4242)"
+    daemon.write_state(study_dir, "running")
+    assert daemon.daemon_state(study_dir) == "running (pid 4242)"
+    monkeypatch.setattr(daemon, "lock_holder", lambda _: None)
+    daemon.write_state(study_dir, "finalizing")  # a daemon that died while finalizing
+    assert daemon.daemon_state(study_dir).startswith("crashed")
+
+
+def test_the_daemon_records_finalizing_before_it_finalizes(tmp_path, tiny_model, small_space, monkeypatch):
+    import signal
+
+    import autotune.finalize
+    from autotune import daemon
+
+    seen = []
+    real = autotune.finalize.finalize
+
+    def spying_finalize(study, *args, **kwargs):
+        seen.append(daemon.read_state(tmp_path / "r" / "tiny").get("state"))
+        return real(study, *args, **kwargs)
+
+    monkeypatch.setattr(autotune.finalize, "finalize", spying_finalize)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        argv = [str(tiny_model), "--trials", "2", "--space", str(small_space), "--no-ray", "--max-measure-s", "0.05"]
+        code = daemon.run_daemon([*argv, "--results-dir", str(tmp_path / "r")])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert code == 0
+    assert seen == ["finalizing"]
+    assert daemon.read_state(tmp_path / "r" / "tiny")["state"] == "finished"
+
+
+def test_a_build_only_study_exports_without_trial_even_before_finalize(capsys, results_dir, tiny_model, tmp_path):
+    import optuna
+
+    assert main([*start(results_dir, str(tiny_model), "--build-only", "--target", "onnxruntime")]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results_dir / 'tiny' / 'study.db'}")
+    study.set_user_attr("best_trial", None)  # as a study stopped before finalize leaves it
+    capsys.readouterr()
+    code = main(["export", "tiny", "-o", str(tmp_path / "out"), "--results-dir", str(results_dir)])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_an_exported_script_whose_tool_is_missing_says_where_it_comes_from(tmp_path):
+    from autotune.report import runnable_script
+
+    script = tmp_path / "tensorrt_rtx.sh"
+    script.write_text(runnable_script("tensorrt_rtx --onnx=model.onnx --saveEngine=engine.plan"))
+    script.chmod(0o755)
+    run = subprocess.run([str(script)], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 127
+    assert run.stderr.strip().splitlines() == [
+        "tensorrt_rtx: not found on PATH; it ships in bin/ of the TensorRT-RTX SDK download, not in the "
+        "tensorrt-rtx pip wheel"
+    ]
+    # With the tool on PATH the command itself runs, in the script's directory.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "tensorrt_rtx").write_text('#!/bin/sh\necho "$PWD $*"\n')
+    (fake / "tensorrt_rtx").chmod(0o755)
+    run = subprocess.run(["/bin/sh", str(script)], capture_output=True, text=True,
+                         cwd="/", env={"PATH": f"{fake}:/usr/bin:/bin"})  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == f"{tmp_path} --onnx=model.onnx --saveEngine=engine.plan"
+
+
+def test_every_subcommand_help_has_a_description_and_every_option_a_help_line():
+    from autotune.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        assert command.description and len(command.description) > 40, name
+        for action in command._actions:
+            if action.dest != "help" and action.help != "==SUPPRESS==":
+                assert action.help, f"{name} {action.option_strings or action.dest}"
+    workers = next(a for a in sub.choices["start"]._actions if a.dest == "workers")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "one on CPU targets" in workers.help and "The CPU default is one worker" in readme
+
+
+# ---------------------------------------------------------------- a study is its inputs (issue 11 item 3)
+
+NEUTRAL_SPACE = """
+knobs:
+  graph_optimization_level: {type: categorical, choices: [basic, all], default: all}
+  batch_size: {type: categorical, choices: [1, 4], default: 1}
+"""
+
+
+def _record_study(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """A finished 2-trial study "tiny", tuned on real inputs from a file, with a target-neutral space."""
+    results_dir = tmp_path / "results"
+    tiny_model = make_tiny_model(tmp_path / "tiny.onnx")
+    space = tmp_path / "space.yaml"
+    space.write_text(NEUTRAL_SPACE)
+    inputs = _npz(tmp_path / "inputs.npz", x=np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    argv = [
+        *start(results_dir, str(tiny_model), "--space", str(space), "--inputs", str(inputs)),
+        "--max-measure-s",
+        "0.05",
+    ]
+    assert main([*argv, "--target", "onnxruntime"]) == 0
+    return argv, space, inputs
+
+
+@pytest.fixture(scope="module")
+def recorded_study(tmp_path_factory):
+    """One recorded study shared by the refusal cases (a refusal changes nothing; checked)."""
+    return _record_study(tmp_path_factory.mktemp("recorded"))
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ("space", "the search space"),
+        ("inputs", "the input data"),
+        ("target", "target onnxruntime -> tests.test_cli_bad_input:OldStylePluginTarget"),
+        ("batch", "the search space"),
+    ],
+)
+def test_rerunning_a_study_with_another_target_space_or_inputs_is_refused(
+    capsys, recorded_study, tmp_path, change, fragment
+):
+    argv, space, inputs = recorded_study
+    results_dir = Path(argv[argv.index("--results-dir") + 1])
+    capsys.readouterr()
+    if change == "space":
+        other = tmp_path / "other.yaml"
+        other.write_text(NEUTRAL_SPACE.replace("[basic, all]", "[disable, basic, all]"))
+        argv = [*argv, "--space", str(other), "--target", "onnxruntime"]
+    elif change == "inputs":
+        argv = [*argv, "--inputs", str(_npz(tmp_path / "other.npz", x=np.ones((4, 3, 8, 8), np.float32)))]
+        argv += ["--target", "onnxruntime"]
+    elif change == "target":
+        argv = [*argv, "--target", "tests.test_cli_bad_input:OldStylePluginTarget"]
+    else:
+        argv = [*argv, "--batch", "4", "--target", "onnxruntime"]
+    db = results_dir / "tiny" / "study.db"
+    import sqlite3
+
+    def dump():
+        with sqlite3.connect(db) as c:
+            return list(c.iterdump())
+
+    before = dump()
+    code, err = run_cli(capsys, *argv)
+    assert_rejected(code, err, "--study tiny", fragment, "pick another --study name")
+    after = dump()
+    assert [line for line in after if line not in before] == [] and len(after) == len(before)
+
+
+def test_resume_continues_with_the_recorded_inputs_and_refuses_a_changed_file(capsys, tmp_path):
+    from autotune.cli import build_parser, prepare_start
+    from autotune.model import pool_sha256
+    from autotune.study import existing_study_model
+
+    _, _, inputs = _record_study(tmp_path)
+    results_dir = tmp_path / "results"
+    with np.load(inputs) as data:
+        original = {"x": data["x"]}
+    args = build_parser().parse_args(["start", "--resume", "tiny", "--results-dir", str(results_dir)])
+    spec = prepare_start(args)[0]
+    assert spec.target_name == "onnxruntime"
+    recorded = existing_study_model(results_dir, "tiny", None)
+    assert recorded["inputs_sha256"] == pool_sha256(spec.input_pool)  # the very arrays it was tuned on
+    assert np.isin(spec.input_pool["x"], original["x"]).all()
+    # The recorded file changed underneath the study: refused, not silently mixed.
+    np.savez(inputs, x=original["x"] + 1)
+    capsys.readouterr()
+    code, err = run_cli(capsys, "start", "--resume", "tiny", "--results-dir", str(results_dir))
+    assert_rejected(code, err, "tiny", "the input data")
