@@ -128,6 +128,23 @@ def placement(samples: list[dict[str, Any]], driver_pid: int) -> dict[str, Any]:
     }
 
 
+class Recording:
+    """The executor, recording every result it hands back: trials and the study's drift controls
+    (re-measurements of the defaults, numbered below 0, which `on_result` never sees)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.results: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def wait(self, timeout_s: float) -> list[Any]:
+        results = self.inner.wait(timeout_s)
+        self.results += results
+        return results
+
+
 def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[str, Any]:
     from autotune.study import compute_references, run_study
     from autotune.workers import RayExecutor
@@ -135,7 +152,7 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[s
     spec = _spec(args.model, args.shape or [], args.inputs, args.trials, f"w{workers}", root)
     references = compute_references(spec)
     started = time.monotonic()
-    executor = RayExecutor.for_spec(spec, workers=workers, address=None, trial_timeout_s=180.0)
+    executor = Recording(RayExecutor.for_spec(spec, workers=workers, address=None, trial_timeout_s=180.0))
     startup_s = time.monotonic() - started
     inside: list[float] = []
     arrived: list[float] = []
@@ -154,12 +171,17 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[s
             end = time.monotonic()
             wall_s = end - start
             executor.close()
+    controls = [r for r in executor.results if r.number < 0]
+    worker_pids = sorted({r.build.get("worker_pid") for r in executor.results if r.build.get("worker_pid")})
     states: dict[str, int] = {}
     for trial in study.trials:
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
     return {
         "workers": workers,
         "gpu": executor.gpu,
+        "controls": len(controls),
+        "controls_worker_s": sum(float(r.timings_s.get("worker_s", 0.0)) for r in controls),
+        "worker_pids": worker_pids,
         "trials": len(study.trials),
         "results": len(inside),
         "states": states,
@@ -169,6 +191,11 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[s
         # driver's ask/tell and Ray's dispatch.
         "inside_workers_s": sum(in_worker),
         "overhead": (wall_s - sum(inside) / workers) / wall_s,
+        # The drift controls are measurement (issue 18), not orchestration: their worker time counts as work.
+        "overhead_without_controls": (
+            wall_s - (sum(inside) + sum(float(r.timings_s.get("worker_s", 0.0)) for r in controls)) / workers
+        )
+        / wall_s,
         "trials_per_min": len(inside) / wall_s * 60,
         # Once every worker is warm (after the first `workers` results: their cold imports).
         "overhead_warm": _warm_overhead(inside, arrived, end, workers),
@@ -315,21 +342,23 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"### {record['model']} {' '.join(record['shape'] or [])}: {record['env'].get('gpus', '?')}",
                 "",
                 "| workers | trials told | states | study wall s | Σ trial time s | Σ worker task s | overhead "
-                "| overhead, warm workers "
+                "| overhead, warm workers | drift controls (worker s) | overhead, controls counted as work "
                 "| trials/min "
                 "| median trial s | Ray start s | trial processes per GPU | samples with a shared GPU "
-                "| forking workers | driver held CUDA |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| workers that ran trials | driver held CUDA |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in record["rows"]:
                 p = row["placement"] or {}
                 lines.append(
                     f"| {row['workers']} | {row['results']} | {row['states']} | {row['wall_s']:.1f} "
                     f"| {row['inside_trials_s']:.1f} | {row.get('inside_workers_s', 0):.1f} | {100 * row['overhead']:.1f}% "
-                    f"| {_pct(row.get('overhead_warm'))} | {row['trials_per_min']:.1f} "
+                    f"| {_pct(row.get('overhead_warm'))} | {row.get('controls', '-')} ({row.get('controls_worker_s', 0):.1f}) "
+                    f"| {_pct(row.get('overhead_without_controls'))} | {row['trials_per_min']:.1f} "
                     f"| {row['trial_total_s_median'] or 0:.2f} | {row['startup_s']:.1f} "
                     f"| {p.get('trial_processes_per_gpu', '-')} | {p.get('samples_with_a_shared_gpu', '-')} "
-                    f"/ {p.get('samples', '-')} | {p.get('forking_workers', '-')} | {p.get('driver_held_cuda', '-')} |"
+                    f"/ {p.get('samples', '-')} | {len(row.get('worker_pids') or []) or p.get('forking_workers', '-')} "
+                    f"| {p.get('driver_held_cuda', '-')} |"
                 )
             by = {row["workers"]: row for row in record["rows"]}
             if 1 in by and 2 in by:
