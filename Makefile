@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ARGS ?= --trials 40 --budget 2m30s
 
-.PHONY: install run test test-fast lint format bench bench-quick bench-noise clean
+.PHONY: install run test test-fast lint format bench bench-quick bench-noise bad-inputs clean
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: install
 bench-noise: install
 	$(BIN)/python -m pip install -q --no-deps 'rapidocr-onnxruntime>=1.4'
 	$(BIN)/python bench/noise.py --alternatives --out bench/NOISE.md
+
+# Every bad input in bench/bad_inputs.py through the console script; rewrites bench/BAD_INPUTS.md.
+bad-inputs: install
+	$(BIN)/python bench/bad_inputs.py --out bench/BAD_INPUTS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results/*/ build *.egg-info

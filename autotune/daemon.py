@@ -455,23 +455,5 @@ def _shutdown_ray() -> None:
         pass
 
 
-def run_dashboard(study_dir: Path, storage: str | None, port: int) -> int:
-    """Serves optuna-dashboard on 127.0.0.1:`port` against the study's storage (blocks)."""
-    from optuna_dashboard import run_server
-
-    from autotune.study import storage_url
-
-    url = storage_url(study_dir, storage)
-    artifacts = study_dir / "artifacts"
-    kwargs: dict[str, Any] = {}
-    if artifacts.is_dir():
-        from optuna.artifacts import FileSystemArtifactStore
-
-        kwargs["artifact_store"] = FileSystemArtifactStore(str(artifacts))
-    print(f"optuna-dashboard for {study_dir.name} on http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)
-    run_server(url, host="127.0.0.1", port=port, **kwargs)
-    return 0
-
-
 if __name__ == "__main__":
     sys.exit(run_daemon(sys.argv[1:]))
