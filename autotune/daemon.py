@@ -340,7 +340,11 @@ def run_daemon(argv: list[str]) -> int:
         log.error("%s", one_line(exc))
         return 2 if isinstance(exc, UsageError) else 1
     lock = StudyLock(spec.study_dir / PID_FILE)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except UsageError as exc:  # another daemon runs this study: its state is not ours to write
+        log.error("%s", one_line(exc))
+        return 2
     flags.study_dir = spec.study_dir
     request = read_stop_request(spec.study_dir)
     if request is not None and request.get("now"):
@@ -423,6 +427,7 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
             on_started=on_started,
         )
     finally:
+        flags.install()  # a SIGTERM during the shutdown below is a stop request, not Ray's exit
         executor.close()
         flags.install()  # ray.shutdown() leaves SIGTERM at its default (instant death)
     if flags.now:

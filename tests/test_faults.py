@@ -503,3 +503,19 @@ def test_a_daemon_that_fails_before_its_first_trial_makes_start_fail_and_status_
     assert lock_holder(results / "broken") is None
     status = run_main(capsys, "status", "broken", "--results-dir", str(results))
     one_line_error(status, "failed: ", "trials")
+
+
+@pytest.mark.slow
+def test_a_stop_its_daemon_never_finished_is_honoured_by_the_resumed_daemon(finished_study, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(finished_study, results)
+    # `autotune stop` persisted its request; the daemon it was sent to died before finishing it.
+    (results / "ok" / "stop.json").write_text(json.dumps({"now": False, "time": 0}))
+    before = counts(load(results, "ok"))
+    cli("start", "--resume", "ok", "--trials", "6", "--results-dir", str(results), timeout=300)
+    wait_daemon_gone(results / "ok")
+    study = load(results, "ok")
+    assert before == counts(study) == {"COMPLETE": 2}  # finalized, not tuned past the stop
+    assert daemon_state(results / "ok") == "stopped" and not (results / "ok" / "stop.json").exists()
+    assert baseline(study) is not None and (results / "ok" / "best" / "manifest.json").is_file()
+    assert "finalizing without tuning" in (results / "ok" / "autotune.log").read_text()
