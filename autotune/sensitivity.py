@@ -22,8 +22,10 @@ import ml_dtypes
 import numpy as np
 import onnx
 
+OUTPUT_PREFIX = "output:"  # names a graph output's own Q/DQ in rankings and `keep_float`
 TOP_OFFENDERS = 10  # sensitivities kept with a trial and shown in the report
 SENSITIVITY_SAMPLES = 4  # calibration batches the ranking runs on (intermediate tensors are big)
+REPAIR_SAMPLES = 16  # calibration batches the repair's gate checks
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,29 @@ def layer_sensitivity(
         try:
             noise = _output_noise(node, opset, float_inputs, quantized_inputs)
         except Exception:  # a node ONNX Runtime will not run alone (a subgraph, a custom domain)
-            continue
-        sqnr = -20 * math.log10(noise) if noise > 0 else math.inf
+            noise = math.nan  # unmeasured: ranked last, so keeping every layer float is all-float
+        sqnr = -20 * math.log10(noise) if noise > 0 else (math.inf if noise == 0 else math.nan)
         worst = next(source[0] for name in node.input if (source := _dequantized_source(name, producers)))
         ranking.append(LayerSensitivity(node.name, node.op_type, noise, float(sqnr), worst))
-    ranking.sort(key=lambda layer: layer.noise, reverse=True)
+    # A graph output the quantizer ends with Q/DQ is a "layer" too: nothing downstream can undo
+    # its rounding (YOLOX's boxes and scores share one uint8 range at the final Concat).
+    for output in qdq_model.graph.output:
+        dq = producers.get(output.name)
+        values = activations.get(output.name)
+        if dq is None or dq.op_type != "DequantizeLinear" or not values:
+            continue
+        noise = relative_noise(values, [_fake_quantize(np.asarray(v), dq, initializers) for v in values])
+        sqnr = -20 * math.log10(noise) if noise > 0 else math.inf
+        ranking.append(LayerSensitivity(f"{OUTPUT_PREFIX}{output.name}", "output", noise, sqnr, output.name))
+    # Graph outputs first: a Q/DQ on an output enables no INT8 kernel, it only rounds the result
+    # (and the gate reads the output per field, where a shared range hurts most); then layers by
+    # noise, unmeasured ones last.
+    ranking.sort(
+        key=lambda layer: (
+            not layer.node.startswith(OUTPUT_PREFIX),
+            -layer.noise if math.isfinite(layer.noise) else math.inf,
+        )
+    )
     return ranking
 
 
@@ -184,7 +204,8 @@ def _output_noise(
     import onnxruntime as ort
 
     names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
-    single = onnx.helper.make_node(node.op_type, names, ["out"], domain=node.domain)
+    outputs = ["out"] + [f"out{i}" for i in range(1, len(node.output))]
+    single = onnx.helper.make_node(node.op_type, names, outputs, domain=node.domain)
     single.attribute.extend(node.attribute)
     samples = max(len(v) for v in float_inputs if v is not None)
     first = [v[0] if v is not None else None for v in float_inputs]
@@ -196,23 +217,42 @@ def _output_noise(
             for n, v in zip(names, first, strict=True)
             if n
         ],
-        [onnx.ValueInfoProto(name="out")],
+        [onnx.ValueInfoProto(name=name) for name in outputs],
     )
     model = onnx.helper.make_model(graph, opset_imports=list(opset))
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    signal = difference = 0.0
 
     def feed(inputs: Sequence[Sequence[np.ndarray] | None], index: int) -> dict[str, np.ndarray]:
-        return {n: v[min(index, len(v) - 1)] for n, v in zip(names, inputs, strict=True) if n and v is not None}
+        return {
+            n: np.asarray(v[min(index, len(v) - 1)]) for n, v in zip(names, inputs, strict=True) if n and v is not None
+        }
 
+    references, quantized = [], []
     for index in range(samples):
-        reference = session.run(None, feed(float_inputs, index))[0].astype(np.float64)
-        quantized = session.run(None, feed(quantized_inputs, index))[0].astype(np.float64)
-        signal += float(np.sum(reference**2))
-        difference += float(np.sum((quantized - reference) ** 2))
-    return math.sqrt(difference / max(signal, 1e-30))
+        references.append(session.run(None, feed(float_inputs, index))[0])
+        quantized.append(session.run(None, feed(quantized_inputs, index))[0])
+    return relative_noise(references, quantized)
+
+
+def relative_noise(references: Sequence[np.ndarray], candidates: Sequence[np.ndarray]) -> float:
+    """‖candidate − reference‖ / ‖reference‖, the worst of the whole tensor and of each slice
+    along axis 1 (channels) and the last axis (fields): a channel or field that quantization
+    wipes out (a small-range one sharing a scale with a large one, as YOLOX's scores with its
+    boxes) scores ~1 even when it is a sliver of the tensor's energy. Slices with under 1e-4 of
+    the mean slice energy are ignored (dead channels)."""
+    reference = np.concatenate([np.asarray(r, np.float64).reshape(1, *np.shape(r)) for r in references])
+    difference = np.concatenate([np.asarray(c, np.float64).reshape(1, *np.shape(c)) for c in candidates]) - reference
+    worst = math.sqrt(float(np.sum(difference**2)) / max(float(np.sum(reference**2)), 1e-30))
+    for axis in {2, reference.ndim - 1} if reference.ndim >= 3 else ():
+        others = tuple(a for a in range(reference.ndim) if a != axis)
+        signal = np.sum(reference**2, axis=others)
+        noise = np.sum(difference**2, axis=others)
+        alive = signal > 1e-4 * max(float(signal.mean()), 1e-30)
+        if alive.any():
+            worst = max(worst, float(np.sqrt(np.max(noise[alive] / signal[alive]))))
+    return worst
 
 
 def _dequantized_source(name: str, producers: dict[str, onnx.NodeProto]) -> tuple[str, bool] | None:
@@ -237,6 +277,9 @@ def keep_float(qdq_model: onnx.ModelProto, float_model: onnx.ModelProto, nodes: 
     producers = {output: node for node in model.graph.node for output in node.output}
     present = {initializer.name for initializer in model.graph.initializer}
     float_initializers = {initializer.name: initializer for initializer in float_model.graph.initializer}
+    for name in keep:
+        if name.startswith(OUTPUT_PREFIX):
+            _unquantize_output(model, name[len(OUTPUT_PREFIX) :], producers)
     for node in model.graph.node:
         if node.name not in keep:
             continue
@@ -248,11 +291,31 @@ def keep_float(qdq_model: onnx.ModelProto, float_model: onnx.ModelProto, nodes: 
             if is_weight:
                 if original not in float_initializers:
                     continue  # a tensor the quantizer made itself: leave its Q/DQ
-                if original not in present:
-                    model.graph.initializer.append(float_initializers[original])
-                    present.add(original)
+                float_name = original if original not in producers else f"{original}_float"
+                if float_name not in present:  # (ONNX Runtime names a bias's DQ output as the bias)
+                    initializer = onnx.TensorProto()
+                    initializer.CopyFrom(float_initializers[original])
+                    initializer.name = float_name
+                    model.graph.initializer.append(initializer)
+                    present.add(float_name)
+                original = float_name
             node.input[index] = original
     return _without_unused_nodes(model)
+
+
+def _unquantize_output(model: onnx.ModelProto, output: str, producers: dict[str, onnx.NodeProto]) -> None:
+    """Let the node before a graph output's Q/DQ pair write the output itself."""
+    dq = producers.get(output)
+    q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in producers:
+        return
+    source = q.input[0]
+    dq.output[0] = f"{output}_unused_dequantized"
+    for node in model.graph.node:
+        node.output[:] = [output if name == source else name for name in node.output]
+        if node is not q:
+            node.input[:] = [output if name == source else name for name in node.input]
+    q.input[0] = output
 
 
 def _without_unused_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -356,7 +419,7 @@ def quantize_mixed(
         "quantized_layers": len(ranking),
     }
     if keep == "auto":
-        check_feeds = list(calibration_feeds)[:SENSITIVITY_SAMPLES]
+        check_feeds = list(calibration_feeds)[:REPAIR_SAMPLES]
         references = [_run(prepared, feed) for feed in check_feeds]
         gate = tolerance if tolerance is not None else Tolerance()
 
@@ -378,7 +441,8 @@ def quantize_mixed(
     if names:
         # nodes_to_exclude leaves a node unquantized, but a quantized producer's output Q/DQ still
         # feeds it: `keep_float` bypasses those too, so the model is the one the repair checked.
-        quantized = keep_float(apply_precision(prepared, precision, **options, keep_float=names), prepared, names)
+        layers = [name for name in names if not name.startswith(OUTPUT_PREFIX)]
+        quantized = keep_float(apply_precision(prepared, precision, **options, keep_float=layers), prepared, names)
     return quantized, details
 
 

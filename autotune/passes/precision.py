@@ -448,8 +448,16 @@ def prepare_for_quantization(model: onnx.ModelProto, precision: str) -> onnx.Mod
     """A copy of `model` at the opset `precision`'s Q/DQ needs, every node named (the quantizer
     excludes nodes by name, and sensitivities name them): what `quantize_qdq` quantizes."""
     model = copy_model(at_least_opset(model, MIN_OPSET[precision], precision))
+    taken = {node.name for node in model.graph.node if node.name}
     for index, node in enumerate(model.graph.node):
-        node.name = node.name or f"{node.op_type}_{index}"
+        if node.name:
+            continue
+        name, suffix = f"{node.op_type}_{index}", 0
+        while name in taken:  # exporters use this pattern too (yolox: "Mul_295")
+            suffix += 1
+            name = f"{node.op_type}_{index}_{suffix}"
+        node.name = name
+        taken.add(name)
     return model
 
 

@@ -1,0 +1,176 @@
+"""bench/PRECISION.md: FP32 defaults vs full INT8 vs repaired mixed INT8, on real data.
+
+For each model: its real samples are split (`autotune.calibration.split_samples`: calibration
+never sees a verification sample), then three ONNX Runtime CPU candidates are built:
+  fp32      the onnxruntime space's trial-0 defaults (no passes, FP32)
+  int8      the whole graph quantized (the target's asymmetric_u8 scheme)
+  repaired  int8 with keep_float_layers=auto: the fewest most-sensitive layers kept in FP32
+            so the gate passes on calibration data
+Errors are on the held-out verification samples (scale gate, 1% of range); speed is
+`autotune.measure.paired_speedup` of each INT8 candidate against fp32, interleaved, same run.
+With --tensorrt-rtx, the repaired layers are also quantized with the symmetric (TensorRT)
+scheme and built with TensorRT-RTX on CPU; the engine's layer table gives the precisions.
+
+    .venv/bin/python bench/precision.py --models ppocr_v4_det yolox_det ppocr_cls --tensorrt-rtx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from autotune.calibration import split_samples  # noqa: E402
+from autotune.measure import paired_speedup  # noqa: E402
+from autotune.model import load_model_info  # noqa: E402
+from autotune.space import load_space  # noqa: E402
+from autotune.targets import target_class  # noqa: E402
+from autotune.targets.base import TargetOptions  # noqa: E402
+from autotune.trial import transform_model  # noqa: E402
+from autotune.verify import Tolerance, compare_outputs  # noqa: E402
+
+GATE = Tolerance(max_error=1e-2)
+MODELS = ROOT / "models"
+
+
+def inputs_for(name: str) -> Path:
+    path = MODELS / f"{name}_inputs.npz"
+    if not path.exists():
+        raise SystemExit(f"{path}: no real inputs (run bench/precision_inputs.py for the OCR crops)")
+    return path
+
+
+def measure(name: str, rounds: int, round_s: float, tensorrt_rtx: bool, out: Path) -> dict:
+    model_path = MODELS / f"{name}.onnx"
+    info = load_model_info(model_path)
+    with np.load(inputs_for(name)) as data:
+        pool = {key: data[key] for key in data.files}
+    split = split_samples(pool, info)
+    verification = split.verification_pool
+    target = target_class("onnxruntime")(TargetOptions())
+    space = load_space(ROOT.parent / "autotune" / "search_spaces" / "onnxruntime.yaml", target)
+    defaults = space.default_config()
+    defaults.pop("batch_size", None)
+    configs = {
+        "fp32": defaults,
+        "int8": {**defaults, "precision": "int8", "calibration_method": "minmax"},
+        "repaired": {**defaults, "precision": "int8", "calibration_method": "minmax", "keep_float_layers": "auto"},
+    }
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    reference = dict(zip([o.name for o in session.get_outputs()], session.run(None, verification), strict=True))
+    row: dict = {"model": name, **split.sizes(), "candidates": {}}
+    sessions, timers = {}, {}
+    for label, config in configs.items():
+        workdir = out / name / label
+        workdir.mkdir(parents=True, exist_ok=True)
+        details: dict = {}
+        t0 = time.perf_counter()
+        transform_model(model_path, config, workdir / "model.onnx", calibration_feeds=split.calibration_feeds,
+                        scheme=target.quantization_scheme, tolerance=GATE, precision_details=details)  # fmt: skip
+        transform_s = time.perf_counter() - t0
+        shapes = {k: list(v.shape) for k, v in verification.items()}
+        built = target.build(workdir / "model.onnx", config, workdir, shapes)
+        sessions[label] = target.open(built, config)
+        report = compare_outputs(sessions[label].infer(verification), reference, GATE)
+        timers[label] = sessions[label].timer(verification)
+        row["candidates"][label] = {
+            "config": config,
+            "transform_s": round(transform_s, 1),
+            "normalized_error": report.normalized_error,
+            "passed": report.passed,
+            "kept_float": details.get("kept_float", []),
+            "quantized_layers": details.get("quantized_layers"),
+            "top_offenders": details.get("sensitivity", [])[:5],
+            "repair_checks": details.get("repair_checks"),
+        }
+        print(name, label, f"error {report.normalized_error:.4g}", "passed" if report.passed else "FAILED",
+              f"kept float {len(details.get('kept_float', []))}/{details.get('quantized_layers')}",
+              f"({transform_s:.0f} s)", flush=True)  # fmt: skip
+    for label in ("int8", "repaired"):
+        paired = paired_speedup(timers["fp32"], timers[label], rounds=rounds, round_s=round_s)
+        row["candidates"][label]["speedup_vs_fp32"] = paired.as_dict()
+        print(name, label, f"speedup {paired.speedup_median:.3f} [{paired.speedup_p25:.3f}, {paired.speedup_p75:.3f}]",
+              f"{paired.a_ms_per_sample_median:.1f} -> {paired.b_ms_per_sample_median:.1f} ms", flush=True)  # fmt: skip
+    for session in sessions.values():
+        session.close()
+    kept = row["candidates"]["repaired"]["kept_float"]
+    if tensorrt_rtx:
+        row["tensorrt_rtx"] = build_tensorrt_rtx(model_path, split, kept, out / name / "trt")
+    return row
+
+
+def build_tensorrt_rtx(model_path: Path, split, kept: list[str], workdir: Path) -> dict:
+    """The repaired layer set, symmetric Q/DQ (TensorRT's scheme), built with TensorRT-RTX on CPU."""
+    import onnx
+
+    from autotune.passes.precision import apply_precision, prepare_for_quantization
+    from autotune.sensitivity import keep_float
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    target = target_class("tensorrt-rtx")(TargetOptions(build_only=True))
+    prepared = prepare_for_quantization(onnx.load(str(model_path)), "int8")
+    quantized = apply_precision(prepared, "int8", calibration_feeds=split.calibration_feeds, keep_float=kept)
+    if kept:
+        quantized = keep_float(quantized, prepared, kept)
+    path = workdir / "model.onnx"
+    onnx.save(quantized, str(path))
+    shapes = {k: list(v.shape) for k, v in split.verification_pool.items()}
+    config = {"precision": "int8"}
+    t0 = time.perf_counter()
+    try:
+        built = target.build(path, config, workdir, shapes)
+    except Exception as exc:  # a failed build is a result here
+        return {"built": False, "reason": str(exc).splitlines()[0][:300]}
+    layers = built.info.get("layers", [])
+    precisions: Counter = Counter()
+    for layer in layers:
+        types = {str(t) for t in _layer_types(layer)}
+        precisions["int8" if any("Int8" in t or "INT8" in t for t in types) else "float" if types else "?"] += 1
+    return {
+        "built": True,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "engine_size_bytes": built.info.get("engine_size_bytes"),
+        "layer_count": len(layers),
+        "layers_by_precision": dict(precisions),
+        "sample_layers": [layer for layer in layers if layer.get("name")][:0],
+    }
+
+
+def _layer_types(layer: dict) -> list:
+    found = []
+    for key, value in layer.items():
+        if "type" in key.lower() or "format" in key.lower() or "precision" in key.lower():
+            found.extend(value if isinstance(value, list) else [value])
+        elif key in ("inputs", "outputs") and isinstance(value, list):
+            for tensor in value:
+                if isinstance(tensor, dict):
+                    found.extend(v for k, v in tensor.items() if "type" in k.lower() or "format" in k.lower())
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["ppocr_v4_det", "yolox_det", "ppocr_cls"])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--round-s", type=float, default=0.5)
+    parser.add_argument("--tensorrt-rtx", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
+    args = parser.parse_args()
+    rows = [measure(name, args.rounds, args.round_s, args.tensorrt_rtx, args.out) for name in args.models]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2, default=str))
+    print(f"wrote {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
