@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -122,3 +123,51 @@ def test_a_local_ray_cluster_listens_on_loopback_only_and_keeps_its_files_privat
     assert first["session"].startswith(first["private"] + os.sep)
     assert first["mode"] == "0o700"
     assert second["removed"]
+
+
+@pytest.mark.slow
+def test_no_process_of_a_running_daemon_listens_beyond_loopback(tmp_path):
+    import psutil
+
+    from autotune.daemon import lock_holder
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    space = tmp_path / "space.yaml"  # the misbehaving target builds these levels normally, 1 s each
+    space.write_text("knobs:\n  graph_optimization_level: {type: categorical, choices: [all, extended], default: all}\n"
+                     "  intra_op_threads: {type: int, low: 0, high: 2, default: 0}\n")  # fmt: skip
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [sys.executable, "-m", "autotune.cli"]
+    argv = ["start", str(model), "--study", "net", "--trials", "20", "--results-dir", str(results),
+            "--target", "tests.crashing_target:MisbehavingTarget", "--space", str(space)]  # fmt: skip
+    started = subprocess.run([*cmd, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    study_dir = results / "net"
+    try:
+        listening: list[tuple[str, str]] = []
+        names: set[str] = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not {"gcs_server", "raylet"} <= names:
+            pid = lock_holder(study_dir)
+            if pid is not None:
+                daemon = psutil.Process(pid)
+                listening, names = [], set()
+                for proc in [daemon, *daemon.children(recursive=True)]:
+                    try:
+                        names.add(proc.name())
+                        listening += [
+                            (proc.name(), c.laddr.ip) for c in proc.net_connections("inet") if c.status == "LISTEN"
+                        ]
+                    except psutil.NoSuchProcess:
+                        pass
+            time.sleep(0.5)
+        assert {"gcs_server", "raylet"} <= names, names
+        loopback = ("127.0.0.1", "::ffff:127.0.0.1", "::1")
+        assert listening and all(ip in loopback for _, ip in listening), listening
+    finally:
+        subprocess.run([*cmd, "stop", "net", "--now", "--results-dir", str(results)], cwd=REPO, env=env,
+                       capture_output=True, timeout=120)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while lock_holder(study_dir) is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
