@@ -391,6 +391,9 @@ def quantize_qdq(
         "WeightSymmetric": True,
         "ActivationSymmetric": scheme == "symmetric",
         "AddQDQPairToWeight": precision == "fp8",
+        # The quantizer drops a Relu/Clip after a quantized op (the Q range clips instead); kept,
+        # the graph still computes them when a layer is later left in float (autotune.sensitivity).
+        "QDQKeepRemovableActivations": True,
     }
     activation_type = QuantType.QInt8 if scheme == "symmetric" else QuantType.QUInt8
     method = {
