@@ -339,7 +339,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         record = json.loads(Path(path).read_text())
         if record["kind"] == "study":
             lines += [
-                f"### {record['model']} {' '.join(record['shape'] or [])}: {record['env'].get('gpus', '?')}",
+                f"### {record['model']} {' '.join(record['shape'] or [])}: {_gpus(record)}; "
+                f"autotune {record['env'].get('autotune')}",
                 "",
                 "| workers | trials told | states | study wall s | Σ trial time s | Σ worker task s | overhead "
                 "| overhead, warm workers | drift controls (worker s) | overhead, controls counted as work "
@@ -370,7 +371,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         else:
             r = record["ratio_busy_over_alone"]
             lines += [
-                f"### Interference, {record['model']}: {record['env'].get('gpus', '?')}",
+                f"### Interference, {record['model']}: {_gpus(record)}; autotune {record['env'].get('autotune')}",
                 "",
                 f"{record['config']} on GPU 0, {record['rounds']} rounds alternating alone / with GPU 1 busy: "
                 f"busy ÷ alone = {r['median']:.3f} (IQR {r['p25']:.3f}-{r['p75']:.3f}); "
@@ -379,6 +380,11 @@ def cmd_render(args: argparse.Namespace) -> int:
             ]
     print("\n".join(lines))
     return 0
+
+
+def _gpus(record: dict[str, Any]) -> str:
+    names = record["env"].get("gpus", "?").splitlines()
+    return f"{len(names)}x {names[0].split(',')[0]}" if names else "?"
 
 
 def _pct(value: float | None) -> str:

@@ -127,6 +127,10 @@ def main() -> None:
         "longer: the bundled example's trials last ~0.3 s, ResNet-50's several seconds.",
         "",
     ]
+    # The GPU section (bench/gpu_overhead.py, measured on the lent GPU machine) is kept as it is.
+    gpu = args.out.read_text().split("\n## GPU", 1) if args.out.exists() else []
+    if len(gpu) == 2:
+        lines += ["## GPU" + gpu[1].rstrip(), ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 
