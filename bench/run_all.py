@@ -189,6 +189,7 @@ class ReplayExecutor:
     """An executor that answers each configuration with its exhaustive measurement."""
 
     capacity = 1
+    asynchronous = False  # answers at once: nothing runs while the study loop goes on
 
     def __init__(self, table: dict[str, Any]) -> None:
         self.table = table
