@@ -511,6 +511,7 @@ def render_report(study: Any) -> str:
     if compared is not None and zero is not None:
         lines += layer_comparison(study_dir, zero.number, compared.number)
     lines += profile_section(study_dir)
+    lines += sensitivity_section(study, best)
     rejected = rejected_trials(study)
     if rejected:
         lines += ["## Rejected by the accuracy gate", ""]
@@ -522,6 +523,36 @@ def render_report(study: Any) -> str:
         lines += [f"- {count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
         lines.append("")
     return "\n".join(lines)
+
+
+def sensitivity_section(study: Any, best: Any | None) -> list[str]:
+    """The layers that cost a quantized trial its accuracy (`autotune.sensitivity`): the answer's
+    when it is quantized, else the most accurate quantized trial's; and which stayed in float."""
+    quantized = [t for t in _complete(study) if details(t).get("build", {}).get("mixed_precision")]
+    if not quantized:
+        return []
+    if best is not None and best in quantized:
+        trial = best
+    else:
+        trial = min(quantized, key=lambda t: (t.user_attrs.get("normalized_error", float("inf")), t.number))
+    mixed = details(trial)["build"]["mixed_precision"]
+    kept = list(mixed.get("kept_float", []))
+    lines = [
+        f"## Quantization sensitivity (trial {trial.number}, {trial.params.get('precision')})",
+        "",
+        "Error each quantized layer adds on its own (its output on Q/DQ inputs vs FP32 inputs, worst channel), "
+        f"on calibration samples; {len(kept)} of {mixed.get('quantized_layers', '?')} layers kept in float"
+        + (f": {', '.join(f'`{name}`' for name in kept[:12])}{' ...' if len(kept) > 12 else ''}" if kept else "")
+        + ".",
+        "",
+    ]
+    rows = [
+        {"layer": layer["node"], "op": layer["op"], "relative error": fmt(layer["noise"]),
+         "SQNR dB": fmt(layer["sqnr_db"], 3), "worst input": layer["tensor"],
+         "kept float": "yes" if layer["node"] in kept else ""}
+        for layer in mixed.get("sensitivity", [])
+    ]  # fmt: skip
+    return [*lines, markdown_table(rows, ["layer", "op", "relative error", "SQNR dB", "worst input", "kept float"]), ""]
 
 
 def _counted_line(study: Any) -> str:

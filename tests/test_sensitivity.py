@@ -120,3 +120,22 @@ def test_a_trial_records_the_sensitivities_and_the_layers_kept_float(model, cali
                     tolerance=GATE, precision_details=details)  # fmt: skip
     assert details["kept_float"] == ["output:y", "fragile"]
     assert quantized_inputs(onnx.load(str(tmp_path / "out.onnx")), "fragile") == []
+
+
+def test_a_study_reports_the_top_offenders_and_the_layers_kept_float(model, tmp_path):
+    from autotune.cli import main
+
+    source = tmp_path / "fragile.onnx"
+    onnx.save(model, str(source))
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "target: onnxruntime\nknobs:\n  precision: {type: categorical, choices: [int8], default: int8}\n"
+        "  keep_float_layers: {type: categorical, choices: [auto], default: auto}\n"
+    )
+    results = tmp_path / "results"
+    assert main(["start", str(source), "--space", str(space), "--trials", "1", "--foreground",
+                 "--max-measure-s", "0.2", "--results-dir", str(results)]) == 0  # fmt: skip
+    report = (results / "fragile" / "report.md").read_text()
+    section = report[report.index("## Quantization sensitivity") :]
+    assert "`fragile`" in section.splitlines()[2]  # the kept-float list
+    assert "| fragile " in section and "| yes" in section
