@@ -176,6 +176,7 @@ def _remote_trial(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
     result = run_isolated(request, cores, timeout_s, env)
     result.build["worker_pid"] = os.getpid()  # one warm worker serves many trials (issue 13)
+    result.build["ray_node_id"] = ray.get_runtime_context().get_node_id()  # which machine ran it
     # The task's own wall time: minus the trial's total_s, what forking and collecting a child costs.
     result.timings_s["worker_s"] = time.monotonic() - started
     return result

@@ -1,0 +1,65 @@
+"""`--ray-address`: a study joins an existing Ray cluster and its trials run on every node.
+
+The cluster is real: two raylets on this machine (tests/ray_nodes.py), one CPU each, so two
+trials in flight must run on different nodes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+import pytest
+
+from tests.conftest import make_tiny_model
+from tests.ray_nodes import two_node_cluster
+from tests.test_daemon import cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with two_node_cluster() as nodes:
+        yield nodes
+
+
+def test_a_study_joined_to_a_cluster_runs_trials_on_both_nodes_and_leaves_the_cluster_up(tmp_path, cluster):
+    import ray
+
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    cli("start", str(model), "--foreground", "--study", "joined", "--trials", "6", "--workers", "2",
+        "--ray-address", cluster.address, "--results-dir", str(results), "--max-measure-s", "0.05",
+        timeout=300)  # fmt: skip
+    study = optuna.load_study(study_name="joined", storage=f"sqlite:///{results / 'joined' / 'study.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) >= 6
+    nodes = {t.user_attrs["details"]["build"].get("ray_node_id") for t in complete}
+    assert nodes == set(cluster.node_ids), f"trials ran on {nodes}, the cluster's nodes are {cluster.node_ids}"
+    # The study only joined: both raylets outlive it (a study never stops a cluster it did not start).
+    for pid in cluster.raylet_pids:
+        os.kill(pid, 0)
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+    assert alive == set(cluster.node_ids)
+    assert (results / "joined" / "best" / "manifest.json").is_file()
+
+
+def test_joining_a_cluster_leaves_ray_node_addresses_as_the_environment_sets_them(monkeypatch, cluster):
+    """The loopback-only switch is for the daemon's own cluster: on a multi-machine cluster the
+    driver's node address must be the machine's real one, so joining must not set it."""
+    from autotune import workers
+
+    calls = []
+    monkeypatch.setattr(workers, "local_only_ray", lambda: calls.append("local_only"))
+    executor = workers.RayExecutor(1, address=cluster.address)
+    try:
+        assert calls == [] and not executor.owns_cluster
+    finally:
+        import ray
+
+        ray.shutdown()
