@@ -183,6 +183,12 @@ def _fake_quantize(values: np.ndarray, dq: onnx.NodeProto, initializers: dict[st
     scale = initializers[dq.input[1]].astype(np.float32)
     zero_point = initializers[dq.input[2]] if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
     dtype = zero_point.dtype
+    if scale.ndim == 1 and scale.size > 1:  # per channel, along the node's axis (default 1)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % values.ndim
+        shape = [1] * values.ndim
+        shape[axis] = scale.size
+        scale = scale.reshape(shape)
+        zero_point = zero_point.reshape(shape) if zero_point.size > 1 else zero_point
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         zp = zero_point.astype(np.float32)

@@ -359,3 +359,22 @@ def test_a_precision_the_opset_cannot_reach_is_reported_before_any_trial(monkeyp
     unavailable = precision_module.precision_unavailable(model, ["fp32", "int8", "bf16"])
     assert set(unavailable) == {"int8", "bf16"}
     assert "opset 13" in unavailable["int8"] and "Upsample" in unavailable["int8"]
+
+
+def test_weights_written_as_constant_nodes_are_quantized_per_channel_like_initializers():
+    # paddle2onnx writes every weight as a Constant node; the quantizer would treat it as an activation
+    weight = models.weights([4, 3, 3, 3], 7)
+    model = models.make_model(
+        [
+            onnx.helper.make_node("Constant", [], ["w"], value=onnx.numpy_helper.from_array(weight, "w")),
+            onnx.helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        ],
+        {"x": [models.BATCH, 3, 6, 6]},
+        ["y"],
+    )
+    feeds = models.random_feeds(model, batch=2, seed=5)
+    quantized = apply_precision(model, "int8", calibration_feeds=[feeds], scheme="asymmetric_u8")
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in quantized.graph.initializer}
+    weight_dq = next(n for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "w_quantized")
+    assert initializers["w_quantized"].dtype == np.int8 and initializers[weight_dq.input[1]].shape == (4,)
+    assert relative_error(run(quantized, feeds), run(model, feeds)) < INT8_MAX_RELATIVE_ERROR

@@ -167,7 +167,8 @@ def test_space_is_filtered_by_what_tensorrt_rtx_offers(rtx):
     assert "build_route" not in names  # all_build_routes is empty on RTX 1.7
     assert "cuda_graph" not in names  # build-only: nothing runs
     assert "tiling_optimization_level" in names
-    assert set(space["precision"].choices) == {"tf32", "fp32", "fp16", "bf16", "int8", "fp8"}  # no *_flag
+    # no *_flag; no fp8 until its calibration holds up (the space says why)
+    assert set(space["precision"].choices) == {"tf32", "fp32", "fp16", "bf16", "int8"}
 
 
 class _FakeEnum:

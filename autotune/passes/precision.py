@@ -451,6 +451,7 @@ def prepare_for_quantization(model: onnx.ModelProto, precision: str) -> onnx.Mod
     """A copy of `model` at the opset `precision`'s Q/DQ needs, every node named (the quantizer
     excludes nodes by name, and sensitivities name them): what `quantize_qdq` quantizes."""
     model = copy_model(at_least_opset(model, MIN_OPSET[precision], precision))
+    _constants_to_initializers(model)
     taken = {node.name for node in model.graph.node if node.name}
     for index, node in enumerate(model.graph.node):
         if node.name:
@@ -462,6 +463,33 @@ def prepare_for_quantization(model: onnx.ModelProto, precision: str) -> onnx.Mod
         node.name = name
         taken.add(name)
     return model
+
+
+def _constants_to_initializers(model: onnx.ModelProto) -> None:
+    """Constant nodes -> initializers, in place. Exporters such as paddle2onnx write every weight
+    as a Constant node; the quantizer takes only initializers for weights, so a Constant weight
+    would get a per-tensor activation Q/DQ (uint8 under asymmetric_u8) instead of per-channel
+    int8: PP-OCR's classifier measured 6.2% error that way, against 0.5% with per-channel."""
+    outputs = {output.name for output in model.graph.output}
+    kept = []
+    for node in model.graph.node:
+        value = node.attribute[0] if len(node.attribute) == 1 else None
+        if (
+            node.op_type == "Constant"
+            and is_default_domain(node.domain)
+            and value is not None
+            and value.name == "value"
+            and node.output[0] not in outputs
+        ):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    if len(kept) != len(model.graph.node):
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
 
 
 def at_least_opset(model: onnx.ModelProto, required: int, precision: str) -> onnx.ModelProto:
