@@ -12,8 +12,11 @@ The choice is stored in the study (`answers`, `best_trial`, `aa_control`); `repo
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +75,7 @@ def finalize(
     study: Any,
     *,
     paired_rounds: int = 21,
-    run_paired_fn: Callable[[PairedRequest], dict[str, Any]] = run_paired,
+    run_paired_fn: Callable[[PairedRequest], dict[str, Any]] | None = None,
     prune: bool = True,
 ) -> Finalized:
     """Chooses the answer per batch (paired against the defaults at that batch, judged against
@@ -83,7 +86,8 @@ def finalize(
         study (optuna.Study): a study written by `run_study`.
         paired_rounds (int): interleaved rounds of each paired measurement; 0 skips them (the
             defaults are then every batch's answer). Default: 21.
-        run_paired_fn (Callable): runs one paired measurement. Default: `run_paired` here.
+        run_paired_fn (Callable | None): runs one paired measurement. Default: None, where
+            `paired_dispatch` puts it (a GPU worker on GPU targets, else this process).
         prune (bool): remove artifacts of trials off the Pareto front. Default: True.
     """
     study_dir = Path(study.user_attrs["study_dir"])
@@ -91,17 +95,22 @@ def finalize(
     answers: dict[int, Answer] = {}
     aa: Speedup | None = None
     measuring = zero is not None and not study.user_attrs.get("build_only")
-    if measuring and paired_rounds > 0:
-        aa = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
-        if aa.p75 - aa.p25 > AA_RETRY_WIDTH:
-            # A burst of other work during the control would silence every real speedup: measure
-            # it once more and keep the narrower interval.
-            again = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
-            aa = min(aa, again, key=lambda s: s.p75 - s.p25)
-        study.set_user_attr("aa_control", asdict(aa))
-    if measuring:
-        answers = choose_answers(study, zero, paired_rounds, run_paired_fn, aa)
-        study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
+    if run_paired_fn is not None or not (measuring and paired_rounds > 0):
+        dispatch: Any = contextlib.nullcontext(run_paired_fn or run_paired)
+    else:
+        dispatch = paired_dispatch(study)
+    with dispatch as run_paired_fn:
+        if measuring and paired_rounds > 0:
+            aa = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
+            if aa.p75 - aa.p25 > AA_RETRY_WIDTH:
+                # A burst of other work during the control would silence every real speedup:
+                # measure it once more and keep the narrower interval.
+                again = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
+                aa = min(aa, again, key=lambda s: s.p75 - s.p25)
+            study.set_user_attr("aa_control", asdict(aa))
+        if measuring:
+            answers = choose_answers(study, zero, paired_rounds, run_paired_fn, aa)
+            study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
     primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
     if primary is not None:
         best = trial_by_number(study, primary.trial)
@@ -131,6 +140,45 @@ def finalize(
             keep.add(best.number)
         prune_trial_dirs(study_dir, keep)
     return Finalized(best.number if best else None, speedup, best_dir, report, answers)
+
+
+@contextlib.contextmanager
+def paired_dispatch(study: Any) -> Iterator[Callable[[PairedRequest], dict[str, Any]]]:
+    """Where finalize's paired measurements run. On a target that needs a GPU: as tasks of a
+    Ray executor shaped like the trials' (one GPU each, in a forked child of the worker), on
+    the study's `--ray-address` cluster when it had one, else on a local cluster started for
+    finalize; the process that finalizes (the daemon) never initializes CUDA. On CPU targets:
+    in this process, as before (the trials are over, the cores are free).
+
+    The signal handlers in place (the daemon's stop handling) survive Ray's start and shutdown.
+    """
+    from autotune.targets import target_class
+
+    options = TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
+    if not target_class(study.user_attrs["target"]).needs_gpu(options):
+        yield run_paired
+        return
+    from autotune.workers import RayExecutor
+
+    address = (study.user_attrs.get("start_options") or {}).get("ray_address")
+    main = threading.current_thread() is threading.main_thread()
+    names = ("SIGTERM", "SIGINT", "SIGUSR1")
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in names} if main else {}
+
+    def restore() -> None:
+        for name, handler in handlers.items():
+            if handler is not None:
+                signal.signal(getattr(signal, name), handler)
+
+    executor = None
+    try:
+        executor = RayExecutor(1, gpu=True, address=address)
+        restore()  # ray.init replaced them
+        yield executor.run_paired
+    finally:
+        if executor is not None:
+            executor.close()
+        restore()  # ray.shutdown left SIGTERM at its default
 
 
 def write_best(study: Any, best: Any) -> Path:

@@ -26,10 +26,12 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+from autotune.errors import AutotuneError
 from autotune.study import Executor
-from autotune.trial import STAGE_FILE, TrialRequest, TrialResult, run_trial
+from autotune.trial import STAGE_FILE, PairedRequest, TrialRequest, TrialResult, run_paired, run_trial
 
 # Every module a trial imports: the worker imports them once, forked children start warm.
 _PRELOAD = [
@@ -182,6 +184,73 @@ def _remote_trial(
     return result
 
 
+def _paired_child(request: PairedRequest, env: dict[str, str], conn: Any) -> None:
+    """Runs in the forked child: the paired measurement, its result or its error sent back."""
+    _die_with_parent()
+    os.environ.update(env)
+    try:
+        conn.send(("ok", run_paired(request)))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
+        conn.send(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"))
+    conn.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def run_paired_isolated(request: PairedRequest, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs `run_paired(request)` in a forked child, as `run_isolated` runs a trial: whatever
+    the measurement initializes (a CUDA context) lives and dies in the child.
+
+    Raises:
+        AutotuneError: the measurement failed (its one-line reason) or the child died (its signal).
+    """
+    import warnings
+
+    preload()
+    context = mp.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_paired_child, args=(request, env or {}, send), daemon=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12: fork with threads
+        child.start()
+    send.close()
+    try:
+        status, value = receive.recv()
+    except EOFError:
+        child.join(10)
+        code = child.exitcode
+        why = f"signal {-code} ({_signal_name(-code)})" if code is not None and code < 0 else f"exit code {code}"
+        raise AutotuneError(f"paired measurement: its worker died: {why}") from None
+    child.kill()
+    threading.Thread(target=child.join, args=(10,), daemon=True).start()
+    if status != "ok":
+        raise AutotuneError(f"paired measurement failed: {value}")
+    return value
+
+
+def _remote_paired(request: PairedRequest, models: dict[str, Any]) -> dict[str, Any]:
+    """Body of finalize's paired-measurement task. `models` maps each model path to its bytes
+    in the object store, fetched only on a node that lacks the file (another machine)."""
+    import ray
+
+    for path, ref in models.items():
+        if not Path(path).exists():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(ray.get(ref))
+    env = {}
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
+    try:
+        result = run_paired_isolated(request, env)
+    finally:
+        shutil.rmtree(request.workdir, ignore_errors=True)
+    result["worker_pid"] = os.getpid()
+    result["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return result
+
+
 @dataclass
 class _InFlight:
     number: int
@@ -218,7 +287,7 @@ class RayExecutor(Executor):
         self.trial_timeout_s = trial_timeout_s
         self.owns_cluster = address is None and not ray.is_initialized()
         self._ray_dir: str | None = None
-        if address is not None:
+        if address is not None and not ray.is_initialized():  # (finalize joins again after the study)
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         elif not ray.is_initialized():
             # Ray makes its temp dir world-writable (0777): it lives inside a private 0700 one.
@@ -251,6 +320,8 @@ class RayExecutor(Executor):
         else:
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)
+        self._paired_task = ray.remote(**options)(_remote_paired)  # where a trial would run
+        self._model_refs: dict[str, Any] = {}
         self._flights: dict[Any, _InFlight] = {}
         self._shared: tuple[Any, Any, Any, Any] | None = None  # (pool, refs, pool ref, refs ref)
         self._free_slots = list(range(workers))
@@ -287,6 +358,38 @@ class RayExecutor(Executor):
         light = replace(request, input_pool={}, reference_outputs={})
         ref = self._task.remote(light, shared[2], shared[3], cores, self.trial_timeout_s)
         self._flights[ref] = _InFlight(request.number, request, slot, time.monotonic())
+
+    def run_paired(self, request: PairedRequest) -> dict[str, Any]:
+        """Runs one of finalize's paired measurements as a task shaped like a trial's (one GPU
+        on GPU targets), in a forked child of the worker; returns `run_paired`'s dict plus
+        `worker_pid` and `ray_node_id`. Waits in short steps, so the caller's signal handlers
+        (`stop --now`) run meanwhile.
+
+        Raises:
+            AutotuneError: the measurement failed or its worker died.
+        """
+        import ray
+
+        models = {}
+        for path in (request.model_a, request.model_b):
+            key = str(Path(path).resolve())
+            if key not in self._model_refs:
+                self._model_refs[key] = ray.put(Path(path).read_bytes())
+            models[str(path)] = self._model_refs[key]
+        ref = self._paired_task.remote(request, models)
+        while not ray.wait([ref], timeout=0.5)[0]:
+            pass
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(getattr(exc, "cause", None), AutotuneError) else None
+            if cause is not None:
+                raise cause from None
+            raise AutotuneError(
+                f"paired measurement: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            ) from None
+        except ray.exceptions.RayError as exc:  # the worker itself died
+            raise AutotuneError(f"paired measurement: its Ray worker died ({type(exc).__name__})") from None
 
     def in_flight(self) -> int:
         return len(self._flights)

@@ -26,9 +26,10 @@ class TwoNodes:
 
 
 @contextlib.contextmanager
-def two_node_cluster(cpus_per_node: int = 1) -> Iterator[TwoNodes]:
+def two_node_cluster(cpus_per_node: int = 1, gpus_per_node: int = 0) -> Iterator[TwoNodes]:
     """Starts a head node and a second node, `cpus_per_node` CPUs each; removes both after,
-    failure or not."""
+    failure or not. `gpus_per_node` declares GPUs Ray schedules by (none need exist: a test
+    double target that claims a GPU runs on the CPU)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from autotune.workers import local_only_ray
 
@@ -43,7 +44,12 @@ def two_node_cluster(cpus_per_node: int = 1) -> Iterator[TwoNodes]:
     ray._common.utils.reset_ray_address = lambda *a, **k: None
     cluster = Cluster(shutdown_at_exit=True)
     try:
-        common = {"node_ip_address": "127.0.0.1", "num_cpus": cpus_per_node, "temp_dir": os.path.join(temp, "r")}
+        common = {
+            "node_ip_address": "127.0.0.1",
+            "num_cpus": cpus_per_node,
+            "num_gpus": gpus_per_node,
+            "temp_dir": os.path.join(temp, "r"),
+        }
         head = cluster.add_node(**common, include_dashboard=False, resources={"head_node": 1})
         second = cluster.add_node(**common, resources={"second_node": 1})
         yield TwoNodes(

@@ -1,26 +1,30 @@
 """`--ray-address`: a study joins an existing Ray cluster and its trials run on every node.
 
 The cluster is real: two raylets on this machine (tests/ray_nodes.py), one CPU each, so two
-trials in flight must run on different nodes.
+trials in flight must run on different nodes. Each node also declares one GPU to Ray's
+scheduler (there is none): a target that needs a GPU is then routed exactly as on a GPU cluster.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import optuna
 import pytest
 
 from tests.conftest import make_tiny_model
+from tests.gpu_double_target import PAIRED_LOG
 from tests.ray_nodes import two_node_cluster
-from tests.test_daemon import cli
+from tests.test_daemon import REPO, SLOW_SPACE, cli
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with two_node_cluster() as nodes:
+    with two_node_cluster(gpus_per_node=1) as nodes:
         yield nodes
 
 
@@ -63,3 +67,26 @@ def test_joining_a_cluster_leaves_ray_node_addresses_as_the_environment_sets_the
         import ray
 
         ray.shutdown()
+
+
+def test_finalize_measures_a_gpu_targets_paired_runs_in_a_gpu_worker_never_in_the_driver(tmp_path, cluster):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    space = tmp_path / "space.yaml"
+    space.write_text(SLOW_SPACE)
+    results = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    argv = ["start", str(model), "--foreground", "--study", "gpu", "--trials", "3", "--ray-address", cluster.address,
+            "--target", "tests.gpu_double_target:CpuTargetClaimingGpu", "--space", str(space),
+            "--results-dir", str(results), "--max-measure-s", "0.05"]  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-m", "autotune.cli", *argv], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    builds = [line.split("\t") for line in (results / "gpu" / PAIRED_LOG).read_text().splitlines()]
+    assert len(builds) >= 2  # at least the A/A control's two builds
+    for pid, parent, cuda_visible in builds:
+        assert int(pid) != driver.pid  # never in the process that finalizes
+        assert parent.startswith("ray::_remote_paired")  # a forked child of the Ray task
+        assert cuda_visible != ""  # the task held a GPU (num_gpus=1), as a trial does
+    assert (results / "gpu" / "best" / "manifest.json").is_file()
+    assert not (results / "gpu" / "paired").exists()
