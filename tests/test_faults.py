@@ -501,3 +501,68 @@ def test_a_stop_its_daemon_never_finished_is_honoured_by_the_resumed_daemon(fini
     assert daemon_state(results / "ok") == "stopped" and not (results / "ok" / "stop.json").exists()
     assert baseline(study) is not None and (results / "ok" / "best" / "manifest.json").is_file()
     assert "finalizing without tuning" in (results / "ok" / "autotune.log").read_text()
+
+
+class _LateExecutor:
+    """Real trials, run in this process, whose results come back on the next wait (as Ray's
+    do): an asynchronous executor. Records what was told when each trial was submitted."""
+
+    capacity = 1
+    asynchronous = True
+
+    def __init__(self, storage: str, name: str) -> None:
+        from autotune.trial import run_trial
+
+        self._run, self._ready, self.storage, self.name = run_trial, [], storage, name
+        self.told_at_submit: list[tuple[int, int]] = []
+
+    def submit(self, request) -> None:
+        told = [
+            t for t in optuna.load_study(study_name=self.name, storage=self.storage).trials if t.state.is_finished()
+        ]
+        self.told_at_submit.append((request.number, len(told)))
+        self._ready.append(self._run(request))
+
+    def wait(self, timeout_s: float) -> list:
+        ready, self._ready = self._ready, []
+        return ready
+
+    def in_flight(self) -> int:
+        return len(self._ready)
+
+    def cancel_all(self, reason: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_results_are_told_before_the_next_ask_when_they_cannot_be_journaled(tmp_path):
+    """A full disk: `arrived.json` cannot be written, so each result is told before the next
+    trial is asked for (none may be lost with the daemon)."""
+    from autotune.cli import build_parser, prepare_start
+    from autotune.study import ARRIVED_FILE, run_study
+
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    args = build_parser().parse_args(["start", str(model), "--study", "full", "--trials", "3", "--results-dir",
+                                      str(results), "--max-measure-s", "0.05"])  # fmt: skip
+    spec, _ = prepare_start(args)
+    for number in range(6):  # where the journal would go, a directory: every write of it fails
+        (results / "full" / "trials" / str(number) / ARRIVED_FILE).mkdir(parents=True)
+    executor = _LateExecutor(spec.storage_url, "full")
+    study = run_study(spec, executor, references=None)
+    assert counts(study) == {"COMPLETE": 3} and baseline(study) is not None
+    told = [told for number, told in executor.told_at_submit if number >= 0]  # drift controls aside
+    assert told == [0, 1, 2]  # each result told before the next ask
+
+    # Where the journal can be written, the next trial is dispatched before the tell (the
+    # storage writes overlap the trial), and no journal is left once told.
+    spec, _ = prepare_start(build_parser().parse_args(["start", str(model), "--study", "roomy", "--trials", "3",
+                                                       "--results-dir", str(results), "--max-measure-s", "0.05"]))  # fmt: skip
+    executor = _LateExecutor(spec.storage_url, "roomy")
+    study = run_study(spec, executor, references=None)
+    assert counts(study) == {"COMPLETE": 3}
+    assert [told for number, told in executor.told_at_submit if number >= 0] == [0, 0, 1]
+    assert not list((results / "roomy" / "trials").glob(f"*/{ARRIVED_FILE}"))
