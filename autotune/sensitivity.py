@@ -246,8 +246,9 @@ def relative_noise(references: Sequence[np.ndarray], candidates: Sequence[np.nda
     """‖candidate − reference‖ / ‖reference‖, the worst of the whole tensor and of each slice
     along axis 1 (channels) and the last axis (fields): a channel or field that quantization
     wipes out (a small-range one sharing a scale with a large one, as YOLOX's scores with its
-    boxes) scores ~1 even when it is a sliver of the tensor's energy. Slices with under 1e-4 of
-    the mean slice energy are ignored (dead channels)."""
+    boxes) scores ~1 even when it is a sliver of the tensor's energy (1e-7 of it for YOLOX).
+    Only slices with no energy to speak of (under 1e-12 of the largest: dead channels) are
+    ignored."""
     reference = np.concatenate([np.asarray(r, np.float64).reshape(1, *np.shape(r)) for r in references])
     difference = np.concatenate([np.asarray(c, np.float64).reshape(1, *np.shape(c)) for c in candidates]) - reference
     worst = math.sqrt(float(np.sum(difference**2)) / max(float(np.sum(reference**2)), 1e-30))
@@ -255,7 +256,7 @@ def relative_noise(references: Sequence[np.ndarray], candidates: Sequence[np.nda
         others = tuple(a for a in range(reference.ndim) if a != axis)
         signal = np.sum(reference**2, axis=others)
         noise = np.sum(difference**2, axis=others)
-        alive = signal > 1e-4 * max(float(signal.mean()), 1e-30)
+        alive = signal > 1e-12 * max(float(signal.max()), 1e-30)
         if alive.any():
             worst = max(worst, float(np.sqrt(np.max(noise[alive] / signal[alive]))))
     return worst
