@@ -250,7 +250,10 @@ def wait_until_started(study_dir: Path, child: subprocess.Popen, log_path: Path)
             lines = log_path.read_text(errors="replace").strip().splitlines()
             raise AutotuneError(f"the daemon exited at start (code {child.returncode}): {(lines or ['no output'])[-1]}")
         time.sleep(0.1)
-    raise AutotuneError(f"the daemon did not start its first trial within {START_TIMEOUT_S:.0f} s; see {log_path}")
+    raise AutotuneError(
+        f"study {study_dir.name}: the daemon (pid {child.pid}) has not dispatched its first trial within "
+        f"{START_TIMEOUT_S:.0f} s; it goes on (see {log_path}; `autotune stop {study_dir.name}` ends it)"
+    )
 
 
 class StopNow(BaseException):
