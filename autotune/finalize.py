@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from autotune.measure import aa_interval_overlaps
+from autotune.ort_logging import route_onnxruntime_logging
 from autotune.profile import PROFILE_FILE, profile_after_search
 from autotune.report import (
     BEST_DIR,
@@ -90,6 +91,7 @@ def finalize(
             `paired_dispatch` puts it (a GPU worker on GPU targets, else this process).
         prune (bool): remove artifacts of trials off the Pareto front. Default: True.
     """
+    route_onnxruntime_logging()  # finalize opens dozens of sessions: provider warnings once, in the log
     study_dir = Path(study.user_attrs["study_dir"])
     zero = default_trial(study)
     answers: dict[int, Answer] = {}

@@ -55,6 +55,9 @@ def preload() -> None:
 
     for name in _PRELOAD:
         importlib.import_module(name)
+    from autotune.ort_logging import route_onnxruntime_logging
+
+    route_onnxruntime_logging()
 
 
 def _child_main(request: TrialRequest, cores: list[int] | None, env: dict[str, str], conn: Any) -> None:
