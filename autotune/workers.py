@@ -272,14 +272,19 @@ class RayExecutor(Executor):
     """Runs trials as Ray tasks on a local cluster it owns, or on an existing one.
 
     Args:
-        workers (int): parallel trials.
+        workers (int | None): parallel trials; None: one per GPU Ray sees (GPU targets), else one.
         gpu (bool): reserve one GPU per trial (GPU targets).
         address (str | None): join this Ray cluster; None starts a local one. Default: None.
         trial_timeout_s (float | None): fail trials that run longer. Default: None.
     """
 
     def __init__(
-        self, workers: int, *, gpu: bool = False, address: str | None = None, trial_timeout_s: float | None = None
+        self,
+        workers: int | None,
+        *,
+        gpu: bool = False,
+        address: str | None = None,
+        trial_timeout_s: float | None = None,
     ) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address is None:
@@ -296,13 +301,16 @@ class RayExecutor(Executor):
             # Ray makes its temp dir world-writable (0777): it lives inside a private 0700 one.
             self._ray_dir = tempfile.mkdtemp(prefix="autotune-ray-")
             ray.init(
-                num_cpus=max(os.cpu_count() or 1, workers),
+                num_cpus=max(os.cpu_count() or 1, workers or 1),
                 include_dashboard=False,
                 logging_level="ERROR",
                 log_to_driver=False,
                 configure_logging=True,
                 _temp_dir=os.path.join(self._ray_dir, "ray"),
             )
+        if workers is None:
+            # Counted once Ray runs: the GPUs of the whole cluster when joined to one.
+            workers = max(_visible_gpus(), 1) if gpu else 1
         self.capacity = workers
         self.asynchronous = True
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -334,12 +342,11 @@ class RayExecutor(Executor):
     def for_spec(
         cls, spec: Any, *, workers: int | None, address: str | None, trial_timeout_s: float | None
     ) -> RayExecutor:
-        """Sizes the executor for a study: one worker per GPU on GPU targets, else one."""
+        """Sizes the executor for a study: one worker per GPU on GPU targets (every GPU of the
+        cluster joined with `address`), else one."""
         from autotune.targets import target_class
 
         gpu = target_class(spec.target_name).needs_gpu(spec.target_options)
-        if workers is None:
-            workers = max(_visible_gpus(), 1) if gpu else 1
         return cls(workers, gpu=gpu, address=address, trial_timeout_s=trial_timeout_s)
 
     def submit(self, request: TrialRequest) -> None:

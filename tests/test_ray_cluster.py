@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import make_tiny_model
 from tests.gpu_double_target import PAIRED_LOG
 from tests.ray_nodes import two_node_cluster
-from tests.test_daemon import REPO, SLOW_SPACE, cli
+from tests.test_daemon import REPO, SLOW_SPACE
 
 pytestmark = pytest.mark.slow
 
@@ -26,31 +26,6 @@ pytestmark = pytest.mark.slow
 def cluster():
     with two_node_cluster(gpus_per_node=1) as nodes:
         yield nodes
-
-
-def test_a_study_joined_to_a_cluster_runs_trials_on_both_nodes_and_leaves_the_cluster_up(tmp_path, cluster):
-    import ray
-
-    model = make_tiny_model(tmp_path / "tiny.onnx")
-    results = tmp_path / "results"
-    cli("start", str(model), "--foreground", "--study", "joined", "--trials", "6", "--workers", "2",
-        "--ray-address", cluster.address, "--results-dir", str(results), "--max-measure-s", "0.05",
-        timeout=300)  # fmt: skip
-    study = optuna.load_study(study_name="joined", storage=f"sqlite:///{results / 'joined' / 'study.db'}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) >= 6
-    nodes = {t.user_attrs["details"]["build"].get("ray_node_id") for t in complete}
-    assert nodes == set(cluster.node_ids), f"trials ran on {nodes}, the cluster's nodes are {cluster.node_ids}"
-    # The study only joined: both raylets outlive it (a study never stops a cluster it did not start).
-    for pid in cluster.raylet_pids:
-        os.kill(pid, 0)
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
-    try:
-        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    finally:
-        ray.shutdown()
-    assert alive == set(cluster.node_ids)
-    assert (results / "joined" / "best" / "manifest.json").is_file()
 
 
 def test_joining_a_cluster_leaves_ray_node_addresses_as_the_environment_sets_them(monkeypatch, cluster):
@@ -69,13 +44,21 @@ def test_joining_a_cluster_leaves_ray_node_addresses_as_the_environment_sets_the
         ray.shutdown()
 
 
-def test_finalize_measures_a_gpu_targets_paired_runs_in_a_gpu_worker_never_in_the_driver(tmp_path, cluster):
+def test_a_joined_gpu_study_runs_trials_on_both_nodes_paired_runs_in_gpu_workers_and_leaves_the_cluster_up(
+    tmp_path, cluster
+):
+    """One study for three behaviours (each cluster study costs CI time): trials go to both
+    nodes, finalize's paired measurements of a GPU target run in a Ray task holding a GPU (never
+    in the process that finalizes, which must not initialize CUDA), and the joined cluster is
+    left as it was."""
+    import ray
+
     model = make_tiny_model(tmp_path / "tiny.onnx")
     space = tmp_path / "space.yaml"
     space.write_text(SLOW_SPACE)
     results = tmp_path / "results"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    argv = ["start", str(model), "--foreground", "--study", "gpu", "--trials", "3", "--ray-address", cluster.address,
+    argv = ["start", str(model), "--foreground", "--study", "gpu", "--trials", "4", "--ray-address", cluster.address,
             "--target", "tests.gpu_double_target:CpuTargetClaimingGpu", "--space", str(space),
             "--results-dir", str(results), "--max-measure-s", "0.05"]  # fmt: skip
     driver = subprocess.Popen([sys.executable, "-m", "autotune.cli", *argv], cwd=REPO, env=env,
@@ -90,3 +73,17 @@ def test_finalize_measures_a_gpu_targets_paired_runs_in_a_gpu_worker_never_in_th
         assert cuda_visible != ""  # the task held a GPU (num_gpus=1), as a trial does
     assert (results / "gpu" / "best" / "manifest.json").is_file()
     assert not (results / "gpu" / "paired").exists()
+
+    study = optuna.load_study(study_name="gpu", storage=f"sqlite:///{results / 'gpu' / 'study.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    nodes = {t.user_attrs["details"]["build"].get("ray_node_id") for t in complete}
+    assert nodes == set(cluster.node_ids), f"trials ran on {nodes}, the cluster's nodes are {cluster.node_ids}"
+    # The study only joined: both raylets outlive it (a study never stops a cluster it did not start).
+    for pid in cluster.raylet_pids:
+        os.kill(pid, 0)
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+    try:
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        ray.shutdown()
+    assert alive == set(cluster.node_ids)
