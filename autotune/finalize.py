@@ -13,6 +13,8 @@ The choice is stored in the study (`answers`, `best_trial`, `aa_control`); `repo
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import shutil
 import signal
 import threading
@@ -97,11 +99,9 @@ def finalize(
     answers: dict[int, Answer] = {}
     aa: Speedup | None = None
     measuring = zero is not None and not study.user_attrs.get("build_only")
-    if run_paired_fn is not None or not (measuring and paired_rounds > 0):
-        dispatch: Any = contextlib.nullcontext(run_paired_fn or run_paired)
-    else:
-        dispatch = paired_dispatch(study)
-    with dispatch as run_paired_fn:
+    with gpu_work(study) as gpu:
+        if run_paired_fn is None:
+            run_paired_fn = gpu.run_paired if gpu is not None else run_paired
         if measuring and paired_rounds > 0:
             aa = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
             if aa.p75 - aa.p25 > AA_RETRY_WIDTH:
@@ -113,22 +113,22 @@ def finalize(
         if measuring:
             answers = choose_answers(study, zero, paired_rounds, run_paired_fn, aa)
             study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
-    primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
-    if primary is not None:
-        best = trial_by_number(study, primary.trial)
-        study.set_user_attr("best_batch", primary.batch_size)
-    elif zero is not None and is_feasible(zero) and not study.user_attrs.get("build_only"):
-        best = zero
-    else:
-        best = None if not study.user_attrs.get("build_only") else _first_built(study)
-    if best is not None:
-        study.set_user_attr("best_trial", best.number)
-    speedup = primary.speedup if primary is not None and primary.verdict == "faster" else None
-    if speedup is not None:
-        study.set_user_attr("speedup", asdict(speedup))
-    else:
-        study.set_user_attr("speedup", None)
-    profile_after_search(study)  # never raises: a failed profile is noted, not fatal
+        primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
+        if primary is not None:
+            best = trial_by_number(study, primary.trial)
+            study.set_user_attr("best_batch", primary.batch_size)
+        elif zero is not None and is_feasible(zero) and not study.user_attrs.get("build_only"):
+            best = zero
+        else:
+            best = None if not study.user_attrs.get("build_only") else _first_built(study)
+        if best is not None:
+            study.set_user_attr("best_trial", best.number)
+        speedup = primary.speedup if primary is not None and primary.verdict == "faster" else None
+        if speedup is not None:
+            study.set_user_attr("speedup", asdict(speedup))
+        else:
+            study.set_user_attr("speedup", None)
+        profile_at_finalize(study, gpu)  # never raises: a failed profile is noted, not fatal
     best_dir = write_best(study, best) if best is not None else None
     report = study_dir / REPORT_FILE
     report.write_text(render_report(study))
@@ -144,43 +144,98 @@ def finalize(
     return Finalized(best.number if best else None, speedup, best_dir, report, answers)
 
 
-@contextlib.contextmanager
-def paired_dispatch(study: Any) -> Iterator[Callable[[PairedRequest], dict[str, Any]]]:
-    """Where finalize's paired measurements run. On a target that needs a GPU: as tasks of a
-    Ray executor shaped like the trials' (one GPU each, in a forked child of the worker), on
-    the study's `--ray-address` cluster when it had one, else on a local cluster started for
-    finalize; the process that finalizes (the daemon) never initializes CUDA. On CPU targets:
-    in this process, as before (the trials are over, the cores are free).
+class GpuWork:
+    """Finalize's GPU work (paired measurements, the profile) on a Ray executor shaped like the
+    trials' (one GPU a task, a forked child of the worker), started at first use: on the
+    study's `--ray-address` cluster when it had one, else on a local cluster for finalize. The
+    process that finalizes (the daemon) never initializes CUDA. The signal handlers in place
+    (the daemon's stop handling) survive Ray's start and shutdown."""
 
-    The signal handlers in place (the daemon's stop handling) survive Ray's start and shutdown.
-    """
+    SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.executor: Any = None
+        main = threading.current_thread() is threading.main_thread()
+        self._handlers = {n: signal.getsignal(getattr(signal, n)) for n in self.SIGNALS} if main else {}
+
+    def _restore_handlers(self) -> None:
+        for name, handler in self._handlers.items():
+            if handler is not None:
+                signal.signal(getattr(signal, name), handler)
+
+    def _executor(self) -> Any:
+        if self.executor is None:
+            from autotune.workers import RayExecutor
+
+            try:
+                self.executor = RayExecutor(1, gpu=True, address=self.address)
+            finally:
+                self._restore_handlers()  # ray.init replaced them
+        return self.executor
+
+    def run_paired(self, request: PairedRequest) -> dict[str, Any]:
+        return self._executor().run_paired(request)
+
+    def profile(self, study: Any) -> dict[str, Any]:
+        return self._executor().profile(study_copy(study))
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
+            self._restore_handlers()  # ray.shutdown left SIGTERM at its default
+
+
+@contextlib.contextmanager
+def gpu_work(study: Any) -> Iterator[GpuWork | None]:
+    """A `GpuWork` for a study whose target needs a GPU, else None (CPU targets measure and
+    profile in this process, as the trials are over and the cores free); closed after."""
     from autotune.targets import target_class
 
     options = TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
     if not target_class(study.user_attrs["target"]).needs_gpu(options):
-        yield run_paired
+        yield None
         return
-    from autotune.workers import RayExecutor
-
-    address = (study.user_attrs.get("start_options") or {}).get("ray_address")
-    main = threading.current_thread() is threading.main_thread()
-    names = ("SIGTERM", "SIGINT", "SIGUSR1")
-    handlers = {name: signal.getsignal(getattr(signal, name)) for name in names} if main else {}
-
-    def restore() -> None:
-        for name, handler in handlers.items():
-            if handler is not None:
-                signal.signal(getattr(signal, name), handler)
-
-    executor = None
+    work = GpuWork((study.user_attrs.get("start_options") or {}).get("ray_address"))
     try:
-        executor = RayExecutor(1, gpu=True, address=address)
-        restore()  # ray.init replaced them
-        yield executor.run_paired
+        yield work
     finally:
-        if executor is not None:
-            executor.close()
-        restore()  # ray.shutdown left SIGTERM at its default
+        work.close()
+
+
+def study_copy(study: Any) -> tuple[Any, str]:
+    """The study in an in-memory Optuna storage (trial numbers and user attributes as stored),
+    and its name: what a worker reads instead of the real storage, which it never touches."""
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    copy = optuna.create_study(storage=storage, study_name=study.study_name, directions=study.directions)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials(study.get_trials(deepcopy=False))
+    return storage, study.study_name
+
+
+def profile_at_finalize(study: Any, gpu: GpuWork | None) -> None:
+    """`profile_after_search` here (CPU targets) or in a GPU worker on a copy of the study, its
+    recorded attributes applied here; never raises (a profile is a report, not the answer)."""
+    if gpu is None:
+        profile_after_search(study)
+        return
+    try:
+        result = gpu.profile(study)
+    except Exception as exc:  # noqa: BLE001 - finalize must never fail on a profile
+        message = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+        logging.getLogger("autotune").warning("profile skipped: %s", message)
+        study.set_user_attr("profile_error", message)
+        return
+    for key, value in result["set_user_attrs"].items():
+        study.set_user_attr(key, value)
+    path = Path(study.user_attrs["study_dir"]) / PROFILE_FILE
+    if result["data"] is not None and not path.exists():  # profiled on another machine
+        path.write_text(json.dumps(result["data"], indent=2, default=str) + "\n")
+    study.set_user_attr("profile_worker", {"pid": result["worker_pid"], "ray_node_id": result["ray_node_id"]})
 
 
 def write_best(study: Any, best: Any) -> Path:

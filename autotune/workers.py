@@ -187,12 +187,12 @@ def _remote_trial(
     return result
 
 
-def _paired_child(request: PairedRequest, env: dict[str, str], conn: Any) -> None:
-    """Runs in the forked child: the paired measurement, its result or its error sent back."""
+def _call_child(function: Any, argument: Any, env: dict[str, str], conn: Any) -> None:
+    """Runs in the forked child: `function(argument)`, its result or its error sent back."""
     _die_with_parent()
     os.environ.update(env)
     try:
-        conn.send(("ok", run_paired(request)))
+        conn.send(("ok", function(argument)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
         conn.send(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"))
     conn.close()
@@ -208,12 +208,16 @@ def run_paired_isolated(request: PairedRequest, env: dict[str, str] | None = Non
     Raises:
         AutotuneError: the measurement failed (its one-line reason) or the child died (its signal).
     """
+    return _run_in_child(run_paired, request, env, "paired measurement")
+
+
+def _run_in_child(function: Any, argument: Any, env: dict[str, str] | None, what: str) -> Any:
     import warnings
 
     preload()
     context = mp.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_paired_child, args=(request, env or {}, send), daemon=True)
+    child = context.Process(target=_call_child, args=(function, argument, env or {}, send), daemon=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12: fork with threads
         child.start()
@@ -224,12 +228,41 @@ def run_paired_isolated(request: PairedRequest, env: dict[str, str] | None = Non
         child.join(10)
         code = child.exitcode
         why = f"signal {-code} ({_signal_name(-code)})" if code is not None and code < 0 else f"exit code {code}"
-        raise AutotuneError(f"paired measurement: its worker died: {why}") from None
+        raise AutotuneError(f"{what}: its worker died: {why}") from None
     child.kill()
     threading.Thread(target=child.join, args=(10,), daemon=True).start()
     if status != "ok":
-        raise AutotuneError(f"paired measurement failed: {value}")
+        raise AutotuneError(f"{what} failed: {value}")
     return value
+
+
+def _profile_copy(copy: tuple[Any, str]) -> dict[str, Any]:
+    """Profiles the study in `copy` (an in-memory Optuna storage and the study name), as
+    finalize does; returns the profile and the user attributes it set."""
+    import optuna
+
+    from autotune.profile import profile_after_search
+
+    storage, name = copy
+    study = optuna.load_study(study_name=name, storage=storage)
+    before = dict(study.user_attrs)
+    data = profile_after_search(study)
+    changed = {k: v for k, v in study.user_attrs.items() if k not in before or before[k] != v}
+    return {"data": data, "set_user_attrs": changed}
+
+
+def _remote_profile(copy: tuple[Any, str]) -> dict[str, Any]:
+    """Body of finalize's profile task: `_profile_copy` in a forked child, on the task's GPU."""
+    import ray
+
+    env = {}
+    gpu_ids = ray.get_gpu_ids()
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
+    result = _run_in_child(_profile_copy, copy, env, "profile")
+    result["worker_pid"] = os.getpid()
+    result["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    return result
 
 
 def _remote_paired(request: PairedRequest, models: dict[str, Any]) -> dict[str, Any]:
@@ -332,6 +365,7 @@ class RayExecutor(Executor):
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)
         self._paired_task = ray.remote(**options)(_remote_paired)  # where a trial would run
+        self._profile_task = ray.remote(**options)(_remote_profile)
         self._model_refs: dict[str, Any] = {}
         self._flights: dict[Any, _InFlight] = {}
         self._shared: tuple[Any, Any, Any, Any] | None = None  # (pool, refs, pool ref, refs ref)
@@ -386,7 +420,22 @@ class RayExecutor(Executor):
             if key not in self._model_refs:
                 self._model_refs[key] = ray.put(Path(path).read_bytes())
             models[str(path)] = self._model_refs[key]
-        ref = self._paired_task.remote(request, models)
+        return self._await(self._paired_task.remote(request, models), "paired measurement")
+
+    def profile(self, study_copy: tuple[Any, str]) -> dict[str, Any]:
+        """Runs finalize's profile (`autotune.profile.profile_after_search`) on a copy of the
+        study (an in-memory Optuna storage and the study name: workers never touch the real
+        storage) as a task shaped like a trial's, in a forked child; returns `{"data": the
+        profile or None, "set_user_attrs": what it recorded, "worker_pid", "ray_node_id"}`.
+
+        Raises:
+            AutotuneError: its worker died.
+        """
+        return self._await(self._profile_task.remote(study_copy), "profile")
+
+    def _await(self, ref: Any, what: str) -> Any:
+        import ray
+
         while not ray.wait([ref], timeout=0.5)[0]:
             pass
         try:
@@ -395,11 +444,9 @@ class RayExecutor(Executor):
             cause = exc.cause if isinstance(getattr(exc, "cause", None), AutotuneError) else None
             if cause is not None:
                 raise cause from None
-            raise AutotuneError(
-                f"paired measurement: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            ) from None
+            raise AutotuneError(f"{what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
         except ray.exceptions.RayError as exc:  # the worker itself died
-            raise AutotuneError(f"paired measurement: its Ray worker died ({type(exc).__name__})") from None
+            raise AutotuneError(f"{what}: its Ray worker died ({type(exc).__name__})") from None
 
     def in_flight(self) -> int:
         return len(self._flights)

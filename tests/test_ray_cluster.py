@@ -48,9 +48,9 @@ def test_a_joined_gpu_study_runs_trials_on_both_nodes_paired_runs_in_gpu_workers
     tmp_path, cluster
 ):
     """One study for three behaviours (each cluster study costs CI time): trials go to both
-    nodes, finalize's paired measurements of a GPU target run in a Ray task holding a GPU (never
-    in the process that finalizes, which must not initialize CUDA), and the joined cluster is
-    left as it was."""
+    nodes, finalize's paired measurements and profile of a GPU target run in a Ray task holding
+    a GPU (never in the process that finalizes, which must not initialize CUDA), and the joined
+    cluster is left as it was."""
     import ray
 
     model = make_tiny_model(tmp_path / "tiny.onnx")
@@ -78,6 +78,10 @@ def test_a_joined_gpu_study_runs_trials_on_both_nodes_paired_runs_in_gpu_workers
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     nodes = {t.user_attrs["details"]["build"].get("ray_node_id") for t in complete}
     assert nodes == set(cluster.node_ids), f"trials ran on {nodes}, the cluster's nodes are {cluster.node_ids}"
+    # The profile too ran in a worker, on a copy of the study; what it recorded came back.
+    worker = study.user_attrs["profile_worker"]
+    assert worker["pid"] != driver.pid and worker["ray_node_id"] in cluster.node_ids
+    assert "no profiler" in study.user_attrs["profile_error"]  # this double has none
     # The study only joined: both raylets outlive it (a study never stops a cluster it did not start).
     for pid in cluster.raylet_pids:
         os.kill(pid, 0)
