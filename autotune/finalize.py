@@ -178,7 +178,8 @@ class GpuWork:
         return self._executor().run_paired(request)
 
     def profile(self, study: Any) -> dict[str, Any]:
-        return self._executor().profile(study_copy(study))
+        inputs = Path(study.user_attrs["study_dir"]) / INPUTS_FILE
+        return self._executor().profile(study_copy(study), (inputs,))
 
     def close(self) -> None:
         if self.executor is not None:

@@ -251,10 +251,12 @@ def _profile_copy(copy: tuple[Any, str]) -> dict[str, Any]:
     return {"data": data, "set_user_attrs": changed}
 
 
-def _remote_profile(copy: tuple[Any, str]) -> dict[str, Any]:
-    """Body of finalize's profile task: `_profile_copy` in a forked child, on the task's GPU."""
+def _remote_profile(copy: tuple[Any, str], files: dict[str, Any]) -> dict[str, Any]:
+    """Body of finalize's profile task: `_profile_copy` in a forked child, on the task's GPU
+    (`files` as `_materialize` takes them: the study's input samples)."""
     import ray
 
+    _materialize(files)
     env = {}
     gpu_ids = ray.get_gpu_ids()
     if gpu_ids:
@@ -265,15 +267,22 @@ def _remote_profile(copy: tuple[Any, str]) -> dict[str, Any]:
     return result
 
 
+def _materialize(files: dict[str, Any]) -> None:
+    """Writes each file (path -> its bytes in the object store) this node lacks (another machine)."""
+    import ray
+
+    for path, ref in files.items():
+        if not Path(path).exists():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(ray.get(ref))
+
+
 def _remote_paired(request: PairedRequest, models: dict[str, Any]) -> dict[str, Any]:
     """Body of finalize's paired-measurement task. `models` maps each model path to its bytes
     in the object store, fetched only on a node that lacks the file (another machine)."""
     import ray
 
-    for path, ref in models.items():
-        if not Path(path).exists():
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_bytes(ray.get(ref))
+    _materialize(models)
     env = {}
     gpu_ids = ray.get_gpu_ids()
     if gpu_ids:
@@ -422,16 +431,20 @@ class RayExecutor(Executor):
             models[str(path)] = self._model_refs[key]
         return self._await(self._paired_task.remote(request, models), "paired measurement")
 
-    def profile(self, study_copy: tuple[Any, str]) -> dict[str, Any]:
+    def profile(self, study_copy: tuple[Any, str], files: tuple[Path, ...] = ()) -> dict[str, Any]:
         """Runs finalize's profile (`autotune.profile.profile_after_search`) on a copy of the
         study (an in-memory Optuna storage and the study name: workers never touch the real
         storage) as a task shaped like a trial's, in a forked child; returns `{"data": the
         profile or None, "set_user_attrs": what it recorded, "worker_pid", "ray_node_id"}`.
+        `files` (the study's input samples) are shipped to a node that lacks them.
 
         Raises:
             AutotuneError: its worker died.
         """
-        return self._await(self._profile_task.remote(study_copy), "profile")
+        import ray
+
+        shipped = {str(path): ray.put(Path(path).read_bytes()) for path in files if Path(path).is_file()}
+        return self._await(self._profile_task.remote(study_copy, shipped), "profile")
 
     def _await(self, ref: Any, what: str) -> Any:
         import ray
