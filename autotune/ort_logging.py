@@ -32,6 +32,10 @@ def route_onnxruntime_logging() -> None:
     except ImportError:
         return
     onnxruntime.set_default_logger_severity(ORT_ERROR_SEVERITY)
+    # Its C++ messages cannot be taken one by one: the log says once that they are muted.
+    logging.getLogger("autotune").info(
+        "onnxruntime: its own log shows errors only (provider warnings repeat per session)"
+    )
     _state["routed"] = True
     _state["showwarning"] = warnings.showwarning
     warnings.showwarning = _showwarning

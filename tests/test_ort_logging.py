@@ -36,3 +36,4 @@ def test_provider_warnings_of_many_sessions_are_logged_once_and_not_printed(tmp_
     logged = log.read_text().count("CUDAExecutionProvider")
     expected = 0 if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else 1
     assert logged == expected, log.read_text()
+    assert log.read_text().count("shows errors only") == 1  # the muted C++ warnings, said once
