@@ -483,34 +483,16 @@ def time_engine_layers(
     engine_path: Path, module_name: str, feeds: Mapping[str, np.ndarray], runs: int = MIN_RUNS
 ) -> dict[str, float]:
     """Mean per-layer milliseconds of `runs` synchronous executions under an `IProfiler`
-    (after `WARMUP_RUNS` unprofiled ones). Needs a GPU and cuda-python."""
-    import importlib
-
+    (`TensorRTSession.layer_times_ms`), after `WARMUP_RUNS` unprofiled ones. Needs a GPU and
+    cuda-python."""
     from autotune.targets._tensorrt_runtime import TensorRTSession
-    from autotune.targets.cuda_timing import check, cudart
-
-    trt = importlib.import_module(module_name)
-
-    class LayerTimes(trt.IProfiler):
-        def __init__(self) -> None:
-            trt.IProfiler.__init__(self)
-            self.total_ms: dict[str, float] = {}
-
-        def report_layer_time(self, layer_name: str, ms: float) -> None:
-            self.total_ms[layer_name] = self.total_ms.get(layer_name, 0.0) + float(ms)
 
     session = TensorRTSession(engine_path, module_name)
     try:
         session._stage(dict(feeds))
         for _ in range(WARMUP_RUNS):
             session._execute(session.stream)
-        check(cudart().cudaStreamSynchronize(session.stream))
-        profiler = LayerTimes()
-        session.context.profiler = profiler
-        for _ in range(runs):
-            session._execute(session.stream)
-            check(cudart().cudaStreamSynchronize(session.stream))
-        return {name: ms / runs for name, ms in profiler.total_ms.items()}
+        return session.layer_times_ms(dict(feeds), runs)
     finally:
         session.close()
 
