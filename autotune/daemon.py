@@ -129,18 +129,12 @@ def daemon_state(study_dir: Path) -> str:
 def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
     """Writes the daemon state atomically; on failure (a full disk) retries in place, then
     removes a stale file rather than leave it saying "running". Returns whether it was written."""
+    from autotune.study import write_atomically
+
     text = json.dumps({"state": state, "pid": os.getpid(), "time": time.time(), **extra})
     path = study_dir / STATE_FILE
-    tmp = study_dir / (STATE_FILE + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
+    if write_atomically(path, text):
         return True
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
     try:
         with open(path, "r+" if path.exists() else "w") as handle:  # no new inode needed
             handle.seek(0)

@@ -670,10 +670,19 @@ def _journal_arrival(spec: StudySpec, result: TrialResult) -> bool:
     if result.number < 0:
         return True  # a drift control is not a trial
     path = spec.study_dir / "trials" / str(result.number) / ARRIVED_FILE
-    tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(result.as_dict(), default=str))
+    except OSError:
+        return False
+    return write_atomically(path, json.dumps(result.as_dict(), default=str))
+
+
+def write_atomically(path: Path, text: str) -> bool:
+    """Writes `text` to `path` through a temporary file and a rename, so that a reader never sees
+    half a file; False (and no temporary left) when it cannot be written (a full disk)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
         tmp.replace(path)
         return True
     except OSError:
