@@ -146,6 +146,50 @@ def build_tensorrt_rtx(model_path: Path, split, kept: list[str], workdir: Path) 
     }
 
 
+def tensorrt_rtx_mixed(name: str, keep: int, out: Path) -> dict:
+    """INT8 (symmetric, TensorRT's scheme) with the `keep` most sensitive layers in float, built
+    with TensorRT-RTX: what its layer table says runs in INT8 and in float."""
+    import onnx
+
+    from autotune.sensitivity import quantize_mixed
+
+    model_path = MODELS / f"{name}.onnx"
+    info = load_model_info(model_path)
+    with np.load(inputs_for(name)) as data:
+        split = split_samples({key: data[key] for key in data.files}, info)
+    model, details = quantize_mixed(onnx.load(str(model_path)), "int8", calibration_feeds=split.calibration_feeds,
+                                    scheme="symmetric", keep=keep)  # fmt: skip
+    workdir = out / name / f"trt_keep{keep}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(workdir / "model.onnx"))
+    target = target_class("tensorrt-rtx")(TargetOptions(build_only=True))
+    shapes = {k: list(v.shape) for k, v in split.verification_pool.items()}
+    try:
+        built = target.build(workdir / "model.onnx", {"precision": "int8"}, workdir, shapes)
+    except Exception as exc:
+        return {"built": False, "reason": str(exc).splitlines()[0][:300], "kept_float": details["kept_float"]}
+    layers = built.info.get("layers", [])
+    by_type: Counter = Counter()
+    for layer in layers:
+        types = set(layer.get("datatypes", []))
+        by_type["+".join(sorted(types)) or "?"] += 1
+    kept = set(details["kept_float"])
+    float_kept = [
+        {"layer": layer["name"][:60], "datatypes": layer.get("datatypes")}
+        for layer in layers
+        if kept & set(layer.get("onnx_nodes", []))
+    ]
+    return {
+        "built": True,
+        "keep": keep,
+        "quantized_layers": details["quantized_layers"],
+        "kept_float": details["kept_float"],
+        "layer_count": len(layers),
+        "layers_by_output_datatype": dict(by_type),
+        "engine_layers_of_kept_nodes": float_kept[:8],
+    }
+
+
 def _layer_types(layer: dict) -> list:
     found = []
     for key, value in layer.items():
@@ -165,7 +209,17 @@ def main() -> None:
     parser.add_argument("--round-s", type=float, default=0.5)
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
+    parser.add_argument(
+        "--tensorrt-rtx-keep", type=int, help="only build TensorRT-RTX INT8 with this many layers float"
+    )
     args = parser.parse_args()
+    if args.tensorrt_rtx_keep is not None:
+        rows = [tensorrt_rtx_mixed(name, args.tensorrt_rtx_keep, args.out) | {"model": name} for name in args.models]
+        (args.out / f"tensorrt_rtx_keep{args.tensorrt_rtx_keep}.json").write_text(
+            json.dumps(rows, indent=2, default=str)
+        )
+        print(json.dumps(rows, indent=1, default=str))
+        return
     rows = [measure(name, args.rounds, args.round_s, args.tensorrt_rtx, args.out) for name in args.models]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2, default=str))
