@@ -3,7 +3,6 @@ what INT8/FP8 calibrate on and what every trial is verified on."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
