@@ -139,3 +139,26 @@ def test_a_study_reports_the_top_offenders_and_the_layers_kept_float(model, tmp_
     section = report[report.index("## Quantization sensitivity") :]
     assert "`fragile`" in section.splitlines()[2]  # the kept-float list
     assert "| fragile " in section and "| yes" in section
+
+
+def test_a_repaired_tensorrt_rtx_build_runs_the_kept_layer_in_float_and_the_rest_in_int8(model, calibration, tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    from autotune.measure import StopRule
+    from autotune.targets.base import TargetOptions
+    from autotune.trial import TrialRequest, run_trial
+
+    source = tmp_path / "fragile.onnx"
+    onnx.save(model, str(source))
+    request = TrialRequest(
+        number=1, config={"precision": "int8", "keep_float_layers": "auto"}, model_path=source,
+        target_name="tensorrt-rtx", target_options=TargetOptions(build_only=True),
+        input_pool=models.random_feeds(model, batch=1, seed=7), dynamic_batch=True, shape_overrides={},
+        reference_outputs={}, tolerance=GATE, stop_rule=StopRule(), workdir=tmp_path / "trial",
+        calibration_feeds=calibration,
+    )  # fmt: skip
+    result = run_trial(request)
+    assert result.state == "complete", result.reason
+    assert "fragile" in result.build["mixed_precision"]["kept_float"]
+    datatypes = {layer["name"]: layer["datatypes"] for layer in result.build["layers"]}
+    assert next(types for name, types in datatypes.items() if name.startswith("fragile")) == ["Float"]
+    assert any(types == ["Int8"] for types in datatypes.values())
