@@ -420,7 +420,12 @@ def quantize_mixed(
     prepared = prepare_for_quantization(model, precision)
     options = {"calibration_feeds": calibration_feeds, "scheme": scheme, "calibration_method": calibration_method}
     quantized = apply_precision(prepared, precision, **options)
-    ranking = layer_sensitivity(prepared, quantized, calibration_feeds)
+    try:
+        ranking = layer_sensitivity(prepared, quantized, calibration_feeds)
+    except Exception as exc:  # the ranking is a report for a fully quantized model, not a need
+        if keep not in (0, "0"):
+            raise
+        return quantized, {"sensitivity_error": f"{type(exc).__name__}: {str(exc).strip()[:200]}", "kept_float": []}
     details: dict[str, object] = {
         "sensitivity": [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]],
         "quantized_layers": len(ranking),
