@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ARGS ?= --trials 40 --budget 2m30s
 
-.PHONY: install run test test-fast lint format bench bench-quick bench-noise bad-inputs clean
+.PHONY: dashboard-shot install run test test-fast lint format bench bench-quick bench-noise bad-inputs clean
 
 install: $(STAMP)
 
@@ -51,3 +51,7 @@ bad-inputs: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache results/*/ build *.egg-info
+
+# A headless-Chromium screenshot of the dashboard on the `make run` study (apt-get install chromium).
+dashboard-shot: install
+	$(BIN)/python bench/dashboard_shot.py results example --out bench/dashboard.png
