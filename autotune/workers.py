@@ -68,10 +68,22 @@ def _child_main(request: TrialRequest, cores: list[int] | None, env: dict[str, s
         os.sched_setaffinity(0, cores)
     conn.send(run_trial(request))
     conn.close()
-    # Skip the teardown (finalizers, the sessions' allocators): the result is sent.
+    _exit_child()
+
+
+def _exit_child() -> None:
+    """Ends a forked child whose result is sent, skipping the teardown (finalizers, the sessions'
+    allocators)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def _reap_later(child: Any) -> None:
+    """Kills a child whose result is in and reaps it off the study's critical path: what it
+    still does is teardown (a CUDA context takes the kernel a noticeable time to free)."""
+    child.kill()
+    threading.Thread(target=child.join, args=(10,), daemon=True).start()
 
 
 def _die_with_parent() -> None:
@@ -141,10 +153,7 @@ def run_isolated(
             child.join(5)
             return _failed(request, f"timed out after {timeout_s:.0f} s (--trial-timeout) during {stage}", started)
     if result is not None:
-        # The result is in: whatever the child still does is teardown (a CUDA context takes
-        # the kernel a noticeable time to free). Reap it off the study's critical path.
-        child.kill()
-        threading.Thread(target=child.join, args=(10,), daemon=True).start()
+        _reap_later(child)
         return result
     child.join(10)
     code = child.exitcode
@@ -196,9 +205,7 @@ def _call_child(function: Any, argument: Any, env: dict[str, str], conn: Any) ->
     except BaseException as exc:  # noqa: BLE001 - reported to the parent as one line
         conn.send(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"))
     conn.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit_child()
 
 
 def run_paired_isolated(request: PairedRequest, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -229,8 +236,7 @@ def _run_in_child(function: Any, argument: Any, env: dict[str, str] | None, what
         code = child.exitcode
         why = f"signal {-code} ({_signal_name(-code)})" if code is not None and code < 0 else f"exit code {code}"
         raise AutotuneError(f"{what}: its worker died: {why}") from None
-    child.kill()
-    threading.Thread(target=child.join, args=(10,), daemon=True).start()
+    _reap_later(child)
     if status != "ok":
         raise AutotuneError(f"{what} failed: {value}")
     return value
