@@ -48,3 +48,5 @@ def test_one_warm_worker_serves_every_trial_and_outlives_a_crashing_child(tmp_pa
     assert len(workers) == 1, workers  # the same warm worker, also after the crash
     assert len(children) == sum(r.state == "complete" for r in results)  # a fresh child per trial
     assert workers.isdisjoint(children)
+    # The task's own wall time holds the trial's and the fork + collection around it.
+    assert all(r.timings_s["worker_s"] >= r.timings_s.get("total_s", 0.0) for r in results)
