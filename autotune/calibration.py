@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from autotune.errors import UsageError
-from autotune.model import ModelInfo, load_input_pool, synthetic_pool
+from autotune.model import POOL_BATCH, ModelInfo, load_input_pool, synthetic_pool
 
 SAMPLE_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -297,11 +297,13 @@ def split_samples(pool: Mapping[str, np.ndarray], info: ModelInfo) -> SplitSampl
     return SplitSamples(calibration, dict(verification), len(calibration) * batch, batch)
 
 
-def synthetic_split(info: ModelInfo, overrides: Mapping[str, Sequence[int]], seed: int) -> SplitSamples:
+def synthetic_split(
+    info: ModelInfo, overrides: Mapping[str, Sequence[int]], seed: int, samples: int = POOL_BATCH
+) -> SplitSamples:
     """Synthetic data: the verification pool of `seed` (as before), calibration on other
-    samples of the same distribution (seed + 1)."""
-    verification = synthetic_pool(info, overrides, seed)
-    calibration_pool = synthetic_pool(info, overrides, seed + 1)
+    samples of the same distribution (seed + 1); `samples` per pool for a dynamic-batch model."""
+    verification = synthetic_pool(info, overrides, seed, samples)
+    calibration_pool = synthetic_pool(info, overrides, seed + 1, samples)
     if info.dynamic_batch:
         feeds = [
             {name: array[i : i + 1] for name, array in calibration_pool.items()}

@@ -61,28 +61,28 @@ def _study_name(text: str) -> str:
     return check_study_name(name, "--study")
 
 
-def _check_pool_fits(info: Any, overrides: Any) -> None:
-    """UsageError naming --shape when the synthetic samples (verification and calibration
-    pools) would need more memory than is free: one line, before anything is allocated."""
-    import math
+def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
+    """How many samples each synthetic pool holds (`synthetic_samples_that_fit`); UsageError
+    naming --shape when even the largest batch tuned does not fit in free memory: one line,
+    before anything is allocated."""
     import os
 
-    from autotune.model import POOL_BATCH, concrete_shapes
+    from autotune.model import POOL_BATCH, synthetic_samples_that_fit
 
-    batch = POOL_BATCH if info.dynamic_batch else 1
-    shapes = concrete_shapes(info, batch, overrides)
-    # Two pools, each drawn in float64 before the cast to the input's type.
-    need = sum(2 * math.prod(shapes[spec.name]) * max(spec.dtype.itemsize, 8) for spec in info.inputs)
+    largest = max((int(b) for b in space["batch_size"].values()), default=1) if "batch_size" in space else 1
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return
+        return POOL_BATCH
+    samples, need = synthetic_samples_that_fit(info, overrides, largest, free)
     if need > free:
         given = " ".join(f"--shape {name}:{','.join(map(str, dims))}" for name, dims in overrides.items())
+        count = samples if info.dynamic_batch else 1
         raise UsageError(
-            f"{given or '--shape'}: the synthetic inputs need {need / 2**30:.1f} GiB ({batch} samples per pool), "
+            f"{given or '--shape'}: the synthetic inputs need {need / 2**30:.1f} GiB ({count} samples per pool), "
             f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes"
         )
+    return samples
 
 
 def _check_ray_address(address: str) -> None:
@@ -100,6 +100,31 @@ def _check_ray_address(address: str) -> None:
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({why})") from None
+    # A Ray head's address is its GCS, a gRPC server. Something that accepts TCP but does not
+    # speak HTTP/2 is another service, which Ray would retry for minutes: an HTTP/2 server answers
+    # the client connection preface with a SETTINGS frame (RFC 9113 section 3.4).
+    if not _speaks_http2(host, int(port)):
+        raise UsageError(
+            f"--ray-address {address}: something answers there, but not a Ray cluster's head (no gRPC/HTTP/2 reply)"
+        )
+
+
+def _speaks_http2(host: str, port: int, timeout_s: float = 5.0) -> bool:
+    import socket
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(preface)
+            header = b""
+            while len(header) < 9:
+                chunk = sock.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except OSError:
+        return False
+    return header[3] == 4  # frame type SETTINGS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -288,6 +313,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     """Validates every input of `start` and returns a StudySpec; writes nothing."""
     from autotune.measure import StopRule
     from autotune.model import (
+        POOL_BATCH,
         check_inputs_match_shapes,
         expand_short_shapes,
         load_model_info,
@@ -354,10 +380,9 @@ def prepare_start(args: argparse.Namespace) -> Any:
     avoid = _avoid(space_path, space)
     if not args.inputs:
         require_resolved_dims(info, overrides)
-    if not args.inputs:
-        _check_pool_fits(info, overrides)
+    pool_samples = POOL_BATCH if args.inputs else _synthetic_samples(info, overrides, space)
     try:
-        samples = _samples(args, info, overrides, seed)
+        samples = _samples(args, info, overrides, seed, pool_samples)
     except MemoryError:
         what = f"--inputs {args.inputs}" if args.inputs else f"--shape {' '.join(args.shape) or '(model shapes)'}"
         raise UsageError(f"{what}: the input samples do not fit in memory; pass smaller shapes") from None
@@ -405,7 +430,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     return spec, target_message
 
 
-def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int) -> Any:
+def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, pool_samples: int) -> Any:
     """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
     synthetic pool, split into calibration feeds and the held-out verification pool."""
     from autotune.calibration import (
@@ -426,7 +451,7 @@ def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int) -> 
     if preprocess is not None and not (args.inputs and args.inputs.is_dir()):
         raise UsageError(f"{where}: applies to an --inputs directory of images")
     if not args.inputs:
-        return synthetic_split(info, overrides, seed)
+        return synthetic_split(info, overrides, seed, pool_samples)
     return split_samples(load_inputs(args.inputs, info, preprocess), info)
 
 

@@ -8,6 +8,7 @@ message naming the offending file, input or value.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -272,28 +273,59 @@ def concrete_shapes(info: ModelInfo, batch_size: int, overrides: Mapping[str, Se
     return shapes
 
 
-def synthetic_pool(info: ModelInfo, overrides: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_pool(
+    info: ModelInfo, overrides: Mapping[str, Sequence[int]], seed: int = 0, samples: int = POOL_BATCH
+) -> dict[str, np.ndarray]:
     """Seeded inputs for a pool of samples: floats in [-1, 1), ints in [0, 100), masks of ones.
 
-    For a dynamic-batch model the pool holds POOL_BATCH samples along dim 0; feeds at any batch
-    size are drawn from it (`feeds_at_batch`).
+    For a dynamic-batch model the pool holds `samples` samples along dim 0 (POOL_BATCH unless
+    memory is short); feeds at any batch size are drawn from it (`feeds_at_batch`). Each array is
+    drawn in its own dtype: a float32 pool never passes through a float64 copy twice its size.
     """
     rng = np.random.default_rng(seed)
-    batch = POOL_BATCH if info.dynamic_batch else 1
-    shapes = concrete_shapes(info, batch, overrides)
+    shapes = concrete_shapes(info, samples if info.dynamic_batch else 1, overrides)
     pool = {}
     for spec in info.inputs:
         shape = shapes[spec.name]
         if spec.dtype == np.bool_:
-            pool[spec.name] = rng.random(shape) < 0.5
+            pool[spec.name] = rng.random(shape, dtype=np.float32) < 0.5
         elif np.issubdtype(spec.dtype, np.integer):
             if _MASK_NAME.search(spec.name):
                 pool[spec.name] = np.ones(shape, spec.dtype)
             else:
-                pool[spec.name] = rng.integers(0, 100, size=shape).astype(spec.dtype)
+                pool[spec.name] = rng.integers(0, 100, size=shape, dtype=spec.dtype)
         else:
-            pool[spec.name] = rng.uniform(-1.0, 1.0, size=shape).astype(spec.dtype)
+            draw = np.float64 if spec.dtype == np.float64 else np.float32
+            values = rng.random(shape, dtype=draw)
+            values *= 2.0
+            values -= 1.0
+            pool[spec.name] = values if values.dtype == spec.dtype else values.astype(spec.dtype)
     return pool
+
+
+def synthetic_pool_bytes(info: ModelInfo, overrides: Mapping[str, Sequence[int]], samples: int) -> int:
+    """The bytes `synthetic_pool(info, overrides, samples=samples)` allocates at its peak."""
+    shapes = concrete_shapes(info, samples if info.dynamic_batch else 1, overrides)
+    total = 0
+    for spec in info.inputs:
+        size = math.prod(shapes[spec.name])
+        floating = not (spec.dtype == np.bool_ or np.issubdtype(spec.dtype, np.integer))
+        drawn = 8 if spec.dtype == np.float64 else 4 if floating or spec.dtype == np.bool_ else 0
+        total += size * (spec.dtype.itemsize + (drawn if spec.dtype.itemsize != drawn else 0))
+    return total
+
+
+def synthetic_samples_that_fit(
+    info: ModelInfo, overrides: Mapping[str, Sequence[int]], largest_batch: int, free_bytes: int
+) -> tuple[int, int]:
+    """(samples per pool, bytes two pools need): POOL_BATCH samples where two pools (verification
+    and calibration) fit in `free_bytes`, else the largest batch tuned; the caller refuses when the
+    bytes still exceed what is free."""
+    for samples in sorted({POOL_BATCH, max(1, min(largest_batch, POOL_BATCH))}, reverse=True):
+        need = 2 * synthetic_pool_bytes(info, overrides, samples)
+        if need <= free_bytes:
+            break
+    return samples, need
 
 
 def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import onnx
 import optuna
 import pytest
@@ -194,6 +195,31 @@ def test_bad_start_flags_fail_before_started_with_nothing_written(finished_study
     assert not results.exists()
 
 
+def test_a_ray_address_that_answers_but_is_not_ray_is_one_line_in_seconds(finished_study, tmp_path, capsys):
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # the server's log would share the CLI's stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    results = tmp_path / "results"
+    try:
+        began = time.monotonic()
+        proc = run_main(capsys, "start", str(finished_study.parent / "tiny.onnx"), "--ray-address", address,
+                        "--results-dir", str(results))  # fmt: skip
+        took = time.monotonic() - began
+    finally:
+        server.shutdown()
+        server.server_close()
+    one_line_error(proc, f"--ray-address {address}", "not a Ray cluster's head")
+    assert took < 60  # Ray's own retries take minutes; the handshake probe gives up after 5 s
+    assert not results.exists()
+
+
 # ---------------------------------------------------------------- bounds
 
 
@@ -362,7 +388,7 @@ def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_bas
     assert json.loads((study_dir / "best" / "manifest.json").read_text())["study"] == "k9"
 
 
-def test_a_20000x20000_shape_is_one_line_before_anything_is_allocated(tmp_path, capsys):
+def _image_model(path: Path) -> Path:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -373,12 +399,50 @@ def test_a_20000x20000_shape_is_one_line_before_anything_is_allocated(tmp_path, 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, str(tmp_path / "image.onnx"))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_shape_too_big_for_memory_is_one_line_before_anything_is_allocated(tmp_path, capsys):
+    # 3x100000x100000 float32 is 112 GiB a sample: more than any machine this runs on has free.
+    model = _image_model(tmp_path / "image.onnx")
     results = tmp_path / "results"
-    proc = run_main(capsys, "start", str(tmp_path / "image.onnx"), "--shape", "20000x20000", "--batch", "1",
+    proc = run_main(capsys, "start", str(model), "--shape", "100000x100000", "--batch", "1",
                     "--results-dir", str(results))  # fmt: skip
-    one_line_error(proc, "--shape", "GiB")
+    one_line_error(proc, "--shape", "GiB", "1 samples per pool")
     assert not results.exists()
+
+
+def test_the_synthetic_pool_shrinks_to_the_batch_asked_when_eight_samples_do_not_fit(tmp_path):
+    from autotune.model import POOL_BATCH, load_model_info, synthetic_pool_bytes, synthetic_samples_that_fit
+
+    info = load_model_info(_image_model(tmp_path / "image.onnx"))
+    shape = {"x": [1, 3, 2000, 2000]}
+    one = synthetic_pool_bytes(info, shape, 1)
+    assert one == 3 * 2000 * 2000 * 4  # float32 drawn as float32: no float64 copy
+    assert synthetic_pool_bytes(info, shape, POOL_BATCH) == POOL_BATCH * one
+    # Room for two pools of 8: 8; room for two pools of 1 only: the batch asked (1); room for
+    # neither: the bytes the caller reports.
+    assert synthetic_samples_that_fit(info, shape, 1, 2 * POOL_BATCH * one) == (POOL_BATCH, 2 * POOL_BATCH * one)
+    assert synthetic_samples_that_fit(info, shape, 1, 2 * one) == (1, 2 * one)
+    assert synthetic_samples_that_fit(info, shape, 4, 2 * one) == (4, 8 * one)
+    assert synthetic_samples_that_fit(info, shape, 1, one) == (1, 2 * one)
+
+
+def test_a_float32_pool_peaks_at_its_own_size(tmp_path):
+    from autotune.model import load_model_info, synthetic_pool
+
+    info = load_model_info(_image_model(tmp_path / "image.onnx"))
+    tracemalloc.start()
+    try:
+        pool = synthetic_pool(info, {"x": [1, 3, 1000, 1000]}, seed=0, samples=2)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = pool["x"].nbytes
+    assert pool["x"].dtype == np.float32 and pool["x"].shape == (2, 3, 1000, 1000) and size == 24_000_000
+    assert -1.0 <= pool["x"].min() and pool["x"].max() < 1.0 and abs(float(pool["x"].mean())) < 0.01
+    assert peak < 1.2 * size  # drawn through float64 it would peak at 3x
 
 
 def _descendants_named(root: int, title: str) -> list[int]:
