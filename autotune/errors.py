@@ -21,10 +21,6 @@ class BuildError(AutotuneError):
     """A candidate could not be built; the trial fails with this message as its reason."""
 
 
-class TrialTimeout(AutotuneError):
-    """A trial ran past its time limit."""
-
-
 class MetricError(AutotuneError):
     """A task metric does not load, raises, or returns something other than (error, passed)."""
 

@@ -1147,7 +1147,6 @@ def _request(
         input_pool=spec.input_pool,
         calibration_feeds=spec.calibration_feeds or None,
         dynamic_batch=spec.model.dynamic_batch,
-        shape_overrides=spec.shape_overrides,
         reference_outputs=refs,
         tolerance=spec.tolerance,
         stop_rule=rule,

@@ -48,7 +48,6 @@ class TrialRequest:
         target_options (TargetOptions): study-wide target settings.
         input_pool (dict): the fixed input samples (dim 0 = samples when batch is dynamic).
         dynamic_batch (bool): whether dim 0 of every input is a batch dimension.
-        shape_overrides (dict): `--shape` values.
         reference_outputs (dict): FP32 reference outputs keyed by batch size.
         tolerance (Tolerance): accuracy tolerance.
         stop_rule (StopRule): benchmark stop rule.
@@ -66,7 +65,6 @@ class TrialRequest:
     target_options: TargetOptions
     input_pool: dict[str, np.ndarray]
     dynamic_batch: bool
-    shape_overrides: dict[str, tuple[int, ...]]
     reference_outputs: dict[int, dict[str, np.ndarray]]
     tolerance: Tolerance
     stop_rule: StopRule

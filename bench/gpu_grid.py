@@ -288,7 +288,7 @@ def run_grid(spec: Any, grid: dict[str, list[Any]], batches: list[int], top: int
         request = TrialRequest(
             number=number, config=config, model_path=spec.model.path, target_name=spec.target_name,
             target_options=options, input_pool=spec.input_pool, dynamic_batch=spec.model.dynamic_batch,
-            shape_overrides=spec.shape_overrides, reference_outputs=references, tolerance=spec.tolerance,
+            reference_outputs=references, tolerance=spec.tolerance,
             stop_rule=rule, workdir=workdir / str(number),
         )  # fmt: skip
         point = _point(run_isolated(request, timeout_s=GRID_POINT_TIMEOUT_S), grid_knobs)

@@ -39,7 +39,7 @@ def request_for(model: Path, config: dict, workdir: Path, number: int = 0, rule:
     return TrialRequest(
         number=number, config=config, model_path=model, target_name="onnxruntime",
         target_options=TargetOptions(), input_pool=pool, dynamic_batch=info.dynamic_batch,
-        shape_overrides={}, reference_outputs=refs, tolerance=Tolerance(atol=5e-2, rtol=5e-2, mode="elementwise"),
+        reference_outputs=refs, tolerance=Tolerance(atol=5e-2, rtol=5e-2, mode="elementwise"),
         stop_rule=rule or StopRule(max_time_s=0.2), workdir=workdir / str(number),
     )  # fmt: skip
 

@@ -152,7 +152,7 @@ def test_a_repaired_tensorrt_rtx_build_runs_the_kept_layer_in_float_and_the_rest
     request = TrialRequest(
         number=1, config={"precision": "int8", "keep_float_layers": "auto"}, model_path=source,
         target_name="tensorrt-rtx", target_options=TargetOptions(build_only=True),
-        input_pool=models.random_feeds(model, batch=1, seed=7), dynamic_batch=True, shape_overrides={},
+        input_pool=models.random_feeds(model, batch=1, seed=7), dynamic_batch=True,
         reference_outputs={}, tolerance=GATE, stop_rule=StopRule(), workdir=tmp_path / "trial",
         calibration_feeds=calibration,
     )  # fmt: skip

@@ -284,10 +284,6 @@ def _ort_cpu_kernels(provider: str = "CPUExecutionProvider") -> dict[str, list[t
     return kernels
 
 
-def _has_ort_cpu_kernel(op: str, opset: int, type_string: str) -> bool:
-    return _has_ort_kernel(op, opset, type_string, "CPUExecutionProvider")
-
-
 def _has_ort_kernel(op: str, opset: int, type_string: str, provider: str) -> bool:
     since = onnx.defs.get_schema(op, opset, "").since_version
     kernels = _ort_cpu_kernels(provider).get(op, [])
