@@ -44,3 +44,14 @@ def condense_reason(text: str, limit: int = 300) -> str:
         return one
     head = limit // 3
     return f"{one[:head].rstrip()} ... {one[len(one) - (limit - head - 5) :].lstrip()}"
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-blank line of `exc`'s message through `condense_reason`; its type name when blank.
+
+    Args:
+        exc (BaseException): the exception a library raised.
+        limit (int): the most characters kept. Default: 300.
+    """
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return condense_reason(lines[0], limit) if lines else type(exc).__name__

@@ -13,11 +13,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from autotune.errors import UsageError
+from autotune.errors import UsageError, first_line
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 # Inputs whose name says they are masks get ones, so attention is not masked out at random.
 _MASK_NAME = re.compile(r"mask", re.IGNORECASE)
@@ -101,13 +105,13 @@ def load_model_info(path: Path) -> ModelInfo:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise UsageError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
+        raise UsageError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
     if not model.graph.node:
         raise UsageError(f"{path}: not a valid ONNX model (the graph has no nodes; truncated or not ONNX)")
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise UsageError(f"{path}: invalid ONNX model ({_first_line(exc)})") from None
+        raise UsageError(f"{path}: invalid ONNX model ({first_line(exc)})") from None
     _check_onnxruntime_loads(path)
     initializers = {init.name for init in model.graph.initializer}
     inputs = []
@@ -128,26 +132,27 @@ def load_model_info(path: Path) -> ModelInfo:
     )
 
 
-def _check_onnxruntime_loads(path: Path) -> None:
+def fp32_cpu_session(path: Path) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session of the model as written, graph optimizations off: the FP32
+    reference every trial is compared with, and the proof at load time that ONNX Runtime runs it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _check_onnxruntime_loads(path: Path) -> None:
     try:
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        fp32_cpu_session(path)
     except Exception as exc:
-        message = _first_line(exc)
+        message = first_line(exc)
         op = re.search(r"(?:op|Op|node)\s*(?:type)?\s*[:(]?\s*'?\(?([A-Za-z0-9_]+)\)?'?", message)
         named = re.search(r"Could not find an implementation for (\S+)", message)
         detail = named.group(1) if named else (op.group(1) if op else "")
         what = f"unsupported op {detail}: " if detail else ""
         raise UsageError(f"{path}: ONNX Runtime cannot load this model ({what}{message})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def parse_shape_overrides(values: Sequence[str], info: ModelInfo) -> dict[str, tuple[int, ...]]:
@@ -336,7 +341,7 @@ def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except Exception as exc:
-        raise UsageError(f"--inputs {path}: not a readable .npz file ({_first_line(exc)})") from None
+        raise UsageError(f"--inputs {path}: not a readable .npz file ({first_line(exc)})") from None
     expected = {spec.name: spec for spec in info.inputs}
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))

@@ -24,7 +24,7 @@ import numpy as np
 
 from autotune.errors import UsageError
 from autotune.measure import StopRule
-from autotune.model import ModelInfo, feeds_at_batch, pool_sha256
+from autotune.model import ModelInfo, feeds_at_batch, fp32_cpu_session, pool_sha256
 from autotune.rules import FailureRules, Rule, rules_from_history
 from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
 from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, unmeasured_config
@@ -333,14 +333,9 @@ def _located_study_class() -> type:
 def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     """FP32 reference outputs of the original model (ONNX Runtime CPU, no graph
     optimizations) for every batch size the space may pick."""
-    import onnxruntime as ort
-
     if spec.target_options.build_only:
         return {}  # nothing runs, nothing is compared
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(spec.model.path), options, providers=["CPUExecutionProvider"])
+    session = fp32_cpu_session(spec.model.path)
     names = [o.name for o in session.get_outputs()]
     references = {}
     for batch in spec.batch_sizes():
