@@ -528,7 +528,8 @@ def render_report(study: Any) -> str:
 def sensitivity_section(study: Any, best: Any | None) -> list[str]:
     """The layers that cost a quantized trial its accuracy (`autotune.sensitivity`): the answer's
     when it is quantized, else the most accurate quantized trial's; and which stayed in float."""
-    quantized = [t for t in _complete(study) if details(t).get("build", {}).get("mixed_precision")]
+    # a fully quantized trial is not ranked (autotune.sensitivity): show one that was
+    quantized = [t for t in _complete(study) if details(t).get("build", {}).get("mixed_precision", {}).get("sensitivity")]
     if not quantized:
         return []
     if best is not None and best in quantized:

@@ -12,7 +12,10 @@ most sensitive nodes in float passes the accuracy gate, by bisection over k, as 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -26,6 +29,7 @@ OUTPUT_PREFIX = "output:"  # names a graph output's own Q/DQ in rankings and `ke
 TOP_OFFENDERS = 10  # sensitivities kept with a trial and shown in the report
 SENSITIVITY_SAMPLES = 4  # calibration batches the ranking runs on (intermediate tensors are big)
 REPAIR_SAMPLES = 16  # calibration batches the repair's gate checks
+RANKING_CACHE_DIR = "sensitivity-cache"  # beside the trial directories: one ranking per quantized model
 
 
 @dataclass(frozen=True)
@@ -399,37 +403,59 @@ def quantize_mixed(
     calibration_method: str = "minmax",
     keep: int | str = 0,
     tolerance: object | None = None,
+    ranking_cache: Path | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, object]]:
     """INT8/FP8 Q/DQ with some layers left in float, and what was measured on the way.
 
-    The whole graph is quantized, its layers ranked (`layer_sensitivity`, on the calibration
-    feeds), then `keep` decides how many of the most sensitive stay float: an int k, or "auto",
-    the smallest k whose model passes `tolerance` against the float model on the calibration
-    feeds (`repair`; the trial's own verification stays on held-out samples). The final model is
-    quantized again with ONNX Runtime's `nodes_to_exclude` naming those layers, and the Q/DQ that
-    quantized neighbours still place on their inputs are bypassed (`keep_float`).
+    The whole graph is quantized; when `keep` needs them, its layers are ranked
+    (`layer_sensitivity`, on the calibration feeds) and `keep` decides how many of the most
+    sensitive stay float: an int k, or "auto", the smallest k whose model passes `tolerance`
+    against the float model on the calibration feeds (`repair`; the trial's own verification
+    stays on held-out samples). The final model is quantized again with ONNX Runtime's
+    `nodes_to_exclude` naming those layers, and the Q/DQ that quantized neighbours still place on
+    their inputs are bypassed (`keep_float`).
+
+    The ranking costs seconds per layer set (10-20 s on a 640x640 detector), so a fully quantized
+    model (`keep` 0) is not ranked: it needs no ranking, and its details carry one only when
+    `ranking_cache` already holds it. With `ranking_cache` (a directory), a ranking is computed once
+    per quantized model and calibration set and read back by every later trial that quantizes the
+    same graph on the same feeds (the key is a digest of the three, so a hit is the same answer).
+
+    Args:
+        keep: 0 (default), a count, or "auto".
+        tolerance: the gate "auto" repairs to (default `Tolerance()`).
+        ranking_cache: a directory for rankings shared between trials (created); default None.
 
     Returns:
-        (model, details): details has "sensitivity" (the `TOP_OFFENDERS` worst layers),
-        "quantized_layers", "kept_float" (node names) and, for "auto", "repair_passed" and
+        (model, details): details has "quantized_layers" and "kept_float" (node names); when a
+        ranking exists, "sensitivity" (the `TOP_OFFENDERS` worst layers) and "ranking_cached"
+        (whether it was read from `ranking_cache`); for "auto", "repair_passed" and
         "repair_checks".
     """
     from autotune.passes.precision import apply_precision, prepare_for_quantization
     from autotune.verify import Tolerance, compare_outputs
 
+    if keep != "auto" and (not str(keep).isdigit()):
+        raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0 or 'auto'")
+    needs_ranking = keep == "auto" or int(keep) > 0
     prepared = prepare_for_quantization(model, precision)
     options = {"calibration_feeds": calibration_feeds, "scheme": scheme, "calibration_method": calibration_method}
     quantized = apply_precision(prepared, precision, **options)
-    try:
+    cache_file = (
+        Path(ranking_cache) / f"{_ranking_key(prepared, quantized, calibration_feeds)}.json"
+        if ranking_cache is not None
+        else None
+    )
+    ranking = _read_ranking(cache_file)
+    details: dict[str, object] = {"kept_float": [], "ranking_cached": ranking is not None}
+    if ranking is None and needs_ranking:
         ranking = layer_sensitivity(prepared, quantized, calibration_feeds)
-    except Exception as exc:  # the ranking is a report for a fully quantized model, not a need
-        if keep not in (0, "0"):
-            raise
-        return quantized, {"sensitivity_error": f"{type(exc).__name__}: {str(exc).strip()[:200]}", "kept_float": []}
-    details: dict[str, object] = {
-        "sensitivity": [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]],
-        "quantized_layers": len(ranking),
-    }
+        _write_ranking(cache_file, ranking)
+    if ranking is None:
+        details["quantized_layers"] = _quantized_layer_count(quantized)
+        return quantized, details
+    details["sensitivity"] = [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]]
+    details["quantized_layers"] = len(ranking)
     if keep == "auto":
         check_feeds = list(calibration_feeds)[:REPAIR_SAMPLES]
         references = [_run(prepared, feed) for feed in check_feeds]
@@ -445,10 +471,7 @@ def quantize_mixed(
         names = repaired.kept_float
         details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
     else:
-        count = int(keep)
-        if count < 0:
-            raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0 or 'auto'")
-        names = [layer.node for layer in ranking[:count]]
+        names = [layer.node for layer in ranking[: int(keep)]]
     details["kept_float"] = names
     if names:
         # nodes_to_exclude leaves a node unquantized, but a quantized producer's output Q/DQ still
@@ -456,6 +479,55 @@ def quantize_mixed(
         layers = [name for name in names if not name.startswith(OUTPUT_PREFIX)]
         quantized = keep_float(apply_precision(prepared, precision, **options, keep_float=layers), prepared, names)
     return quantized, details
+
+
+def _ranking_key(
+    float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
+) -> str:
+    """What `layer_sensitivity` depends on, digested: both models and the feeds it ranks on."""
+    digest = hashlib.sha256()
+    digest.update(float_model.SerializeToString())
+    digest.update(qdq_model.SerializeToString())
+    for feed in list(feeds)[:SENSITIVITY_SAMPLES]:
+        for name in sorted(feed):
+            array = np.ascontiguousarray(feed[name])
+            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _read_ranking(path: Path | None) -> list[LayerSensitivity] | None:
+    if path is None:
+        return None
+    try:
+        return [LayerSensitivity(**layer) for layer in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):  # absent, or written by another version: rank again
+        return None
+
+
+def _write_ranking(path: Path | None, ranking: Sequence[LayerSensitivity]) -> None:
+    """Atomically (trials in parallel may write the same key; either copy is the same ranking)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps([layer.as_dict() for layer in ranking]))
+        os.replace(partial, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next trial the ranking again
+
+
+def _quantized_layer_count(qdq_model: onnx.ModelProto) -> int:
+    """Nodes reading a DequantizeLinear output, plus graph outputs written by one: what a ranking
+    would list, without computing it."""
+    dequantized = {out for node in qdq_model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    nodes = sum(
+        1
+        for node in qdq_model.graph.node
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized.intersection(node.input)
+    )
+    return nodes + sum(1 for output in qdq_model.graph.output if output.name in dequantized)
 
 
 def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -470,6 +542,7 @@ def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, np.nd
 
 __all__ = [
     "KEEP_FLOAT_KNOB",
+    "RANKING_CACHE_DIR",
     "LayerSensitivity",
     "Repair",
     "keep_float",

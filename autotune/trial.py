@@ -25,6 +25,7 @@ import onnx
 from autotune.errors import AutotuneError, condense_reason
 from autotune.measure import StopRule, measure_latency
 from autotune.model import feeds_at_batch
+from autotune.sensitivity import RANKING_CACHE_DIR
 from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
 from autotune.targets.base import TargetOptions
@@ -113,13 +114,15 @@ def transform_model(
     kernels: str = "onnx_schema",
     tolerance: Tolerance | None = None,
     precision_details: dict[str, Any] | None = None,
+    sensitivity_cache: Path | None = None,
 ) -> dict[str, int]:
     """Applies the configuration's graph passes then its precision; writes `out_path`.
 
-    `kernels` says which ops fp16/bf16 may cast (see `apply_precision`). INT8/FP8 rank their
-    layers by sensitivity and keep `keep_float_layers` of them in float (a count, or "auto":
-    the fewest that pass `tolerance` on the calibration feeds; `autotune.sensitivity`); what
-    was measured goes into `precision_details` when given. Returns rewrites per pass.
+    `kernels` says which ops fp16/bf16 may cast (see `apply_precision`). INT8/FP8 with
+    `keep_float_layers` > 0 rank their layers by sensitivity and keep that many in float (or
+    "auto": the fewest that pass `tolerance` on the calibration feeds; `autotune.sensitivity`);
+    `sensitivity_cache` (a directory, default None) shares rankings between trials. What was
+    measured goes into `precision_details` when given. Returns rewrites per pass.
     """
     import logging
 
@@ -148,6 +151,7 @@ def transform_model(
                     calibration_method=config.get("calibration_method", "minmax"),
                     keep=config.get(KEEP_FLOAT_KNOB, 0),
                     tolerance=tolerance,
+                    ranking_cache=sensitivity_cache,
                 )
                 if precision_details is not None:
                     precision_details.update(details)
@@ -199,6 +203,8 @@ def run_trial(request: TrialRequest) -> TrialResult:
             kernels=getattr(target, "precision_kernels", "onnx_schema"),
             tolerance=request.tolerance,
             precision_details=precision_details,
+            # beside the trial directories: trials quantizing the same graph rank it once
+            sensitivity_cache=request.workdir.parent / RANKING_CACHE_DIR,
         )
         result.timings_s["passes_s"] = time.perf_counter() - t0
 

@@ -162,3 +162,66 @@ def test_a_repaired_tensorrt_rtx_build_runs_the_kept_layer_in_float_and_the_rest
     datatypes = {layer["name"]: layer["datatypes"] for layer in result.build["layers"]}
     assert next(types for name, types in datatypes.items() if name.startswith("fragile")) == ["Float"]
     assert any(types == ["Int8"] for types in datatypes.values())
+
+
+def counting_ranking(monkeypatch) -> list[int]:
+    """Counts `layer_sensitivity` calls (the real ranking still runs)."""
+    import autotune.sensitivity as sensitivity
+
+    calls: list[int] = []
+    real = sensitivity.layer_sensitivity
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sensitivity, "layer_sensitivity", counted)
+    return calls
+
+
+def test_a_fully_quantized_trial_does_not_rank_its_layers(model, calibration, held_out, tmp_path, monkeypatch):
+    from autotune.measure import StopRule
+    from autotune.targets.base import TargetOptions
+    from autotune.trial import TrialRequest, run_trial
+
+    calls = counting_ranking(monkeypatch)
+    source = tmp_path / "fragile.onnx"
+    onnx.save(model, str(source))
+    request = TrialRequest(
+        number=1, config={"precision": "int8", "keep_float_layers": 0}, model_path=source,
+        target_name="onnxruntime", target_options=TargetOptions(), input_pool=held_out, dynamic_batch=True,
+        reference_outputs={1: run(model, {"x": held_out["x"][:1]})}, tolerance=GATE,
+        stop_rule=StopRule(max_time_s=0.1), workdir=tmp_path / "trials" / "1", calibration_feeds=calibration,
+    )  # fmt: skip
+    result = run_trial(request)
+    assert result.state == "complete", result.reason
+    assert calls == []
+    mixed = result.build["mixed_precision"]
+    assert mixed["kept_float"] == [] and "sensitivity" not in mixed and mixed["quantized_layers"] == 5  # 4 layers + the output
+
+
+def test_trials_quantizing_the_same_graph_rank_it_once(model, calibration, tmp_path, monkeypatch):
+    calls = counting_ranking(monkeypatch)
+    source = tmp_path / "fragile.onnx"
+    onnx.save(model, str(source))
+    cache = tmp_path / "sensitivity-cache"
+    found = {}
+    for keep in (1, "auto", 0):
+        details: dict = {}
+        transform_model(source, {"precision": "int8", "keep_float_layers": keep}, tmp_path / f"{keep}.onnx",
+                        calibration_feeds=calibration, scheme="asymmetric_u8", tolerance=GATE,
+                        precision_details=details, sensitivity_cache=cache)  # fmt: skip
+        found[keep] = details
+    assert len(calls) == 1
+    assert [found[keep]["ranking_cached"] for keep in (1, "auto", 0)] == [False, True, True]
+    assert found["auto"]["kept_float"] == ["output:y", "fragile"]
+    # a fully quantized trial after a ranked one gets the ranking for free (the report shows it)
+    assert found[0]["sensitivity"] == found[1]["sensitivity"] and found[0]["kept_float"] == []
+
+
+def test_another_calibration_set_is_ranked_again(model, calibration, tmp_path, monkeypatch):
+    calls = counting_ranking(monkeypatch)
+    cache = tmp_path / "sensitivity-cache"
+    for feeds in (calibration, calibration[::-1][:2]):
+        quantize_mixed(model, "int8", calibration_feeds=feeds, keep=1, ranking_cache=cache)
+    assert len(calls) == 2
