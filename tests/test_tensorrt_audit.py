@@ -22,7 +22,8 @@ from packaging.version import Version
 
 from autotune.errors import BuildError
 from autotune.targets import _tensorrt_build, _tensorrt_runtime, cuda_timing, tensorrt
-from autotune.targets._tensorrt_commands import inspector_layers, trtexec_shape_spec
+from autotune.targets._tensorrt_commands import trtexec_shape_spec
+from autotune.targets._tensorrt_log import inspector_layers
 from autotune.targets.base import Built, TargetOptions
 from autotune.targets.tensorrt import TensorRTTarget, builder_settings
 

@@ -1,23 +1,26 @@
-"""Pure translations between autotune and TensorRT's text formats, with no TensorRT import.
+"""The commands that rebuild a trial's engine outside autotune, with no TensorRT import.
 
-- `trtexec_shape_spec`: a `--minShapes/--optShapes/--maxShapes` value trtexec parses back
-  to the same names.
-- `layer_from_inspector`: one layer of `IEngineInspector.get_engine_information(JSON)`, in
-  the TensorRT 10.x schema or the 11.x one.
+`deploy_commands` writes a `trtexec` line (`tensorrt_rtx` for TensorRT-RTX) and a
+`polygraphy convert` line from the builder settings a trial used (`tensorrt.builder_settings`)
+and what its IBuilderConfig read back; `postprocess_script` is the Polygraphy config script for
+the settings `polygraphy convert` has no flag for. The paths are those the target's `export`
+writes: model.onnx (the transformed model), engine.plan, timing.cache, trt_config_postprocess.py.
 """
 
 from __future__ import annotations
 
-import re
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
-# The datatype inside a 10.x "Format/Datatype" description ("Row major linear FP32 format",
-# "Channel major FP16 format where channel % 8 == 0", "Row major Int8 format").
-_FORMAT_DATATYPE = re.compile(
-    r"\b(FP32|FP16|BF16|FP8|FP4|Int8|INT8|Int4|INT4|Int32|INT32|Int64|INT64|UInt8|Bool|Half|Float)\b"
-)
+ENGINE_FILE = "engine.plan"
+TIMING_CACHE_FILE = "timing.cache"
+POSTPROCESS_SCRIPT_FILE = "trt_config_postprocess.py"
+TILING_LEVELS = ("NONE", "FAST", "MODERATE", "FULL")
+
+# Per TensorRT module: the trtexec binary, and how `polygraphy convert` is told to build with it.
+TRTEXEC = {"tensorrt": "trtexec", "tensorrt_rtx": "tensorrt_rtx"}
+POLYGRAPHY_ENV = {"tensorrt": "", "tensorrt_rtx": "POLYGRAPHY_USE_TENSORRT_RTX=1 "}
 
 
 def trtexec_shape_spec(profile: Mapping[str, Sequence[Sequence[int]]], index: int) -> str:
@@ -40,47 +43,137 @@ def trtexec_shape_spec(profile: Mapping[str, Sequence[Sequence[int]]], index: in
     return ",".join(pairs)
 
 
-def _datatypes(tensors: Any) -> list[str]:
-    names = set()
-    for tensor in tensors if isinstance(tensors, list) else []:
-        if not isinstance(tensor, Mapping):
-            continue
-        if tensor.get("DataType"):  # 11.x: Format and DataType are separate fields
-            names.add(str(tensor["DataType"]))
-            continue
-        # 10.x: one "Format/Datatype" description
-        match = _FORMAT_DATATYPE.search(str(tensor.get("Format/Datatype", "")))
-        if match:
-            names.add(match.group(1))
-    return sorted(names)
+def deploy_commands(
+    settings: Mapping[str, Any],
+    read_back: Mapping[str, Any],
+    config: Mapping[str, Any],
+    *,
+    module_name: str,
+    trt_major: int = 10,
+) -> dict[str, str]:
+    """{trtexec name: line, "polygraphy": line} that rebuild the engine of `settings`.
 
-
-def layer_from_inspector(layer: Mapping[str, Any] | str) -> dict[str, Any]:
-    """One engine-inspector layer as autotune's layer dict.
-
-    Keys: name, type, onnx_nodes (from the "[ONNX Layer: ...]" entries of Metadata),
-    datatypes (of its outputs), tactic, stream. Reads TensorRT 10.x layers (outputs carry
-    "Format/Datatype": "Row major linear FP32 format") and 11.x ones (separate "Format" and
-    "DataType" fields, per the 10.x → 11.x IEngineInspector migration guide). A bare string
-    is a LAYER_NAMES_ONLY entry: its name only.
+    Args:
+        settings (Mapping): the trial's builder settings (`tensorrt.builder_settings`).
+        read_back (Mapping): what its IBuilderConfig held ({} when unknown).
+        config (Mapping): the trial's configuration (its runtime knob `cuda_graph`).
+        module_name (str): "tensorrt" or "tensorrt_rtx".
+        trt_major (int): the TensorRT major version the commands are for. Default: 10.
     """
-    if not isinstance(layer, Mapping):
-        return {"name": str(layer), "type": "", "onnx_nodes": [], "datatypes": [], "tactic": "", "stream": None}
-    metadata = layer.get("Metadata", "") or ""
-    if isinstance(metadata, list):
-        metadata = " ".join(str(m) for m in metadata)
-    stream = layer.get("StreamId")
-    tactic = layer.get("TacticName") or layer.get("TacticValue") or layer.get("Tactic") or ""
-    return {
-        "name": str(layer.get("Name", "")),
-        "type": str(layer.get("LayerType", "")),
-        "onnx_nodes": _ONNX_LAYER.findall(str(metadata)),
-        "datatypes": _datatypes(layer.get("Outputs")),
-        "tactic": str(tactic),
-        "stream": int(stream) if str(stream).lstrip("-").isdigit() else None,
-    }
+    tool = TRTEXEC[module_name]
+    try:
+        trtexec = shlex.join(trtexec_args(settings, config, module_name=module_name, trt_major=trt_major))
+    except ValueError as exc:  # a profile trtexec's option syntax cannot express
+        trtexec = f"# no {tool} command: {exc}; use the polygraphy command"
+    polygraphy = POLYGRAPHY_ENV[module_name] + shlex.join(polygraphy_args(settings, read_back, module_name=module_name))
+    return {tool: trtexec, "polygraphy": polygraphy}
 
 
-def inspector_layers(engine_information: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every layer of a parsed `get_engine_information(JSON)` document (both schemas)."""
-    return [layer_from_inspector(layer) for layer in engine_information.get("Layers", [])]
+def trtexec_args(
+    settings: Mapping[str, Any], config: Mapping[str, Any], *, module_name: str, trt_major: int = 10
+) -> list[str]:
+    """The trtexec (or tensorrt_rtx) argument list; ValueError where a shape spec cannot be said."""
+    args = [TRTEXEC[module_name], "--onnx=model.onnx", f"--saveEngine={ENGINE_FILE}"]
+    if not settings.get("tf32", True):
+        args.append("--noTF32")
+    args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
+    if settings.get("strongly_typed"):
+        args.append("--stronglyTyped")
+    if settings.get("builder_optimization_level") is not None:
+        args.append(f"--builderOptimizationLevel={settings['builder_optimization_level']}")
+    if settings.get("max_aux_streams") is not None:
+        args.append(f"--maxAuxStreams={settings['max_aux_streams']}")
+    toggles = settings.get("tactic_sources") or {}
+    if toggles:
+        args.append("--tacticSources=" + ",".join(("+" if on else "-") + name for name, on in toggles.items()))
+    if settings.get("tiling_optimization_level") is not None:
+        level = TILING_LEVELS.index(settings["tiling_optimization_level"])
+        args.append(f"--tilingOptimizationLevel={level}")
+    if settings.get("l2_limit_for_tiling") is not None:
+        args.append(f"--l2LimitForTiling={settings['l2_limit_for_tiling']}")
+    if settings.get("sparse_weights"):
+        args.append("--sparsity=enable")
+    if settings.get("build_route"):
+        args.append(f"--setBuildRoute={settings['build_route']}")
+    profile = settings.get("profile")
+    if profile:
+        for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
+            args.append(f"{flag}={trtexec_shape_spec(profile, index)}")
+    args += [f"--timingCacheFile={TIMING_CACHE_FILE}", "--profilingVerbosity=detailed"]
+    # trtexec 10.x times without a CUDA graph unless --useCudaGraph; 11.x uses one unless
+    # --noCudaGraph. Say it either way, so the command times what the trial timed.
+    if trt_major >= 11:
+        args.append("--useCudaGraph" if config.get("cuda_graph") else "--noCudaGraph")
+    elif config.get("cuda_graph"):
+        args.append("--useCudaGraph")
+    return args
+
+
+def polygraphy_args(settings: Mapping[str, Any], read_back: Mapping[str, Any], *, module_name: str) -> list[str]:
+    """The `polygraphy convert` argument list (without the environment TensorRT-RTX needs)."""
+    args = ["polygraphy", "convert", "model.onnx", "-o", ENGINE_FILE]
+    # CreateConfigRTX leaves TF32 on and has no --tf32; clearing it needs the script.
+    if module_name == "tensorrt" and settings.get("tf32", True):
+        args.append("--tf32")
+    args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
+    if settings.get("strongly_typed"):
+        args.append("--strongly-typed")
+    if settings.get("builder_optimization_level") is not None:
+        args += ["--builder-optimization-level", str(settings["builder_optimization_level"])]
+    if settings.get("max_aux_streams") is not None:
+        args += ["--max-aux-streams", str(settings["max_aux_streams"])]
+    if settings.get("tactic_sources") and read_back.get("tactic_sources") is not None:
+        # Polygraphy takes the full list of enabled sources: the read-back is exact. Without
+        # one, the postprocess script toggles them (the defaults differ between versions).
+        args += ["--tactic-sources", *read_back["tactic_sources"]]
+    if settings.get("tiling_optimization_level") is not None:
+        args += ["--tiling-optimization-level", settings["tiling_optimization_level"].lower()]
+    if settings.get("sparse_weights"):
+        args.append("--sparse-weights")
+    profile = settings.get("profile")
+    if profile:
+        for flag, index in (("--trt-min-shapes", 0), ("--trt-opt-shapes", 1), ("--trt-max-shapes", 2)):
+            args += [flag, *(f"{name}:{dims[index]}".replace(" ", "") for name, dims in profile.items())]
+    if postprocess_script(settings, module_name, read_back):
+        args += ["--trt-config-postprocess-script", f"{POSTPROCESS_SCRIPT_FILE}:postprocess_config"]
+    args += [
+        "--load-timing-cache",
+        TIMING_CACHE_FILE,
+        "--save-timing-cache",
+        TIMING_CACHE_FILE,
+        "--profiling-verbosity",
+        "detailed",
+    ]
+    return args
+
+
+def postprocess_script(
+    settings: Mapping[str, Any], module_name: str = "tensorrt", read_back: Mapping[str, Any] | None = None
+) -> str:
+    """A Polygraphy --trt-config-postprocess-script for settings its CLI has no flag for
+    (tactic-source toggles too, when no read-back gives the full list for --tactic-sources);
+    "" when every setting has a flag."""
+    lines = []
+    toggles = settings.get("tactic_sources") or {}
+    rtx_no_tf32 = module_name == "tensorrt_rtx" and not settings.get("tf32", True)
+    script_toggles = toggles and (read_back or {}).get("tactic_sources") is None
+    if rtx_no_tf32 or script_toggles:
+        lines.append(f"    import {module_name} as trt\n")
+    if rtx_no_tf32:
+        lines.append("    config.clear_flag(trt.BuilderFlag.TF32)")
+    if script_toggles:
+        lines.append("    sources = config.get_tactic_sources()")
+        for name, enabled in toggles.items():
+            bit = f"(1 << int(trt.TacticSource.{name}))"
+            lines.append(f"    sources = sources | {bit}" if enabled else f"    sources = sources & ~{bit}")
+        lines.append("    config.set_tactic_sources(sources)")
+    if settings.get("l2_limit_for_tiling") is not None:
+        lines.append(f"    config.l2_limit_for_tiling = {int(settings['l2_limit_for_tiling'])}")
+    if settings.get("build_route"):
+        lines.append(f"    config.build_route = {settings['build_route']!r}")
+    if not lines:
+        return ""
+    return (
+        '"""Builder settings polygraphy convert has no flag for (written by autotune)."""\n\n\n'
+        "def postprocess_config(builder, network, config):\n" + "\n".join(lines) + "\n"
+    )

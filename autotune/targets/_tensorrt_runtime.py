@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.targets._tensorrt_commands import inspector_layers
+from autotune.targets._tensorrt_log import inspector_layers
 from autotune.targets.base import Feeds, Session
 from autotune.targets.cuda_timing import check, cuda_event_timer, cudart
 
@@ -285,7 +285,7 @@ class TensorRTSession(Session):
         return {name: ms / runs for name, ms in profiler.total_ms.items()}
 
     def engine_layers(self) -> list[dict[str, Any]]:
-        """The engine inspector's layers (see `_tensorrt_commands.layer_from_inspector`; reads
+        """The engine inspector's layers (see `_tensorrt_log.layer_from_inspector`; reads
         the 10.x and 11.x JSON schemas), with this context's shapes and tactics."""
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context

@@ -31,13 +31,11 @@ What each TensorRT version offers, read from its real bindings: docs/tensorrt-ve
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -48,19 +46,24 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from autotune.errors import BuildError
-from autotune.targets._tensorrt_commands import layer_from_inspector, trtexec_shape_spec
+from autotune.targets._tensorrt_commands import (
+    ENGINE_FILE,
+    POSTPROCESS_SCRIPT_FILE,
+    TIMING_CACHE_FILE,
+    deploy_commands,
+    postprocess_script,
+)
+from autotune.targets._tensorrt_log import first_error, layer_from_inspector, parse_layer_table
 from autotune.targets.base import Built, Config, Session, Target, TargetOptions
 from autotune.targets.cuda_timing import cuda_runtime_available
 
 _BUILD_SCRIPT = Path(__file__).with_name("_tensorrt_build.py")
+BUILD_LOG_FILE = "build.log"
 
 INSTALL_GUIDE_URL = "https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
 RTX_INSTALL_GUIDE_URL = (
     "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/installing-tensorrt-rtx/installing.html"
 )
-
-# Log lines TensorRT-RTX prints on every healthy build (see TENSORRT.md): never "the" error.
-HARMLESS_LOG_PATTERNS = ("Thread context has not been set!", "cudaError 35")
 
 GRAPH_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 # TensorRT 10.x weak-typing builder flags, offered as extra precision choices where they exist.
@@ -77,7 +80,6 @@ MISLEADING_FLAG_PRECISIONS = {
 MIN_POLYGRAPHY = "0.49.26"
 # The DataType a graph precision needs in the installed module.
 _PRECISION_DATATYPE = {"fp16": "HALF", "bf16": "BF16", "int8": "INT8", "fp8": "FP8"}
-TILING_LEVELS = ("NONE", "FAST", "MODERATE", "FULL")
 ANY_BUILD_ROUTE = "*"  # in a space file: "every build route this TensorRT offers"
 DEFAULT_BUILD_ROUTE = "default"
 
@@ -156,135 +158,6 @@ def _run_helper(mode: str, flavor: str, request: dict[str, Any], timeout_s: floa
                 raise BuildError(f"{flavor} builder process died with {name}: {first_error(text)} (log: {log_path})")
             raise BuildError(f"{flavor} build failed: {first_error(text)}")
         return json.loads(Path(request["result_path"]).read_text())
-
-
-# --------------------------------------------------------------------------- log parsing
-
-_ERROR_LINE = re.compile(r"^\[(E|!)\] (.*)$")
-_IMPORTER_ERROR = re.compile(r"No importer registered for op: (\S+)")
-
-
-def first_error(log_text: str) -> str:
-    """The first real error in a build log, with the op and layer where TensorRT names them.
-
-    Skips the harmless lines TensorRT-RTX prints on every build, and Polygraphy's generic
-    summaries ("Could not parse ONNX correctly") when a specific message came before.
-    """
-    errors: list[str] = []
-    lines = log_text.splitlines()
-    for i, line in enumerate(lines):
-        match = _ERROR_LINE.match(line)
-        if not match or any(p in line for p in HARMLESS_LOG_PATTERNS):
-            continue
-        message = match.group(2).strip()
-        # TensorRT's messages continue on indented lines (the parser's node, op and stack).
-        for extra in lines[i + 1 : i + 4]:
-            if extra.startswith((" ", "\t")) and extra.strip():
-                message += " " + extra.strip()
-            else:
-                break
-        errors.append(message)
-    # The parser's one-line summary names the node and the op: the most useful message.
-    for message in errors:
-        if re.search(r"In node .* operator: ", message) or _IMPORTER_ERROR.search(message):
-            return message
-    noise = (
-        "Could not parse ONNX correctly",
-        "Failed to parse ONNX model",
-        "Invalid Engine",
-        "--- Begin node",
-        "--- End node",
-    )
-    specific = [e for e in errors if not any(n in e for n in noise)]
-    if specific:
-        return specific[0]
-    if errors:
-        return errors[0]
-    tail = [line for line in lines if line.strip() and not any(p in line for p in HARMLESS_LOG_PATTERNS)]
-    return tail[-1].strip() if tail else "no error message in the build log"
-
-
-def _split_top_level(text: str, sep: str = ",") -> list[str]:
-    parts, depth, current = [], 0, []
-    for ch in text:
-        if ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth = max(depth - 1, 0)
-        if ch == sep and depth == 0:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
-
-
-_ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]]*)\]")
-_DATATYPE = re.compile(r"Datatype: (\w+)")
-_LEGACY_LAYER = re.compile(r"^Layer\((?P<type>[^)]*)\): (?P<name>.*?), Tactic: (?P<tactic>\S+?),? (?P<io>.*)$")
-
-
-def _layer_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    metadata = str(fields.get("Metadata", "") or "")
-    outputs = fields.get("Outputs", "")
-    if isinstance(outputs, list):  # engine inspector JSON
-        datatypes = sorted(
-            {str(o.get("Format/Datatype", o.get("Datatype", ""))) for o in outputs if isinstance(o, dict)}
-        )
-    else:
-        datatypes = sorted(set(_DATATYPE.findall(str(outputs))))
-    stream = fields.get("StreamId")
-    tactic = fields.get("TacticName") or fields.get("TacticValue") or fields.get("Tactic") or ""
-    return {
-        "name": str(fields.get("Name", "")),
-        "type": str(fields.get("LayerType", "")),
-        "onnx_nodes": _ONNX_LAYER.findall(metadata),
-        "datatypes": [d for d in datatypes if d],
-        "tactic": str(tactic),
-        "stream": int(stream) if str(stream).lstrip("-").isdigit() else None,
-    }
-
-
-def parse_layer_table(log_text: str) -> list[dict[str, Any]]:
-    """The engine's layers as printed at build time, one dict per layer.
-
-    Keys: name, type, onnx_nodes (fused ONNX node names from the layer Metadata), datatypes
-    (of its outputs), tactic, stream. Reads both the DETAILED "Layers:" block (TensorRT
-    10+/RTX: ``Name: ..., LayerType: ..., TacticName: ..., Metadata: [ONNX Layer: ...]``) and
-    the older "Engine Layer Information" lines (``Layer(Type): a + b, Tactic: 0x.., in -> out``).
-    """
-    layers: list[dict[str, Any]] = []
-    lines = log_text.splitlines()
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.endswith("Layers:") and not layers:
-            for item in lines[i + 1 :]:
-                item = item.strip()
-                if not item.startswith("Name: "):
-                    break
-                fields = {}
-                for part in _split_top_level(item):
-                    key, _, value = part.partition(": ")
-                    fields[key.strip()] = value.strip()
-                layers.append(_layer_from_fields(fields))
-        elif "Engine Layer Information:" in stripped and not layers:
-            for item in lines[i + 1 :]:
-                match = _LEGACY_LAYER.match(item.strip())
-                if not match:
-                    break
-                name = match.group("name")
-                layers.append(
-                    {
-                        "name": name,
-                        "type": match.group("type"),
-                        "onnx_nodes": [n.strip() for n in name.split(" + ")],
-                        "datatypes": sorted(set(re.findall(r"(\w+)\[", match.group("io").split("->")[-1]))),
-                        "tactic": match.group("tactic"),
-                        "stream": None,
-                    }
-                )
-    return layers
 
 
 # --------------------------------------------------------------------------- knobs → settings
@@ -401,6 +274,9 @@ class TensorRTTarget(Target):
     knob_prefixes: ClassVar[tuple[str, ...]] = ("tactic.", "pass.")
     precisions: ClassVar[tuple[str, ...]] = GRAPH_PRECISIONS
     quantization_scheme: ClassVar[str] = "symmetric"
+    artifact_files: ClassVar[tuple[str, ...]] = (ENGINE_FILE,)
+    log_files: ClassVar[tuple[str, ...]] = (BUILD_LOG_FILE,)
+    auto_rank: ClassVar[int] = 20  # where TensorRT and a GPU are present, --target auto picks it
 
     def __init__(self, options: TargetOptions | None = None, capabilities: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -562,8 +438,8 @@ class TensorRTTarget(Target):
         """
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        engine_path = workdir / "engine.plan"
-        log_path = workdir / "build.log"
+        engine_path = workdir / ENGINE_FILE
+        log_path = workdir / BUILD_LOG_FILE
         settings = self.settings_for(Path(model_path), config, input_shapes)
         cache_path = self.timing_cache_path()
         if cache_path is not None:
@@ -632,28 +508,29 @@ class TensorRTTarget(Target):
 
     def export(self, built: Built, config: Config, dest: Path) -> list[Path]:
         """engine.plan, the timing cache, the build log, build_info.json, and (when the
-        configuration needs one) the Polygraphy config postprocess script."""
+        configuration needs one) the Polygraphy config postprocess script: the files the
+        `deploy_commands` name."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         written = []
-        engine = dest / "engine.plan"
+        engine = dest / ENGINE_FILE
         shutil.copyfile(built.artifact, engine)
         written.append(engine)
         cache = built.info.get("timing_cache")
         if cache and Path(cache).exists():
-            out = dest / "timing.cache"
+            out = dest / TIMING_CACHE_FILE
             shutil.copyfile(cache, out)
             written.append(out)
         log = built.info.get("build_log")
         if log and Path(log).exists():
-            out = dest / "build.log"
+            out = dest / BUILD_LOG_FILE
             shutil.copyfile(log, out)
             written.append(out)
-        script = _postprocess_script(
+        script = postprocess_script(
             built.info.get("settings", {}), self.module_name, built.info.get("builder_config", {})
         )
         if script:
-            out = dest / "trt_config_postprocess.py"
+            out = dest / POSTPROCESS_SCRIPT_FILE
             out.write_text(script)
             written.append(out)
         out = dest / "build_info.json"
@@ -662,135 +539,14 @@ class TensorRTTarget(Target):
         return written
 
     def deploy_commands(self, built: Built, config: Config) -> dict[str, str]:
-        """`trtexec` (`tensorrt_rtx` for RTX) and `polygraphy convert` lines that rebuild the engine.
-
-        Paths are those `export` writes: model.onnx (the transformed model), engine.plan,
-        timing.cache, trt_config_postprocess.py.
-        """
+        """`trtexec` (`tensorrt_rtx` for RTX) and `polygraphy convert` lines that rebuild the engine
+        (see `_tensorrt_commands.deploy_commands`); paths are those `export` writes."""
         settings = built.info.get("settings") or builder_settings(config, flavor=self.name)
-        read_back = built.info.get("builder_config", {})
         version = str(built.info.get("trt_version") or self._caps().get("version", "") or "10")
         major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 10
-        try:
-            trtexec = shlex.join(self._trtexec_args(settings, read_back, config, major))
-        except ValueError as exc:  # a profile trtexec's option syntax cannot express
-            trtexec = f"# no {self._trtexec_name()} command: {exc}; use the polygraphy command"
-        return {
-            self._trtexec_name(): trtexec,
-            "polygraphy": self._polygraphy_env() + shlex.join(self._polygraphy_args(settings, read_back)),
-        }
-
-    def _trtexec_name(self) -> str:
-        return "trtexec"
-
-    def _polygraphy_env(self) -> str:
-        return ""
-
-    def _trtexec_args(
-        self, settings: Mapping[str, Any], read_back: Mapping[str, Any], config: Config, trt_major: int = 10
-    ) -> list[str]:
-        args = [self._trtexec_name(), "--onnx=model.onnx", "--saveEngine=engine.plan"]
-        if not settings.get("tf32", True):
-            args.append("--noTF32")
-        args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
-        if settings.get("strongly_typed"):
-            args.append("--stronglyTyped")
-        if settings.get("builder_optimization_level") is not None:
-            args.append(f"--builderOptimizationLevel={settings['builder_optimization_level']}")
-        if settings.get("max_aux_streams") is not None:
-            args.append(f"--maxAuxStreams={settings['max_aux_streams']}")
-        toggles = settings.get("tactic_sources") or {}
-        if toggles:
-            args.append("--tacticSources=" + ",".join(("+" if on else "-") + name for name, on in toggles.items()))
-        if settings.get("tiling_optimization_level") is not None:
-            level = TILING_LEVELS.index(settings["tiling_optimization_level"])
-            args.append(f"--tilingOptimizationLevel={level}")
-        if settings.get("l2_limit_for_tiling") is not None:
-            args.append(f"--l2LimitForTiling={settings['l2_limit_for_tiling']}")
-        if settings.get("sparse_weights"):
-            args.append("--sparsity=enable")
-        if settings.get("build_route"):
-            args.append(f"--setBuildRoute={settings['build_route']}")
-        profile = settings.get("profile")
-        if profile:
-            for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
-                args.append(f"{flag}={trtexec_shape_spec(profile, index)}")
-        args += ["--timingCacheFile=timing.cache", "--profilingVerbosity=detailed"]
-        # trtexec 10.x times without a CUDA graph unless --useCudaGraph; 11.x uses one unless
-        # --noCudaGraph. Say it either way, so the command times what the trial timed.
-        if trt_major >= 11:
-            args.append("--useCudaGraph" if config.get("cuda_graph") else "--noCudaGraph")
-        elif config.get("cuda_graph"):
-            args.append("--useCudaGraph")
-        return args
-
-    def _polygraphy_args(self, settings: Mapping[str, Any], read_back: Mapping[str, Any]) -> list[str]:
-        args = ["polygraphy", "convert", "model.onnx", "-o", "engine.plan"]
-        args += self._polygraphy_precision_args(settings)
-        args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
-        if settings.get("strongly_typed"):
-            args.append("--strongly-typed")
-        if settings.get("builder_optimization_level") is not None:
-            args += ["--builder-optimization-level", str(settings["builder_optimization_level"])]
-        if settings.get("max_aux_streams") is not None:
-            args += ["--max-aux-streams", str(settings["max_aux_streams"])]
-        if settings.get("tactic_sources") and read_back.get("tactic_sources") is not None:
-            # Polygraphy takes the full list of enabled sources: the read-back is exact. Without
-            # one, the postprocess script toggles them (the defaults differ between versions).
-            args += ["--tactic-sources", *read_back["tactic_sources"]]
-        if settings.get("tiling_optimization_level") is not None:
-            args += ["--tiling-optimization-level", settings["tiling_optimization_level"].lower()]
-        if settings.get("sparse_weights"):
-            args.append("--sparse-weights")
-        profile = settings.get("profile")
-        if profile:
-            for flag, index in (("--trt-min-shapes", 0), ("--trt-opt-shapes", 1), ("--trt-max-shapes", 2)):
-                args += [flag, *(f"{name}:{dims[index]}".replace(" ", "") for name, dims in profile.items())]
-        if _postprocess_script(settings, self.module_name, read_back):
-            args += ["--trt-config-postprocess-script", "trt_config_postprocess.py:postprocess_config"]
-        args += [
-            "--load-timing-cache",
-            "timing.cache",
-            "--save-timing-cache",
-            "timing.cache",
-            "--profiling-verbosity",
-            "detailed",
-        ]
-        return args
-
-    def _polygraphy_precision_args(self, settings: Mapping[str, Any]) -> list[str]:
-        return ["--tf32"] if settings.get("tf32", True) else []
-
-
-def _postprocess_script(
-    settings: Mapping[str, Any], module_name: str = "tensorrt", read_back: Mapping[str, Any] | None = None
-) -> str:
-    """A Polygraphy --trt-config-postprocess-script for settings its CLI has no flag for
-    (tactic-source toggles too, when no read-back gives the full list for --tactic-sources)."""
-    lines = []
-    toggles = settings.get("tactic_sources") or {}
-    rtx_no_tf32 = module_name == "tensorrt_rtx" and not settings.get("tf32", True)
-    script_toggles = toggles and (read_back or {}).get("tactic_sources") is None
-    if rtx_no_tf32 or script_toggles:
-        lines.append(f"    import {module_name} as trt\n")
-    if rtx_no_tf32:
-        lines.append("    config.clear_flag(trt.BuilderFlag.TF32)")
-    if script_toggles:
-        lines.append("    sources = config.get_tactic_sources()")
-        for name, enabled in toggles.items():
-            bit = f"(1 << int(trt.TacticSource.{name}))"
-            lines.append(f"    sources = sources | {bit}" if enabled else f"    sources = sources & ~{bit}")
-        lines.append("    config.set_tactic_sources(sources)")
-    if settings.get("l2_limit_for_tiling") is not None:
-        lines.append(f"    config.l2_limit_for_tiling = {int(settings['l2_limit_for_tiling'])}")
-    if settings.get("build_route"):
-        lines.append(f"    config.build_route = {settings['build_route']!r}")
-    if not lines:
-        return ""
-    return (
-        '"""Builder settings polygraphy convert has no flag for (written by autotune)."""\n\n\n'
-        "def postprocess_config(builder, network, config):\n" + "\n".join(lines) + "\n"
-    )
+        return deploy_commands(
+            settings, built.info.get("builder_config", {}), config, module_name=self.module_name, trt_major=major
+        )
 
 
 @functools.cache
@@ -808,6 +564,9 @@ class TensorRTRTXTarget(TensorRTTarget):
 
     name: ClassVar[str] = "tensorrt-rtx"
     module_name: ClassVar[str] = "tensorrt_rtx"
+    # Never picked by --target auto: it runs only on RTX-class GPUs, where full TensorRT (or
+    # ONNX Runtime) is what an unspecified study tunes; name it to tune it.
+    auto_rank: ClassVar[int] = 0
 
     @classmethod
     def _install_hint(cls) -> str:
@@ -835,16 +594,6 @@ class TensorRTRTXTarget(TensorRTTarget):
     def _use_gpu(self) -> bool:
         # Compile for the GPU it will run on; a build-only study keeps TensorRT-RTX's default.
         return not self.options.build_only and bool(visible_gpu().get("count"))
-
-    def _trtexec_name(self) -> str:
-        return "tensorrt_rtx"
-
-    def _polygraphy_env(self) -> str:
-        return "POLYGRAPHY_USE_TENSORRT_RTX=1 "
-
-    def _polygraphy_precision_args(self, settings: Mapping[str, Any]) -> list[str]:
-        # CreateConfigRTX leaves TF32 on and has no --tf32; clearing it needs the script.
-        return []
 
 
 def cuda_python_mismatch(module_name: str) -> str | None:
@@ -890,11 +639,6 @@ def _version_tuple(version: str) -> Any:
     from packaging.version import Version
 
     return Version(version)
-
-
-def engine_digest(path: Path) -> str:
-    """sha256 of an engine file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 __all__ = [

@@ -83,7 +83,7 @@ def report() -> dict:
         artifact="engine.plan", info={"settings": settings, "builder_config": {}, "trt_version": trt.__version__}
     )
     all_on = _tensorrt_build.tactic_bitmask(trt, 0, {name: True for name in trt.TacticSource.__members__})
-    from autotune.targets.tensorrt import _postprocess_script
+    from autotune.targets._tensorrt_commands import postprocess_script
 
     class Config:  # only what the script touches; a real IBuilderConfig needs a builder
         sources = all_on
@@ -96,7 +96,7 @@ def report() -> dict:
             self.sources = value
 
     namespace: dict = {}
-    exec(_postprocess_script(settings, "tensorrt", {}), namespace)  # noqa: S102 - autotune's own script
+    exec(postprocess_script(settings, "tensorrt", {}), namespace)  # noqa: S102 - autotune's own script
     config_after = Config()
     namespace["postprocess_config"](None, None, config_after)
     return {
