@@ -697,6 +697,25 @@ def write_inputs(spec: Any) -> None:
 
 
 def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
+    """The study in this terminal, holding the same lock and writing the same state file as a
+    daemon: a daemon cannot run it meanwhile, and `status` never reads an earlier daemon's end."""
+    from autotune.daemon import PID_FILE, StudyLock, one_line, write_state
+
+    lock = StudyLock(spec.study_dir / PID_FILE)
+    lock.acquire()
+    try:
+        write_state(spec.study_dir, "running")
+        code = _foreground_study(spec, args, console)
+        write_state(spec.study_dir, "stopped" if code == 130 else "finished")
+        return code
+    except BaseException as exc:
+        write_state(spec.study_dir, "failed", reason=one_line(exc))
+        raise
+    finally:
+        lock.release()
+
+
+def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autotune.finalize import finalize
@@ -709,14 +728,18 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
         weak_reference_warnings,
     )
 
-    references = compute_references(spec)
+    executor = make_executor(spec, args)  # Ray workers (if any) import while the references are computed
+    try:
+        references = compute_references(spec)
+    except BaseException:
+        executor.close()
+        raise
     for warning in weak_reference_warnings(references, spec.tolerance):
         console.print(f"warning: {warning}", markup=False)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     write_inputs(spec)
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
-    executor = make_executor(spec, args)
     best = {"throughput": 0.0}
     started = time.monotonic()
     total = spec.n_trials if spec.n_trials is not None else None

@@ -366,11 +366,31 @@ def run_daemon(argv: list[str]) -> int:
         return 1
     except Exception as exc:
         log.exception("daemon failed")
-        write_state(spec.study_dir, "failed", reason=one_line(exc))
-        log.error("daemon failed: %s", one_line(exc))
+        reason = _disk_full_reason(exc, spec.study_dir) or one_line(exc)
+        write_state(spec.study_dir, "failed", reason=reason)
+        log.error("daemon failed: %s", reason)
         return 1
     finally:
         lock.release()
+
+
+def _disk_full_reason(exc: BaseException, study_dir: Path) -> str | None:
+    """A full disk, said as such, however deep it is wrapped (Optuna's StorageInternalError
+    around SQLAlchemy's around sqlite3's "database or disk is full")."""
+    import errno
+    import shutil
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).lower()
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or "disk is full" in text:
+            try:
+                free = f"{shutil.disk_usage(study_dir).free / 2**20:.0f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            return f"the disk holding {study_dir} is full ({free}); free space, then --resume"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_executor: Any, write_inputs: Any) -> int:
@@ -379,10 +399,6 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
 
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
-    references = compute_references(spec)
-    for warning in weak_reference_warnings(references, spec.tolerance):
-        log.warning("%s", warning)
-    write_inputs(spec)
     from autotune.study import InProcessExecutor
 
     # Stopped before any worker exists: the loop below runs once without Ray (it recovers
@@ -397,6 +413,16 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
             flags._on_term()
             _shutdown_ray()
         flags.install()  # ray.init replaced the handlers
+
+    # The workers import (RayExecutor's warm-up) while the references are computed here.
+    try:
+        references = compute_references(spec)
+        for warning in weak_reference_warnings(references, spec.tolerance):
+            log.warning("%s", warning)
+        write_inputs(spec)
+    except BaseException:
+        executor.close()
+        raise
 
     def on_started() -> None:
         write_state(spec.study_dir, "running")

@@ -176,6 +176,13 @@ def _failed(request: TrialRequest, reason: str, started: float) -> TrialResult:
     )
 
 
+def _remote_warm() -> int:
+    """A worker's first task, sent when the executor starts: the imports a cold first trial would
+    pay, done while the driver still prepares the study (references, storage)."""
+    preload()
+    return os.getpid()
+
+
 def _remote_trial(
     request: TrialRequest, input_pool: Any, references: Any, cores: list[int] | None, timeout_s: float | None
 ) -> TrialResult:
@@ -308,6 +315,7 @@ class _InFlight:
     request: TrialRequest
     slot: int
     submitted: float
+    started: float | None  # None while queued behind another trial of its worker (prefetch)
 
 
 # The Ray task itself gets this long past --trial-timeout: the child's own timeout normally
@@ -324,6 +332,10 @@ class RayExecutor(Executor):
         gpu (bool): reserve one GPU per trial (GPU targets).
         address (str | None): join this Ray cluster; None starts a local one. Default: None.
         trial_timeout_s (float | None): fail trials that run longer. Default: None.
+        prefetch (bool | None): queue each worker's next trial behind its running one; None:
+            on GPU targets and clusters, where the driver's ask and tell do not share the
+            measured cores (never with disjoint core sets). Default: None.
+        warm_up (bool): have every worker import what a trial needs at once. Default: True.
     """
 
     def __init__(
@@ -333,6 +345,8 @@ class RayExecutor(Executor):
         gpu: bool = False,
         address: str | None = None,
         trial_timeout_s: float | None = None,
+        prefetch: bool | None = None,
+        warm_up: bool = True,
     ) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address is None:
@@ -359,7 +373,7 @@ class RayExecutor(Executor):
         if workers is None:
             # Counted once Ray runs: the GPUs of the whole cluster when joined to one.
             workers = max(_visible_gpus(), 1) if gpu else 1
-        self.capacity = workers
+        self.workers = workers
         self.asynchronous = True
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         if gpu or address is not None or not cores:
@@ -367,6 +381,15 @@ class RayExecutor(Executor):
         else:
             per = max(len(cores) // workers, 1)
             self.core_sets = [cores[i * per : (i + 1) * per] or [cores[i % len(cores)]] for i in range(workers)]
+        # Prefetch: each worker has its next trial queued behind the running one, so it starts
+        # as soon as Ray sees the worker free, not after the driver's tell and ask (issue 13).
+        # Not with disjoint core sets: a queued trial could start on the cores of another's.
+        # Not by default on a local CPU target: the driver's ask would run on the measured cores.
+        unpinned = self.core_sets[0] is None
+        self.prefetch = (unpinned if prefetch is None else prefetch) and (workers == 1 or unpinned)
+        if self.prefetch:
+            self.core_sets = self.core_sets * 2
+        self.capacity = len(self.core_sets)
         options: dict[str, Any] = {"max_retries": 0}
         if gpu:
             options["num_gpus"] = 1
@@ -379,12 +402,14 @@ class RayExecutor(Executor):
         else:
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)
+        # Every worker imports while the driver prepares; the trials then reuse warm workers.
+        self._warm = [ray.remote(**options)(_remote_warm).remote() for _ in range(workers if warm_up else 0)]
         self._paired_task = ray.remote(**options)(_remote_paired)  # where a trial would run
         self._profile_task = ray.remote(**options)(_remote_profile)
         self._model_refs: dict[str, Any] = {}
         self._flights: dict[Any, _InFlight] = {}
         self._shared: tuple[Any, Any, Any, Any] | None = None  # (pool, refs, pool ref, refs ref)
-        self._free_slots = list(range(workers))
+        self._free_slots = list(range(self.capacity))
         self._finished: list[TrialResult] = []
 
     @classmethod
@@ -416,7 +441,9 @@ class RayExecutor(Executor):
             self._shared = shared
         light = replace(request, input_pool={}, reference_outputs={})
         ref = self._task.remote(light, shared[2], shared[3], cores, self.trial_timeout_s)
-        self._flights[ref] = _InFlight(request.number, request, slot, time.monotonic())
+        now = time.monotonic()
+        running = sum(1 for flight in self._flights.values() if flight.started is not None)
+        self._flights[ref] = _InFlight(request.number, request, slot, now, now if running < self.workers else None)
 
     def run_paired(self, request: PairedRequest) -> dict[str, Any]:
         """Runs one of finalize's paired measurements as a task shaped like a trial's (one GPU
@@ -491,7 +518,16 @@ class RayExecutor(Executor):
                 results.append(
                     _failed(flight.request, f"worker died: {type(exc).__name__} during {stage}", flight.submitted)
                 )
+        self._start_queued()
         return results
+
+    def _start_queued(self) -> None:
+        """Starts the --trial-timeout clock of queued trials as workers free up (Ray runs a
+        scheduling class's tasks in submission order)."""
+        running = sum(1 for flight in self._flights.values() if flight.started is not None)
+        queued = sorted((f for f in self._flights.values() if f.started is None), key=lambda f: f.submitted)
+        for flight in queued[: max(self.workers - running, 0)]:
+            flight.started = time.monotonic()
 
     def _cancel_overdue(self) -> None:
         """Kills the tasks running past --trial-timeout plus the slack (see above)."""
@@ -501,7 +537,7 @@ class RayExecutor(Executor):
             return
         limit = self.trial_timeout_s + WORKER_TIMEOUT_SLACK_S
         for ref, flight in list(self._flights.items()):
-            if time.monotonic() - flight.submitted < limit:
+            if flight.started is None or time.monotonic() - flight.started < limit:
                 continue
             ray.cancel(ref, force=True)
             self._flights.pop(ref)

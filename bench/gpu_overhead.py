@@ -8,7 +8,10 @@ GPU to two, placement, and the interference of a neighbour GPU. Runs on the lent
 `study` runs the same study (same model, seed and trial count) once per `--workers` value through
 `autotune.study.run_study` and the daemon's own executor (`RayExecutor.for_spec`: one GPU per
 trial, warm workers that fork a child per trial). Overhead = (study wall − Σ trials' own
-`total_s`) / study wall, wall from the first ask to the last tell; Ray start-up is reported apart.
+`total_s`) / study wall, wall from the first ask to the last tell; start-up (Ray, the FP32
+references) is reported apart. `--modes pipelined serial` runs each study twice, back to back:
+as autotune runs it now (workers warmed while the references are computed, each worker's next
+trial queued behind its running one) and as before (neither).
 While it runs, `nvidia-smi --query-compute-apps` is sampled every 0.2 s: every process holding a
 CUDA context, with its parent, so the record shows which GPU each trial child used, whether two
 trial children ever shared a GPU, how many distinct Ray workers forked them (warm workers: one
@@ -145,14 +148,25 @@ class Recording:
         return results
 
 
-def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[str, Any]:
+def run_study_once(args: argparse.Namespace, workers: int, root: Path, mode: str = "pipelined") -> dict[str, Any]:
+    """One study as the daemon runs it. `pipelined` (autotune now): the executor starts first, its
+    workers import while the references are computed, each worker's next trial is queued behind
+    its running one. `serial` (autotune before): references, then the executor, no warm-up, the
+    next trial asked only once a result is in."""
     from autotune.study import compute_references, run_study
+    from autotune.targets import target_class
     from autotune.workers import RayExecutor
 
-    spec = _spec(args.model, args.shape or [], args.inputs, args.trials, f"w{workers}", root)
-    references = compute_references(spec)
+    spec = _spec(args.model, args.shape or [], args.inputs, args.trials, f"w{workers}-{mode}", root)
+    pipelined = mode == "pipelined"
     started = time.monotonic()
-    executor = Recording(RayExecutor.for_spec(spec, workers=workers, address=None, trial_timeout_s=180.0))
+    if not pipelined:
+        references = compute_references(spec)
+    gpu = target_class(spec.target_name).needs_gpu(spec.target_options)
+    inner = RayExecutor(workers, gpu=gpu, trial_timeout_s=180.0, prefetch=None if pipelined else False, warm_up=pipelined)
+    executor = Recording(inner)
+    if pipelined:
+        references = compute_references(spec)
     startup_s = time.monotonic() - started
     inside: list[float] = []
     arrived: list[float] = []
@@ -178,6 +192,7 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path) -> dict[s
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
     return {
         "workers": workers,
+        "mode": mode,
         "gpu": executor.gpu,
         "controls": len(controls),
         "controls_worker_s": sum(float(r.timings_s.get("worker_s", 0.0)) for r in controls),
@@ -215,12 +230,13 @@ def _warm_overhead(inside: list[float], arrived: list[float], end: float, worker
 def cmd_study(args: argparse.Namespace) -> int:
     rows = []
     for workers in args.workers:
-        root = Path(tempfile.mkdtemp(prefix="autotune-gpu-overhead-"))
-        try:
-            rows.append(run_study_once(args, workers, root))
-            print(json.dumps(rows[-1]), flush=True)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        for mode in args.modes:
+            root = Path(tempfile.mkdtemp(prefix="autotune-gpu-overhead-"))
+            try:
+                rows.append(run_study_once(args, workers, root, mode))
+                print(json.dumps(rows[-1]), flush=True)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
     record = {"kind": "study", "model": Path(args.model).name, "shape": args.shape, "rows": rows, "env": _env()}
     Path(args.json).write_text(json.dumps(record, indent=1))
     return 0
@@ -342,26 +358,27 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"### {record['model']} {' '.join(record['shape'] or [])}: {_gpus(record)}; "
                 f"autotune {record['env'].get('autotune')}",
                 "",
-                "| workers | trials told | states | study wall s | Σ trial time s | Σ worker task s | overhead "
+                "| workers | mode | trials told | states | study wall s | Σ trial time s | Σ worker task s | overhead "
                 "| overhead, warm workers | drift controls (worker s) | overhead, controls counted as work "
                 "| trials/min "
-                "| median trial s | Ray start s | trial processes per GPU | samples with a shared GPU "
+                "| median trial s | start-up s (Ray, references) | start-up + wall s | trial processes per GPU | samples with a shared GPU "
                 "| workers that ran trials | driver held CUDA |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for row in record["rows"]:
                 p = row["placement"] or {}
                 lines.append(
-                    f"| {row['workers']} | {row['results']} | {row['states']} | {row['wall_s']:.1f} "
+                    f"| {row['workers']} | {row.get('mode', 'serial')} | {row['results']} | {row['states']} | {row['wall_s']:.1f} "
                     f"| {row['inside_trials_s']:.1f} | {row.get('inside_workers_s', 0):.1f} | {100 * row['overhead']:.1f}% "
                     f"| {_pct(row.get('overhead_warm'))} | {row.get('controls', '-')} ({row.get('controls_worker_s', 0):.1f}) "
                     f"| {_pct(row.get('overhead_without_controls'))} | {row['trials_per_min']:.1f} "
                     f"| {row['trial_total_s_median'] or 0:.2f} | {row['startup_s']:.1f} "
+                    f"| {row['startup_s'] + row['wall_s']:.1f} "
                     f"| {p.get('trial_processes_per_gpu', '-')} | {p.get('samples_with_a_shared_gpu', '-')} "
                     f"/ {p.get('samples', '-')} | {len(row.get('worker_pids') or []) or p.get('forking_workers', '-')} "
                     f"| {p.get('driver_held_cuda', '-')} |"
                 )
-            by = {row["workers"]: row for row in record["rows"]}
+            by = {row["workers"]: row for row in record["rows"] if row.get("mode", "serial") == record["rows"][0].get("mode", "serial")}
             if 1 in by and 2 in by:
                 lines += [
                     "",
@@ -403,6 +420,7 @@ def main() -> int:
         if name == "study":
             p.add_argument("--trials", type=int, default=24)
             p.add_argument("--workers", type=int, nargs="+", default=[1])
+            p.add_argument("--modes", nargs="+", choices=["pipelined", "serial"], default=["pipelined"])
         else:
             p.add_argument("--rounds", type=int, default=21)
             p.add_argument("--runs", type=int, default=50)

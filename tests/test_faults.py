@@ -23,7 +23,7 @@ import pytest
 from autotune.daemon import STATE_FILE, _without_storage, daemon_state, lock_holder, write_state
 from autotune.errors import UsageError
 from tests.conftest import make_tiny_model
-from tests.test_daemon import MISBEHAVING, SLOW_SPACE, cli, load, wait_for
+from tests.test_daemon import MISBEHAVING, SLOW_SPACE, cli, finished, load, wait_for
 
 LONG_NAME = "a" * 300
 
@@ -630,3 +630,81 @@ def test_results_are_told_before_the_next_ask_when_they_cannot_be_journaled(tmp_
     assert counts(study) == {"COMPLETE": 2}
     assert [told for number, told in executor.told_at_submit if number >= 0] == [0, 0]
     assert not list((results / "roomy" / "trials").glob(f"*/{ARRIVED_FILE}"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 48 MiB filesystem (tmpfs) to fill: needs the right to mount (root here and in CI)."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(path: Path) -> int:
+    """Writes zeros to `path` until the filesystem refuses: the MiB written."""
+    written = 0
+    with open(path, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 20))
+                handle.flush()
+                written += 1
+        except OSError as exc:
+            assert exc.errno == 28, exc  # ENOSPC
+    return written
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_study_loses_nothing_told_and_resumes(small_disk, tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    results = small_disk / "results"
+    study_dir = results / "full"
+    cli("start", str(model), "--study", "full", "--trials", "5000", "--budget", "3m", "--no-ray",
+        "--results-dir", str(results), "--max-measure-s", "0.05")  # fmt: skip
+    wait_for(lambda: sum(t.state.name == "COMPLETE" for t in finished(results, "full")) >= 5, 120, "5 trials")
+    assert _fill(small_disk / "filler") > 0
+    # What was told before the disk filled: nothing of it may be lost, changed or duplicated.
+    told = {t.number: t.values for t in load(results, "full").trials if t.state.name == "COMPLETE"}
+    wait_daemon_gone(study_dir, 120)
+
+    state = json.loads((study_dir / STATE_FILE).read_text())
+    assert state["state"] == "failed" and "is full" in state["reason"] and str(study_dir) in state["reason"], state
+    status = cli("status", "full", "--results-dir", str(results))
+    assert "failed: the disk holding" in " ".join(status.stdout.split()), status.stdout
+    after_fill = {t.number: t.values for t in load(results, "full").trials if t.state.name == "COMPLETE"}
+    assert {n: after_fill.get(n) for n in told} == told
+
+    (small_disk / "filler").unlink()
+    goal = len(after_fill) + 3
+    cli("start", "--resume", "full", "--trials", str(goal), "--foreground", "--results-dir", str(results), timeout=300)
+    study = load(results, "full")
+    resumed = {t.number: t.values for t in study.trials if t.state.name == "COMPLETE"}
+    assert {n: resumed.get(n) for n in after_fill} == after_fill and len(resumed) >= goal
+    assert "RUNNING" not in counts(study) and baseline(study) is not None
+    assert daemon_state(study_dir) == "finished", daemon_state(study_dir)
+    assert json.loads((study_dir / "best" / "manifest.json").read_text())["study"] == "full"
+
+
+def test_a_foreground_run_takes_the_study_lock_like_a_daemon(finished_study, tmp_path, capsys):
+    from autotune.daemon import PID_FILE, StudyLock
+
+    results = tmp_path / "results"
+    shutil.copytree(finished_study, results)
+    lock = StudyLock(results / "ok" / PID_FILE)
+    lock.acquire()  # as a running daemon holds it
+    try:
+        before = counts(load(results, "ok"))
+        proc = run_main(capsys, "start", "--resume", "ok", "--trials", "4", "--foreground", "--no-ray",
+                        "--results-dir", str(results))  # fmt: skip
+    finally:
+        lock.release()
+    one_line_error(proc, "already running")
+    assert counts(load(results, "ok")) == before

@@ -35,17 +35,33 @@ def test_one_warm_worker_serves_every_trial_and_outlives_a_crashing_child(tmp_pa
     argv += ["--max-measure-s", "0.05"]
     spec = prepare_start(build_parser().parse_args(argv))[0]
     results = []
-    executor = RayExecutor(1)
+    executor = RayExecutor(1, prefetch=True)  # (a local CPU target's default is off)
+    queued_at_submit = []  # per submit: (trials in flight, of them queued behind the running one)
+    submit = executor.submit
+
+    def recording_submit(request):
+        submit(request)
+        flights = executor._flights.values()
+        queued_at_submit.append((len(flights), sum(f.started is None for f in flights)))
+
+    executor.submit = recording_submit
     try:
+        import ray
+
+        warm_pids = ray.get(executor._warm)
         run_study(spec, executor, references=compute_references(spec), on_result=lambda r, s: results.append(r))
     finally:
         executor.close()
+    # Prefetch: one worker, two trials in flight, the second queued (its timeout clock not started).
+    assert executor.capacity == 2 and max(queued_at_submit) == (2, 1), queued_at_submit
+    assert all(queued <= 1 for _, queued in queued_at_submit)
     crashed = [r for r in results if r.config.get("graph_optimization_level") == "disable"]
     assert crashed and all(r.state == "failed" and "signal 6" in r.reason for r in crashed)
     assert sum(r.state == "complete" for r in results) >= 3
     workers = {r.build["worker_pid"] for r in results}
     children = {r.build["pid"] for r in results if "pid" in r.build}
     assert len(workers) == 1, workers  # the same warm worker, also after the crash
+    assert workers == set(warm_pids)  # the one that imported everything at start-up
     assert len(children) == sum(r.state == "complete" for r in results)  # a fresh child per trial
     assert workers.isdisjoint(children)
     # The task's own wall time holds the trial's and the fork + collection around it.
