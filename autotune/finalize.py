@@ -78,7 +78,6 @@ def finalize(
     study: Any,
     *,
     paired_rounds: int = 21,
-    run_paired_fn: Callable[[PairedRequest], dict[str, Any]] | None = None,
     prune: bool = True,
 ) -> Finalized:
     """Chooses the answer per batch (paired against the defaults at that batch, judged against
@@ -89,8 +88,6 @@ def finalize(
         study (optuna.Study): a study written by `run_study`.
         paired_rounds (int): interleaved rounds of each paired measurement; 0 skips them (the
             defaults are then every batch's answer). Default: 21.
-        run_paired_fn (Callable | None): runs one paired measurement. Default: None, where
-            `paired_dispatch` puts it (a GPU worker on GPU targets, else this process).
         prune (bool): remove artifacts of trials off the Pareto front. Default: True.
     """
     route_onnxruntime_logging()  # finalize opens dozens of sessions: provider warnings once, in the log
@@ -100,8 +97,8 @@ def finalize(
     aa: Speedup | None = None
     measuring = zero is not None and not study.user_attrs.get("build_only")
     with gpu_work(study) as gpu:
-        if run_paired_fn is None:
-            run_paired_fn = gpu.run_paired if gpu is not None else run_paired
+        # Paired measurements run in a GPU worker on GPU targets, else in this process.
+        run_paired_fn = gpu.run_paired if gpu is not None else run_paired
         if measuring and paired_rounds > 0:
             aa = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
             if aa.p75 - aa.p25 > AA_RETRY_WIDTH:
@@ -374,9 +371,14 @@ MAX_ARTIFACT_BYTES = 200 << 20
 def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
     """Puts the files of the Pareto trials and best/ in Optuna's artifact store, attached to
     the study (finished trials are read-only), named `trial-<n>-<file>`, so the dashboard
-    shows them. Files already uploaded are not repeated."""
+    shows them: each trial's metrics, transformed model and profile, and the build logs and
+    artifacts its target declares (`Target.log_files`, `Target.artifact_files`). Files
+    already uploaded are not repeated."""
     from optuna.artifacts import get_all_artifact_meta, upload_artifact
 
+    from autotune.targets import target_class
+
+    target = target_class(study.user_attrs["target"])
     study_dir = Path(study.user_attrs["study_dir"])
     store = artifact_store(study_dir)
     best = chosen_trial(study)
@@ -384,7 +386,8 @@ def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
     trials = {t.number: t for t in [*pareto_front(study), *([best] if best is not None else [])]}
     for trial in trials.values():
         trial_dir = study_dir / "trials" / str(trial.number)
-        files = [trial_dir / name for name in ("metrics.json", MODEL_FILE, "build.log", "engine.plan", PROFILE_FILE)]
+        names = ("metrics.json", MODEL_FILE, *target.log_files, *target.artifact_files, PROFILE_FILE)
+        files = [trial_dir / name for name in names]
         if best is not None and best_dir is not None and trial.number == best.number:
             files += [best_dir / name for name in (MANIFEST_FILE, REPORT_FILE, PARETO_PLOT)]
         for path in files:
@@ -454,11 +457,4 @@ def measure_speedup(
         result = run_paired_fn(request)
     finally:
         shutil.rmtree(study_dir / "paired", ignore_errors=True)
-    return Speedup(
-        median=result["speedup_median"],
-        p25=result["speedup_p25"],
-        p75=result["speedup_p75"],
-        rounds=result["rounds"],
-        default_ms_per_sample=result["a_ms_per_sample_median"],
-        best_ms_per_sample=result["b_ms_per_sample_median"],
-    )
+    return Speedup.from_paired(result)

@@ -10,12 +10,14 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import condense_reason
+from autotune.measure import PairedSpeedup
 from autotune.trial import MODEL_FILE
 
 BEST_DIR = "best"
@@ -296,7 +298,18 @@ def host_facts() -> dict[str, Any]:
 
 @dataclass
 class Speedup:
-    """The paired speedup of the best configuration over trial 0 (the target's defaults)."""
+    """The paired speedup of a candidate over the defaults (trial 0's knobs at its batch), as
+    the study stores it (`answers`, `speedup`, `aa_control`: these field names are in every
+    study's database, hence not `PairedSpeedup`'s).
+
+    Args:
+        median (float): median per-round speedup (PairedSpeedup.speedup_median).
+        p25 (float): its 25th percentile (speedup_p25).
+        p75 (float): its 75th percentile (speedup_p75).
+        rounds (int): interleaved rounds.
+        default_ms_per_sample (float): the defaults' median ms per sample (A: a_ms_per_sample_median).
+        best_ms_per_sample (float): the candidate's median ms per sample (B: b_ms_per_sample_median).
+    """
 
     median: float
     p25: float
@@ -304,6 +317,20 @@ class Speedup:
     rounds: int
     default_ms_per_sample: float
     best_ms_per_sample: float
+
+    @classmethod
+    def from_paired(cls, paired: PairedSpeedup | Mapping[str, Any]) -> Speedup:
+        """From a `measure.paired_speedup` result of A = the defaults, B = the candidate, or its
+        `as_dict()` (what a worker sends back)."""
+        data = paired.as_dict() if isinstance(paired, PairedSpeedup) else paired
+        return cls(
+            median=float(data["speedup_median"]),
+            p25=float(data["speedup_p25"]),
+            p75=float(data["speedup_p75"]),
+            rounds=int(data["rounds"]),
+            default_ms_per_sample=float(data["a_ms_per_sample_median"]),
+            best_ms_per_sample=float(data["b_ms_per_sample_median"]),
+        )
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -529,7 +556,9 @@ def sensitivity_section(study: Any, best: Any | None) -> list[str]:
     """The layers that cost a quantized trial its accuracy (`autotune.sensitivity`): the answer's
     when it is quantized, else the most accurate quantized trial's; and which stayed in float."""
     # a fully quantized trial is not ranked (autotune.sensitivity): show one that was
-    quantized = [t for t in _complete(study) if details(t).get("build", {}).get("mixed_precision", {}).get("sensitivity")]
+    quantized = [
+        t for t in _complete(study) if details(t).get("build", {}).get("mixed_precision", {}).get("sensitivity")
+    ]
     if not quantized:
         return []
     if best is not None and best in quantized:
@@ -679,7 +708,7 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
     target = target_class(target_name)(
         TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only")))
     )
-    artifact = _trial_artifact(source_dir, target_name) or model
+    artifact = target.trial_artifact(source_dir) or model
     built = Built(
         artifact=artifact, info=dict(details(trial).get("build", {})), digest=trial.user_attrs.get("digest", "")
     )
@@ -737,20 +766,12 @@ def _answer_speedup(study: Any, trial: Any) -> dict[str, Any] | None:
     return asdict(answer.speedup)
 
 
-def _trial_artifact(source_dir: Path, target_name: str) -> Path | None:
-    if target_name == "onnxruntime":
-        return None
-    for name in ("engine.plan", "engine.trt"):
-        if (source_dir / name).exists():
-            return source_dir / name
-    return None
-
-
 def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
     """Re-applies a trial's passes and precision (deterministic) when its files were pruned."""
     import numpy as np
 
     from autotune.targets import target_class
+    from autotune.targets.base import TargetOptions
     from autotune.trial import calibration_feeds, transform_model
 
     study_dir = Path(study.user_attrs["study_dir"])
@@ -766,12 +787,18 @@ def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
                 index, name = key.split("/", 1)
                 batches.setdefault(int(index), {})[name] = data[key]
         feeds = [batches[i] for i in sorted(batches)]
+    # The same scheme and kernels the trial ran with (`Target.precision_kernels` may depend on
+    # the device an instance finds, so an instance is asked).
+    target = target_class(study.user_attrs["target"])(
+        TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
+    )
     transform_model(
         Path(study.user_attrs["model_path"]),
         trial.params,
         out,
         calibration_feeds=feeds,
-        scheme=target_class(study.user_attrs["target"]).quantization_scheme,
+        scheme=target.quantization_scheme,
+        kernels=target.precision_kernels,
     )
     return out
 

@@ -1,6 +1,15 @@
 """Targets: one module per deployment runtime, all with the interface in `base`.
 
-Adding a target means adding a module and one line to `_REGISTRY`; nothing else changes.
+Adding a target means adding a module (a subclass of `base.Target`) and one line to
+`_REGISTRY`; nothing else changes. A target outside autotune is named "package.module:Class"
+on the command line instead (a plugin): it runs like a registered one, but `--target auto`
+never sees it (nothing lists it), and a study's database never imports it back (see
+`autotune.study`: `report` and `export` of such a study use what it wrote while it ran).
+
+`--target auto` (`resolve_target`) tries the registered targets whose `auto_rank` is above 0,
+highest first, and picks the first that `unavailable_reason` (for measuring, not build-only)
+says can run here: TensorRT where it and a GPU are present, else ONNX Runtime. TensorRT-RTX
+has rank 0: only picked when named.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ _REGISTRY = {
 }
 
 
-def _unavailable_reason(cls: type[Target], build_only: bool) -> str | None:
+def unavailable_reason(cls: type[Target], build_only: bool) -> str | None:
     """`cls.unavailable_reason`, also for a plugin that declares it without `build_only`."""
     import inspect
 
@@ -72,19 +81,31 @@ def resolve_target(name: str, options: TargetOptions | None = None) -> tuple[Tar
 
     options = options or TargetOptions()
     if name == "auto":
-        tensorrt = target_class("tensorrt")
-        reason = tensorrt.unavailable_reason(build_only=False)
-        if reason is None:
-            return tensorrt(options), "target auto: picked tensorrt (TensorRT and a GPU are present)"
-        ort = target_class("onnxruntime")(options)
-        why = reason.split(";")[0].split(" (")[0]
-        return ort, f"target auto: picked onnxruntime ({ort.describe()}); tensorrt not usable: {why}"
+        return _resolve_auto(options)
     cls = target_class(name)
-    reason = _unavailable_reason(cls, options.build_only)
+    reason = unavailable_reason(cls, options.build_only)
     if reason is not None:
         raise TargetUnavailable(f"--target {name}: {reason}")
     target = cls(options)
     return target, f"target: {name} ({target.describe()})"
 
 
-__all__ = ["Built", "Session", "Target", "resolve_target", "target_class", "target_names"]
+def _resolve_auto(options: TargetOptions) -> tuple[Target, str]:
+    """The usable registered target of highest `auto_rank`, with what was passed over and why."""
+    from autotune.errors import TargetUnavailable
+
+    candidates = sorted((target_class(n) for n in _REGISTRY), key=lambda c: -c.auto_rank)
+    passed_over: list[str] = []
+    for cls in (c for c in candidates if c.auto_rank > 0):
+        reason = unavailable_reason(cls, build_only=False)
+        if reason is not None:
+            passed_over.append(f"{cls.name} not usable: {reason.split(';')[0].split(' (')[0]}")
+            continue
+        target = cls(options)
+        if not passed_over:
+            return target, f"target auto: picked {cls.name} ({target.describe()})"
+        return target, f"target auto: picked {cls.name} ({target.describe()}); {'; '.join(passed_over)}"
+    raise TargetUnavailable(f"--target auto: no target can run here ({'; '.join(passed_over)})")
+
+
+__all__ = ["Built", "Session", "Target", "resolve_target", "target_class", "target_names", "unavailable_reason"]

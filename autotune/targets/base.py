@@ -77,17 +77,50 @@ class TargetOptions:
 
 
 class Target(abc.ABC):
-    """One way to deploy a model (ONNX Runtime, TensorRT, TensorRT-RTX).
+    """One way to deploy a model (ONNX Runtime, TensorRT, TensorRT-RTX): the whole contract.
 
-    Subclasses declare `name`, the knobs they understand (`knob_names`), the precisions
-    they can run (`precisions`), and the quantization scheme they want for INT8/FP8.
+    Everything the rest of autotune knows about a target is here; a subclass of this class
+    alone (no other target's code) can run a study, a report and an export. It declares:
+
+    - `name`: the `--target` name, the `target:` of its space files, and the study's record.
+    - `knob_names` / `knob_prefixes`: the knobs of a space it understands.
+    - `precisions`: the precision choices it can run (`supported_choices` filters by them).
+    - `quantization_scheme` and `precision_kernels`: how the trial pipeline writes an INT8/FP8
+      or FP16/BF16 model for it (`autotune.trial.transform_model`; report regenerates a pruned
+      trial's model with the same two).
+    - `artifact_files` / `log_files`: the files `build` leaves in a trial's directory that
+      deploy, and those that only explain the build. `trial_artifact` finds the artifact;
+      finalize keeps both kinds with the trial on the dashboard; `export` writes what deploys.
+    - `auto_rank`: whether, and before which others, `--target auto` picks it.
+
+    and implements `unavailable_reason` (with `build_only`), `build`, `open`, and optionally
+    `needs_gpu`, `describe`, `default_space_path`, `supported_choices`, `export` and
+    `deploy_commands`.
     """
 
     name: ClassVar[str]
     knob_names: ClassVar[frozenset[str]]
     knob_prefixes: ClassVar[tuple[str, ...]] = ()  # families of knobs, e.g. "tactic."
-    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    # The precision choices it can run. Like `precision_kernels`, not a ClassVar: an instance
+    # may narrow or widen them for the device it found (ONNX Runtime on CUDA runs fp16).
+    precisions: tuple[str, ...] = ("fp32",)
+    # "symmetric" (int8 activations and weights, zero point 0: TensorRT) or "asymmetric_u8"
+    # (uint8 activations: ONNX Runtime's CPU kernels); see `passes.apply_precision`'s `scheme`.
     quantization_scheme: ClassVar[str] = "symmetric"
+    # Which ops FP16/BF16 may cast (`passes.apply_precision`'s `kernels`): "onnx_schema" (every
+    # op whose ONNX schema allows the type) or "onnxruntime_cpu" (only ops ONNX Runtime's CPU
+    # provider has a kernel for in it). Set per instance where it depends on the device.
+    precision_kernels: str = "onnx_schema"
+    # Files `build` writes into the trial directory that deployment needs, the first being
+    # `Built.artifact` (TensorRT: ("engine.plan",)). Empty: the transformed model (model.onnx),
+    # which every export holds, is what deploys (ONNX Runtime).
+    artifact_files: ClassVar[tuple[str, ...]] = ()
+    # Files `build` writes into the trial directory that explain a build (TensorRT's build
+    # log): kept with the trial on the dashboard, not deployed unless `export` copies them.
+    log_files: ClassVar[tuple[str, ...]] = ()
+    # `--target auto` picks the usable registered target of highest rank (see
+    # `autotune.targets.resolve_target`); 0: never picked by auto, only when named.
+    auto_rank: ClassVar[int] = 0
 
     def __init__(self, options: TargetOptions | None = None) -> None:
         self.options = options or TargetOptions()
@@ -104,9 +137,16 @@ class Target(abc.ABC):
 
         Args:
             build_only (bool): candidates are built, never run (`--build-only`), so no GPU is
-                needed. Default: False. A plugin may leave this argument out; it is then
-                called without it.
+                needed. Default: False. Always passed by keyword; a plugin written before this
+                argument existed (`unavailable_reason(cls)`) is still called without it (see
+                `autotune.targets.unavailable_reason`).
         """
+
+    @classmethod
+    def trial_artifact(cls, trial_dir: Path) -> Path | None:
+        """The artifact `build` left in `trial_dir`: the first of `artifact_files` there, else
+        None (no artifact besides the transformed model, or one since pruned)."""
+        return next((trial_dir / name for name in cls.artifact_files if (trial_dir / name).is_file()), None)
 
     @classmethod
     def needs_gpu(cls, options: TargetOptions) -> bool:
@@ -152,14 +192,23 @@ class Target(abc.ABC):
         """Opens a session that runs the built candidate."""
 
     def export(self, built: Built, config: Config, dest: Path) -> list[Path]:
-        """Copies what deployment needs into `dest`; returns the files written."""
+        """Copies what deployment needs, besides the transformed model, into `dest`; returns the
+        files written. Called only for a trial with an artifact (`trial_artifact`).
+
+        Default: every one of `artifact_files` found beside `built.artifact`, under its own name.
+        """
         import shutil
 
         dest.mkdir(parents=True, exist_ok=True)
-        out = dest / built.artifact.name
-        shutil.copyfile(built.artifact, out)
-        return [out]
+        written = []
+        for name in self.artifact_files or (built.artifact.name,):
+            source = built.artifact.parent / name
+            if source.is_file():
+                shutil.copyfile(source, dest / name)
+                written.append(dest / name)
+        return written
 
     def deploy_commands(self, built: Built, config: Config) -> dict[str, str]:
-        """Command lines that rebuild or run the same candidate outside autotune."""
+        """Command lines that rebuild or run the same candidate outside autotune, by name; export
+        writes each as `<name>.sh` (a checked shell script), "python" as `python.py`. Default: {}."""
         return {}

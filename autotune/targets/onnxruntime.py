@@ -344,6 +344,7 @@ class OnnxRuntimeTarget(Target):
     knob_names = frozenset(SESSION_KNOBS + CUDA_KNOBS)
     precisions = ("fp32", "int8")
     quantization_scheme = "asymmetric_u8"  # ORT's CPU kernels: uint8 activations, int8 weights
+    auto_rank = 10  # --target auto's choice where TensorRT cannot run
 
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)

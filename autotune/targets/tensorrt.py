@@ -272,7 +272,7 @@ class TensorRTTarget(Target):
         }
     )
     knob_prefixes: ClassVar[tuple[str, ...]] = ("tactic.", "pass.")
-    precisions: ClassVar[tuple[str, ...]] = GRAPH_PRECISIONS
+    precisions: tuple[str, ...] = GRAPH_PRECISIONS
     quantization_scheme: ClassVar[str] = "symmetric"
     artifact_files: ClassVar[tuple[str, ...]] = (ENGINE_FILE,)
     log_files: ClassVar[tuple[str, ...]] = (BUILD_LOG_FILE,)
