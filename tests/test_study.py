@@ -176,58 +176,6 @@ def test_each_batch_answer_is_paired_against_the_defaults_at_that_batch(finished
     assert best.number == max(answers.values(), key=lambda a: a.samples_per_s).trial
 
 
-def test_a_speedup_inside_the_aa_interval_is_no_difference_and_the_defaults_stay():
-    from autotune.finalize import choose_answers
-    from autotune.report import Speedup
-
-    class Trial:
-        def __init__(self, number, batch, throughput, params):
-            self.number, self.values, self.params = number, [throughput, 1e-4], params
-            self.user_attrs = {"batch_size": batch, "constraints": [-1.0], "digest": f"d{number}",
-                               "latency_ms_p50": 1e3 * batch / throughput}  # fmt: skip
-            self.state = optuna.trial.TrialState.COMPLETE
-
-    class Study:
-        user_attrs: dict = {}
-
-        def __init__(self, trials):
-            self.trials = trials
-
-        def get_trials(self, deepcopy=False):
-            return self.trials
-
-    zero = Trial(0, 1, 100.0, {"level": "all", "batch_size": 1})
-    tuned = Trial(1, 1, 110.0, {"level": "basic", "batch_size": 1})
-    study = Study([zero, tuned])
-    aa = Speedup(median=1.0, p25=0.97, p75=1.03, rounds=21, default_ms_per_sample=10.0, best_ms_per_sample=10.0)
-
-    def paired(median, p25, p75):
-        return lambda request: {"speedup_median": median, "speedup_p25": p25, "speedup_p75": p75, "rounds": 21,
-                                "a_ms_per_sample_median": 10.0, "b_ms_per_sample_median": 10.0 / median}  # fmt: skip
-
-    import autotune.finalize as fin
-
-    fin.measure_speedup, original = (
-        lambda study, zero, t, batch, rounds, fn: Speedup(**{
-            "median": fn(None)["speedup_median"], "p25": fn(None)["speedup_p25"], "p75": fn(None)["speedup_p75"],
-            "rounds": 21, "default_ms_per_sample": 10.0, "best_ms_per_sample": 10.0 / fn(None)["speedup_median"]}),
-        fin.measure_speedup,
-    )  # fmt: skip
-    try:
-        inside = choose_answers(study, zero, 21, paired(1.02, 0.99, 1.05), aa)[1]
-        assert inside.verdict == "no measurable difference" and inside.trial == 0
-        slower = choose_answers(study, zero, 21, paired(0.9, 0.85, 0.95), aa)[1]
-        assert slower.verdict == "slower" and slower.trial == 0
-        faster = choose_answers(study, zero, 21, paired(1.2, 1.1, 1.3), aa)[1]
-        assert faster.verdict == "faster" and faster.trial == 1 and faster.speedup.median == 1.2
-        # Defaults over tolerance are never the answer: the fastest accurate finalist is, even slower.
-        zero.user_attrs["constraints"] = [1.0]
-        fixed = choose_answers(study, zero, 21, paired(0.8, 0.78, 0.82), aa)[1]
-        assert fixed.verdict == "defaults fail the gate" and fixed.trial == 1
-    finally:
-        fin.measure_speedup = original
-
-
 def test_export_writes_a_model_that_reproduces_the_recorded_outputs(finished, tmp_path):
     results, _, study = finished
     out = tmp_path / "deploy"
@@ -439,14 +387,6 @@ def test_storage_url_puts_the_study_in_the_given_database(tmp_path, tiny_model, 
     assert not (results / "shared" / "study.db").exists()
     assert main(["status", "shared", "--results-dir", str(results), "--storage", url]) == 0
     assert "3 counted" in capsys.readouterr().out
-
-
-def test_float_rounding_errors_are_told_as_equal_and_real_errors_are_not():
-    from autotune.study import ERROR_FLOOR, error_objective
-
-    assert error_objective({"normalized_error": 3e-7}) == error_objective({"normalized_error": 2e-6}) == ERROR_FLOOR
-    assert error_objective({"normalized_error": 0.02}) == 0.02
-    assert error_objective({}) == 1e30
 
 
 def test_a_spent_budget_stops_asking_for_trials(tmp_path, tiny_model):
