@@ -117,19 +117,21 @@ def wait_until_running(results: Path, name: str, finished_at_least: int) -> None
 
 def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_path, model):
     results = tmp_path / "results"
-    proc = cli(
-        "start", str(model), "--study", "bg", "--trials", "6", "--results-dir", str(results), "--max-measure-s", "0.1"
-    )
+    # One worker, trials of over a second each: the daemon is still running when the second
+    # start comes (asserted below), so the refusal is checked on every run, never skipped.
+    options = ["--study", "bg", "--trials", "6", "--workers", "1", "--results-dir", str(results), "--target", MISBEHAVING,
+               "--space", str(space(tmp_path, SLOW_SPACE)), "--max-measure-s", "0.1"]  # fmt: skip
+    proc = cli("start", str(model), *options)
     assert "study bg started" in proc.stdout
     assert str(results / "bg" / "autotune.log") in proc.stdout
     assert "autotune dashboard bg" in proc.stdout and "autotune stop bg" in proc.stdout
     pid = lock_holder(results / "bg")
     assert pid is not None and pid != os.getpid()
 
-    second = cli("start", str(model), "--study", "bg", "--trials", "6", "--results-dir", str(results), check=False)
-    if lock_holder(results / "bg") is not None:  # still running: the second daemon must be refused
-        assert second.returncode == 2
-        assert "already running" in second.stderr and str(pid) in second.stderr
+    second = cli("start", str(model), *options, check=False)
+    assert lock_holder(results / "bg") == pid  # the first daemon outlived the second start
+    assert second.returncode == 2
+    assert "already running" in second.stderr and str(pid) in second.stderr
 
     wait_for(lambda: len(finished(results, "bg")) >= 1, 120, "a first trial")
     status = cli("status", "bg", "--results-dir", str(results)).stdout
