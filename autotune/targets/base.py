@@ -25,7 +25,8 @@ class Built:
     """What `Target.build` produced.
 
     Args:
-        artifact (Path): the deployable file (an ONNX model, a TensorRT plan).
+        artifact (Path): the deployable file (an ONNX model, a TensorRT plan): the first of
+            the target's `artifact_files`, or the transformed model when it declares none.
         info (dict): facts about the build to record with the trial (build time, size, layers).
         digest (str): content hash of what would actually run, used to share measurements
             between configurations that produce identical artifacts. Default: "".
@@ -182,7 +183,8 @@ class Target(abc.ABC):
         Args:
             model_path (Path): the ONNX model after graph and precision passes.
             config (Mapping): one value per knob of this target's space (inactive knobs absent).
-            workdir (Path): a fresh directory for this trial's files.
+            workdir (Path): the trial's own directory (it holds `model_path`); where the
+                `artifact_files` and `log_files` are written, under those names.
             input_shapes (Mapping[str, Sequence[int]]): concrete shape of every input at the
                 configuration's batch size (the optimization profile's opt shape).
         """
