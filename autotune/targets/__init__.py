@@ -3,8 +3,9 @@
 Adding a target means adding a module (a subclass of `base.Target`) and one line to
 `_REGISTRY`; nothing else changes. A target outside autotune is named "package.module:Class"
 on the command line instead (a plugin): it runs like a registered one, but `--target auto`
-never sees it (nothing lists it), and a study's database never imports it back (see
-`autotune.study`: `report` and `export` of such a study use what it wrote while it ran).
+never sees it (nothing lists it), and no command imports it from a study's database (see
+`autotune.study`): `report` re-renders without it, `export` copies the `best/` its finalize
+wrote, and `export --trial N`, which needs the target, is refused.
 
 `--target auto` (`resolve_target`) tries the registered targets whose `auto_rank` is above 0,
 highest first, and picks the first that `unavailable_reason` (for measuring, not build-only)
