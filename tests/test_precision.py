@@ -378,3 +378,74 @@ def test_weights_written_as_constant_nodes_are_quantized_per_channel_like_initia
     weight_dq = next(n for n in quantized.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "w_quantized")
     assert initializers["w_quantized"].dtype == np.int8 and initializers[weight_dq.input[1]].shape == (4,)
     assert relative_error(run(quantized, feeds), run(model, feeds)) < INT8_MAX_RELATIVE_ERROR
+
+
+def decoded_detector() -> onnx.ModelProto:
+    """A YOLOX-like head: boxes in pixels (x 600) and sigmoid scores from two 1x1 Convs, packed
+    by a Concat on the last axis: the post-processing after the last Conv."""
+    head = models.weights([6, 4, 1, 1], 3)
+    return models.make_model(
+        [
+            onnx.helper.make_node("Conv", ["x", "w"], ["h"], name="head"),
+            onnx.helper.make_node("Split", ["h", "sizes"], ["box", "logit"], axis=1, name="split"),
+            onnx.helper.make_node("Mul", ["box", "pixels"], ["box_px"], name="to_pixels"),
+            onnx.helper.make_node("Sigmoid", ["logit"], ["score"], name="sigmoid"),
+            onnx.helper.make_node("Concat", ["box_px", "score"], ["packed"], axis=1, name="concat"),
+            onnx.helper.make_node("Reshape", ["packed", "rows"], ["r"], name="reshape"),
+            onnx.helper.make_node("Transpose", ["r"], ["out"], perm=[0, 2, 1], name="transpose"),
+        ],
+        {"x": [models.BATCH, 4, 8, 8]},
+        ["out"],
+        {"w": head, "sizes": np.array([4, 2], np.int64), "pixels": np.array(600, np.float32),
+         "rows": np.array([0, 6, -1], np.int64)},
+    )  # fmt: skip
+
+
+def test_the_output_post_processing_is_the_nodes_after_the_last_conv():
+    from autotune.passes.precision import output_tail
+
+    assert output_tail(decoded_detector()) == ["split", "to_pixels", "sigmoid", "concat", "reshape", "transpose"]
+
+
+def test_int8_leaves_the_output_post_processing_in_float_so_scores_survive_beside_pixels():
+    from autotune.passes.precision import quantize_qdq
+
+    model = decoded_detector()
+    calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
+    feeds = models.random_feeds(model, batch=2, seed=50)
+    reference = run(model, feeds)
+
+    def score_error(quantized: onnx.ModelProto) -> float:
+        return float(np.abs(run(quantized, feeds)[..., 4:] - reference[..., 4:]).max())
+
+    common = {"calibration_feeds": calibration, "scheme": "asymmetric_u8"}
+    quantized = quantize_qdq(model, "int8", **common)
+    concat = next(node for node in quantized.graph.node if node.op_type == "Concat")
+    assert all(not name.endswith("_DequantizeLinear_Output") for name in concat.input)
+    assert score_error(quantized) < 0.02
+    # one 8-bit scale for pixels and scores rounds the scores (range 1 of ~1000) to a step of ~4
+    assert score_error(quantize_qdq(model, "int8", **common, float_output_tail=False)) > 0.2
+
+
+def test_entropy_calibration_clips_a_rare_outlier_that_minmax_keeps():
+    from autotune.passes.precision import quantize_qdq
+
+    model = models.make_model(
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        {"x": [models.BATCH, 4, 16, 16]},
+        ["y"],
+        {"w": models.weights([4, 4, 1, 1], 2)},
+    )
+    calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
+    calibration[0]["x"][0, 0, 0, 0] = 1000.0  # one value in 4096
+
+    def input_scale(method: str) -> float:
+        quantized = quantize_qdq(model, "int8", calibration_feeds=calibration, calibration_method=method)
+        quantize = next(node for node in quantized.graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "x")
+        scale = next(i for i in quantized.graph.initializer if i.name == quantize.input[1])
+        return float(onnx.numpy_helper.to_array(scale))
+
+    # minmax spans the outlier (1000 / 127); entropy clips it, to its narrowest candidate range
+    # (128 of its 2048 bins); with 128 bins it had one candidate, the full range: minmax's scale
+    assert input_scale("minmax") > 7
+    assert input_scale("entropy") < 1.0
