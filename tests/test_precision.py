@@ -449,3 +449,18 @@ def test_entropy_calibration_clips_a_rare_outlier_that_minmax_keeps():
     # (128 of its 2048 bins); with 128 bins it had one candidate, the full range: minmax's scale
     assert input_scale("minmax") > 7
     assert input_scale("entropy") < 1.0
+
+
+def test_entropy_threshold_is_onnxruntimes_search_computed_faster():
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from autotune.passes.precision import ENTROPY_HISTOGRAM_BINS, ENTROPY_QUANTIZED_BINS, entropy_threshold
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(20000), rng.standard_normal(5) * 50, [300.0]])
+    limit = np.abs(values).max()
+    counts, edges = np.histogram(values, bins=ENTROPY_HISTOGRAM_BINS, range=(-limit, limit))
+    histogram = (counts, edges, np.float32(values.min()), np.float32(values.max()))
+    collector = HistogramCollector("entropy", False, ENTROPY_HISTOGRAM_BINS, ENTROPY_QUANTIZED_BINS, 99.999, None)
+    expected = collector.get_entropy_threshold(histogram, ENTROPY_QUANTIZED_BINS)
+    assert np.allclose(entropy_threshold(histogram, ENTROPY_QUANTIZED_BINS), expected)
