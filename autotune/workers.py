@@ -383,10 +383,12 @@ class RayExecutor(Executor):
             self.core_sets = [cores[i * per : (i + 1) * per] or [cores[i % len(cores)]] for i in range(workers)]
         # Prefetch: each worker has its next trial queued behind the running one, so it starts
         # as soon as Ray sees the worker free, not after the driver's tell and ask (issue 13).
-        # Not with disjoint core sets: a queued trial could start on the cores of another's.
-        # Not by default on a local CPU target: the driver's ask would run on the measured cores.
-        unpinned = self.core_sets[0] is None
-        self.prefetch = (unpinned if prefetch is None else prefetch) and (workers == 1 or unpinned)
+        # Only where the task's resources cap the trials running at once at `workers` (as many
+        # GPUs as workers; one local CPU worker owning every core): elsewhere Ray would start
+        # the queued trial on a free GPU or core at once. Not by default on a local CPU target:
+        # the driver's ask would run on the measured cores.
+        capped = _visible_gpus() <= workers if gpu else (address is None and workers == 1)
+        self.prefetch = (gpu if prefetch is None else prefetch) and capped
         if self.prefetch:
             self.core_sets = self.core_sets * 2
         self.capacity = len(self.core_sets)

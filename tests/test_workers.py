@@ -66,3 +66,23 @@ def test_one_warm_worker_serves_every_trial_and_outlives_a_crashing_child(tmp_pa
     assert workers.isdisjoint(children)
     # The task's own wall time holds the trial's and the fork + collection around it.
     assert all(r.timings_s["worker_s"] >= r.timings_s.get("total_s", 0.0) for r in results)
+
+
+def test_prefetch_only_where_the_gpus_cap_the_trials_running_at_once():
+    """A worker's next trial is queued behind its running one only where Ray cannot start it
+    elsewhere at once: as many GPUs as workers. With one worker on a two-GPU machine, a queued
+    trial would take the second GPU: two trials at once where --workers 1 was asked."""
+    import ray
+
+    from autotune.workers import RayExecutor, local_only_ray
+
+    local_only_ray()
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        one = RayExecutor(1, gpu=True, warm_up=False)
+        two = RayExecutor(2, gpu=True, warm_up=False)
+        assert (one.prefetch, one.capacity) == (False, 1)
+        assert (two.prefetch, two.capacity) == (True, 4)
+        assert RayExecutor(2, gpu=True, prefetch=False, warm_up=False).capacity == 2
+    finally:
+        ray.shutdown()
