@@ -264,9 +264,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
     except Exception as exc:  # a trial's crash is its result, never the study's
         result.state = "failed"
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        result.reason = (
-            f"{stage}: {type(exc).__name__}: {condense_reason(str(exc), 400)} ({Path(last.filename).name}:{last.lineno})"
-        )
+        result.reason = f"{stage}: {type(exc).__name__}: {condense_reason(str(exc), 400)} ({Path(last.filename).name}:{last.lineno})"
     finally:
         result.timings_s["total_s"] = time.perf_counter() - start
         try:

@@ -163,7 +163,9 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path, mode: str
     if not pipelined:
         references = compute_references(spec)
     gpu = target_class(spec.target_name).needs_gpu(spec.target_options)
-    inner = RayExecutor(workers, gpu=gpu, trial_timeout_s=180.0, prefetch=None if pipelined else False, warm_up=pipelined)
+    inner = RayExecutor(
+        workers, gpu=gpu, trial_timeout_s=180.0, prefetch=None if pipelined else False, warm_up=pipelined
+    )
     executor = Recording(inner)
     if pipelined:
         references = compute_references(spec)
@@ -378,7 +380,11 @@ def cmd_render(args: argparse.Namespace) -> int:
                     f"/ {p.get('samples', '-')} | {len(row.get('worker_pids') or []) or p.get('forking_workers', '-')} "
                     f"| {p.get('driver_held_cuda', '-')} |"
                 )
-            by = {row["workers"]: row for row in record["rows"] if row.get("mode", "serial") == record["rows"][0].get("mode", "serial")}
+            by = {
+                row["workers"]: row
+                for row in record["rows"]
+                if row.get("mode", "serial") == record["rows"][0].get("mode", "serial")
+            }
             if 1 in by and 2 in by:
                 lines += [
                     "",

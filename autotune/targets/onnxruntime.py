@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.errors import BuildError, condense_reason
+from autotune.errors import BuildError, first_line
 from autotune.targets.base import Built, Config, Feeds, Session, Target
 
 GRAPH_OPTIMIZATION_LEVELS = {
@@ -162,16 +162,10 @@ def _cuda_session(model_path: Path, config: Config, *, probe: bool = False) -> A
     try:
         session = ort.InferenceSession(str(model_path), session_options(config), providers=providers)
     except Exception as exc:
-        raise BuildError(f"ONNX Runtime could not create a CUDA session: {_first_line(exc)}") from None
+        raise BuildError(f"ONNX Runtime could not create a CUDA session: {first_line(exc, 400)}") from None
     if "CUDAExecutionProvider" not in session.get_providers():
         raise BuildError("ONNX Runtime fell back to the CPU: the CUDA execution provider did not load")
     return session
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    return condense_reason(lines[0], 400) if lines else type(exc).__name__
 
 
 _ORT_TO_NUMPY = {
@@ -426,7 +420,7 @@ class OnnxRuntimeTarget(Target):
                     error = exc
                     optimized.unlink(missing_ok=True)
             else:
-                raise BuildError(f"ONNX Runtime could not create a session: {_first_line(error)}") from None
+                raise BuildError(f"ONNX Runtime could not create a session: {first_line(error, 400)}") from None
         if optimized is not None and optimized.is_file():
             # What runs is ONNX Runtime's optimized graph: two configurations it optimizes to
             # the same graph (a pass ORT applies anyway) share one measurement.
@@ -468,7 +462,9 @@ class OnnxRuntimeTarget(Target):
             try:
                 outputs = session.run(None, feeds)
             except Exception as exc:
-                raise BuildError(f"ONNX Runtime could not run the probe for CUDA graph: {_first_line(exc)}") from None
+                raise BuildError(
+                    f"ONNX Runtime could not run the probe for CUDA graph: {first_line(exc, 400)}"
+                ) from None
             info["output_specs"] = {
                 o.name: [list(out.shape), str(out.dtype)] for o, out in zip(session.get_outputs(), outputs, strict=True)
             }

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from autotune.errors import BuildError
+from autotune.passes.precision import PRECISIONS
 from autotune.targets._tensorrt_commands import (
     ENGINE_FILE,
     POSTPROCESS_SCRIPT_FILE,
@@ -65,7 +66,6 @@ RTX_INSTALL_GUIDE_URL = (
     "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/installing-tensorrt-rtx/installing.html"
 )
 
-GRAPH_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 # TensorRT 10.x weak-typing builder flags, offered as extra precision choices where they exist.
 FLAG_PRECISIONS = {"fp16_flag": "FP16", "bf16_flag": "BF16"}
 # Flags that build something other than what their name says, so they are never offered.
@@ -272,7 +272,7 @@ class TensorRTTarget(Target):
         }
     )
     knob_prefixes: ClassVar[tuple[str, ...]] = ("tactic.", "pass.")
-    precisions: tuple[str, ...] = GRAPH_PRECISIONS
+    precisions: tuple[str, ...] = PRECISIONS  # every precision the graph passes produce
     quantization_scheme: ClassVar[str] = "symmetric"
     artifact_files: ClassVar[tuple[str, ...]] = (ENGINE_FILE,)
     log_files: ClassVar[tuple[str, ...]] = (BUILD_LOG_FILE,)
