@@ -1,17 +1,23 @@
 """bench/PRECISION.md: FP32 defaults vs full INT8 vs repaired mixed INT8, on real data.
 
 For each model: its real samples are split (`autotune.calibration.split_samples`: calibration
-never sees a verification sample), then three ONNX Runtime CPU candidates are built:
-  fp32      the onnxruntime space's trial-0 defaults (no passes, FP32)
-  int8      the whole graph quantized (the target's asymmetric_u8 scheme)
-  repaired  int8 with keep_float_layers=auto: the fewest most-sensitive layers kept in FP32
-            so the gate passes on calibration data
-Errors are on the held-out verification samples (scale gate, 1% of range); speed is
+never sees a verification sample), then ONNX Runtime CPU candidates are built:
+  fp32                   the onnxruntime space's trial-0 defaults (no passes, FP32)
+  int8 METHOD            the whole graph quantized (the target's asymmetric_u8 scheme; the output's
+                         post-processing stays float), calibrated with METHOD
+  repaired(GATE) METHOD  int8 with keep_float_layers=auto: the fewest most-sensitive layers kept
+                         in FP32 so that GATE passes on calibration data
+GATE is "max" (autotune's default: max abs error of each output field over its range, 1%) or
+"task" (the model's task gate at 1%, `precision_metrics.TASK_GATES`: top-1 agreement, character
+error rate, detections, text mask) or "cosine" (cosine similarity >= 0.99 alone). Every
+candidate's error is reported under the max-error and task gates and as cosine similarity, on
+the held-out verification samples; speed is
 `autotune.measure.paired_speedup` of each INT8 candidate against fp32, interleaved, same run.
 With --tensorrt-rtx, the repaired layers are also quantized with the symmetric (TensorRT)
 scheme and built with TensorRT-RTX on CPU; the engine's layer table gives the precisions.
 
-    .venv/bin/python bench/precision.py --models ppocr_v4_det yolox_det ppocr_cls --tensorrt-rtx
+    .venv/bin/python bench/precision.py --models ppocr_v4_rec yolox_det --methods minmax percentile \
+        --gates task max --out bench/out/precision-gates
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from precision_metrics import TASK_GATES  # noqa: E402  (bench/ is this script's directory)
+
 from autotune.calibration import split_samples  # noqa: E402
 from autotune.measure import paired_speedup  # noqa: E402
 from autotune.model import load_model_info  # noqa: E402
@@ -38,6 +46,16 @@ from autotune.trial import transform_model  # noqa: E402
 from autotune.verify import Tolerance, compare_outputs  # noqa: E402
 
 GATE = Tolerance(max_error=1e-2)
+
+
+def gates_for(name: str) -> dict[str, Tolerance]:
+    """The 1% gates: autotune's default max-error gate, the model's task gate, and cosine
+    similarity >= 0.99 alone (`--min-cosine 0.99` with no max-error limit)."""
+    return {
+        "max": GATE,
+        "task": Tolerance(metric=TASK_GATES[name]),
+        "cosine": Tolerance(max_error=float("inf"), min_cosine=0.99),
+    }
 MODELS = ROOT / "models"
 
 
@@ -48,7 +66,15 @@ def inputs_for(name: str) -> Path:
     return path
 
 
-def measure(name: str, rounds: int, round_s: float, tensorrt_rtx: bool, out: Path) -> dict:
+def measure(
+    name: str,
+    rounds: int,
+    round_s: float,
+    tensorrt_rtx: bool,
+    out: Path,
+    methods: list[str] = ("minmax",),
+    gates: list[str] = ("max",),
+) -> dict:
     model_path = MODELS / f"{name}.onnx"
     info = load_model_info(model_path)
     with np.load(inputs_for(name)) as data:
@@ -59,53 +85,67 @@ def measure(name: str, rounds: int, round_s: float, tensorrt_rtx: bool, out: Pat
     space = load_space(ROOT.parent / "autotune" / "search_spaces" / "onnxruntime.yaml", target)
     defaults = space.default_config()
     defaults.pop("batch_size", None)
-    configs = {
-        "fp32": defaults,
-        "int8": {**defaults, "precision": "int8", "calibration_method": "minmax"},
-        "repaired": {**defaults, "precision": "int8", "calibration_method": "minmax", "keep_float_layers": "auto"},
-    }
+    judges = gates_for(name)
+    candidates: dict[str, tuple[dict, Tolerance]] = {"fp32": (defaults, GATE)}
+    for method in methods:
+        int8 = {**defaults, "precision": "int8", "calibration_method": method}
+        candidates[f"int8 {method}"] = (int8, GATE)
+        for gate in gates:
+            candidates[f"repaired({gate}) {method}"] = ({**int8, "keep_float_layers": "auto"}, judges[gate])
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     reference = dict(zip([o.name for o in session.get_outputs()], session.run(None, verification), strict=True))
     row: dict = {"model": name, **split.sizes(), "candidates": {}}
     sessions, timers = {}, {}
-    for label, config in configs.items():
-        workdir = out / name / label
+    for label, (config, gate) in candidates.items():
+        workdir = out / name / label.replace(" ", "_").replace("(", "-").replace(")", "")
         workdir.mkdir(parents=True, exist_ok=True)
         details: dict = {}
         t0 = time.perf_counter()
         transform_model(model_path, config, workdir / "model.onnx", calibration_feeds=split.calibration_feeds,
-                        scheme=target.quantization_scheme, tolerance=GATE, precision_details=details)  # fmt: skip
+                        scheme=target.quantization_scheme, tolerance=gate, precision_details=details,
+                        sensitivity_cache=out / name / "sensitivity-cache")  # fmt: skip
         transform_s = time.perf_counter() - t0
         shapes = {k: list(v.shape) for k, v in verification.items()}
         built = target.build(workdir / "model.onnx", config, workdir, shapes)
         sessions[label] = target.open(built, config)
-        report = compare_outputs(sessions[label].infer(verification), reference, GATE)
+        outputs = sessions[label].infer(verification)
+        held_out = {judge: compare_outputs(outputs, reference, tolerance) for judge, tolerance in judges.items()}
         timers[label] = sessions[label].timer(verification)
         row["candidates"][label] = {
             "config": config,
             "transform_s": round(transform_s, 1),
-            "normalized_error": report.normalized_error,
-            "passed": report.passed,
+            "normalized_error": held_out["max"].normalized_error,
+            "passed": held_out["max"].passed,
+            "min_cosine": held_out["max"].min_cosine_similarity,
+            "task_error": held_out["task"].normalized_error,
+            "task_passed": held_out["task"].passed,
+            "task_detail": held_out["task"].metric.detail if held_out["task"].metric else "",
             "kept_float": details.get("kept_float", []),
             "quantized_layers": details.get("quantized_layers"),
             "top_offenders": details.get("sensitivity", [])[:5],
             "repair_checks": details.get("repair_checks"),
+            "repair_passed": details.get("repair_passed"),
         }
-        print(name, label, f"error {report.normalized_error:.4g}", "passed" if report.passed else "FAILED",
+        print(name, label, f"max-error {held_out['max'].normalized_error:.4g}",
+              "passes" if held_out["max"].passed else "fails",
+              f"cosine {held_out['max'].min_cosine_similarity:.5f}",
+              f"task {held_out['task'].normalized_error:.4g}", "passes" if held_out["task"].passed else "fails",
+              f"({row['candidates'][label]['task_detail']})",
               f"kept float {len(details.get('kept_float', []))}/{details.get('quantized_layers')}",
               f"({transform_s:.0f} s)", flush=True)  # fmt: skip
-    for label in ("int8", "repaired"):
+    for label in [label for label in candidates if label != "fp32"]:
         paired = paired_speedup(timers["fp32"], timers[label], rounds=rounds, round_s=round_s)
         row["candidates"][label]["speedup_vs_fp32"] = paired.as_dict()
         print(name, label, f"speedup {paired.speedup_median:.3f} [{paired.speedup_p25:.3f}, {paired.speedup_p75:.3f}]",
               f"{paired.a_ms_per_sample_median:.1f} -> {paired.b_ms_per_sample_median:.1f} ms", flush=True)  # fmt: skip
     for session in sessions.values():
         session.close()
-    kept = row["candidates"]["repaired"]["kept_float"]
     if tensorrt_rtx:
-        row["tensorrt_rtx"] = build_tensorrt_rtx(model_path, split, kept, out / name / "trt")
+        for label in [label for label in candidates if label.startswith("repaired")]:
+            kept = row["candidates"][label]["kept_float"]
+            row.setdefault("tensorrt_rtx", {})[label] = build_tensorrt_rtx(model_path, split, kept, out / name / "trt")
     return row
 
 
@@ -207,6 +247,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["ppocr_v4_det", "yolox_det", "ppocr_cls"])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--round-s", type=float, default=0.5)
+    parser.add_argument("--methods", nargs="+", default=["minmax"], help="calibration methods of the INT8 candidates")
+    parser.add_argument("--gates", nargs="+", default=["max"], choices=["max", "task", "cosine"], help="gates to repair to")
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
     parser.add_argument(
@@ -220,10 +262,11 @@ def main() -> None:
         )
         print(json.dumps(rows, indent=1, default=str))
         return
-    rows = [measure(name, args.rounds, args.round_s, args.tensorrt_rtx, args.out) for name in args.models]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2, default=str))
-    print(f"wrote {args.out / 'results.json'}")
+    for name in args.models:  # one file per model, written as soon as it is measured
+        row = measure(name, args.rounds, args.round_s, args.tensorrt_rtx, args.out, args.methods, args.gates)
+        (args.out / f"{name}.json").write_text(json.dumps(row, indent=2, default=str))
+        print(f"wrote {args.out / f'{name}.json'}", flush=True)
 
 
 if __name__ == "__main__":

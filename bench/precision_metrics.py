@@ -1,0 +1,142 @@
+"""Task gates for bench/precision.py: each judges a candidate by what its model is for, at 1%.
+
+Passed to autotune as `Tolerance(metric="precision_metrics:<name>")` (bench/ is on the path
+when bench/precision.py runs); each returns autotune's metric verdict
+`{"error", "passed", "detail"}` (see `autotune.metrics`).
+
+- `ctc_text`: recognizer (PP-OCR rec, [samples, steps, classes] probabilities): the greedy CTC
+  decoding (argmax per step, repeats merged, blank 0 dropped) against the reference's; error =
+  character error rate (edit distance over the reference's characters, all samples); passes at
+  <= 1%. (The detail also counts the texts that differ at all.)
+- `detections`: YOLOX-style decoded output ([images, anchors, cx cy w h obj cls]): detections
+  (obj x cls >= 0.3, NMS at IoU 0.45) matched one-to-one to the reference's at IoU >= 0.5
+  (PASCAL VOC's criterion); error = 1 - F1 of that matching; passes at <= 1% (with ~100 boxes:
+  at most one box lost or added). `detections_iou90`: the same at IoU >= 0.9.
+- `text_mask`: text detector (PP-OCR det, [images, 1, H, W] probability map): the text mask at
+  PaddleOCR's threshold 0.3; error = 1 - IoU of candidate and reference masks; passes at <= 1%.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_ERROR = 0.01
+SCORE_THRESHOLD = 0.3
+NMS_IOU = 0.45
+VOC_IOU = 0.5
+STRICT_IOU = 0.9
+MASK_THRESHOLD = 0.3
+
+
+def _first(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(next(iter(outputs.values())), dtype=np.float64)
+
+
+def _verdict(error: float, detail: str) -> dict[str, object]:
+    return {"error": float(error), "passed": bool(error <= MAX_ERROR), "detail": detail}
+
+
+def ctc_decode(probabilities: np.ndarray) -> list[tuple[int, ...]]:
+    """Greedy CTC: argmax per step, repeats merged, blank (class 0) dropped; one tuple per sample."""
+    best = probabilities.argmax(axis=-1)
+    texts = []
+    for steps in best.reshape(-1, best.shape[-1]):
+        merged = [int(c) for i, c in enumerate(steps) if c != 0 and (i == 0 or c != steps[i - 1])]
+        texts.append(tuple(merged))
+    return texts
+
+
+def edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def ctc_text(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    cand, ref = ctc_decode(_first(candidate)), ctc_decode(_first(reference))
+    edits = sum(edit_distance(c, r) for c, r in zip(cand, ref, strict=True))
+    characters = max(sum(len(r) for r in ref), 1)
+    differ = sum(c != r for c, r in zip(cand, ref, strict=True))
+    return _verdict(
+        edits / characters,
+        f"character error rate {edits}/{characters}; {differ} of {len(ref)} decoded texts differ",
+    )
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x1, y1, x2, y2) box with many."""
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def yolox_detections(rows: np.ndarray) -> np.ndarray:
+    """Boxes (x1, y1, x2, y2) kept by score threshold and NMS from one image's [anchors, 6]."""
+    scores = rows[:, 4] * rows[:, 5:].max(axis=1)
+    rows = rows[scores >= SCORE_THRESHOLD]
+    scores = scores[scores >= SCORE_THRESHOLD]
+    boxes = np.stack(
+        [rows[:, 0] - rows[:, 2] / 2, rows[:, 1] - rows[:, 3] / 2, rows[:, 0] + rows[:, 2] / 2, rows[:, 1] + rows[:, 3] / 2],
+        axis=1,
+    )
+    order = np.argsort(-scores)
+    kept = []
+    while order.size:
+        first = order[0]
+        kept.append(first)
+        order = order[1:][_iou(boxes[first], boxes[order[1:]]) < NMS_IOU]
+    return boxes[kept]
+
+
+def detections(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    """Boxes matched at IoU >= 0.5 (PASCAL VOC's criterion, COCO's AP50)."""
+    return match_detections(candidate, reference, VOC_IOU)
+
+
+def detections_iou90(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    """Boxes matched at IoU >= 0.9 (stricter than any detection benchmark)."""
+    return match_detections(candidate, reference, STRICT_IOU)
+
+
+def match_detections(
+    candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray], match_iou: float
+) -> dict[str, object]:
+    cand, ref = _first(candidate), _first(reference)
+    matched = found = expected = 0
+    for cand_rows, ref_rows in zip(cand, ref, strict=True):
+        cand_boxes, ref_boxes = yolox_detections(cand_rows), yolox_detections(ref_rows)
+        found, expected = found + len(cand_boxes), expected + len(ref_boxes)
+        free = np.ones(len(cand_boxes), bool)
+        for box in ref_boxes:
+            if not free.any():
+                break
+            overlaps = np.where(free, _iou(box, cand_boxes), 0.0)
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= match_iou:
+                free[best] = False
+                matched += 1
+    f1 = 2 * matched / (found + expected) if found + expected else 1.0
+    return _verdict(1 - f1, f"{matched} of {expected} reference boxes matched at IoU >= {match_iou} ({found} found)")
+
+
+def text_mask(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    cand, ref = _first(candidate) > MASK_THRESHOLD, _first(reference) > MASK_THRESHOLD
+    union = np.logical_or(cand, ref).sum()
+    iou = float(np.logical_and(cand, ref).sum() / union) if union else 1.0
+    return _verdict(1 - iou, f"text mask IoU {iou:.4f} ({int(ref.sum())} reference text pixels)")
+
+
+# Which gate reads each bench model's output.
+TASK_GATES = {
+    "ppocr_cls": "top1",
+    "ppocr_v4_rec": "precision_metrics:ctc_text",
+    "yolox_det": "precision_metrics:detections",
+    "ppocr_v4_det": "precision_metrics:text_mask",
+}
