@@ -29,6 +29,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check autotune tests bench examples
 	$(BIN)/ruff format --check autotune tests bench examples
+	$(BIN)/mypy autotune
 
 format: install
 	$(BIN)/ruff format autotune tests bench examples
