@@ -2,16 +2,13 @@
 diagnoses of the seed's slow patterns.
 
 Taken once per configuration after the search, never inside a timed measurement (a profiler
-slows every node down by its own bookkeeping):
+slows every node down by its own bookkeeping), by the study's target (`Target.layer_profile`):
 
-- ONNX Runtime: its built-in profiler (`SessionOptions.enable_profiling`, `end_profiling()`
-  JSON) over a few warm runs; per node on the CPU. On the CUDA provider the "Node" events time
-  the kernel *launches* (asynchronous), so device times come from its "Kernel" events, which
-  only an ONNX Runtime built with `--enable_cuda_profiling` writes; without them the profile
-  says that its node times are host-side.
-- TensorRT / TensorRT-RTX: the layer table the target recorded at build (names, types,
-  precisions, fused ONNX nodes), always; per-layer times through TensorRT's `IProfiler`
-  (`report_layer_time`) only where a GPU runs the engine, else the profile says so.
+- ONNX Runtime: its built-in profiler over a few warm runs, per node
+  (`autotune.targets._onnxruntime_profile`).
+- TensorRT / TensorRT-RTX: the layer table the target recorded at build, always; per-layer times
+  through TensorRT's `IProfiler` only where a GPU runs the engine
+  (`autotune.targets._tensorrt_profile`).
 
 Time is grouped by op class (`OP_CLASSES`); the GEMM-class share is the part of the time in
 convolutions and matrix multiplies, what a well-tuned engine spends ≥ 90% of its GPU time on.
@@ -23,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, UsageError
 from autotune.passes.reduce import REDUCE_OPS
 
 PROFILE_FILE = "profile.json"
@@ -100,33 +95,8 @@ DATA_MOVEMENT_OPS = frozenset(
         "MemcpyFromHost", "QLinearConcat", "Compress", "OneHot", "Trilu", "EyeLike",
     }
 )  # fmt: skip
-# TensorRT layer types (engine inspector / build log), by class, for layers that fused no ONNX
-# node whose op type is known.
-TRT_LAYER_CLASSES = {
-    "convolution": "gemm",
-    "deconvolution": "gemm",
-    "gemm": "gemm",
-    "matrixmultiply": "gemm",
-    "fullyconnected": "gemm",
-    "softmax": "attention",
-    "attention": "attention",
-    "normalization": "normalization",
-    "pointwise": "elementwise",
-    "elementwise": "elementwise",
-    "activation": "elementwise",
-    "scale": "elementwise",
-    "reformat": "data_movement",
-    "shuffle": "data_movement",
-    "slice": "data_movement",
-    "concatenation": "data_movement",
-    "gather": "data_movement",
-    "copy": "data_movement",
-    "move": "data_movement",
-}
-# When a TensorRT layer fused ONNX nodes of several classes, it takes the first class here.
-CLASS_PRIORITY = ("gemm", "attention", "normalization", "other", "elementwise", "data_movement")
-
-_PRECISIONS = {
+# The precision names ONNX Runtime's profiler and TensorRT's layer table write, as ours.
+PRECISION_NAMES = {
     "float": "fp32",
     "float32": "fp32",
     "Float": "fp32",
@@ -188,313 +158,17 @@ def summarize(nodes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _finish(nodes: list[dict[str, Any]], facts: dict[str, Any]) -> dict[str, Any]:
+def finish_profile(nodes: list[dict[str, Any]], facts: dict[str, Any]) -> dict[str, Any]:
+    """A target's profile from its `nodes` (each with `name`, `op_type`, `class`, `precision`,
+    `time_ms` or None) and `facts` (`source`, `note`, `runs`, `run_ms`, `timing`): `summarize`'s
+    totals, each node's share, the nodes slowest first (engine order when untimed) and the top
+    `TOP_NODES`."""
     summary = summarize(nodes)
     total = summary["total_ms"] or 0.0
     for node in nodes:
         node["share"] = node["time_ms"] / total if node.get("time_ms") is not None and total > 0 else None
     ordered = sorted(nodes, key=lambda n: -(n.get("time_ms") or 0.0)) if summary["timed"] else list(nodes)
     return {**facts, **summary, "nodes": ordered, "top": ordered[:TOP_NODES]}
-
-
-# ---------------------------------------------------------------- ONNX Runtime
-
-
-def _ort_precision(args: Mapping[str, Any]) -> str:
-    """The precision a node computed in, from its input types: the lowest float/int8 type."""
-    seen = []
-    for spec in args.get("input_type_shape", []) or []:
-        if isinstance(spec, dict):
-            seen += [_PRECISIONS.get(str(k), str(k)) for k in spec]
-    for wanted in ("int8", "uint8", "fp8", "fp16", "bf16", "fp32"):
-        if wanted in seen:
-            return "int8" if wanted == "uint8" else wanted
-    outputs = [str(k) for s in args.get("output_type_shape", []) or [] if isinstance(s, dict) for k in s]
-    return _PRECISIONS.get(outputs[0], outputs[0]) if outputs else (seen[0] if seen else "")
-
-
-def parse_ort_profile(events: Sequence[Mapping[str, Any]], *, warmup_runs: int = 0) -> dict[str, Any]:
-    """Per-node mean time per run from an ONNX Runtime profile (the `end_profiling()` JSON).
-
-    Node events (`cat == "Node"`, names ending `_kernel_time`) are assigned to the run
-    (`model_run` session event) they fall in; the first `warmup_runs` runs are left out. When the
-    profile has "Kernel" events (a CUDA build with `--enable_cuda_profiling`), each kernel's
-    device time is charged to its node (its `parent_name`, else the node event before it) and
-    node times are the sum of their kernels'.
-
-    Returns:
-        {"runs": profiled runs, "run_ms": mean model_run time, "timing": "node" | "kernel",
-        "nodes": [{name, op_type, class, precision, provider, time_ms}]}
-    """
-    runs = sorted(
-        (float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0)))
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )
-    kept = runs[warmup_runs:] if len(runs) > warmup_runs else runs
-    start = kept[0][0] if kept else float("-inf")
-
-    def in_kept(ts: float) -> bool:
-        return any(a <= ts <= b for a, b in kept) if kept else True
-
-    ordered = sorted(events, key=lambda e: float(e.get("ts", 0)))
-    nodes: dict[str, dict[str, Any]] = {}
-    kernel_us: dict[str, float] = {}
-    last_node: str | None = None
-    for event in ordered:
-        ts = float(event.get("ts", 0))
-        cat, name, args = event.get("cat"), str(event.get("name", "")), event.get("args") or {}
-        if cat == "Node" and name.endswith("_kernel_time"):
-            node_name = name[: -len("_kernel_time")]
-            last_node = node_name
-            if ts < start or not in_kept(ts):
-                continue
-            entry = nodes.setdefault(
-                node_name,
-                {
-                    "name": node_name,
-                    "op_type": str(args.get("op_name", "")),
-                    "precision": _ort_precision(args),
-                    "provider": str(args.get("provider", "")),
-                    "host_us": 0.0,
-                },
-            )
-            entry["host_us"] += float(event.get("dur", 0))
-        elif cat == "Kernel":
-            parent = str(args.get("parent_name", "") or last_node or "")
-            parent = parent[: -len("_kernel_time")] if parent.endswith("_kernel_time") else parent
-            if ts >= start and parent:
-                kernel_us[parent] = kernel_us.get(parent, 0.0) + float(event.get("dur", 0))
-    count = max(len(kept), 1)
-    timing = "kernel" if kernel_us else "node"
-    out = []
-    for entry in nodes.values():
-        micros = kernel_us.get(entry["name"], 0.0) if kernel_us else entry["host_us"]
-        out.append(
-            {
-                "name": entry["name"],
-                "op_type": entry["op_type"],
-                "class": op_class(entry["op_type"]),
-                "precision": entry["precision"],
-                "provider": entry["provider"],
-                "time_ms": micros / count / 1e3,
-            }
-        )
-    run_ms = sum(b - a for a, b in kept) / count / 1e3 if kept else None
-    return {"runs": len(kept), "run_ms": run_ms, "timing": timing, "nodes": out}
-
-
-def profile_onnxruntime(
-    model_path: Path,
-    config: Mapping[str, Any],
-    feeds: Mapping[str, np.ndarray],
-    *,
-    cuda: bool = False,
-    min_runs: int = MIN_RUNS,
-    min_s: float = MIN_PROFILE_S,
-) -> dict[str, Any]:
-    """Profiles one configuration with ONNX Runtime's profiler over warm runs.
-
-    Args:
-        model_path (Path): the model after the configuration's passes and precision.
-        config (Mapping): the configuration (session knobs; CUDA provider knobs on CUDA).
-        feeds (Mapping): inputs at the configuration's batch.
-        cuda (bool): run on the CUDA execution provider (without CUDA graph capture, whose
-            replays the profiler cannot see). Default: False.
-        min_runs (int): profiled runs at least (after `WARMUP_RUNS`). Default: `MIN_RUNS`.
-        min_s (float): and at least this long. Default: `MIN_PROFILE_S`.
-
-    Raises:
-        ProfileError: the session cannot be created or run.
-    """
-    import onnxruntime as ort
-
-    from autotune.targets.onnxruntime import _preload_cuda_dlls, cuda_provider_options, session_options
-
-    graph = cuda and bool(config.get("cuda_graph"))
-    config = {k: v for k, v in config.items() if k != "cuda_graph"}
-    with tempfile.TemporaryDirectory(prefix="autotune-profile-") as tmp:
-        options = session_options(config)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        if cuda:
-            _preload_cuda_dlls()
-            providers: list[Any] = [("CUDAExecutionProvider", cuda_provider_options(config)), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            session = ort.InferenceSession(str(model_path), options, providers=providers)
-            if cuda and "CUDAExecutionProvider" not in session.get_providers():
-                raise ProfileError("ONNX Runtime fell back to the CPU: the CUDA execution provider did not load")
-            for _ in range(WARMUP_RUNS):
-                session.run(None, dict(feeds))
-            runs, started = 0, time.perf_counter()
-            while runs < MAX_RUNS and (runs < min_runs or time.perf_counter() - started < min_s):
-                session.run(None, dict(feeds))
-                runs += 1
-            path = session.end_profiling()
-        except ProfileError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any ORT failure is this configuration's
-            raise ProfileError(f"ONNX Runtime could not profile {model_path.name}: {str(exc).strip()[:300]}") from None
-        events = json.loads(Path(path).read_text())
-    parsed = parse_ort_profile(events, warmup_runs=WARMUP_RUNS)
-    provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
-    if cuda and parsed["timing"] == "node":
-        note = (
-            "node times are host-side launch times: this ONNX Runtime was not built with "
-            "--enable_cuda_profiling, so the profile has no per-kernel device times"
-        )
-    elif cuda:
-        note = "per-kernel device times (CUPTI), charged to the node that launched each kernel"
-    else:
-        note = "per-node times on the CPU"
-    if cuda:
-        # Not what the timed runs did: say so beside the numbers (bench/PROFILE.md's GPU rows).
-        note += "; inputs and outputs on the host (the timed runs bind device buffers)"
-        if graph:
-            note += "; run without the configuration's CUDA graph (the profiler cannot see graph replays)"
-    facts = {
-        "source": f"ONNX Runtime {ort.__version__} profiler, {provider}",
-        "provider": provider,
-        "runs": parsed["runs"],
-        "run_ms": parsed["run_ms"],
-        "timing": parsed["timing"],
-        "note": note,
-    }
-    return _finish(parsed["nodes"], facts)
-
-
-# ---------------------------------------------------------------- TensorRT
-
-
-def _onnx_op_types(model: onnx.ModelProto | None) -> dict[str, str]:
-    """ONNX node name -> op type; unnamed nodes under TensorRT's parser name `node_of_<output>`."""
-    if model is None:
-        return {}
-    types = {}
-    for node in model.graph.node:
-        if node.name:
-            types[node.name] = node.op_type
-        if node.output:
-            types.setdefault(f"node_of_{node.output[0]}", node.op_type)
-    return types
-
-
-def _layer_class(layer: Mapping[str, Any], op_types: Mapping[str, str]) -> str:
-    classes = {op_class(op_types[n]) for n in layer.get("onnx_nodes", []) if n in op_types}
-    for wanted in CLASS_PRIORITY:
-        if wanted in classes:
-            return wanted
-    kind = f"{layer.get('type', '')} {layer.get('name', '')}".lower()
-    for key, cls in TRT_LAYER_CLASSES.items():
-        if key in kind:
-            return cls
-    return "other"
-
-
-def _layer_precision(layer: Mapping[str, Any]) -> str:
-    names = [_PRECISIONS.get(str(d), str(d).lower()) for d in layer.get("datatypes", [])]
-    for wanted in ("int8", "fp8", "fp16", "bf16", "fp32"):
-        if wanted in names:
-            return wanted
-    return names[0] if names else ""
-
-
-def profile_tensorrt(
-    layers: Sequence[Mapping[str, Any]],
-    *,
-    model: onnx.ModelProto | None = None,
-    engine_path: Path | None = None,
-    module_name: str = "tensorrt",
-    feeds: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """The engine's layers (from the build) with their class and precision; per-layer times
-    through `IProfiler` when a GPU can run the engine, else untimed with the reason.
-
-    Args:
-        layers (Sequence): the layer table the target recorded (`Built.info["layers"]`).
-        model (onnx.ModelProto | None): the ONNX model the engine was built from, to know the
-            op types of the fused nodes. Default: None.
-        engine_path (Path | None): the engine, to time its layers. Default: None (untimed).
-        module_name (str): "tensorrt" or "tensorrt_rtx". Default: "tensorrt".
-        feeds (Mapping | None): inputs at the engine's batch, to time it. Default: None.
-    """
-    op_types = _onnx_op_types(model)
-    nodes = [
-        {
-            "name": str(layer.get("name", "")),
-            "op_type": str(layer.get("type", "")),
-            "class": _layer_class(layer, op_types),
-            "precision": _layer_precision(layer),
-            "onnx_nodes": list(layer.get("onnx_nodes", [])),
-            "tactic": str(layer.get("tactic", "")),
-            "time_ms": None,
-        }
-        for layer in layers
-    ]
-    facts: dict[str, Any] = {"source": f"{module_name} layer table from the build log", "runs": 0, "run_ms": None}
-    reason = gpu_timing_unavailable(module_name) if engine_path is not None and feeds is not None else None
-    if engine_path is None or feeds is None:
-        reason = "no engine to time"
-    if reason is None:
-        try:
-            times = time_engine_layers(Path(engine_path), module_name, feeds or {})
-        except Exception as exc:  # noqa: BLE001 - untimed layers are still a profile
-            reason = f"IProfiler timing failed: {str(exc).strip()[:200]}"
-        else:
-            for node in nodes:
-                node["time_ms"] = times.pop(node["name"], 0.0)
-            for name, ms in times.items():  # reported layers the build log did not list (reformats)
-                kind = _layer_class({"name": name}, op_types)
-                nodes.append({"name": name, "op_type": "", "class": kind, "precision": "", "onnx_nodes": [],
-                              "tactic": "", "time_ms": ms})  # fmt: skip
-            facts.update({"source": f"{module_name} IProfiler per-layer times", "runs": MIN_RUNS, "timing": "layer"})
-    if reason is not None:
-        facts.update(
-            {
-                "timing": None,
-                "note": f"per-layer times need a GPU that runs this engine ({reason}); "
-                "layer names, types, precisions and fused ONNX nodes from the build",
-            }
-        )
-    else:
-        facts["note"] = "per-layer device times from IProfiler (report_layer_time), synchronous runs"
-    return _finish(nodes, facts)
-
-
-def gpu_timing_unavailable(module_name: str) -> str | None:
-    """None when a GPU here can run an engine of `module_name` for IProfiler, else why not."""
-    from autotune.targets.tensorrt import visible_gpu
-
-    if visible_gpu().get("count", 0) < 1:
-        return "no GPU is visible"
-    try:
-        import importlib
-
-        importlib.import_module(module_name)
-        from autotune.targets.cuda_timing import cudart  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
-        return f"cannot load the runtime: {exc}"
-    return None
-
-
-def time_engine_layers(
-    engine_path: Path, module_name: str, feeds: Mapping[str, np.ndarray], runs: int = MIN_RUNS
-) -> dict[str, float]:
-    """Mean per-layer milliseconds of `runs` synchronous executions under an `IProfiler`
-    (`TensorRTSession.layer_times_ms`), after `WARMUP_RUNS` unprofiled ones. Needs a GPU and
-    cuda-python."""
-    from autotune.targets._tensorrt_runtime import TensorRTSession
-
-    session = TensorRTSession(engine_path, module_name)
-    try:
-        session._stage(dict(feeds))
-        for _ in range(WARMUP_RUNS):
-            session._execute(session.stream)
-        return session.layer_times_ms(dict(feeds), runs)
-    finally:
-        session.close()
 
 
 # ---------------------------------------------------------------- diagnoses
@@ -768,31 +442,40 @@ def _trial_inputs(study: Any, trial: Any) -> tuple[Path, dict[str, Any], dict[st
     return model, dict(trial.params), feeds_at_batch(pool, batch, dynamic)
 
 
+def _study_target(study: Any) -> Any:
+    """The study's target, constructed as its trials ran (build-only or not)."""
+    from autotune.targets import target_class
+    from autotune.targets.base import TargetOptions
+
+    name = str(study.user_attrs.get("target"))
+    try:
+        cls = target_class(name)
+    except UsageError as exc:  # a plugin not importable here
+        raise ProfileError(f"target {name!r}: no profiler here ({exc})") from None
+    study_dir = Path(study.user_attrs["study_dir"])
+    return cls(TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only"))))
+
+
 def profile_trial(study: Any, trial: Any) -> dict[str, Any]:
-    """The profile of one trial of `study` on its target (see the module docstring)."""
+    """The profile of one trial of `study` on its target (`Target.layer_profile`).
+
+    Raises:
+        ProfileError: the target has no profiler, or the trial cannot be profiled.
+    """
+    from autotune.report import details, trial_layers
+    from autotune.targets.base import Built
+
     model_path, config, feeds = _trial_inputs(study, trial)
-    target = str(study.user_attrs.get("target"))
-    if target == "onnxruntime":
-        from autotune.targets.onnxruntime import use_cuda
-
-        profile = profile_onnxruntime(model_path, config, feeds, cuda=use_cuda())
-    elif target in ("tensorrt", "tensorrt-rtx"):
-        from autotune.report import trial_layers
-
-        study_dir = Path(study.user_attrs["study_dir"])
-        engine = study_dir / "trials" / str(trial.number) / "engine.plan"
-        module = "tensorrt_rtx" if target == "tensorrt-rtx" else "tensorrt"
-        profile = profile_tensorrt(
-            trial_layers(study_dir, trial.number),
-            model=onnx.load(str(model_path), load_external_data=False),
-            engine_path=engine if engine.is_file() and not study.user_attrs.get("build_only") else None,
-            module_name=module,
-            feeds=feeds,
-        )
-        if study.user_attrs.get("build_only"):
-            profile["note"] = profile["note"].replace("(no engine to time)", "(a build-only study runs no engine)")
-    else:
-        raise ProfileError(f"target {target!r}: no profiler (ONNX Runtime and TensorRT only)")
+    target = _study_target(study)
+    study_dir = Path(study.user_attrs["study_dir"])
+    # The build as the trial left it: its artifact (the model when pruned or when the target has
+    # none) and its facts, with the layer table only metrics.json keeps.
+    info = {**details(trial).get("build", {}), "layers": trial_layers(study_dir, trial.number)}
+    artifact = target.trial_artifact(study_dir / "trials" / str(trial.number)) or model_path
+    built = Built(artifact=artifact, info=info, digest=trial.user_attrs.get("digest", ""))
+    profile = target.layer_profile(built, model_path, config, feeds)
+    if profile is None:
+        raise ProfileError(f"target {target.name!r}: no profiler (its Target.layer_profile returns None)")
     batch = next(iter(feeds.values())).shape[0] if feeds else 1
     return {"trial": trial.number, "batch_size": int(batch), "config": config, **profile}
 
@@ -835,14 +518,12 @@ def moved(defaults: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any
 
 
 def _gpu_target(study: Any) -> bool:
-    target = str(study.user_attrs.get("target"))
-    if target in ("tensorrt", "tensorrt-rtx"):
-        return True
-    if target == "onnxruntime":
-        from autotune.targets.onnxruntime import use_cuda
+    """Whether the study's target runs its candidates on a GPU (asked as if measuring: a
+    build-only TensorRT study still tunes for one)."""
+    from autotune.targets import target_class
+    from autotune.targets.base import TargetOptions
 
-        return use_cuda()
-    return False
+    return target_class(str(study.user_attrs.get("target"))).needs_gpu(TargetOptions(build_only=False))
 
 
 def study_diagnoses(study: Any, zero: Any, best: Any | None, profiles: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -1163,20 +844,17 @@ __all__ = [
     "PROFILE_FILE",
     "ProfileError",
     "diagnose",
+    "finish_profile",
     "left_in_fp32",
     "load_profile",
     "moved",
     "op_class",
-    "parse_ort_profile",
     "profile_after_search",
-    "profile_onnxruntime",
     "profile_study",
-    "profile_tensorrt",
     "profile_trial",
     "render_section",
     "search_status",
     "status_phrase",
     "summarize",
-    "time_engine_layers",
     "touched_nodes",
 ]

@@ -14,14 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from autotune.cli import main
 from autotune.passes import remove_redundant_transposes
-from autotune.profile import (
-    PROFILE_FILE,
-    diagnose,
-    parse_ort_profile,
-    profile_after_search,
-    profile_onnxruntime,
-    profile_tensorrt,
-)
+from autotune.profile import PROFILE_FILE, diagnose, profile_after_search
+from autotune.targets._onnxruntime_profile import parse_ort_profile, profile_onnxruntime
+from autotune.targets._tensorrt_profile import profile_tensorrt
 from tests.conftest import make_tiny_model
 
 

@@ -104,3 +104,12 @@ def test_the_report_names_the_plugin_and_the_answer_it_measured(study_run):
     assert "- target: plugin tests.minimal_target.MinimalTarget (not imported from the database)" in report
     assert f"Trial {manifest['trial']}: " in report
     assert "## Pareto front" in report and "batch-1 latency: trial" in report
+
+
+@pytest.mark.slow
+def test_a_target_without_a_profiler_gets_no_profile_and_the_study_says_why(study_run):
+    import optuna
+
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{study_run['study_dir'] / 'study.db'}")
+    assert "no profiler" in study.user_attrs["profile_error"]
+    assert not (study_run["study_dir"] / "profile.json").exists()

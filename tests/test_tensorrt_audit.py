@@ -293,7 +293,7 @@ def test_layer_precisions_are_read_from_both_inspector_schemas(schema):
     layers = inspector_layers(json.loads((FIXTURES / f"inspector_{schema}.json").read_text()))
     assert [layer["onnx_nodes"] for layer in layers] == [["conv0", "relu0"], ["fc"]]
     assert [layer["stream"] for layer in layers] == [0, 1]
-    from autotune.profile import _layer_precision
+    from autotune.targets._tensorrt_profile import _layer_precision
 
     assert [_layer_precision(layer) for layer in layers] == ["fp16", "fp32"]
 

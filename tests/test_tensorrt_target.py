@@ -249,6 +249,17 @@ def test_build_writes_an_engine_with_its_layer_table(rtx, model, tmp_path):
 
 
 @needs_rtx
+def test_a_build_only_layer_profile_lists_the_engines_layers_untimed_and_says_why(rtx, model, tmp_path):
+    built = rtx.build(model, {}, tmp_path / "trial0", {"input": [1, 3, 32, 32]})
+    feeds = {"input": np.zeros((1, 3, 32, 32), np.float32)}
+
+    profile = rtx.layer_profile(built, model, {}, feeds)
+
+    assert [n["name"] for n in profile["nodes"]] == [layer["name"] for layer in built.info["layers"]]
+    assert profile["timed"] is False and "(a build-only study runs no engine)" in profile["note"]
+
+
+@needs_rtx
 def test_unsupported_op_fails_with_the_parsers_message(rtx, tmp_path):
     bad = unknown_op_model(tmp_path / "bad.onnx")
     with pytest.raises(BuildError) as info:

@@ -95,8 +95,8 @@ class Target(abc.ABC):
     - `auto_rank`: whether, and before which others, `--target auto` picks it.
 
     and implements `unavailable_reason` (with `build_only`), `build`, `open`, and optionally
-    `needs_gpu`, `describe`, `default_space_path`, `supported_choices`, `export` and
-    `deploy_commands`.
+    `needs_gpu`, `describe`, `default_space_path`, `supported_choices`, `export`,
+    `deploy_commands` and `layer_profile` (where the time goes, for `autotune profile`).
     """
 
     name: ClassVar[str]
@@ -192,6 +192,31 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def open(self, built: Built, config: Config) -> Session:
         """Opens a session that runs the built candidate."""
+
+    def layer_profile(self, built: Built, model_path: Path, config: Config, feeds: Feeds) -> dict[str, Any] | None:
+        """Where the built candidate's time goes, per layer or node (`autotune profile`, the report's
+        "Where the time goes"); None when this target has no profiler. Default: None.
+
+        Called after the search, never inside a timed measurement; in build-only mode a target
+        describes its layers without running them, or returns None.
+
+        Args:
+            built (Built): the trial's build as it was left: `artifact` is `trial_artifact` of its
+                directory, else the transformed model (pruned, or no `artifact_files`); `info` is
+                what `build` recorded, its layer table included.
+            model_path (Path): the transformed ONNX model the candidate was built from.
+            config (Mapping): the trial's configuration.
+            feeds (Feeds): inputs at the configuration's batch size.
+
+        Returns:
+            `autotune.profile.finish_profile` of the layers (each with `name`, `op_type`, `class`,
+            `precision`, `time_ms` or None when untimed) and facts (`source`, `note`, `runs`,
+            `run_ms`, `timing`).
+
+        Raises:
+            ProfileError: the candidate cannot be profiled (its model does not load or run).
+        """
+        return None
 
     def export(self, built: Built, config: Config, dest: Path) -> list[Path]:
         """Copies what deployment needs, besides the transformed model, into `dest`; returns the

@@ -374,6 +374,13 @@ class OnnxRuntimeTarget(Target):
             return "ONNX Runtime is not installed (pip install onnxruntime)"
         return None
 
+    def layer_profile(self, built: Built, model_path: Path, config: Config, feeds: Feeds) -> dict[str, Any]:
+        """ONNX Runtime's profiler over warm runs of the model on this target's provider, per node
+        (`_onnxruntime_profile.profile_onnxruntime`)."""
+        from autotune.targets._onnxruntime_profile import profile_onnxruntime
+
+        return profile_onnxruntime(model_path, config, feeds, cuda=self.cuda)
+
     def describe(self) -> str:
         import onnxruntime as ort
 

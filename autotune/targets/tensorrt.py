@@ -55,7 +55,7 @@ from autotune.targets._tensorrt_commands import (
     postprocess_script,
 )
 from autotune.targets._tensorrt_log import first_error, layer_from_inspector, parse_layer_table
-from autotune.targets.base import Built, Config, Session, Target, TargetOptions
+from autotune.targets.base import Built, Config, Feeds, Session, Target, TargetOptions
 from autotune.targets.cuda_timing import cuda_runtime_available
 
 _BUILD_SCRIPT = Path(__file__).with_name("_tensorrt_build.py")
@@ -503,6 +503,26 @@ class TensorRTTarget(Target):
         from autotune.targets._tensorrt_runtime import TensorRTSession
 
         return TensorRTSession(built.artifact, self.module_name, use_cuda_graph=bool(config.get("cuda_graph", False)))
+
+    def layer_profile(self, built: Built, model_path: Path, config: Config, feeds: Feeds) -> dict[str, Any]:
+        """The engine's layer table from the build, timed per layer through `IProfiler` where a GPU
+        runs the engine (`_tensorrt_profile.profile_tensorrt`); untimed, with the reason in its
+        note, in build-only mode or when the engine was pruned."""
+        import onnx
+
+        from autotune.targets._tensorrt_profile import profile_tensorrt
+
+        engine = built.artifact if built.artifact.name in self.artifact_files and built.artifact.is_file() else None
+        profile = profile_tensorrt(
+            built.info.get("layers", []),
+            model=onnx.load(str(model_path), load_external_data=False),
+            engine_path=None if self.options.build_only else engine,
+            module_name=self.module_name,
+            feeds=feeds,
+        )
+        if self.options.build_only:
+            profile["note"] = profile["note"].replace("(no engine to time)", "(a build-only study runs no engine)")
+        return profile
 
     # -- export -----------------------------------------------------------------------
 
