@@ -200,7 +200,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             if request.calibration_feeds is not None
             else calibration_feeds(request.input_pool, request.dynamic_batch),
             scheme=target.quantization_scheme,
-            kernels=getattr(target, "precision_kernels", "onnx_schema"),
+            kernels=target.precision_kernels,
             tolerance=request.tolerance,
             precision_details=precision_details,
             # beside the trial directories: trials quantizing the same graph rank it once

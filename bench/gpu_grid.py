@@ -477,7 +477,7 @@ def paired(spec: Any, config_a: dict[str, Any], config_b: dict[str, Any], rounds
         for label, config in (("a", config_a), ("b", config_b)):
             path = Path(tmp) / f"{label}.onnx"
             transform_model(spec.model.path, config, path, calibration_feeds=[], scheme=target.quantization_scheme,
-                            kernels=getattr(target, "precision_kernels", "onnx_schema"))  # fmt: skip
+                            kernels=target.precision_kernels)  # fmt: skip
             models.append(path)
         request = PairedRequest(
             target_name=spec.target_name, target_options=replace(spec.target_options, cache_dir=Path(tmp)),
