@@ -71,7 +71,7 @@ def model_sha256(path: Path, model: onnx.ModelProto) -> str:
     tensors name (a model with none gets its file's digest, as before). Changing the weights
     beside a model changes the model."""
     digest = file_sha256(path)
-    locations = set()
+    locations: set[str] = set()
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             locations.update(e.value for e in tensor.external_data if e.key == "location")
@@ -289,7 +289,7 @@ def synthetic_pool(
     """
     rng = np.random.default_rng(seed)
     shapes = concrete_shapes(info, samples if info.dynamic_batch else 1, overrides)
-    pool = {}
+    pool: dict[str, np.ndarray] = {}
     for spec in info.inputs:
         shape = shapes[spec.name]
         if spec.dtype == np.bool_:

@@ -238,7 +238,7 @@ def parse_space(data: Any, target: Any, where: str = "search space") -> SearchSp
     return SearchSpace(target=target.name, knobs=tuple(knobs))
 
 
-def _values_or_none(knob: Knob) -> tuple[Any, ...] | None:
+def _values_or_none(knob: Knob) -> Sequence[Any] | None:
     return None if knob.type == "float" else knob.values()
 
 

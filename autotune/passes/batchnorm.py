@@ -38,8 +38,9 @@ def _fold_batchnorms(graph: gs.Graph) -> int:
         batchnorm = sole_consumer(node.outputs[0], graph, "BatchNormalization")
         if batchnorm is None or len(batchnorm.outputs) != 1 or batchnorm.attrs.get("training_mode"):
             continue
-        statistics = [constant_value(tensor) for tensor in batchnorm.inputs[1:5]]
-        if len(statistics) != 4 or any(value is None for value in statistics):
+        values = [constant_value(tensor) for tensor in batchnorm.inputs[1:5]]
+        statistics = [value for value in values if value is not None]
+        if len(statistics) != 4:
             continue
         gamma, beta, mean, var = (value.astype(np.float64).reshape(-1) for value in statistics)
         channel_scale = gamma / np.sqrt(var + float(batchnorm.attrs.get("epsilon", 1e-5)))

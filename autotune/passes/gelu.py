@@ -80,7 +80,8 @@ def _fuse_gelu_at(graph: gs.Graph, erf: gs.Node) -> int:
             return 0
         result = second.outputs[0]
     elif (
-        partner_node is not None
+        partner is not None
+        and partner_node is not None
         and partner_node.op == "Mul"
         and len(partner.outputs) == 1
         and (

@@ -163,7 +163,7 @@ def _pad_gemm(graph: gs.Graph, node: gs.Node, multiple: int) -> int:
     k_padded, n_padded = _round_up(k, multiple), _round_up(n, multiple)
     if (k, n) == (k_padded, n_padded):
         return 0
-    if bias is not None and bias.ndim > 0 and bias.shape[-1] == n and n_padded != n:
+    if bias_tensor is not None and bias is not None and bias.ndim > 0 and bias.shape[-1] == n and n_padded != n:
         widths = [(0, 0)] * (bias.ndim - 1) + [(0, n_padded - n)]
         node.inputs[2] = make_constant(graph, f"{bias_tensor.name}_padded", np.pad(bias, widths))
     elif bias is not None and bias.ndim > 0 and bias.shape[-1] != 1:

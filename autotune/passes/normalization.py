@@ -82,7 +82,8 @@ def _fuse_layernorms(graph: gs.Graph) -> int:
 
 def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
     x = mean_node.inputs[0]
-    axis = _normalized_axis(axes_of(mean_node), rank_of(x))
+    rank = rank_of(x)
+    axis = _normalized_axis(axes_of(mean_node), rank)
     sub = sole_consumer(mean_node.outputs[0], graph, "Sub")
     if axis is None or sub is None or sub.inputs[0] is not x or not mean_node.attrs.get("keepdims", 1):
         return 0
@@ -92,7 +93,7 @@ def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
     if len(centered.outputs) != 2 or square is None or divide is None or _scalar(square.inputs[1]) != 2.0:
         return 0
     variance_node = sole_consumer(square.outputs[0], graph, "ReduceMean")
-    if variance_node is None or _normalized_axis(axes_of(variance_node), rank_of(x)) != axis:
+    if variance_node is None or _normalized_axis(axes_of(variance_node), rank) != axis:
         return 0
     add_eps = sole_consumer(variance_node.outputs[0], graph, "Add")
     epsilon = None if add_eps is None else _scalar(other_input(add_eps, variance_node.outputs[0]))
@@ -102,15 +103,16 @@ def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
     if not raise_opset_if_safe(graph, LAYERNORM_OPSET):
         return 0
     result = divide.outputs[0]
-    normalized_rank = -axis if axis < 0 else rank_of(x) - axis
+    # A non-negative axis comes only with a known rank (`_normalized_axis`).
+    normalized_rank = -axis if axis < 0 or rank is None else rank - axis
     gamma = beta = None
     multiply = sole_consumer(result, graph, "Mul")
     gamma_value = None if multiply is None else constant_value(other_input(multiply, result))
-    if gamma_value is not None and gamma_value.ndim <= normalized_rank:
+    if multiply is not None and gamma_value is not None and gamma_value.ndim <= normalized_rank:
         gamma, result = gamma_value, multiply.outputs[0]
         add = sole_consumer(result, graph, "Add")
         beta_value = None if add is None else constant_value(other_input(add, result))
-        if beta_value is not None and beta_value.ndim <= normalized_rank:
+        if add is not None and beta_value is not None and beta_value.ndim <= normalized_rank:
             beta, result = beta_value, add.outputs[0]
     normalized_shape = _static_trailing_shape(x, normalized_rank)
     dtype = x.dtype if x.dtype is not None else np.float32
@@ -148,7 +150,8 @@ def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
 
 def _static_trailing_shape(tensor: gs.Tensor, count: int) -> tuple[int, ...] | None:
     dims = [static_dim(tensor, axis) for axis in range(-count, 0)]
-    return None if any(dim is None for dim in dims) else tuple(dims)
+    known = [dim for dim in dims if dim is not None]
+    return tuple(known) if len(known) == count else None
 
 
 def _fuse_groupnorms(graph: gs.Graph) -> int:
@@ -178,10 +181,12 @@ def _fuse_groupnorm_at(graph: gs.Graph, instance_norm: gs.Node) -> int:
         return 0
     multiply = sole_consumer(from_groups.outputs[0], graph, "Mul")
     gamma = None if multiply is None else _per_channel(other_input(multiply, from_groups.outputs[0]), rank)
-    add = None if gamma is None else sole_consumer(multiply.outputs[0], graph, "Add")
+    if multiply is None or gamma is None:
+        return 0
+    add = sole_consumer(multiply.outputs[0], graph, "Add")
     beta = None if add is None else _per_channel(other_input(add, multiply.outputs[0]), rank)
     channels = static_dim(x, 1)
-    if beta is None or gamma.size != beta.size or (channels not in (None, gamma.size)):
+    if add is None or beta is None or gamma.size != beta.size or (channels not in (None, gamma.size)):
         return 0
     channels = gamma.size
     if channels % groups or not raise_opset_if_safe(graph, GROUPNORM_OPSET):

@@ -141,9 +141,10 @@ def _cancel_across_elementwise(graph: gs.Graph, first: gs.Node) -> int:
 
 def _is_layout_agnostic(node: gs.Node, data: gs.Tensor, rank: int) -> bool:
     if node.op in ELEMENTWISE_UNARY_OPS:
-        extra_inputs = [tensor for tensor in node.inputs[1:] if tensor.name]
-        return all(constant_value(tensor) is not None for tensor in extra_inputs) and (
-            node.op != "Clip" or all(constant_value(t).size == 1 for t in extra_inputs)
+        extra_values = [constant_value(tensor) for tensor in node.inputs[1:] if tensor.name]
+        constants = [value for value in extra_values if value is not None]
+        return len(constants) == len(extra_values) and (
+            node.op != "Clip" or all(value.size == 1 for value in constants)
         )
     if node.op in ELEMENTWISE_BINARY_OPS:
         operand = other_input(node, data)

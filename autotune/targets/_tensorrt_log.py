@@ -73,7 +73,9 @@ def first_error(log_text: str) -> str:
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[{(":
             depth += 1
@@ -98,7 +100,7 @@ def _layer(fields: Mapping[str, Any], metadata: str, datatypes: list[str]) -> di
         "onnx_nodes": _ONNX_LAYER.findall(metadata),
         "datatypes": datatypes,
         "tactic": str(tactic),
-        "stream": int(stream) if str(stream).lstrip("-").isdigit() else None,
+        "stream": int(str(stream)) if str(stream).lstrip("-").isdigit() else None,
     }
 
 

@@ -259,7 +259,7 @@ class TensorRTSession(Session):
         `enqueue_emits_profile` off: the way TensorRT documents for CUDA graphs, and the same on
         10.x and 11.x (test_trt_api checks the attributes on both). Needs a GPU.
         """
-        trt = self._trt
+        trt: Any = self._trt  # tensorrt or tensorrt_rtx, untyped: Any lets mypy accept the base class
 
         class LayerTimes(trt.IProfiler):
             def __init__(self) -> None:

@@ -11,6 +11,8 @@ Needs cuda-python (`cuda.bindings`, or the older `cuda.cudart` layout).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -18,10 +20,9 @@ from typing import Any
 def cudart() -> Any:
     """The CUDA runtime bindings of cuda-python (new and old module layouts)."""
     try:
-        from cuda.bindings import runtime
+        return importlib.import_module("cuda.bindings.runtime")
     except ImportError:  # cuda-python < 12.6
-        from cuda import cudart as runtime  # type: ignore[no-redef]
-    return runtime
+        return importlib.import_module("cuda.cudart")
 
 
 def cuda_runtime_available() -> bool:
@@ -30,8 +31,6 @@ def cuda_runtime_available() -> bool:
     Not `find_spec("cuda")`: `cuda` is a namespace package that unrelated distributions
     (cuda-pathfinder, cuda-core, NVIDIA's library wheels) also provide.
     """
-    import importlib.util
-
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         try:
             if importlib.util.find_spec(name) is not None:
