@@ -500,7 +500,7 @@ def moved(defaults: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any
         return totals
 
     before, after = by_op(defaults), by_op(best)
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op_type": op, "defaults_ms": before.get(op, 0.0), "best_ms": after.get(op, 0.0)}
         for op in set(before) | set(after)
     ]

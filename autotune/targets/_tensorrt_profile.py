@@ -96,7 +96,7 @@ def profile_tensorrt(
         feeds (Mapping | None): inputs at the engine's batch, to time it. Default: None.
     """
     op_types = _onnx_op_types(model)
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {
             "name": str(layer.get("name", "")),
             "op_type": str(layer.get("type", "")),
@@ -109,12 +109,12 @@ def profile_tensorrt(
         for layer in layers
     ]
     facts: dict[str, Any] = {"source": f"{module_name} layer table from the build log", "runs": 0, "run_ms": None}
-    reason = gpu_timing_unavailable(module_name) if engine_path is not None and feeds is not None else None
-    if engine_path is None or feeds is None:
-        reason = "no engine to time"
-    if reason is None:
+    reason: str | None = "no engine to time"
+    if engine_path is not None and feeds is not None:
+        reason = gpu_timing_unavailable(module_name)
+    if reason is None and engine_path is not None and feeds is not None:
         try:
-            times = time_engine_layers(Path(engine_path), module_name, feeds or {})
+            times = time_engine_layers(Path(engine_path), module_name, feeds)
         except Exception as exc:  # noqa: BLE001 - untimed layers are still a profile
             reason = f"IProfiler timing failed: {str(exc).strip()[:200]}"
         else:

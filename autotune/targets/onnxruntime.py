@@ -461,7 +461,7 @@ class OnnxRuntimeTarget(Target):
 
         info["gpu"] = visible_gpu().get("name", "")
         if config.get("cuda_graph"):
-            feeds = {}
+            feeds: dict[str, np.ndarray] = {}
             for spec in session.get_inputs():
                 dtype = _ORT_TO_NUMPY.get(spec.type, np.float32)
                 shape = [int(d) for d in input_shapes.get(spec.name, [])]
