@@ -23,13 +23,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from autotune.errors import AutotuneError, UsageError
 from autotune.passes.reduce import REDUCE_OPS
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autotune.targets.base import Target
 
 PROFILE_FILE = "profile.json"
 TOP_NODES = 10
@@ -368,7 +373,7 @@ def left_in_fp32(model: onnx.ModelProto, precision: str) -> dict[str, Any] | Non
     }
 
 
-def search_status(study: Any, knob: str, value: Any = True) -> dict[str, Any]:
+def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str, Any]:
     """Whether the search tried `knob=value`: how many complete trials ran it, which of them
     were feasible, whether the answer has it, or why the knob was dropped before the search."""
     import optuna
@@ -424,7 +429,9 @@ def status_phrase(status: Mapping[str, Any] | None, *, label: bool = True) -> st
 # ---------------------------------------------------------------- a study
 
 
-def _trial_inputs(study: Any, trial: Any) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
+def _trial_inputs(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial
+) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
     """The trial's model (regenerated when pruned), configuration and feeds at its batch."""
     from autotune.model import feeds_at_batch
     from autotune.report import INPUTS_FILE, regenerate_model
@@ -442,7 +449,7 @@ def _trial_inputs(study: Any, trial: Any) -> tuple[Path, dict[str, Any], dict[st
     return model, dict(trial.params), feeds_at_batch(pool, batch, dynamic)
 
 
-def _study_target(study: Any) -> Any:
+def _study_target(study: optuna.Study) -> Target:
     """The study's target, constructed as its trials ran (build-only or not)."""
     from autotune.targets import target_class
     from autotune.targets.base import TargetOptions
@@ -456,7 +463,7 @@ def _study_target(study: Any) -> Any:
     return cls(TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only"))))
 
 
-def profile_trial(study: Any, trial: Any) -> dict[str, Any]:
+def profile_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The profile of one trial of `study` on its target (`Target.layer_profile`).
 
     Raises:
@@ -517,7 +524,7 @@ def moved(defaults: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-def _gpu_target(study: Any) -> bool:
+def _gpu_target(study: optuna.Study) -> bool:
     """Whether the study's target runs its candidates on a GPU (asked as if measuring: a
     build-only TensorRT study still tunes for one)."""
     from autotune.targets import target_class
@@ -526,7 +533,12 @@ def _gpu_target(study: Any) -> bool:
     return target_class(str(study.user_attrs.get("target"))).needs_gpu(TargetOptions(build_only=False))
 
 
-def study_diagnoses(study: Any, zero: Any, best: Any | None, profiles: Mapping[str, Any]) -> list[dict[str, Any]]:
+def study_diagnoses(
+    study: optuna.Study,
+    zero: optuna.trial.FrozenTrial,
+    best: optuna.trial.FrozenTrial | None,
+    profiles: Mapping[str, Any],
+) -> list[dict[str, Any]]:
     """Diagnoses on the defaults' model and on the answer's model: each with the knob's
     `search_status` and whether it is still present in the answer."""
     gpu = _gpu_target(study)
@@ -624,7 +636,7 @@ def _data_movement_note(profile: Mapping[str, Any] | None) -> dict[str, Any] | N
     }
 
 
-def _whole_model_fp32(study: Any, trial: Any | None) -> dict[str, Any] | None:
+def _whole_model_fp32(study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> dict[str, Any] | None:
     """The answer runs in FP32 although the search offered a lower precision: say what became
     of those trials."""
     if (
@@ -652,7 +664,7 @@ def _whole_model_fp32(study: Any, trial: Any | None) -> dict[str, Any] | None:
     }
 
 
-def profile_study(study: Any, trial_number: int | None = None) -> dict[str, Any]:
+def profile_study(study: optuna.Study, trial_number: int | None = None) -> dict[str, Any]:
     """Profiles the defaults and the study's answer (or trial `trial_number`), diagnoses both
     models, and writes `profile.json` into the study directory (the whole comparison) and
     into each profiled trial's directory (its own profile and diagnoses).
@@ -706,7 +718,7 @@ def profile_study(study: Any, trial_number: int | None = None) -> dict[str, Any]
     return data
 
 
-def profile_after_search(study: Any) -> dict[str, Any] | None:
+def profile_after_search(study: optuna.Study) -> dict[str, Any] | None:
     """`profile_study` for finalize: a failure is logged and recorded in the study
     (`profile_error`), never raised (a profile is a report, not the answer)."""
     try:
