@@ -12,6 +12,12 @@ Schema (documented in the README)::
         default: <value>            # required: the all-defaults configuration is trial 0
         condition: {knob: value | [values]}   # optional: active only when every listed knob
                                               # is active and has one of the values
+    known_good: [{knob: value, ...}, ...]     # optional: enqueued right after trial 0
+    avoid: [{knob: value, ...}, ...]          # optional: combinations never proposed
+
+A file may start from a sibling file of the same directory (`extends: tensorrt.yaml`): its own
+knobs replace the base's of the same name (in place; new ones come last) and `<knob>: null`
+removes one; every other key it gives (`target`, `known_good`, `avoid`) replaces the base's.
 
 Knob names are those the target declares, plus the pipeline's own: `precision`, `batch_size`,
 `calibration_method`, and `pass.<name>` for every graph pass.
@@ -186,26 +192,82 @@ def config_key(config: Mapping[str, Any]) -> str:
     return ";".join(f"{k}={config[k]!r}" for k in sorted(config))
 
 
-def load_space(path: Path, target: Any) -> SearchSpace:
-    """Loads and validates a search-space YAML file against `target` (a Target instance).
-
-    Knob choices the target cannot run here are filtered out (capability detection); a knob
-    left with no choice is dropped.
+def read_space_data(path: Path) -> Any:
+    """The parsed YAML of a space file with its `extends:` chain resolved (see the module
+    docstring): what `parse_space` validates, and where `known_good` and `avoid` are read.
 
     Raises:
-        UsageError: unreadable YAML, an unknown knob, an empty choice list, a bad range, a bad
-            default, or a condition on a missing knob; the message names the file and knob.
+        UsageError: a missing or unreadable file, invalid YAML, or a bad `extends` (not a file
+            name, no such sibling, a cycle); the message names the file and the key.
     """
+    return _read_extended(Path(path), ())
+
+
+def _read_yaml_or_fail(path: Path) -> Any:
     where = f"--space {path}"
     try:
-        data = read_space_yaml(path)
+        return read_space_yaml(path)
     except FileNotFoundError:
         raise UsageError(f"{where}: no such file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise UsageError(f"{where}: invalid YAML{at} ({getattr(exc, 'problem', exc)})") from None
-    space = parse_space(data, target, where)
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...]) -> Any:
+    data = _read_yaml_or_fail(path)
+    if not isinstance(data, dict) or "extends" not in data:
+        return data
+    where = f"--space {path}"
+    name = data["extends"]
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise UsageError(f"{where}: 'extends' must name a sibling space file (e.g. tensorrt.yaml), not {name!r}")
+    base_path = path.parent / name
+    if not base_path.is_file():
+        raise UsageError(f"{where}: 'extends' names {name!r}, but there is no {base_path}")
+    chain = (*chain, path.resolve())
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain, base_path.resolve()))
+        raise UsageError(f"{where}: 'extends' forms a cycle ({cycle})")
+    base = _read_extended(base_path, chain)
+    if not isinstance(base, dict) or not isinstance(base.get("knobs", {}), dict):
+        raise UsageError(f"--space {base_path}: expected a mapping with a 'knobs' mapping (extended by {path.name})")
+    merged = {k: v for k, v in base.items() if k != "extends"}
+    for key, value in data.items():
+        if key == "knobs":
+            merged["knobs"] = _extend_knobs(dict(base.get("knobs") or {}), value, where, name)
+        elif key != "extends":
+            merged[key] = value
+    return merged
+
+
+def _extend_knobs(knobs: dict[str, Any], changes: Any, where: str, base_name: str) -> dict[str, Any]:
+    """The base's `knobs` with the extending file's replaced, added, or removed (`null`)."""
+    if not isinstance(changes, dict):
+        raise UsageError(f"{where}: 'knobs' must be a mapping of knob: spec (or null to remove the base's)")
+    for name, spec in changes.items():
+        if spec is not None:
+            knobs[name] = spec
+        elif name in knobs:
+            del knobs[name]
+        else:
+            raise UsageError(f"{where}: knob {str(name)!r} is null (removed), but {base_name} has no such knob")
+    return knobs
+
+
+def load_space(path: Path, target: Any) -> SearchSpace:
+    """Loads and validates a search-space YAML file against `target` (a Target instance).
+
+    Knob choices the target cannot run here are filtered out (capability detection); a knob
+    left with no choice is dropped. An `extends:` file is read with its base (`read_space_data`).
+
+    Raises:
+        UsageError: unreadable YAML, a bad `extends`, an unknown knob, an empty choice list, a bad
+            range, a bad default, or a condition on a missing knob; the message names the file
+            and knob.
+    """
+    space = parse_space(read_space_data(path), target, f"--space {path}")
     return replace(space, source=str(path))
 
 

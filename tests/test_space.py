@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
 from autotune.errors import UsageError
-from autotune.space import config_key, parse_space
+from autotune.space import config_key, load_space, parse_space, read_space_data
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
+from autotune.targets.tensorrt import TensorRTRTXTarget
+
+TESTS = Path(__file__).resolve().parent
 
 SPACE = {
     "knobs": {
@@ -101,3 +106,104 @@ def test_a_condition_cycle_is_rejected():
 def test_a_space_written_for_another_target_is_rejected():
     with pytest.raises(UsageError, match="written for target 'tensorrt'"):
         parse_space({"target": "tensorrt", **SPACE}, OnnxRuntimeTarget())
+
+
+# --------------------------------------------------------------------------- extends
+
+
+class EveryChoiceRTX(TensorRTRTXTarget):
+    """TensorRT-RTX's knob names, every choice kept: a space compared as written, not as filtered
+    by what this machine's TensorRT-RTX offers (and without probing it)."""
+
+    def supported_choices(self, knob, choices):
+        return list(choices)
+
+
+def test_the_tensorrt_rtx_space_extending_tensorrt_loads_as_its_flat_copy_did():
+    flat = TESTS / "tensorrt_rtx_space_flat.yaml"  # tensorrt-rtx.yaml before it extended tensorrt.yaml
+    shipped = Path(TensorRTRTXTarget.default_space_path())
+
+    before, after = load_space(flat, EveryChoiceRTX()), load_space(shipped, EveryChoiceRTX())
+
+    assert "extends" in shipped.read_text() and "extends" not in flat.read_text()
+    assert after.target == before.target == "tensorrt-rtx"
+    assert after.knobs == before.knobs  # names, order, types, choices, defaults, ranges, conditions
+    for key in ("known_good", "avoid"):
+        assert read_space_data(shipped).get(key) == read_space_data(flat).get(key)
+
+
+BASE = """
+target: onnxruntime
+knobs:
+  execution_mode: {type: categorical, choices: [sequential, parallel], default: sequential}
+  intra_op_threads: {type: int, low: 1, high: 4, default: 1}
+  pass.fuse_gelu: {type: bool, default: false}
+known_good:
+  - {execution_mode: parallel}
+avoid:
+  - {execution_mode: parallel, intra_op_threads: 4}
+"""
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return directory / next(iter(files))
+
+
+def test_an_extending_file_replaces_removes_and_adds_knobs_and_keeps_the_lists_it_does_not_give(tmp_path):
+    child = write(tmp_path, {"child.yaml": """
+extends: base.yaml
+knobs:
+  intra_op_threads: {type: int, low: 2, high: 8, default: 2}
+  pass.fuse_gelu: null
+  pass.fuse_layernorm: {type: bool, default: false}
+avoid: []
+""", "base.yaml": BASE})  # fmt: skip
+
+    space = load_space(child, OnnxRuntimeTarget())
+    data = read_space_data(child)
+
+    assert space.names == ["execution_mode", "intra_op_threads", "pass.fuse_layernorm"]
+    threads = space["intra_op_threads"]
+    assert (threads.low, threads.high, threads.default) == (2, 8, 2)
+    assert data["known_good"] == [{"execution_mode": "parallel"}]  # not given: the base's
+    assert data["avoid"] == []  # given: replaces the base's
+    assert "extends" not in data
+
+
+def test_extends_chains_through_several_files(tmp_path):
+    top = write(tmp_path, {
+        "top.yaml": "extends: middle.yaml\nknobs: {execution_mode: null}\n",
+        "middle.yaml": "extends: base.yaml\nknobs: {pass.fuse_gelu: null}\n",
+        "base.yaml": BASE,
+    })  # fmt: skip
+
+    assert load_space(top, OnnxRuntimeTarget()).names == ["intra_op_threads"]
+
+
+@pytest.mark.parametrize(
+    ("files", "fragment"),
+    [
+        ({"child.yaml": "extends: nowhere.yaml\n"}, "'extends' names 'nowhere.yaml', but there is no"),
+        ({"child.yaml": "extends: [base.yaml]\n"}, "'extends' must name a sibling space file"),
+        ({"child.yaml": "extends: 3\n"}, "'extends' must name a sibling space file"),
+        ({"child.yaml": "extends: ../base.yaml\n"}, "'extends' must name a sibling space file"),
+        ({"child.yaml": "extends: child.yaml\n"}, "'extends' forms a cycle (child.yaml -> child.yaml)"),
+        (
+            {"child.yaml": "extends: other.yaml\n", "other.yaml": "extends: child.yaml\n"},
+            "'extends' forms a cycle (child.yaml -> other.yaml -> child.yaml)",
+        ),
+        ({"child.yaml": "extends: base.yaml\nknobs: {cuda_graph: null}\n"}, "knob 'cuda_graph' is null (removed)"),
+        ({"child.yaml": "extends: base.yaml\nknobs: [execution_mode]\n"}, "'knobs' must be a mapping"),
+    ],
+)
+def test_a_bad_extends_is_one_line_naming_the_file_and_the_key(tmp_path, files, fragment):
+    child = write(tmp_path, {**files, "base.yaml": BASE})
+
+    with pytest.raises(UsageError) as error:
+        load_space(child, OnnxRuntimeTarget())
+
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and fragment in message, message
+    assert message.startswith(f"--space {child}") or message.startswith(f"--space {tmp_path / 'other.yaml'}")
