@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autotune.space import SearchSpace, config_key
+from autotune.space import Knob, SearchSpace, config_key
 
 # An int knob with a wide range is swept at a few points, not at every value.
 MAX_INT_POINTS = 4
@@ -29,7 +29,7 @@ def _alternatives(space: SearchSpace, name: str) -> list[Any]:
     return [v for v in _points(knob) if v != knob.default]
 
 
-def _points(knob: Any) -> Sequence[Any]:
+def _points(knob: Knob) -> Sequence[Any]:
     """A discrete knob's values, or for a wide int range its ends and middle (never materialized)."""
     values = knob.values()
     if knob.type == "int" and len(values) > MAX_INT_POINTS:
