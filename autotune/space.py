@@ -31,11 +31,14 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from autotune.errors import UsageError
+
+if TYPE_CHECKING:
+    import optuna
 
 PIPELINE_KNOBS = frozenset({"precision", "batch_size", "calibration_method", "keep_float_layers"})
 PASS_PREFIX = "pass."
@@ -127,7 +130,7 @@ class SearchSpace:
                 config[knob.name] = partial.get(knob.name, knob.default)
         return config
 
-    def sample(self, trial: Any) -> dict[str, Any]:
+    def sample(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Asks an Optuna trial for one value per active knob."""
         config: dict[str, Any] = {}
         for knob in self.knobs:
