@@ -6,206 +6,37 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad input (one line naming the problem, n
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, UsageError
-
-DEFAULT_RESULTS = Path("results")
-_BUDGET = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
-
-
-def parse_budget(text: str, flag: str = "--budget") -> float:
-    """Parses a duration like `90s`, `10m`, `2h` or `1h30m` into seconds (UsageError naming
-    `flag` otherwise)."""
-    match = _BUDGET.match(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groupdict().values()):
-        raise UsageError(f"{flag} {text!r}: expected a duration like 90s, 10m, 2h or 1h30m")
-    parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
-    seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
-    if seconds <= 0:
-        raise UsageError(f"{flag} {text!r}: must be longer than zero")
-    return seconds
-
-
-def _positive_int(flag: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r}: expected a positive integer") from None
-    if number <= 0:
-        raise UsageError(f"{flag} {value!r}: must be at least 1")
-    return number
-
-
-def _positive_float(flag: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r}: expected a number") from None
-    if not number > 0:
-        raise UsageError(f"{flag} {value!r}: must be greater than zero")
-    return number
-
-
-def _study_name(text: str) -> str:
-    from autotune.study import check_study_name
-
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
-    if not name:
-        raise UsageError(f"--study {text!r}: a study name needs letters or digits")
-    return check_study_name(name, "--study")
-
-
-def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
-    """How many samples each synthetic pool holds (`synthetic_samples_that_fit`); UsageError
-    naming --shape when even the largest batch tuned does not fit in free memory: one line,
-    before anything is allocated."""
-    import os
-
-    from autotune.model import POOL_BATCH, synthetic_samples_that_fit
-
-    largest = max((int(b) for b in space["batch_size"].values()), default=1) if "batch_size" in space else 1
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return POOL_BATCH
-    samples, need = synthetic_samples_that_fit(info, overrides, largest, free)
-    if need > free:
-        given = " ".join(f"--shape {name}:{','.join(map(str, dims))}" for name, dims in overrides.items())
-        count = samples if info.dynamic_batch else 1
-        raise UsageError(
-            f"{given or '--shape'}: the synthetic inputs need {need / 2**30:.1f} GiB ({count} samples per pool), "
-            f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes"
-        )
-    return samples
-
-
-def _check_ray_address(address: str) -> None:
-    """UsageError unless something answers at `--ray-address` within a few seconds (Ray
-    itself retries an unreachable address for minutes, long after `start` said "started")."""
-    import socket
-
-    if address == "auto":
-        return
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT of a Ray cluster's head")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({why})") from None
-    # A Ray head's address is its GCS, a gRPC server. Something that accepts TCP but does not
-    # speak HTTP/2 is another service, which Ray would retry for minutes: an HTTP/2 server answers
-    # the client connection preface with a SETTINGS frame (RFC 9113 section 3.4).
-    if not _speaks_http2(host, int(port)):
-        raise UsageError(
-            f"--ray-address {address}: something answers there, but not a Ray cluster's head (no gRPC/HTTP/2 reply)"
-        )
-
-
-def _speaks_http2(host: str, port: int, timeout_s: float = 5.0) -> bool:
-    import socket
-
-    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(preface)
-            header = b""
-            while len(header) < 9:
-                chunk = sock.recv(9 - len(header))
-                if not chunk:
-                    return False
-                header += chunk
-    except OSError:
-        return False
-    return header[3] == 4  # frame type SETTINGS
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        command = self.prog.removeprefix("autotune").strip()  # main() prefixes "autotune: error:"
-        raise UsageError(f"{command}: {message}" if command else message)
+from autotune.spec import (
+    DEFAULT_RESULTS,
+    CommandParser,
+    add_start_arguments,
+    given_options,
+    int_flag,
+    positive_int,
+    prepare_start,
+    write_inputs,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from importlib import metadata
 
-    parser = _Parser(prog="autotune", description="Find the fastest accurate way to deploy an ONNX model.")
+    parser = CommandParser(prog="autotune", description="Find the fastest accurate way to deploy an ONNX model.")
     try:
         version = metadata.version("autotune")
     except metadata.PackageNotFoundError:
         version = "unknown (not installed)"
     parser.add_argument("--version", action="version", version=f"autotune {version}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     start = sub.add_parser("start", help="validate, then tune a model (a detached daemon unless --foreground)")
-    start.add_argument("model", nargs="?", help="the ONNX model to tune")
-    start.add_argument("--budget", help="wall-time budget: 90s, 10m, 2h, 1h30m (default: 30m without --trials)")
-    start.add_argument("--trials", help="number of trials to reach")
-    start.add_argument("--target", default="auto", help="auto | onnxruntime | tensorrt | tensorrt-rtx")
-    start.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/<target>.yaml)")
-    start.add_argument(
-        "--accuracy",
-        help="scale: max abs error per output within --max-error of its reference range, cosine >= --min-cosine "
-        "(default); elementwise: every element within --atol or --rtol",
-    )
-    start.add_argument(
-        "--max-error",
-        help="scale: error limit as a fraction of each output's range (default 1e-2); "
-        "elementwise: sets both --atol and --rtol",
-    )
-    start.add_argument("--atol", help="elementwise absolute tolerance (default 1e-2; implies --accuracy elementwise)")
-    start.add_argument("--rtol", help="elementwise relative tolerance (default 1e-2; implies --accuracy elementwise)")
-    start.add_argument("--min-cosine", help="scale: lowest cosine similarity per output, in (0, 1] (default 0.99)")
-    start.add_argument("--metric", help="a task metric that decides pass/fail instead: module:function, top1 or top5")
-    start.add_argument("--latency-sla-ms", help="constraint: median latency per batch at most this")
-    start.add_argument(
-        "--batch", help="the deployment batch size(s) to tune for: 1, or a list like 1,8 (default: the space's)"
-    )
-    start.add_argument(
-        "--inputs",
-        type=Path,
-        help=".npz of real inputs (names = model input names), or a directory of .npy/.npz samples or images; "
-        "half the samples calibrate int8/fp8, the other half verify every trial",
-    )
-    start.add_argument(
-        "--preprocess",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="image directories: size=H,W layout=NCHW|NHWC mean=R,G,B std=R,G,B scale=1/255 channel_order=RGB|BGR",
-    )
-    start.add_argument("--preprocess-file", type=Path, help="image directories: a YAML mapping of --preprocess keys")
-    start.add_argument(
-        "--shape",
-        action="append",
-        default=[],
-        help="fix a dynamic input shape: NAME:D0,D1,... (or HxW for the only image input)",
-    )
-    start.add_argument("--study", help="study name (default: the model's file name)")
-    start.add_argument("--resume", metavar="STUDY", help="continue an existing study")
-    start.add_argument(
-        "--results-dir", type=Path, default=DEFAULT_RESULTS, help="where studies live (default results/)"
-    )
-    start.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study directory)")
-    start.add_argument("--seed", default="0", help="sampler seed (default 0)")
-    start.add_argument("--build-only", action="store_true", help="build every candidate, measure none")
-    start.add_argument("--foreground", action="store_true", help="run in this terminal with a progress bar")
-    start.add_argument(
-        "--workers",
-        help="parallel trials (default: one per GPU on GPU targets; one on CPU targets, owning every core; "
-        "N splits the cores into N disjoint sets)",
-    )
-    start.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
-    start.add_argument("--trial-timeout", help="fail a trial that runs longer than this (e.g. 10m)")
-    start.add_argument("--max-measure-s", default="2", help="time cap of one latency measurement (default 2 s)")
-    start.add_argument("--no-ray", action="store_true", help=argparse.SUPPRESS)
+    add_start_arguments(start)
 
     for name, help_text in (("status", "progress, best so far and Pareto front"), ("report", "rewrite report.md")):
         p = sub.add_parser(name, help=help_text)
@@ -293,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         full = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(full)
         args.argv = full[full.index(args.command) + 1 :] if args.command in full else []
+        if args.command == "start":
+            args.given = given_options(args.argv)  # what a resume must not inherit
         handler = globals()[f"cmd_{args.command}"]
         return int(handler(args) or 0)
     except UsageError as exc:
@@ -309,364 +142,6 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- start
 
 
-def prepare_start(args: argparse.Namespace) -> Any:
-    """Validates every input of `start` and returns a StudySpec; writes nothing."""
-    from autotune.measure import StopRule
-    from autotune.model import (
-        POOL_BATCH,
-        check_inputs_match_shapes,
-        expand_short_shapes,
-        load_model_info,
-        parse_shape_overrides,
-        require_resolved_dims,
-    )
-    from autotune.space import load_space
-    from autotune.study import StudySpec, check_results_dir_writable, existing_study_model
-    from autotune.targets import resolve_target
-    from autotune.targets.base import TargetOptions
-
-    results_dir: Path = args.results_dir
-    resumed = None
-    if args.resume:
-        from autotune.study import check_study_name
-
-        name = check_study_name(args.resume, "--resume")
-        resumed = existing_study_model(results_dir, name, args.storage)
-        if resumed is None:
-            raise UsageError(f"--resume {args.resume}: no such study under {results_dir}")
-        _inherit_options(args, resumed.get("start_options", {}))
-        model_path = Path(args.model) if args.model else Path(resumed["model_path"])
-    else:
-        if not args.model:
-            raise UsageError("start: give the ONNX model to tune (or --resume STUDY)")
-        model_path = Path(args.model)
-        name = _study_name(args.study or model_path.stem)
-
-    trials = _positive_int("--trials", args.trials) if args.trials is not None else None
-    budget = parse_budget(args.budget) if args.budget is not None else None
-    if trials is None and budget is None:
-        budget = parse_budget("30m")
-    if resumed is not None and args.trials is None and args.budget is None:
-        trials, budget = resumed.get("n_trials"), resumed.get("budget_s")
-    seed = _int_flag("--seed", args.seed)
-    max_measure_s = _positive_float("--max-measure-s", args.max_measure_s)
-    tolerance = _tolerance(args, resumed)
-    sla = _positive_float("--latency-sla-ms", args.latency_sla_ms) if args.latency_sla_ms is not None else None
-    _workers(args)
-    _timeout(args)
-    if args.ray_address:
-        _check_ray_address(args.ray_address)
-
-    info = load_model_info(model_path)
-    if resumed is not None and resumed.get("model_sha256") != info.sha256:
-        raise UsageError(f"--resume {name}: {model_path} is not the model this study tuned (content differs)")
-    target_options = TargetOptions(build_only=args.build_only)
-    target, target_message = resolve_target(
-        resumed["target"] if resumed and args.target == "auto" else args.target, target_options
-    )
-    space_path = args.space or target.default_space_path()
-    if not space_path.is_file():
-        raise UsageError(f"--space {space_path}: no such file (target {target.name} ships no default space)")
-    space = load_space(space_path, target)
-    overrides = parse_shape_overrides(expand_short_shapes(args.shape, info), info)
-    if "batch_size" in space and not info.dynamic_batch:
-        space = space.restrict("batch_size", [])
-    if args.batch is not None:
-        space = _restrict_batch(space, args.batch, info)
-    space, precision_note = _drop_unavailable_precisions(space, info)
-    if precision_note:
-        target_message = f"{target_message}\n{precision_note}"
-    known_good = _known_good(space_path, space)
-    avoid = _avoid(space_path, space)
-    if not args.inputs:
-        require_resolved_dims(info, overrides)
-    pool_samples = POOL_BATCH if args.inputs else _synthetic_samples(info, overrides, space)
-    try:
-        samples = _samples(args, info, overrides, seed, pool_samples)
-    except MemoryError:
-        what = f"--inputs {args.inputs}" if args.inputs else f"--shape {' '.join(args.shape) or '(model shapes)'}"
-        raise UsageError(f"{what}: the input samples do not fit in memory; pass smaller shapes") from None
-    pool = samples.verification_pool
-    if args.inputs and overrides:
-        check_inputs_match_shapes(pool, overrides, info, args.inputs)
-    if not samples.calibration_feeds and "precision" in space:
-        kept = [value for value in space["precision"].values() if value not in ("int8", "fp8")]
-        if kept != list(space["precision"].values()):
-            space = space.restrict("precision", kept)
-            target_message = f"{target_message}\n{samples.note}"
-
-    check_results_dir_writable(results_dir)
-    existing = resumed if resumed is not None else existing_study_model(results_dir, name, args.storage)
-    if resumed is None and existing is not None and existing.get("model_sha256") != info.sha256:
-        raise UsageError(
-            f"--study {name}: this study belongs to a different model ({existing.get('model_path')}); "
-            f"pick another --study name"
-        )
-    if existing is not None:
-        _check_same_study(name, existing, target_name=args.target if ":" in args.target else target.name,
-                          overrides=overrides, pool=pool, space=space, resume=resumed is not None)  # fmt: skip
-    spec = StudySpec(
-        name=name,
-        results_dir=results_dir,
-        model=info,
-        # A plugin target is named by "module:Class"; workers import it by that name.
-        target_name=args.target if ":" in args.target else target.name,
-        target_options=target_options,
-        space=space,
-        known_good=known_good,
-        avoid=avoid,
-        tolerance=tolerance,
-        input_pool=pool,
-        calibration_feeds=samples.calibration_feeds,
-        shape_overrides=overrides,
-        n_trials=trials,
-        budget_s=budget,
-        seed=seed,
-        stop_rule=StopRule(max_time_s=max_measure_s),
-        latency_sla_ms=sla,
-        storage=args.storage,
-        start_options=start_options(args),
-    )
-    return spec, target_message
-
-
-def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, pool_samples: int) -> Any:
-    """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
-    synthetic pool, split into calibration feeds and the held-out verification pool."""
-    from autotune.calibration import (
-        load_inputs,
-        load_preprocess_file,
-        parse_preprocess,
-        parse_preprocess_flags,
-        split_samples,
-        synthetic_split,
-    )
-
-    options: dict[str, Any] = {}
-    if args.preprocess_file:
-        options |= load_preprocess_file(args.preprocess_file)
-    options |= parse_preprocess_flags(args.preprocess)
-    where = "--preprocess" if args.preprocess else f"--preprocess-file {args.preprocess_file}"
-    preprocess = parse_preprocess(options, where) if options else None
-    if preprocess is not None and not (args.inputs and args.inputs.is_dir()):
-        raise UsageError(f"{where}: applies to an --inputs directory of images")
-    if not args.inputs:
-        return synthetic_split(info, overrides, seed, pool_samples)
-    return split_samples(load_inputs(args.inputs, info, preprocess), info)
-
-
-def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
-    """The space without the precisions this model cannot be given (an opset the version converter
-    cannot raise), and a line saying which and why; said once here, never trial after trial."""
-    import onnx
-
-    from autotune.passes.precision import precision_unavailable
-
-    if "precision" not in space:
-        return space, ""
-    offered = list(space["precision"].values())
-    unavailable = precision_unavailable(onnx.load(str(info.path), load_external_data=False), offered)
-    if not unavailable:
-        return space, ""
-    kept = [value for value in offered if value not in unavailable]
-    if not kept:
-        raise UsageError(
-            f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})"
-        )
-    note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
-    return space.restrict("precision", kept), note
-
-
-# `start` options a resumed study inherits unless given again on the command line.
-RESUMABLE_OPTIONS = (
-    "target",
-    "batch",
-    "space",
-    "accuracy",
-    "atol",
-    "rtol",
-    "max_error",
-    "min_cosine",
-    "metric",
-    "latency_sla_ms",
-    "inputs",
-    "preprocess",
-    "preprocess_file",
-    "shape",
-    "seed",
-    "build_only",
-    "max_measure_s",
-    "workers",
-    "trial_timeout",
-    "ray_address",
-)
-
-
-def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
-    """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric."""
-    from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
-
-    elementwise_flags = args.atol is not None or args.rtol is not None
-    mode = args.accuracy
-    if mode is None:
-        # --atol/--rtol only mean something elementwise; a study recorded before the scale gate
-        # existed (no "accuracy" among its options) keeps the elementwise gate it was tuned under.
-        legacy = resumed is not None and "accuracy" not in resumed.get("start_options", {})
-        mode = "elementwise" if elementwise_flags or legacy else "scale"
-    if mode not in ACCURACY_MODES:
-        raise UsageError(f"--accuracy {mode!r}: expected {' or '.join(ACCURACY_MODES)}")
-    if mode == "scale" and elementwise_flags:
-        raise UsageError("--atol/--rtol apply to --accuracy elementwise; with --accuracy scale use --max-error")
-    if args.max_error is not None and elementwise_flags:
-        raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
-    if mode == "elementwise" and args.min_cosine is not None:
-        raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale only")
-    defaults = Tolerance()
-    max_error = _positive_float("--max-error", args.max_error) if args.max_error is not None else None
-    min_cosine = defaults.min_cosine
-    if args.min_cosine is not None:
-        min_cosine = _positive_float("--min-cosine", args.min_cosine)
-        if min_cosine > 1:
-            raise UsageError(f"--min-cosine {args.min_cosine!r}: a cosine similarity is at most 1")
-    metric = None
-    if args.metric is not None:
-        metric = BUILTIN_METRICS.get(args.metric, args.metric)
-        try:
-            load_metric(metric)
-        except AutotuneError as exc:
-            raise UsageError(f"--metric {args.metric!r}: {str(exc).split(': ', 1)[-1]}") from None
-    if mode == "elementwise":
-        atol = max_error if max_error is not None else defaults.atol
-        rtol = max_error if max_error is not None else defaults.rtol
-        return Tolerance(
-            atol=_positive_float("--atol", args.atol) if args.atol is not None else atol,
-            rtol=_positive_float("--rtol", args.rtol) if args.rtol is not None else rtol,
-            mode=mode,
-            metric=metric,
-        )
-    return Tolerance(
-        mode=mode,
-        max_error=max_error if max_error is not None else defaults.max_error,
-        min_cosine=min_cosine,
-        metric=metric,
-    )
-
-
-def start_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The resumable options of a `start`, with paths made absolute (stored with the study)."""
-    options = {}
-    for key in RESUMABLE_OPTIONS:
-        value = getattr(args, key, None)
-        if isinstance(value, Path):
-            value = str(value.resolve())
-        options[key] = value
-    return options
-
-
-def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
-    defaults = build_parser().parse_args(["start"])
-    for key, value in stored.items():
-        if key in RESUMABLE_OPTIONS and getattr(args, key, None) == getattr(defaults, key, None):
-            setattr(args, key, Path(value) if key in ("space", "inputs", "preprocess_file") and value else value)
-
-
-def _check_same_study(
-    name: str,
-    stored: dict[str, Any],
-    *,
-    target_name: str,
-    overrides: dict[str, tuple[int, ...]],
-    pool: dict[str, Any],
-    space: Any,
-    resume: bool,
-) -> None:
-    """A study is its inputs: continuing one with another target, shapes, input data or search
-    space would mix measurements of different things under one name. UsageError naming what
-    differs (checks only what the study recorded)."""
-    from autotune.model import pool_sha256
-    from autotune.space import space_sha256
-
-    differs = []
-    if stored.get("target") not in (None, target_name):
-        differs.append(f"target {stored['target']} -> {target_name}")
-    recorded_shapes = stored.get("shape_overrides")
-    if recorded_shapes is not None and recorded_shapes != {k: list(v) for k, v in overrides.items()}:
-        differs.append(f"--shape {recorded_shapes or 'none'} -> {dict(overrides) or 'none'}")
-    if stored.get("inputs_sha256") not in (None, pool_sha256(pool)):
-        differs.append("the input data (--inputs or the synthetic pool's seed/shapes)")
-    if stored.get("space_sha256") not in (None, space_sha256(space)):
-        differs.append("the search space (--space, --batch or the installed target's capabilities)")
-    if differs:
-        how = "drop the changed flags to continue it" if resume else f"continue it with `--resume {name}`"
-        raise UsageError(
-            f"--study {name}: the existing study was tuned with other inputs ({'; '.join(differs)}); "
-            f"pick another --study name for a new study, or {how}"
-        )
-
-
-def _restrict_batch(space: Any, text: str, info: Any) -> Any:
-    """The space with `batch_size` limited to the `--batch` values (the deployment's choice)."""
-    from autotune.space import Knob
-
-    parts = [p.strip() for p in str(text).split(",")]
-    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
-        raise UsageError(f"--batch {text!r}: expected positive batch sizes like 1 or 1,8")
-    batches = sorted({int(p) for p in parts})
-    if not info.dynamic_batch:
-        if batches != [1]:
-            raise UsageError(f"--batch {text}: {info.path} has no dynamic batch dimension; only batch 1 runs")
-        return space
-    if "batch_size" in space:
-        return space.restrict("batch_size", batches)
-    knob = Knob(name="batch_size", type="categorical", default=batches[0], choices=tuple(batches))
-    return replace(space, knobs=(*space.knobs, knob))
-
-
-def _int_flag(flag: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise UsageError(f"{flag} {value!r}: expected an integer") from None
-
-
-def _avoid(path: Path, space: Any) -> list[dict[str, Any]]:
-    """The space file's `avoid:` list: combinations known to fail, never proposed. Knobs this
-    model or installation does not have are dropped from an entry (an entry left empty, or
-    with a value the knob cannot take, is skipped)."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text()) or {}
-    entries = data.get("avoid") or []
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and e for e in entries):
-        raise UsageError(f"--space {path}: 'avoid' must be a list of non-empty knob mappings")
-    kept = []
-    for entry in entries:
-        if not all(k in space.names for k in entry):
-            continue  # a knob filtered out here: the combination cannot occur
-        if all(space[k].type == "float" or v in space[k].values() for k, v in entry.items()):
-            kept.append(dict(entry))
-    return kept
-
-
-def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
-    import yaml
-
-    data = yaml.safe_load(path.read_text()) or {}
-    entries = data.get("known_good") or []
-    if not isinstance(entries, list):
-        raise UsageError(f"--space {path}: 'known_good' must be a list of knob mappings")
-    kept = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise UsageError(f"--space {path}: every 'known_good' entry must be a mapping of knob: value")
-        # Knobs this model or installation does not have (batch size of a static model, a
-        # filtered precision) are dropped; an entry with a value the space cannot take is skipped.
-        entry = {k: v for k, v in entry.items() if k in space.names}
-        if all(space[k].type == "float" or v in space[k].values() for k, v in entry.items()):
-            kept.append(entry)
-    return kept
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -678,22 +153,6 @@ def cmd_start(args: argparse.Namespace) -> int:
 
         return detach(spec, args, console)
     return run_foreground(spec, args, console)
-
-
-def write_inputs(spec: Any) -> None:
-    import numpy as np
-
-    from autotune.report import CALIBRATION_FILE, INPUTS_FILE
-
-    path = spec.study_dir / INPUTS_FILE
-    if not path.exists():
-        np.savez(path, **spec.input_pool)
-    calibration = spec.study_dir / CALIBRATION_FILE
-    if spec.calibration_feeds and not calibration.exists():
-        np.savez(
-            calibration,
-            **{f"{i}/{name}": a for i, feed in enumerate(spec.calibration_feeds) for name, a in feed.items()},
-        )
 
 
 def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
@@ -727,6 +186,7 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
         run_study,
         weak_reference_warnings,
     )
+    from autotune.workers import make_executor
 
     executor = make_executor(spec, args)  # Ray workers (if any) import while the references are computed
     try:
@@ -783,30 +243,6 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     final = finalize(study)
     print_summary(study, final, console)
     return 130 if interrupted else 0
-
-
-def make_executor(spec: Any, args: argparse.Namespace, *, ray: bool = False) -> Any:
-    """Ray workers for the daemon (and for foreground runs that ask for workers, a cluster or
-    a trial timeout); otherwise trials run in this process, one after another."""
-    from autotune.study import InProcessExecutor
-
-    if getattr(args, "no_ray", False) or not (ray or _ray_wanted(args)):
-        return InProcessExecutor()
-    from autotune.workers import RayExecutor
-
-    return RayExecutor.for_spec(spec, workers=_workers(args), address=args.ray_address, trial_timeout_s=_timeout(args))
-
-
-def _ray_wanted(args: argparse.Namespace) -> bool:
-    return bool(args.workers or args.ray_address or args.trial_timeout)
-
-
-def _workers(args: argparse.Namespace) -> int | None:
-    return _positive_int("--workers", args.workers) if args.workers is not None else None
-
-
-def _timeout(args: argparse.Namespace) -> float | None:
-    return parse_budget(args.trial_timeout, "--trial-timeout") if args.trial_timeout else None
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:
@@ -869,7 +305,7 @@ def _load(args: argparse.Namespace, name: str | None) -> Any:
 
 
 def _latest_study(results_dir: Path) -> str:
-    from autotune.study import STUDY_DB
+    from autotune.layout import STUDY_DB
 
     dbs = sorted(results_dir.glob(f"*/{STUDY_DB}"), key=lambda p: p.stat().st_mtime)
     if not dbs:
@@ -882,7 +318,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from autotune.daemon import daemon_state
-    from autotune.study import STUDY_DB, count_trials
+    from autotune.layout import STUDY_DB
+    from autotune.study import count_trials
 
     console = Console(highlight=False, soft_wrap=True)
     dbs = sorted(args.results_dir.glob(f"*/{STUDY_DB}"))
@@ -1020,7 +457,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
-    from autotune.report import BEST_DIR, chosen_trial, stored_answers, trial_by_number, write_deploy_dir
+    from autotune.layout import BEST_DIR
+    from autotune.report import chosen_trial, stored_answers, trial_by_number, write_deploy_dir
 
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
@@ -1030,7 +468,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.trial is not None and args.batch is not None:
         raise UsageError("export: give --trial or --batch, not both")
     if args.batch is not None:
-        batch = _positive_int("--batch", args.batch)
+        batch = positive_int("--batch", args.batch)
         answers = stored_answers(study)
         if batch not in answers:
             measured = ", ".join(map(str, sorted(answers))) or "none (not finalized)"
@@ -1054,7 +492,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             write_deploy_dir(study, best, output)
         number = best.number
     else:
-        number = _int_flag("--trial", args.trial)
+        number = int_flag("--trial", args.trial)
         trial = trial_by_number(study, number)
         if trial is None or trial.state.name != "COMPLETE":
             raise UsageError(f"--trial {args.trial}: no complete trial with that number in {study.study_name}")
@@ -1071,7 +509,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     study = _load(args, args.study)
     number = None
     if args.trial is not None:
-        number = _int_flag("--trial", args.trial)
+        number = int_flag("--trial", args.trial)
         trial = trial_by_number(study, number)
         if trial is None or trial.state.name != "COMPLETE":
             raise UsageError(f"--trial {args.trial}: no complete trial with that number in {study.study_name}")
@@ -1105,7 +543,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from autotune.dashboard import serve_dashboard
 
-    port = _positive_int("--port", args.port)
+    port = positive_int("--port", args.port)
     if port > 65535:
         raise UsageError(f"--port {args.port!r}: a TCP port is 1 to 65535")
     study = _load(args, args.study)

@@ -129,7 +129,7 @@ def daemon_state(study_dir: Path) -> str:
 def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
     """Writes the daemon state atomically; on failure (a full disk) retries in place, then
     removes a stale file rather than leave it saying "running". Returns whether it was written."""
-    from autotune.study import write_atomically
+    from autotune.layout import write_atomically
 
     text = json.dumps({"state": state, "pid": os.getpid(), "time": time.time(), **extra})
     path = study_dir / STATE_FILE
@@ -325,12 +325,13 @@ def run_daemon(argv: list[str]) -> int:
     log = logging.getLogger("autotune.daemon")
     flags = StopFlags()
     flags.install()  # first of all: a stop that comes during start-up is honoured, not fatal
-    from autotune.cli import build_parser, make_executor, prepare_start, write_inputs
+    from autotune.spec import parse_start, prepare_start, write_inputs
+    from autotune.workers import make_executor
 
-    args = build_parser().parse_args(["start", *argv])
-    args.argv = argv
+    args = parse_start(argv)
     if os.environ.get(STORAGE_ENV):
         args.storage = os.environ.pop(STORAGE_ENV)
+        args.given = args.given | {"storage"}
     try:
         spec, target_message = prepare_start(args)
     except AutotuneError as exc:
@@ -399,7 +400,7 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
 
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
-    from autotune.study import InProcessExecutor
+    from autotune.workers import InProcessExecutor
 
     # Stopped before any worker exists: the loop below runs once without Ray (it recovers
     # interrupted trials, asks nothing) and the study is finalized as it stands.

@@ -19,6 +19,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from autotune.errors import UsageError
+from autotune.layout import ARTIFACT_DIR
 
 HOST = "127.0.0.1"
 
@@ -85,7 +86,7 @@ def dashboard_app(study_dir: Path, storage: str | None) -> Any:
     from autotune.study import storage_url
 
     _patch_optuna_dashboard()
-    artifacts = study_dir / "artifacts"
+    artifacts = study_dir / ARTIFACT_DIR
     store = None
     if artifacts.is_dir():
         from optuna.artifacts import FileSystemArtifactStore

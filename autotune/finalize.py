@@ -25,15 +25,22 @@ from typing import Any
 
 import numpy as np
 
+from autotune.layout import (
+    ARTIFACT_DIR,
+    BEST_DIR,
+    INPUTS_FILE,
+    METRICS_FILE,
+    PAIRED_DIR,
+    REPORT_FILE,
+    prune_trial_dirs,
+    trial_dir,
+)
 from autotune.measure import aa_interval_overlaps
 from autotune.ort_logging import route_onnxruntime_logging
 from autotune.profile import PROFILE_FILE, profile_after_search
 from autotune.report import (
-    BEST_DIR,
-    INPUTS_FILE,
     MANIFEST_FILE,
     PARETO_PLOT,
-    REPORT_FILE,
     Answer,
     Speedup,
     chosen_trial,
@@ -48,7 +55,6 @@ from autotune.report import (
     trial_by_number,
     write_deploy_dir,
 )
-from autotune.study import prune_trial_dirs
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
 
@@ -364,7 +370,6 @@ def _own_ms_per_sample(trial: Any) -> float:
     return latency / max(int(trial.user_attrs.get("batch_size", 1)), 1)
 
 
-ARTIFACT_DIR = "artifacts"
 MAX_ARTIFACT_BYTES = 200 << 20
 
 
@@ -385,9 +390,9 @@ def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
     uploaded = {meta.filename for meta in get_all_artifact_meta(study)}
     trials = {t.number: t for t in [*pareto_front(study), *([best] if best is not None else [])]}
     for trial in trials.values():
-        trial_dir = study_dir / "trials" / str(trial.number)
-        names = ("metrics.json", MODEL_FILE, *target.log_files, *target.artifact_files, PROFILE_FILE)
-        files = [trial_dir / name for name in names]
+        directory = trial_dir(study_dir, trial.number)
+        names = (METRICS_FILE, MODEL_FILE, *target.log_files, *target.artifact_files, PROFILE_FILE)
+        files = [directory / name for name in names]
         if best is not None and best_dir is not None and trial.number == best.number:
             files += [best_dir / name for name in (MANIFEST_FILE, REPORT_FILE, PARETO_PLOT)]
         for path in files:
@@ -435,7 +440,7 @@ def measure_speedup(
         pool = {k: data[k] for k in data.files}
     models = []
     for trial in (zero, candidate):
-        path = study_dir / "trials" / str(trial.number) / MODEL_FILE
+        path = trial_dir(study_dir, trial.number) / MODEL_FILE
         models.append(path if path.exists() else regenerate_model(study, trial, path.parent))
     config_a = dict(zero.params)
     if "batch_size" in config_a or batch != 1:
@@ -449,12 +454,12 @@ def measure_speedup(
         config_b=dict(candidate.params),
         input_pool=pool,
         dynamic_batch=bool(study.user_attrs.get("dynamic_batch")),
-        workdir=study_dir / "paired",
+        workdir=study_dir / PAIRED_DIR,
         rounds=rounds,
         round_s=paired_round_s(study),
     )
     try:
         result = run_paired_fn(request)
     finally:
-        shutil.rmtree(study_dir / "paired", ignore_errors=True)
+        shutil.rmtree(study_dir / PAIRED_DIR, ignore_errors=True)
     return Speedup.from_paired(result)

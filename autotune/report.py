@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import condense_reason
+from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, METRICS_FILE, trial_dir
 from autotune.measure import PairedSpeedup
+from autotune.study._records import chosen_trial, trial_by_number
 from autotune.trial import MODEL_FILE
 
-BEST_DIR = "best"
-REPORT_FILE = "report.md"
 MANIFEST_FILE = "manifest.json"
 PARETO_PLOT = "pareto.png"
-INPUTS_FILE = "inputs.npz"
-CALIBRATION_FILE = "calibration.npz"  # INT8/FP8 calibration batches, "<batch>/<input name>"
 
 
 def _complete(study: Any) -> list[Any]:
@@ -72,22 +70,6 @@ def best_trial(study: Any) -> Any | None:
     answer is `chosen_trial`, which finalize picks by paired re-measurement)."""
     front = pareto_front(study)
     return front[0] if front else None
-
-
-def trial_by_number(study: Any, number: int | None) -> Any | None:
-    """The trial with this number, or None (one storage lookup, not a scan)."""
-    if number is None:
-        return None
-    try:
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
-        return study._storage.get_trial(trial_id)
-    except (KeyError, AttributeError):
-        return None
-
-
-def chosen_trial(study: Any) -> Any | None:
-    """The study's answer, as finalize stored it; before finalize, None."""
-    return trial_by_number(study, study.user_attrs.get("best_trial"))
 
 
 def default_trial(study: Any) -> Any | None:
@@ -658,7 +640,7 @@ def _fewest_layers(study: Any) -> Any | None:
 
 def trial_layers(study_dir: Path, number: int) -> list[dict[str, Any]]:
     """The per-layer table a target recorded for trial `number` (empty when it has none)."""
-    path = study_dir / "trials" / str(number) / "metrics.json"
+    path = trial_dir(study_dir, number) / METRICS_FILE
     try:
         return list(json.loads(path.read_text()).get("build", {}).get("layers", []))
     except (OSError, json.JSONDecodeError):
@@ -692,12 +674,12 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
     """Writes the deployable files of `trial` into `dest`: model after passes, target files,
     manifest.json with configuration, measurements, errors, the paired speedup against the
     defaults at the same batch and the A/A noise floor, versions and host, and commands."""
-    from autotune.study import FLAT_ACCURACY, FLAT_MEASUREMENTS
+    from autotune.study._records import FLAT_ACCURACY, FLAT_MEASUREMENTS
     from autotune.targets import target_class
     from autotune.targets.base import Built, TargetOptions
 
     study_dir = Path(study.user_attrs.get("study_dir", ""))
-    source_dir = study_dir / "trials" / str(trial.number)
+    source_dir = trial_dir(study_dir, trial.number)
     model = source_dir / MODEL_FILE
     if not model.exists():
         model = regenerate_model(study, trial, source_dir)

@@ -25,13 +25,74 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError
-from autotune.study import Executor
 from autotune.trial import STAGE_FILE, PairedRequest, TrialRequest, TrialResult, run_paired, run_trial
+
+
+class Executor:
+    """Where trials run. `submit` hands a request over; `wait` returns finished results."""
+
+    capacity: int = 1
+    asynchronous: bool = False  # True when submitted trials run while the study loop goes on
+
+    def submit(self, request: TrialRequest) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout_s: float) -> list[TrialResult]:
+        raise NotImplementedError
+
+    def in_flight(self) -> int:
+        raise NotImplementedError
+
+    def cancel_all(self, reason: str) -> None:
+        """Stops every in-flight trial; each comes back from `wait` failed with `reason`."""
+
+    def close(self) -> None:
+        """Releases workers."""
+
+
+class InProcessExecutor(Executor):
+    """Runs each trial synchronously in this process (foreground runs and tests)."""
+
+    def __init__(self, run: Callable[[TrialRequest], TrialResult] | None = None) -> None:
+        from autotune.trial import run_trial
+
+        self._run = run or run_trial
+        self._done: list[TrialResult] = []
+
+    def submit(self, request: TrialRequest) -> None:
+        self._done.append(self._run(request))
+
+    def wait(self, timeout_s: float) -> list[TrialResult]:
+        done, self._done = self._done, []
+        return done
+
+    def in_flight(self) -> int:
+        return len(self._done)
+
+
+def make_executor(spec: Any, args: Any, *, ray: bool = False) -> Executor:
+    """Ray workers for the daemon (and for foreground runs that ask for workers, a cluster or
+    a trial timeout); otherwise trials run in this process, one after another.
+
+    Args:
+        spec (StudySpec): the validated study.
+        args (argparse.Namespace): `start`'s options (`autotune.spec.parse_start`/`start_args`).
+        ray (bool): Ray workers whatever the options ask (the daemon). Default: False.
+    """
+    from autotune.spec import ray_wanted, trial_timeout_s, worker_count
+
+    if getattr(args, "no_ray", False) or not (ray or ray_wanted(args)):
+        return InProcessExecutor()
+    return RayExecutor.for_spec(
+        spec, workers=worker_count(args), address=args.ray_address, trial_timeout_s=trial_timeout_s(args)
+    )
+
 
 # Every module a trial imports: the worker imports them once, forked children start warm.
 _PRELOAD = [

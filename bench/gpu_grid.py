@@ -195,14 +195,12 @@ def yolox_pixels(source: Path, dest: Path) -> Path:
 
 def study_spec(name: str, model: Path, shapes: list[str], results_dir: Path, extra: list[str] | None = None) -> Any:
     """The StudySpec `autotune start MODEL --shape ...` builds (inputs, tolerance, stop rule)."""
-    from autotune.cli import build_parser, prepare_start
+    from autotune.spec import parse_start, prepare_start
 
-    argv = ["start", str(model), "--study", name, "--results-dir", str(results_dir), *(extra or [])]
+    argv = [str(model), "--study", name, "--results-dir", str(results_dir), *(extra or [])]
     for shape in shapes:
         argv += ["--shape", shape]
-    args = build_parser().parse_args(argv)
-    args.argv = argv[1:]
-    spec, _ = prepare_start(args)
+    spec, _ = prepare_start(parse_start(argv))  # `extra` is a command line's flags
     return spec
 
 

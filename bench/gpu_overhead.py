@@ -42,15 +42,14 @@ if not os.environ.get("AUTOTUNE_TREE"):
 
 
 def _spec(model: str, shapes: list[str], inputs: str | None, trials: int, name: str, root: Path) -> Any:
-    from autotune.cli import build_parser, prepare_start
+    from autotune.spec import prepare_start, start_args
 
-    argv = ["start", model, "--trials", str(trials), "--study", name, "--results-dir", str(root), "--seed", "0"]
-    argv += ["--max-measure-s", "1"]
-    for shape in shapes:
-        argv += ["--shape", shape]
+    options = {"trials": str(trials), "study": name, "results_dir": root, "seed": "0", "max_measure_s": "1"}
+    if shapes:
+        options["shape"] = list(shapes)
     if inputs:
-        argv += ["--inputs", inputs]
-    spec, _ = prepare_start(build_parser().parse_args(argv))
+        options["inputs"] = Path(inputs)
+    spec, _ = prepare_start(start_args(model, **options))
     return spec
 
 

@@ -25,25 +25,12 @@ sys.path.insert(0, str(REPO))
 
 
 def run_once(model: Path, trials: int, use_ray: bool, root: Path) -> dict[str, float]:
-    from autotune.cli import build_parser, prepare_start
-    from autotune.study import InProcessExecutor, compute_references, run_study
+    from autotune.spec import prepare_start, start_args
+    from autotune.study import compute_references, run_study
+    from autotune.workers import InProcessExecutor
 
     name = "ray" if use_ray else "inprocess"
-    args = build_parser().parse_args(
-        [
-            "start",
-            str(model),
-            "--trials",
-            str(trials),
-            "--study",
-            name,
-            "--results-dir",
-            str(root),
-            "--max-measure-s",
-            "0.5",
-        ]
-    )
-    spec, _ = prepare_start(args)
+    spec, _ = prepare_start(start_args(model, trials=str(trials), study=name, results_dir=root, max_measure_s="0.5"))
     references = compute_references(spec)
     startup = time.monotonic()
     if use_ray:

@@ -94,28 +94,20 @@ def make_spec(
     known_good: bool = True,
 ) -> Any:
     """A StudySpec built exactly as `autotune start` builds one (same flags, same validation)."""
-    from autotune.cli import build_parser, prepare_start
+    from autotune.spec import prepare_start, start_args
 
     export, shapes = MODELS[model]
-    argv = [
-        "start",
-        str(export()),
-        "--study",
-        study,
-        "--results-dir",
-        str(OUT / model),
-        "--space",
-        str(space),
-        "--target",
-        "onnxruntime",
-        "--trials",
-        str(trials),
-        "--max-measure-s",
-        str(mode.max_measure_s),
-    ]
-    for shape in shapes:
-        argv += ["--shape", shape]
-    spec, _ = prepare_start(build_parser().parse_args(argv))
+    args = start_args(
+        export(),
+        study=study,
+        results_dir=OUT / model,
+        space=Path(space),
+        target="onnxruntime",
+        trials=str(trials),
+        max_measure_s=str(mode.max_measure_s),
+        shape=list(shapes),
+    )
+    spec, _ = prepare_start(args)
     # Seeds change the sampler only; every study of a model sees the same input pool.
     spec = replace(spec, seed=seed, sampler=sampler)
     if not known_good:
@@ -389,7 +381,8 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
     from peers import run_olive
 
     from autotune.space import config_key
-    from autotune.study import InProcessExecutor, compute_references
+    from autotune.study import compute_references
+    from autotune.workers import InProcessExecutor
 
     out: dict[str, Any] = {"model": model, "trained": model in TRAINED}
     shutil.rmtree(OUT / model, ignore_errors=True)

@@ -137,11 +137,12 @@ def run_autotune(argv: list[str]) -> tuple[int, str]:
 def run_random(argv: list[str]) -> None:
     """The same study through `run_study` with Optuna's RandomSampler: trial 0 (the defaults),
     then random configurations; no known-good recipes, no sweep; then `finalize`."""
-    from autotune.cli import build_parser, prepare_start, write_inputs
     from autotune.finalize import finalize
-    from autotune.study import InProcessExecutor, compute_references, open_study, run_study
+    from autotune.spec import parse_start, prepare_start, write_inputs
+    from autotune.study import compute_references, open_study, run_study
+    from autotune.workers import InProcessExecutor
 
-    spec, _ = prepare_start(build_parser().parse_args(argv))
+    spec, _ = prepare_start(parse_start(argv[1:]))  # the same command line, without `start`
     spec = replace(spec, sampler="random", known_good=[])
     refs = compute_references(spec)
     spec.study_dir.mkdir(parents=True, exist_ok=True)

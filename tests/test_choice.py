@@ -59,7 +59,7 @@ def test_a_speedup_inside_the_aa_interval_is_no_difference_and_the_defaults_stay
 
 
 def test_float_rounding_errors_are_told_as_equal_and_real_errors_are_not():
-    from autotune.study import ERROR_FLOOR, error_objective
+    from autotune.study._records import ERROR_FLOOR, error_objective
 
     assert error_objective({"normalized_error": 3e-7}) == error_objective({"normalized_error": 2e-6}) == ERROR_FLOOR
     assert error_objective({"normalized_error": 0.02}) == 0.02

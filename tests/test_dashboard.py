@@ -22,7 +22,8 @@ import pytest
 
 from autotune.cli import main
 from autotune.dashboard import bind_server
-from autotune.study import DIRECTIONS, STUDY_DB, set_constraints
+from autotune.layout import STUDY_DB
+from autotune.study._records import DIRECTIONS, set_constraints
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -472,7 +472,8 @@ def _descendants_named(root: int, title: str) -> list[int]:
 def test_a_stopped_ray_worker_is_killed_at_the_trial_timeout(tmp_path, monkeypatch):
     from autotune import workers
     from autotune.cli import build_parser, prepare_start
-    from autotune.study import StudyRun, _request, compute_references
+    from autotune.study import compute_references
+    from autotune.study._loop import StudyRun, _request
 
     model = make_tiny_model(tmp_path / "tiny.onnx")
     space = tmp_path / "space.yaml"
@@ -509,7 +510,8 @@ def test_a_stopped_ray_worker_is_killed_at_the_trial_timeout(tmp_path, monkeypat
 
 def test_a_result_that_arrived_before_the_daemon_died_is_told_on_resume(finished_study, tmp_path):
     from autotune.cli import build_parser, prepare_start
-    from autotune.study import ARRIVED_FILE, StudyRun, recover_state
+    from autotune.layout import ARRIVED_FILE
+    from autotune.study._loop import StudyRun, recover_state
     from autotune.trial import TrialResult
 
     results = tmp_path / "results"
@@ -606,7 +608,8 @@ def test_results_are_told_before_the_next_ask_when_they_cannot_be_journaled(tmp_
     """A full disk: `arrived.json` cannot be written, so each result is told before the next
     trial is asked for (none may be lost with the daemon)."""
     from autotune.cli import build_parser, prepare_start
-    from autotune.study import ARRIVED_FILE, run_study
+    from autotune.layout import ARRIVED_FILE
+    from autotune.study import run_study
 
     model = make_tiny_model(tmp_path / "tiny.onnx")
     results = tmp_path / "results"

@@ -193,6 +193,6 @@ def test_a_lower_precision_that_passes_is_tried_at_the_fastest_batch():
 
 
 def test_the_sweep_takes_at_most_half_the_trials():
-    from autotune.study import sweep_cap
+    from autotune.study._loop import sweep_cap
 
     assert sweep_cap(30) == 15 and sweep_cap(5) == 4 and sweep_cap(None) == 40

@@ -18,22 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def small_spec(tmp_path: Path, model: Path, space: Path, trials: int):
-    from autotune.cli import build_parser, prepare_start
+    from autotune.spec import prepare_start, start_args
 
-    args = build_parser().parse_args(
-        [
-            "start",
-            str(model),
-            "--trials",
-            str(trials),
-            "--space",
-            str(space),
-            "--results-dir",
-            str(tmp_path / "r"),
-            "--max-measure-s",
-            "0.05",
-        ]
-    )
+    args = start_args(model, trials=str(trials), space=space, results_dir=tmp_path / "r", max_measure_s="0.05")
     return prepare_start(args)[0]
 
 
@@ -81,7 +68,7 @@ def test_a_study_completes_the_requested_number_of_trials(finished):
 
 def test_repeats_do_not_consume_the_trial_budget(finished):
     """Trials beyond the ten counted ones are exactly those that brought nothing new."""
-    from autotune.study import NOT_COUNTED
+    from autotune.study._records import NOT_COUNTED
 
     _, _, study = finished
     told = [t for t in study.trials if t.state.is_finished()]
@@ -312,8 +299,9 @@ def test_a_small_space_stops_when_every_configuration_is_measured(tmp_path, tiny
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, tiny_model, small_space):
     from dataclasses import replace
 
-    from autotune.study import InProcessExecutor, run_study
+    from autotune.study import run_study
     from autotune.trial import run_trial
+    from autotune.workers import InProcessExecutor
 
     spec = small_spec(tmp_path, tiny_model, small_space, 5)
 
@@ -348,8 +336,9 @@ def test_resuming_keeps_told_trials_and_adds_new_ones(tmp_path, tiny_model):
 
 
 def test_ctrl_c_fails_the_trial_in_flight_as_interrupted_and_requeues_it(tmp_path, tiny_model, small_space):
-    from autotune.study import InProcessExecutor, finished_count, run_study
+    from autotune.study import finished_count, run_study
     from autotune.trial import run_trial
+    from autotune.workers import InProcessExecutor
 
     spec = small_spec(tmp_path, tiny_model, small_space, 6)
     calls = []
@@ -398,18 +387,16 @@ def test_a_spent_budget_stops_asking_for_trials(tmp_path, tiny_model):
 
 
 def test_the_defaults_are_remeasured_during_the_study_and_the_drift_is_reported(tmp_path, tiny_model, monkeypatch):
-    import autotune.study as study_module
-    from autotune.study import InProcessExecutor, finished_count, run_study
+    import autotune.study._loop as study_module
+    from autotune.study import finished_count, run_study
+    from autotune.workers import InProcessExecutor
 
     monkeypatch.setattr(study_module, "CONTROL_EVERY", 4)
-    from autotune.cli import build_parser, prepare_start
+    from autotune.spec import prepare_start, start_args
 
-    args = build_parser().parse_args(
-        ["start", str(tiny_model), "--trials", "7", "--results-dir", str(tmp_path / "r"), "--max-measure-s", "0.05"]
-    )
-    spec = prepare_start(args)[0]
+    spec = prepare_start(start_args(tiny_model, trials="7", results_dir=tmp_path / "r", max_measure_s="0.05"))[0]
     study = run_study(spec, InProcessExecutor())
-    from autotune.cli import write_inputs
+    from autotune.spec import write_inputs
 
     write_inputs(spec)
     drift = study.user_attrs["drift"]
@@ -426,8 +413,9 @@ def test_the_defaults_are_remeasured_during_the_study_and_the_drift_is_reported(
 def test_a_configuration_cut_short_by_a_stop_is_run_again_on_resume(tmp_path, tiny_model, small_space):
     from dataclasses import replace
 
-    from autotune.study import InProcessExecutor, finished_count, run_study
+    from autotune.study import finished_count, run_study
     from autotune.trial import TrialResult, run_trial
+    from autotune.workers import InProcessExecutor
 
     spec = small_spec(tmp_path, tiny_model, small_space, 4)
     calls = []

@@ -17,10 +17,12 @@ import pytest
 from onnx import TensorProto, helper
 
 from autotune.cli import main
+from autotune.layout import INPUTS_FILE
 from autotune.model import fp32_cpu_session
-from autotune.report import INPUTS_FILE, is_feasible
-from autotune.study import Executor, run_study
+from autotune.report import is_feasible
+from autotune.study import run_study
 from autotune.trial import OUTPUTS_FILE, TrialRequest, TrialResult, run_trial
+from autotune.workers import Executor
 from tests.conftest import make_tiny_model
 
 

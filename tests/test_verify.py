@@ -215,7 +215,8 @@ def test_start_flags_build_the_accuracy_gate(tiny_model, results_dir, flags, exp
 
 
 def test_a_study_recorded_before_the_scale_gate_resumes_elementwise():
-    from autotune.cli import _tolerance, build_parser
+    from autotune.cli import build_parser
+    from autotune.spec import _tolerance
 
     args = build_parser().parse_args(["start"])
     assert _tolerance(args, {"start_options": {"atol": None, "rtol": None}}).mode == "elementwise"
@@ -226,7 +227,7 @@ def test_a_rejected_trial_says_why_in_a_flat_attribute_and_in_the_report():
     import optuna
 
     from autotune.report import rejected_trials
-    from autotune.study import result_attrs
+    from autotune.study._records import result_attrs
     from autotune.trial import TrialResult
 
     ref = detector_outputs()
@@ -254,7 +255,7 @@ def test_the_tolerance_line_describes_each_gate():
 
 def test_a_study_records_its_accuracy_gate(tiny_model, results_dir):
     from autotune.cli import build_parser, prepare_start
-    from autotune.study import study_attrs
+    from autotune.study._records import study_attrs
 
     argv = ["start", str(tiny_model), "--target", "onnxruntime", "--results-dir", str(results_dir), "--metric", "top1"]
     spec, _ = prepare_start(build_parser().parse_args(argv))

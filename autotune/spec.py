@@ -1,0 +1,713 @@
+"""The study spec: `start`'s options, validated into a `StudySpec` (nothing written yet), and the
+options stored with a study so that `--resume` inherits every option not given again.
+
+The CLI and the daemon both parse `start` here (`parse_start`); library callers, benchmarks and
+tests build the options directly (`start_args(model, trials="5")`) instead of faking a command
+line. Which options were *given* is recorded (`args.given`): a resume inherits exactly the others,
+so an explicit `--seed 0` is kept even where 0 is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.errors import AutotuneError, UsageError
+from autotune.measure import StopRule
+from autotune.model import ModelInfo
+from autotune.space import SearchSpace
+from autotune.study._storage import storage_url
+from autotune.targets.base import TargetOptions
+from autotune.verify import Tolerance
+
+DEFAULT_RESULTS = Path("results")
+
+
+@dataclass
+class StudySpec:
+    """A validated request to tune one model; nothing has been written yet.
+
+    Args:
+        name (str): study name (directory under `results_dir`).
+        results_dir (Path): where studies live.
+        model (ModelInfo): the validated model.
+        target_name (str): resolved target name.
+        target_options (TargetOptions): target settings (cache dir is filled in later).
+        space (SearchSpace): validated, capability-filtered space.
+        known_good (list): partial configurations enqueued after trial 0.
+        avoid (list): partial configurations never proposed (the space file's `avoid:`).
+        tolerance (Tolerance): accuracy tolerance.
+        input_pool (dict): fixed inputs (user's or synthetic).
+        shape_overrides (dict): `--shape` values.
+        n_trials (int | None): trial count to reach (None: budget only).
+        budget_s (float | None): wall-time budget (None: trials only).
+        seed (int): sampler seed. Default: 0.
+        stop_rule (StopRule): benchmark stop rule.
+        latency_sla_ms (float | None): constraint on median latency. Default: None.
+        storage (str | None): Optuna storage URL; None means SQLite in the study directory.
+        sampler (str): "tpe" (multi-objective TPE with constant liar) or "random" (a baseline
+            for benchmarks). Default: "tpe".
+    """
+
+    name: str
+    results_dir: Path
+    model: ModelInfo
+    target_name: str
+    target_options: TargetOptions
+    space: SearchSpace
+    known_good: list[dict[str, Any]]
+    tolerance: Tolerance
+    input_pool: dict[str, np.ndarray]
+    shape_overrides: dict[str, tuple[int, ...]]
+    n_trials: int | None
+    budget_s: float | None
+    seed: int = 0
+    stop_rule: StopRule = field(default_factory=StopRule)
+    latency_sla_ms: float | None = None
+    storage: str | None = None
+    sampler: str = "tpe"
+    start_options: dict[str, Any] = field(default_factory=dict)
+    avoid: list[dict[str, Any]] = field(default_factory=list)
+    # INT8/FP8 calibration batches, disjoint from `input_pool` (autotune.calibration); empty:
+    # the trials calibrate on `input_pool` (library callers of old).
+    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def study_dir(self) -> Path:
+        return self.results_dir / self.name
+
+    @property
+    def storage_url(self) -> str:
+        return storage_url(self.study_dir, self.storage)
+
+    def batch_sizes(self) -> list[int]:
+        if "batch_size" in self.space and self.model.dynamic_batch:
+            return [int(b) for b in self.space["batch_size"].values()]
+        return [1]
+
+
+_BUDGET = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
+
+
+def parse_budget(text: str, flag: str = "--budget") -> float:
+    """Parses a duration like `90s`, `10m`, `2h` or `1h30m` into seconds (UsageError naming
+    `flag` otherwise)."""
+    match = _BUDGET.match(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groupdict().values()):
+        raise UsageError(f"{flag} {text!r}: expected a duration like 90s, 10m, 2h or 1h30m")
+    parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+    seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    if seconds <= 0:
+        raise UsageError(f"{flag} {text!r}: must be longer than zero")
+    return seconds
+
+
+def positive_int(flag: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected a positive integer") from None
+    if number <= 0:
+        raise UsageError(f"{flag} {value!r}: must be at least 1")
+    return number
+
+
+def positive_float(flag: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected a number") from None
+    if not number > 0:
+        raise UsageError(f"{flag} {value!r}: must be greater than zero")
+    return number
+
+
+def _study_name(text: str) -> str:
+    from autotune.study import check_study_name
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    if not name:
+        raise UsageError(f"--study {text!r}: a study name needs letters or digits")
+    return check_study_name(name, "--study")
+
+
+def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
+    """How many samples each synthetic pool holds (`synthetic_samples_that_fit`); UsageError
+    naming --shape when even the largest batch tuned does not fit in free memory: one line,
+    before anything is allocated."""
+    import os
+
+    from autotune.model import POOL_BATCH, synthetic_samples_that_fit
+
+    largest = max((int(b) for b in space["batch_size"].values()), default=1) if "batch_size" in space else 1
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return POOL_BATCH
+    samples, need = synthetic_samples_that_fit(info, overrides, largest, free)
+    if need > free:
+        given = " ".join(f"--shape {name}:{','.join(map(str, dims))}" for name, dims in overrides.items())
+        count = samples if info.dynamic_batch else 1
+        raise UsageError(
+            f"{given or '--shape'}: the synthetic inputs need {need / 2**30:.1f} GiB ({count} samples per pool), "
+            f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes"
+        )
+    return samples
+
+
+def _check_ray_address(address: str) -> None:
+    """UsageError unless something answers at `--ray-address` within a few seconds (Ray
+    itself retries an unreachable address for minutes, long after `start` said "started")."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT of a Ray cluster's head")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({why})") from None
+    # A Ray head's address is its GCS, a gRPC server. Something that accepts TCP but does not
+    # speak HTTP/2 is another service, which Ray would retry for minutes: an HTTP/2 server answers
+    # the client connection preface with a SETTINGS frame (RFC 9113 section 3.4).
+    if not _speaks_http2(host, int(port)):
+        raise UsageError(
+            f"--ray-address {address}: something answers there, but not a Ray cluster's head (no gRPC/HTTP/2 reply)"
+        )
+
+
+def _speaks_http2(host: str, port: int, timeout_s: float = 5.0) -> bool:
+    import socket
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(preface)
+            header = b""
+            while len(header) < 9:
+                chunk = sock.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except OSError:
+        return False
+    return header[3] == 4  # frame type SETTINGS
+
+
+class CommandParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        command = self.prog.removeprefix("autotune").strip()  # main() prefixes "autotune: error:"
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def prepare_start(args: argparse.Namespace) -> Any:
+    """Validates every input of `start` and returns a StudySpec; writes nothing."""
+    from autotune.layout import check_results_dir_writable
+    from autotune.measure import StopRule
+    from autotune.model import (
+        POOL_BATCH,
+        check_inputs_match_shapes,
+        expand_short_shapes,
+        load_model_info,
+        parse_shape_overrides,
+        require_resolved_dims,
+    )
+    from autotune.space import load_space
+    from autotune.study import existing_study_model
+    from autotune.targets import resolve_target
+    from autotune.targets.base import TargetOptions
+
+    results_dir: Path = args.results_dir
+    resumed = None
+    if args.resume:
+        from autotune.study import check_study_name
+
+        name = check_study_name(args.resume, "--resume")
+        resumed = existing_study_model(results_dir, name, args.storage)
+        if resumed is None:
+            raise UsageError(f"--resume {args.resume}: no such study under {results_dir}")
+        _inherit_options(args, resumed.get("start_options", {}))
+        model_path = Path(args.model) if args.model else Path(resumed["model_path"])
+    else:
+        if not args.model:
+            raise UsageError("start: give the ONNX model to tune (or --resume STUDY)")
+        model_path = Path(args.model)
+        name = _study_name(args.study or model_path.stem)
+
+    trials = positive_int("--trials", args.trials) if args.trials is not None else None
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    if trials is None and budget is None:
+        budget = parse_budget("30m")
+    if resumed is not None and args.trials is None and args.budget is None:
+        trials, budget = resumed.get("n_trials"), resumed.get("budget_s")
+    seed = int_flag("--seed", args.seed)
+    max_measure_s = positive_float("--max-measure-s", args.max_measure_s)
+    tolerance = _tolerance(args, resumed)
+    sla = positive_float("--latency-sla-ms", args.latency_sla_ms) if args.latency_sla_ms is not None else None
+    worker_count(args)
+    trial_timeout_s(args)
+    if args.ray_address:
+        _check_ray_address(args.ray_address)
+
+    info = load_model_info(model_path)
+    if resumed is not None and resumed.get("model_sha256") != info.sha256:
+        raise UsageError(f"--resume {name}: {model_path} is not the model this study tuned (content differs)")
+    target_options = TargetOptions(build_only=args.build_only)
+    target, target_message = resolve_target(
+        resumed["target"] if resumed and args.target == "auto" else args.target, target_options
+    )
+    space_path = args.space or target.default_space_path()
+    if not space_path.is_file():
+        raise UsageError(f"--space {space_path}: no such file (target {target.name} ships no default space)")
+    space = load_space(space_path, target)
+    overrides = parse_shape_overrides(expand_short_shapes(args.shape, info), info)
+    if "batch_size" in space and not info.dynamic_batch:
+        space = space.restrict("batch_size", [])
+    if args.batch is not None:
+        space = _restrict_batch(space, args.batch, info)
+    space, precision_note = _drop_unavailable_precisions(space, info)
+    if precision_note:
+        target_message = f"{target_message}\n{precision_note}"
+    known_good = _known_good(space_path, space)
+    avoid = _avoid(space_path, space)
+    if not args.inputs:
+        require_resolved_dims(info, overrides)
+    pool_samples = POOL_BATCH if args.inputs else _synthetic_samples(info, overrides, space)
+    try:
+        samples = _samples(args, info, overrides, seed, pool_samples)
+    except MemoryError:
+        what = f"--inputs {args.inputs}" if args.inputs else f"--shape {' '.join(args.shape) or '(model shapes)'}"
+        raise UsageError(f"{what}: the input samples do not fit in memory; pass smaller shapes") from None
+    pool = samples.verification_pool
+    if args.inputs and overrides:
+        check_inputs_match_shapes(pool, overrides, info, args.inputs)
+    if not samples.calibration_feeds and "precision" in space:
+        kept = [value for value in space["precision"].values() if value not in ("int8", "fp8")]
+        if kept != list(space["precision"].values()):
+            space = space.restrict("precision", kept)
+            target_message = f"{target_message}\n{samples.note}"
+
+    check_results_dir_writable(results_dir)
+    existing = resumed if resumed is not None else existing_study_model(results_dir, name, args.storage)
+    if resumed is None and existing is not None and existing.get("model_sha256") != info.sha256:
+        raise UsageError(
+            f"--study {name}: this study belongs to a different model ({existing.get('model_path')}); "
+            f"pick another --study name"
+        )
+    if existing is not None:
+        _check_same_study(name, existing, target_name=args.target if ":" in args.target else target.name,
+                          overrides=overrides, pool=pool, space=space, resume=resumed is not None)  # fmt: skip
+    spec = StudySpec(
+        name=name,
+        results_dir=results_dir,
+        model=info,
+        # A plugin target is named by "module:Class"; workers import it by that name.
+        target_name=args.target if ":" in args.target else target.name,
+        target_options=target_options,
+        space=space,
+        known_good=known_good,
+        avoid=avoid,
+        tolerance=tolerance,
+        input_pool=pool,
+        calibration_feeds=samples.calibration_feeds,
+        shape_overrides=overrides,
+        n_trials=trials,
+        budget_s=budget,
+        seed=seed,
+        stop_rule=StopRule(max_time_s=max_measure_s),
+        latency_sla_ms=sla,
+        storage=args.storage,
+        start_options=start_options(args),
+    )
+    return spec, target_message
+
+
+def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, pool_samples: int) -> Any:
+    """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
+    synthetic pool, split into calibration feeds and the held-out verification pool."""
+    from autotune.calibration import (
+        load_inputs,
+        load_preprocess_file,
+        parse_preprocess,
+        parse_preprocess_flags,
+        split_samples,
+        synthetic_split,
+    )
+
+    options: dict[str, Any] = {}
+    if args.preprocess_file:
+        options |= load_preprocess_file(args.preprocess_file)
+    options |= parse_preprocess_flags(args.preprocess)
+    where = "--preprocess" if args.preprocess else f"--preprocess-file {args.preprocess_file}"
+    preprocess = parse_preprocess(options, where) if options else None
+    if preprocess is not None and not (args.inputs and args.inputs.is_dir()):
+        raise UsageError(f"{where}: applies to an --inputs directory of images")
+    if not args.inputs:
+        return synthetic_split(info, overrides, seed, pool_samples)
+    return split_samples(load_inputs(args.inputs, info, preprocess), info)
+
+
+def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
+    """The space without the precisions this model cannot be given (an opset the version converter
+    cannot raise), and a line saying which and why; said once here, never trial after trial."""
+    import onnx
+
+    from autotune.passes.precision import precision_unavailable
+
+    if "precision" not in space:
+        return space, ""
+    offered = list(space["precision"].values())
+    unavailable = precision_unavailable(onnx.load(str(info.path), load_external_data=False), offered)
+    if not unavailable:
+        return space, ""
+    kept = [value for value in offered if value not in unavailable]
+    if not kept:
+        raise UsageError(
+            f"{info.path.name}: no precision of the space can be applied ({'; '.join(unavailable.values())})"
+        )
+    note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
+    return space.restrict("precision", kept), note
+
+
+# `start` options a resumed study inherits unless given again on the command line.
+RESUMABLE_OPTIONS = (
+    "target",
+    "batch",
+    "space",
+    "accuracy",
+    "atol",
+    "rtol",
+    "max_error",
+    "min_cosine",
+    "metric",
+    "latency_sla_ms",
+    "inputs",
+    "preprocess",
+    "preprocess_file",
+    "shape",
+    "seed",
+    "build_only",
+    "max_measure_s",
+    "workers",
+    "trial_timeout",
+    "ray_address",
+)
+
+
+def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
+    """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric."""
+    from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
+
+    elementwise_flags = args.atol is not None or args.rtol is not None
+    mode = args.accuracy
+    if mode is None:
+        # --atol/--rtol only mean something elementwise; a study recorded before the scale gate
+        # existed (no "accuracy" among its options) keeps the elementwise gate it was tuned under.
+        legacy = resumed is not None and "accuracy" not in resumed.get("start_options", {})
+        mode = "elementwise" if elementwise_flags or legacy else "scale"
+    if mode not in ACCURACY_MODES:
+        raise UsageError(f"--accuracy {mode!r}: expected {' or '.join(ACCURACY_MODES)}")
+    if mode == "scale" and elementwise_flags:
+        raise UsageError("--atol/--rtol apply to --accuracy elementwise; with --accuracy scale use --max-error")
+    if args.max_error is not None and elementwise_flags:
+        raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
+    if mode == "elementwise" and args.min_cosine is not None:
+        raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale only")
+    defaults = Tolerance()
+    max_error = positive_float("--max-error", args.max_error) if args.max_error is not None else None
+    min_cosine = defaults.min_cosine
+    if args.min_cosine is not None:
+        min_cosine = positive_float("--min-cosine", args.min_cosine)
+        if min_cosine > 1:
+            raise UsageError(f"--min-cosine {args.min_cosine!r}: a cosine similarity is at most 1")
+    metric = None
+    if args.metric is not None:
+        metric = BUILTIN_METRICS.get(args.metric, args.metric)
+        try:
+            load_metric(metric)
+        except AutotuneError as exc:
+            raise UsageError(f"--metric {args.metric!r}: {str(exc).split(': ', 1)[-1]}") from None
+    if mode == "elementwise":
+        atol = max_error if max_error is not None else defaults.atol
+        rtol = max_error if max_error is not None else defaults.rtol
+        return Tolerance(
+            atol=positive_float("--atol", args.atol) if args.atol is not None else atol,
+            rtol=positive_float("--rtol", args.rtol) if args.rtol is not None else rtol,
+            mode=mode,
+            metric=metric,
+        )
+    return Tolerance(
+        mode=mode,
+        max_error=max_error if max_error is not None else defaults.max_error,
+        min_cosine=min_cosine,
+        metric=metric,
+    )
+
+
+def start_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The resumable options of a `start`, with paths made absolute (stored with the study)."""
+    options = {}
+    for key in RESUMABLE_OPTIONS:
+        value = getattr(args, key, None)
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        options[key] = value
+    return options
+
+
+def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
+    """A resumed study's stored options, for every resumable option not given again. What was
+    given is `args.given` (`parse_start`, `start_args`); a namespace without it (built by
+    another parser) falls back to "differs from the default"."""
+    given = getattr(args, "given", None)
+    if given is None:
+        defaults = start_parser().parse_args([])
+        given = frozenset(k for k in RESUMABLE_OPTIONS if getattr(args, k, None) != getattr(defaults, k, None))
+    for key, value in stored.items():
+        if key in RESUMABLE_OPTIONS and key not in given:
+            setattr(args, key, Path(value) if key in ("space", "inputs", "preprocess_file") and value else value)
+
+
+def _check_same_study(
+    name: str,
+    stored: dict[str, Any],
+    *,
+    target_name: str,
+    overrides: dict[str, tuple[int, ...]],
+    pool: dict[str, Any],
+    space: Any,
+    resume: bool,
+) -> None:
+    """A study is its inputs: continuing one with another target, shapes, input data or search
+    space would mix measurements of different things under one name. UsageError naming what
+    differs (checks only what the study recorded)."""
+    from autotune.model import pool_sha256
+    from autotune.space import space_sha256
+
+    differs = []
+    if stored.get("target") not in (None, target_name):
+        differs.append(f"target {stored['target']} -> {target_name}")
+    recorded_shapes = stored.get("shape_overrides")
+    if recorded_shapes is not None and recorded_shapes != {k: list(v) for k, v in overrides.items()}:
+        differs.append(f"--shape {recorded_shapes or 'none'} -> {dict(overrides) or 'none'}")
+    if stored.get("inputs_sha256") not in (None, pool_sha256(pool)):
+        differs.append("the input data (--inputs or the synthetic pool's seed/shapes)")
+    if stored.get("space_sha256") not in (None, space_sha256(space)):
+        differs.append("the search space (--space, --batch or the installed target's capabilities)")
+    if differs:
+        how = "drop the changed flags to continue it" if resume else f"continue it with `--resume {name}`"
+        raise UsageError(
+            f"--study {name}: the existing study was tuned with other inputs ({'; '.join(differs)}); "
+            f"pick another --study name for a new study, or {how}"
+        )
+
+
+def _restrict_batch(space: Any, text: str, info: Any) -> Any:
+    """The space with `batch_size` limited to the `--batch` values (the deployment's choice)."""
+    from autotune.space import Knob
+
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
+        raise UsageError(f"--batch {text!r}: expected positive batch sizes like 1 or 1,8")
+    batches = sorted({int(p) for p in parts})
+    if not info.dynamic_batch:
+        if batches != [1]:
+            raise UsageError(f"--batch {text}: {info.path} has no dynamic batch dimension; only batch 1 runs")
+        return space
+    if "batch_size" in space:
+        return space.restrict("batch_size", batches)
+    knob = Knob(name="batch_size", type="categorical", default=batches[0], choices=tuple(batches))
+    return replace(space, knobs=(*space.knobs, knob))
+
+
+def int_flag(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: expected an integer") from None
+
+
+def _avoid(path: Path, space: Any) -> list[dict[str, Any]]:
+    """The space file's `avoid:` list: combinations known to fail, never proposed. Knobs this
+    model or installation does not have are dropped from an entry (an entry left empty, or
+    with a value the knob cannot take, is skipped)."""
+    from autotune.space import read_space_data
+
+    data = read_space_data(path) or {}
+    entries = data.get("avoid") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and e for e in entries):
+        raise UsageError(f"--space {path}: 'avoid' must be a list of non-empty knob mappings")
+    kept = []
+    for entry in entries:
+        if not all(k in space.names for k in entry):
+            continue  # a knob filtered out here: the combination cannot occur
+        if all(space[k].type == "float" or v in space[k].values() for k, v in entry.items()):
+            kept.append(dict(entry))
+    return kept
+
+
+def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
+    from autotune.space import read_space_data
+
+    data = read_space_data(path) or {}
+    entries = data.get("known_good") or []
+    if not isinstance(entries, list):
+        raise UsageError(f"--space {path}: 'known_good' must be a list of knob mappings")
+    kept = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise UsageError(f"--space {path}: every 'known_good' entry must be a mapping of knob: value")
+        # Knobs this model or installation does not have (batch size of a static model, a
+        # filtered precision) are dropped; an entry with a value the space cannot take is skipped.
+        entry = {k: v for k, v in entry.items() if k in space.names}
+        if all(space[k].type == "float" or v in space[k].values() for k, v in entry.items()):
+            kept.append(entry)
+    return kept
+
+
+def write_inputs(spec: Any) -> None:
+    import numpy as np
+
+    from autotune.layout import CALIBRATION_FILE, INPUTS_FILE
+
+    path = spec.study_dir / INPUTS_FILE
+    if not path.exists():
+        np.savez(path, **spec.input_pool)
+    calibration = spec.study_dir / CALIBRATION_FILE
+    if spec.calibration_feeds and not calibration.exists():
+        np.savez(
+            calibration,
+            **{f"{i}/{name}": a for i, feed in enumerate(spec.calibration_feeds) for name, a in feed.items()},
+        )
+
+
+def ray_wanted(args: argparse.Namespace) -> bool:
+    return bool(args.workers or args.ray_address or args.trial_timeout)
+
+
+def worker_count(args: argparse.Namespace) -> int | None:
+    return positive_int("--workers", args.workers) if args.workers is not None else None
+
+
+def trial_timeout_s(args: argparse.Namespace) -> float | None:
+    return parse_budget(args.trial_timeout, "--trial-timeout") if args.trial_timeout else None
+
+
+def add_start_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `autotune start` (the CLI's subcommand and the daemon's own parser)."""
+    parser.add_argument("model", nargs="?", help="the ONNX model to tune")
+    parser.add_argument("--budget", help="wall-time budget: 90s, 10m, 2h, 1h30m (default: 30m without --trials)")
+    parser.add_argument("--trials", help="number of trials to reach")
+    parser.add_argument("--target", default="auto", help="auto | onnxruntime | tensorrt | tensorrt-rtx")
+    parser.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/<target>.yaml)")
+    parser.add_argument(
+        "--accuracy",
+        help="scale: max abs error per output within --max-error of its reference range, cosine >= --min-cosine "
+        "(default); elementwise: every element within --atol or --rtol",
+    )
+    parser.add_argument(
+        "--max-error",
+        help="scale: error limit as a fraction of each output's range (default 1e-2); "
+        "elementwise: sets both --atol and --rtol",
+    )
+    parser.add_argument("--atol", help="elementwise absolute tolerance (default 1e-2; implies --accuracy elementwise)")
+    parser.add_argument("--rtol", help="elementwise relative tolerance (default 1e-2; implies --accuracy elementwise)")
+    parser.add_argument("--min-cosine", help="scale: lowest cosine similarity per output, in (0, 1] (default 0.99)")
+    parser.add_argument("--metric", help="a task metric that decides pass/fail instead: module:function, top1 or top5")
+    parser.add_argument("--latency-sla-ms", help="constraint: median latency per batch at most this")
+    parser.add_argument(
+        "--batch", help="the deployment batch size(s) to tune for: 1, or a list like 1,8 (default: the space's)"
+    )
+    parser.add_argument(
+        "--inputs",
+        type=Path,
+        help=".npz of real inputs (names = model input names), or a directory of .npy/.npz samples or images; "
+        "half the samples calibrate int8/fp8, the other half verify every trial",
+    )
+    parser.add_argument(
+        "--preprocess",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="image directories: size=H,W layout=NCHW|NHWC mean=R,G,B std=R,G,B scale=1/255 channel_order=RGB|BGR",
+    )
+    parser.add_argument("--preprocess-file", type=Path, help="image directories: a YAML mapping of --preprocess keys")
+    parser.add_argument(
+        "--shape",
+        action="append",
+        default=[],
+        help="fix a dynamic input shape: NAME:D0,D1,... (or HxW for the only image input)",
+    )
+    parser.add_argument("--study", help="study name (default: the model's file name)")
+    parser.add_argument("--resume", metavar="STUDY", help="continue an existing study")
+    parser.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS, help="where studies live (default results/)"
+    )
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study directory)")
+    parser.add_argument("--seed", default="0", help="sampler seed (default 0)")
+    parser.add_argument("--build-only", action="store_true", help="build every candidate, measure none")
+    parser.add_argument("--foreground", action="store_true", help="run in this terminal with a progress bar")
+    parser.add_argument(
+        "--workers",
+        help="parallel trials (default: one per GPU on GPU targets; one on CPU targets, owning every core; "
+        "N splits the cores into N disjoint sets)",
+    )
+    parser.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("--trial-timeout", help="fail a trial that runs longer than this (e.g. 10m)")
+    parser.add_argument("--max-measure-s", default="2", help="time cap of one latency measurement (default 2 s)")
+    parser.add_argument("--no-ray", action="store_true", help=argparse.SUPPRESS)
+
+
+def start_parser() -> argparse.ArgumentParser:
+    """A parser of `start`'s options alone (the daemon re-parses its command line with it)."""
+    parser = CommandParser(prog="autotune start")
+    add_start_arguments(parser)
+    return parser
+
+
+class _NotGiven(list):  # a list, so that an append action (--shape) can copy and extend it
+    pass
+
+
+def given_options(argv: list[str]) -> frozenset[str]:
+    """The options (argparse dests) that `argv`, a `start` command line, gives explicitly,
+    whatever their values (an explicit default included)."""
+    parser = start_parser()
+    markers = {a.dest: _NotGiven() for a in parser._actions if a.dest != "help"}
+    parser.set_defaults(**markers)
+    parsed = parser.parse_args(argv)
+    return frozenset(dest for dest, value in vars(parsed).items() if value is not markers.get(dest))
+
+
+def parse_start(argv: list[str]) -> argparse.Namespace:
+    """`start`'s options from a command line (without the `start` word), with `argv` and
+    `given` recorded on the namespace."""
+    args = start_parser().parse_args(argv)
+    args.argv = list(argv)
+    args.given = given_options(argv)
+    return args
+
+
+def start_args(model: str | Path | None = None, **options: Any) -> argparse.Namespace:
+    """`start`'s options for a library caller: the defaults, with `options` (argparse dests,
+    values as the command line would give them: strings, Paths, lists for --shape/--preprocess)
+    given. Unknown option names raise TypeError."""
+    args = start_parser().parse_args([])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"start_args: unknown options {', '.join(unknown)}")
+    if model is not None:
+        options["model"] = str(model)
+    for key, value in options.items():
+        setattr(args, key, value)
+    args.argv = []
+    args.given = frozenset(options)
+    return args

@@ -1,0 +1,39 @@
+"""The study: what to try (Optuna), handed to an executor (where it runs), told back.
+
+Cut by concern, as `optuna/study/` is: `_storage` (where a study lives, opening and loading it),
+`_records` (what a told trial records, and the queries over it), `_references` (the FP32 outputs
+candidates are verified against), `_loop` (the ask/submit/tell loop). The executors live with
+the Ray executor in `autotune.workers`, the study spec in `autotune.spec`, the on-disk layout in
+`autotune.layout`. This module is the public surface.
+"""
+
+from autotune.study._loop import run_study
+from autotune.study._records import chosen_trial, count_trials, counts_toward_goal, finished_count, trial_by_number
+from autotune.study._references import compute_references, weak_reference_warnings
+from autotune.study._storage import (
+    check_study_name,
+    existing_study_model,
+    load_study_dir,
+    make_storage,
+    open_study,
+    quiet_optuna,
+    storage_url,
+)
+
+__all__ = [
+    "chosen_trial",
+    "check_study_name",
+    "compute_references",
+    "count_trials",
+    "counts_toward_goal",
+    "existing_study_model",
+    "finished_count",
+    "load_study_dir",
+    "make_storage",
+    "open_study",
+    "quiet_optuna",
+    "run_study",
+    "storage_url",
+    "trial_by_number",
+    "weak_reference_warnings",
+]

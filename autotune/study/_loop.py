@@ -1,0 +1,579 @@
+"""The ask/submit/tell loop: what to try (Optuna), handed to an executor (where it runs), told back.
+
+The process running `run_study` is the only writer of the Optuna storage. It asks for
+configurations, turns each into a `TrialRequest`, submits it to an executor (in-process or
+Ray workers) and tells the result back with its measurements as user attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autotune.layout import ARRIVED_FILE, CONTROLS_DIR, TRIALS_DIR, trial_dir, write_atomically
+from autotune.rules import FailureRules, Rule, rules_from_history
+from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
+from autotune.study._records import (
+    CANCELLED_PREFIXES,
+    finished_count,
+    outcome_from_attrs,
+    result_outcome,
+    study_attrs,
+    summary_from_attrs,
+    tell_duplicate,
+    tell_result,
+    tell_ruled_out,
+)
+from autotune.study._references import compute_references, weak_reference_warnings
+from autotune.study._storage import open_study
+from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, unmeasured_config
+from autotune.trial import TrialRequest, TrialResult
+
+if TYPE_CHECKING:
+    from autotune.spec import StudySpec
+    from autotune.workers import Executor
+
+
+SLOW_FACTOR = 10.0  # a configuration this many times slower per sample than trial 0 is cut short
+
+
+CONTROL_EVERY = 10  # the defaults are re-measured after every this many counted trials (drift)
+
+
+CONTROL_FIRST = 3  # ... and once early: trial 0 runs on a cold worker (seen 1.5x slow on a GPU)
+
+
+NEARLY_TOO_SLOW = SLOW_FACTOR / 2  # a success this much slower than the defaults does not
+
+
+# contradict a "too slow" failure rule (it was cut at 10x by the batch-scaled cap, not fast)
+DRIFT_FLAG = 0.10  # a control this far from trial 0 (relative) flags the trials told after it
+
+
+REPEATS_BEFORE_FALLBACK = 2  # asks that brought nothing new before a random unmeasured configuration
+
+
+MAX_REPEATS = 200  # asks that brought nothing new before the study stops asking
+
+
+ELAPSED_EVERY_S = 10.0  # the study's elapsed time is stored at least this often
+
+
+@dataclass
+class StudyRun:
+    """Mutable state of one run of the ask/submit/tell loop."""
+
+    started: float
+    budget_s: float | None
+    pending: dict[int, Any] = field(default_factory=dict)  # number -> optuna Trial
+    keys: dict[str, int] = field(default_factory=dict)  # config key -> trial number that measured it
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> summary
+    reference_latency_s: float = 0.0  # the defaults' fastest latency per sample (trial 0, controls)
+    trial0_latency_s: float = 0.0  # trial 0's own latency per sample (what drift is relative to)
+    done: int = 0  # trials that count toward --trials
+    repeats: int = 0  # consecutive asks that brought nothing new (duplicates, ruled out)
+    stopping: bool = False
+    rules: FailureRules = field(default_factory=FailureRules)
+    sweep_keys: set[str] = field(default_factory=set)  # one-knob sweep configurations not yet told
+    sweep_told: list[Outcome] = field(default_factory=list)
+    default: Outcome | None = None  # the defaults' outcome (fastest of trial 0 and the controls)
+    controls: dict[int, TrialRequest] = field(default_factory=dict)  # in-flight drift controls
+    controls_sent: int = 0
+    last_control: int = 0  # counted trials when the last control was sent
+    drift_ratio: float = 1.0  # the latest control's latency over trial 0's
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s
+
+    def busy(self) -> int:
+        return len(self.pending) + len(self.controls)
+
+
+def sweep_cap(n_trials: int | None) -> int:
+    """How many one-knob sweep trials a study of `n_trials` affords: half of them (the knobs
+    listed first in the space file are swept first), 40 for a budget-only study."""
+    return max(n_trials // 2, 4) if n_trials else 40
+
+
+def seed_queue(study: Any, spec: StudySpec) -> None:
+    """Enqueues, once per study: trial 0 (all defaults), the known-good configurations (the
+    recipes an expert tries first), then the one-knob-at-a-time sweep (see `autotune.sweep`)."""
+    if study.user_attrs.get("seeded"):
+        return
+    seen = set()
+    sweep = [] if spec.target_options.build_only else sweep_configs(spec.space)[: sweep_cap(spec.n_trials)]
+    sweep_keys = []
+    for index, partial in enumerate([{}, *spec.known_good, *sweep]):
+        config = spec.space.complete(partial)
+        key = config_key(config)
+        if key not in seen:
+            seen.add(key)
+            study.enqueue_trial(config, skip_if_exists=True)
+            if index > len(spec.known_good):
+                sweep_keys.append(key)
+    study.set_user_attr("sweep_keys", sweep_keys)
+    study.set_user_attr("seeded", True)
+
+
+def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, spec: StudySpec | None = None) -> None:
+    """Rebuilds the loop's memory from told trials (dedup maps, failure rules, the sweep, the
+    baseline); tells trials a dead run left RUNNING whose result had arrived (`arrived.json`),
+    fails the others and re-queues their configurations."""
+    import optuna
+
+    if spec is not None:
+        _tell_arrivals(study, spec, space.default_config() if space is not None else {})
+
+    history = []
+    defaults = space.default_config() if space is not None else {}
+    requeued = list(study.user_attrs.get("requeued_cancelled", []))
+    before = len(requeued)
+    requeued_now: list[dict[str, Any]] = []  # configurations cut short, queued again below
+    for frozen in study.get_trials(deepcopy=False):
+        attrs = frozen.user_attrs
+        if frozen.state == optuna.trial.TrialState.RUNNING:
+            interrupted = optuna.trial.Trial(study, frozen._trial_id)
+            interrupted.set_user_attr("reason", "interrupted: the daemon stopped mid-trial; configuration re-queued")
+            interrupted.set_user_attr("interrupted", True)
+            study.tell(interrupted, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            if frozen.params:
+                study.enqueue_trial(frozen.params, skip_if_exists=False)
+                requeued_now.append(dict(frozen.params))
+            continue
+        if "config_key" not in attrs or attrs.get("interrupted"):
+            continue
+        if attrs.get("cancelled"):
+            # Cut short by a stop or the budget, never measured: run it again, once.
+            if frozen.number not in requeued and frozen.params:
+                study.enqueue_trial(frozen.params, skip_if_exists=False)
+                requeued.append(frozen.number)
+                requeued_now.append(dict(frozen.params))
+            continue
+        state = {
+            optuna.trial.TrialState.COMPLETE: "complete",
+            optuna.trial.TrialState.FAIL: "failed",
+            optuna.trial.TrialState.PRUNED: "pruned",
+        }.get(frozen.state)
+        if state == "complete" and attrs.get("slow_vs_baseline", 0.0) > NEARLY_TOO_SLOW:
+            state = "slow"  # neither a failure nor evidence against a failure rule
+        if state is not None:
+            history.append((frozen.number, state, dict(frozen.params), str(attrs.get("reason", ""))))
+        if frozen.state == optuna.trial.TrialState.FAIL:
+            run.keys.setdefault(attrs["config_key"], frozen.number)  # a failing configuration is not retried
+            continue
+        if frozen.state == optuna.trial.TrialState.PRUNED and attrs.get("ruled_out"):
+            run.keys.setdefault(attrs["config_key"], frozen.number)
+            continue
+        if frozen.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        run.keys.setdefault(attrs["config_key"], frozen.number)
+        if (
+            "digest" in attrs
+            and ("latency_ms_p50" in attrs or "build" in attrs)
+            and "shared_measurement_with_trial" not in attrs
+        ):
+            run.measured.setdefault(attrs["digest"], summary_from_attrs(frozen.number, attrs))
+        if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
+            run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
+            run.trial0_latency_s = run.reference_latency_s
+            run.default = outcome_from_attrs(dict(frozen.params), attrs)
+    if len(requeued) > before:
+        study.set_user_attr("requeued_cancelled", requeued)
+    if space is not None and requeued_now:
+        _requeued_first(study, space, requeued_now)
+    run.rules = rules_from_history(history, defaults)
+    run.done = finished_count(study)
+    run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
+    for frozen in study.get_trials(deepcopy=False):
+        measured = frozen.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in frozen.user_attrs
+        outcome = outcome_from_attrs(dict(frozen.params), frozen.user_attrs)
+        if measured and space is not None and one_knob(outcome, defaults, space) is not None:
+            run.sweep_told.append(outcome)
+    run.controls_sent = len(study.user_attrs.get("drift", []))
+    for control in study.user_attrs.get("drift", []):
+        run.reference_latency_s = min(run.reference_latency_s, control["ms_per_sample"] / 1e3)
+
+
+def _journal_arrival(spec: StudySpec, result: TrialResult) -> bool:
+    """Writes `result` to `trials/<n>/arrived.json` (atomically); False when it cannot be written."""
+    if result.number < 0:
+        return True  # a drift control is not a trial
+    path = trial_dir(spec.study_dir, result.number) / ARRIVED_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return write_atomically(path, json.dumps(result.as_dict(), default=str))
+
+
+def _drop_arrival(spec: StudySpec, number: int) -> None:
+    try:
+        (trial_dir(spec.study_dir, number) / ARRIVED_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _tell_arrivals(study: Any, spec: StudySpec, defaults: dict[str, Any]) -> None:
+    """Tells the RUNNING trials whose result reached a dead daemon (see `_journal_arrival`)."""
+    import optuna
+
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        path = trial_dir(spec.study_dir, frozen.number) / ARRIVED_FILE
+        try:
+            data = json.loads(path.read_text())
+            result = TrialResult(**data)
+        except (OSError, ValueError, TypeError):
+            continue
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        if config_key(result.config) == config_key(defaults):
+            trial.set_user_attr("baseline", True)
+        tell_result(study, trial, result, spec)
+        path.unlink(missing_ok=True)
+        logging.getLogger("autotune").info("trial %d: told its result, which had arrived before a stop", result.number)
+
+
+def _requeued_first(study: Any, space: SearchSpace, requeued: list[dict[str, Any]]) -> None:
+    """Moves configurations cut short (interrupted by a dead daemon, cancelled by a stop) to
+    the head of the queue, the defaults first: they were asked before everything still
+    queued, and the defaults are the baseline every later measurement is judged against (the
+    slow-trial cap, the sweep, finalize's pairing). Optuna pops waiting trials by number, so
+    the waiting trials' `fixed_params` (a storage system attribute) are reassigned in order."""
+    import optuna
+
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    params = [dict(t.system_attrs.get("fixed_params", t.params)) for t in waiting]
+    defaults_key = config_key(space.default_config())
+    first_keys = {config_key(space.complete(p)) for p in requeued}
+
+    def rank(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        key = config_key(space.complete(item[1]))
+        return (0 if key == defaults_key and key in first_keys else 1 if key in first_keys else 2, item[0])
+
+    ordered = [p for _, p in sorted(enumerate(params), key=rank)]
+    if ordered == params:
+        return
+    storage = study._storage  # noqa: SLF001 - the public storage API, reached through the study
+    for trial, fixed in zip(waiting, ordered, strict=True):
+        storage.set_trial_system_attr(trial._trial_id, "fixed_params", fixed)
+
+
+def run_study(
+    spec: StudySpec,
+    executor: Executor,
+    *,
+    on_result: Callable[[TrialResult, Any], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    references: dict[int, dict[str, np.ndarray]] | None = None,
+    elapsed_before_s: float = 0.0,
+    grace_s: float = 60.0,
+    on_started: Callable[[], None] | None = None,
+) -> Any:
+    """Runs the ask/submit/tell loop until the trial count or the budget is reached.
+
+    Args:
+        spec (StudySpec): the validated study.
+        executor (Executor): where trials run.
+        on_result (Callable | None): called after each tell with (result, study). Default: None.
+        should_stop (Callable[[], bool]): polled between trials; True stops asking. Default: never.
+        references (dict | None): precomputed FP32 references. Default: computed here.
+        elapsed_before_s (float): budget already spent by earlier runs of this study. Default: 0.
+        grace_s (float): once the budget is spent, in-flight trials get this long to finish
+            before they are cancelled (failed with the reason). Default: 60.
+        on_started (Callable | None): called once, after the first trials are dispatched (or
+            nothing was left to ask). Default: None.
+
+    Returns:
+        The Optuna study.
+    """
+    import optuna
+
+    spec.study_dir.mkdir(parents=True, exist_ok=True)
+    (spec.study_dir / TRIALS_DIR).mkdir(exist_ok=True)
+    spec = replace(spec, target_options=replace(spec.target_options, cache_dir=spec.study_dir.resolve()))
+    searched = spec.space  # what the user asked for; inert passes are dropped below
+    spec, dropped = drop_inert_passes(spec)
+    study = open_study(spec, create=True)
+    for key, value in {**study_attrs(spec), "space_sha256": space_sha256(searched)}.items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("dropped_knobs", dropped)
+    seed_queue(study, spec)
+    budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
+    run = StudyRun(started=time.monotonic(), budget_s=budget)
+    recover_state(study, run, spec.space, spec)
+    defaults = spec.space.default_config()  # recover_state gave the rules these too
+    run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
+    refs = references if references is not None else compute_references(spec)
+    warnings = weak_reference_warnings(refs, spec.tolerance)
+    if warnings:
+        study.set_user_attr("warnings", warnings)
+    space_size = spec.space.size() if _enumerable(spec.space) else math.inf
+    defaults_key = config_key(defaults)
+
+    def asking() -> bool:
+        return (
+            not run.out_of_time()
+            and not run.stopping
+            and (spec.n_trials is None or run.done + len(run.pending) < spec.n_trials)
+            and len(run.keys) < space_size
+            and run.repeats < MAX_REPEATS
+        )
+
+    def nothing_new() -> None:
+        """The last ask repeated or was ruled out: after a few, steer the sampler to a
+        configuration never measured and not ruled out (it may keep proposing the same)."""
+        run.repeats += 1
+        if run.repeats % REPEATS_BEFORE_FALLBACK == 0:
+            fresh = unmeasured_config(
+                spec.space, set(run.keys), lambda c: run.rules.ruled_out(c) is None, seed=spec.seed + run.repeats
+            )
+            if fresh is None:
+                run.repeats = MAX_REPEATS  # the reachable space is exhausted
+            else:
+                study.enqueue_trial(fresh, skip_if_exists=False)
+
+    def fill() -> None:
+        """Asks and submits until every worker is busy (or nothing more is to be asked)."""
+        maybe_control()
+        while run.busy() < executor.capacity and asking():
+            trial = study.ask()
+            config = spec.space.sample(trial)
+            key = config_key(config)
+            if key in run.keys:
+                tell_duplicate(study, trial, run.keys[key])
+                sweep_told(config, None)  # its original's outcome is already in (or will not be)
+                nothing_new()
+                continue
+            rule = run.rules.ruled_out(config)
+            run.keys[key] = trial.number
+            if rule is not None:
+                tell_ruled_out(study, trial, rule)
+                sweep_told(config, None)
+                nothing_new()
+                continue
+            run.repeats = 0
+            run.pending[trial.number] = trial
+            executor.submit(_request(spec, trial.number, config, refs, run))
+
+    def maybe_control() -> None:
+        """Re-measures the defaults after CONTROL_FIRST counted trials (trial 0 may have run
+        cold) and every CONTROL_EVERY after, so that a machine that drifts (thermal, a
+        neighbour) shows in the report instead of in the ranking."""
+        due = CONTROL_FIRST if run.controls_sent == 0 else max(run.controls_sent * CONTROL_EVERY, run.last_control + 1)
+        if spec.target_options.build_only or run.reference_latency_s <= 0 or run.controls or run.done < due:
+            return
+        if run.stopping or run.out_of_time() or run.busy() >= executor.capacity:
+            return
+        run.controls_sent += 1
+        run.last_control = run.done
+        number = -run.controls_sent
+        request = _request(spec, number, dict(defaults), refs, run)
+        request = replace(
+            request,
+            workdir=(spec.study_dir / CONTROLS_DIR / str(run.controls_sent)).resolve(),
+            shared_measurements={},
+            stop_rule=spec.stop_rule,
+        )
+        run.controls[number] = request
+        executor.submit(request)
+
+    def record_control(result: TrialResult) -> None:
+        run.controls.pop(result.number, None)
+        shutil.rmtree(spec.study_dir / CONTROLS_DIR / str(-result.number), ignore_errors=True)
+        if not result.measurements or run.reference_latency_s <= 0:
+            return
+        per_sample_s = result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1)
+        run.drift_ratio = per_sample_s / (run.trial0_latency_s or run.reference_latency_s)
+        # The defaults' best measurement is the baseline of the slow-trial cap and the sweep.
+        run.reference_latency_s = min(run.reference_latency_s, per_sample_s)
+        if run.default is not None and result.throughput > run.default.throughput:
+            run.default = replace(run.default, throughput=result.throughput)
+        drift = list(study.user_attrs.get("drift", []))
+        drift.append(
+            {"after_trials": run.done, "ms_per_sample": per_sample_s * 1e3, "ratio_to_baseline": run.drift_ratio}
+        )
+        study.set_user_attr("drift", drift)
+
+    def learn_in_memory(result: TrialResult) -> None:
+        """What a result teaches before the next ask (no storage writes): the baseline and the
+        failure rules, so an asynchronous worker's next trial already obeys a new rule."""
+        if config_key(result.config) == defaults_key and result.measurements and not run.reference_latency_s:
+            run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
+            run.trial0_latency_s = run.reference_latency_s
+            run.default = result_outcome(result)
+        if result.state == "complete":
+            if slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
+                run.rules.record_success(result.config)
+        elif result.state in ("failed", "pruned"):
+            before = {r.reason for r in run.rules.enforced()}
+            rule = run.rules.record_failure(result.number, result.config, result.reason)
+            if rule is not None and rule.enforced and rule.reason not in before:
+                logging.getLogger("autotune").info("new rule: %s", rule.describe())
+
+    def slow_vs_baseline(result: TrialResult) -> float:
+        if not result.measurements or run.reference_latency_s <= 0:
+            return 0.0
+        return result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1) / run.reference_latency_s
+
+    def learn(trial: Any, result: TrialResult) -> None:
+        """What a told result teaches that is stored: rules, the sweep's progress."""
+        rules = [r.as_dict() for r in run.rules.rules()]
+        if rules != study.user_attrs.get("rules", []):
+            study.set_user_attr("rules", rules)
+        sweep_told(result.config, result_outcome(result))
+
+    def sweep_told(config: dict[str, Any], outcome: Outcome | None) -> None:
+        """Records an outcome one knob away from the defaults (a sweep trial, or a known-good
+        recipe that is one: CUDA graph alone); None when a sweep configuration repeated or was
+        ruled out. Once every sweep configuration is in, enqueues the winners combined."""
+        key = config_key(config)
+        if outcome is not None and one_knob(outcome, defaults, spec.space) is not None:
+            run.sweep_told.append(outcome)
+        if key not in run.sweep_keys:
+            return
+        run.sweep_keys.discard(key)
+        if not run.sweep_keys and run.default is not None and not study.user_attrs.get("sweep_combined"):
+            combined = combine_winners(spec.space, run.sweep_told, run.default)
+            for winner in combined:
+                if config_key(winner) not in run.keys:
+                    study.enqueue_trial(winner, skip_if_exists=True)
+            study.set_user_attr("sweep_combined", [config_key(c) for c in combined])
+
+    last_elapsed = time.monotonic()
+    try:
+        while True:
+            run.stopping = should_stop() or run.stopping  # polled even while workers are busy
+            fill()
+            if on_started is not None:
+                on_started()
+                on_started = None
+            if not run.pending and not run.controls:
+                break
+            if run.budget_s is not None and time.monotonic() - run.started > run.budget_s + grace_s:
+                executor.cancel_all(f"budget spent: still running {grace_s:.0f} s after the budget ended")
+            results = executor.wait(timeout_s=0.5)
+            for control in [r for r in results if r.number in run.controls]:
+                record_control(control)
+            arrived = [(run.pending.pop(r.number), r) for r in results if r.number in run.pending]
+            run.done += sum(1 for _, r in arrived if _counts(r, spec))
+            for _, result in arrived:
+                learn_in_memory(result)
+            # Asynchronous workers get their next trials before the results are written: storage
+            # writes overlap with running trials instead of leaving workers idle. (In-process,
+            # the sampler sees each result before the next ask.) Only once the results are on
+            # disk (`arrived.json`, told on resume should this process die before telling them);
+            # where that write fails (a full disk) they are told first.
+            if executor.asynchronous and all(_journal_arrival(spec, r) for _, r in arrived):
+                fill()
+            for trial, result in arrived:
+                measured = bool(result.measurements) or spec.target_options.build_only
+                if result.state == "complete" and result.digest and result.shared_with is None and measured:
+                    run.measured.setdefault(
+                        result.digest,
+                        {"number": result.number, "measurements": result.measurements, "accuracy": result.accuracy},
+                    )
+                if config_key(result.config) == defaults_key:
+                    trial.set_user_attr("baseline", True)
+                if slow_vs_baseline(result) > NEARLY_TOO_SLOW:
+                    trial.set_user_attr("slow_vs_baseline", slow_vs_baseline(result))
+                if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
+                    trial.set_user_attr("cancelled", True)
+                    if run.keys.get(config_key(result.config)) == result.number:
+                        del run.keys[config_key(result.config)]  # never measured: may be asked again
+                if run.controls_sent and abs(run.drift_ratio - 1.0) > DRIFT_FLAG:
+                    trial.set_user_attr("drift_ratio", run.drift_ratio)
+                tell_result(study, trial, result, spec)
+                _drop_arrival(spec, result.number)
+                learn(trial, result)
+                if on_result is not None:
+                    on_result(result, study)
+            if arrived or time.monotonic() - last_elapsed > ELAPSED_EVERY_S:
+                # Also while every worker is busy (a long or stuck trial): `status` stays current.
+                study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
+                last_elapsed = time.monotonic()
+    except KeyboardInterrupt:
+        # Ctrl-C in a foreground run: what was told stays; the trials cut short are failed
+        # as interrupted and re-queued, like a dead daemon's, so a resume re-runs them.
+        for trial in run.pending.values():
+            trial.set_user_attr("reason", "interrupted: Ctrl-C; configuration re-queued")
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+        raise
+    finally:
+        study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
+    return study
+
+
+def _counts(result: TrialResult, spec: StudySpec) -> bool:
+    """Whether a result counts toward --trials (see `counts_toward_goal`)."""
+    if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
+        return False
+    return result.shared_with is None or spec.target_options.build_only
+
+
+def drop_inert_passes(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
+    """Applies every graph pass of the space to the model once; a pass that rewrites nothing
+    leaves the space (it could only repeat the measurement of the configuration without it).
+
+    Returns:
+        The spec with those `pass.*` knobs removed, and knob -> why it was dropped.
+    """
+    import onnx
+
+    from autotune.passes import inert_passes
+
+    names = [k[len(PASS_PREFIX) :] for k in spec.space.names if k.startswith(PASS_PREFIX)]
+    if not names:
+        return spec, {}
+    try:
+        inert = inert_passes(onnx.load(str(spec.model.path)), names)
+    except Exception as exc:  # noqa: BLE001 - a pass that cannot run on this model is searched as before
+        logging.getLogger("autotune").warning("could not pre-apply the graph passes: %s", exc)
+        return spec, {}
+    space = spec.space
+    for name in inert:
+        space = space.restrict(PASS_PREFIX + name, [])
+    return replace(spec, space=space), {PASS_PREFIX + name: why for name, why in inert.items()}
+
+
+def _enumerable(space: SearchSpace) -> bool:
+    if any(k.type == "float" for k in space.knobs):
+        return False
+    product = 1
+    for knob in space.knobs:
+        product *= len(knob.values())
+        if product > 20000:
+            return False
+    return True
+
+
+def _request(
+    spec: StudySpec, number: int, config: dict[str, Any], refs: dict[int, dict[str, np.ndarray]], run: StudyRun
+) -> TrialRequest:
+    rule = spec.stop_rule
+    if run.reference_latency_s > 0 and number != 0:
+        batch = int(config.get("batch_size", 1)) if spec.model.dynamic_batch else 1
+        rule = replace(rule, slow_factor=SLOW_FACTOR, reference_latency_s=run.reference_latency_s * batch)
+    return TrialRequest(
+        number=number,
+        config=config,
+        model_path=spec.model.path,
+        target_name=spec.target_name,
+        target_options=spec.target_options,
+        input_pool=spec.input_pool,
+        calibration_feeds=spec.calibration_feeds or None,
+        dynamic_batch=spec.model.dynamic_batch,
+        reference_outputs=refs,
+        tolerance=spec.tolerance,
+        stop_rule=rule,
+        workdir=(trial_dir(spec.study_dir, number)).resolve(),
+        shared_measurements=dict(run.measured),
+    )

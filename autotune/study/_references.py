@@ -1,0 +1,63 @@
+"""The FP32 reference outputs every candidate is verified against, and the warnings a weak
+reference earns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from autotune.model import feeds_at_batch, fp32_cpu_session
+from autotune.verify import Tolerance
+
+if TYPE_CHECKING:
+    from autotune.spec import StudySpec
+
+
+def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
+    """FP32 reference outputs of the original model (ONNX Runtime CPU, no graph
+    optimizations) for every batch size the space may pick."""
+    if spec.target_options.build_only:
+        return {}  # nothing runs, nothing is compared
+    session = fp32_cpu_session(spec.model.path)
+    names = [o.name for o in session.get_outputs()]
+    references = {}
+    for batch in spec.batch_sizes():
+        feeds = feeds_at_batch(spec.input_pool, batch, spec.model.dynamic_batch)
+        references[batch] = dict(zip(names, session.run(names, feeds), strict=True))
+    return references
+
+
+def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolerance: Tolerance) -> list[str]:
+    """Outputs whose FP32 reference cannot tell a right candidate from a wrong one.
+
+    A reference that stays within `atol` of zero everywhere (a detector's empty heat map on
+    synthetic noise) lets any candidate that outputs near-zeros pass (elementwise), or has a
+    range so small that float rounding decides (scale); a constant one says nothing either.
+    The user should then pass real inputs (`--inputs`).
+    """
+    from autotune.verify import DEGENERATE_SCALE
+
+    warnings = []
+    for _batch, outputs in sorted(references.items())[:1]:
+        for name, value in outputs.items():
+            if value.size == 0 or not np.issubdtype(value.dtype, np.floating):
+                continue
+            peak = float(np.max(np.abs(value)))
+            spread = float(np.ptp(value.astype(np.float64)))
+            if peak <= tolerance.atol:
+                consequence = "accuracy checks cannot reject a wrong candidate"
+                if tolerance.mode == "scale" and peak > DEGENERATE_SCALE:
+                    scale = spread if spread > DEGENERATE_SCALE else peak
+                    consequence = f"its errors are judged against a range of only {scale:.3g}, where rounding decides"
+                warnings.append(
+                    f"output {name!r} of the FP32 reference is within atol of zero (max |value| {peak:.3g} <= "
+                    f"{tolerance.atol:g}) on these inputs: {consequence}; "
+                    "pass real inputs with --inputs FILE.npz"
+                )
+            elif spread <= DEGENERATE_SCALE:
+                warnings.append(
+                    f"output {name!r} of the FP32 reference is constant ({peak:.3g}) on these inputs: "
+                    "accuracy checks are weak; pass real inputs with --inputs FILE.npz"
+                )
+    return warnings
