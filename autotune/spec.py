@@ -13,7 +13,7 @@ import argparse
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -203,7 +203,7 @@ def _speaks_http2(host: str, port: int, timeout_s: float = 5.0) -> bool:
 
 
 class CommandParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+    def error(self, message: str) -> NoReturn:  # argparse's own errors: one line, exit 2
         command = self.prog.removeprefix("autotune").strip()  # main() prefixes "autotune: error:"
         raise UsageError(f"{command}: {message}" if command else message)
 

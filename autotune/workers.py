@@ -17,6 +17,7 @@ the default of one worker, a trial owns every core. GPU targets: one trial per G
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -419,14 +420,14 @@ class RayExecutor(Executor):
         self.owns_cluster = address is None and not ray.is_initialized()
         self._ray_dir: str | None = None
         if address is not None and not ray.is_initialized():  # (finalize joins again after the study)
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         elif not ray.is_initialized():
             # Ray makes its temp dir world-writable (0777): it lives inside a private 0700 one.
             self._ray_dir = tempfile.mkdtemp(prefix="autotune-ray-")
             ray.init(
                 num_cpus=max(os.cpu_count() or 1, workers or 1),
                 include_dashboard=False,
-                logging_level="ERROR",
+                logging_level=logging.ERROR,
                 log_to_driver=False,
                 configure_logging=True,
                 _temp_dir=os.path.join(self._ray_dir, "ray"),
@@ -647,7 +648,7 @@ def local_only_ray() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = False
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 - a module attribute Ray's stubs lack
 
 
 def _visible_gpus() -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from autotune.model import pool_sha256
 from autotune.rules import Rule
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 OBJECTIVES = ("throughput", "normalized_error")
 
 
-DIRECTIONS = ("maximize", "minimize")
+DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
 
 
 def native_constraints() -> bool:
@@ -224,9 +224,10 @@ def tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
         set_constraints(trial, dict(zip(names, original.user_attrs.get("constraints", [1.0]), strict=False)))
         study.tell(trial, list(original.values))
     else:
-        state = {optuna.trial.TrialState.FAIL: "failed", optuna.trial.TrialState.PRUNED: "was pruned"}.get(
-            original.state if original is not None else None, "is not complete yet"
-        )
+        state = "is not complete yet"
+        if original is not None:
+            states = {optuna.trial.TrialState.FAIL: "failed", optuna.trial.TrialState.PRUNED: "was pruned"}
+            state = states.get(original.state, state)
         trial.set_user_attr("reason", f"duplicate of trial {original_number}, which {state}")
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
 

@@ -65,7 +65,7 @@ def open_study(spec: StudySpec, *, create: bool) -> Any:
     import optuna
 
     quiet_optuna()
-    constraints = {} if native_constraints() else {"constraints_func": constraints_from_attrs}
+    constraints: dict[str, Any] = {} if native_constraints() else {"constraints_func": constraints_from_attrs}
     if spec.sampler == "random":
         sampler: Any = optuna.samplers.RandomSampler(seed=spec.seed)
     else:
@@ -199,7 +199,7 @@ def load_study_dir(results_dir: Path, name: str, storage: str | None = None) -> 
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the file/URL
         raise UsageError(_unreadable(study_dir, storage, exc)) from None
     study.__class__ = _located_study_class()
-    study._located_dir = str(study_dir.resolve())
+    setattr(study, "_located_dir", str(study_dir.resolve()))  # noqa: B010 - a class attribute of _LocatedStudy
     return study
 
 
