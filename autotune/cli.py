@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import AutotuneError, UsageError
+from autotune.errors import AutotuneError, UsageError, first_line
 from autotune.spec import (
     DEFAULT_RESULTS,
     CommandParser,
@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
         p.add_argument("--storage")
 
-    lst = sub.add_parser("list", help="studies under the results directory")
+    lst = sub.add_parser("list", help="studies under the results directory (and in --storage)")
     lst.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    lst.add_argument("--storage", help="also list every study of this Optuna storage URL (a database server)")
 
     export = sub.add_parser("export", help="copy the best (or a given) trial's deployable files")
     export.add_argument("study")
@@ -320,22 +321,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     from autotune.daemon import daemon_state
     from autotune.layout import STUDY_DB
     from autotune.study import count_trials
+    from autotune.study._storage import redact_url
 
     console = Console(highlight=False, soft_wrap=True)
-    dbs = sorted(args.results_dir.glob(f"*/{STUDY_DB}"))
-    if not dbs:
-        console.print(f"no studies under {args.results_dir}")
+    # (study name, storage): the SQLite studies under the results directory, and with --storage
+    # every study of that database server (a study across machines, see the README).
+    found: list[tuple[str, str | None]] = [
+        (db.parent.name, None) for db in sorted(args.results_dir.glob(f"*/{STUDY_DB}"))
+    ]
+    if args.storage:
+        found += [(name, args.storage) for name in _storage_study_names(args.storage)]
+    if not found:
+        console.print(f"no studies under {args.results_dir}" + (" or in --storage" if args.storage else ""))
         return 0
-    table = Table(title=f"studies in {args.results_dir}")
+    table = Table(title=f"studies in {args.results_dir}" + (f" and {redact_url(args.storage)}" if args.storage else ""))
     for column in ("study", "state", "model", "target", "complete", "failed", "the answer"):
         table.add_column(column)
     unreadable: list[str] = []
-    for db in dbs:
-        args_one = argparse.Namespace(results_dir=args.results_dir, storage=None)
+    for name, storage in found:
+        args_one = argparse.Namespace(results_dir=args.results_dir, storage=storage)
         try:
-            study = _load(args_one, db.parent.name)
+            study = _load(args_one, name)
         except UsageError as exc:  # one unreadable study does not hide the others
-            table.add_row(db.parent.name, "unreadable", "-", "-", "-", "-", "-")
+            table.add_row(name, "unreadable", "-", "-", "-", "-", "-")
             unreadable.append(str(exc))
             continue
         counts = count_trials(study)
@@ -349,7 +357,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             answer = f"trial {best.number}" if best is not None else "- (not finalized)"
         table.add_row(
             study.study_name,
-            daemon_state(db.parent),
+            daemon_state(args.results_dir / name),
             Path(study.user_attrs.get("model_path", "?")).name,
             str(study.user_attrs.get("target")),
             str(counts["complete"]),
@@ -360,6 +368,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     for line in unreadable:
         console.print(f"unreadable: {line}", markup=False)
     return 0
+
+
+def _storage_study_names(url: str) -> list[str]:
+    """The studies of an Optuna storage URL; UsageError naming it (password hidden) when it
+    cannot be opened."""
+    import optuna
+
+    from autotune.study import quiet_optuna
+    from autotune.study._storage import redact_url
+
+    quiet_optuna()
+    try:
+        return sorted(optuna.get_all_study_names(storage=url))
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the URL
+        raise UsageError(f"--storage {redact_url(url)}: cannot open this storage ({first_line(exc)})") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:

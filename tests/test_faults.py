@@ -713,3 +713,10 @@ def test_a_foreground_run_takes_the_study_lock_like_a_daemon(finished_study, tmp
         lock.release()
     one_line_error(proc, "already running")
     assert counts(load(results, "ok")) == before
+
+
+@pytest.mark.parametrize("url", ["bogus://x", "postgresql://me:hunter2@127.0.0.1:1/db"])
+def test_list_with_a_storage_it_cannot_open_is_one_line_without_the_password(tmp_path, capsys, url):
+    proc = run_main(capsys, "list", "--storage", url, "--results-dir", str(tmp_path))
+    one_line_error(proc, "--storage", "cannot open this storage")
+    assert "hunter2" not in proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections import Counter
 
@@ -103,3 +104,7 @@ def test_a_postgres_study_on_two_ray_nodes_survives_kill_9_and_resumes_losing_no
     # Without the URL the study is not in the results directory's (absent) SQLite file: one line.
     missing = cli("status", "pg", "--results-dir", str(results), check=False)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    # `list` finds a server's studies with --storage (none of them has a study.db to glob).
+    assert "no studies" in cli("list", "--results-dir", str(results)).stdout
+    listed = " ".join(cli("list", "--storage", postgres_url, "--results-dir", str(results)).stdout.split())
+    assert re.search(r"\bpg\W+finished\W+tiny\.onnx", listed), listed
