@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,10 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path, mode: str
     from autotune.workers import RayExecutor
 
     spec = _spec(args.model, args.shape or [], args.inputs, args.trials, f"w{workers}-{mode}", root)
+    if args.sampler == "random":
+        # The same configurations whatever the number of workers (TPE asks depend on the order
+        # results arrive in), so trials per minute compare like with like across worker counts.
+        spec = replace(spec, sampler="random", known_good=[])
     pipelined = mode == "pipelined"
     started = time.monotonic()
     if not pipelined:
@@ -194,6 +199,7 @@ def run_study_once(args: argparse.Namespace, workers: int, root: Path, mode: str
     return {
         "workers": workers,
         "mode": mode,
+        "sampler": args.sampler,
         "gpu": executor.gpu,
         "controls": len(controls),
         "controls_worker_s": sum(float(r.timings_s.get("worker_s", 0.0)) for r in controls),
@@ -357,7 +363,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         if record["kind"] == "study":
             lines += [
                 f"### {record['model']} {' '.join(record['shape'] or [])}: {_gpus(record)}; "
-                f"autotune {record['env'].get('autotune')}",
+                f"autotune {record['env'].get('autotune')}; sampler {record['rows'][0].get('sampler', 'tpe')}",
                 "",
                 "| workers | mode | trials told | states | study wall s | Σ trial time s | Σ worker task s | overhead "
                 "| overhead, warm workers | drift controls (worker s) | overhead, controls counted as work "
@@ -426,6 +432,7 @@ def main() -> int:
             p.add_argument("--trials", type=int, default=24)
             p.add_argument("--workers", type=int, nargs="+", default=[1])
             p.add_argument("--modes", nargs="+", choices=["pipelined", "serial"], default=["pipelined"])
+            p.add_argument("--sampler", choices=["tpe", "random"], default="tpe")
         else:
             p.add_argument("--rounds", type=int, default=21)
             p.add_argument("--runs", type=int, default=50)
