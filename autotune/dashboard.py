@@ -15,16 +15,20 @@ import errno
 import socketserver
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from autotune.errors import UsageError
 from autotune.layout import ARTIFACT_DIR
 
+if TYPE_CHECKING:
+    from optuna.study import StudyDirection
+    from optuna.trial import FrozenTrial
+
 HOST = "127.0.0.1"
 
 
-def constraint_values(trial: Any) -> list[float]:
+def constraint_values(trial: FrozenTrial) -> list[float]:
     """A trial's constraint values (<= 0 feasible): Optuna 5's named constraints, else Optuna 4's
     list, else the copy autotune keeps in the user attributes; [] when it has none."""
     named = getattr(trial, "constraints", None)
@@ -36,12 +40,12 @@ def constraint_values(trial: Any) -> list[float]:
     return [float(v) for v in trial.user_attrs.get("constraints", [])]
 
 
-def is_feasible(trial: Any) -> bool:
+def is_feasible(trial: FrozenTrial) -> bool:
     """Whether every constraint of the trial holds (a trial without constraints is feasible)."""
     return all(v <= 0.0 for v in constraint_values(trial))
 
 
-def _with_listed_constraints(trials: Sequence[Any]) -> list[Any]:
+def _with_listed_constraints(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Copies of `trials` whose system attributes carry the constraint list the dashboard reads."""
     out = []
     for trial in trials:
@@ -60,13 +64,15 @@ def _patch_optuna_dashboard() -> None:
 
     if getattr(_app, "_autotune_patched", False):
         return
-    load_trials: Callable[..., list[Any]] = _app.get_trials
-    front: Callable[..., list[Any]] = _app.get_pareto_front_trials
+    load_trials: Callable[..., list[FrozenTrial]] = _app.get_trials
+    front: Callable[..., list[FrozenTrial]] = _app.get_pareto_front_trials
 
-    def get_trials(*args: Any, **kwargs: Any) -> list[Any]:
+    def get_trials(*args: Any, **kwargs: Any) -> list[FrozenTrial]:
         return _with_listed_constraints(load_trials(*args, **kwargs))
 
-    def get_pareto_front_trials(trials: Sequence[Any], directions: Sequence[Any]) -> list[Any]:
+    def get_pareto_front_trials(
+        trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]
+    ) -> list[FrozenTrial]:
         return front([t for t in trials if is_feasible(t)], directions)
 
     _app.get_trials = get_trials

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,13 @@ from autotune.report import (
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
 
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.trial import FrozenTrial
+
+    from autotune.workers import RayExecutor
+
 # Each block of a paired measurement is timed for this long (less when the user capped a
 # measurement lower with --max-measure-s: quick studies get quick finalizes).
 PAIRED_ROUND_S = 0.2
@@ -81,7 +88,7 @@ class Finalized:
 
 
 def finalize(
-    study: Any,
+    study: optuna.Study,
     *,
     paired_rounds: int = 21,
     prune: bool = True,
@@ -101,20 +108,20 @@ def finalize(
     zero = default_trial(study)
     answers: dict[int, Answer] = {}
     aa: Speedup | None = None
-    measuring = zero is not None and not study.user_attrs.get("build_only")
+    baseline = None if study.user_attrs.get("build_only") else zero  # what finalists are paired against
     with gpu_work(study) as gpu:
         # Paired measurements run in a GPU worker on GPU targets, else in this process.
         run_paired_fn = gpu.run_paired if gpu is not None else run_paired
-        if measuring and paired_rounds > 0:
-            aa = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
+        if baseline is not None and paired_rounds > 0:
+            aa = measure_speedup(study, baseline, baseline, 1, paired_rounds, run_paired_fn)
             if aa.p75 - aa.p25 > AA_RETRY_WIDTH:
                 # A burst of other work during the control would silence every real speedup:
                 # measure it once more and keep the narrower interval.
-                again = measure_speedup(study, zero, zero, 1, paired_rounds, run_paired_fn)
+                again = measure_speedup(study, baseline, baseline, 1, paired_rounds, run_paired_fn)
                 aa = min(aa, again, key=lambda s: s.p75 - s.p25)
             study.set_user_attr("aa_control", asdict(aa))
-        if measuring:
-            answers = choose_answers(study, zero, paired_rounds, run_paired_fn, aa)
+        if baseline is not None:
+            answers = choose_answers(study, baseline, paired_rounds, run_paired_fn, aa)
             study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
         primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
         if primary is not None:
@@ -158,7 +165,7 @@ class GpuWork:
 
     def __init__(self, address: str | None) -> None:
         self.address = address
-        self.executor: Any = None
+        self.executor: RayExecutor | None = None
         main = threading.current_thread() is threading.main_thread()
         self._handlers = {n: signal.getsignal(getattr(signal, n)) for n in self.SIGNALS} if main else {}
 
@@ -167,7 +174,7 @@ class GpuWork:
             if handler is not None:
                 signal.signal(getattr(signal, name), handler)
 
-    def _executor(self) -> Any:
+    def _executor(self) -> RayExecutor:
         if self.executor is None:
             from autotune.workers import RayExecutor
 
@@ -180,7 +187,7 @@ class GpuWork:
     def run_paired(self, request: PairedRequest) -> dict[str, Any]:
         return self._executor().run_paired(request)
 
-    def profile(self, study: Any) -> dict[str, Any]:
+    def profile(self, study: optuna.Study) -> dict[str, Any]:
         inputs = Path(study.user_attrs["study_dir"]) / INPUTS_FILE
         return self._executor().profile(study_copy(study), (inputs,))
 
@@ -192,7 +199,7 @@ class GpuWork:
 
 
 @contextlib.contextmanager
-def gpu_work(study: Any) -> Iterator[GpuWork | None]:
+def gpu_work(study: optuna.Study) -> Iterator[GpuWork | None]:
     """A `GpuWork` for a study whose target needs a GPU, else None (CPU targets measure and
     profile in this process, as the trials are over and the cores free); closed after."""
     from autotune.targets import target_class
@@ -208,7 +215,7 @@ def gpu_work(study: Any) -> Iterator[GpuWork | None]:
         work.close()
 
 
-def study_copy(study: Any) -> tuple[Any, str]:
+def study_copy(study: optuna.Study) -> tuple[optuna.storages.InMemoryStorage, str]:
     """The study in an in-memory Optuna storage (trial numbers and user attributes as stored),
     and its name: what a worker reads instead of the real storage, which it never touches."""
     import optuna
@@ -221,7 +228,7 @@ def study_copy(study: Any) -> tuple[Any, str]:
     return storage, study.study_name
 
 
-def profile_at_finalize(study: Any, gpu: GpuWork | None) -> None:
+def profile_at_finalize(study: optuna.Study, gpu: GpuWork | None) -> None:
     """`profile_after_search` here (CPU targets) or in a GPU worker on a copy of the study, its
     recorded attributes applied here; never raises (a profile is a report, not the answer)."""
     if gpu is None:
@@ -242,7 +249,7 @@ def profile_at_finalize(study: Any, gpu: GpuWork | None) -> None:
     study.set_user_attr("profile_worker", {"pid": result["worker_pid"], "ray_node_id": result["ray_node_id"]})
 
 
-def write_best(study: Any, best: Any) -> Path:
+def write_best(study: optuna.Study, best: FrozenTrial) -> Path:
     """Writes `best/` for the stored choice `best` (atomically: staged, then renamed)."""
     study_dir = Path(study.user_attrs["study_dir"])
     best_dir = study_dir / BEST_DIR
@@ -258,7 +265,7 @@ def write_best(study: Any, best: Any) -> Path:
     return best_dir
 
 
-def rerender(study: Any) -> Path:
+def rerender(study: optuna.Study) -> Path:
     """`autotune report`: renders report.md (and best/'s copy and plot) from the stored
     choice; never re-chooses, never re-measures."""
     study_dir = Path(study.user_attrs["study_dir"])
@@ -276,7 +283,7 @@ def rerender(study: Any) -> Path:
     return report
 
 
-def _first_built(study: Any) -> Any | None:
+def _first_built(study: optuna.Study) -> FrozenTrial | None:
     built = [t for t in measured_trials(study)]
     return min(built, key=lambda t: t.number) if built else None
 
@@ -292,16 +299,16 @@ def primary_answer(answers: dict[int, Answer], latency_sla_ms: float | None) -> 
     return max(eligible, key=lambda a: (a.samples_per_s, -a.batch_size)) if eligible else None
 
 
-def finalists_by_batch(study: Any, zero: Any) -> dict[int, list[Any]]:
+def finalists_by_batch(study: optuna.Study, zero: FrozenTrial) -> dict[int, list[FrozenTrial]]:
     """Per batch size, the fastest feasible measured candidates (by their own measurement),
     one per distinct artifact, none identical to the defaults at that batch."""
-    by_batch: dict[int, list[Any]] = {}
+    by_batch: dict[int, list[FrozenTrial]] = {}
     for trial in measured_trials(study):
         if not trial.values or not is_feasible(trial) or "shared_measurement_with_trial" in trial.user_attrs:
             continue
         by_batch.setdefault(int(trial.user_attrs.get("batch_size", 1)), []).append(trial)
     best_batch = max(by_batch, key=lambda b: max(t.values[0] for t in by_batch[b]), default=1)
-    chosen: dict[int, list[Any]] = {}
+    chosen: dict[int, list[FrozenTrial]] = {}
     for batch, trials in sorted(by_batch.items()):
         defaults = defaults_at_batch(study, zero, batch)
         seen = {defaults.user_attrs.get("digest")} if defaults is not None else set()
@@ -322,8 +329,8 @@ def finalists_by_batch(study: Any, zero: Any) -> dict[int, list[Any]]:
 
 
 def choose_answers(
-    study: Any,
-    zero: Any,
+    study: optuna.Study,
+    zero: FrozenTrial,
     rounds: int,
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]],
     aa: Speedup | None,
@@ -342,10 +349,8 @@ def choose_answers(
         # The defaults can be the answer only where they pass the accuracy gate.
         fallback = defaults.number if defaults is not None and is_feasible(defaults) else None
         if winner is None:
-            if fallback is None:
-                continue
-            per_sample = _own_ms_per_sample(defaults)
-            answers[batch] = Answer(batch, fallback, "defaults", None, per_sample, [])
+            if defaults is not None and fallback is not None:
+                answers[batch] = Answer(batch, fallback, "defaults", None, _own_ms_per_sample(defaults), [])
             continue
         speedup = paired[winner]
         if defaults is not None and fallback is None:
@@ -356,16 +361,18 @@ def choose_answers(
             verdict = "slower"
         else:
             verdict = "faster"
-        if verdict not in ("faster", "defaults fail the gate") and fallback is None:
+        if verdict in ("faster", "defaults fail the gate"):
+            number = winner
+        elif fallback is not None:  # not faster: the defaults at this batch stay the answer
+            number = fallback
+        else:
             continue  # the defaults at this batch would be the answer, but no trial ran them there
-        # Not faster: the defaults at this batch stay the answer, where they pass the gate.
-        number = winner if verdict in ("faster", "defaults fail the gate") else fallback
         per_sample = speedup.best_ms_per_sample if number == winner else speedup.default_ms_per_sample
         answers[batch] = Answer(batch, number, verdict, speedup, per_sample, list(paired), winner)
     return answers
 
 
-def _own_ms_per_sample(trial: Any) -> float:
+def _own_ms_per_sample(trial: FrozenTrial) -> float:
     latency = float(trial.user_attrs.get("latency_ms_p50", 0.0))
     return latency / max(int(trial.user_attrs.get("batch_size", 1)), 1)
 
@@ -373,7 +380,7 @@ def _own_ms_per_sample(trial: Any) -> float:
 MAX_ARTIFACT_BYTES = 200 << 20
 
 
-def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
+def upload_front_artifacts(study: optuna.Study, best_dir: Path | None) -> None:
     """Puts the files of the Pareto trials and best/ in Optuna's artifact store, attached to
     the study (finished trials are read-only), named `trial-<n>-<file>`, so the dashboard
     shows them: each trial's metrics, transformed model and profile, and the build logs and
@@ -409,7 +416,7 @@ def upload_front_artifacts(study: Any, best_dir: Path | None) -> None:
             uploaded.add(named.name)
 
 
-def artifact_store(study_dir: Path) -> Any:
+def artifact_store(study_dir: Path) -> FileSystemArtifactStore:
     """The study's file-system artifact store (`<study>/artifacts`)."""
     from optuna.artifacts import FileSystemArtifactStore
 
@@ -417,7 +424,7 @@ def artifact_store(study_dir: Path) -> Any:
     return FileSystemArtifactStore(str(study_dir / ARTIFACT_DIR))
 
 
-def paired_round_s(study: Any) -> float:
+def paired_round_s(study: optuna.Study) -> float:
     """Timed seconds per block of the paired measurements of `study`."""
     cap = (study.user_attrs.get("start_options") or {}).get("max_measure_s")
     try:
@@ -427,9 +434,9 @@ def paired_round_s(study: Any) -> float:
 
 
 def measure_speedup(
-    study: Any,
-    zero: Any,
-    candidate: Any,
+    study: optuna.Study,
+    zero: FrozenTrial,
+    candidate: FrozenTrial,
     batch: int,
     rounds: int,
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]],

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import condense_reason
 from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, METRICS_FILE, trial_dir
@@ -22,31 +22,35 @@ from autotune.measure import PairedSpeedup
 from autotune.study._records import chosen_trial, trial_by_number
 from autotune.trial import MODEL_FILE
 
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
 MANIFEST_FILE = "manifest.json"
 PARETO_PLOT = "pareto.png"
 
 
-def _complete(study: Any) -> list[Any]:
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
     import optuna
 
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def details(trial: Any) -> dict[str, Any]:
+def details(trial: FrozenTrial) -> dict[str, Any]:
     """The nested facts of a trial: measurement, errors_per_output, timings_s, build, rewrites."""
     return dict(trial.user_attrs.get("details", {}))
 
 
-def is_feasible(trial: Any) -> bool:
+def is_feasible(trial: FrozenTrial) -> bool:
     return all(c <= 0 for c in trial.user_attrs.get("constraints", [1.0]))
 
 
-def measured_trials(study: Any) -> list[Any]:
+def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Complete trials that were measured themselves (not copies of an identical configuration)."""
     return [t for t in _complete(study) if "duplicate_of" not in t.user_attrs]
 
 
-def pareto_front(study: Any) -> list[Any]:
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
     """Feasible, measured trials on the (throughput ↑, error ↓) front, fastest first."""
     if study.user_attrs.get("build_only"):
         return []
@@ -59,20 +63,20 @@ def pareto_front(study: Any) -> list[Any]:
         )
         if not dominated:
             front.append(t)
-    unique = {}
+    unique: dict[tuple[float, ...], FrozenTrial] = {}
     for t in sorted(front, key=lambda t: t.number):
         unique.setdefault(tuple(t.values), t)
     return sorted(unique.values(), key=lambda t: -t.values[0])
 
 
-def best_trial(study: Any) -> Any | None:
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The fastest feasible measured trial by its own measurement (provisional: the study's
     answer is `chosen_trial`, which finalize picks by paired re-measurement)."""
     front = pareto_front(study)
     return front[0] if front else None
 
 
-def default_trial(study: Any) -> Any | None:
+def default_trial(study: optuna.Study) -> FrozenTrial | None:
     """The baseline: the trial that measured the defaults (a role, not a number: after a
     resume it may have run under another number than 0)."""
     measured = measured_trials(study)
@@ -81,7 +85,7 @@ def default_trial(study: Any) -> Any | None:
     )
 
 
-def defaults_at_batch(study: Any, zero: Any, batch: int) -> Any | None:
+def defaults_at_batch(study: optuna.Study, zero: FrozenTrial | None, batch: int) -> FrozenTrial | None:
     """The measured trial that ran the defaults at `batch` (trial 0's knobs, that batch)."""
     if zero is None:
         return None
@@ -140,12 +144,12 @@ class Answer:
         )
 
 
-def stored_answers(study: Any) -> dict[int, Answer]:
+def stored_answers(study: optuna.Study) -> dict[int, Answer]:
     """The per-batch answers finalize stored, by batch size."""
     return {int(b): Answer.from_dict(a) for b, a in (study.user_attrs.get("answers") or {}).items()}
 
 
-def answer_for_trial(study: Any, number: int | None) -> Answer | None:
+def answer_for_trial(study: optuna.Study, number: int | None) -> Answer | None:
     """The stored answer whose trial is `number` (None when that trial answers no batch)."""
     return next((a for a in stored_answers(study).values() if number is not None and a.trial == number), None)
 
@@ -157,7 +161,7 @@ def config_summary(params: dict[str, Any], defaults: dict[str, Any] | None = Non
     return ", ".join(parts) if parts else "defaults"
 
 
-def trial_row(trial: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, defaults: dict[str, Any]) -> dict[str, Any]:
     a = trial.user_attrs
     return {
         "trial": trial.number,
@@ -172,7 +176,7 @@ def trial_row(trial: Any, defaults: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def failure_reasons(study: Any) -> dict[str, int]:
+def failure_reasons(study: optuna.Study) -> dict[str, int]:
     """Failure and pruning reasons with counts, grouped by failure class (the reason with its
     numbers, paths and names blanked out, as failure rules group them; see `autotune.rules`)."""
     import optuna
@@ -337,7 +341,7 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 PARETO_COLUMNS = ["trial", "throughput", "latency_ms_p50", "batch_size", "error", "max_rel_error", "config"]
 
 
-def plot_pareto(study: Any, out: Path) -> Path | None:
+def plot_pareto(study: optuna.Study, out: Path) -> Path | None:
     """Scatter of throughput against error: feasible, infeasible, and the front joined."""
     import matplotlib
 
@@ -392,7 +396,7 @@ def plot_pareto(study: Any, out: Path) -> Path | None:
     return out
 
 
-def headline(study: Any) -> list[str]:
+def headline(study: optuna.Study) -> list[str]:
     """The two numbers a deployment is decided on, each against the defaults at the same
     batch: batch-1 latency, and the best throughput (under the latency SLA when given)."""
     answers = stored_answers(study)
@@ -439,7 +443,7 @@ def _answer_phrase(answer: Answer) -> str:
 ANSWER_COLUMNS = ["batch", "answer trial", "verdict", "ms per batch", "samples/s", "paired vs defaults", "config"]
 
 
-def answer_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+def answer_rows(study: optuna.Study, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for batch, answer in sorted(stored_answers(study).items()):
         trial = trial_by_number(study, answer.trial)
@@ -460,7 +464,7 @@ def answer_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def aa_line(study: Any) -> str | None:
+def aa_line(study: optuna.Study) -> str | None:
     aa = study.user_attrs.get("aa_control")
     if not aa:
         return None
@@ -471,7 +475,7 @@ def aa_line(study: Any) -> str | None:
     )
 
 
-def render_report(study: Any) -> str:
+def render_report(study: optuna.Study) -> str:
     """report.md from what the study stored (the answers finalize chose); chooses nothing."""
     from autotune.study import count_trials
 
@@ -534,7 +538,7 @@ def render_report(study: Any) -> str:
     return "\n".join(lines)
 
 
-def sensitivity_section(study: Any, best: Any | None) -> list[str]:
+def sensitivity_section(study: optuna.Study, best: FrozenTrial | None) -> list[str]:
     """The layers that cost a quantized trial its accuracy (`autotune.sensitivity`): the answer's
     when it is quantized, else the most accurate quantized trial's; and which stayed in float."""
     # a fully quantized trial is not ranked (autotune.sensitivity): show one that was
@@ -567,13 +571,13 @@ def sensitivity_section(study: Any, best: Any | None) -> list[str]:
     return [*lines, markdown_table(rows, ["layer", "op", "relative error", "SQNR dB", "worst input", "kept float"]), ""]
 
 
-def _counted_line(study: Any) -> str:
+def _counted_line(study: optuna.Study) -> str:
     from autotune.study import finished_count
 
     return f"{finished_count(study)} counted toward the goal (repeats and ruled-out configurations are not)"
 
 
-def search_notes(study: Any) -> list[str]:
+def search_notes(study: optuna.Study) -> list[str]:
     """What the search learned and left out: failure rules, dropped knobs, machine drift."""
     attrs = study.user_attrs
     lines: list[str] = []
@@ -615,7 +619,7 @@ LAYER_COLUMNS = ["name", "type", "onnx_nodes", "datatypes", "tactic"]
 MAX_LAYER_ROWS = 80
 
 
-def build_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+def build_rows(study: optuna.Study, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per built trial of a build-only study."""
     rows = []
     for trial in _complete(study):
@@ -633,7 +637,7 @@ def build_rows(study: Any, defaults: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fewest_layers(study: Any) -> Any | None:
+def _fewest_layers(study: optuna.Study) -> FrozenTrial | None:
     built = [t for t in _complete(study) if details(t).get("build", {}).get("layer_count")]
     return min(built, key=lambda t: (details(t)["build"]["layer_count"], t.number)) if built else None
 
@@ -670,7 +674,7 @@ def layer_comparison(study_dir: Path, default_number: int, other_number: int) ->
     return lines
 
 
-def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
+def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> list[Path]:
     """Writes the deployable files of `trial` into `dest`: model after passes, target files,
     manifest.json with configuration, measurements, errors, the paired speedup against the
     defaults at the same batch and the A/A noise floor, versions and host, and commands."""
@@ -734,12 +738,12 @@ def write_deploy_dir(study: Any, trial: Any, dest: Path) -> list[Path]:
     return written
 
 
-def _answer_of(study: Any, trial: Any) -> dict[str, Any] | None:
+def _answer_of(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
     answer = answer_for_trial(study, trial.number)
     return answer.as_dict() if answer is not None else None
 
 
-def _answer_speedup(study: Any, trial: Any) -> dict[str, Any] | None:
+def _answer_speedup(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
     """The paired speedup against the defaults at the trial's batch, when it is the answer
     there and measurably faster (None otherwise: never a speedup the run did not show)."""
     answer = answer_for_trial(study, trial.number)
@@ -748,7 +752,7 @@ def _answer_speedup(study: Any, trial: Any) -> dict[str, Any] | None:
     return asdict(answer.speedup)
 
 
-def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
+def regenerate_model(study: optuna.Study, trial: FrozenTrial, source_dir: Path) -> Path:
     """Re-applies a trial's passes and precision (deterministic) when its files were pruned."""
     import numpy as np
 
@@ -806,7 +810,7 @@ def tolerance_line(attrs: dict[str, Any]) -> str:
     return f"task metric {metric} decides pass/fail; per-output errors recorded under {gate}" if metric else gate
 
 
-def rejected_trials(study: Any) -> list[dict[str, Any]]:
+def rejected_trials(study: optuna.Study) -> list[dict[str, Any]]:
     """Measured trials that completed but are infeasible, with what rejected each.
 
     Each is `{"trial": n, "rejected_by": str, "error": float}`: the accuracy criterion that

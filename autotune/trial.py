@@ -241,7 +241,8 @@ def run_trial(request: TrialRequest) -> TrialResult:
             outputs = session.infer(feeds)
             report = compare_outputs(outputs, request.reference_outputs[batch_size], request.tolerance)
             result.accuracy = report.as_dict()
-            np.savez(request.workdir / OUTPUTS_FILE, **outputs)
+            # numpy's stub checks **kwds against the keyword allow_pickle: bool as well
+            np.savez(request.workdir / OUTPUTS_FILE, **outputs)  # type: ignore[arg-type]
             result.timings_s["verify_s"] = time.perf_counter() - t0
 
             stage = _enter(request, "benchmark")
