@@ -43,7 +43,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from autotune.errors import BuildError
 from autotune.passes.precision import PRECISIONS
@@ -57,6 +57,9 @@ from autotune.targets._tensorrt_commands import (
 from autotune.targets._tensorrt_log import first_error, layer_from_inspector, parse_layer_table
 from autotune.targets.base import Built, Config, Feeds, Session, Target, TargetOptions
 from autotune.targets.cuda_timing import cuda_runtime_available
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 _BUILD_SCRIPT = Path(__file__).with_name("_tensorrt_build.py")
 BUILD_LOG_FILE = "build.log"
@@ -655,7 +658,7 @@ def _distribution_version(name: str) -> str | None:
         return None
 
 
-def _version_tuple(version: str) -> Any:
+def _version_tuple(version: str) -> Version:
     from packaging.version import Version
 
     return Version(version)
