@@ -51,7 +51,7 @@ bad-inputs: install
 	$(BIN)/python bench/bad_inputs.py --out bench/BAD_INPUTS.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache results/*/ build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache results/*/ build *.egg-info
 
 # A headless-Chromium screenshot of the dashboard on the `make run` study (apt-get install chromium).
 dashboard-shot: install
