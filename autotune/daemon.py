@@ -36,11 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, UsageError
+from autotune.layout import LOG_FILE, PID_FILE, STATE_FILE, STOP_FILE
 
-PID_FILE = "daemon.pid"
-LOG_FILE = "autotune.log"
-STATE_FILE = "daemon.json"
-STOP_FILE = "stop.json"
 GRACE_S = 60.0
 START_TIMEOUT_S = 300.0  # from launch to the first trial dispatched (references, Ray start)
 STORAGE_ENV = "AUTOTUNE_STORAGE"  # the --storage URL reaches the daemon here, never in its argv

@@ -20,11 +20,20 @@ CALIBRATION_FILE = "calibration.npz"  # INT8/FP8 calibration batches, "<batch>/<
 ARTIFACT_DIR = "artifacts"  # the dashboard's artifact store (finalize uploads the front's files)
 CONTROLS_DIR = "controls"  # the drift controls' scratch directories
 PAIRED_DIR = "paired"  # finalize's paired measurements' scratch directory
+MANIFEST_FILE = "manifest.json"  # in best/ (and an export): what the answer is and how it was measured
+PARETO_PLOT = "pareto.png"
+PROFILE_FILE = "profile.json"  # where the time goes (also in the profiled trials' directories)
+PID_FILE = "daemon.pid"  # the study lock (flock), naming the daemon's pid
+STATE_FILE = "daemon.json"  # how the last daemon ended (the lock says whether one lives)
+STOP_FILE = "stop.json"  # a stop request, persisted so that a resume does not tune past it
+LOG_FILE = "autotune.log"  # the daemon's log
 
 # <results_dir>/<study>/trials/<number>/
 MODEL_FILE = "model.onnx"  # the candidate graph after the trial's passes and precision
 METRICS_FILE = "metrics.json"  # the trial's result (kept when the rest is pruned)
 ARRIVED_FILE = "arrived.json"  # a result that reached the daemon and is not yet told
+OUTPUTS_FILE = "outputs.npz"  # the candidate's outputs on the verification samples
+STAGE_FILE = "stage"  # the stage a trial is in, read by its supervisor when the trial dies
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:

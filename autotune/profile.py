@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from autotune.errors import AutotuneError, UsageError
+from autotune.layout import PROFILE_FILE
 from autotune.passes.reduce import REDUCE_OPS
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
     from autotune.targets.base import Target
 
-PROFILE_FILE = "profile.json"
 TOP_NODES = 10
 # Profiled runs: at least MIN_RUNS and MIN_PROFILE_S of them after WARMUP_RUNS, at most MAX_RUNS.
 WARMUP_RUNS = 3

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import condense_reason
-from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, METRICS_FILE, trial_dir
+from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, MANIFEST_FILE, METRICS_FILE, PARETO_PLOT, trial_dir
 from autotune.measure import PairedSpeedup
 from autotune.study._records import chosen_trial, trial_by_number
 from autotune.trial import MODEL_FILE
@@ -25,9 +25,6 @@ from autotune.trial import MODEL_FILE
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
-
-MANIFEST_FILE = "manifest.json"
-PARETO_PLOT = "pareto.png"
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:

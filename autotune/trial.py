@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from autotune.errors import AutotuneError, condense_reason
-from autotune.layout import METRICS_FILE, MODEL_FILE
+from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
 from autotune.measure import StopRule, measure_latency
 from autotune.model import feeds_at_batch
 from autotune.sensitivity import RANKING_CACHE_DIR
@@ -31,9 +31,6 @@ from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
 from autotune.targets.base import TargetOptions
 from autotune.verify import Tolerance, compare_outputs
-
-OUTPUTS_FILE = "outputs.npz"
-STAGE_FILE = "stage"  # the stage a trial is in, read by its supervisor when the trial dies
 
 
 @dataclass
