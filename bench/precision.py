@@ -9,7 +9,8 @@ never sees a verification sample), then ONNX Runtime CPU candidates are built:
                          in FP32 so that GATE passes on calibration data
 GATE is "max" (autotune's default: max abs error of each output field over its range, 1%) or
 "task" (the model's task gate at 1%, `precision_metrics.TASK_GATES`: top-1 agreement, character
-error rate, detections, text mask) or "cosine" (cosine similarity >= 0.99 alone). Every
+error rate, detections, text mask), "cosine" (cosine similarity >= 0.99 alone) or "posthoc"
+(the detectors' second task gate, `precision_metrics.POSTHOC_GATES`, chosen after the first failed). Every
 candidate's error is reported under the max-error and task gates and as cosine similarity, on
 the held-out verification samples; speed is
 `autotune.measure.paired_speedup` of each INT8 candidate against fp32, interleaved, same run.
@@ -34,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from precision_metrics import TASK_GATES  # noqa: E402  (bench/ is this script's directory)
+from precision_metrics import POSTHOC_GATES, TASK_GATES  # noqa: E402  (bench/ is this script's directory)
 
 from autotune.calibration import split_samples  # noqa: E402
 from autotune.measure import paired_speedup  # noqa: E402
@@ -55,6 +56,7 @@ def gates_for(name: str) -> dict[str, Tolerance]:
         "max": GATE,
         "task": Tolerance(metric=TASK_GATES[name]),
         "cosine": Tolerance(max_error=float("inf"), min_cosine=0.99),
+        **({"posthoc": Tolerance(metric=POSTHOC_GATES[name])} if name in POSTHOC_GATES else {}),
     }
 MODELS = ROOT / "models"
 
@@ -90,7 +92,7 @@ def measure(
     for method in methods:
         int8 = {**defaults, "precision": "int8", "calibration_method": method}
         candidates[f"int8 {method}"] = (int8, GATE)
-        for gate in gates:
+        for gate in [gate for gate in gates if gate in judges]:
             candidates[f"repaired({gate}) {method}"] = ({**int8, "keep_float_layers": "auto"}, judges[gate])
     import onnxruntime as ort
 
@@ -112,6 +114,7 @@ def measure(
         sessions[label] = target.open(built, config)
         outputs = sessions[label].infer(verification)
         held_out = {judge: compare_outputs(outputs, reference, tolerance) for judge, tolerance in judges.items()}
+        posthoc = held_out.get("posthoc")
         timers[label] = sessions[label].timer(verification)
         row["candidates"][label] = {
             "config": config,
@@ -122,6 +125,11 @@ def measure(
             "task_error": held_out["task"].normalized_error,
             "task_passed": held_out["task"].passed,
             "task_detail": held_out["task"].metric.detail if held_out["task"].metric else "",
+            **(
+                {"posthoc_error": posthoc.normalized_error, "posthoc_passed": posthoc.passed,
+                 "posthoc_detail": posthoc.metric.detail if posthoc.metric else ""}
+                if posthoc else {}
+            ),  # fmt: skip
             "kept_float": details.get("kept_float", []),
             "quantized_layers": details.get("quantized_layers"),
             "top_offenders": details.get("sensitivity", [])[:5],
@@ -133,6 +141,8 @@ def measure(
               f"cosine {held_out['max'].min_cosine_similarity:.5f}",
               f"task {held_out['task'].normalized_error:.4g}", "passes" if held_out["task"].passed else "fails",
               f"({row['candidates'][label]['task_detail']})",
+              *([f"posthoc {posthoc.normalized_error:.4g}", "passes" if posthoc.passed else "fails",
+                 f"({row['candidates'][label]['posthoc_detail']})"] if posthoc else []),
               f"kept float {len(details.get('kept_float', []))}/{details.get('quantized_layers')}",
               f"({transform_s:.0f} s)", flush=True)  # fmt: skip
     for label in [label for label in candidates if label != "fp32"]:
@@ -242,19 +252,55 @@ def _layer_types(layer: dict) -> list:
     return found
 
 
+def markdown(out: Path) -> str:
+    """The results table of bench/PRECISION.md from the per-model JSON files under `out`."""
+    lines = [
+        "| model | candidate | kept float | max-error gate (1%) | task gate (1%) | cosine | second task gate (1%) "
+        "| speed vs FP32 defaults, paired median [p25, p75] | ms/sample FP32 -> candidate |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(out.glob("*.json")):
+        row = json.loads(path.read_text())
+        if "candidates" not in row:
+            continue
+        for label, c in row["candidates"].items():
+            speed = c.get("speedup_vs_fp32")
+            kept = "-" if label == "fp32" else f"{len(c['kept_float'])}/{c['quantized_layers']}"
+            posthoc = (
+                f"{c['posthoc_error']:.3g} {'pass' if c['posthoc_passed'] else 'FAIL'}" if "posthoc_error" in c else ""
+            )
+            lines.append(
+                f"| {row['model']} | {label} | {kept} "
+                f"| {c['normalized_error']:.3g} {'pass' if c['passed'] else 'FAIL'} "
+                f"| {c['task_error']:.3g} {'pass' if c['task_passed'] else 'FAIL'} "
+                f"| {c['min_cosine']:.4f} | {posthoc} "
+                + (
+                    f"| {speed['speedup_median']:.2f}x [{speed['speedup_p25']:.2f}, {speed['speedup_p75']:.2f}] "
+                    f"| {speed['a_ms_per_sample_median']:.0f} -> {speed['b_ms_per_sample_median']:.0f} |"
+                    if speed
+                    else "| 1 | |"
+                )
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["ppocr_v4_det", "yolox_det", "ppocr_cls"])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--round-s", type=float, default=0.5)
     parser.add_argument("--methods", nargs="+", default=["minmax"], help="calibration methods of the INT8 candidates")
-    parser.add_argument("--gates", nargs="+", default=["max"], choices=["max", "task", "cosine"], help="gates to repair to")
+    parser.add_argument("--gates", nargs="+", default=["max"], choices=["max", "task", "cosine", "posthoc"], help="gates to repair to")
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
     parser.add_argument(
         "--tensorrt-rtx-keep", type=int, help="only build TensorRT-RTX INT8 with this many layers float"
     )
+    parser.add_argument("--markdown", action="store_true", help="print the table of the JSON files under --out")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(args.out))
+        return
     if args.tensorrt_rtx_keep is not None:
         rows = [tensorrt_rtx_mixed(name, args.tensorrt_rtx_keep, args.out) | {"model": name} for name in args.models]
         (args.out / f"tensorrt_rtx_keep{args.tensorrt_rtx_keep}.json").write_text(

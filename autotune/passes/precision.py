@@ -464,8 +464,8 @@ ENTROPY_QUANTIZED_BINS = 128
 @contextlib.contextmanager
 def _entropy_histogram_bins(calibration_method: str) -> Iterator[None]:
     """While quantizing with "entropy", ONNX Runtime's calibrator gets `ENTROPY_HISTOGRAM_BINS`
-    and searches thresholds with `entropy_threshold` (its own loop, in Python, took over 5 minutes
-    per quantization of YOLOX at 2048 bins)."""
+    and searches thresholds with `entropy_threshold` (its own loop, in Python, takes 0.4-0.6 s per
+    tensor at 2048 bins: minutes for a detector's ~300 tensors)."""
     if calibration_method != "entropy":
         yield
         return
