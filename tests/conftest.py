@@ -80,3 +80,15 @@ def small_space(tmp_path: Path) -> Path:
     path = tmp_path / "small.yaml"
     path.write_text(SMALL_SPACE)
     return path
+
+
+def make_dynamic_hw_model(path: Path) -> Path:
+    """Relu over [N, 3, H, W] with symbolic H and W (a detector's input): its output has its
+    input's shape and values."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "hw", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from autotune.cli import main
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
-from tests.conftest import make_tiny_model
+from tests.conftest import make_dynamic_hw_model, make_tiny_model
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -201,17 +201,6 @@ def test_a_metric_that_cannot_be_loaded_is_rejected(capsys, results_dir, tiny_mo
     code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--metric", metric))
     assert_rejected(code, err, f"--metric {metric!r}", fragment)
     assert not results_dir.exists()
-
-
-def make_dynamic_hw_model(path: Path) -> Path:
-    """A detector-shaped model: input [N, 3, H, W] with symbolic H and W."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "hw", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def test_dynamic_dims_are_never_invented_start_names_them_and_suggests_a_shape(capsys, results_dir, tmp_path):

@@ -22,7 +22,7 @@ import pytest
 
 from autotune.daemon import STATE_FILE, _without_storage, daemon_state, lock_holder, write_state
 from autotune.errors import UsageError
-from tests.conftest import make_tiny_model
+from tests.conftest import make_dynamic_hw_model, make_tiny_model
 from tests.test_daemon import MISBEHAVING, SLOW_SPACE, cli, finished, load, wait_for
 
 LONG_NAME = "a" * 300
@@ -388,24 +388,9 @@ def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_bas
     assert json.loads((study_dir / "best" / "manifest.json").read_text())["study"] == "k9"
 
 
-def _image_model(path: Path) -> Path:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "image",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def test_a_shape_too_big_for_memory_is_one_line_before_anything_is_allocated(tmp_path, capsys):
     # 3x100000x100000 float32 is 112 GiB a sample: more than any machine this runs on has free.
-    model = _image_model(tmp_path / "image.onnx")
+    model = make_dynamic_hw_model(tmp_path / "image.onnx")
     results = tmp_path / "results"
     proc = run_main(capsys, "start", str(model), "--shape", "100000x100000", "--batch", "1",
                     "--results-dir", str(results))  # fmt: skip
@@ -416,7 +401,7 @@ def test_a_shape_too_big_for_memory_is_one_line_before_anything_is_allocated(tmp
 def test_the_synthetic_pool_shrinks_to_the_batch_asked_when_eight_samples_do_not_fit(tmp_path):
     from autotune.model import POOL_BATCH, load_model_info, synthetic_pool_bytes, synthetic_samples_that_fit
 
-    info = load_model_info(_image_model(tmp_path / "image.onnx"))
+    info = load_model_info(make_dynamic_hw_model(tmp_path / "image.onnx"))
     shape = {"x": [1, 3, 2000, 2000]}
     one = synthetic_pool_bytes(info, shape, 1)
     assert one == 3 * 2000 * 2000 * 4  # float32 drawn as float32: no float64 copy
@@ -432,7 +417,7 @@ def test_the_synthetic_pool_shrinks_to_the_batch_asked_when_eight_samples_do_not
 def test_a_float32_pool_peaks_at_its_own_size(tmp_path):
     from autotune.model import load_model_info, synthetic_pool
 
-    info = load_model_info(_image_model(tmp_path / "image.onnx"))
+    info = load_model_info(make_dynamic_hw_model(tmp_path / "image.onnx"))
     tracemalloc.start()
     try:
         pool = synthetic_pool(info, {"x": [1, 3, 1000, 1000]}, seed=0, samples=2)

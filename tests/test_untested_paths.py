@@ -11,10 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 import optuna
 import pytest
-from onnx import TensorProto, helper
 
 from autotune.cli import main
 from autotune.layout import INPUTS_FILE
@@ -23,7 +21,7 @@ from autotune.report import is_feasible
 from autotune.study import run_study
 from autotune.trial import OUTPUTS_FILE, TrialRequest, TrialResult, run_trial
 from autotune.workers import Executor
-from tests.conftest import make_tiny_model
+from tests.conftest import make_dynamic_hw_model, make_tiny_model
 
 
 def tune(results: Path, model: Path, name: str, *extra: str) -> int:
@@ -96,17 +94,6 @@ def test_a_generous_latency_sla_leaves_accurate_trials_feasible(tmp_path):
 
 
 # --- --shape and --inputs ------------------------------------------------------------------
-
-
-def make_dynamic_hw_model(path: Path) -> Path:
-    """Relu over [N, 3, H, W] with symbolic H and W: its output has its input's shape and values."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "hw", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def test_a_dynamic_model_with_shape_runs_its_trials_on_inputs_of_that_shape(tmp_path):
