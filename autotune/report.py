@@ -782,8 +782,24 @@ def regenerate_model(study: optuna.Study, trial: FrozenTrial, source_dir: Path) 
         calibration_feeds=feeds,
         scheme=target.quantization_scheme,
         kernels=target.precision_kernels,
+        tolerance=study_tolerance(study.user_attrs),  # keep_float_layers "auto" repairs to the study's gate
     )
     return out
+
+
+def study_tolerance(attrs: dict[str, Any]) -> Any:
+    """The study's accuracy gate (`autotune.verify.Tolerance`) from its user attributes."""
+    from autotune.verify import Tolerance
+
+    defaults = Tolerance()
+    return Tolerance(
+        atol=float(attrs.get("atol", defaults.atol)),
+        rtol=float(attrs.get("rtol", defaults.rtol)),
+        mode=attrs.get("accuracy_mode") or "elementwise",  # studies from before the scale gate
+        max_error=float(attrs.get("max_error", defaults.max_error)),
+        min_cosine=float(attrs.get("min_cosine", defaults.min_cosine)),
+        metric=attrs.get("metric"),
+    )
 
 
 def tolerance_line(attrs: dict[str, Any]) -> str:
