@@ -391,7 +391,9 @@ def repair(
     return Repair(names[:high], best, True, checks)
 
 
-KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k (the k most sensitive) or "auto"
+KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k (the k most sensitive), "auto" or "non_gemm"
+NON_GEMM = "non_gemm"  # every layer but Conv/ConvTranspose/Gemm/MatMul float
+GEMM_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 def quantize_mixed(
@@ -421,8 +423,10 @@ def quantize_mixed(
     per quantized model and calibration set and read back by every later trial that quantizes the
     same graph on the same feeds (the key is a digest of the three, so a hit is the same answer).
 
+    `keep` = "non_gemm" ranks nothing: every layer but Conv/ConvTranspose/Gemm/MatMul stays float.
+
     Args:
-        keep: 0 (default), a count, or "auto".
+        keep: 0 (default), a count, "auto" or "non_gemm".
         tolerance: the gate "auto" repairs to (default `Tolerance()`).
         ranking_cache: a directory for rankings shared between trials (created); default None.
 
@@ -435,11 +439,20 @@ def quantize_mixed(
     from autotune.passes.precision import apply_precision, prepare_for_quantization
     from autotune.verify import Tolerance, compare_outputs
 
-    if keep != "auto" and (not str(keep).isdigit()):
-        raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0 or 'auto'")
-    needs_ranking = keep == "auto" or int(keep) > 0
+    if keep not in ("auto", NON_GEMM) and (not str(keep).isdigit()):
+        raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto' or '{NON_GEMM}'")
     prepared = prepare_for_quantization(model, precision)
     options = {"calibration_feeds": calibration_feeds, "scheme": scheme, "calibration_method": calibration_method}
+    if keep == NON_GEMM:
+        # Only the GEMM-like layers in INT8. On ONNX Runtime's CPU kernels a partly float chain of
+        # element-wise layers costs DQ/Q pairs and QLinear kernels that are no faster than float:
+        # PP-OCRv4's text detector ran 1.38x FP32 this way (full INT8 1.4-1.5x) but 0.83x with 94
+        # of its Adds/Muls float (a repair) (bench/PRECISION.md).
+        names = [node.name for node in prepared.graph.node if node.op_type not in GEMM_OPS and node.name]
+        quantized = apply_precision(prepared, precision, **options, keep_float=names)
+        gemms = sum(1 for node in prepared.graph.node if node.op_type in GEMM_OPS)
+        return quantized, {"kept_float": names, "quantized_layers": len(names) + gemms}  # (of the graph's nodes)
+    needs_ranking = keep == "auto" or int(keep) > 0
     quantized = apply_precision(prepared, precision, **options)
     cache_file = (
         Path(ranking_cache) / f"{_ranking_key(prepared, quantized, calibration_feeds)}.json"
@@ -542,6 +555,7 @@ def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, np.nd
 
 __all__ = [
     "KEEP_FLOAT_KNOB",
+    "NON_GEMM",
     "RANKING_CACHE_DIR",
     "LayerSensitivity",
     "Repair",

@@ -5,6 +5,7 @@ never sees a verification sample), then ONNX Runtime CPU candidates are built:
   fp32                   the onnxruntime space's trial-0 defaults (no passes, FP32)
   int8 METHOD            the whole graph quantized (the target's asymmetric_u8 scheme; the output's
                          post-processing stays float), calibrated with METHOD
+  non_gemm METHOD        int8 with keep_float_layers=non_gemm: only Conv/Gemm/MatMul in INT8 (--non-gemm)
   repaired(GATE) METHOD  int8 with keep_float_layers=auto: the fewest most-sensitive layers kept
                          in FP32 so that GATE passes on calibration data
 GATE is "max" (autotune's default: max abs error of each output field over its range, 1%) or
@@ -76,6 +77,7 @@ def measure(
     out: Path,
     methods: list[str] = ("minmax",),
     gates: list[str] = ("max",),
+    non_gemm: bool = False,
 ) -> dict:
     model_path = MODELS / f"{name}.onnx"
     info = load_model_info(model_path)
@@ -92,6 +94,8 @@ def measure(
     for method in methods:
         int8 = {**defaults, "precision": "int8", "calibration_method": method}
         candidates[f"int8 {method}"] = (int8, GATE)
+        if non_gemm:
+            candidates[f"non_gemm {method}"] = ({**int8, "keep_float_layers": "non_gemm"}, GATE)
         for gate in [gate for gate in gates if gate in judges]:
             candidates[f"repaired({gate}) {method}"] = ({**int8, "keep_float_layers": "auto"}, judges[gate])
     import onnxruntime as ort
@@ -291,6 +295,9 @@ def main() -> None:
     parser.add_argument("--round-s", type=float, default=0.5)
     parser.add_argument("--methods", nargs="+", default=["minmax"], help="calibration methods of the INT8 candidates")
     parser.add_argument("--gates", nargs="+", default=["max"], choices=["max", "task", "cosine", "posthoc"], help="gates to repair to")
+    parser.add_argument(
+        "--non-gemm", action="store_true", help="also int8 with every layer but Conv/Gemm/MatMul float"
+    )
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
     parser.add_argument(
@@ -310,7 +317,9 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:  # one file per model, written as soon as it is measured
-        row = measure(name, args.rounds, args.round_s, args.tensorrt_rtx, args.out, args.methods, args.gates)
+        row = measure(
+            name, args.rounds, args.round_s, args.tensorrt_rtx, args.out, args.methods, args.gates, args.non_gemm
+        )
         (args.out / f"{name}.json").write_text(json.dumps(row, indent=2, default=str))
         print(f"wrote {args.out / f'{name}.json'}", flush=True)
 

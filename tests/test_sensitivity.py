@@ -244,3 +244,12 @@ def test_a_pruned_repaired_trial_is_regenerated_with_the_studys_gate(model, tmp_
     trial = SimpleNamespace(params={"precision": "int8", "keep_float_layers": "auto"})
     regenerate_model(SimpleNamespace(user_attrs=attrs), trial, tmp_path / "regenerated")
     assert seen["tolerance"] == Tolerance(max_error=0.05, min_cosine=0.9, metric="top1")
+
+
+def test_non_gemm_leaves_every_layer_but_the_convolutions_float_without_a_ranking(model, calibration, monkeypatch):
+    calls = counting_ranking(monkeypatch)
+    quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
+                                        keep="non_gemm")  # fmt: skip
+    assert calls == [] and details["kept_float"] == ["relu"]
+    assert all(quantized_inputs(quantized, conv) for conv in ("stem", "fragile", "head"))
+    onnx.checker.check_model(quantized)
