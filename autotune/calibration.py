@@ -224,7 +224,7 @@ def _checked(arrays: dict[str, np.ndarray], info: ModelInfo, path: Path) -> dict
     # load_input_pool is the one place that knows the checks; it reads a file.
     with tempfile.TemporaryDirectory(prefix="autotune-inputs-") as directory:
         staged = Path(directory) / "inputs.npz"
-        np.savez(staged, **arrays)
+        np.savez(staged, **arrays)  # type: ignore[arg-type]  # numpy's stub checks **arrays against allow_pickle
         try:
             return load_input_pool(staged, _relaxed_batch(info))
         except UsageError as exc:

@@ -20,10 +20,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
 import onnx
+
+if TYPE_CHECKING:
+    from autotune.verify import Tolerance
 
 OUTPUT_PREFIX = "output:"  # names a graph output's own Q/DQ in rankings and `keep_float`
 TOP_OFFENDERS = 10  # sensitivities kept with a trial and shown in the report
@@ -225,7 +229,7 @@ def _output_noise(
         [
             onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), None)
             for n, v in zip(names, first, strict=True)
-            if n
+            if n and v is not None
         ],
         [onnx.ValueInfoProto(name=name) for name in outputs],
     )
@@ -318,7 +322,7 @@ def _unquantize_output(model: onnx.ModelProto, output: str, producers: dict[str,
     """Let the node before a graph output's Q/DQ pair write the output itself."""
     dq = producers.get(output)
     q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-    if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in producers:
+    if dq is None or q is None or q.op_type != "QuantizeLinear" or q.input[0] not in producers:
         return
     source = q.input[0]
     dq.output[0] = f"{output}_unused_dequantized"
@@ -404,7 +408,7 @@ def quantize_mixed(
     scheme: str = "symmetric",
     calibration_method: str = "minmax",
     keep: int | str = 0,
-    tolerance: object | None = None,
+    tolerance: Tolerance | None = None,
     ranking_cache: Path | None = None,
 ) -> tuple[onnx.ModelProto, dict[str, object]]:
     """INT8/FP8 Q/DQ with some layers left in float, and what was measured on the way.
@@ -442,7 +446,11 @@ def quantize_mixed(
     if keep not in ("auto", NON_GEMM) and (not str(keep).isdigit()):
         raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto' or '{NON_GEMM}'")
     prepared = prepare_for_quantization(model, precision)
-    options = {"calibration_feeds": calibration_feeds, "scheme": scheme, "calibration_method": calibration_method}
+    options: dict[str, Any] = {
+        "calibration_feeds": calibration_feeds,
+        "scheme": scheme,
+        "calibration_method": calibration_method,
+    }
     if keep == NON_GEMM:
         # Only the GEMM-like layers in INT8. On ONNX Runtime's CPU kernels a partly float chain of
         # element-wise layers costs DQ/Q pairs and QLinear kernels that are no faster than float:

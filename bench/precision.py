@@ -59,6 +59,8 @@ def gates_for(name: str) -> dict[str, Tolerance]:
         "cosine": Tolerance(max_error=float("inf"), min_cosine=0.99),
         **({"posthoc": Tolerance(metric=POSTHOC_GATES[name])} if name in POSTHOC_GATES else {}),
     }
+
+
 MODELS = ROOT / "models"
 
 
@@ -130,9 +132,13 @@ def measure(
             "task_passed": held_out["task"].passed,
             "task_detail": held_out["task"].metric.detail if held_out["task"].metric else "",
             **(
-                {"posthoc_error": posthoc.normalized_error, "posthoc_passed": posthoc.passed,
-                 "posthoc_detail": posthoc.metric.detail if posthoc.metric else ""}
-                if posthoc else {}
+                {
+                    "posthoc_error": posthoc.normalized_error,
+                    "posthoc_passed": posthoc.passed,
+                    "posthoc_detail": posthoc.metric.detail if posthoc.metric else "",
+                }
+                if posthoc
+                else {}
             ),  # fmt: skip
             "kept_float": details.get("kept_float", []),
             "quantized_layers": details.get("quantized_layers"),
@@ -294,10 +300,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--round-s", type=float, default=0.5)
     parser.add_argument("--methods", nargs="+", default=["minmax"], help="calibration methods of the INT8 candidates")
-    parser.add_argument("--gates", nargs="+", default=["max"], choices=["max", "task", "cosine", "posthoc"], help="gates to repair to")
     parser.add_argument(
-        "--non-gemm", action="store_true", help="also int8 with every layer but Conv/Gemm/MatMul float"
+        "--gates", nargs="+", default=["max"], choices=["max", "task", "cosine", "posthoc"], help="gates to repair to"
     )
+    parser.add_argument("--non-gemm", action="store_true", help="also int8 with every layer but Conv/Gemm/MatMul float")
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
     parser.add_argument(

@@ -90,7 +90,12 @@ def yolox_detections(rows: np.ndarray) -> np.ndarray:
     rows = rows[scores >= SCORE_THRESHOLD]
     scores = scores[scores >= SCORE_THRESHOLD]
     boxes = np.stack(
-        [rows[:, 0] - rows[:, 2] / 2, rows[:, 1] - rows[:, 3] / 2, rows[:, 0] + rows[:, 2] / 2, rows[:, 1] + rows[:, 3] / 2],
+        [
+            rows[:, 0] - rows[:, 2] / 2,
+            rows[:, 1] - rows[:, 3] / 2,
+            rows[:, 0] + rows[:, 2] / 2,
+            rows[:, 1] + rows[:, 3] / 2,
+        ],
         axis=1,
     )
     order = np.argsort(-scores)
@@ -138,7 +143,12 @@ def _scored_detections(rows: np.ndarray, threshold: float) -> tuple[np.ndarray, 
     scores = rows[:, 4] * rows[:, 5:].max(axis=1)
     rows, scores = rows[scores >= threshold], scores[scores >= threshold]
     boxes = np.stack(
-        [rows[:, 0] - rows[:, 2] / 2, rows[:, 1] - rows[:, 3] / 2, rows[:, 0] + rows[:, 2] / 2, rows[:, 1] + rows[:, 3] / 2],
+        [
+            rows[:, 0] - rows[:, 2] / 2,
+            rows[:, 1] - rows[:, 3] / 2,
+            rows[:, 0] + rows[:, 2] / 2,
+            rows[:, 1] + rows[:, 3] / 2,
+        ],
         axis=1,
     )
     order, kept = np.argsort(-scores), []

@@ -441,7 +441,9 @@ def test_entropy_calibration_clips_a_rare_outlier_that_minmax_keeps():
 
     def input_scale(method: str) -> float:
         quantized = quantize_qdq(model, "int8", calibration_feeds=calibration, calibration_method=method)
-        quantize = next(node for node in quantized.graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "x")
+        quantize = next(
+            node for node in quantized.graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "x"
+        )
         scale = next(i for i in quantized.graph.initializer if i.name == quantize.input[1])
         return float(onnx.numpy_helper.to_array(scale))
 

@@ -197,7 +197,9 @@ def test_a_fully_quantized_trial_does_not_rank_its_layers(model, calibration, he
     assert result.state == "complete", result.reason
     assert calls == []
     mixed = result.build["mixed_precision"]
-    assert mixed["kept_float"] == [] and "sensitivity" not in mixed and mixed["quantized_layers"] == 5  # 4 layers + the output
+    assert (
+        mixed["kept_float"] == [] and "sensitivity" not in mixed and mixed["quantized_layers"] == 5
+    )  # 4 layers + the output
 
 
 def test_trials_quantizing_the_same_graph_rank_it_once(model, calibration, tmp_path, monkeypatch):

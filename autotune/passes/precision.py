@@ -479,14 +479,14 @@ def _entropy_histogram_bins(calibration_method: str) -> Iterator[None]:
         options = {"num_bins": ENTROPY_HISTOGRAM_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}
         return original_create(*args, extra_options={**options, **(extra_options or {})}, **kwargs)
 
-    ort_quantize.create_calibrator = create_calibrator
+    setattr(ort_quantize, "create_calibrator", create_calibrator)  # noqa: B010 - a module from import_module
     ort_calibrate.HistogramCollector.get_entropy_threshold = lambda _self, histogram, bins: entropy_threshold(
         histogram, bins
     )
     try:
         yield
     finally:
-        ort_quantize.create_calibrator = original_create
+        setattr(ort_quantize, "create_calibrator", original_create)  # noqa: B010
         ort_calibrate.HistogramCollector.get_entropy_threshold = original_threshold
 
 
@@ -520,6 +520,7 @@ def entropy_threshold(histogram: Sequence[Any], num_quantized_bins: int) -> tupl
         divergence = np.inf if p_smooth is None or q_smooth is None else float(entropy(p_smooth, q_smooth))
         if best is None or divergence < best_divergence:
             best, best_divergence = (edges[start], edges[end]), divergence
+    assert best is not None  # the loop runs at least once: num_quantized_bins // 2 <= the zero bin
     low, high = best
     if low < histogram[2]:
         low = histogram[2]
