@@ -22,6 +22,8 @@ when bench/precision.py runs); each returns autotune's metric verdict
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 MAX_ERROR = 0.01
@@ -121,9 +123,17 @@ def match_detections(
     candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray], match_iou: float
 ) -> dict[str, object]:
     cand, ref = _first(candidate), _first(reference)
+    pairs = ((yolox_detections(c), yolox_detections(r)) for c, r in zip(cand, ref, strict=True))
+    matched, found, expected = _match_boxes(pairs, match_iou)
+    f1 = 2 * matched / (found + expected) if found + expected else 1.0
+    return _verdict(1 - f1, f"{matched} of {expected} reference boxes matched at IoU >= {match_iou} ({found} found)")
+
+
+def _match_boxes(pairs: Any, match_iou: float) -> tuple[int, int, int]:
+    """(matched, found, expected) over (candidate boxes, reference boxes) per image: each
+    reference box takes the free candidate it overlaps most, if at IoU >= `match_iou`."""
     matched = found = expected = 0
-    for cand_rows, ref_rows in zip(cand, ref, strict=True):
-        cand_boxes, ref_boxes = yolox_detections(cand_rows), yolox_detections(ref_rows)
+    for cand_boxes, ref_boxes in pairs:
         found, expected = found + len(cand_boxes), expected + len(ref_boxes)
         free = np.ones(len(cand_boxes), bool)
         for box in ref_boxes:
@@ -134,8 +144,7 @@ def match_detections(
             if overlaps[best] >= match_iou:
                 free[best] = False
                 matched += 1
-    f1 = 2 * matched / (found + expected) if found + expected else 1.0
-    return _verdict(1 - f1, f"{matched} of {expected} reference boxes matched at IoU >= {match_iou} ({found} found)")
+    return matched, found, expected
 
 
 def _scored_detections(rows: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -216,19 +225,8 @@ def _text_boxes(probability: np.ndarray) -> np.ndarray:
 def text_boxes(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
     """Text regions (see `_text_boxes`) matched one-to-one at IoU >= 0.5; error = 1 - F1."""
     cand, ref = _first(candidate), _first(reference)
-    matched = found = expected = 0
-    for cand_map, ref_map in zip(cand.reshape(-1, *cand.shape[-2:]), ref.reshape(-1, *ref.shape[-2:]), strict=True):
-        cand_boxes, ref_boxes = _text_boxes(cand_map), _text_boxes(ref_map)
-        found, expected = found + len(cand_boxes), expected + len(ref_boxes)
-        free = np.ones(len(cand_boxes), bool)
-        for box in ref_boxes:
-            if not free.any():
-                break
-            overlaps = np.where(free, _iou(box, cand_boxes), 0.0)
-            best = int(np.argmax(overlaps))
-            if overlaps[best] >= VOC_IOU:
-                free[best] = False
-                matched += 1
+    maps = zip(cand.reshape(-1, *cand.shape[-2:]), ref.reshape(-1, *ref.shape[-2:]), strict=True)
+    matched, found, expected = _match_boxes(((_text_boxes(c), _text_boxes(r)) for c, r in maps), VOC_IOU)
     f1 = 2 * matched / (found + expected) if found + expected else 1.0
     return _verdict(1 - f1, f"{matched} of {expected} reference text boxes matched at IoU >= {VOC_IOU} ({found} found)")
 
