@@ -61,8 +61,6 @@ class InProcessExecutor(Executor):
     """Runs each trial synchronously in this process (foreground runs and tests)."""
 
     def __init__(self, run: Callable[[TrialRequest], TrialResult] | None = None) -> None:
-        from autotune.trial import run_trial
-
         self._run = run or run_trial
         self._done: list[TrialResult] = []
 
@@ -394,9 +392,10 @@ class RayExecutor(Executor):
         gpu (bool): reserve one GPU per trial (GPU targets).
         address (str | None): join this Ray cluster; None starts a local one. Default: None.
         trial_timeout_s (float | None): fail trials that run longer. Default: None.
-        prefetch (bool | None): queue each worker's next trial behind its running one; None:
-            on GPU targets and clusters, where the driver's ask and tell do not share the
-            measured cores (never with disjoint core sets). Default: None.
+        prefetch (bool | None): queue each worker's next trial behind its running one, where
+            the tasks' resources cap the trials running at once at `workers`; None: on GPU
+            targets (on a CPU target the driver's ask and tell would share the measured
+            cores). Default: None.
         warm_up (bool): have every worker import what a trial needs at once. Default: True.
     """
 
