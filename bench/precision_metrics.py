@@ -88,25 +88,7 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def yolox_detections(rows: np.ndarray) -> np.ndarray:
     """Boxes (x1, y1, x2, y2) kept by score threshold and NMS from one image's [anchors, 6]."""
-    scores = rows[:, 4] * rows[:, 5:].max(axis=1)
-    rows = rows[scores >= SCORE_THRESHOLD]
-    scores = scores[scores >= SCORE_THRESHOLD]
-    boxes = np.stack(
-        [
-            rows[:, 0] - rows[:, 2] / 2,
-            rows[:, 1] - rows[:, 3] / 2,
-            rows[:, 0] + rows[:, 2] / 2,
-            rows[:, 1] + rows[:, 3] / 2,
-        ],
-        axis=1,
-    )
-    order = np.argsort(-scores)
-    kept = []
-    while order.size:
-        first = order[0]
-        kept.append(first)
-        order = order[1:][_iou(boxes[first], boxes[order[1:]]) < NMS_IOU]
-    return boxes[kept]
+    return _scored_detections(rows, SCORE_THRESHOLD)[0]
 
 
 def detections(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
