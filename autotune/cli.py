@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import AutotuneError, UsageError, first_line
+from autotune.errors import AutotuneError, UsageError
 from autotune.spec import (
     DEFAULT_RESULTS,
     CommandParser,
@@ -321,7 +321,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from autotune.daemon import daemon_state
     from autotune.layout import STUDY_DB
     from autotune.study import count_trials
-    from autotune.study._storage import redact_url
+    from autotune.study._storage import redact_url, study_names
 
     console = Console(highlight=False, soft_wrap=True)
     # (study name, storage): the SQLite studies under the results directory, and with --storage
@@ -330,7 +330,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         (db.parent.name, None) for db in sorted(args.results_dir.glob(f"*/{STUDY_DB}"))
     ]
     if args.storage:
-        found += [(name, args.storage) for name in _storage_study_names(args.storage)]
+        found += [(name, args.storage) for name in study_names(args.storage)]
     if not found:
         console.print(f"no studies under {args.results_dir}" + (" or in --storage" if args.storage else ""))
         return 0
@@ -368,21 +368,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     for line in unreadable:
         console.print(f"unreadable: {line}", markup=False)
     return 0
-
-
-def _storage_study_names(url: str) -> list[str]:
-    """The studies of an Optuna storage URL; UsageError naming it (password hidden) when it
-    cannot be opened."""
-    import optuna
-
-    from autotune.study import quiet_optuna
-    from autotune.study._storage import redact_url
-
-    quiet_optuna()
-    try:
-        return sorted(optuna.get_all_study_names(storage=url))
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the URL
-        raise UsageError(f"--storage {redact_url(url)}: cannot open this storage ({first_line(exc)})") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -158,6 +158,21 @@ def check_database(study_dir: Path) -> None:
         raise UsageError(f"{db}: not a SQLite database (corrupt; restore it, or move it aside to start over)")
 
 
+def study_names(url: str) -> list[str]:
+    """The studies in the Optuna storage at `url` (`autotune list --storage`).
+
+    Raises:
+        UsageError: the storage cannot be opened (one line, password hidden).
+    """
+    import optuna
+
+    quiet_optuna()
+    try:
+        return sorted(optuna.get_all_study_names(storage=url))
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the URL
+        raise UsageError(_unreadable(Path("."), url, exc)) from None
+
+
 def _unreadable(study_dir: Path, storage: str | None, exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     detail = " ".join(str(cause).split())[:200]
