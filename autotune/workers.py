@@ -392,9 +392,9 @@ class RayExecutor(Executor):
         gpu (bool): reserve one GPU per trial (GPU targets).
         address (str | None): join this Ray cluster; None starts a local one. Default: None.
         trial_timeout_s (float | None): fail trials that run longer. Default: None.
-        prefetch (bool | None): queue each worker's next trial behind its running one, where
-            the tasks' resources cap the trials running at once at `workers`; None: on GPU
-            targets (on a CPU target the driver's ask and tell would share the measured
+        prefetch (bool | None): queue each worker's next trial behind its running one, on a
+            local cluster whose resources cap the trials running at once at `workers`; None:
+            on GPU targets (on a CPU target the driver's ask and tell would share the measured
             cores). Default: None.
         warm_up (bool): have every worker import what a trial needs at once. Default: True.
     """
@@ -448,8 +448,10 @@ class RayExecutor(Executor):
         # GPUs as workers; one local CPU worker owning every core): elsewhere Ray would start
         # the queued trial on a free GPU or core at once. Not by default on a local CPU target:
         # the driver's ask would run on the measured cores.
-        capped = _visible_gpus() <= workers if gpu else (address is None and workers == 1)
-        self.prefetch = (gpu if prefetch is None else prefetch) and capped
+        # Not on a joined cluster: Ray queues a waiting task at one node's raylet, where it may
+        # wait for that node's GPU while another node's is free (seen: every trial on one node).
+        capped = _visible_gpus() <= workers if gpu else workers == 1
+        self.prefetch = (gpu if prefetch is None else prefetch) and capped and address is None
         if self.prefetch:
             self.core_sets = self.core_sets * 2
         self.capacity = len(self.core_sets)
