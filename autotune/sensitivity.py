@@ -34,6 +34,7 @@ TOP_OFFENDERS = 10  # sensitivities kept with a trial and shown in the report
 SENSITIVITY_SAMPLES = 4  # calibration batches the ranking runs on (intermediate tensors are big)
 REPAIR_SAMPLES = 16  # calibration batches the repair's gate checks
 RANKING_CACHE_DIR = "sensitivity-cache"  # beside the trial directories: one ranking per quantized model
+GEMM_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 @dataclass(frozen=True)
@@ -282,10 +283,16 @@ def _dequantized_source(name: str, producers: dict[str, onnx.NodeProto]) -> tupl
     return (quantized[: -len("_quantized")] if quantized.endswith("_quantized") else quantized), True
 
 
-def keep_float(qdq_model: onnx.ModelProto, float_model: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+def keep_float(
+    qdq_model: onnx.ModelProto, float_model: onnx.ModelProto, nodes: Sequence[str], *, fused: bool = False
+) -> onnx.ModelProto:
     """A copy of `qdq_model` where the named nodes read float tensors: the DequantizeLinear in
     front of each of their inputs is bypassed (activations: the tensor its QuantizeLinear read;
-    weights and biases: the float initializer of `float_model`), then unused Q/DQ are removed."""
+    weights and biases: the float initializer of `float_model`), then unused Q/DQ are removed.
+
+    With `fused`, a named node still reads the rounded output of a Conv/ConvTranspose/Gemm/MatMul
+    that stays quantized: ONNX Runtime runs DQ -> Conv -> Q as one INT8 kernel only while that Q
+    is there, and bypassing it made the convolution float in all but name (bench/PRECISION.md)."""
     keep = set(nodes)
     model = onnx.ModelProto()
     model.CopyFrom(qdq_model)
@@ -303,6 +310,9 @@ def keep_float(qdq_model: onnx.ModelProto, float_model: onnx.ModelProto, nodes: 
             if source is None:
                 continue
             original, is_weight = source
+            producer = producers.get(original)
+            if fused and producer is not None and producer.op_type in GEMM_OPS and producer.name not in keep:
+                continue  # a quantized GEMM's output: its Q stays, so the GEMM stays an INT8 kernel
             if is_weight:
                 if original not in float_initializers:
                     continue  # a tensor the quantizer made itself: leave its Q/DQ
@@ -370,34 +380,49 @@ def repair(
     float_model: onnx.ModelProto,
     ranking: Sequence[LayerSensitivity],
     passes: Callable[[onnx.ModelProto], bool],
+    *,
+    always_float: Sequence[str] = (),
+    fused: bool = False,
 ) -> Repair:
-    """The smallest k such that `keep_float(ranking[:k])` passes `passes` (bisection: assumes
-    more float never hurts), and that model. k = 0 when the fully quantized model passes."""
+    """The smallest k such that `keep_float(always_float + ranking[:k])` passes `passes`
+    (bisection: assumes more float never hurts), and that model. The fully quantized model is
+    checked first (nothing kept float when it passes), then `always_float` alone (k = 0).
+    `fused` is `keep_float`'s."""
     names = [layer.node for layer in ranking]
+
+    def build(count: int) -> onnx.ModelProto:
+        return keep_float(qdq_model, float_model, [*always_float, *names[:count]], fused=fused)
+
     checks = 1
     if passes(qdq_model):
         return Repair([], qdq_model, True, checks)
+    if always_float:
+        checks += 1
+        start = build(0)
+        if passes(start):
+            return Repair(list(always_float), start, True, checks)
     low, high = 0, len(names)  # low fails; high is all-float, assumed to pass
     best = None
     while high - low > 1:
         middle = (low + high) // 2
-        candidate = keep_float(qdq_model, float_model, names[:middle])
+        candidate = build(middle)
         checks += 1
         if passes(candidate):
             high, best = middle, candidate
         else:
             low = middle
+    kept = [*always_float, *names[:high]]
     if best is None:
-        best = keep_float(qdq_model, float_model, names[:high])
+        best = build(high)
         checks += 1
         if not passes(best):
-            return Repair(names[:high], best, False, checks)
-    return Repair(names[:high], best, True, checks)
+            return Repair(kept, best, False, checks)
+    return Repair(kept, best, True, checks)
 
 
-KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k (the k most sensitive), "auto" or "non_gemm"
+KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k, "auto", "non_gemm" or "non_gemm_auto"
 NON_GEMM = "non_gemm"  # every layer but Conv/ConvTranspose/Gemm/MatMul float
-GEMM_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+NON_GEMM_AUTO = "non_gemm_auto"  # non_gemm, then the fewest most-sensitive GEMM layers float that pass
 
 
 def quantize_mixed(
@@ -428,23 +453,30 @@ def quantize_mixed(
     same graph on the same feeds (the key is a digest of the three, so a hit is the same answer).
 
     `keep` = "non_gemm" ranks nothing: every layer but Conv/ConvTranspose/Gemm/MatMul stays float.
+    `keep` = "non_gemm_auto" is the repair for speed on ONNX Runtime's CPU kernels: the fully
+    quantized graph if it passes, else `non_gemm` (its GEMM layers fused INT8 kernels), else that
+    with the fewest most-sensitive GEMM layers float too (`repair` with `always_float`, `fused`);
+    the model returned is the one checked (no second quantization).
 
     Args:
-        keep: 0 (default), a count, "auto" or "non_gemm".
+        keep: 0 (default), a count, "auto", "non_gemm" or "non_gemm_auto".
         tolerance: the gate "auto" repairs to (default `Tolerance()`).
         ranking_cache: a directory for rankings shared between trials (created); default None.
 
     Returns:
         (model, details): details has "quantized_layers" and "kept_float" (node names); when a
         ranking exists, "sensitivity" (the `TOP_OFFENDERS` worst layers) and "ranking_cached"
-        (whether it was read from `ranking_cache`); for "auto", "repair_passed" and
-        "repair_checks".
+        (whether it was read from `ranking_cache`); for "auto" and "non_gemm_auto",
+        "repair_passed" and "repair_checks"; for "non_gemm_auto", "kept_float_gemm" (the GEMM
+        layers among "kept_float").
     """
     from autotune.passes.precision import apply_precision, prepare_for_quantization
     from autotune.verify import Tolerance, compare_outputs
 
-    if keep not in ("auto", NON_GEMM) and (not str(keep).isdigit()):
-        raise ValueError(f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto' or '{NON_GEMM}'")
+    if keep not in ("auto", NON_GEMM, NON_GEMM_AUTO) and (not str(keep).isdigit()):
+        raise ValueError(
+            f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto', '{NON_GEMM}' or '{NON_GEMM_AUTO}'"
+        )
     prepared = prepare_for_quantization(model, precision)
     options: dict[str, Any] = {
         "calibration_feeds": calibration_feeds,
@@ -460,7 +492,7 @@ def quantize_mixed(
         quantized = apply_precision(prepared, precision, **options, keep_float=names)
         gemms = sum(1 for node in prepared.graph.node if node.op_type in GEMM_OPS)
         return quantized, {"kept_float": names, "quantized_layers": len(names) + gemms}  # (of the graph's nodes)
-    needs_ranking = keep == "auto" or int(keep) > 0
+    needs_ranking = keep in ("auto", NON_GEMM_AUTO) or int(keep) > 0
     quantized = apply_precision(prepared, precision, **options)
     cache_file = (
         Path(ranking_cache) / f"{_ranking_key(prepared, quantized, calibration_feeds)}.json"
@@ -477,17 +509,35 @@ def quantize_mixed(
         return quantized, details
     details["sensitivity"] = [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]]
     details["quantized_layers"] = len(ranking)
-    if keep == "auto":
+    if keep in ("auto", NON_GEMM_AUTO):
         check_feeds = list(calibration_feeds)[:REPAIR_SAMPLES]
-        references = [_run(prepared, feed) for feed in check_feeds]
+        run_float = _runner(prepared)
+        references = [run_float(feed) for feed in check_feeds]
         gate = tolerance if tolerance is not None else Tolerance()
 
         def passes(candidate: onnx.ModelProto) -> bool:
+            run = _runner(candidate)
             return all(
-                compare_outputs(_run(candidate, feed), reference, gate).passed
+                compare_outputs(run(feed), reference, gate).passed
                 for feed, reference in zip(check_feeds, references, strict=True)
             )
 
+        if keep == NON_GEMM_AUTO:
+            # Speed first: the fully quantized graph; else only the GEMM layers in INT8, their
+            # INT8 kernels kept fused (`fused`); else also the fewest most-sensitive GEMM layers
+            # float. Calibrated once: every candidate is the same Q/DQ graph with bypasses.
+            # A graph output's own Q/DQ ranks with the GEMM layers, by its noise (not first, as in
+            # `layer_sensitivity`): when a GEMM writes the output, that Q makes it an INT8 kernel.
+            always = [node.name for node in prepared.graph.node if node.op_type not in GEMM_OPS and node.name]
+            gemms = sorted(
+                (layer for layer in ranking if layer.op in GEMM_OPS or layer.node.startswith(OUTPUT_PREFIX)),
+                key=lambda layer: -layer.noise if math.isfinite(layer.noise) else math.inf,
+            )
+            repaired = repair(quantized, prepared, gemms, passes, always_float=always, fused=True)
+            details["kept_float"] = repaired.kept_float
+            details["kept_float_gemm"] = [name for name in repaired.kept_float if name not in set(always)]
+            details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
+            return repaired.model, details
         repaired = repair(quantized, prepared, ranking, passes)
         names = repaired.kept_float
         details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
@@ -551,19 +601,21 @@ def _quantized_layer_count(qdq_model: onnx.ModelProto) -> int:
     return nodes + sum(1 for output in qdq_model.graph.output if output.name in dequantized)
 
 
-def _run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _runner(model: onnx.ModelProto) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """One ONNX Runtime CPU session of `model`: feed -> outputs by name."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(names, feed), strict=True))
+    return lambda feed: dict(zip(names, session.run(names, feed), strict=True))
 
 
 __all__ = [
     "KEEP_FLOAT_KNOB",
     "NON_GEMM",
+    "NON_GEMM_AUTO",
     "RANKING_CACHE_DIR",
     "LayerSensitivity",
     "Repair",

@@ -116,7 +116,8 @@ def transform_model(
 
     `kernels` says which ops fp16/bf16 may cast (see `apply_precision`). INT8/FP8 with
     `keep_float_layers` > 0 rank their layers by sensitivity and keep that many in float (or
-    "auto": the fewest that pass `tolerance` on the calibration feeds; `autotune.sensitivity`);
+    "auto": the fewest that pass `tolerance` on the calibration feeds, "non_gemm_auto" the same
+    keeping GEMM layers fused INT8 kernels; `autotune.sensitivity`);
     `sensitivity_cache` (a directory, default None) shares rankings between trials. What was
     measured goes into `precision_details` when given. Returns rewrites per pass.
     """

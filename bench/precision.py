@@ -8,6 +8,8 @@ never sees a verification sample), then ONNX Runtime CPU candidates are built:
   non_gemm METHOD        int8 with keep_float_layers=non_gemm: only Conv/Gemm/MatMul in INT8 (--non-gemm)
   repaired(GATE) METHOD  int8 with keep_float_layers=auto: the fewest most-sensitive layers kept
                          in FP32 so that GATE passes on calibration data
+  speed-repaired(GATE) METHOD  keep_float_layers=non_gemm_auto: full INT8, else non_gemm, else that
+                         with the fewest most-sensitive Conv/Gemm/MatMul float (--repairs)
 GATE is "max" (autotune's default: max abs error of each output field over its range, 1%) or
 "task" (the model's task gate at 1%, `precision_metrics.TASK_GATES`: top-1 agreement, character
 error rate, detections, text mask), "cosine" (cosine similarity >= 0.99 alone) or "posthoc"
@@ -80,6 +82,7 @@ def measure(
     methods: list[str] = ("minmax",),
     gates: list[str] = ("max",),
     non_gemm: bool = False,
+    repairs: list[str] = ("auto",),
 ) -> dict:
     model_path = MODELS / f"{name}.onnx"
     info = load_model_info(model_path)
@@ -99,7 +102,9 @@ def measure(
         if non_gemm:
             candidates[f"non_gemm {method}"] = ({**int8, "keep_float_layers": "non_gemm"}, GATE)
         for gate in [gate for gate in gates if gate in judges]:
-            candidates[f"repaired({gate}) {method}"] = ({**int8, "keep_float_layers": "auto"}, judges[gate])
+            for repair in repairs:
+                label = "repaired" if repair == "auto" else "speed-repaired"
+                candidates[f"{label}({gate}) {method}"] = ({**int8, "keep_float_layers": repair}, judges[gate])
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
@@ -141,6 +146,7 @@ def measure(
                 else {}
             ),  # fmt: skip
             "kept_float": details.get("kept_float", []),
+            "kept_float_gemm": details.get("kept_float_gemm"),
             "quantized_layers": details.get("quantized_layers"),
             "top_offenders": details.get("sensitivity", [])[:5],
             "repair_checks": details.get("repair_checks"),
@@ -154,6 +160,7 @@ def measure(
               *([f"posthoc {posthoc.normalized_error:.4g}", "passes" if posthoc.passed else "fails",
                  f"({row['candidates'][label]['posthoc_detail']})"] if posthoc else []),
               f"kept float {len(details.get('kept_float', []))}/{details.get('quantized_layers')}",
+              *([f"(GEMM layers float: {len(details['kept_float_gemm'])})"] if "kept_float_gemm" in details else []),
               f"({transform_s:.0f} s)", flush=True)  # fmt: skip
     for label in [label for label in candidates if label != "fp32"]:
         paired = paired_speedup(timers["fp32"], timers[label], rounds=rounds, round_s=round_s)
@@ -276,6 +283,8 @@ def markdown(out: Path) -> str:
         for label, c in row["candidates"].items():
             speed = c.get("speedup_vs_fp32")
             kept = "-" if label == "fp32" else f"{len(c['kept_float'])}/{c['quantized_layers']}"
+            if c.get("kept_float_gemm") is not None:
+                kept += f" ({len(c['kept_float_gemm'])} GEMM)"
             posthoc = (
                 f"{c['posthoc_error']:.3g} {'pass' if c['posthoc_passed'] else 'FAIL'}" if "posthoc_error" in c else ""
             )
@@ -304,6 +313,10 @@ def main() -> None:
         "--gates", nargs="+", default=["max"], choices=["max", "task", "cosine", "posthoc"], help="gates to repair to"
     )
     parser.add_argument("--non-gemm", action="store_true", help="also int8 with every layer but Conv/Gemm/MatMul float")
+    parser.add_argument(
+        "--repairs", nargs="+", default=["auto"], choices=["auto", "non_gemm_auto"],
+        help="keep_float_layers repairs: auto (repaired), non_gemm_auto (speed-repaired)",
+    )  # fmt: skip
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")
     parser.add_argument(
@@ -324,7 +337,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models:  # one file per model, written as soon as it is measured
         row = measure(
-            name, args.rounds, args.round_s, args.tensorrt_rtx, args.out, args.methods, args.gates, args.non_gemm
+            name,
+            args.rounds,
+            args.round_s,
+            args.tensorrt_rtx,
+            args.out,
+            args.methods,
+            args.gates,
+            args.non_gemm,
+            args.repairs,
         )
         (args.out / f"{name}.json").write_text(json.dumps(row, indent=2, default=str))
         print(f"wrote {args.out / f'{name}.json'}", flush=True)

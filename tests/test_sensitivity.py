@@ -255,3 +255,62 @@ def test_non_gemm_leaves_every_layer_but_the_convolutions_float_without_a_rankin
     assert calls == [] and details["kept_float"] == ["relu"]
     assert all(quantized_inputs(quantized, conv) for conv in ("stem", "fragile", "head"))
     onnx.checker.check_model(quantized)
+
+
+def fused_int8_gemms(quantized: onnx.ModelProto) -> set[str]:
+    """GEMM layers ONNX Runtime can run as INT8 kernels: every input through a DequantizeLinear
+    (weights too) and the output straight into a QuantizeLinear."""
+    producers = {output: node.op_type for node in quantized.graph.node for output in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in quantized.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    return {
+        node.name
+        for node in quantized.graph.node
+        if node.op_type == "Conv"
+        and all(producers.get(name) == "DequantizeLinear" for name in node.input[:2])
+        and consumers.get(node.output[0]) == ["QuantizeLinear"]
+    }
+
+
+def test_non_gemm_auto_floats_the_fewest_convolutions_and_keeps_the_rest_fused():
+    # fragile_model behind two more convolutions: what the repair floats must not cost them.
+    fragile = fragile_model()
+    rng = np.random.default_rng(1)
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in fragile.graph.initializer}
+    weights |= {"w_pre": rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+                "w_pre2": rng.standard_normal((4, 4, 1, 1)).astype(np.float32)}  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w_pre"], ["p"], name="pre"),
+             helper.make_node("Relu", ["p"], ["pr"], name="pre_relu"),
+             helper.make_node("Conv", ["pr", "w_pre2"], ["q"], name="pre2")]  # fmt: skip
+    for node in fragile.graph.node:
+        node.input[:] = ["q" if name == "x" else name for name in node.input]
+        nodes.append(node)
+    model = models.make_model(nodes, {"x": [models.BATCH, 4, 8, 8]}, ["y"], weights)
+    calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
+    quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
+                                        keep="non_gemm_auto", tolerance=GATE)  # fmt: skip
+    assert details["repair_passed"] and "fragile" in details["kept_float_gemm"]
+    assert {"relu", "pre_relu"} <= set(details["kept_float"])
+    assert {"pre", "pre2"}.isdisjoint(details["kept_float_gemm"])
+    assert {"pre", "pre2"} <= fused_int8_gemms(quantized)  # still INT8 kernels
+    assert all(gate_passes(quantized, model, feed) for feed in calibration)  # the gate it repaired to
+    onnx.checker.check_model(quantized)
+
+
+def test_non_gemm_auto_returns_the_whole_int8_graph_when_it_passes(model, calibration):
+    loose = Tolerance(max_error=float("inf"), min_cosine=-1.0)
+    quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
+                                        keep="non_gemm_auto", tolerance=loose)  # fmt: skip
+    assert details["kept_float"] == [] and details["repair_checks"] == 1
+    assert fused_int8_gemms(quantized) == {"stem", "fragile", "head"}
+
+
+def test_keep_float_fused_leaves_a_quantized_convolutions_output_rounded(model, calibration):
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8")
+    assert fused_int8_gemms(quantized) == {"stem", "fragile", "head"}
+    plain = keep_float(quantized, model, ["relu", "head"])
+    fused = keep_float(quantized, model, ["relu", "head"], fused=True)
+    assert fused_int8_gemms(fused) == {"stem", "fragile"}  # relu still reads fragile's rounded output
+    assert fused_int8_gemms(plain) == {"stem"}  # bypassing it left fragile without its output Q
