@@ -550,12 +550,18 @@ def sensitivity_section(study: optuna.Study, best: FrozenTrial | None) -> list[s
         trial = min(quantized, key=lambda t: (t.user_attrs.get("normalized_error", float("inf")), t.number))
     mixed = details(trial)["build"]["mixed_precision"]
     kept = list(mixed.get("kept_float", []))
+    gemm = mixed.get("kept_float_gemm")  # keep_float_layers non_gemm_auto: the GEMM layers are the news
+    named = kept if gemm is None else gemm
+    kept_line = f"{len(kept)} of {mixed.get('quantized_layers', '?')} layers kept in float" + (
+        "" if gemm is None or len(gemm) == len(kept) else
+        f" (every layer but Conv/Gemm/MatMul, and {len(gemm)} of those)"
+    )  # fmt: skip
     lines = [
         f"## Quantization sensitivity (trial {trial.number}, {trial.params.get('precision')})",
         "",
         "Error each quantized layer adds on its own (its output on Q/DQ inputs vs FP32 inputs, worst channel), "
-        f"on calibration samples; {len(kept)} of {mixed.get('quantized_layers', '?')} layers kept in float"
-        + (f": {', '.join(f'`{name}`' for name in kept[:12])}{' ...' if len(kept) > 12 else ''}" if kept else "")
+        f"on calibration samples; {kept_line}"
+        + (f": {', '.join(f'`{name}`' for name in named[:12])}{' ...' if len(named) > 12 else ''}" if named else "")
         + ".",
         "",
     ]

@@ -528,7 +528,8 @@ def quantize_mixed(
             # float. Calibrated once: every candidate is the same Q/DQ graph with bypasses.
             # A graph output's own Q/DQ ranks with the GEMM layers, by its noise (not first, as in
             # `layer_sensitivity`): when a GEMM writes the output, that Q makes it an INT8 kernel.
-            always = [node.name for node in prepared.graph.node if node.op_type not in GEMM_OPS and node.name]
+            ranked = {layer.node for layer in ranking}  # the quantized layers
+            always = [node.name for node in prepared.graph.node if node.op_type not in GEMM_OPS and node.name in ranked]
             gemms = sorted(
                 (layer for layer in ranking if layer.op in GEMM_OPS or layer.node.startswith(OUTPUT_PREFIX)),
                 key=lambda layer: -layer.noise if math.isfinite(layer.noise) else math.inf,
