@@ -420,9 +420,10 @@ def repair(
     return Repair(kept, best, True, checks)
 
 
-KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k, "auto", "non_gemm" or "non_gemm_auto"
+KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k, "auto", "non_gemm", "non_gemm_auto", "gemm_auto"
 NON_GEMM = "non_gemm"  # every layer but Conv/ConvTranspose/Gemm/MatMul float
 NON_GEMM_AUTO = "non_gemm_auto"  # non_gemm, then the fewest most-sensitive GEMM layers float that pass
+GEMM_AUTO = "gemm_auto"  # full INT8 but the fewest most-sensitive GEMM layers float that pass
 
 
 def quantize_mixed(
@@ -456,26 +457,28 @@ def quantize_mixed(
     `keep` = "non_gemm_auto" is the repair for speed on ONNX Runtime's CPU kernels: the fully
     quantized graph if it passes, else `non_gemm` (its GEMM layers fused INT8 kernels), else that
     with the fewest most-sensitive GEMM layers float too (`repair` with `always_float`, `fused`);
-    the model returned is the one checked (no second quantization).
+    the model returned is the one checked (no second quantization). `keep` = "gemm_auto" is the
+    same repair from the fully quantized graph: only GEMM layers are floated, every other layer
+    stays INT8.
 
     Args:
-        keep: 0 (default), a count, "auto", "non_gemm" or "non_gemm_auto".
+        keep: 0 (default), a count, "auto", "non_gemm", "non_gemm_auto" or "gemm_auto".
         tolerance: the gate "auto" repairs to (default `Tolerance()`).
         ranking_cache: a directory for rankings shared between trials (created); default None.
 
     Returns:
         (model, details): details has "quantized_layers" and "kept_float" (node names); when a
         ranking exists, "sensitivity" (the `TOP_OFFENDERS` worst layers) and "ranking_cached"
-        (whether it was read from `ranking_cache`); for "auto" and "non_gemm_auto",
-        "repair_passed" and "repair_checks"; for "non_gemm_auto", "kept_float_gemm" (the GEMM
-        layers among "kept_float").
+        (whether it was read from `ranking_cache`); for "auto", "non_gemm_auto" and "gemm_auto",
+        "repair_passed" and "repair_checks"; for the last two, "kept_float_gemm" (the GEMM layers
+        among "kept_float").
     """
     from autotune.passes.precision import apply_precision, prepare_for_quantization
     from autotune.verify import Tolerance, compare_outputs
 
-    if keep not in ("auto", NON_GEMM, NON_GEMM_AUTO) and (not str(keep).isdigit()):
+    if keep not in ("auto", NON_GEMM, NON_GEMM_AUTO, GEMM_AUTO) and (not str(keep).isdigit()):
         raise ValueError(
-            f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto', '{NON_GEMM}' or '{NON_GEMM_AUTO}'"
+            f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto', '{NON_GEMM}', '{NON_GEMM_AUTO}' or '{GEMM_AUTO}'"
         )
     prepared = prepare_for_quantization(model, precision)
     options: dict[str, Any] = {
@@ -492,7 +495,7 @@ def quantize_mixed(
         quantized = apply_precision(prepared, precision, **options, keep_float=names)
         gemms = sum(1 for node in prepared.graph.node if node.op_type in GEMM_OPS)
         return quantized, {"kept_float": names, "quantized_layers": len(names) + gemms}  # (of the graph's nodes)
-    needs_ranking = keep in ("auto", NON_GEMM_AUTO) or int(keep) > 0
+    needs_ranking = keep in ("auto", NON_GEMM_AUTO, GEMM_AUTO) or int(keep) > 0
     quantized = apply_precision(prepared, precision, **options)
     cache_file = (
         Path(ranking_cache) / f"{_ranking_key(prepared, quantized, calibration_feeds)}.json"
@@ -509,7 +512,7 @@ def quantize_mixed(
         return quantized, details
     details["sensitivity"] = [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]]
     details["quantized_layers"] = len(ranking)
-    if keep in ("auto", NON_GEMM_AUTO):
+    if keep in ("auto", NON_GEMM_AUTO, GEMM_AUTO):
         check_feeds = list(calibration_feeds)[:REPAIR_SAMPLES]
         run_float = _runner(prepared)
         references = [run_float(feed) for feed in check_feeds]
@@ -522,14 +525,17 @@ def quantize_mixed(
                 for feed, reference in zip(check_feeds, references, strict=True)
             )
 
-        if keep == NON_GEMM_AUTO:
-            # Speed first: the fully quantized graph; else only the GEMM layers in INT8, their
-            # INT8 kernels kept fused (`fused`); else also the fewest most-sensitive GEMM layers
-            # float. Calibrated once: every candidate is the same Q/DQ graph with bypasses.
-            # A graph output's own Q/DQ ranks with the GEMM layers, by its noise (not first, as in
-            # `layer_sensitivity`): when a GEMM writes the output, that Q makes it an INT8 kernel.
+        if keep in (NON_GEMM_AUTO, GEMM_AUTO):
+            # Speed first: the fully quantized graph; else (non_gemm_auto) only the GEMM layers in
+            # INT8, their INT8 kernels kept fused (`fused`); else also the fewest most-sensitive
+            # GEMM layers float. Calibrated once: every candidate is the same Q/DQ graph with
+            # bypasses. A graph output's own Q/DQ ranks with the GEMM layers, by its noise (not
+            # first, as in `layer_sensitivity`): when a GEMM writes the output, that Q makes it an
+            # INT8 kernel.
             ranked = {layer.node for layer in ranking}  # the quantized layers
             always = [node.name for node in prepared.graph.node if node.op_type not in GEMM_OPS and node.name in ranked]
+            if keep == GEMM_AUTO:
+                always = []
             gemms = sorted(
                 (layer for layer in ranking if layer.op in GEMM_OPS or layer.node.startswith(OUTPUT_PREFIX)),
                 key=lambda layer: -layer.noise if math.isfinite(layer.noise) else math.inf,
@@ -617,6 +623,7 @@ __all__ = [
     "KEEP_FLOAT_KNOB",
     "NON_GEMM",
     "NON_GEMM_AUTO",
+    "GEMM_AUTO",
     "RANKING_CACHE_DIR",
     "LayerSensitivity",
     "Repair",

@@ -10,6 +10,8 @@ never sees a verification sample), then ONNX Runtime CPU candidates are built:
                          in FP32 so that GATE passes on calibration data
   speed-repaired(GATE) METHOD  keep_float_layers=non_gemm_auto: full INT8, else non_gemm, else that
                          with the fewest most-sensitive Conv/Gemm/MatMul float (--repairs)
+  gemm-repaired(GATE) METHOD   keep_float_layers=gemm_auto: full INT8 but the fewest most-sensitive
+                         Conv/Gemm/MatMul float (--repairs)
 GATE is "max" (autotune's default: max abs error of each output field over its range, 1%) or
 "task" (the model's task gate at 1%, `precision_metrics.TASK_GATES`: top-1 agreement, character
 error rate, detections, text mask), "cosine" (cosine similarity >= 0.99 alone) or "posthoc"
@@ -103,7 +105,7 @@ def measure(
             candidates[f"non_gemm {method}"] = ({**int8, "keep_float_layers": "non_gemm"}, GATE)
         for gate in [gate for gate in gates if gate in judges]:
             for repair in repairs:
-                label = "repaired" if repair == "auto" else "speed-repaired"
+                label = {"auto": "repaired", "non_gemm_auto": "speed-repaired", "gemm_auto": "gemm-repaired"}[repair]
                 candidates[f"{label}({gate}) {method}"] = ({**int8, "keep_float_layers": repair}, judges[gate])
     import onnxruntime as ort
 
@@ -314,8 +316,8 @@ def main() -> None:
     )
     parser.add_argument("--non-gemm", action="store_true", help="also int8 with every layer but Conv/Gemm/MatMul float")
     parser.add_argument(
-        "--repairs", nargs="+", default=["auto"], choices=["auto", "non_gemm_auto"],
-        help="keep_float_layers repairs: auto (repaired), non_gemm_auto (speed-repaired)",
+        "--repairs", nargs="+", default=["auto"], choices=["auto", "non_gemm_auto", "gemm_auto"],
+        help="keep_float_layers repairs: auto (repaired), non_gemm_auto (speed-repaired), gemm_auto (gemm-repaired)",
     )  # fmt: skip
     parser.add_argument("--tensorrt-rtx", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "precision")

@@ -274,8 +274,8 @@ def fused_int8_gemms(quantized: onnx.ModelProto) -> set[str]:
     }
 
 
-def test_non_gemm_auto_floats_the_fewest_convolutions_and_keeps_the_rest_fused():
-    # fragile_model behind two more convolutions: what the repair floats must not cost them.
+def fragile_behind_two_convolutions() -> onnx.ModelProto:
+    """fragile_model behind pre -> pre_relu -> pre2: what a repair floats must not cost them."""
     fragile = fragile_model()
     rng = np.random.default_rng(1)
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in fragile.graph.initializer}
@@ -287,7 +287,11 @@ def test_non_gemm_auto_floats_the_fewest_convolutions_and_keeps_the_rest_fused()
     for node in fragile.graph.node:
         node.input[:] = ["q" if name == "x" else name for name in node.input]
         nodes.append(node)
-    model = models.make_model(nodes, {"x": [models.BATCH, 4, 8, 8]}, ["y"], weights)
+    return models.make_model(nodes, {"x": [models.BATCH, 4, 8, 8]}, ["y"], weights)
+
+
+def test_non_gemm_auto_floats_the_fewest_convolutions_and_keeps_the_rest_fused():
+    model = fragile_behind_two_convolutions()
     calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
     quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
                                         keep="non_gemm_auto", tolerance=GATE)  # fmt: skip
@@ -314,3 +318,15 @@ def test_keep_float_fused_leaves_a_quantized_convolutions_output_rounded(model, 
     fused = keep_float(quantized, model, ["relu", "head"], fused=True)
     assert fused_int8_gemms(fused) == {"stem", "fragile"}  # relu still reads fragile's rounded output
     assert fused_int8_gemms(plain) == {"stem"}  # bypassing it left fragile without its output Q
+
+
+def test_gemm_auto_floats_only_convolutions_and_keeps_every_other_layer_int8():
+    model = fragile_behind_two_convolutions()
+    calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
+    quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
+                                        keep="gemm_auto", tolerance=GATE)  # fmt: skip
+    assert details["repair_passed"] and "fragile" in details["kept_float_gemm"]
+    assert details["kept_float"] == details["kept_float_gemm"]  # no element-wise layer floated
+    assert {"pre", "pre2"} <= fused_int8_gemms(quantized)
+    assert quantized_inputs(quantized, "pre_relu")  # still INT8
+    assert all(gate_passes(quantized, model, feed) for feed in calibration)
