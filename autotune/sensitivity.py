@@ -35,6 +35,7 @@ SENSITIVITY_SAMPLES = 4  # calibration batches the ranking runs on (intermediate
 REPAIR_SAMPLES = 16  # calibration batches the repair's gate checks
 RANKING_CACHE_DIR = "sensitivity-cache"  # beside the trial directories: one ranking per quantized model
 GEMM_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+RANKING_VERSION = b"2"  # in the cache key: rankings before 2 left every biased Conv/Gemm unmeasured
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,9 @@ def layer_sensitivity(
                 if matched is None:
                     float_inputs.append(None)
                     break
+                # (ONNX Runtime dequantizes an int32 bias in float64: the node reads the float's type)
                 float_inputs.append([matched["float"]])
-                quantized_inputs.append([matched["dequantized"]])
+                quantized_inputs.append([np.asarray(matched["dequantized"]).astype(matched["float"].dtype)])
             else:
                 values = activations.get(original) or (
                     [float_initializers[original]] if original in float_initializers else None
@@ -563,7 +565,7 @@ def _ranking_key(
     float_model: onnx.ModelProto, qdq_model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]
 ) -> str:
     """What `layer_sensitivity` depends on, digested: both models and the feeds it ranks on."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(RANKING_VERSION)
     digest.update(float_model.SerializeToString())
     digest.update(qdq_model.SerializeToString())
     for feed in list(feeds)[:SENSITIVITY_SAMPLES]:
