@@ -130,3 +130,35 @@ MODELS: dict[str, Callable[[], Path]] = {
     "bert_base": bert_base,
     "ppocr_v4_det (trained)": ppocr_v4_det,
 }
+
+
+def ddddocr_rec() -> Path:
+    """ddddocr 1.6.1's text recognizer (`common.onnx`: convolutions, an LSTM and a CTC classifier
+    over 8210 characters, trained), from its PyPI wheel; the batch dimension made dynamic (it is
+    declared 1; the graph computes with any). Input [batch, 1, 64, W] grayscale in [0, 1]; output
+    [steps, batch, 8210] (steps first)."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    import onnx
+
+    path = CACHE_DIR / "ddddocr_rec.onnx"
+    if not path.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "ddddocr==1.6.1", "-d", tmp], check=True
+            )
+            wheel = next(Path(tmp).glob("ddddocr-*.whl"))
+            with zipfile.ZipFile(wheel) as archive:
+                model = onnx.load_from_string(archive.read("ddddocr/common.onnx"))
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+        for output in model.graph.output:  # declared [1, seqlen]; it is [steps, batch, classes]
+            dims = output.type.tensor_type.shape.dim
+            del dims[:]
+            for name in ("steps", "batch", "classes"):
+                dims.add().dim_param = name
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(path))
+    return path

@@ -1,17 +1,21 @@
-"""Real inputs for the PP-OCR classifier and recognizer: text-line crops of the rendered pages in
-bench/models/ppocr_v4_det_inputs.npz, found by the PP-OCRv4 detector itself.
+"""Real inputs for bench/precision.py: `--pages` rendered text pages for the detectors
+(`gpu_grid.text_page_inputs`: bench/models/yolox_det_inputs.npz, ppocr_v4_det_inputs.npz), and for
+the PP-OCR classifier and recognizer, text-line crops of those pages found by the PP-OCRv4
+detector itself.
 
 The detector's probability map (> 0.3) is cut into text lines: rows of the map with text form
 bands, and each band's text columns give a box. Each box is cropped from the page (the
 detector's ImageNet normalization undone), resized to height 48, padded right to the model's
 width (192 for the classifier, 320 for the recognizer) and normalized as PaddleOCR does,
-(x / 255 - 0.5) / 0.5. Writes ppocr_cls_inputs.npz and ppocr_v4_rec_inputs.npz (16 crops each).
+(x / 255 - 0.5) / 0.5. Writes ppocr_cls_inputs.npz and ppocr_v4_rec_inputs.npz (two crops per
+page, spread over the pages).
 
-    .venv/bin/python bench/precision_inputs.py
+    .venv/bin/python bench/precision_inputs.py --pages 16     # the third pass of bench/PRECISION.md
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +24,6 @@ from PIL import Image
 
 MODELS = Path(__file__).resolve().parent / "models"
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
-CROPS = 16
 
 
 def text_boxes(probability: np.ndarray, threshold: float = 0.3) -> list[tuple[int, int, int, int]]:
@@ -54,7 +57,46 @@ def crop_tensor(page: np.ndarray, box: tuple[int, int, int, int], width: int) ->
     return tensor
 
 
+def captcha_lines(count: int, width: int = 200) -> None:
+    """ddddocr_rec_inputs.npz: `count` captcha-like lines (seeded): 4-7 random letters and digits,
+    a DejaVu font at 30-40 px, each character a little rotated and offset, dark on a light random
+    background with two noise lines; grayscale 64 x `width` in [0, 1], as ddddocr feeds its
+    recognizer (height 64, /255). ddddocr reads such lines right (the recognizer's own output is
+    the reference, so the text itself is not needed)."""
+    from PIL import ImageDraw, ImageFont
+
+    rng = np.random.default_rng(1)
+    alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    fonts = [f"/usr/share/fonts/truetype/dejavu/{n}.ttf" for n in ("DejaVuSans", "DejaVuSerif-Bold", "DejaVuSansMono")]
+    lines = []
+    for _ in range(count):
+        image = Image.new("L", (width, 64), int(rng.integers(170, 256)))
+        draw = ImageDraw.Draw(image)
+        x = int(rng.integers(4, 20))
+        for char in rng.choice(list(alphabet), int(rng.integers(4, 8))):
+            font = ImageFont.truetype(fonts[int(rng.integers(0, 3))], int(rng.integers(30, 41)))
+            glyph = Image.new("L", (48, 56), 0)
+            ImageDraw.Draw(glyph).text((4, 2), str(char), fill=255, font=font)
+            glyph = glyph.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
+            image.paste(int(rng.integers(0, 80)), (x, int(rng.integers(0, 10))), glyph)
+            x += int(rng.integers(20, 28))
+            if x > width - 30:
+                break
+        for _ in range(2):
+            draw.line([tuple(int(v) for v in rng.integers(0, [width, 64])) for _ in range(2)],
+                      fill=int(rng.integers(60, 140)), width=1)  # fmt: skip
+        lines.append(np.asarray(image, np.float32)[None] / 255.0)
+    np.savez(MODELS / "ddddocr_rec_inputs.npz", input1=np.stack(lines))
+    print(f"ddddocr_rec_inputs.npz: {len(lines)} lines")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=16, help="rendered pages (seeded); two crops per page")
+    args = parser.parse_args()
+    from gpu_grid import text_page_inputs
+
+    text_page_inputs(count=args.pages)
     with np.load(MODELS / "ppocr_v4_det_inputs.npz") as data:
         pages = data["x"]
     session = ort.InferenceSession(str(MODELS / "ppocr_v4_det.onnx"), providers=["CPUExecutionProvider"])
@@ -66,7 +108,8 @@ def main() -> None:
     rank = {
         id(item): sum(1 for other in boxes[:position] if other[0] == item[0]) for position, item in enumerate(boxes)
     }
-    chosen = sorted(boxes, key=lambda item: rank[id(item)])[:CROPS]
+    chosen = sorted(boxes, key=lambda item: rank[id(item)])[: 2 * args.pages]
+    captcha_lines(2 * args.pages)
     for name, width in (("ppocr_cls", 192), ("ppocr_v4_rec", 320)):
         crops = np.stack([crop_tensor(pages[index], box, width) for index, box in chosen])
         np.savez(MODELS / f"{name}_inputs.npz", x=crops)

@@ -7,7 +7,8 @@ when bench/precision.py runs); each returns autotune's metric verdict
 - `ctc_text`: recognizer (PP-OCR rec, [samples, steps, classes] probabilities): the greedy CTC
   decoding (argmax per step, repeats merged, blank 0 dropped) against the reference's; error =
   character error rate (edit distance over the reference's characters, all samples); passes at
-  <= 1%. (The detail also counts the texts that differ at all.)
+  <= 1%. (The detail also counts the texts that differ at all.) `ctc_text_steps_first`: the same
+  for [steps, samples, classes] (ddddocr's recognizer).
 - `detections`: YOLOX-style decoded output ([images, anchors, cx cy w h obj cls]): detections
   (obj x cls >= 0.3, NMS at IoU 0.45) matched one-to-one to the reference's at IoU >= 0.5
   (PASCAL VOC's criterion); error = 1 - F1 of that matching; passes at <= 1% (with ~100 boxes:
@@ -73,6 +74,14 @@ def ctc_text(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray])
     return _verdict(
         edits / characters,
         f"character error rate {edits}/{characters}; {differ} of {len(ref)} decoded texts differ",
+    )
+
+
+def ctc_text_steps_first(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    """`ctc_text` for a recognizer whose output is [steps, samples, classes] (ddddocr's)."""
+    return ctc_text(
+        {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in candidate.items()},
+        {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in reference.items()},
     )
 
 
@@ -217,6 +226,7 @@ def text_boxes(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray
 TASK_GATES = {
     "ppocr_cls": "top1",
     "ppocr_v4_rec": "precision_metrics:ctc_text",
+    "ddddocr_rec": "precision_metrics:ctc_text_steps_first",
     "yolox_det": "precision_metrics:detections",
     "ppocr_v4_det": "precision_metrics:text_mask",
 }
