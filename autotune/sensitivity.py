@@ -515,10 +515,9 @@ def quantize_mixed(
     details["sensitivity"] = [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]]
     details["quantized_layers"] = len(ranking)
     if keep in ("auto", NON_GEMM_AUTO, GEMM_AUTO):
-        check_feeds = list(calibration_feeds)[:REPAIR_SAMPLES]
         run_float = _runner(prepared)
-        references = [run_float(feed) for feed in check_feeds]
         gate = tolerance if tolerance is not None else Tolerance()
+        check_feeds, references = _gate_batches(run_float, list(calibration_feeds)[:REPAIR_SAMPLES], gate)
 
         def passes(candidate: onnx.ModelProto) -> bool:
             run = _runner(candidate)
@@ -608,6 +607,25 @@ def _quantized_layer_count(qdq_model: onnx.ModelProto) -> int:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized.intersection(node.input)
     )
     return nodes + sum(1 for output in qdq_model.graph.output if output.name in dequantized)
+
+
+def _gate_batches(
+    run_float: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+    feeds: list[dict[str, np.ndarray]],
+    gate: Tolerance,
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The feeds the repair's gate judges, and the float outputs on them. A task metric reads the
+    calibration set as one batch where the model takes it, as the trial's verification reads its
+    samples: a character error rate or an AP judged one sample at a time fails on a single
+    character or box (it floated most of a recognizer). The error gates, and a model that will not
+    take the batch, judge each feed (every one must pass)."""
+    if gate.metric and len(feeds) > 1 and all(feed.keys() == feeds[0].keys() for feed in feeds):
+        try:
+            stacked = {name: np.concatenate([feed[name] for feed in feeds]) for name in feeds[0]}
+            return [stacked], [run_float(stacked)]
+        except Exception:  # noqa: BLE001 - shapes differ, or a fixed batch: judged one by one
+            pass
+    return feeds, [run_float(feed) for feed in feeds]
 
 
 def _runner(model: onnx.ModelProto) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:

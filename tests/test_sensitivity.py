@@ -349,3 +349,23 @@ def test_convolutions_with_a_bias_are_measured_not_ranked_last_unmeasured():
     quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8")
     conv = next(layer for layer in layer_sensitivity(model, quantized, calibration) if layer.node == "conv")
     assert 0 < conv.noise < 0.1 and np.isfinite(conv.sqnr_db)
+
+
+SEEN_BATCHES: list[int] = []
+
+
+def batch_recording_metric(candidate, reference):
+    """A task metric (`Tolerance(metric="test_sensitivity:batch_recording_metric")`) that passes
+    and records the batch it judged."""
+    SEEN_BATCHES.append(int(next(iter(candidate.values())).shape[0]))
+    return {"error": 0.0, "passed": True, "detail": "recorded"}
+
+
+def test_the_repairs_gate_judges_the_calibration_set_as_one_batch(model, calibration):
+    # A character error rate or an AP judged one sample at a time fails on one character or box;
+    # the trial's verification judges its samples together, and so does the repair.
+    SEEN_BATCHES.clear()
+    gate = Tolerance(metric="test_sensitivity:batch_recording_metric")
+    quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
+                                        keep="non_gemm_auto", tolerance=gate)  # fmt: skip
+    assert details["kept_float"] == [] and SEEN_BATCHES == [len(calibration)]
