@@ -8,7 +8,8 @@ bands, and each band's text columns give a box. Each box is cropped from the pag
 detector's ImageNet normalization undone), resized to height 48, padded right to the model's
 width (192 for the classifier, 320 for the recognizer) and normalized as PaddleOCR does,
 (x / 255 - 0.5) / 0.5. Writes ppocr_cls_inputs.npz and ppocr_v4_rec_inputs.npz (two crops per
-page, spread over the pages).
+page, spread over the pages), and ddddocr_rec_inputs.npz (8 captcha-like lines per page,
+`captcha_lines`).
 
     .venv/bin/python bench/precision_inputs.py --pages 16     # the third pass of bench/PRECISION.md
 """
@@ -109,7 +110,7 @@ def main() -> None:
         id(item): sum(1 for other in boxes[:position] if other[0] == item[0]) for position, item in enumerate(boxes)
     }
     chosen = sorted(boxes, key=lambda item: rank[id(item)])[: 2 * args.pages]
-    captcha_lines(2 * args.pages)
+    captcha_lines(8 * args.pages)  # small and fast: enough lines that 1% is a few characters
     for name, width in (("ppocr_cls", 192), ("ppocr_v4_rec", 320)):
         crops = np.stack([crop_tensor(pages[index], box, width) for index, box in chosen])
         np.savez(MODELS / f"{name}_inputs.npz", x=crops)
