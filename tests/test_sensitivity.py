@@ -369,3 +369,22 @@ def test_the_repairs_gate_judges_the_calibration_set_as_one_batch(model, calibra
     quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
                                         keep="non_gemm_auto", tolerance=gate)  # fmt: skip
     assert details["kept_float"] == [] and SEEN_BATCHES == [len(calibration)]
+
+
+def test_the_repair_checks_its_gate_on_samples_the_quantizer_did_not_calibrate_on(model, monkeypatch):
+    import autotune.passes.precision as precision
+
+    feeds = [models.random_feeds(model, batch=1, seed=seed) for seed in range(8)]
+    calibrated_on = []
+    real = precision.apply_precision
+
+    def recording(*args, calibration_feeds, **kwargs):
+        calibrated_on.append([feed["x"] for feed in calibration_feeds])
+        return real(*args, calibration_feeds=calibration_feeds, **kwargs)
+
+    monkeypatch.setattr(precision, "apply_precision", recording)
+    SEEN_BATCHES.clear()
+    gate = Tolerance(metric="test_sensitivity:batch_recording_metric")
+    quantize_mixed(model, "int8", calibration_feeds=feeds, scheme="asymmetric_u8", keep="non_gemm_auto", tolerance=gate)
+    assert [len(batches) for batches in calibrated_on] == [4] and SEEN_BATCHES == [4]
+    assert all(x is feed["x"] for x, feed in zip(calibrated_on[0], feeds[0::2], strict=True))
