@@ -550,11 +550,11 @@ def quantize_mixed(
             always = [node.name for node in prepared.graph.node if node.op_type not in GEMM_OPS and node.name in ranked]
             if keep == GEMM_AUTO:
                 always = []
-            gemms = sorted(
+            gemm_ranking = sorted(
                 (layer for layer in ranking if layer.op in GEMM_OPS or layer.node.startswith(OUTPUT_PREFIX)),
                 key=lambda layer: -layer.noise if math.isfinite(layer.noise) else math.inf,
             )
-            repaired = repair(quantized, prepared, gemms, passes, always_float=always, fused=True)
+            repaired = repair(quantized, prepared, gemm_ranking, passes, always_float=always, fused=True)
             details["kept_float"] = repaired.kept_float
             details["kept_float_gemm"] = [name for name in repaired.kept_float if name not in set(always)]
             details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
