@@ -70,21 +70,14 @@ PAIRED_ROUNDS = 21
 def export_models() -> dict[str, str]:
     """The trained detectors, here (no GPU needed): PP-OCRv4 det (rapidocr-onnxruntime wheel)
     and YOLOX from the ddddocr 1.6.1 wheel with its box decode appended (`yolox_pixels`)."""
-    from models import ppocr_v4_det
+    from models import ddddocr_file, ppocr_v4_det
 
     out = {"ppocr_v4_det": str(ppocr_v4_det())}
     path = MODELS / "yolox_det.onnx"
     if not path.exists():
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "ddddocr==1.6.1", "-d", tmp], check=True
-            )
-            import zipfile
-
-            wheel = next(Path(tmp).glob("ddddocr-*.whl"))
-            with zipfile.ZipFile(wheel) as archive:
-                source = Path(tmp) / "common_det.onnx"
-                source.write_bytes(archive.read("ddddocr/common_det.onnx"))
+            source = Path(tmp) / "common_det.onnx"
+            source.write_bytes(ddddocr_file("ddddocr/common_det.onnx"))
             yolox_pixels(source, path)
     out["yolox_det"] = str(path)
     out.update(text_page_inputs())

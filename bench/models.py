@@ -132,27 +132,31 @@ MODELS: dict[str, Callable[[], Path]] = {
 }
 
 
-def ddddocr_rec() -> Path:
-    """ddddocr 1.6.1's text recognizer (`common.onnx`: convolutions, an LSTM and a CTC classifier
-    over 8210 characters, trained), from its PyPI wheel; the batch dimension made dynamic (it is
-    declared 1; the graph computes with any). Input [batch, 1, 64, W] grayscale in [0, 1]; output
-    [steps, batch, 8210] (steps first)."""
+def ddddocr_file(member: str) -> bytes:
+    """A file of ddddocr 1.6.1's wheel (its trained models ship in it), by pip download."""
     import subprocess
     import sys
     import tempfile
     import zipfile
 
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "ddddocr==1.6.1", "-d", tmp], check=True
+        )
+        with zipfile.ZipFile(next(Path(tmp).glob("ddddocr-*.whl"))) as archive:
+            return archive.read(member)
+
+
+def ddddocr_rec() -> Path:
+    """ddddocr 1.6.1's text recognizer (`common.onnx`: convolutions, an LSTM and a CTC classifier
+    over 8210 characters, trained), from its PyPI wheel; the batch dimension made dynamic (it is
+    declared 1; the graph computes with any). Input [batch, 1, 64, W] grayscale in [0, 1]; output
+    [steps, batch, 8210] (steps first)."""
     import onnx
 
     path = CACHE_DIR / "ddddocr_rec.onnx"
     if not path.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "ddddocr==1.6.1", "-d", tmp], check=True
-            )
-            wheel = next(Path(tmp).glob("ddddocr-*.whl"))
-            with zipfile.ZipFile(wheel) as archive:
-                model = onnx.load_from_string(archive.read("ddddocr/common.onnx"))
+        model = onnx.load_from_string(ddddocr_file("ddddocr/common.onnx"))
         model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
         for output in model.graph.output:  # declared [1, seqlen]; it is [steps, batch, classes]
             dims = output.type.tensor_type.shape.dim
