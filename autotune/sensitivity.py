@@ -526,7 +526,7 @@ def quantize_mixed(
         return quantized, details
     details["sensitivity"] = [layer.as_dict() for layer in ranking[:TOP_OFFENDERS]]
     details["quantized_layers"] = len(ranking)
-    if keep in ("auto", NON_GEMM_AUTO, GEMM_AUTO):
+    if repairing:
         run_float = _runner(prepared)
         gate = tolerance if tolerance is not None else Tolerance()
         check = list(repair_feeds if repair_feeds is not None else calibration_feeds)[:REPAIR_SAMPLES]
@@ -556,7 +556,8 @@ def quantize_mixed(
             )
             repaired = repair(quantized, prepared, gemm_ranking, passes, always_float=always, fused=True)
             details["kept_float"] = repaired.kept_float
-            details["kept_float_gemm"] = [name for name in repaired.kept_float if name not in set(always)]
+            elementwise = set(always)
+            details["kept_float_gemm"] = [name for name in repaired.kept_float if name not in elementwise]
             details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
             return repaired.model, details
         repaired = repair(quantized, prepared, ranking, passes)
