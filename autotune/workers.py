@@ -396,7 +396,11 @@ class RayExecutor(Executor):
             local cluster whose resources cap the trials running at once at `workers`; None:
             on GPU targets (on a CPU target the driver's ask and tell would share the measured
             cores). Default: None.
-        warm_up (bool): have every worker import what a trial needs at once. Default: True.
+        warm_up (bool | None): have every worker import what a trial needs at once; None: on
+            a cluster the executor starts itself. On a joined cluster a warm-up task holds a
+            node's GPU while it imports, and the first trials, queued at the other node's
+            raylet, waited there for its GPU (a CI run saw every trial of a two-node study on
+            one node). Default: None.
     """
 
     def __init__(
@@ -407,7 +411,7 @@ class RayExecutor(Executor):
         address: str | None = None,
         trial_timeout_s: float | None = None,
         prefetch: bool | None = None,
-        warm_up: bool = True,
+        warm_up: bool | None = None,
     ) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address is None:
@@ -468,7 +472,8 @@ class RayExecutor(Executor):
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)
         # Every worker imports while the driver prepares; the trials then reuse warm workers.
-        self._warm = [ray.remote(**options)(_remote_warm).remote() for _ in range(workers if warm_up else 0)]
+        warm = address is None if warm_up is None else warm_up
+        self._warm = [ray.remote(**options)(_remote_warm).remote() for _ in range(workers if warm else 0)]
         self._paired_task = ray.remote(**options)(_remote_paired)  # where a trial would run
         self._profile_task = ray.remote(**options)(_remote_profile)
         self._model_refs: dict[str, Any] = {}

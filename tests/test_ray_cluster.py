@@ -39,10 +39,10 @@ def test_joining_a_cluster_leaves_ray_node_addresses_as_the_environment_sets_the
     executor = workers.RayExecutor(1, address=cluster.address)
     try:
         assert calls == [] and not executor.owns_cluster
-        # No prefetch on a joined cluster: a queued trial can wait at one node's raylet for its
-        # GPU while the other node's GPU is free.
-        gpus = workers.RayExecutor(2, gpu=True, address=cluster.address, warm_up=False)
-        assert (gpus.prefetch, gpus.capacity) == (False, 2)
+        # No prefetch and no warm-up on a joined cluster: a queued trial can wait at one node's
+        # raylet for its GPU while the other node's GPU is free (or held by a warm-up).
+        gpus = workers.RayExecutor(2, gpu=True, address=cluster.address)
+        assert (gpus.prefetch, gpus.capacity, gpus._warm) == (False, 2, [])
     finally:
         import ray
 
