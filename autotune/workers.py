@@ -455,7 +455,8 @@ class RayExecutor(Executor):
         # Not on a joined cluster: Ray queues a waiting task at one node's raylet, where it may
         # wait for that node's GPU while another node's is free (seen: every trial on one node).
         capped = _visible_gpus() <= workers if gpu else workers == 1
-        self.prefetch = (gpu if prefetch is None else prefetch) and capped and address is None
+        joined = address is not None
+        self.prefetch = (gpu if prefetch is None else prefetch) and capped and not joined
         if self.prefetch:
             self.core_sets = self.core_sets * 2
         self.capacity = len(self.core_sets)
@@ -472,7 +473,7 @@ class RayExecutor(Executor):
             options["num_cpus"] = 1 if address is not None else max(len(self.core_sets[0] or [1]), 1)
         self._task = ray.remote(**options)(_remote_trial)
         # Every worker imports while the driver prepares; the trials then reuse warm workers.
-        warm = address is None if warm_up is None else warm_up
+        warm = not joined if warm_up is None else warm_up
         self._warm = [ray.remote(**options)(_remote_warm).remote() for _ in range(workers if warm else 0)]
         self._paired_task = ray.remote(**options)(_remote_paired)  # where a trial would run
         self._profile_task = ray.remote(**options)(_remote_profile)

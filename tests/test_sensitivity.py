@@ -290,11 +290,17 @@ def fragile_behind_two_convolutions() -> onnx.ModelProto:
     return models.make_model(nodes, {"x": [models.BATCH, 4, 8, 8]}, ["y"], weights)
 
 
-def test_non_gemm_auto_floats_the_fewest_convolutions_and_keeps_the_rest_fused():
+def repaired_behind_two_convolutions(keep: str):
+    """(model, calibration feeds, repaired model, details) of `fragile_behind_two_convolutions`."""
     model = fragile_behind_two_convolutions()
     calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
     quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
-                                        keep="non_gemm_auto", tolerance=GATE)  # fmt: skip
+                                        keep=keep, tolerance=GATE)  # fmt: skip
+    return model, calibration, quantized, details
+
+
+def test_non_gemm_auto_floats_the_fewest_convolutions_and_keeps_the_rest_fused():
+    model, calibration, quantized, details = repaired_behind_two_convolutions("non_gemm_auto")
     assert details["repair_passed"] and "fragile" in details["kept_float_gemm"]
     assert {"relu", "pre_relu"} <= set(details["kept_float"])
     assert {"pre", "pre2"}.isdisjoint(details["kept_float_gemm"])
@@ -321,10 +327,7 @@ def test_keep_float_fused_leaves_a_quantized_convolutions_output_rounded(model, 
 
 
 def test_gemm_auto_floats_only_convolutions_and_keeps_every_other_layer_int8():
-    model = fragile_behind_two_convolutions()
-    calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
-    quantized, details = quantize_mixed(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8",
-                                        keep="gemm_auto", tolerance=GATE)  # fmt: skip
+    model, calibration, quantized, details = repaired_behind_two_convolutions("gemm_auto")
     assert details["repair_passed"] and "fragile" in details["kept_float_gemm"]
     assert details["kept_float"] == details["kept_float_gemm"]  # no element-wise layer floated
     assert {"pre", "pre2"} <= fused_int8_gemms(quantized)
@@ -388,3 +391,22 @@ def test_the_repair_checks_its_gate_on_samples_the_quantizer_did_not_calibrate_o
     quantize_mixed(model, "int8", calibration_feeds=feeds, scheme="asymmetric_u8", keep="non_gemm_auto", tolerance=gate)
     assert [len(batches) for batches in calibrated_on] == [4] and SEEN_BATCHES == [4]
     assert all(x is feed["x"] for x, feed in zip(calibrated_on[0], feeds[0::2], strict=True))
+
+
+def test_the_report_names_the_convolutions_a_speed_repair_kept_float():
+    import optuna
+
+    from autotune.report import sensitivity_section
+
+    mixed = {"kept_float": ["relu", "pre_relu", "fragile"], "kept_float_gemm": ["fragile"], "quantized_layers": 6,
+             "sensitivity": [{"node": "fragile", "op": "Conv", "noise": 1.0, "sqnr_db": 0.0, "tensor": "a"}]}  # fmt: skip
+    study = optuna.create_study()
+    trial = optuna.trial.create_trial(
+        params={"precision": "int8"},
+        distributions={"precision": optuna.distributions.CategoricalDistribution(["fp32", "int8"])},
+        value=1.0,
+        user_attrs={"details": {"build": {"mixed_precision": mixed}}, "normalized_error": 0.0},
+    )
+    study.add_trial(trial)
+    text = "\n".join(sensitivity_section(study, study.trials[0]))
+    assert "3 of 6 layers kept in float (every layer but Conv/Gemm/MatMul, and 1 of those): `fragile`." in text
