@@ -147,6 +147,27 @@ def ddddocr_file(member: str) -> bytes:
             return archive.read(member)
 
 
+def ddddocr_charset() -> list[str]:
+    """The 8210 characters of ddddocr_rec's output classes (its wheel's `CHARSET_BETA`, which
+    ddddocr pairs with `common.onnx`; class 0 is the CTC blank ""), cached as JSON."""
+    import ast
+    import json
+
+    path = CACHE_DIR / "ddddocr_charset.json"
+    if not path.exists():
+        tree = ast.parse(ddddocr_file("ddddocr/charsets.py"))
+        values = {
+            target.id: node.value
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ast.literal_eval(values["CHARSET_BETA"]), ensure_ascii=False))
+    return json.loads(path.read_text())
+
+
 def ddddocr_rec() -> Path:
     """ddddocr 1.6.1's text recognizer (`common.onnx`: convolutions, an LSTM and a CTC classifier
     over 8210 characters, trained), from its PyPI wheel; the batch dimension made dynamic (it is

