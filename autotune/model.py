@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -408,6 +408,69 @@ def check_inputs_match_shapes(
                 f"--shape {name}:{wanted}: conflicts with --inputs {where}, where {name!r} has shape "
                 f"{list(array.shape)}; drop --shape (the inputs fix the shape) or give inputs of that shape"
             )
+
+
+def verification_feeds(
+    pool: Mapping[str, np.ndarray], batch_size: int, dynamic_batch: bool
+) -> list[dict[str, np.ndarray]]:
+    """Every sample of the held-out pool once, in feeds of `batch_size` (the last one topped up
+    from the pool's start, as `feeds_at_batch` tops up a pool smaller than the batch); the pool
+    itself, one feed, where the batch is static. `join_outputs` makes their outputs one."""
+    if not dynamic_batch or not pool:
+        return [dict(pool)]
+    count = next(iter(pool.values())).shape[0]
+    feeds = []
+    for start in range(0, max(count, 1), batch_size):
+        index = np.arange(start, start + batch_size) % count
+        feeds.append({name: np.ascontiguousarray(array[index]) for name, array in pool.items()})
+    return feeds
+
+
+def output_batch_axes(run: Any, pool: Mapping[str, np.ndarray]) -> dict[str, int | None]:
+    """Which axis of each output holds the samples (ddddocr's recognizer writes [steps, batch,
+    classes]): the one axis whose size changes between one sample and two, run through `run`
+    (feeds -> outputs by name); None for an output of the same shape at both (no batch axis)."""
+    one, two = (run(feeds_at_batch(pool, batch, True)) for batch in (1, 2))
+    axes: dict[str, int | None] = {}
+    for name, value in one.items():
+        changed = [axis for axis, (a, b) in enumerate(zip(value.shape, two[name].shape, strict=False)) if a != b]
+        axes[name] = changed[0] if changed else None
+    return axes
+
+
+def join_outputs(
+    parts: Sequence[Mapping[str, np.ndarray]], count: int, axes: Mapping[str, int | None]
+) -> dict[str, np.ndarray]:
+    """The outputs of `verification_feeds`' feeds as the pool's: each output concatenated along
+    its batch axis (`axes`) and cut to the pool's `count` samples; an output without one is the
+    first feed's."""
+    joined = {}
+    for name, first in parts[0].items():
+        axis = axes.get(name)
+        if axis is None:
+            joined[name] = first
+            continue
+        whole = first if len(parts) == 1 else np.concatenate([part[name] for part in parts], axis=axis)
+        joined[name] = np.take(whole, np.arange(min(count, whole.shape[axis])), axis=axis)
+    return joined
+
+
+def axes_like(parts: Sequence[Mapping[str, np.ndarray]], reference: Mapping[str, np.ndarray]) -> dict[str, int | None]:
+    """The batch axes of `join_outputs` read off a joined reference: the one axis on which a
+    feed's output and the reference differ (None where they do not: no batch axis, or the feed
+    is the whole pool). A second differing axis means the outputs cannot be matched."""
+    axes: dict[str, int | None] = {}
+    for name, value in parts[0].items():
+        if name not in reference:
+            continue
+        target = reference[name].shape
+        changed = [axis for axis, (a, b) in enumerate(zip(value.shape, target, strict=False)) if a != b]
+        if len(changed) > 1 or value.ndim != len(target):
+            raise ValueError(
+                f"output {name!r}: shape {list(value.shape)} per batch cannot make the reference's {list(target)}"
+            )
+        axes[name] = changed[0] if changed else None
+    return axes
 
 
 def pool_sha256(pool: Mapping[str, np.ndarray]) -> str:

@@ -25,7 +25,7 @@ import onnx
 from autotune.errors import AutotuneError, condense_reason
 from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
 from autotune.measure import StopRule, measure_latency
-from autotune.model import feeds_at_batch
+from autotune.model import axes_like, feeds_at_batch, join_outputs, verification_feeds
 from autotune.sensitivity import RANKING_CACHE_DIR
 from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
@@ -45,7 +45,8 @@ class TrialRequest:
         target_options (TargetOptions): study-wide target settings.
         input_pool (dict): the fixed input samples (dim 0 = samples when batch is dynamic).
         dynamic_batch (bool): whether dim 0 of every input is a batch dimension.
-        reference_outputs (dict): FP32 reference outputs keyed by batch size.
+        reference_outputs (dict): FP32 reference outputs on every sample of `input_pool`, keyed
+            by the batch size they were run at (`autotune.study.compute_references`).
         tolerance (Tolerance): accuracy tolerance.
         stop_rule (StopRule): benchmark stop rule.
         workdir (Path): this trial's directory (created).
@@ -232,12 +233,17 @@ def run_trial(request: TrialRequest) -> TrialResult:
             result.state = "complete"
             return result
 
-        feeds = feeds_at_batch(request.input_pool, batch_size, request.dynamic_batch)
+        dynamic = request.dynamic_batch
+        feeds = feeds_at_batch(request.input_pool, batch_size, dynamic)
         with target.open(built, request.config) as session:
             stage = _enter(request, "verify")
             t0 = time.perf_counter()
-            outputs = session.infer(feeds)
-            report = compare_outputs(outputs, request.reference_outputs[batch_size], request.tolerance)
+            # every held-out sample, in batches of the trial's size (not only the first batch)
+            parts = [session.infer(part) for part in verification_feeds(request.input_pool, batch_size, dynamic)]
+            reference = request.reference_outputs[batch_size]
+            count = next(iter(request.input_pool.values())).shape[0] if request.input_pool else 0
+            outputs = join_outputs(parts, count, axes_like(parts, reference))
+            report = compare_outputs(outputs, reference, request.tolerance)
             result.accuracy = report.as_dict()
             # numpy's stub checks **kwds against the keyword allow_pickle: bool as well
             np.savez(request.workdir / OUTPUTS_FILE, **outputs)  # type: ignore[arg-type]

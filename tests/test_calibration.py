@@ -144,3 +144,62 @@ def test_status_shows_the_split_sizes_and_an_int8_trial_runs_on_it(tiny_model, t
     out = " ".join(capsys.readouterr().out.split())
     assert "3 calibrate int8/fp8, 3 held out" in out
     assert (results / "tiny" / "calibration.npz").exists()
+
+
+def _steps_first_model(path):
+    """x [N, 3, 4] -> y = Transpose(x) [3, N, 4]: samples on axis 1, as ddddocr's recognizer."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2])],
+        "steps_first",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, "N", 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_verification_runs_every_held_out_sample_and_joins_outputs_on_their_batch_axis(tmp_path):
+    from autotune.model import axes_like, fp32_cpu_session, join_outputs, output_batch_axes, verification_feeds
+
+    session = fp32_cpu_session(_steps_first_model(tmp_path / "steps.onnx"))
+
+    def run(feeds):
+        return {"y": session.run(["y"], feeds)[0]}
+
+    pool = {"x": np.arange(5 * 12, dtype=np.float32).reshape(5, 3, 4)}
+    feeds = verification_feeds(pool, 2, True)
+    assert [f["x"].shape[0] for f in feeds] == [2, 2, 2]  # the last one topped up from the start
+    assert np.array_equal(feeds[2]["x"], pool["x"][[4, 0]])
+    axes = output_batch_axes(run, pool)
+    assert axes == {"y": 1}
+    parts = [run(f) for f in feeds]
+    joined = join_outputs(parts, 5, axes)
+    assert np.array_equal(joined["y"], run(pool)["y"])  # every sample once, in order
+    assert axes_like(parts, joined) == {"y": 1}
+    with pytest.raises(ValueError, match="output 'y'"):
+        axes_like(parts, {"y": np.zeros((4, 5, 4), np.float32)})  # two axes differ: no way to match
+
+
+def test_a_trial_verifies_on_every_held_out_sample_not_only_its_first_batch(tiny_model, tmp_path):
+    """10 samples: 5 held out; a batch-2 trial runs them as 3 batches and compares all 5 (it used
+    to compare the first batch of 2 only, so a sample beyond it could never fail a trial)."""
+    space = tmp_path / "space.yaml"
+    space.write_text("target: onnxruntime\nknobs:\n  batch_size: {type: categorical, choices: [2], default: 2}\n")
+    rng = np.random.default_rng(4)
+    pool = rng.standard_normal((10, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", x=pool)
+    results = tmp_path / "results"
+    assert main(["start", str(tiny_model), "--inputs", str(tmp_path / "inputs.npz"), "--space", str(space),
+                 "--metric", "top1", "--trials", "1", "--foreground", "--max-measure-s", "0.2",
+                 "--results-dir", str(results)]) == 0  # fmt: skip
+    with np.load(results / "tiny" / "trials" / "0" / "outputs.npz") as saved:
+        outputs = saved["y"]
+    held_out = pool[1::2]
+    from autotune.model import fp32_cpu_session
+
+    expected = fp32_cpu_session(tiny_model).run(["y"], {"x": held_out})[0]
+    assert outputs.shape == (5, 5)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autotune.model import feeds_at_batch, fp32_cpu_session
+from autotune.model import fp32_cpu_session, join_outputs, output_batch_axes, verification_feeds
 from autotune.verify import Tolerance
 
 if TYPE_CHECKING:
@@ -16,16 +16,23 @@ if TYPE_CHECKING:
 
 def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     """FP32 reference outputs of the original model (ONNX Runtime CPU, no graph
-    optimizations) for every batch size the space may pick."""
+    optimizations) on every held-out sample, run in batches of each batch size the space may
+    pick (`verification_feeds`, as the trials run them) and joined (`join_outputs`)."""
     if spec.target_options.build_only:
         return {}  # nothing runs, nothing is compared
     session = fp32_cpu_session(spec.model.path)
     names = [o.name for o in session.get_outputs()]
-    references = {}
-    for batch in spec.batch_sizes():
-        feeds = feeds_at_batch(spec.input_pool, batch, spec.model.dynamic_batch)
-        references[batch] = dict(zip(names, session.run(names, feeds), strict=True))
-    return references
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(names, feeds), strict=True))
+
+    pool, dynamic = spec.input_pool, spec.model.dynamic_batch
+    axes = output_batch_axes(run, pool) if dynamic else {}
+    count = next(iter(pool.values())).shape[0] if pool else 0
+    return {
+        batch: join_outputs([run(feeds) for feeds in verification_feeds(pool, batch, dynamic)], count, axes)
+        for batch in spec.batch_sizes()
+    }
 
 
 def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolerance: Tolerance) -> list[str]:
