@@ -439,19 +439,23 @@ def output_batch_axes(run: Any, pool: Mapping[str, np.ndarray]) -> dict[str, int
 
 
 def join_outputs(
-    parts: Sequence[Mapping[str, np.ndarray]], count: int, axes: Mapping[str, int | None]
+    parts: Sequence[Mapping[str, np.ndarray]], count: int, axes: Mapping[str, int | None], batch: int
 ) -> dict[str, np.ndarray]:
-    """The outputs of `verification_feeds`' feeds as the pool's: each output concatenated along
-    its batch axis (`axes`) and cut to the pool's `count` samples; an output without one is the
-    first feed's."""
+    """The outputs of `verification_feeds`' feeds of `batch` samples as the pool's `count`:
+    each output concatenated along its batch axis (`axes`), the samples that topped up the last
+    feed dropped; an output without a batch axis is the first feed's. An output whose size on
+    that axis is not `batch` (a data-dependent one: detections after NMS) is concatenated whole."""
+    topped_up = batch * len(parts) - count
     joined = {}
     for name, first in parts[0].items():
         axis = axes.get(name)
         if axis is None:
             joined[name] = first
             continue
-        whole = first if len(parts) == 1 else np.concatenate([part[name] for part in parts], axis=axis)
-        joined[name] = np.take(whole, np.arange(min(count, whole.shape[axis])), axis=axis)
+        pieces = [part[name] for part in parts]
+        if 0 < topped_up < batch and pieces[-1].shape[axis] == batch:
+            pieces[-1] = np.take(pieces[-1], np.arange(batch - topped_up), axis=axis)
+        joined[name] = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=axis)
     return joined
 
 

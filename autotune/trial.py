@@ -242,7 +242,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             parts = [session.infer(part) for part in verification_feeds(request.input_pool, batch_size, dynamic)]
             reference = request.reference_outputs[batch_size]
             count = next(iter(request.input_pool.values())).shape[0] if request.input_pool else 0
-            outputs = join_outputs(parts, count, axes_like(parts, reference))
+            outputs = join_outputs(parts, count, axes_like(parts, reference), batch_size)
             report = compare_outputs(outputs, reference, request.tolerance)
             result.accuracy = report.as_dict()
             # numpy's stub checks **kwds against the keyword allow_pickle: bool as well

@@ -176,9 +176,10 @@ def test_verification_runs_every_held_out_sample_and_joins_outputs_on_their_batc
     axes = output_batch_axes(run, pool)
     assert axes == {"y": 1}
     parts = [run(f) for f in feeds]
-    joined = join_outputs(parts, 5, axes)
+    joined = join_outputs(parts, 5, axes, 2)
     assert np.array_equal(joined["y"], run(pool)["y"])  # every sample once, in order
     assert axes_like(parts, joined) == {"y": 1}
+    assert join_outputs(parts[:1], 1, axes, 2)["y"].shape == (3, 1, 4)  # a pool smaller than the batch
     with pytest.raises(ValueError, match="output 'y'"):
         axes_like(parts, {"y": np.zeros((4, 5, 4), np.float32)})  # two axes differ: no way to match
 

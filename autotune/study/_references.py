@@ -30,7 +30,7 @@ def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     axes = output_batch_axes(run, pool) if dynamic else {}
     count = next(iter(pool.values())).shape[0] if pool else 0
     return {
-        batch: join_outputs([run(feeds) for feeds in verification_feeds(pool, batch, dynamic)], count, axes)
+        batch: join_outputs([run(feeds) for feeds in verification_feeds(pool, batch, dynamic)], count, axes, batch)
         for batch in spec.batch_sizes()
     }
 
