@@ -16,10 +16,11 @@ second). Which candidates pass is one of three criteria:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -190,6 +191,24 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+@contextlib.contextmanager
+def _output_stats_not_logged() -> Iterator[None]:
+    """Polygraphy computes the statistics of every output and difference it logs (medians: a
+    partial sort of each array) before it looks at the log level: 10 of 17 s comparing
+    ddddocr's 256 held-out lines (52M values), with its log muted. Not logged, not computed."""
+    from polygraphy.comparator import util as comparator_util
+
+    original = getattr(comparator_util, "log_output_stats", None)
+    if original is None:
+        yield
+        return
+    comparator_util.log_output_stats = lambda *_args, **_kwargs: None
+    try:
+        yield
+    finally:
+        comparator_util.log_output_stats = original
+
+
 def compare_outputs(
     candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], tolerance: Tolerance
 ) -> AccuracyReport:
@@ -217,7 +236,8 @@ def compare_outputs(
     # Polygraphy >= 0.50 exposes SimpleCompareFunc directly and deprecates CompareFunc.simple.
     make_compare = getattr(pg, "SimpleCompareFunc", None) or pg.CompareFunc.simple
     compare = make_compare(atol=tolerance.atol, rtol=tolerance.rtol, check_shapes=True)
-    accuracy = Comparator.compare_accuracy(results, compare_func=compare)
+    with _output_stats_not_logged():
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
     # One AccuracyResult per compare function; then runner pair, iteration, output name.
     per_iteration = accuracy[0][("candidate", "reference")][0]
     errors = {}
