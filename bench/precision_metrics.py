@@ -69,15 +69,15 @@ def edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return row[-1]
 
 
-def ctc_text(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
-    cand, ref = ctc_decode(_first(candidate)), ctc_decode(_first(reference))
+def _cer_verdict(cand: list[tuple[int, ...]], ref: list[tuple[int, ...]], what: str) -> dict[str, object]:
     edits = sum(edit_distance(c, r) for c, r in zip(cand, ref, strict=True))
     characters = max(sum(len(r) for r in ref), 1)
     differ = sum(c != r for c, r in zip(cand, ref, strict=True))
-    return _verdict(
-        edits / characters,
-        f"character error rate {edits}/{characters}; {differ} of {len(ref)} decoded texts differ",
-    )
+    return _verdict(edits / characters, f"{what} {edits}/{characters}; {differ} of {len(ref)} decoded texts differ")
+
+
+def ctc_text(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
+    return _cer_verdict(ctc_decode(_first(candidate)), ctc_decode(_first(reference)), "character error rate")
 
 
 def ctc_text_steps_first(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
@@ -103,14 +103,7 @@ def ctc_text_nocase(candidate: dict[str, np.ndarray], reference: dict[str, np.nd
     def folded(outputs: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
         return [tuple(int(fold[c]) for c in text) for text in ctc_decode(np.swapaxes(_first(outputs), 0, 1))]
 
-    cand, ref = folded(candidate), folded(reference)
-    edits = sum(edit_distance(c, r) for c, r in zip(cand, ref, strict=True))
-    characters = max(sum(len(r) for r in ref), 1)
-    differ = sum(c != r for c, r in zip(cand, ref, strict=True))
-    return _verdict(
-        edits / characters,
-        f"case-folded character error rate {edits}/{characters}; {differ} of {len(ref)} decoded texts differ",
-    )
+    return _cer_verdict(folded(candidate), folded(reference), "case-folded character error rate")
 
 
 def truth_cer(outputs: dict[str, np.ndarray], texts: list[str], charset: list[str]) -> dict[str, float]:
