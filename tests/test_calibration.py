@@ -204,3 +204,23 @@ def test_a_trial_verifies_on_every_held_out_sample_not_only_its_first_batch(tiny
     expected = fp32_cpu_session(tiny_model).run(["y"], {"x": held_out})[0]
     assert outputs.shape == (5, 5)
     np.testing.assert_allclose(outputs, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_one_fp32_reference_of_every_held_out_sample_serves_every_batch_size(tiny_model, tmp_path):
+    """The references hold the whole held-out pool's outputs once, not once per batch size."""
+    from autotune.model import fp32_cpu_session
+    from autotune.study import compute_references
+
+    rng = np.random.default_rng(5)
+    pool = rng.standard_normal((14, 3, 8, 8)).astype(np.float32)  # 7 held out: no batch of 2, 4, 8 divides it
+    np.savez(tmp_path / "inputs.npz", x=pool)
+    args = build_parser().parse_args(
+        ["start", str(tiny_model), "--inputs", str(tmp_path / "inputs.npz"), "--results-dir", str(tmp_path / "r")]
+    )
+    args.argv = []
+    spec, _ = prepare_start(args)
+    references = compute_references(spec)
+    assert sorted(references) == [1, 2, 4, 8]
+    assert len({id(outputs) for outputs in references.values()}) == 1
+    expected = fp32_cpu_session(tiny_model).run(["y"], {"x": pool[1::2]})[0]
+    np.testing.assert_allclose(references[1]["y"], expected, rtol=1e-5, atol=1e-6)
