@@ -426,16 +426,22 @@ def verification_feeds(
     return feeds
 
 
-def output_batch_axes(run: Any, pool: Mapping[str, np.ndarray]) -> dict[str, int | None]:
+def output_batch_axes(run: Any, pool: Mapping[str, np.ndarray]) -> tuple[dict[str, int | None], bool]:
     """Which axis of each output holds the samples (ddddocr's recognizer writes [steps, batch,
     classes]): the one axis whose size changes between one sample and two, run through `run`
-    (feeds -> outputs by name); None for an output of the same shape at both (no batch axis)."""
+    (feeds -> outputs by name); None for an output of the same shape at both (no batch axis).
+    Also whether every such axis holds exactly the batch (1, then 2): False where an output's
+    size depends on the data (detections after NMS), whose batch-relative contents depend on
+    how the samples were batched."""
     one, two = (run(feeds_at_batch(pool, batch, True)) for batch in (1, 2))
     axes: dict[str, int | None] = {}
+    proportional = True
     for name, value in one.items():
         changed = [axis for axis, (a, b) in enumerate(zip(value.shape, two[name].shape, strict=False)) if a != b]
         axes[name] = changed[0] if changed else None
-    return axes
+        if changed and (len(changed) > 1 or (value.shape[changed[0]], two[name].shape[changed[0]]) != (1, 2)):
+            proportional = False
+    return axes, proportional
 
 
 def join_outputs(

@@ -46,7 +46,7 @@ class TrialRequest:
         input_pool (dict): the fixed input samples (dim 0 = samples when batch is dynamic).
         dynamic_batch (bool): whether dim 0 of every input is a batch dimension.
         reference_outputs (dict): FP32 reference outputs on every sample of `input_pool`, keyed
-            by the batch size they were run at (`autotune.study.compute_references`).
+            by batch size (`autotune.study.compute_references`).
         tolerance (Tolerance): accuracy tolerance.
         stop_rule (StopRule): benchmark stop rule.
         workdir (Path): this trial's directory (created).

@@ -173,8 +173,8 @@ def test_verification_runs_every_held_out_sample_and_joins_outputs_on_their_batc
     feeds = verification_feeds(pool, 2, True)
     assert [f["x"].shape[0] for f in feeds] == [2, 2, 2]  # the last one topped up from the start
     assert np.array_equal(feeds[2]["x"], pool["x"][[4, 0]])
-    axes = output_batch_axes(run, pool)
-    assert axes == {"y": 1}
+    axes, proportional = output_batch_axes(run, pool)
+    assert axes == {"y": 1} and proportional
     parts = [run(f) for f in feeds]
     joined = join_outputs(parts, 5, axes, 2)
     assert np.array_equal(joined["y"], run(pool)["y"])  # every sample once, in order
@@ -224,3 +224,49 @@ def test_one_fp32_reference_of_every_held_out_sample_serves_every_batch_size(tin
     assert len({id(outputs) for outputs in references.values()}) == 1
     expected = fp32_cpu_session(tiny_model).run(["y"], {"x": pool[1::2]})[0]
     np.testing.assert_allclose(references[1]["y"], expected, rtol=1e-5, atol=1e-6)
+
+
+def _nonzero_model(path):
+    """x [N, 4] -> the indices of its positive values, [2, k]: k depends on the data, and the
+    first row numbers samples within the batch (as detections after NMS do)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Greater", ["x", "zero"], ["positive"]), helper.make_node("NonZero", ["positive"], ["y"])],
+        "nonzero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "k"])],
+        [numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_data_dependent_output_is_verified_against_a_reference_batched_as_the_trial(tmp_path):
+    """NonZero numbers samples within their batch: a batch-1 trial's outputs match a reference
+    run at batch 1, not one run at batch 2, so such a model keeps one reference per batch size."""
+    from autotune.study import compute_references
+
+    model = _nonzero_model(tmp_path / "nonzero.onnx")
+    pool = np.tile(np.array([[1, -1, 1, -1]], np.float32), (10, 1))  # two positives per sample
+    np.savez(tmp_path / "inputs.npz", x=pool)
+    common = ["--inputs", str(tmp_path / "inputs.npz"), "--batch", "1,2", "--results-dir", str(tmp_path / "r")]
+    args = build_parser().parse_args(["start", str(model), *common])
+    args.argv = []
+    spec, _ = prepare_start(args)
+    references = compute_references(spec)
+    assert references[1]["y"].shape == (2, 10)  # 5 held out, 2 positives each
+    # batch 2: the sample topping up the last batch stays (a data-dependent output cannot be cut)
+    assert references[2]["y"].shape == (2, 12)
+    assert set(references[1]["y"][0]) == {0} and set(references[2]["y"][0]) == {0, 1}  # numbered per batch
+    space = tmp_path / "space.yaml"
+    space.write_text("target: onnxruntime\nknobs:\n  batch_size: {type: categorical, choices: [1, 2], default: 1}\n")
+    assert main(["start", str(model), *common, "--space", str(space), "--trials", "2", "--foreground",
+                 "--max-measure-s", "0.2"]) == 0  # fmt: skip
+    import optuna
+
+    study = optuna.load_study(study_name="nonzero", storage=f"sqlite:///{tmp_path / 'r' / 'nonzero' / 'study.db'}")
+    told = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert {t.params.get("batch_size") for t in told} == {1, 2}
+    assert all(t.user_attrs["passed"] for t in told)

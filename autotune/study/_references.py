@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 
 def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     """FP32 reference outputs of the original model (ONNX Runtime CPU, no graph
-    optimizations) on every held-out sample, keyed by each batch size the space may pick. One
-    reference serves them all: it is run at the largest batch (`verification_feeds`, as the
-    trials run) and joined (`join_outputs`). A reference per batch size would hold the pool's
+    optimizations) on every held-out sample, keyed by each batch size the space may pick, run
+    in batches (`verification_feeds`, as the trials run) and joined (`join_outputs`). One
+    reference, run at the largest batch, serves every size: one per size would hold the pool's
     outputs that many times (4 x 210 MB for ddddocr's 256 held-out lines), for differences of
-    float rounding far below any tolerance."""
+    float rounding far below any tolerance. A model with a data-dependent output (detections
+    after NMS, numbered within their batch) gets one per size, batched as its trials are."""
     if spec.target_options.build_only:
         return {}  # nothing runs, nothing is compared
     session = fp32_cpu_session(spec.model.path)
@@ -30,12 +31,16 @@ def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
         return dict(zip(names, session.run(names, feeds), strict=True))
 
     pool, dynamic = spec.input_pool, spec.model.dynamic_batch
-    axes = output_batch_axes(run, pool) if dynamic else {}
+    axes, proportional = output_batch_axes(run, pool) if dynamic else ({}, True)
     count = next(iter(pool.values())).shape[0] if pool else 0
     sizes = spec.batch_sizes()
-    largest = max(sizes)
-    shared = join_outputs([run(feeds) for feeds in verification_feeds(pool, largest, dynamic)], count, axes, largest)
-    return dict.fromkeys(sizes, shared)
+
+    def reference(batch: int) -> dict[str, np.ndarray]:
+        return join_outputs([run(feeds) for feeds in verification_feeds(pool, batch, dynamic)], count, axes, batch)
+
+    if proportional:
+        return dict.fromkeys(sizes, reference(max(sizes)))
+    return {batch: reference(batch) for batch in sizes}
 
 
 def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolerance: Tolerance) -> list[str]:
