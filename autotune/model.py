@@ -416,11 +416,11 @@ def verification_feeds(
     """Every sample of the held-out pool once, in feeds of `batch_size` (the last one topped up
     from the pool's start, as `feeds_at_batch` tops up a pool smaller than the batch); the pool
     itself, one feed, where the batch is static. `join_outputs` makes their outputs one."""
-    if not dynamic_batch or not pool:
+    if not dynamic_batch:
         return [dict(pool)]
     count = next(iter(pool.values())).shape[0]
     feeds = []
-    for start in range(0, max(count, 1), batch_size):
+    for start in range(0, count, batch_size):
         index = np.arange(start, start + batch_size) % count
         feeds.append({name: np.ascontiguousarray(array[index]) for name, array in pool.items()})
     return feeds

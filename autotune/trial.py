@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from autotune.calibration import sample_count
 from autotune.errors import AutotuneError, condense_reason
 from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
 from autotune.measure import StopRule, measure_latency
@@ -233,16 +234,15 @@ def run_trial(request: TrialRequest) -> TrialResult:
             result.state = "complete"
             return result
 
-        dynamic = request.dynamic_batch
-        feeds = feeds_at_batch(request.input_pool, batch_size, dynamic)
+        # every held-out sample, in batches of the trial's size; the first batch is also timed
+        batches = verification_feeds(request.input_pool, batch_size, request.dynamic_batch)
+        feeds = batches[0]
         with target.open(built, request.config) as session:
             stage = _enter(request, "verify")
             t0 = time.perf_counter()
-            # every held-out sample, in batches of the trial's size (not only the first batch)
-            parts = [session.infer(part) for part in verification_feeds(request.input_pool, batch_size, dynamic)]
+            parts = [session.infer(batch) for batch in batches]
             reference = request.reference_outputs[batch_size]
-            count = next(iter(request.input_pool.values())).shape[0] if request.input_pool else 0
-            outputs = join_outputs(parts, count, axes_like(parts, reference), batch_size)
+            outputs = join_outputs(parts, sample_count(request.input_pool), axes_like(parts, reference), batch_size)
             report = compare_outputs(outputs, reference, request.tolerance)
             result.accuracy = report.as_dict()
             # numpy's stub checks **kwds against the keyword allow_pickle: bool as well

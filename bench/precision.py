@@ -224,20 +224,15 @@ def build_tensorrt_rtx(model_path: Path, split, kept: list[str], workdir: Path) 
     except Exception as exc:  # a failed build is a result here
         return {"built": False, "reason": str(exc).splitlines()[0][:300], "kept_float": len(kept)}
     layers = built.info.get("layers", [])
-    by_type: Counter = Counter("+".join(sorted(set(layer.get("datatypes", [])))) or "?" for layer in layers)
     kept_set = set(kept)
-    of_kept: Counter = Counter(
-        "+".join(sorted(set(layer.get("datatypes", [])))) or "?"
-        for layer in layers
-        if kept_set & set(layer.get("onnx_nodes", []))
-    )
+    of_kept = [layer for layer in layers if kept_set & set(layer.get("onnx_nodes", []))]
     return {
         "built": True,
         "build_s": round(time.perf_counter() - t0, 1),
         "kept_float": len(kept),
         "layer_count": len(layers),
-        "layers_by_output_datatype": dict(by_type),
-        "layers_holding_kept_nodes": dict(of_kept),
+        "layers_by_output_datatype": _by_output_datatype(layers),
+        "layers_holding_kept_nodes": _by_output_datatype(of_kept),
     }
 
 
@@ -281,10 +276,6 @@ def tensorrt_rtx_mixed(name: str, keep: int, out: Path) -> dict:
     except Exception as exc:
         return {"built": False, "reason": str(exc).splitlines()[0][:300], "kept_float": details["kept_float"]}
     layers = built.info.get("layers", [])
-    by_type: Counter = Counter()
-    for layer in layers:
-        types = set(layer.get("datatypes", []))
-        by_type["+".join(sorted(types)) or "?"] += 1
     kept = set(details["kept_float"])
     float_kept = [
         {"layer": layer["name"][:60], "datatypes": layer.get("datatypes")}
@@ -297,21 +288,14 @@ def tensorrt_rtx_mixed(name: str, keep: int, out: Path) -> dict:
         "quantized_layers": details["quantized_layers"],
         "kept_float": details["kept_float"],
         "layer_count": len(layers),
-        "layers_by_output_datatype": dict(by_type),
+        "layers_by_output_datatype": _by_output_datatype(layers),
         "engine_layers_of_kept_nodes": float_kept[:8],
     }
 
 
-def _layer_types(layer: dict) -> list:
-    found = []
-    for key, value in layer.items():
-        if "type" in key.lower() or "format" in key.lower() or "precision" in key.lower():
-            found.extend(value if isinstance(value, list) else [value])
-        elif key in ("inputs", "outputs") and isinstance(value, list):
-            for tensor in value:
-                if isinstance(tensor, dict):
-                    found.extend(v for k, v in tensor.items() if "type" in k.lower() or "format" in k.lower())
-    return found
+def _by_output_datatype(layers: list[dict]) -> dict[str, int]:
+    """Engine layers counted by their outputs' datatypes ("Float+Int8" for a mixed one)."""
+    return dict(Counter("+".join(sorted(set(layer.get("datatypes", [])))) or "?" for layer in layers))
 
 
 def markdown(out: Path) -> str:

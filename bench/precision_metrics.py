@@ -26,6 +26,7 @@ when bench/precision.py runs); each returns autotune's metric verdict
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -94,11 +95,16 @@ def case_folding(charset: list[str]) -> np.ndarray:
     return np.array([index.get(char.lower(), i) for i, char in enumerate(charset)], dtype=np.int64)
 
 
+@functools.cache
+def _ddddocr_folding() -> np.ndarray:
+    from models import ddddocr_charset  # bench/models.py: the charset's JSON, read once per process
+
+    return case_folding(ddddocr_charset())
+
+
 def ctc_text_nocase(candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, object]:
     """`ctc_text_steps_first` with ddddocr's upper- and lower-case characters counted as one."""
-    from models import ddddocr_charset
-
-    fold = case_folding(ddddocr_charset())
+    fold = _ddddocr_folding()
 
     def folded(outputs: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
         return [tuple(int(fold[c]) for c in text) for text in ctc_decode(np.swapaxes(_first(outputs), 0, 1))]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from autotune.calibration import sample_count
 from autotune.model import fp32_cpu_session, join_outputs, output_batch_axes, verification_feeds
 from autotune.verify import Tolerance
 
@@ -32,7 +33,7 @@ def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
 
     pool, dynamic = spec.input_pool, spec.model.dynamic_batch
     axes, proportional = output_batch_axes(run, pool) if dynamic else ({}, True)
-    count = next(iter(pool.values())).shape[0] if pool else 0
+    count = sample_count(pool)
     sizes = spec.batch_sizes()
 
     def reference(batch: int) -> dict[str, np.ndarray]:
