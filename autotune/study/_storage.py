@@ -143,19 +143,40 @@ def redact_url(url: str) -> str:
 
 def check_database(study_dir: Path) -> None:
     """UsageError naming the file when `<study_dir>/study.db` exists but is no SQLite database
-    (a 0-byte file included: it would silently become a new, empty study)."""
+    (a 0-byte file included: it would silently become a new, empty study).
+
+    The file is read through SQLite, never with a plain `open()`: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, so a daemon that checked its own database
+    that way lost its locks, and another process closing its connection then believed itself the
+    last one, checkpointed and unlinked the WAL the daemon was still writing into (every trial told
+    after a resume was lost at the next kill -9). SQLite's own unix VFS keeps a process's
+    descriptors of one file open until its last connection closes ("How To Corrupt An SQLite
+    Database File", 2.2).
+    """
+    import sqlite3
+
     db = study_dir / STUDY_DB
     try:
-        with open(db, "rb") as handle:
-            header = handle.read(16)
+        size = db.stat().st_size
     except FileNotFoundError:
         return
     except OSError as exc:
         raise UsageError(f"{db}: cannot read the study database ({exc.strerror})") from None
-    if not header:
+    if size == 0:
         raise UsageError(f"{db}: empty file, not a study database (restore it, or move it aside to start over)")
-    if header != b"SQLite format 3\x00":
-        raise UsageError(f"{db}: not a SQLite database (corrupt; restore it, or move it aside to start over)")
+    try:
+        # mode=rw: never creates the file; the query reads the header and the schema.
+        connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=30)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise UsageError(
+                f"{db}: not a SQLite database (corrupt; restore it, or move it aside to start over)"
+            ) from None
+        raise UsageError(f"{db}: cannot read the study database ({exc})") from None
 
 
 def study_names(url: str) -> list[str]:
