@@ -183,6 +183,7 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
         compute_references,
         existing_study_model,
         finished_count,
+        judged_tolerance,
         open_study,
         run_study,
         weak_reference_warnings,
@@ -197,6 +198,8 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
         raise
     for warning in weak_reference_warnings(references, spec.tolerance):
         console.print(f"warning: {warning}", markup=False)
+    for role in judged_tolerance(spec, references).roles:
+        console.print(role.describe(), markup=False)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     write_inputs(spec)
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
@@ -438,6 +441,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
     for warning in attrs.get("warnings", []):
         table.add_row("warning", warning)
+    for role in attrs.get("output_roles", []):
+        table.add_row(
+            "output role", f"{role['output']}: {role['role']} ({role['evidence']}); judged by {role['judge']}"
+        )
     for rule in [r for r in attrs.get("rules", []) if r.get("enforced")]:
         knobs = ", ".join(f"{k}={v}" for k, v in rule["knobs"].items())
         table.add_row("rule", f"never again: {knobs} ({rule['reason']}; trials {rule['trials']})")

@@ -393,7 +393,13 @@ def _disk_full_reason(exc: BaseException, study_dir: Path) -> str | None:
 
 def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_executor: Any, write_inputs: Any) -> int:
     from autotune.finalize import finalize
-    from autotune.study import compute_references, existing_study_model, run_study, weak_reference_warnings
+    from autotune.study import (
+        compute_references,
+        existing_study_model,
+        judged_tolerance,
+        run_study,
+        weak_reference_warnings,
+    )
 
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
@@ -417,6 +423,8 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
         references = compute_references(spec)
         for warning in weak_reference_warnings(references, spec.tolerance):
             log.warning("%s", warning)
+        for role in judged_tolerance(spec, references).roles:
+            log.info("%s", role.describe())
         write_inputs(spec)
     except BaseException:
         executor.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import condense_reason
+from autotune.judges import roles_table
 from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, MANIFEST_FILE, METRICS_FILE, PARETO_PLOT, trial_dir
 from autotune.measure import PairedSpeedup
 from autotune.study._records import chosen_trial, trial_by_number
@@ -495,6 +496,15 @@ def render_report(study: optuna.Study) -> str:
     ]
     for warning in attrs.get("warnings", []):
         lines += [f"> **Warning**: {warning}", ""]
+    roles = roles_table(attrs.get("output_roles", []))
+    if roles:
+        lines += [
+            "## Output roles",
+            "",
+            "How each output is judged against FP32 (`--output-role NAME=ROLE` overrides):",
+            "",
+        ]
+        lines += [*roles, ""]
     if best is not None:
         lines += ["## The answer", "", f"Trial {best.number}: {config_summary(best.params, defaults)}", ""]
         lines += [f"- {line}" for line in headline(study)] + [""]
@@ -723,8 +733,15 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
         "errors": {
             **{k: trial.user_attrs[k] for k in FLAT_ACCURACY if k in trial.user_attrs},
             "per_output": details(trial).get("errors_per_output", {}),
+            "judges": details(trial).get("judges", {}),
         },
         "tolerance": {"atol": study.user_attrs.get("atol"), "rtol": study.user_attrs.get("rtol")},
+        "accuracy": {
+            "mode": study.user_attrs.get("accuracy_mode"),
+            "gate": tolerance_line(study.user_attrs),
+            "output_roles": study.user_attrs.get("output_roles", []),
+            "judge_limits": study.user_attrs.get("judge_limits"),
+        },
         "build": details(trial).get("build", {}),
         "rewrites": details(trial).get("rewrites", {}),
         "batch_size": int(trial.user_attrs.get("batch_size", 1)),
@@ -795,6 +812,7 @@ def regenerate_model(study: optuna.Study, trial: FrozenTrial, source_dir: Path) 
 
 def study_tolerance(attrs: dict[str, Any]) -> Any:
     """The study's accuracy gate (`autotune.verify.Tolerance`) from its user attributes."""
+    from autotune.judges import JudgeLimits, roles_from_attrs
     from autotune.verify import Tolerance
 
     defaults = Tolerance()
@@ -805,6 +823,8 @@ def study_tolerance(attrs: dict[str, Any]) -> Any:
         max_error=float(attrs.get("max_error", defaults.max_error)),
         min_cosine=float(attrs.get("min_cosine", defaults.min_cosine)),
         metric=attrs.get("metric"),
+        roles=roles_from_attrs(attrs.get("output_roles", [])),
+        limits=JudgeLimits(**attrs.get("judge_limits", {})),
     )
 
 
@@ -814,7 +834,14 @@ def tolerance_line(attrs: dict[str, Any]) -> str:
     Studies recorded before the scale gate existed have no `accuracy_mode`: they were elementwise.
     """
     mode = attrs.get("accuracy_mode") or "elementwise"
-    if mode == "scale":
+    if mode == "auto":
+        roles = attrs.get("output_roles", [])
+        judged = ", ".join(f"{r['output']}: {r['role']}" for r in roles) or "roles inferred per trial"
+        gate = (
+            f"each output judged by its role ({judged}; see Output roles), generic outputs by max abs error ≤ "
+            f"{float(attrs.get('max_error', 1e-2)) * 100:g}% of their range (auto)"
+        )
+    elif mode == "scale":
         gate = (
             f"max abs error ≤ {float(attrs.get('max_error', 1e-2)) * 100:g}% of each output's range "
             f"and cosine ≥ {float(attrs.get('min_cosine', 0.99)):g} (scale)"

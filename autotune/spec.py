@@ -258,6 +258,11 @@ def prepare_start(args: argparse.Namespace) -> Any:
         _check_ray_address(args.ray_address)
 
     info = load_model_info(model_path)
+    for name, _role in tolerance.role_overrides:
+        if name not in info.output_names:
+            raise UsageError(
+                f"--output-role {name}: the model has no output {name!r} (outputs: {', '.join(info.output_names)})"
+            )
     if resumed is not None and resumed.get("model_sha256") != info.sha256:
         raise UsageError(f"--resume {name}: {model_path} is not the model this study tuned (content differs)")
     target_options = TargetOptions(build_only=args.build_only)
@@ -388,6 +393,8 @@ RESUMABLE_OPTIONS = (
     "max_error",
     "min_cosine",
     "metric",
+    "output_role",
+    "judge",
     "latency_sla_ms",
     "inputs",
     "preprocess",
@@ -403,24 +410,45 @@ RESUMABLE_OPTIONS = (
 
 
 def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
-    """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric."""
+    """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric,
+    --output-role, --judge."""
+    from autotune.judges import parse_limits, parse_role
     from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
 
     elementwise_flags = args.atol is not None or args.rtol is not None
     mode = args.accuracy
-    if mode is None:
-        # --atol/--rtol only mean something elementwise; a study recorded before the scale gate
-        # existed (no "accuracy" among its options) keeps the elementwise gate it was tuned under.
-        legacy = resumed is not None and "accuracy" not in resumed.get("start_options", {})
-        mode = "elementwise" if elementwise_flags or legacy else "scale"
+    if mode is None and elementwise_flags:
+        mode = "elementwise"
+    elif mode is None and resumed is not None:
+        # A resumed study keeps the gate it was tuned under: one recorded before the scale gate
+        # existed (no "accuracy" among its options) is elementwise, one before "auto" is scale.
+        recorded = resumed.get("accuracy_mode")
+        legacy = "accuracy" not in resumed.get("start_options", {})
+        mode = recorded if recorded in ACCURACY_MODES else ("elementwise" if legacy else "scale")
+    mode = mode or "auto"
     if mode not in ACCURACY_MODES:
-        raise UsageError(f"--accuracy {mode!r}: expected {' or '.join(ACCURACY_MODES)}")
-    if mode == "scale" and elementwise_flags:
-        raise UsageError("--atol/--rtol apply to --accuracy elementwise; with --accuracy scale use --max-error")
+        raise UsageError(f"--accuracy {mode!r}: expected {', '.join(ACCURACY_MODES[:-1])} or {ACCURACY_MODES[-1]}")
+    if mode != "elementwise" and elementwise_flags:
+        raise UsageError(f"--atol/--rtol apply to --accuracy elementwise; with --accuracy {mode} use --max-error")
     if args.max_error is not None and elementwise_flags:
         raise UsageError("--max-error sets both tolerances; do not combine it with --atol/--rtol")
     if mode == "elementwise" and args.min_cosine is not None:
-        raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale only")
+        raise UsageError(f"--min-cosine {args.min_cosine!r}: applies to --accuracy scale or auto only")
+    roles: dict[str, str] = {}
+    for item in getattr(args, "output_role", None) or []:
+        try:
+            name, role = parse_role(item)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if name in roles:
+            raise UsageError(f"--output-role {name}: given twice")
+        roles[name] = role
+    try:
+        limits = parse_limits(getattr(args, "judge", None) or [])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if mode != "auto" and (roles or getattr(args, "judge", None)):
+        raise UsageError(f"--output-role/--judge apply to --accuracy auto, not {mode}")
     defaults = Tolerance()
     max_error = positive_float("--max-error", args.max_error) if args.max_error is not None else None
     min_cosine = defaults.min_cosine
@@ -449,6 +477,8 @@ def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
         max_error=max_error if max_error is not None else defaults.max_error,
         min_cosine=min_cosine,
         metric=metric,
+        limits=limits,
+        role_overrides=tuple(sorted(roles.items())),
     )
 
 
@@ -610,12 +640,27 @@ def add_start_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", type=Path, help="search-space YAML (default: search_spaces/<target>.yaml)")
     parser.add_argument(
         "--accuracy",
-        help="scale: max abs error per output within --max-error of its reference range, cosine >= --min-cosine "
-        "(default); elementwise: every element within --atol or --rtol",
+        help="auto (default): each output judged by its role (class labels, decoded text, matched detections, "
+        "thresholded maps, cosine; other outputs by the scale gate); scale: max abs error per output within "
+        "--max-error of its reference range, cosine >= --min-cosine; elementwise: every element within --atol or --rtol",
+    )
+    parser.add_argument(
+        "--output-role",
+        action="append",
+        metavar="NAME=ROLE",
+        help="auto: the role of output NAME instead of the inferred one: classes, labels, sequence, detections "
+        "(detections:objectness / detections:no-objectness), dense_map, embedding or generic (repeat per output)",
+    )
+    parser.add_argument(
+        "--judge",
+        action="append",
+        metavar="KEY=VALUE",
+        help="auto: a judge's limit: label_change=0.01 probability_error=0.05 cer=0.01 f1=0.99 box_error=0.1 "
+        "score_threshold=0.25 mask_iou=0.99 cosine=0.99 blank=0 (repeat per limit)",
     )
     parser.add_argument(
         "--max-error",
-        help="scale: error limit as a fraction of each output's range (default 1e-2); "
+        help="scale (and auto's generic outputs): error limit as a fraction of each output's range (default 1e-2); "
         "elementwise: sets both --atol and --rtol",
     )
     parser.add_argument("--atol", help="elementwise absolute tolerance (default 1e-2; implies --accuracy elementwise)")

@@ -21,14 +21,15 @@ import importlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from autotune.errors import MetricError
+from autotune.judges import JudgeLimits, JudgeVerdict, OutputRole, infer_roles, judge_output
 
-ACCURACY_MODES = ("scale", "elementwise")
+ACCURACY_MODES = ("auto", "scale", "elementwise")
 # Task metrics shipped with autotune, by the short names the CLI accepts.
 BUILTIN_METRICS = {"top1": "autotune.metrics:top1", "top5": "autotune.metrics:top5"}
 # A reference whose range and magnitude are both below this is all zeros up to float32
@@ -44,20 +45,29 @@ class Tolerance:
         atol (float): absolute tolerance of "elementwise" mode; in "scale" mode the largest
             absolute error a degenerate (all-zero) output may have. Default: 1e-2.
         rtol (float): relative tolerance of "elementwise" mode. Default: 1e-2.
-        mode (str): "scale" or "elementwise" (see the module docstring). Default: "scale".
+        mode (str): "auto", "scale" or "elementwise" (see the module docstring). Default: "auto".
         max_error (float): "scale" mode's limit on max abs error over the output's reference
             range (max - min, else max |ref|). Default: 1e-2 (1% of the range).
         min_cosine (float): "scale" mode's lowest cosine similarity. Default: 0.99.
         metric (str | None): "module:function" (or "top1"/"top5") of a task metric that decides
             pass/fail instead of `mode`. Default: None.
+        roles (tuple[OutputRole, ...]): "auto" mode's role of each output, inferred once from the
+            graph and the FP32 reference (`autotune.judges.infer_roles`); an output without one
+            is inferred from its reference values alone. Default: ().
+        limits (JudgeLimits): "auto" mode's judges' limits. Default: `JudgeLimits()`.
+        role_overrides (tuple[tuple[str, str], ...]): (output, role) pairs of `--output-role`,
+            applied when the roles are inferred. Default: ().
     """
 
     atol: float = 1e-2
     rtol: float = 1e-2
-    mode: str = "scale"
+    mode: str = "auto"
     max_error: float = 1e-2
     min_cosine: float = 0.99
     metric: str | None = None
+    roles: tuple[OutputRole, ...] = ()
+    limits: JudgeLimits = JudgeLimits()
+    role_overrides: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ACCURACY_MODES:
@@ -120,6 +130,7 @@ class AccuracyReport:
     outputs: dict[str, OutputError]
     criterion: str = "scale"
     metric: MetricVerdict | None = None
+    judges: dict[str, JudgeVerdict] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -157,6 +168,11 @@ class AccuracyReport:
         its largest reference magnitude (floored at atol)."""
         if self.metric is not None:
             return self.metric.error
+        if self.criterion == "auto":
+            return max(
+                self.judges[name].error if name in self.judges else o.error_over_range
+                for name, o in self.outputs.items()
+            )
         if self.criterion == "elementwise":
             return max(o.normalized_error for o in self.outputs.values())
         return max(o.error_over_range for o in self.outputs.values())
@@ -176,6 +192,7 @@ class AccuracyReport:
             "criterion": self.criterion,
             "rejected_by": self.rejected_by,
             **({"metric": asdict(self.metric)} if self.metric is not None else {}),
+            **({"judges": {name: v.as_dict() for name, v in self.judges.items()}} if self.judges else {}),
             "outputs": {name: asdict(o) for name, o in self.outputs.items()},
         }
 
@@ -240,7 +257,8 @@ def compare_outputs(
         accuracy = Comparator.compare_accuracy(results, compare_func=compare)
     # One AccuracyResult per compare function; then runner pair, iteration, output name.
     per_iteration = accuracy[0][("candidate", "reference")][0]
-    errors = {}
+    roles = _roles(tolerance, ref)
+    errors, judges = {}, {}
     for name, ref_value in ref.items():
         stats = per_iteration.get(name) if name in cand else None
         if stats is None or cand[name].shape != ref_value.shape:
@@ -263,12 +281,16 @@ def compare_outputs(
         degenerate = reference_range <= DEGENERATE_SCALE
         error_over_range = max_abs_error if degenerate else max_abs_error / reference_range
         label, judged_error = f"output {name!r}", max_abs_error
-        field = _worst_packed_field(cand[name], wide, reference_range) if tolerance.mode == "scale" else None
+        field = _worst_packed_field(cand[name], wide, reference_range) if tolerance.mode != "elementwise" else None
         if field is not None and not degenerate:
             index, count, judged_error, reference_range = field
             error_over_range = judged_error / reference_range
             label = f"output {name!r} field {index} of {count} (last axis)"
-        if tolerance.mode == "elementwise":
+        role = roles.get(name)
+        if role is not None and role.role != "generic":
+            judges[name] = judge_output(role, cand[name], ref_value, tolerance.limits)
+            rejected_by = judges[name].rejected_by
+        elif tolerance.mode == "elementwise":
             rejected_by = "" if bool(stats) else _elementwise_rejection(name, stats, tolerance)
         else:
             rejected_by = _scale_rejection(
@@ -288,10 +310,19 @@ def compare_outputs(
             rejected_by=rejected_by,
         )
     if tolerance.metric is None:
-        return AccuracyReport(errors, criterion=tolerance.mode)
+        return AccuracyReport(errors, criterion=tolerance.mode, judges=judges)
     complete = len(cand) == len(ref) and all(cand[n].shape == ref[n].shape for n in ref)
     verdict = run_metric(tolerance.metric, cand, ref) if complete else None
-    return AccuracyReport(errors, criterion="metric", metric=verdict)
+    return AccuracyReport(errors, criterion="metric", metric=verdict, judges=judges)
+
+
+def _roles(tolerance: Tolerance, reference: Mapping[str, np.ndarray]) -> dict[str, OutputRole]:
+    """ "auto" mode's role of each output: the study's, else inferred from the reference alone."""
+    if tolerance.mode != "auto" or tolerance.metric is not None:
+        return {}
+    known = {role.output: role for role in tolerance.roles}
+    missing = {name: value for name, value in reference.items() if name not in known}
+    return known | (infer_roles(missing, overrides=dict(tolerance.role_overrides)) if missing else {})
 
 
 def _percent(fraction: float) -> str:

@@ -6,12 +6,13 @@ import pytest
 from autotune.errors import MetricError
 from autotune.verify import Tolerance, compare_outputs
 
+SCALE = Tolerance(mode="scale")
 ELEMENTWISE = Tolerance(atol=1e-2, rtol=1e-2, mode="elementwise")
 
 
 def test_identical_outputs_pass_with_zero_error():
     ref = {"y": np.linspace(-1, 1, 50, dtype=np.float32)}
-    report = compare_outputs(dict(ref), ref, Tolerance())
+    report = compare_outputs(dict(ref), ref, SCALE)
     assert report.passed
     assert report.max_abs_error == 0.0 and report.normalized_error == 0.0
     assert report.min_cosine_similarity > 0.999999
@@ -35,7 +36,7 @@ def test_an_element_within_the_absolute_tolerance_passes_even_if_relatively_far(
 
 def test_a_missing_output_or_a_wrong_shape_fails_with_infinite_error():
     ref = {"y": np.ones((2, 3), np.float32), "z": np.ones(3, np.float32)}
-    report = compare_outputs({"y": np.ones((3, 2), np.float32)}, ref, Tolerance())
+    report = compare_outputs({"y": np.ones((3, 2), np.float32)}, ref, SCALE)
     assert not report.passed
     assert report.outputs["z"].max_abs_error == float("inf")
     assert not report.outputs["y"].passed
@@ -69,7 +70,7 @@ def detector_outputs(seed: int = 0) -> dict[str, np.ndarray]:
 def test_boxes_moved_by_a_tenth_of_a_percent_of_the_image_pass_the_scale_gate():
     ref = detector_outputs()
     moved = dict(ref, boxes=ref["boxes"] + np.float32(0.64))  # 0.1% of 640 px
-    report = compare_outputs(moved, ref, Tolerance())
+    report = compare_outputs(moved, ref, SCALE)
     assert report.passed, report.rejected_by
     boxes = report.outputs["boxes"]
     assert boxes.reference_range > 600
@@ -82,7 +83,7 @@ def test_boxes_moved_by_a_tenth_of_a_percent_of_the_image_pass_the_scale_gate():
 def test_scores_moved_by_thirty_percent_of_their_range_are_rejected_by_name():
     ref = detector_outputs()
     moved = dict(ref, scores=ref["scores"] + np.float32(0.3))
-    report = compare_outputs(moved, ref, Tolerance())
+    report = compare_outputs(moved, ref, SCALE)
     assert not report.passed
     assert report.outputs["boxes"].passed and not report.outputs["scores"].passed
     summary = report.as_dict()
@@ -97,7 +98,7 @@ def test_an_output_within_its_range_limit_but_pointing_elsewhere_fails_on_cosine
     ref = np.zeros(1000, np.float32)
     ref[0] = 100.0
     noise = np.where(np.arange(1000) % 2 == 0, 0.9, -0.9).astype(np.float32)  # 0.9% of the range
-    report = compare_outputs({"y": ref + noise}, {"y": ref}, Tolerance())
+    report = compare_outputs({"y": ref + noise}, {"y": ref}, SCALE)
     assert not report.passed
     assert report.outputs["y"].error_over_range < 0.01
     assert report.rejected_by.startswith("output 'y': cosine 0.96")
@@ -106,18 +107,18 @@ def test_an_output_within_its_range_limit_but_pointing_elsewhere_fails_on_cosine
 
 def test_a_constant_reference_is_judged_against_its_magnitude():
     ref = {"y": np.full(8, 50.0, np.float32)}
-    assert compare_outputs({"y": np.full(8, 50.2, np.float32)}, ref, Tolerance()).passed
-    report = compare_outputs({"y": np.full(8, 51.0, np.float32)}, ref, Tolerance())
+    assert compare_outputs({"y": np.full(8, 50.2, np.float32)}, ref, SCALE).passed
+    report = compare_outputs({"y": np.full(8, 51.0, np.float32)}, ref, SCALE)
     assert not report.passed and "of its range 50" in report.rejected_by
 
 
 def test_an_all_zero_reference_is_judged_by_absolute_error_without_cosine():
     ref = {"y": np.zeros(8, np.float32)}
-    small = compare_outputs({"y": np.full(8, 1e-3, np.float32)}, ref, Tolerance())
+    small = compare_outputs({"y": np.full(8, 1e-3, np.float32)}, ref, SCALE)
     assert small.passed  # cosine of zeros against 1e-3 is 0, and is not tested
     assert small.outputs["y"].reference_range == 0.0
     assert abs(small.normalized_error - 1e-3) < 1e-9
-    large = compare_outputs({"y": np.full(8, 0.5, np.float32)}, ref, Tolerance())
+    large = compare_outputs({"y": np.full(8, 0.5, np.float32)}, ref, SCALE)
     assert not large.passed and "absolute floor 0.01" in large.rejected_by
 
 
@@ -125,7 +126,7 @@ def test_a_candidate_with_nan_is_rejected_in_scale_mode():
     ref = {"y": np.linspace(-1, 1, 8, dtype=np.float32)}
     bad = ref["y"].copy()
     bad[3] = np.nan
-    report = compare_outputs({"y": bad}, ref, Tolerance())
+    report = compare_outputs({"y": bad}, ref, SCALE)
     assert not report.passed and "NaN" in report.rejected_by
 
 
@@ -199,6 +200,7 @@ def test_a_missing_output_fails_before_the_metric_runs():
     ("flags", "expected"),
     [
         ([], Tolerance()),
+        (["--accuracy", "scale"], SCALE),
         (["--max-error", "0.05"], Tolerance(max_error=0.05)),
         (["--min-cosine", "0.999"], Tolerance(min_cosine=0.999)),
         (["--atol", "1e-3"], Tolerance(atol=1e-3, mode="elementwise")),
@@ -231,7 +233,7 @@ def test_a_rejected_trial_says_why_in_a_flat_attribute_and_in_the_report():
     from autotune.trial import TrialResult
 
     ref = detector_outputs()
-    accuracy = compare_outputs(dict(ref, scores=ref["scores"] + np.float32(0.3)), ref, Tolerance()).as_dict()
+    accuracy = compare_outputs(dict(ref, scores=ref["scores"] + np.float32(0.3)), ref, SCALE).as_dict()
     result = TrialResult(number=3, config={}, state="complete", accuracy=accuracy)
     attrs = {**result_attrs(result), "constraints": [1.0]}
     assert attrs["rejected_by"].startswith("output 'scores'")
@@ -274,10 +276,10 @@ def test_a_packed_detection_output_is_judged_per_field_of_its_last_axis():
     ref = {"dets": np.concatenate([boxes, scores], axis=-1).astype(np.float32)}
     moved_boxes = ref["dets"].copy()
     moved_boxes[..., :4] += 0.5
-    assert compare_outputs({"dets": moved_boxes}, ref, Tolerance()).passed
+    assert compare_outputs({"dets": moved_boxes}, ref, SCALE).passed
     moved_scores = ref["dets"].copy()
     moved_scores[0, 7, 4] += 0.3
-    report = compare_outputs({"dets": moved_scores}, ref, Tolerance())
+    report = compare_outputs({"dets": moved_scores}, ref, SCALE)
     assert not report.passed
     assert "field 4 of 6 (last axis)" in report.as_dict()["rejected_by"]
     assert report.normalized_error > 0.2
@@ -293,7 +295,7 @@ def test_comparing_does_not_compute_the_statistics_polygraphy_would_log(monkeypa
     monkeypatch.setattr(comparator_util, "str_output_stats", lambda *args, **kwargs: computed.append(1) or "")
     original = comparator_util.log_output_stats
     reference = {"y": np.linspace(0, 1, 1000, dtype=np.float32)}
-    report = compare_outputs({"y": reference["y"] + 0.02}, reference, Tolerance())
+    report = compare_outputs({"y": reference["y"] + 0.02}, reference, SCALE)
     assert not report.passed and report.normalized_error == pytest.approx(0.02, rel=1e-3)
     assert computed == []
     assert comparator_util.log_output_stats is original

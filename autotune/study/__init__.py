@@ -9,7 +9,7 @@ the Ray executor in `autotune.workers`, the study spec in `autotune.spec`, the o
 
 from autotune.study._loop import run_study
 from autotune.study._records import chosen_trial, count_trials, counts_toward_goal, finished_count, trial_by_number
-from autotune.study._references import compute_references, weak_reference_warnings
+from autotune.study._references import compute_references, judged_tolerance, weak_reference_warnings
 from autotune.study._storage import (
     check_study_name,
     existing_study_model,
@@ -24,6 +24,7 @@ __all__ = [
     "chosen_trial",
     "check_study_name",
     "compute_references",
+    "judged_tolerance",
     "count_trials",
     "counts_toward_goal",
     "existing_study_model",

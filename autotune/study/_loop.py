@@ -32,7 +32,7 @@ from autotune.study._records import (
     tell_result,
     tell_ruled_out,
 )
-from autotune.study._references import compute_references, weak_reference_warnings
+from autotune.study._references import compute_references, judged_tolerance, weak_reference_warnings
 from autotune.study._storage import open_study
 from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, unmeasured_config
 from autotune.trial import TrialRequest, TrialResult
@@ -300,6 +300,8 @@ def run_study(
     spec = replace(spec, target_options=replace(spec.target_options, cache_dir=spec.study_dir.resolve()))
     searched = spec.space  # what the user asked for; inert passes are dropped below
     spec, dropped = drop_inert_passes(spec)
+    refs = references if references is not None else compute_references(spec)
+    spec = replace(spec, tolerance=judged_tolerance(spec, refs))  # every trial is judged by the same roles
     study = open_study(spec, create=True)
     for key, value in {**study_attrs(spec), "space_sha256": space_sha256(searched)}.items():
         study.set_user_attr(key, value)
@@ -310,7 +312,6 @@ def run_study(
     recover_state(study, run, spec.space, spec)
     defaults = spec.space.default_config()  # recover_state gave the rules these too
     run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
-    refs = references if references is not None else compute_references(spec)
     warnings = weak_reference_warnings(refs, spec.tolerance)
     if warnings:
         study.set_user_attr("warnings", warnings)

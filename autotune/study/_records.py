@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
 from autotune.model import pool_sha256
@@ -58,11 +59,15 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
         attrs["reason"] = result.reason
     attrs.update({k: result.measurements[k] for k in FLAT_MEASUREMENTS if k in result.measurements})
     attrs.update({k: result.accuracy[k] for k in FLAT_ACCURACY if k in result.accuracy})
+    judges = result.accuracy.get("judges", {})
+    if judges:  # what each output's judge saw, in one line the dashboard shows
+        attrs["judged"] = "; ".join(f"{name} ({v['role']}): {v['detail']}" for name, v in judges.items())
     if "build_s" in result.timings_s:
         attrs["build_time_s"] = result.timings_s["build_s"]
     attrs["details"] = {
         "measurement": {k: v for k, v in result.measurements.items() if k not in FLAT_MEASUREMENTS},
         "errors_per_output": result.accuracy.get("outputs", {}),
+        "judges": result.accuracy.get("judges", {}),
         "timings_s": result.timings_s,
         "build": {k: v for k, v in result.build.items() if k != "layers"},
         "rewrites": result.rewrites,
@@ -130,6 +135,8 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "max_error": spec.tolerance.max_error,
         "min_cosine": spec.tolerance.min_cosine,
         "metric": spec.tolerance.metric,
+        "output_roles": [role.as_dict() for role in spec.tolerance.roles],
+        "judge_limits": asdict(spec.tolerance.limits),
         "dynamic_batch": spec.model.dynamic_batch,
         "inputs_sha256": pool_sha256(spec.input_pool),
         "verification_samples": int(next(iter(spec.input_pool.values())).shape[0]) if spec.input_pool else 0,

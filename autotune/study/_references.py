@@ -3,11 +3,13 @@ reference earns."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autotune.calibration import sample_count
+from autotune.judges import infer_roles, output_producers
 from autotune.model import fp32_cpu_session, join_outputs, output_batch_axes, verification_feeds
 from autotune.verify import Tolerance
 
@@ -44,6 +46,20 @@ def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:
     return {batch: reference(batch) for batch in sizes}
 
 
+def judged_tolerance(spec: StudySpec, references: dict[int, dict[str, np.ndarray]]) -> Tolerance:
+    """`spec.tolerance` with the role of every output, inferred once from the op that produces it
+    and its FP32 reference on the held-out samples (`--output-role` wins); unchanged unless the
+    gate is "auto" without a task metric."""
+    tolerance = spec.tolerance
+    if tolerance.mode != "auto" or tolerance.metric is not None or not references:
+        return tolerance
+    reference = references[max(references)]
+    roles = infer_roles(
+        reference, sample_count(spec.input_pool), output_producers(spec.model.path), dict(tolerance.role_overrides)
+    )
+    return replace(tolerance, roles=tuple(roles.values()))
+
+
 def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolerance: Tolerance) -> list[str]:
     """Outputs whose FP32 reference cannot tell a right candidate from a wrong one.
 
@@ -63,7 +79,7 @@ def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolera
             spread = float(np.ptp(value.astype(np.float64)))
             if peak <= tolerance.atol:
                 consequence = "accuracy checks cannot reject a wrong candidate"
-                if tolerance.mode == "scale" and peak > DEGENERATE_SCALE:
+                if tolerance.mode != "elementwise" and peak > DEGENERATE_SCALE:
                     scale = spread if spread > DEGENERATE_SCALE else peak
                     consequence = f"its errors are judged against a range of only {scale:.3g}, where rounding decides"
                 warnings.append(
