@@ -20,6 +20,7 @@ from autotune.errors import condense_reason
 from autotune.judges import roles_table
 from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, MANIFEST_FILE, METRICS_FILE, PARETO_PLOT, trial_dir
 from autotune.measure import PairedSpeedup
+from autotune.sensitivity import MOSTLY_FLOAT
 from autotune.study._records import chosen_trial, trial_by_number
 from autotune.trial import MODEL_FILE
 
@@ -563,6 +564,8 @@ def sensitivity_section(study: optuna.Study, best: FrozenTrial | None) -> list[s
     gemm = mixed.get("kept_float_gemm")  # keep_float_layers non_gemm_auto: the GEMM layers are the news
     named = kept if gemm is None else gemm
     kept_line = f"{len(kept)} of {mixed.get('quantized_layers', '?')} layers kept in float" + (
+        f" (over {MOSTLY_FLOAT:.0%}: float, not INT8; not a successful repair)" if mixed.get("mostly_float") else ""
+    ) + (
         "" if gemm is None or len(gemm) == len(kept) else
         f" (every layer but Conv/Gemm/MatMul, and {len(gemm)} of those)"
     )  # fmt: skip

@@ -559,10 +559,13 @@ def quantize_mixed(
             elementwise = set(always)
             details["kept_float_gemm"] = [name for name in repaired.kept_float if name not in elementwise]
             details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
+            _mostly_float(details)
             return repaired.model, details
         repaired = repair(quantized, prepared, ranking, passes)
         names = repaired.kept_float
         details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
+        details["kept_float"] = names
+        _mostly_float(details)
     else:
         names = [layer.node for layer in ranking[: int(keep)]]
     details["kept_float"] = names
@@ -572,6 +575,22 @@ def quantize_mixed(
         layers = [name for name in names if not name.startswith(OUTPUT_PREFIX)]
         quantized = keep_float(apply_precision(prepared, precision, **options, keep_float=layers), prepared, names)
     return quantized, details
+
+
+# A repair that keeps more than this share of the quantizable layers float is a float model
+# with Q/DQ decorations: reported as "float, not INT8", never as a successful repair.
+MOSTLY_FLOAT = 0.9
+
+
+def _mostly_float(details: dict[str, object]) -> None:
+    """Marks `details` "float, not INT8" when the repair kept over `MOSTLY_FLOAT` of the layers float."""
+    kept = details.get("kept_float") or []
+    total = details.get("quantized_layers") or 0
+    share = len(kept) / total if isinstance(kept, list) and isinstance(total, int) and total else 0.0
+    details["float_share"] = share
+    if share > MOSTLY_FLOAT:
+        details["mostly_float"] = True
+        details["repair_passed"] = False
 
 
 def _ranking_key(

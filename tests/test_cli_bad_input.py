@@ -172,13 +172,18 @@ def test_the_console_script_prints_one_line_and_exits_2(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "fragments"),
     [
-        (["--accuracy", "strict"], ["--accuracy 'strict'", "scale or elementwise"]),
+        (["--accuracy", "strict"], ["--accuracy 'strict'", "auto, scale or elementwise"]),
         (["--accuracy", "scale", "--atol", "1e-3"], ["--atol/--rtol", "--accuracy scale", "--max-error"]),
         (["--atol", "1e-3", "--max-error", "0.05"], ["--max-error", "--atol/--rtol"]),
         (["--min-cosine", "1.5"], ["--min-cosine '1.5'", "at most 1"]),
         (["--min-cosine", "0"], ["--min-cosine '0'", "greater than zero"]),
         (["--min-cosine", "high"], ["--min-cosine 'high'", "expected a number"]),
-        (["--accuracy", "elementwise", "--min-cosine", "0.9"], ["--min-cosine '0.9'", "--accuracy scale only"]),
+        (["--accuracy", "elementwise", "--min-cosine", "0.9"], ["--min-cosine '0.9'", "--accuracy scale or auto only"]),
+        (["--output-role", "logits=boxes"], ["--output-role 'logits=boxes'", "classes"]),
+        (["--output-role", "nope=classes"], ["--output-role nope", "no output 'nope'"]),
+        (["--output-role", "y=classes", "--output-role", "y=generic"], ["--output-role y", "given twice"]),
+        (["--judge", "cer=2"], ["--judge 'cer=2'", "between 0 and 1"]),
+        (["--accuracy", "scale", "--judge", "cer=0.1"], ["--output-role/--judge", "not scale"]),
         (["--max-error", "-1"], ["--max-error '-1'"]),
     ],
 )

@@ -265,3 +265,34 @@ def test_role_and_limit_flags_are_checked():
     for bad in (["cer"], ["speed=1"], ["cer=x"], ["cer=2"], ["cer=0.1", "cer=0.2"]):
         with pytest.raises(ValueError, match="--judge"):
             parse_limits(bad)
+
+
+def test_a_repair_that_keeps_over_90_percent_float_is_float_not_int8():
+    from autotune.sensitivity import _mostly_float
+
+    details: dict[str, object] = {
+        "kept_float": [f"n{i}" for i in 19 * [0]],
+        "quantized_layers": 20,
+        "repair_passed": True,
+    }
+    _mostly_float(details)
+    assert details["mostly_float"] and details["repair_passed"] is False and details["float_share"] == 0.95
+    half: dict[str, object] = {"kept_float": ["a"] * 10, "quantized_layers": 20, "repair_passed": True}
+    _mostly_float(half)
+    assert "mostly_float" not in half and half["repair_passed"] is True
+
+
+def test_a_study_records_each_outputs_role_from_the_graph_and_the_reference(tiny_model, results_dir):
+    from autotune.cli import build_parser, prepare_start
+    from autotune.report import tolerance_line
+    from autotune.study import compute_references, judged_tolerance
+    from autotune.study._records import study_attrs
+
+    argv = ["start", str(tiny_model), "--target", "onnxruntime", "--results-dir", str(results_dir)]
+    spec, _ = prepare_start(build_parser().parse_args(argv))
+    spec.tolerance = judged_tolerance(spec, compute_references(spec))
+    attrs = study_attrs(spec)
+    assert [(r["output"], r["role"]) for r in attrs["output_roles"]] == [("y", "classes")]
+    assert "y: classes" in tolerance_line(attrs) and "(auto)" in tolerance_line(attrs)
+    overridden = prepare_start(build_parser().parse_args([*argv, "--output-role", "y=embedding"]))[0]
+    assert judged_tolerance(overridden, compute_references(overridden)).roles[0].role == "embedding"

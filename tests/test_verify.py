@@ -262,7 +262,7 @@ def test_a_study_records_its_accuracy_gate(tiny_model, results_dir):
     argv = ["start", str(tiny_model), "--target", "onnxruntime", "--results-dir", str(results_dir), "--metric", "top1"]
     spec, _ = prepare_start(build_parser().parse_args(argv))
     attrs = study_attrs(spec)
-    assert (attrs["accuracy_mode"], attrs["max_error"], attrs["min_cosine"]) == ("scale", 0.01, 0.99)
+    assert (attrs["accuracy_mode"], attrs["max_error"], attrs["min_cosine"]) == ("auto", 0.01, 0.99)
     assert attrs["metric"] == "autotune.metrics:top1" and attrs["atol"] == 0.01
 
 
