@@ -136,6 +136,14 @@ def _study_name(text: str) -> str:
     return check_study_name(name, "--study")
 
 
+def largest_int(values: Any) -> int:
+    """The largest of a knob's values, read off a range's ends (a `batch_size` range 1-10^12 is
+    never iterated: that hung `start`), else the largest listed; 1 when there are none."""
+    if isinstance(values, range):
+        return int(max(values[0], values[-1])) if len(values) else 1
+    return max((int(v) for v in values), default=1)
+
+
 def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
     """How many samples each synthetic pool holds (`synthetic_samples_that_fit`); UsageError
     naming --shape when even the largest batch tuned does not fit in free memory: one line,
@@ -144,7 +152,7 @@ def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
 
     from autotune.model import POOL_BATCH, synthetic_samples_that_fit
 
-    largest = max((int(b) for b in space["batch_size"].values()), default=1) if "batch_size" in space else 1
+    largest = largest_int(space["batch_size"].values()) if "batch_size" in space else 1
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -503,7 +511,31 @@ def _inherit_options(args: argparse.Namespace, stored: dict[str, Any]) -> None:
         given = frozenset(k for k in RESUMABLE_OPTIONS if getattr(args, k, None) != getattr(defaults, k, None))
     for key, value in stored.items():
         if key in RESUMABLE_OPTIONS and key not in given:
+            _refuse_code_or_address(key, value)
             setattr(args, key, Path(value) if key in ("space", "inputs", "preprocess_file") and value else value)
+
+
+def _refuse_code_or_address(key: str, value: Any) -> None:
+    """A stored option that names code to import (`--metric`, a plugin `--target`) or an address
+    to connect to (`--ray-address`) is taken from the command line only: a study database is a
+    file anyone may hand over, and resuming it must import nothing and connect nowhere it names.
+    UsageError saying what to pass to resume."""
+    from autotune.targets import target_names
+    from autotune.verify import BUILTIN_METRICS
+
+    trusted = {
+        "metric": value in (None, "") or value in BUILTIN_METRICS or value in BUILTIN_METRICS.values(),
+        "ray_address": value in (None, ""),
+        "target": value in (None, "", "auto") or value in target_names(),
+    }
+    if trusted.get(key, True):
+        return
+    flag = "--" + key.replace("_", "-")
+    what = "an address to connect to" if key == "ray_address" else "code to import"
+    raise UsageError(
+        f"{flag} {value!r} is stored in the study database, and {what} is never taken from there on resume: "
+        f"pass {flag} {value} again to resume with it"
+    )
 
 
 def _check_same_study(

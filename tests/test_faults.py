@@ -251,6 +251,15 @@ def test_a_huge_int_range_is_sampled_without_materializing_it(tmp_path):
     assert 0 <= fresh["intra_op_threads"] <= 100000000 and 0 <= sampled["intra_op_threads"] <= 100000000
 
 
+def test_a_batch_range_of_10_to_the_12_is_read_by_its_ends():
+    """`start` with such a space spun forever finding the range's maximum (issue 25)."""
+    from autotune.spec import largest_int
+
+    assert largest_int(range(1, 10**12 + 1)) == 10**12
+    assert largest_int(range(64, 0, -8)) == 64
+    assert largest_int(range(0)) == 1 and largest_int([1, 8, 4]) == 8
+
+
 def test_yaml_aliases_in_a_space_file_are_refused(tmp_path):
     from autotune.space import load_space
     from autotune.targets.onnxruntime import OnnxRuntimeTarget
@@ -715,3 +724,31 @@ def test_list_with_a_storage_it_cannot_open_is_one_line_without_the_password(tmp
     proc = run_main(capsys, "list", "--storage", url, "--results-dir", str(tmp_path))
     one_line_error(proc, "--storage", "cannot open this storage")
     assert "hunter2" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("stored", "flag"),
+    [
+        ({"metric": "this:s"}, "--metric"),
+        ({"ray_address": "10.255.255.1:6379"}, "--ray-address"),
+        ({"target": "evil.module:Target"}, "--target"),
+    ],  # fmt: skip
+)
+def test_a_resumed_study_takes_code_and_addresses_from_the_command_line_only(stored, flag):
+    """A crafted database's `metric`, plugin `target` or `ray_address` is refused before anything
+    is imported or joined (issue 25: `this:s` printed the Zen of Python on --resume)."""
+    import sys
+
+    from autotune.spec import _inherit_options, parse_start
+
+    sys.modules.pop("this", None)
+    with pytest.raises(UsageError, match=f"{flag} .* never taken from there on resume: pass {flag}"):
+        _inherit_options(parse_start(["--resume", "crafted"]), {"budget": None, **stored})
+    assert "this" not in sys.modules
+    value = next(iter(stored.values()))
+    given = parse_start(["--resume", "crafted", flag, value])
+    _inherit_options(given, stored)  # given again: the user's own choice
+    assert getattr(given, next(iter(stored))) == value
+    builtin = parse_start(["--resume", "crafted"])
+    _inherit_options(builtin, {"metric": "top1", "target": "onnxruntime", "ray_address": None})
+    assert (builtin.metric, builtin.target) == ("top1", "onnxruntime")
