@@ -154,7 +154,7 @@ def test_kill_9_then_resume_loses_nothing_and_reruns_the_interrupted_trial(tmp_p
     interrupted = [t for t in load(results, "crash").trials if t.state == optuna.trial.TrialState.RUNNING]
     assert interrupted
 
-    cli("start", "--resume", "crash", "--results-dir", str(results))
+    cli("start", "--resume", "crash", "--target", MISBEHAVING, "--results-dir", str(results))
     wait_for(lambda: lock_holder(results / "crash") is None, 240, "the resumed daemon to finish")
     study = load(results, "crash")
     for number, (state, values) in before.items():

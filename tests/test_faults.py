@@ -378,7 +378,7 @@ def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_bas
     defaults = study.trials[0].params
 
     # The resumed daemon re-runs the defaults first; `stop --now` cuts that trial short too.
-    cli("start", "--resume", "k9", "--results-dir", str(results), timeout=300)
+    cli("start", "--resume", "k9", "--target", MISBEHAVING, "--results-dir", str(results), timeout=300)
     cli("stop", "--now", "k9", "--results-dir", str(results))
     wait_daemon_gone(study_dir, 60)
     assert daemon_state(study_dir) == "stopped"
@@ -387,7 +387,7 @@ def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_bas
     assert counts(study) == {"FAIL": 2} and study.trials[0].user_attrs["interrupted"]
     assert len(cancelled) == 1 and cancelled[0].params == defaults and baseline(study) is None
 
-    cli("start", "--resume", "k9", "--results-dir", str(results), timeout=300)
+    cli("start", "--resume", "k9", "--target", MISBEHAVING, "--results-dir", str(results), timeout=300)
     wait_daemon_gone(study_dir, 240)
     study = load(results, "k9")
     zero = baseline(study)

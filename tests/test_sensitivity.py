@@ -245,7 +245,7 @@ def test_a_pruned_repaired_trial_is_regenerated_with_the_studys_gate(model, tmp_
     monkeypatch.setattr(autotune.trial, "transform_model", lambda *args, **kwargs: seen.update(kwargs))
     trial = SimpleNamespace(params={"precision": "int8", "keep_float_layers": "auto"})
     regenerate_model(SimpleNamespace(user_attrs=attrs), trial, tmp_path / "regenerated")
-    assert seen["tolerance"] == Tolerance(max_error=0.05, min_cosine=0.9, metric="top1")
+    assert seen["tolerance"] == Tolerance(mode="scale", max_error=0.05, min_cosine=0.9, metric="top1")
 
 
 def test_non_gemm_leaves_every_layer_but_the_convolutions_float_without_a_ranking(model, calibration, monkeypatch):

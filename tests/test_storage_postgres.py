@@ -75,7 +75,8 @@ def test_a_postgres_study_on_two_ray_nodes_survives_kill_9_and_resumes_losing_no
         status = cli("status", "pg", "--storage", postgres_url, "--results-dir", str(results)).stdout
         assert "complete" in status
 
-        cli("start", "--resume", "pg", "--storage", postgres_url, "--results-dir", str(results), timeout=300)
+        cli("start", "--resume", "pg", "--storage", postgres_url, "--results-dir", str(results),
+            "--target", MISBEHAVING, "--ray-address", cluster.address, timeout=300)  # fmt: skip
         wait_for(lambda: lock_holder(study_dir) is None, 300, "the resumed daemon to finish")
         assert daemon_state(study_dir) == "finished", (study_dir / "autotune.log").read_text()[-2000:]
 
