@@ -31,12 +31,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import AutotuneError, UsageError
-from autotune.layout import LOG_FILE, PID_FILE, STATE_FILE, STOP_FILE
+from autotune.errors import AutotuneError, StorageLost, UsageError
+from autotune.layout import LOG_FILE, PID_FILE, STATE_FILE, STOP_FILE, STUDY_DB
 
 GRACE_S = 60.0
 START_TIMEOUT_S = 300.0  # from launch to the first trial dispatched (references, Ray start)
@@ -437,7 +438,10 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
         extra = f" ({result.reason})" if result.reason else ""
         log.info("trial %d %s: %.4g samples/s%s", result.number, result.state, result.throughput, extra)
 
+    watch = storage_watch(spec.study_dir if spec.storage is None else None)
+
     def should_stop() -> bool:
+        watch()
         flags.poll()
         if flags.now:
             executor.cancel_all("stopped by `autotune stop --now`")
@@ -463,6 +467,7 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
         write_state(spec.study_dir, "stopped")
         log.info("stopped at once; not finalized (run `autotune report %s`)", spec.name)
         return 0
+    watch()  # nothing is written from memory as if a lost study were intact
     log.info("finalizing (`autotune stop` waits for it; `autotune stop --now` ends it)")
     write_state(spec.study_dir, "finalizing")  # status says so, not "running" (issue 11)
     flags.finalizing = True
@@ -478,6 +483,36 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
     )
     write_state(spec.study_dir, "stopped" if flags.graceful else "finished")
     return 0
+
+
+def storage_watch(study_dir: Path | None) -> Callable[[], None]:
+    """A check that raises StorageLost once `study_dir/study.db` disappears, is replaced by another
+    file (inode) or shrinks (SQLite never shrinks it without VACUUM): the daemon then fails the
+    study with one line, as for a full disk, instead of finishing "finished" and writing `best/`
+    and `report.md` from memory over a study that is gone. A no-op for a database server (None)."""
+    if study_dir is None:
+        return lambda: None
+    db = study_dir / STUDY_DB
+    seen: dict[str, int] = {}
+
+    def check() -> None:
+        try:
+            stat = os.stat(db)
+        except FileNotFoundError:
+            if not seen:
+                return  # not created yet: the study opens it first
+            raise StorageLost(f"{db} was deleted while the study ran; its trials are lost unless restored") from None
+        identity = {"dev": stat.st_dev, "ino": stat.st_ino}
+        if seen and (seen["dev"], seen["ino"]) != (identity["dev"], identity["ino"]):
+            raise StorageLost(f"{db} was replaced by another file while the study ran; the daemon stops writing")
+        if seen and stat.st_size < seen["size"]:
+            raise StorageLost(
+                f"{db} shrank from {seen['size']} to {stat.st_size} bytes while the study ran (truncated); "
+                "restore it, or move it aside"
+            )
+        seen.update(identity, size=max(stat.st_size, seen.get("size", 0)))
+
+    return check
 
 
 def _shutdown_ray() -> None:

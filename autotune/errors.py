@@ -55,3 +55,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     return condense_reason(lines[0], limit) if lines else type(exc).__name__
+
+
+class StorageLost(AutotuneError):
+    """The study's database was deleted, replaced or truncated while the daemon ran."""

@@ -4,6 +4,12 @@ FP16, INT8 and INT8 repaired to the judge (`keep_float_layers: auto`), plus the 
 of tests/test_judges.py. CPU only (ONNX Runtime); real inputs (a photograph, rendered text).
 
     .venv/bin/python bench/accuracy.py --out bench/ACCURACY.md [--models yolov8n,ppocr_cls]
+    .venv/bin/python bench/accuracy.py gpu-models     # bench/models/ for the GPU runs (bench/gpu_grid.py)
+
+`gpu-models` writes the two models of issue 24's GPU comparison with real inputs: YOLOv8n with its
+batch made dynamic (`yolov8n.onnx`, `yolov8n_inputs.npz`: 16 views of the photograph: scales,
+crops, mirror images) and the PP-OCRv4 recognizer (`ppocr_v4_rec.onnx`, `ppocr_v4_rec_lines.npz`:
+64 rendered text lines, half calibrate, half verify).
 """
 
 from __future__ import annotations
@@ -78,11 +84,73 @@ def models(tmp: Path) -> dict[str, tuple[Path, dict, list[dict]]]:
     }
 
 
+WORDS = (
+    "invoice total amount date number customer address payment tax receipt order item price TensorRT ONNX "
+    "batch latency engine profile quantize detector recognizer throughput median"
+).split()
+
+
+def gpu_models() -> None:
+    """YOLOv8n (dynamic batch) and the PP-OCRv4 recognizer, with real inputs, into bench/models/."""
+    from PIL import Image
+
+    out = ROOT / "bench" / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    yolo = onnx.load(str(model_path("yolov8n")))
+    dynamic_batch(yolo)
+    onnx.save(yolo, str(out / "yolov8n.onnx"))
+    base = photo(640)[0].transpose(1, 2, 0)
+    views = []
+    rng = np.random.default_rng(0)
+    for index in range(16):
+        image = Image.fromarray((base * 255).astype(np.uint8))
+        scale = 0.6 + 0.4 * rng.random()
+        size = int(640 * scale)
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+        canvas = Image.new("RGB", (640, 640), (114, 114, 114))
+        canvas.paste(image, (int(rng.integers(0, 640 - size + 1)), int(rng.integers(0, 640 - size + 1))))
+        if index % 2:
+            canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        views.append(np.asarray(canvas, np.float32).transpose(2, 0, 1) / 255.0)
+    np.savez_compressed(out / "yolov8n_inputs.npz", images=np.stack(views).astype(np.float32))
+    rec = out / "ppocr_v4_rec.onnx"
+    rec.write_bytes(model_path("ppocr_rec").read_bytes())
+    lines = [" ".join(rng.choice(WORDS, int(rng.integers(1, 4)))) for _ in range(64)]
+    np.savez_compressed(out / "ppocr_v4_rec_lines.npz", x=text_lines(320, lines))
+    print(f"wrote {out}/yolov8n.onnx, yolov8n_inputs.npz, ppocr_v4_rec.onnx, ppocr_v4_rec_lines.npz")
+
+
+def dynamic_batch(model: onnx.ModelProto) -> None:
+    """YOLOv8n's export bakes batch 1 into its Reshapes: 0 (copy the input's dim) makes it dynamic."""
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.op_type != "Reshape":
+            continue
+        shape = initializers.get(node.input[1])
+        if shape is None and node.input[1] in producers and producers[node.input[1]].op_type == "Constant":
+            shape = producers[node.input[1]].attribute[0].t
+        if shape is None:
+            continue
+        values = numpy_helper.to_array(shape).copy()
+        if values.size and values[0] == 1:
+            values[0] = 0
+            shape.CopyFrom(numpy_helper.from_array(values, shape.name))
+    for value in (model.graph.input[0], *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]
+
+
 def verdict(report) -> str:
     return "pass" if report.passed else "**reject**"
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["gpu-models"]:
+        gpu_models()
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "ACCURACY.md")
     parser.add_argument("--models", help="comma-separated substrings of the model names to run")

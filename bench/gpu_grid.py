@@ -257,7 +257,7 @@ def column_errors(outputs_path: Path, reference: dict[str, Any]) -> dict[str, An
 def run_grid(spec: Any, grid: dict[str, list[Any]], batches: list[int], top: int) -> dict[str, Any]:
     """Measures the grid at batch 1, then the `top` fastest feasible points and the expert
     recipe at every batch in `batches`; each point is `run_trial` in a forked child."""
-    from autotune.study import compute_references
+    from autotune.study import compute_references, judged_tolerance
     from autotune.trial import TrialRequest
     from autotune.workers import run_isolated
 
@@ -265,6 +265,7 @@ def run_grid(spec: Any, grid: dict[str, list[Any]], batches: list[int], top: int
     workdir = Path(tempfile.mkdtemp(prefix="grid-"))
     options = replace(spec.target_options, cache_dir=workdir)
     references = compute_references(spec)
+    tolerance = judged_tolerance(spec, references)  # the study's judges: same roles, same limits
     grid_knobs = [k for k in grid if k in spec.space]
     batches = [b for b in batches if b in spec.batch_sizes()] or [1]
     reference_s = 0.0
@@ -279,7 +280,7 @@ def run_grid(spec: Any, grid: dict[str, list[Any]], batches: list[int], top: int
         request = TrialRequest(
             number=number, config=config, model_path=spec.model.path, target_name=spec.target_name,
             target_options=options, input_pool=spec.input_pool, dynamic_batch=spec.model.dynamic_batch,
-            reference_outputs=references, tolerance=spec.tolerance,
+            reference_outputs=references, tolerance=tolerance,
             stop_rule=rule, workdir=workdir / str(number),
         )  # fmt: skip
         point = _point(run_isolated(request, timeout_s=GRID_POINT_TIMEOUT_S), grid_knobs)

@@ -752,3 +752,27 @@ def test_a_resumed_study_takes_code_and_addresses_from_the_command_line_only(sto
     builtin = parse_start(["--resume", "crafted"])
     _inherit_options(builtin, {"metric": "top1", "target": "onnxruntime", "ray_address": None})
     assert (builtin.metric, builtin.target) == ("top1", "onnxruntime")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["deleted", "truncated"])
+def test_a_database_deleted_or_truncated_under_the_daemon_fails_the_study_in_one_line(tmp_path, fault):
+    """The daemon carried on, ended "finished" and wrote best/ and report.md from memory over a
+    study that was gone (issue 25); now it fails, says why, and writes nothing as if intact."""
+    from tests.test_daemon import start_slow_study, wait_until_running
+
+    make_tiny_model(tmp_path / "tiny.onnx")
+    results = tmp_path / "results"
+    study_dir = results / "lost"
+    start_slow_study(tmp_path, results, "lost", "--trials", "50")
+    wait_until_running(results, "lost", 1)
+    db = study_dir / "study.db"
+    if fault == "deleted":
+        db.unlink()
+    else:
+        os.truncate(db, 1024)
+    wait_daemon_gone(study_dir, 120)
+    state = daemon_state(study_dir)
+    said = {"deleted": "study.db was deleted while the study ran", "truncated": "study.db shrank from"}[fault]
+    assert state.startswith("failed") and said in state and len(state.splitlines()) == 1, state
+    assert not (study_dir / "best").exists() and not (study_dir / "report.md").exists()
