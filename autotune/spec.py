@@ -523,12 +523,11 @@ def _refuse_code_or_address(key: str, value: Any) -> None:
     from autotune.targets import target_names
     from autotune.verify import BUILTIN_METRICS
 
-    trusted = {
-        "metric": value in (None, "") or value in BUILTIN_METRICS or value in BUILTIN_METRICS.values(),
-        "ray_address": value in (None, ""),
-        "target": value in (None, "", "auto") or value in target_names(),
-    }
-    if trusted.get(key, True):
+    if key not in ("metric", "ray_address", "target") or value in (None, ""):
+        return
+    if key == "metric" and (value in BUILTIN_METRICS or value in BUILTIN_METRICS.values()):
+        return
+    if key == "target" and (value == "auto" or value in target_names()):
         return
     flag = "--" + key.replace("_", "-")
     what = "an address to connect to" if key == "ray_address" else "code to import"
