@@ -2,6 +2,9 @@
 wheels, and the verdicts of the old default gate ("scale") beside the role's judge ("auto") for
 FP16, INT8 and INT8 repaired to the judge (`keep_float_layers: auto`), plus the known-bad changes
 of tests/test_judges.py. CPU only (ONNX Runtime); real inputs (a photograph, rendered text).
+Each INT8 candidate's speed is `autotune.measure.paired_speedup` against the onnxruntime space's
+FP32 defaults (interleaved, same run), beside an A/A control (the FP32 defaults against a second
+session of themselves).
 
     .venv/bin/python bench/accuracy.py --out bench/ACCURACY.md [--models yolov8n,ppocr_cls]
     .venv/bin/python bench/accuracy.py gpu-models     # bench/models/ for the GPU runs (bench/gpu_grid.py)
@@ -15,6 +18,7 @@ crops, mirror images) and the PP-OCRv4 recognizer (`ppocr_v4_rec.onnx`, `ppocr_v
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from gpu_grid import yolox_pixels  # noqa: E402
 
 from autotune.judges import infer_roles, output_producers  # noqa: E402
+from autotune.measure import paired_speedup  # noqa: E402
 from autotune.passes.precision import cast_to_low_precision  # noqa: E402
 from autotune.trial import transform_model  # noqa: E402
 from autotune.verify import Tolerance, compare_outputs  # noqa: E402
@@ -143,6 +148,38 @@ def dynamic_batch(model: onnx.ModelProto) -> None:
     del model.graph.value_info[:]
 
 
+class Speed:
+    """Paired speed on the ONNX Runtime CPU target: every session is built with the onnxruntime
+    space's defaults (`--precision` aside), as trial 0 is, and timed on the verification feeds."""
+
+    def __init__(self, feeds: dict, tmp: Path, rounds: int) -> None:
+        from autotune.space import load_space
+        from autotune.targets import target_class
+        from autotune.targets.base import TargetOptions
+
+        self.target = target_class("onnxruntime")(TargetOptions())
+        space = load_space(ROOT / "autotune" / "search_spaces" / "onnxruntime.yaml", self.target)
+        self.defaults = {k: v for k, v in space.default_config().items() if k != "batch_size"}
+        self.feeds, self.tmp, self.rounds, self.sessions = feeds, tmp, rounds, []
+
+    def timer(self, path: Path, precision: str = "fp32"):
+        config = {**self.defaults, "precision": precision}
+        workdir = self.tmp / f"session{len(self.sessions)}"
+        workdir.mkdir()
+        built = self.target.build(path, config, workdir, {k: list(v.shape) for k, v in self.feeds.items()})
+        session = self.target.open(built, config)
+        self.sessions.append(session)
+        return session.timer(self.feeds)
+
+    def paired(self, fp32, candidate) -> str:
+        result = paired_speedup(fp32, candidate, rounds=self.rounds, round_s=0.5)
+        return f"{result.speedup_median:.2f}x [{result.speedup_p25:.2f}, {result.speedup_p75:.2f}]"
+
+    def close(self) -> None:
+        for session in self.sessions:
+            session.close()
+
+
 def verdict(report) -> str:
     return "pass" if report.passed else "**reject**"
 
@@ -154,8 +191,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "ACCURACY.md")
     parser.add_argument("--models", help="comma-separated substrings of the model names to run")
+    parser.add_argument("--rounds", type=int, default=11, help="paired rounds of each speed figure")
     args = parser.parse_args()
-    rows, roles_rows, bad_rows = [], [], []
+    rows, roles_rows, bad_rows, speed_rows = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         for name, (path, feeds, calibration) in models(tmp).items():
@@ -188,6 +226,10 @@ def main() -> None:
                 )  # fmt: skip
                 details["seconds"] = time.monotonic() - started
                 candidates[label] = (out, details)
+            (tmp / "speed").mkdir()
+            speed = Speed(feeds, tmp / "speed", args.rounds)
+            fp32 = speed.timer(path)
+            speed_rows.append(f"| {name} | A/A: FP32 defaults, a second session | | | {speed.paired(fp32, speed.timer(path))} |")
             for label, (candidate_path, details) in candidates.items():
                 outputs = run(candidate_path, feeds)
                 under_auto = compare_outputs(outputs, reference, auto)
@@ -206,6 +248,15 @@ def main() -> None:
                     f"| {name} | {label} | {verdict(under_scale)} ({under_scale.normalized_error:.3g} of range) | "
                     f"{verdict(under_auto)} | {detail} | {kept_text} |"
                 )
+                if label.startswith("INT8"):
+                    quantized = mixed.get("quantized_layers")
+                    int8_share = f"{quantized - len(kept or [])} of {quantized}" if quantized else "all"
+                    speed_rows.append(
+                        f"| {name} | {label} | {verdict(under_auto)} | {int8_share} | "
+                        f"{speed.paired(fp32, speed.timer(candidate_path, 'int8'))} |"
+                    )
+            speed.close()
+            shutil.rmtree(tmp / "speed")
             bad = {}
             if role.role == "detections":
                 bad = {"scores +-0.3": shift_scores_of(role, reference[output], 0.3),
@@ -240,6 +291,16 @@ def main() -> None:
         "| model | candidate | scale | auto | what the judge saw | repair |",
         "| --- | --- | --- | --- | --- | --- |",
         *rows,
+        "",
+        "## Speed of INT8 on the CPU, paired against the FP32 defaults",
+        "",
+        "Throughput ratio against the onnxruntime space's FP32 defaults on the verification inputs, "
+        f"median [p25, p75] of {args.rounds} interleaved rounds (`autotune.measure.paired_speedup`), "
+        "the A/A control first for each model. INT8 layers: quantizable layers left INT8 by the repair.",
+        "",
+        "| model | candidate | auto | INT8 layers | speed vs FP32 defaults |",
+        "| --- | --- | --- | --- | --- |",
+        *speed_rows,
         "",
         "## Known-bad changes of detector outputs",
         "",
