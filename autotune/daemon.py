@@ -324,7 +324,9 @@ def run_daemon(argv: list[str]) -> int:
     flags = StopFlags()
     flags.install()  # first of all: a stop that comes during start-up is honoured, not fatal
     from autotune.spec import parse_start, prepare_start, write_inputs
-    from autotune.workers import make_executor
+    from autotune.workers import MemoryGuard, make_executor
+
+    MemoryGuard.volunteer(500)  # the study's processes go before anyone else's when memory runs out
 
     args = parse_start(argv)
     if os.environ.get(STORAGE_ENV):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -331,6 +332,56 @@ def synthetic_samples_that_fit(
         if need <= free_bytes:
             break
     return samples, need
+
+
+def free_memory_bytes() -> int | None:
+    """The machine's MemAvailable (what can be allocated without pushing others out), else its
+    free pages; None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+LARGEST_LIVE_TENSORS = 3  # tensors a runtime holds at once at its peak (a node's inputs, output, a skip)
+SESSION_COPIES = 3  # the model's weights in memory during a trial: the file, the session, a rewritten copy
+
+
+def trial_memory_bytes(info: ModelInfo, shapes: Mapping[str, Sequence[int]]) -> int | None:
+    """A trial's memory at these input shapes, estimated before anything runs: the weights
+    `SESSION_COPIES` times, plus twice (the reference's run and the candidate's) the
+    `LARGEST_LIVE_TENSORS` largest tensors ONNX shape inference finds at these shapes. An
+    estimate of the order of magnitude, for refusing shapes a machine cannot hold (a text
+    recognizer at width 2,000,000 grew a daemon to 19 GB); None where shape inference cannot
+    size the graph (the trial's memory guard still holds, `workers.MemoryGuard`)."""
+    try:
+        model = onnx.load(str(info.path))
+        for value in model.graph.input:
+            if value.name in shapes:
+                dims = value.type.tensor_type.shape.dim
+                for dim, size in zip(dims, shapes[value.name], strict=True):
+                    dim.Clear()
+                    dim.dim_value = int(size)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # a graph shape inference cannot follow (custom ops, > 2 GiB protos)
+        return None
+    weights = sum(init.ByteSize() for init in model.graph.initializer)
+    sizes = []
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
+        if dims and all(dims) and tensor.elem_type:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+            sizes.append(math.prod(dims) * itemsize)
+    live = sum(sorted(sizes, reverse=True)[:LARGEST_LIVE_TENSORS])
+    return SESSION_COPIES * weights + 2 * live
 
 
 def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:

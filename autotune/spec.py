@@ -148,14 +148,11 @@ def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
     """How many samples each synthetic pool holds (`synthetic_samples_that_fit`); UsageError
     naming --shape when even the largest batch tuned does not fit in free memory: one line,
     before anything is allocated."""
-    import os
-
-    from autotune.model import POOL_BATCH, synthetic_samples_that_fit
+    from autotune.model import POOL_BATCH, free_memory_bytes, synthetic_samples_that_fit
 
     largest = largest_int(space["batch_size"].values()) if "batch_size" in space else 1
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = free_memory_bytes()
+    if free is None:
         return POOL_BATCH
     samples, need = synthetic_samples_that_fit(info, overrides, largest, free)
     if need > free:
@@ -166,6 +163,31 @@ def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
             f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes"
         )
     return samples
+
+
+def _check_trial_memory(info: Any, overrides: Any, space: Any, args: argparse.Namespace) -> None:
+    """UsageError naming --shape, --batch (or the space's batch_size) when one trial at the
+    largest batch tuned would need more memory than is free (`model.trial_memory_bytes`):
+    refused before anything is written, rather than grown into until the kernel kills
+    processes that are not the study's."""
+    from autotune.model import concrete_shapes, free_memory_bytes, trial_memory_bytes
+
+    free = free_memory_bytes()
+    largest = largest_int(space["batch_size"].values()) if "batch_size" in space else 1
+    need = trial_memory_bytes(info, concrete_shapes(info, largest, overrides)) if free else None
+    if need is None or free is None or need <= free:
+        return
+    if largest > 1:
+        what = "--batch" if args.batch is not None else "the space's batch_size"
+        what = f"{what} (up to {largest})"
+    else:
+        what = ""
+    given = " ".join(f"--shape {name}:{','.join(map(str, dims))}" for name, dims in overrides.items())
+    culprit = " with ".join(part for part in (given or "the model's input shapes", what) if part)
+    raise UsageError(
+        f"{culprit}: a trial needs about {need / 2**30:.1f} GiB (weights and the largest tensors at that shape), "
+        f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes or batches"
+    )
 
 
 def _check_ray_address(address: str) -> None:
@@ -294,6 +316,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if not args.inputs:
         require_resolved_dims(info, overrides)
     pool_samples = POOL_BATCH if args.inputs else _synthetic_samples(info, overrides, space)
+    _check_trial_memory(info, overrides, space, args)
     try:
         samples = _samples(args, info, overrides, seed, pool_samples)
     except MemoryError:

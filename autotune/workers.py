@@ -120,9 +120,66 @@ def preload() -> None:
     route_onnxruntime_logging()
 
 
+MEMORY_RESERVE_SHARE = 0.05  # of the machine's memory, kept free: below it a trial child is stopped
+MEMORY_RESERVE_MIN = 512 * 2**20
+
+
+class MemoryGuard:
+    """Stops a trial's child process before the machine runs out of memory, so that a runaway
+    trial (a shape or batch larger than the machine holds) fails alone, with a reason, and the
+    kernel's OOM killer never picks a process that is not the study's. Two layers: the child
+    volunteers as the OOM killer's first choice (`oom_score_adj` 1000, `volunteer`), and the
+    parent polls the machine's available memory (`exhausted`) while it waits for the child."""
+
+    def __init__(self) -> None:
+        from autotune.model import free_memory_bytes
+
+        total = _meminfo_bytes("MemTotal:")
+        self.reserve = max(int(MEMORY_RESERVE_SHARE * total), MEMORY_RESERVE_MIN) if total else 0
+        self._free = free_memory_bytes
+
+    @staticmethod
+    def volunteer(score: int = 1000) -> None:
+        """Be among the first processes the kernel's OOM killer ends: a trial child at 1000 (the
+        first), the daemon at 500 (before any process that is not the study's, at 0)."""
+        try:
+            with open("/proc/self/oom_score_adj", "w", encoding="ascii") as adj:
+                adj.write(str(score))
+        except OSError:
+            pass
+
+    def exhausted(self, pid: int | None) -> str | None:
+        """The reason to stop the child `pid` when less than the reserve is left, else None."""
+        free = self._free() if self.reserve else None
+        if free is None or free >= self.reserve:
+            return None
+        resident = _resident_bytes(pid)
+        return (
+            f"stopped at {resident / 2**30:.1f} GiB resident: less than {self.reserve / 2**30:.1f} GiB of the machine's "
+            "memory was left (a shape or batch larger than this machine holds: pass a smaller --shape or --batch)"
+        )
+
+
+def _meminfo_bytes(field: str) -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            return next((int(line.split()[1]) * 1024 for line in meminfo if line.startswith(field)), 0)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _resident_bytes(pid: int | None) -> int:
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0
+
+
 def _child_main(request: TrialRequest, cores: list[int] | None, env: dict[str, str], conn: Any) -> None:
     """Runs in the forked child: pin, die with the parent, run the trial, send the result."""
     _die_with_parent()
+    MemoryGuard.volunteer()
     os.environ.update(env)
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
@@ -197,8 +254,9 @@ def run_isolated(
     send.close()
     result: TrialResult | None = None
     deadline = None if timeout_s is None else started + timeout_s
+    guard = MemoryGuard()
     while True:
-        wait = 0.5 if deadline is None else max(min(0.5, deadline - time.monotonic()), 0)
+        wait = 0.25 if deadline is None else max(min(0.25, deadline - time.monotonic()), 0)
         if receive.poll(wait):
             try:
                 result = receive.recv()
@@ -207,6 +265,12 @@ def run_isolated(
             break
         if not child.is_alive():
             break
+        exhausted = guard.exhausted(child.pid)
+        if exhausted:
+            stage = _stage(request)
+            child.kill()
+            child.join(5)
+            return _failed(request, f"{exhausted} during {stage}", started)
         if deadline is not None and time.monotonic() >= deadline:
             stage = _stage(request)
             child.kill()
@@ -266,6 +330,7 @@ def _remote_trial(
 def _call_child(function: Any, argument: Any, env: dict[str, str], conn: Any) -> None:
     """Runs in the forked child: `function(argument)`, its result or its error sent back."""
     _die_with_parent()
+    MemoryGuard.volunteer()
     os.environ.update(env)
     try:
         conn.send(("ok", function(argument)))
@@ -296,7 +361,14 @@ def _run_in_child(function: Any, argument: Any, env: dict[str, str] | None, what
         warnings.simplefilter("ignore", DeprecationWarning)  # Python >= 3.12: fork with threads
         child.start()
     send.close()
+    guard = MemoryGuard()
     try:
+        while not receive.poll(0.25):
+            exhausted = guard.exhausted(child.pid)
+            if exhausted and child.is_alive():
+                child.kill()
+                child.join(5)
+                raise AutotuneError(f"{what}: {exhausted}")
         status, value = receive.recv()
     except EOFError:
         child.join(10)

@@ -45,3 +45,24 @@ class UnsupportedComboTarget(OnnxRuntimeTarget):
         if config.get("execution_mode") == "parallel" and config.get("intra_op_spinning") is False:
             raise BuildError(f"this provider cannot run parallel execution without spinning ({workdir.name})")
         return super().build(model_path, config, workdir, input_shapes)
+
+
+class MemoryBombTarget(OnnxRuntimeTarget):
+    """Grows without bound in the build, the way a trial at a shape larger than the machine
+    does, 64 MiB at a time up to `CAP_BYTES` (a bound for the test's sake), then hangs. It
+    first writes its `oom_score_adj` to `oom_score_adj` in its workdir."""
+
+    name = "memory-bomb"
+    CAP_BYTES = 6 * 2**30
+
+    def build(self, model_path, config, workdir, input_shapes):
+        import numpy as np
+
+        with open("/proc/self/oom_score_adj", encoding="ascii") as adj:
+            (workdir / "oom_score_adj").write_text(adj.read().strip())
+        held = []
+        while len(held) * 2**26 < self.CAP_BYTES:
+            held.append(np.ones(2**26, np.uint8))  # touched: resident, not just reserved
+            time.sleep(0.02)
+        time.sleep(600)
+        return super().build(model_path, config, workdir, input_shapes)

@@ -560,3 +560,33 @@ def test_resume_continues_with_the_recorded_inputs_and_refuses_a_changed_file(ca
     capsys.readouterr()
     code, err = run_cli(capsys, "start", "--resume", "tiny", "--results-dir", str(results_dir))
     assert_rejected(code, err, "tiny", "the input data")
+
+
+def _widening_model(path: Path) -> Path:
+    """A 1x1 convolution from 3 channels to 512 over [N, 3, H, W]: its output is 170x its input,
+    as a recognizer's first layers are many times a long line's pixels."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 512, "H", "W"])
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [512, 3, 1, 1], np.ones(512 * 3, np.float32))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "wide", [x], [y], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_shapes_or_batches_whose_trial_cannot_fit_in_memory_are_refused_naming_the_flag(capsys, tmp_path):
+    """Issue 25: the memory check counted only the input pool, so a recognizer at width 2,000,000
+    grew the daemon to 19 GB until the kernel killed other processes. Here the input pool fits
+    (~0.5 GiB at 3x8000x8000) but one trial's tensors cannot (~250 GiB), at batch 1 through
+    --shape, and through --batch at a shape that fits alone."""
+    model = _widening_model(tmp_path / "wide.onnx")
+    results_dir = tmp_path / "results"
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "x:1,3,8000,8000", "--batch", "1"))
+    assert_rejected(code, err, "--shape x:1,3,8000,8000: a trial needs about", "GiB free", "pass smaller")
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "x:1,3,1000,1000", "--batch", "2048"))
+    assert_rejected(code, err, "--shape x:1,3,1000,1000 with --batch (up to 2048): a trial needs about")
+    assert not results_dir.exists() or not any(results_dir.iterdir())  # nothing half-written
+    # the same model at a shape a machine holds starts as before
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "x:1,3,32,32", "--batch", "1"))
+    assert code == 0, err

@@ -127,6 +127,8 @@ def test_start_detaches_status_sees_trials_and_a_second_start_is_refused(tmp_pat
     assert "autotune dashboard bg" in proc.stdout and "autotune stop bg" in proc.stdout
     pid = lock_holder(results / "bg")
     assert pid is not None and pid != os.getpid()
+    # out of memory, the kernel ends the study's own processes before anyone else's (issue 25)
+    assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "500"
 
     second = cli("start", str(model), *options, check=False)
     assert lock_holder(results / "bg") == pid  # the first daemon outlived the second start
