@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import AutotuneError, StorageLost, UsageError
+from autotune.errors import AutotuneError, StorageLost, UsageError, root_cause
 from autotune.layout import LOG_FILE, PID_FILE, STATE_FILE, STOP_FILE, STUDY_DB
 
 GRACE_S = 60.0
@@ -152,8 +152,12 @@ def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
 
 def one_line(exc: BaseException) -> str:
     """`Type: message` on one line, for the state file and the log's last line."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:500] if not isinstance(exc, AutotuneError) else text[:500]
+    if isinstance(exc, AutotuneError):
+        return " ".join(str(exc).split())[:500]
+    cause = root_cause(exc)
+    if cause is not exc and type(exc).__name__ == "StorageInternalError":  # Optuna's one message for every cause
+        return f"the study's storage failed: {type(cause).__name__}: {' '.join(str(cause).split())}"[:500]
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
 
 
 def read_stop_request(study_dir: Path) -> dict[str, Any] | None:

@@ -57,5 +57,21 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return condense_reason(lines[0], limit) if lines else type(exc).__name__
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception that says what went wrong, under the wrappers: Optuna's StorageInternalError
+    ("invalid data in the commit, e.g. exceeding max length", whatever the cause) around
+    SQLAlchemy's error around the database driver's (`.orig`: "database disk image is
+    malformed", "connection to server ... failed"), or an ImportError around the missing module."""
+    seen: set[int] = set()
+    current = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "orig", None) or current.__cause__ or current.__context__
+        if not isinstance(inner, BaseException):
+            break
+        current = inner
+    return current
+
+
 class StorageLost(AutotuneError):
     """The study's database was deleted, replaced or truncated while the daemon ran."""

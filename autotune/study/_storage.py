@@ -194,10 +194,26 @@ def study_names(url: str) -> list[str]:
         raise UsageError(_unreadable(Path("."), url, exc)) from None
 
 
+_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
+
+
 def _unreadable(study_dir: Path, storage: str | None, exc: BaseException) -> str:
-    cause = getattr(exc, "orig", None) or exc
+    from autotune.errors import root_cause
+
+    cause = root_cause(exc)
     detail = " ".join(str(cause).split())[:200]
     if storage is not None:
+        if isinstance(cause, ImportError):
+            import importlib.util
+
+            module = getattr(cause, "name", None) or detail
+            instead = ""
+            if module == "psycopg" and importlib.util.find_spec("psycopg2") is not None:
+                instead = ", or name the installed one: postgresql+psycopg2://..."
+            return (
+                f"--storage {redact_url(storage)}: the database driver {module!r} is not installed "
+                f"(pip install {_DRIVER_PACKAGES.get(module, module)}{instead})"
+            )
         return f"--storage {redact_url(storage)}: cannot open this storage ({type(cause).__name__}: {detail})"
     return f"{study_dir / STUDY_DB}: unreadable study database ({detail}); restore it, or move it aside"
 
