@@ -120,6 +120,9 @@ def daemon_state(study_dir: Path) -> str:
         return f"failed: {state.get('reason', 'no reason recorded')}"
     # "running" or "starting" without a lock holder: the daemon died without saying so.
     if name in ("running", "starting", "finalizing", "unknown"):
+        if name == "starting" and not state.get("external_storage") and not (study_dir / STUDY_DB).exists():
+            # died before the study existed: there is nothing to resume (issue 25)
+            return f"crashed before its first trial (nothing to resume: start it again with --study {study_dir.name})"
         return "crashed (resume with `autotune start --resume`)"
     return name
 
@@ -353,7 +356,7 @@ def run_daemon(argv: list[str]) -> int:
         clear_stop_request(spec.study_dir)  # its daemon ended at once; this one is a new start
     elif request is not None:
         log.info("a stop was asked of an earlier daemon that did not finish it: finalizing without tuning")
-    write_state(spec.study_dir, "starting")
+    write_state(spec.study_dir, "starting", external_storage=bool(args.storage))
     log.info("daemon pid %d for study %s; %s", os.getpid(), spec.name, target_message)
     try:
         code = _run_and_finalize(spec, args, flags, log, make_executor, write_inputs)

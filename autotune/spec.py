@@ -263,6 +263,11 @@ def prepare_start(args: argparse.Namespace) -> Any:
         name = check_study_name(args.resume, "--resume")
         resumed = existing_study_model(results_dir, name, args.storage)
         if resumed is None:
+            from autotune.daemon import daemon_state
+
+            state = daemon_state(results_dir / name) if (results_dir / name).is_dir() else "not started"
+            if state.startswith("crashed before its first trial"):
+                raise UsageError(f"--resume {args.resume}: its daemon {state}")
             raise UsageError(f"--resume {args.resume}: no such study under {results_dir}")
         _inherit_options(args, resumed.get("start_options", {}))
         model_path = Path(args.model) if args.model else Path(resumed["model_path"])

@@ -441,6 +441,41 @@ def _remote_paired(request: PairedRequest, models: dict[str, Any]) -> dict[str, 
     return result
 
 
+RAY_DIR_PREFIX = "autotune-ray-"
+RAY_OWNER_FILE = "owner.pid"
+
+
+def reap_stale_ray_dirs(tmp: str | None = None) -> list[str]:
+    """Ends what a killed daemon's local Ray cluster left behind, and returns the directories
+    removed: Ray's agents (the dashboard's and the runtime-env agent, ~160 MB, one listening on
+    loopback) outlive a daemon killed with -9 for about a minute, and its `autotune-ray-*`
+    directory stays. A directory whose owner (`owner.pid`) is no longer alive is stale: every
+    process whose command line names it is killed, then it is removed. Directories of live
+    daemons, and those of other users, are left alone."""
+    import psutil
+
+    root = Path(tmp or tempfile.gettempdir())
+    removed = []
+    for directory in root.glob(f"{RAY_DIR_PREFIX}*"):
+        try:
+            owner = int((directory / RAY_OWNER_FILE).read_text())
+            if directory.stat().st_uid != os.getuid():
+                continue
+        except (OSError, ValueError):
+            continue  # not ours to judge (an older autotune's, or another user's)
+        if psutil.pid_exists(owner):
+            continue
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if any(str(directory) in part for part in process.info["cmdline"] or ()):
+                    process.kill()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(str(directory))
+    return removed
+
+
 @dataclass
 class _InFlight:
     number: int
@@ -498,7 +533,9 @@ class RayExecutor(Executor):
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         elif not ray.is_initialized():
             # Ray makes its temp dir world-writable (0777): it lives inside a private 0700 one.
-            self._ray_dir = tempfile.mkdtemp(prefix="autotune-ray-")
+            reap_stale_ray_dirs()
+            self._ray_dir = tempfile.mkdtemp(prefix=RAY_DIR_PREFIX)
+            Path(self._ray_dir, RAY_OWNER_FILE).write_text(str(os.getpid()))
             ray.init(
                 num_cpus=max(os.cpu_count() or 1, workers or 1),
                 include_dashboard=False,

@@ -3,7 +3,9 @@
 It is loaded by the daemon's workers as the plugin target "tests.crashing_target:MisbehavingTarget".
 Configurations with graph_optimization_level "disable" abort the process (SIGABRT) during the
 build; "basic" hangs in the build for ten minutes; every other value builds normally after
-a one-second pause, so that a study has trials in flight long enough to be interrupted.
+a one-second pause, so that a study has trials in flight long enough to be interrupted, and
+for as long as the file named by $AUTOTUNE_TEST_HOLD_BUILDS exists (a test's way to hold a trial
+in flight until it has acted, on however busy a machine).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import os
 import time
 
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
+
+
+HOLD_ENV = "AUTOTUNE_TEST_HOLD_BUILDS"  # while the file it names exists, builds wait (a test's event)
 
 
 class MisbehavingTarget(OnnxRuntimeTarget):
@@ -25,6 +30,9 @@ class MisbehavingTarget(OnnxRuntimeTarget):
             time.sleep(600)
         started = time.time()
         time.sleep(1.0)
+        hold = os.environ.get(HOLD_ENV)
+        while hold and os.path.exists(hold) and time.time() - started < 600:  # a test holds the build
+            time.sleep(0.05)
         built = super().build(model_path, config, workdir, input_shapes)
         built.info["build_interval"] = [started, time.time()]
         built.info["cpu_affinity"] = sorted(os.sched_getaffinity(0))  # what this trial was pinned to

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import tracemalloc
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import optuna
+import psutil
 import pytest
 
 from autotune.daemon import STATE_FILE, _without_storage, daemon_state, lock_holder, write_state
@@ -362,7 +364,18 @@ def test_stop_right_after_start_and_during_finalize_lets_it_finish_and_stop_now_
 
 
 @pytest.mark.slow
-def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_baseline(tmp_path):
+def _owner(ray_dir: Path) -> int | None:
+    try:
+        return int((ray_dir / "owner.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_baseline(tmp_path, monkeypatch):
+    from tests.crashing_target import HOLD_ENV
+
+    hold = tmp_path / "hold"
+    monkeypatch.setenv(HOLD_ENV, str(hold))
     model = make_tiny_model(tmp_path / "tiny.onnx")
     results = tmp_path / "results"
     study_dir = results / "k9"
@@ -370,18 +383,28 @@ def test_kill_9_in_trial_0_then_stop_now_then_resume_measure_the_defaults_as_bas
     space.write_text(SLOW_SPACE)
     start_daemon(model, results, "k9", "--trials", "2", target=MISBEHAVING, space=space)
     # `start` returned once trial 0 was dispatched: it is running now (its build sleeps 1 s).
-    os.kill(lock_holder(study_dir), signal.SIGKILL)
+    pid = lock_holder(study_dir)
+    os.kill(pid, signal.SIGKILL)
     wait_daemon_gone(study_dir, 30)
     assert daemon_state(study_dir).startswith("crashed")
+    # what the killed daemon's Ray cluster left: its directory, and agents that name it (issue 25)
+    left = [d for d in Path(tempfile.gettempdir()).glob("autotune-ray-*") if _owner(d) == pid]
+    assert len(left) == 1
     study = load(results, "k9")
     assert counts(study) == {"RUNNING": 1} and study.trials[0].state == optuna.trial.TrialState.RUNNING
     defaults = study.trials[0].params
 
-    # The resumed daemon re-runs the defaults first; `stop --now` cuts that trial short too.
+    # The resumed daemon re-runs the defaults first; `stop --now` cuts that trial short too
+    # (held in its build until the stop is asked).
+    hold.touch()
     cli("start", "--resume", "k9", "--target", MISBEHAVING, "--results-dir", str(results), timeout=300)
     cli("stop", "--now", "k9", "--results-dir", str(results))
+    hold.unlink()
     wait_daemon_gone(study_dir, 60)
     assert daemon_state(study_dir) == "stopped"
+    # the resumed daemon ended them before it started its own cluster
+    assert not left[0].exists()
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(left[0]) in " ".join(p.info["cmdline"] or ())]
     study = load(results, "k9")
     cancelled = [t for t in study.trials if t.user_attrs.get("cancelled")]
     assert counts(study) == {"FAIL": 2} and study.trials[0].user_attrs["interrupted"]
@@ -789,3 +812,21 @@ def test_a_database_deleted_or_truncated_under_the_daemon_fails_the_study_in_one
     said = {"deleted": "study.db was deleted while the study ran", "truncated": "study.db shrank from"}[fault]
     assert state.startswith("failed") and said in state and len(state.splitlines()) == 1, state
     assert not (study_dir / "best").exists() and not (study_dir / "report.md").exists()
+
+
+def test_a_daemon_killed_before_its_first_trial_is_not_advised_to_resume(tmp_path, capsys):
+    """Issue 25: after a kill -9 before the study existed, `status` advised --resume and --resume
+    said "no such study". The state a daemon leaves when killed there: "starting", no database,
+    no lock holder."""
+    results = tmp_path / "results"
+    (results / "early").mkdir(parents=True)
+    (results / "early" / STATE_FILE).write_text(json.dumps({"state": "starting", "pid": 999999999}))
+    status = run_main(capsys, "status", "early", "--results-dir", str(results))
+    one_line_error(status, "crashed before its first trial", "start it again with --study early")
+    assert "--resume" not in status.stderr
+    resumed = run_main(capsys, "start", "--resume", "early", "--results-dir", str(results))
+    one_line_error(resumed, "--resume early: its daemon crashed before its first trial", "start it again")
+    # a daemon that died once its study existed is still advised to resume
+    (results / "early" / STATE_FILE).write_text(json.dumps({"state": "running", "pid": 999999999}))
+    status = run_main(capsys, "status", "early", "--results-dir", str(results))
+    one_line_error(status, "crashed (resume with `autotune start --resume`)")
