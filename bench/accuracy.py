@@ -229,7 +229,9 @@ def main() -> None:
             (tmp / "speed").mkdir()
             speed = Speed(feeds, tmp / "speed", args.rounds)
             fp32 = speed.timer(path)
-            speed_rows.append(f"| {name} | A/A: FP32 defaults, a second session | | | {speed.paired(fp32, speed.timer(path))} |")
+            speed_rows.append(
+                f"| {name} | A/A: FP32 defaults, a second session | | | {speed.paired(fp32, speed.timer(path))} |"
+            )
             for label, (candidate_path, details) in candidates.items():
                 outputs = run(candidate_path, feeds)
                 under_auto = compare_outputs(outputs, reference, auto)

@@ -15,7 +15,6 @@ import time
 
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
 
-
 HOLD_ENV = "AUTOTUNE_TEST_HOLD_BUILDS"  # while the file it names exists, builds wait (a test's event)
 
 

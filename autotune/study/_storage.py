@@ -194,7 +194,12 @@ def study_names(url: str) -> list[str]:
         raise UsageError(_unreadable(Path("."), url, exc)) from None
 
 
-_DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pymysql": "PyMySQL", "MySQLdb": "mysqlclient"}
+_DRIVER_PACKAGES = {
+    "psycopg": "'psycopg[binary]'",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+}
 
 
 def _unreadable(study_dir: Path, storage: str | None, exc: BaseException) -> str:
