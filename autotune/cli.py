@@ -178,7 +178,7 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
 def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from autotune.finalize import finalize
+    from autotune.finalize import finalize, finalize_estimate_s
     from autotune.study import (
         compute_references,
         existing_study_model,
@@ -190,6 +190,7 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     )
     from autotune.workers import make_executor
 
+    started = time.monotonic()  # start-up, trials and finalize all count against --budget
     executor = make_executor(spec, args)  # Ray workers (if any) import while the references are computed
     try:
         references = compute_references(spec)
@@ -205,7 +206,6 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
     best = {"throughput": 0.0}
-    started = time.monotonic()
     total = spec.n_trials if spec.n_trials is not None else None
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -234,7 +234,13 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
         interrupted = False
         try:
             study = run_study(
-                spec, executor, on_result=on_result, references=references, elapsed_before_s=elapsed_before
+                spec,
+                executor,
+                on_result=on_result,
+                references=references,
+                elapsed_before_s=elapsed_before,
+                started=started,
+                reserve=finalize_estimate_s,
             )
         except KeyboardInterrupt:
             interrupted = True
@@ -244,17 +250,18 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     if interrupted:
         console.print(f"interrupted: finalizing what was measured (resume with `autotune start --resume {spec.name}`)")
     console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
-    final = finalize(study)
+    deadline = started + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
+    final = finalize(study, deadline=deadline)
     print_summary(study, final, console)
     return 130 if interrupted else 0
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:
-    from autotune.report import aa_line, headline, pareto_front
+    from autotune.answer import shown_front
+    from autotune.report import aa_line, headline
 
-    front = pareto_front(study)
-    if front:
-        console.print(pareto_table(study, front))
+    if shown_front(study):
+        console.print(pareto_table(study))
     if final.best_number is not None and not study.user_attrs.get("build_only"):
         console.print(f"the answer: trial {final.best_number}", markup=False)
         for line in headline(study):
@@ -269,30 +276,28 @@ def print_summary(study: Any, final: Any, console: Any) -> None:
     console.print(f"report: {final.report}")
 
 
-def pareto_table(study: Any, front: list[Any]) -> Any:
+def pareto_table(study: Any) -> Any:
+    """The one front (`autotune.answer.shown_front`) as a table; * marks the answer."""
     from rich.table import Table
 
-    from autotune.report import chosen_trial, default_trial, fmt, trial_row
+    from autotune.answer import default_trial, shown_front
+    from autotune.report import fmt, trial_row
 
     zero = default_trial(study)
     defaults = zero.params if zero is not None else {}
-    chosen = chosen_trial(study)
     table = Table(title=f"Pareto front of {study.study_name} (throughput up, error down; * = the answer)")
-    for column in ("trial", "samples/s", "p50 ms", "batch", "error", "config vs trial 0"):
-        table.add_column(column, justify="left" if column.startswith("config") else "right")
-    # The answer is chosen by paired re-measurement, so it may sit off the front of the trials'
-    # own (noisier) numbers: it is listed last then, still marked, so the table always names it.
-    if chosen is not None and all(t.number != chosen.number for t in front):
-        front = [*front, chosen]
-    for trial in front:
-        row = trial_row(trial, defaults)
-        mark = "*" if chosen is not None and trial.number == chosen.number else ""
+    for column in ("trial", "samples/s", "p50 ms", "batch", "error", "answer", "config vs trial 0"):
+        table.add_column(column, justify="left" if column.startswith(("config", "answer")) else "right")
+    for entry in shown_front(study):
+        row = trial_row(entry.trial, defaults)
+        mark = "*" if entry.mark == "the answer" else ""
         table.add_row(
             f"{mark}{row['trial']}",
             fmt(row["throughput"]),
             fmt(row["latency_ms_p50"]),
             str(row["batch_size"]),
             fmt(row["error"], 3),
+            entry.mark + ("" if entry.on_front else " (off the front)"),
             row["config"],
         )
     return table
@@ -350,7 +355,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             unreadable.append(str(exc))
             continue
         counts = count_trials(study)
-        from autotune.report import answer_for_trial, chosen_trial
+        from autotune.answer import answer_for_trial, chosen_trial
 
         best = chosen_trial(study)
         paired = answer_for_trial(study, best.number if best is not None else None)
@@ -377,18 +382,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from autotune.answer import best_trial, chosen_trial, default_trial, shown_front, wall_s
     from autotune.daemon import daemon_state
-    from autotune.report import (
-        aa_line,
-        best_trial,
-        chosen_trial,
-        default_trial,
-        failure_reasons,
-        fmt,
-        headline,
-        pareto_front,
-        rejected_trials,
-    )
+    from autotune.report import aa_line, failure_reasons, fmt, headline, rejected_trials
     from autotune.study import count_trials, finished_count
 
     console = Console(highlight=False, soft_wrap=True)
@@ -408,12 +404,23 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{attrs.get('calibration_samples', 0)} calibrate int8/fp8, {attrs['verification_samples']} held out "
             "to verify every trial",
         )
-    elapsed = float(attrs.get("elapsed_s", 0.0))
+    elapsed = wall_s(attrs)
     budget = attrs.get("budget_s")
     table.add_row(
         "elapsed",
-        f"{elapsed:.0f} s" + (f" of {budget:.0f} s budget ({max(budget - elapsed, 0):.0f} s left)" if budget else ""),
+        f"{elapsed:.0f} s"
+        + (f" of {budget:.0f} s budget ({max(budget - elapsed, 0):.0f} s left)" if budget else "")
+        + (f"; {attrs['finalize_reserve_s']:.0f} s of it kept for finalize" if attrs.get("finalize_reserve_s") else ""),
     )
+    progress = attrs.get("finalize_progress") or {}
+    if daemon_state(study_dir).startswith("finalizing") and progress:
+        remaining = progress.get("remaining_s")
+        table.add_row(
+            "finalize",
+            f"{progress['phase']}: pairing {progress['done']} of {progress['of']} done, "
+            f"{progress['elapsed_s']:.0f} s elapsed"
+            + (f", about {remaining:.0f} s left" if remaining is not None else ""),
+        )
     goal = attrs.get("n_trials")
     table.add_row(
         "trials",
@@ -455,9 +462,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for reason, count in sorted(failure_reasons(study).items(), key=lambda kv: -kv[1])[:5]:
         table.add_row("failed/pruned", f"{count} x {reason}")
     console.print(table)
-    front = pareto_front(study)
-    if front:
-        console.print(pareto_table(study, front))
+    if shown_front(study):
+        console.print(pareto_table(study))
     return 0
 
 
@@ -472,8 +478,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import shutil
 
+    from autotune.answer import chosen_trial, stored_answers
     from autotune.layout import BEST_DIR
-    from autotune.report import chosen_trial, stored_answers, trial_by_number, write_deploy_dir
+    from autotune.report import trial_by_number, write_deploy_dir
 
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
@@ -517,9 +524,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from autotune.answer import default_trial
     from autotune.finalize import rerender
     from autotune.profile import PROFILE_FILE, ProfileError, profile_study
-    from autotune.report import default_trial, trial_by_number
+    from autotune.report import trial_by_number
 
     study = _load(args, args.study)
     number = None

@@ -402,7 +402,8 @@ def _disk_full_reason(exc: BaseException, study_dir: Path) -> str | None:
 
 
 def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_executor: Any, write_inputs: Any) -> int:
-    from autotune.finalize import finalize
+    from autotune.answer import wall_s
+    from autotune.finalize import finalize, finalize_estimate_s
     from autotune.study import (
         compute_references,
         existing_study_model,
@@ -411,8 +412,10 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
         weak_reference_warnings,
     )
 
+    began = time.monotonic()  # start-up, trials and finalize all count against --budget
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
+    deadline = began + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
     from autotune.workers import InProcessExecutor
 
     # Stopped before any worker exists: the loop below runs once without Ray (it recovers
@@ -467,6 +470,8 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
             references=references,
             elapsed_before_s=elapsed_before,
             on_started=on_started,
+            started=began,
+            reserve=finalize_estimate_s,
         )
     finally:
         flags.install()  # a SIGTERM during the shutdown below is a stop request, not Ray's exit
@@ -482,15 +487,18 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
     flags.finalizing = True
     if flags.poll() and flags.now:
         raise StopNow()
-    final = finalize(study)
+    final = finalize(study, deadline=deadline)
     flags.finalizing = False
     log.info(
-        "best trial %s; speedup %s; report %s",
+        "best trial %s; speedup %s; wall %.1f s (the study's, as report.md says); report %s",
         final.best_number,
         f"{final.speedup.median:.2f}x" if final.speedup else "-",
+        wall_s(study.user_attrs),
         final.report,
     )
-    write_state(spec.study_dir, "stopped" if flags.graceful else "finished")
+    if flags.graceful:
+        log.info("stopped early by `autotune stop`: finalized what was measured")
+    write_state(spec.study_dir, "finished")  # finalized: its answer is written, whatever stopped the trials
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from autotune.answer import front_of
 from autotune.errors import UsageError
 from autotune.layout import ARTIFACT_DIR
 
@@ -73,6 +74,8 @@ def _patch_optuna_dashboard() -> None:
     def get_pareto_front_trials(
         trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]
     ) -> list[FrozenTrial]:
+        if len(directions) == 2:  # an autotune study: the one front every surface shows
+            return front_of(trials)
         return front([t for t in trials if is_feasible(t)], directions)
 
     _app.get_trials = get_trials

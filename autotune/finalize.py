@@ -18,13 +18,28 @@ import logging
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from optuna_dashboard import save_note
 
+from autotune.answer import (
+    Answer,
+    Speedup,
+    chosen_trial,
+    default_trial,
+    defaults_at_batch,
+    is_feasible,
+    measured_trials,
+    pareto_front,
+    primary_answer,
+    speedup_phrase,
+    verdict,
+)
 from autotune.layout import (
     ARTIFACT_DIR,
     BEST_DIR,
@@ -35,20 +50,12 @@ from autotune.layout import (
     prune_trial_dirs,
     trial_dir,
 )
-from autotune.measure import aa_interval_overlaps
 from autotune.ort_logging import route_onnxruntime_logging
 from autotune.profile import PROFILE_FILE, profile_after_search
 from autotune.report import (
     MANIFEST_FILE,
     PARETO_PLOT,
-    Answer,
-    Speedup,
-    chosen_trial,
-    default_trial,
-    defaults_at_batch,
-    is_feasible,
-    measured_trials,
-    pareto_front,
+    dashboard_note,
     plot_pareto,
     regenerate_model,
     render_report,
@@ -68,12 +75,84 @@ if TYPE_CHECKING:
 # Each block of a paired measurement is timed for this long (less when the user capped a
 # measurement lower with --max-measure-s: quick studies get quick finalizes).
 PAIRED_ROUND_S = 0.2
+PAIRED_ROUNDS = 21  # interleaved rounds of a paired measurement, at most
 # An A/A interval wider than this is re-measured once (the usual width is 0.01-0.05).
 AA_RETRY_WIDTH = 0.1
 # Candidates re-measured per batch: more at batch 1 and at the batch of the best throughput
 # (the two headline answers), one elsewhere.
 HEADLINE_FINALISTS = 2
 OTHER_FINALISTS = 1
+# A paired measurement stops early (settled, or its share of the budget spent) only after this
+# many rounds: fewer give an interquartile interval too loose to call anything.
+MIN_ROUNDS = 9
+# Of what is left before the deadline, this is kept for writing best/, report.md and the
+# artifacts (seconds), and this share of a pairing's slice goes to its timed rounds (the rest
+# is its sessions' build and warm-up).
+WRITE_RESERVE_S = 3.0
+ROUNDS_SHARE = 0.75
+
+
+@dataclass
+class Pace:
+    """Finalize's clock and progress: each paired measurement's share of the time left before the
+    deadline, a log line per pairing with its verdict, and `finalize_progress` (phase, pairing i
+    of n, elapsed, an estimate of what remains) for `status`."""
+
+    study: optuna.Study
+    deadline: float | None
+    pairings: int = 0
+    done: int = 0
+    began: float = field(default_factory=time.monotonic)
+    walls: list[float] = field(default_factory=list)
+
+    def plan(self, pairings: int) -> None:
+        self.pairings = pairings
+        self._mark = time.monotonic()
+        self.phase("paired re-measurement" if pairings else "choosing")
+
+    def left_s(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def limit_s(self) -> float | None:
+        """The timed rounds' share of what is left, for the next pairing (None: no deadline)."""
+        left = self.left_s()
+        if left is None:
+            return None
+        return max((left - WRITE_RESERVE_S) / max(self.pairings - self.done, 1) * ROUNDS_SHARE, 0.0)
+
+    def room_for_one_more(self) -> bool:
+        """Whether an extra pairing (the A/A control measured again) fits in what is left."""
+        left = self.left_s()
+        typical = max(self.walls, default=0.0)
+        return left is None or left - WRITE_RESERVE_S > typical * (self.pairings - self.done + 1)
+
+    def room_for_profile(self) -> bool:
+        """The profile runs two configurations about as long as a pairing: it needs two pairings' time."""
+        left = self.left_s()
+        return left is None or left - WRITE_RESERVE_S > 2 * max(self.walls, default=0.0) + 5.0
+
+    def finished(self, label: str, speedup: Speedup, called: str) -> None:
+        now = time.monotonic()
+        self.walls.append(now - getattr(self, "_mark", self.began))
+        self._mark = now
+        self.done += 1
+        logging.getLogger("autotune").info(
+            "finalize: pairing %d of %d, %s: %s -> %s (%.1f s)",
+            self.done, self.pairings, label, speedup_phrase(speedup), called, self.walls[-1],
+        )  # fmt: skip
+        self.phase("paired re-measurement")
+
+    def phase(self, name: str) -> None:
+        elapsed = time.monotonic() - self.began
+        remaining = None
+        if self.done and self.pairings > self.done:
+            remaining = sum(self.walls) / self.done * (self.pairings - self.done)
+        elif self.left_s() is not None and name not in ("done",):
+            remaining = max(self.left_s() or 0.0, 0.0)
+        self.study.set_user_attr(
+            "finalize_progress",
+            {"phase": name, "done": self.done, "of": self.pairings, "elapsed_s": elapsed, "remaining_s": remaining},
+        )
 
 
 @dataclass
@@ -90,8 +169,9 @@ class Finalized:
 def finalize(
     study: optuna.Study,
     *,
-    paired_rounds: int = 21,
+    paired_rounds: int = PAIRED_ROUNDS,
     prune: bool = True,
+    deadline: float | None = None,
 ) -> Finalized:
     """Chooses the answer per batch (paired against the defaults at that batch, judged against
     the A/A noise floor), then writes `best/` (deployable files, manifest, report) and
@@ -102,7 +182,13 @@ def finalize(
         paired_rounds (int): interleaved rounds of each paired measurement; 0 skips them (the
             defaults are then every batch's answer). Default: 21.
         prune (bool): remove artifacts of trials off the Pareto front. Default: True.
+        deadline (float | None): `time.monotonic()` by which finalize should be done (the end of
+            `--budget`): each paired measurement gets its share of what is left, rounds stop as
+            soon as the verdict is settled, and the profile is left to `autotune profile` when
+            it does not fit. Default: None (21 rounds each, profile always).
     """
+    began = time.monotonic()
+    pace = Pace(study, deadline)
     route_onnxruntime_logging()  # finalize opens dozens of sessions: provider warnings once, in the log
     study_dir = Path(study.user_attrs["study_dir"])
     zero = default_trial(study)
@@ -112,16 +198,23 @@ def finalize(
     with gpu_work(study) as gpu:
         # Paired measurements run in a GPU worker on GPU targets, else in this process.
         run_paired_fn = gpu.run_paired if gpu is not None else run_paired
+        plan = finalists_by_batch(study, baseline) if baseline is not None and paired_rounds > 0 else {}
+        pace.plan((1 if plan or (baseline is not None and paired_rounds > 0) else 0) + sum(map(len, plan.values())))
         if baseline is not None and paired_rounds > 0:
-            aa = measure_speedup(study, baseline, baseline, 1, paired_rounds, run_paired_fn)
-            if aa.p75 - aa.p25 > AA_RETRY_WIDTH:
+            aa = measure_speedup(
+                study, baseline, baseline, 1, paired_rounds, run_paired_fn, time_limit_s=pace.limit_s()
+            )
+            if aa.p75 - aa.p25 > AA_RETRY_WIDTH and pace.room_for_one_more():
                 # A burst of other work during the control would silence every real speedup:
                 # measure it once more and keep the narrower interval.
-                again = measure_speedup(study, baseline, baseline, 1, paired_rounds, run_paired_fn)
+                again = measure_speedup(
+                    study, baseline, baseline, 1, paired_rounds, run_paired_fn, time_limit_s=pace.limit_s()
+                )
                 aa = min(aa, again, key=lambda s: s.p75 - s.p25)
             study.set_user_attr("aa_control", asdict(aa))
+            pace.finished("A/A control: the defaults against themselves at batch 1", aa, "the noise floor")
         if baseline is not None:
-            answers = choose_answers(study, baseline, paired_rounds, run_paired_fn, aa)
+            answers = choose_answers(study, baseline, paired_rounds, run_paired_fn, aa, pace)
             study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
         primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
         if primary is not None:
@@ -138,10 +231,23 @@ def finalize(
             study.set_user_attr("speedup", asdict(speedup))
         else:
             study.set_user_attr("speedup", None)
-        profile_at_finalize(study, gpu)  # never raises: a failed profile is noted, not fatal
+        if pace.room_for_profile():
+            pace.phase("profiling")
+            profile_at_finalize(study, gpu)  # never raises: a failed profile is noted, not fatal
+        else:
+            left = pace.left_s()
+            study.set_user_attr(
+                "profile_skipped",
+                f"left to `autotune profile {study.study_name}`: {max(left or 0.0, 0.0):.0f} s of the budget were "
+                "left at finalize",
+            )
+            logging.getLogger("autotune").info("finalize: %s", study.user_attrs["profile_skipped"])
+    pace.phase("writing best/ and report.md")
+    study.set_user_attr("finalize_s", time.monotonic() - began)  # report.md's wall time counts it
     best_dir = write_best(study, best) if best is not None else None
     report = study_dir / REPORT_FILE
     report.write_text(render_report(study))
+    save_note(study, dashboard_note(study))  # the dashboard names the answer and shows the same front
     upload_front_artifacts(study, best_dir)
     if prune and not study.user_attrs.get("build_only"):  # build-only keeps every engine
         keep = {t.number for t in pareto_front(study)} | {a.trial for a in answers.values()}
@@ -151,6 +257,7 @@ def finalize(
         if best is not None:
             keep.add(best.number)
         prune_trial_dirs(study_dir, keep)
+    pace.phase("done")
     return Finalized(best.number if best else None, speedup, best_dir, report, answers)
 
 
@@ -288,15 +395,29 @@ def _first_built(study: optuna.Study) -> FrozenTrial | None:
     return min(built, key=lambda t: t.number) if built else None
 
 
-def primary_answer(answers: dict[int, Answer], latency_sla_ms: float | None) -> Answer | None:
-    """The study's answer: the highest paired throughput among the per-batch answers whose
-    latency per batch meets the SLA (all of them without one)."""
-    eligible = [
-        a for a in answers.values() if latency_sla_ms is None or a.ms_per_sample * a.batch_size <= latency_sla_ms
-    ]
-    if not eligible:
-        eligible = [answers[min(answers)]] if answers else []
-    return max(eligible, key=lambda a: (a.samples_per_s, -a.batch_size)) if eligible else None
+def finalize_estimate_s(study: optuna.Study, rounds: int = PAIRED_ROUNDS) -> float:
+    """Seconds finalize will take on `study` as it stands (what `run_study` keeps from the budget):
+    every pairing it will run (the A/A control, the finalists of each batch) at `rounds` rounds of
+    two blocks (warm-up + timed runs, from the defaults' measured latency at that batch) plus two
+    session builds (trial 0's build time), the profile at two pairings' worth, and the writing."""
+    zero = default_trial(study)
+    if zero is None or study.user_attrs.get("build_only"):
+        return 0.0
+    round_s = paired_round_s(study)
+    setup_s = 2 * float(zero.user_attrs.get("build_time_s", 0.0) or 0.0) + 0.5
+    per_sample_s = (
+        float(zero.user_attrs.get("latency_ms_p50", 0.0)) / 1e3 / max(int(zero.user_attrs.get("batch_size", 1)), 1)
+    )
+
+    def pairing_s(batch: int) -> float:
+        at = defaults_at_batch(study, zero, batch)
+        run_s = float(at.user_attrs["latency_ms_p50"]) / 1e3 if at is not None else per_sample_s * batch
+        block_s = max(round_s, 5 * run_s) + max(0.05, 3 * run_s)
+        return setup_s + rounds * 2 * block_s
+
+    plan = finalists_by_batch(study, zero)
+    total = pairing_s(1) + sum(len(finalists) * pairing_s(batch) for batch, finalists in plan.items())
+    return total + 2 * pairing_s(1) + WRITE_RESERVE_S
 
 
 def finalists_by_batch(study: optuna.Study, zero: FrozenTrial) -> dict[int, list[FrozenTrial]]:
@@ -334,6 +455,7 @@ def choose_answers(
     rounds: int,
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]],
     aa: Speedup | None,
+    pace: Pace | None = None,
 ) -> dict[int, Answer]:
     """Per batch size measured: the finalists paired against the defaults at that batch; the
     best paired median wins when it is above 1 and clear of the A/A interval, else the
@@ -343,8 +465,15 @@ def choose_answers(
     for batch, finalists in finalists_by_batch(study, zero).items():
         defaults = defaults_at_batch(study, zero, batch)
         paired = {}
-        if rounds > 0:
-            paired = {t.number: measure_speedup(study, zero, t, batch, rounds, run_paired_fn) for t in finalists}
+        floor = (aa.p25, aa.p75) if aa is not None else None
+        for trial in finalists if rounds > 0 else []:
+            paired[trial.number] = measure_speedup(
+                study, zero, trial, batch, rounds, run_paired_fn,
+                floor=floor, sequential=True, time_limit_s=pace.limit_s() if pace is not None else None,
+            )  # fmt: skip
+            if pace is not None:
+                label = f"batch {batch}: trial {trial.number} against the defaults"
+                pace.finished(label, paired[trial.number], verdict(paired[trial.number], aa))
         winner = max(paired, key=lambda n: paired[n].median, default=None)
         # The defaults can be the answer only where they pass the accuracy gate.
         fallback = defaults.number if defaults is not None and is_feasible(defaults) else None
@@ -354,21 +483,17 @@ def choose_answers(
             continue
         speedup = paired[winner]
         if defaults is not None and fallback is None:
-            verdict = "defaults fail the gate"  # the fastest accurate finalist, whatever its speed
-        elif aa is not None and aa_interval_overlaps(speedup, aa):
-            verdict = "no measurable difference"
-        elif speedup.median <= 1.0:
-            verdict = "slower"
+            called = "defaults fail the gate"  # the fastest accurate finalist, whatever its speed
         else:
-            verdict = "faster"
-        if verdict in ("faster", "defaults fail the gate"):
+            called = verdict(speedup, aa)  # the one rule (autotune.answer.verdict)
+        if called in ("faster", "defaults fail the gate"):
             number = winner
         elif fallback is not None:  # not faster: the defaults at this batch stay the answer
             number = fallback
         else:
             continue  # the defaults at this batch would be the answer, but no trial ran them there
         per_sample = speedup.best_ms_per_sample if number == winner else speedup.default_ms_per_sample
-        answers[batch] = Answer(batch, number, verdict, speedup, per_sample, list(paired), winner)
+        answers[batch] = Answer(batch, number, called, speedup, per_sample, list(paired), winner)
     return answers
 
 
@@ -440,8 +565,14 @@ def measure_speedup(
     batch: int,
     rounds: int,
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]],
+    *,
+    floor: tuple[float, float] | None = None,
+    sequential: bool = False,
+    time_limit_s: float | None = None,
 ) -> Speedup:
-    """Pairs `candidate` against the defaults at `batch` (A = defaults, B = candidate)."""
+    """Pairs `candidate` against the defaults at `batch` (A = defaults, B = candidate): up to
+    `rounds` rounds, at least MIN_ROUNDS; `sequential` ends them once the interval clears `floor`
+    (the A/A interval), and `time_limit_s` ends them when its share of the budget is spent."""
     study_dir = Path(study.user_attrs["study_dir"])
     with np.load(study_dir / INPUTS_FILE) as data:
         pool = {k: data[k] for k in data.files}
@@ -464,6 +595,10 @@ def measure_speedup(
         workdir=study_dir / PAIRED_DIR,
         rounds=rounds,
         round_s=paired_round_s(study),
+        min_rounds=min(MIN_ROUNDS, rounds),
+        floor=floor,
+        sequential=sequential,
+        time_limit_s=time_limit_s,
     )
     try:
         result = run_paired_fn(request)

@@ -174,6 +174,9 @@ def paired_speedup(
     min_iters_per_round: int = 5,
     warmup_settle: float = 1.1,
     block_quantile: float = 0.1,
+    min_rounds: int = 0,
+    settled: Callable[[list[float]], bool] | None = None,
+    deadline: float | None = None,
 ) -> PairedSpeedup:
     """Measures A and B in adjacent, order-alternating blocks and returns the median per-round
     throughput ratio B/A.
@@ -229,6 +232,12 @@ def paired_speedup(
             factor of the side's previous block median (0: no adaptive warm-up). Default: 1.1.
         block_quantile (float): the quantile of a block's run times its ratio is taken from;
             0.5 is the block median. Default: 0.1.
+        min_rounds (int): with `settled` or `deadline`, rounds run before either may end the
+            measurement early. Default: 0 (all `rounds`).
+        settled (Callable | None): called with the per-round ratios so far; True ends the
+            measurement (its verdict can no longer change: a sequential rule). Default: None.
+        deadline (float | None): `time.monotonic()` after which no further round starts (a
+            finalize inside the budget). Default: None.
     """
     timers = (time_a, time_b)
     previous: list[float | None] = [None, None]
@@ -247,12 +256,16 @@ def paired_speedup(
         per_a.append(medians[0] / batch_a)
         per_b.append(medians[1] / batch_b)
         ratios.append((lows[0] / batch_a) / (lows[1] / batch_b))
+        if len(ratios) >= min_rounds and (
+            (settled is not None and settled(ratios)) or (deadline is not None and time.monotonic() >= deadline)
+        ):
+            break
     ratios_arr = np.asarray(ratios)
     return PairedSpeedup(
         speedup_median=float(np.median(ratios_arr)),
         speedup_p25=float(np.percentile(ratios_arr, 25)),
         speedup_p75=float(np.percentile(ratios_arr, 75)),
-        rounds=rounds,
+        rounds=len(ratios),
         a_ms_per_sample_median=float(np.median(per_a)) * 1e3,
         b_ms_per_sample_median=float(np.median(per_b)) * 1e3,
     )
@@ -310,6 +323,19 @@ def speedup_interval(speedup: Any) -> tuple[float, float]:
     if hasattr(speedup, "speedup_p25"):
         return float(speedup.speedup_p25), float(speedup.speedup_p75)
     return float(speedup.p25), float(speedup.p75)
+
+
+def clear_of(floor: tuple[float, float] | None) -> Callable[[list[float]], bool]:
+    """The sequential rule of a paired measurement: settled once the interquartile interval of
+    the ratios so far lies wholly above or below `floor` (the A/A control's p25, p75; 1.0 when
+    there is none), i.e. once `autotune.answer.verdict` could call it faster or slower."""
+    low_floor, high_floor = floor if floor is not None else (1.0, 1.0)
+
+    def settled(ratios: list[float]) -> bool:
+        p25, p75 = np.percentile(ratios, [25, 75])
+        return bool(p25 > high_floor or p75 < low_floor)
+
+    return settled
 
 
 def aa_interval_overlaps(speedup: Any, aa: Any) -> bool:

@@ -389,7 +389,7 @@ def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str
         and "duplicate_of" not in t.user_attrs
     ]
     feasible = [t.number for t in complete if all(c <= 0 for c in t.user_attrs.get("constraints", [1.0]))]
-    from autotune.report import chosen_trial
+    from autotune.answer import chosen_trial
 
     best = chosen_trial(study)
     return {
@@ -469,7 +469,8 @@ def profile_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[
     Raises:
         ProfileError: the target has no profiler, or the trial cannot be profiled.
     """
-    from autotune.report import details, trial_layers
+    from autotune.answer import details
+    from autotune.report import trial_layers
     from autotune.targets.base import Built
 
     model_path, config, feeds = _trial_inputs(study, trial)
@@ -672,7 +673,8 @@ def profile_study(study: optuna.Study, trial_number: int | None = None) -> dict[
     Raises:
         ProfileError: no baseline trial, or a configuration that cannot be profiled.
     """
-    from autotune.report import chosen_trial, default_trial, defaults_at_batch, trial_by_number
+    from autotune.answer import chosen_trial, default_trial, defaults_at_batch
+    from autotune.report import trial_by_number
 
     study_dir = Path(study.user_attrs["study_dir"])
     zero = default_trial(study)

@@ -10,147 +10,36 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autotune.answer import (
+    Answer,
+    _complete,
+    answer_for_trial,
+    chosen_trial,
+    default_trial,
+    details,
+    is_feasible,
+    measured_trials,
+    pareto_front,
+    shown_front,
+    speedup_phrase,
+    stored_answers,
+    trial_by_number,
+    wall_s,
+)
 from autotune.errors import condense_reason
 from autotune.judges import roles_table
 from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, MANIFEST_FILE, METRICS_FILE, PARETO_PLOT, trial_dir
-from autotune.measure import PairedSpeedup
 from autotune.sensitivity import MOSTLY_FLOAT
-from autotune.study._records import chosen_trial, trial_by_number
 from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
-
-
-def _complete(study: optuna.Study) -> list[FrozenTrial]:
-    import optuna
-
-    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-
-
-def details(trial: FrozenTrial) -> dict[str, Any]:
-    """The nested facts of a trial: measurement, errors_per_output, timings_s, build, rewrites."""
-    return dict(trial.user_attrs.get("details", {}))
-
-
-def is_feasible(trial: FrozenTrial) -> bool:
-    return all(c <= 0 for c in trial.user_attrs.get("constraints", [1.0]))
-
-
-def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that were measured themselves (not copies of an identical configuration)."""
-    return [t for t in _complete(study) if "duplicate_of" not in t.user_attrs]
-
-
-def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible, measured trials on the (throughput ↑, error ↓) front, fastest first."""
-    if study.user_attrs.get("build_only"):
-        return []
-    candidates = [t for t in measured_trials(study) if is_feasible(t) and t.values]
-    front = []
-    for t in candidates:
-        dominated = any(
-            o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and tuple(o.values) != tuple(t.values)
-            for o in candidates
-        )
-        if not dominated:
-            front.append(t)
-    unique: dict[tuple[float, ...], FrozenTrial] = {}
-    for t in sorted(front, key=lambda t: t.number):
-        unique.setdefault(tuple(t.values), t)
-    return sorted(unique.values(), key=lambda t: -t.values[0])
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The fastest feasible measured trial by its own measurement (provisional: the study's
-    answer is `chosen_trial`, which finalize picks by paired re-measurement)."""
-    front = pareto_front(study)
-    return front[0] if front else None
-
-
-def default_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The baseline: the trial that measured the defaults (a role, not a number: after a
-    resume it may have run under another number than 0)."""
-    measured = measured_trials(study)
-    return next((t for t in measured if t.user_attrs.get("baseline")), None) or next(
-        (t for t in measured if t.number == 0), None
-    )
-
-
-def defaults_at_batch(study: optuna.Study, zero: FrozenTrial | None, batch: int) -> FrozenTrial | None:
-    """The measured trial that ran the defaults at `batch` (trial 0's knobs, that batch)."""
-    if zero is None:
-        return None
-    if int(zero.user_attrs.get("batch_size", 1)) == batch:
-        return zero
-    wanted = dict(zero.params) | {"batch_size": batch}
-    return next((t for t in measured_trials(study) if dict(t.params) == wanted and t.values), None)
-
-
-@dataclass
-class Answer:
-    """The study's answer at one deployment batch size.
-
-    Args:
-        batch_size (int): the batch.
-        trial (int): the trial to deploy at this batch.
-        verdict (str): "faster" (the tuned trial beat the defaults at this batch, clear of the
-            A/A noise floor), "no measurable difference", "slower", "defaults" (nothing else
-            feasible to compare), or "defaults fail the gate" (the answer is the fastest
-            finalist that passes it).
-        speedup (Speedup | None): the paired measurement of the best finalist against the
-            defaults at this batch.
-        ms_per_sample (float): the answer's median latency per sample in the paired run.
-        candidates (list[int]): the finalists re-measured.
-        paired_winner (int | None): the finalist with the best paired median.
-    """
-
-    batch_size: int
-    trial: int
-    verdict: str
-    speedup: Speedup | None
-    ms_per_sample: float
-    candidates: list[int]
-    paired_winner: int | None = None
-
-    @property
-    def samples_per_s(self) -> float:
-        return 1e3 / self.ms_per_sample if self.ms_per_sample > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["samples_per_s"] = self.samples_per_s
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Answer:
-        speedup = Speedup(**data["speedup"]) if data.get("speedup") else None
-        return cls(
-            batch_size=int(data["batch_size"]),
-            trial=int(data["trial"]),
-            verdict=str(data["verdict"]),
-            speedup=speedup,
-            ms_per_sample=float(data["ms_per_sample"]),
-            candidates=[int(n) for n in data.get("candidates", [])],
-            paired_winner=data.get("paired_winner"),
-        )
-
-
-def stored_answers(study: optuna.Study) -> dict[int, Answer]:
-    """The per-batch answers finalize stored, by batch size."""
-    return {int(b): Answer.from_dict(a) for b, a in (study.user_attrs.get("answers") or {}).items()}
-
-
-def answer_for_trial(study: optuna.Study, number: int | None) -> Answer | None:
-    """The stored answer whose trial is `number` (None when that trial answers no batch)."""
-    return next((a for a in stored_answers(study).values() if number is not None and a.trial == number), None)
 
 
 def config_summary(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
@@ -281,43 +170,6 @@ def host_facts() -> dict[str, Any]:
     return facts
 
 
-@dataclass
-class Speedup:
-    """The paired speedup of a candidate over the defaults (trial 0's knobs at its batch), as
-    the study stores it (`answers`, `speedup`, `aa_control`: these field names are in every
-    study's database, hence not `PairedSpeedup`'s).
-
-    Args:
-        median (float): median per-round speedup (PairedSpeedup.speedup_median).
-        p25 (float): its 25th percentile (speedup_p25).
-        p75 (float): its 75th percentile (speedup_p75).
-        rounds (int): interleaved rounds.
-        default_ms_per_sample (float): the defaults' median ms per sample (A: a_ms_per_sample_median).
-        best_ms_per_sample (float): the candidate's median ms per sample (B: b_ms_per_sample_median).
-    """
-
-    median: float
-    p25: float
-    p75: float
-    rounds: int
-    default_ms_per_sample: float
-    best_ms_per_sample: float
-
-    @classmethod
-    def from_paired(cls, paired: PairedSpeedup | Mapping[str, Any]) -> Speedup:
-        """From a `measure.paired_speedup` result of A = the defaults, B = the candidate, or its
-        `as_dict()` (what a worker sends back)."""
-        data = paired.as_dict() if isinstance(paired, PairedSpeedup) else paired
-        return cls(
-            median=float(data["speedup_median"]),
-            p25=float(data["speedup_p25"]),
-            p75=float(data["speedup_p75"]),
-            rounds=int(data["rounds"]),
-            default_ms_per_sample=float(data["a_ms_per_sample_median"]),
-            best_ms_per_sample=float(data["b_ms_per_sample_median"]),
-        )
-
-
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
@@ -384,6 +236,13 @@ def plot_pareto(study: optuna.Study, out: Path) -> Path | None:
     zero = default_trial(study)
     if zero is not None:
         ax.axhline(zero.values[0], ls="--", c="tab:green", lw=1, label="trial 0 (defaults)")
+    answers = [e for e in shown_front(study) if e.mark]  # the one front's marks (autotune.answer)
+    for entry in answers:
+        values = entry.trial.values
+        primary = entry.mark == "the answer"
+        ax.scatter([max(values[1], floor)], [values[0]], marker="*", s=160 if primary else 90,
+                   c="gold" if primary else "orange", edgecolors="black", zorder=5,
+                   label=f"trial {entry.trial.number}: {entry.mark}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("output error (max abs error / max |reference|, floored at 1e-4)")
     ax.set_ylabel("throughput (samples/s)")
@@ -420,17 +279,13 @@ def _answer_phrase(answer: Answer) -> str:
     measured = f"{per_batch_ms:.4g} ms per batch of {answer.batch_size}, {answer.samples_per_s:.4g} samples/s"
     if s is None:
         return f"trial {answer.trial} (the defaults at batch {answer.batch_size}; nothing else feasible), {measured}"
-    ratio = f"{s.median:.3f}x (IQR {s.p25:.3f}-{s.p75:.3f}, {s.rounds} interleaved rounds)"
+    ratio = speedup_phrase(s)
     if answer.verdict == "faster":
-        return (
-            f"trial {answer.trial}, **{s.median:.3f}x** the defaults at batch {answer.batch_size} "
-            f"(IQR {s.p25:.3f}-{s.p75:.3f}, {s.rounds} interleaved rounds; {s.default_ms_per_sample:.4g} -> "
-            f"{s.best_ms_per_sample:.4g} ms per sample), {measured}"
-        )
+        return f"trial {answer.trial}, faster than the defaults at batch {answer.batch_size}: {ratio}; {measured}"
     if answer.verdict == "defaults fail the gate":
         return (
             f"trial {answer.trial}, the fastest configuration at batch {answer.batch_size} that passes the accuracy "
-            f"gate (the defaults there do not; it runs at {ratio} their speed), {measured}"
+            f"gate (the defaults there do not; against them: {ratio}), {measured}"
         )
     why = "no measurable difference from" if answer.verdict == "no measurable difference" else "slower than"
     return (
@@ -469,9 +324,29 @@ def aa_line(study: optuna.Study) -> str | None:
         return None
     return (
         f"Noise floor (A/A control: the defaults paired against themselves by the same procedure): "
-        f"median {aa['median']:.3f}, IQR {aa['p25']:.3f}-{aa['p75']:.3f}. A speedup whose IQR overlaps "
-        "it is reported as no measurable difference."
+        f"median {aa['median']:.3f}, IQR {aa['p25']:.3f}-{aa['p75']:.3f}, {aa['rounds']} rounds. A speedup is "
+        "faster only when its IQR lies wholly above this one (and the per-side medians agree), slower when wholly "
+        "below; otherwise no measurable difference."
     )
+
+
+def dashboard_note(study: optuna.Study) -> str:
+    """The study note optuna-dashboard shows above its plots: the answer, its headline figures
+    and the one front (the same rows as report.md and `status`)."""
+    zero = default_trial(study)
+    defaults = zero.params if zero is not None else {}
+    best = chosen_trial(study)
+    lines = ["## The answer", ""]
+    if best is None:
+        lines += ["Not chosen yet (the study has not been finalized).", ""]
+    else:
+        lines += [f"Trial {best.number}: {config_summary(best.params, defaults)}", ""]
+        lines += [f"- {line}" for line in headline(study)] + [""]
+    front = shown_front(study)
+    if front:
+        rows = [trial_row(e.trial, defaults) | {"answer": e.mark, "on front": fmt(e.on_front)} for e in front]
+        lines += ["## Pareto front", "", markdown_table(rows, [*PARETO_COLUMNS, "on front", "answer"]), ""]
+    return "\n".join(lines)
 
 
 def render_report(study: optuna.Study) -> str:
@@ -491,7 +366,9 @@ def render_report(study: optuna.Study) -> str:
         f"- trials: {counts['complete']} complete, {counts['failed']} failed, {counts['pruned']} pruned; "
         f"{_counted_line(study)}",
         f"- tolerance: {tolerance_line(attrs)}",
-        f"- wall time: {fmt(attrs.get('elapsed_s'))} s",
+        f"- wall time: {wall_s(attrs):.1f} s (start-up and trials {float(attrs.get('elapsed_s', 0.0)):.1f} s, "
+        f"finalize {float(attrs.get('finalize_s', 0.0) or 0.0):.1f} s)"
+        + (f" of a {float(attrs['budget_s']):.0f} s budget" if attrs.get("budget_s") else ""),
         f"- written: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         "",
     ]
@@ -517,10 +394,18 @@ def render_report(study: optuna.Study) -> str:
             lines += ["### Per deployment batch", "", markdown_table(rows, ANSWER_COLUMNS), ""]
     elif not attrs.get("build_only"):
         lines += ["## The answer", "", "Not chosen yet (the study has not been finalized).", ""]
-    front = pareto_front(study)
+    front = shown_front(study)
     if front:
-        rows = [trial_row(t, defaults) | {"answer": "yes" if best and t.number == best.number else ""} for t in front]
-        lines += ["## Pareto front", "", markdown_table(rows, [*PARETO_COLUMNS, "answer"]), ""]
+        rows = [trial_row(e.trial, defaults) | {"answer": e.mark, "on front": fmt(e.on_front)} for e in front]
+        lines += [
+            "## Pareto front",
+            "",
+            "Feasible measured trials, throughput up and error down (each trial's own measurement), then any "
+            "answer off that front (answers are chosen by paired re-measurement).",
+            "",
+            markdown_table(rows, [*PARETO_COLUMNS, "on front", "answer"]),
+            "",
+        ]
         lines += [f"![Pareto front]({PARETO_PLOT})", ""]
     lines += search_notes(study)
     if attrs.get("build_only"):
@@ -532,6 +417,8 @@ def render_report(study: optuna.Study) -> str:
     if compared is not None and zero is not None:
         lines += layer_comparison(study_dir, zero.number, compared.number)
     lines += profile_section(study_dir)
+    if attrs.get("profile_skipped"):
+        lines += ["## Where the time goes", "", f"Not profiled in this study's budget: {attrs['profile_skipped']}.", ""]
     lines += sensitivity_section(study, best)
     rejected = rejected_trials(study)
     if rejected:

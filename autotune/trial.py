@@ -316,12 +316,19 @@ class PairedRequest:
     workdir: Path
     rounds: int = 21
     round_s: float = 0.2
+    # Sequential stopping (finalize inside the budget): after `min_rounds`, the rounds end once
+    # the interval clears `floor` (the A/A control's interval; None: never, e.g. the control
+    # itself) or `time_limit_s` seconds after the sessions are open (None: no limit).
+    min_rounds: int = 0
+    floor: tuple[float, float] | None = None
+    sequential: bool = False
+    time_limit_s: float | None = None
 
 
 def run_paired(request: PairedRequest) -> dict[str, Any]:
     """Measures A and B in adjacent, order-alternating, warmed-up blocks and returns the paired
     speedup of B over A (`PairedSpeedup.as_dict()`)."""
-    from autotune.measure import paired_speedup
+    from autotune.measure import clear_of, paired_speedup
 
     target = target_class(request.target_name)(request.target_options)
     sessions, timers, batches = [], [], []
@@ -340,6 +347,7 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             sessions.append(session)
             timers.append(session.timer(feeds))
             batches.append(batch)
+        limit = request.time_limit_s
         result = paired_speedup(
             timers[0],
             timers[1],
@@ -347,6 +355,9 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             batch_b=batches[1],
             rounds=request.rounds,
             round_s=request.round_s,
+            min_rounds=request.min_rounds,
+            settled=clear_of(request.floor) if request.sequential else None,
+            deadline=time.monotonic() + limit if limit is not None else None,
         )
         return result.as_dict()
     finally:

@@ -78,7 +78,7 @@ def compared_trial(study: Any) -> tuple[int | None, str]:
     """What the defaults are compared with: the batch-1 answer (the latency headline, paired
     against the defaults at batch 1), or, where the defaults stayed the answer, the finalist
     that lost the paired comparison (to show what its knobs changed)."""
-    from autotune.report import stored_answers
+    from autotune.answer import stored_answers
 
     answer = stored_answers(study).get(1)
     if answer is None:
@@ -138,7 +138,7 @@ def _ort_version(profile: dict[str, Any]) -> str:
 def gpu_role(study: Any, data: dict[str, Any]) -> str:
     """What a stored GPU profile compares the defaults with: `profile_study`'s default, the
     study's answer (the best throughput) at its batch, with the paired measurement there."""
-    from autotune.report import answer_for_trial
+    from autotune.answer import answer_for_trial
 
     best = data["best"] or data["defaults"]
     answer = answer_for_trial(study, best["trial"])
@@ -155,7 +155,7 @@ def _pct(value: float | None) -> str:
 
 def _gpu_notes(study: Any, data: dict[str, Any]) -> list[str]:
     """What a GPU profile's numbers are (and are not), from the profile and its study."""
-    from autotune.report import answer_for_trial
+    from autotune.answer import answer_for_trial
 
     defaults, best = data["defaults"], data["best"] or data["defaults"]
     pairs = (("defaults", defaults), ("compared", best))
@@ -211,7 +211,8 @@ def _marker_note(item: dict[str, Any], defaults: dict[str, Any]) -> str:
 
 
 def model_section(name: str, study: Any, data: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    from autotune.report import config_summary, default_trial, headline
+    from autotune.answer import default_trial
+    from autotune.report import config_summary, headline
 
     defaults, best = data["defaults"], data["best"] or data["defaults"]
     gpu = defaults.get("provider") == "CUDAExecutionProvider"

@@ -225,7 +225,7 @@ def feasible_value(trial: Any, table: dict[str, Any] | None = None) -> float:
     """Throughput of a feasible complete trial (from `table` when given), else 0."""
     import optuna
 
-    from autotune.report import is_feasible
+    from autotune.answer import is_feasible
 
     if trial.state != optuna.trial.TrialState.COMPLETE or not is_feasible(trial) or not trial.values:
         return 0.0
@@ -257,7 +257,7 @@ def wall_to_reach(record: RunRecord, target: float) -> float | None:
 
 
 def best_measured(study: Any) -> Any | None:
-    from autotune.report import best_trial
+    from autotune.answer import best_trial
 
     return best_trial(study)
 

@@ -339,7 +339,7 @@ def cross_pairs(model: str, seed: int, rounds: int) -> dict[str, Any]:
 
 def aa_row(model: str, seed: int, rounds: int) -> dict[str, Any]:
     """The defaults (autotune study's trial 0) paired against themselves by the same procedure."""
-    from autotune.report import default_trial
+    from autotune.answer import default_trial
 
     study = load_study(OUT / model / f"autotune-s{seed}", f"autotune-s{seed}")
     zero = default_trial(study)

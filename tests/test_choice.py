@@ -7,8 +7,8 @@ import optuna
 
 
 def test_a_speedup_inside_the_aa_interval_is_no_difference_and_the_defaults_stay():
+    from autotune.answer import Speedup
     from autotune.finalize import choose_answers
-    from autotune.report import Speedup
 
     class Trial:
         def __init__(self, number, batch, throughput, params):
@@ -38,7 +38,7 @@ def test_a_speedup_inside_the_aa_interval_is_no_difference_and_the_defaults_stay
     import autotune.finalize as fin
 
     fin.measure_speedup, original = (
-        lambda study, zero, t, batch, rounds, fn: Speedup(**{
+        lambda study, zero, t, batch, rounds, fn, **_: Speedup(**{
             "median": fn(None)["speedup_median"], "p25": fn(None)["speedup_p25"], "p75": fn(None)["speedup_p75"],
             "rounds": 21, "default_ms_per_sample": 10.0, "best_ms_per_sample": 10.0 / fn(None)["speedup_median"]}),
         fin.measure_speedup,
@@ -67,8 +67,7 @@ def test_float_rounding_errors_are_told_as_equal_and_real_errors_are_not():
 
 
 def test_the_answer_is_the_fastest_batch_whose_latency_per_batch_meets_the_sla():
-    from autotune.finalize import primary_answer
-    from autotune.report import Answer
+    from autotune.answer import Answer, primary_answer
 
     one = Answer(batch_size=1, trial=3, verdict="faster", speedup=None, ms_per_sample=1.0, candidates=[3])
     eight = Answer(batch_size=8, trial=5, verdict="faster", speedup=None, ms_per_sample=0.5, candidates=[5])
@@ -77,3 +76,25 @@ def test_the_answer_is_the_fastest_batch_whose_latency_per_batch_meets_the_sla()
     assert primary_answer(answers, 4.0) is eight  # 8 x 0.5 ms = 4 ms per batch: inside
     assert primary_answer(answers, 3.9) is one  # a batch of 8 takes longer than the SLA
     assert primary_answer(answers, 0.1) is one  # none meets it: the smallest batch, not none
+
+
+def test_one_verdict_rule_faster_only_above_the_aa_interval_and_with_the_medians_agreeing():
+    from autotune.answer import Speedup, speedup_phrase, verdict
+
+    aa = Speedup(1.007, 1.003, 1.013, 21, 0.47, 0.47)
+    # issue 26: 1.001x with IQR 0.999-1.002 beside an A/A of 1.003-1.013 was called "faster"
+    assert verdict(Speedup(1.001, 0.999, 1.002, 21, 0.4688, 0.4701), aa) == "slower"
+    assert verdict(Speedup(1.010, 1.004, 1.020, 21, 0.4701, 0.4688), aa) == "no measurable difference"
+    assert verdict(Speedup(1.20, 1.15, 1.25, 21, 0.60, 0.50), aa) == "faster"
+    # the per-round ratios say faster, the per-side medians say slower: not faster
+    assert verdict(Speedup(1.20, 1.15, 1.25, 21, 0.50, 0.60), aa) == "no measurable difference"
+    assert verdict(Speedup(0.80, 0.75, 0.85, 21, 0.50, 0.60), aa) == "slower"
+    # no control: the floor is 1.0
+    assert verdict(Speedup(1.02, 1.01, 1.03, 21, 0.51, 0.50), None) == "faster"
+    assert verdict(Speedup(1.02, 0.99, 1.03, 21, 0.51, 0.50), None) == "no measurable difference"
+    # issue 26: "3.696x (IQR 1.584-5.713; 151.1 -> 79.6 ms per sample)" read as one statistic
+    phrase = speedup_phrase(Speedup(3.696, 1.584, 5.713, 21, 151.1, 79.6))
+    assert "3.696x (median of 21 paired rounds, IQR 1.584-5.713)" in phrase
+    assert "per-side medians 151.1 -> 79.6 ms per sample (1.898x)" in phrase
+    assert "disagree" not in phrase  # 1.898 lies inside 1.584-5.713
+    assert "disagree" in speedup_phrase(Speedup(1.267, 1.259, 1.282, 21, 10.0, 9.0))

@@ -231,7 +231,11 @@ def test_stop_finalizes_a_running_study(tmp_path, model):
     out = cli("stop", "stopme", "--results-dir", str(results)).stdout
     assert "stops asking" in out
     wait_for(lambda: lock_holder(results / "stopme") is None, 120, "the daemon to stop")
-    assert daemon_state(results / "stopme") == "stopped"
+    assert daemon_state(results / "stopme") == "finished"  # finalized: its answer is written (issue 26)
+    assert (
+        "stopped early by `autotune stop`: finalized what was measured"
+        in (results / "stopme" / "autotune.log").read_text()
+    )
     study = load(results, "stopme")
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert (results / "stopme" / "report.md").is_file()

@@ -58,7 +58,7 @@ def run_main(capsys, *argv: str) -> Ran:
 
 
 def baseline(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    from autotune.report import default_trial
+    from autotune.answer import default_trial
 
     return default_trial(study)
 
@@ -623,7 +623,7 @@ def test_a_stop_its_daemon_never_finished_is_honoured_by_the_resumed_daemon(fini
     wait_daemon_gone(results / "ok")
     study = load(results, "ok")
     assert before == counts(study) == {"COMPLETE": 2}  # finalized, not tuned past the stop
-    assert daemon_state(results / "ok") == "stopped" and not (results / "ok" / "stop.json").exists()
+    assert daemon_state(results / "ok") == "finished" and not (results / "ok" / "stop.json").exists()
     assert baseline(study) is not None and (results / "ok" / "best" / "manifest.json").is_file()
     assert "finalizing without tuning" in (results / "ok" / "autotune.log").read_text()
 

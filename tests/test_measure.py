@@ -191,3 +191,23 @@ def test_a_session_doing_4x_the_work_is_detected_as_different(tmp_path):
         faster = paired_speedup(time_large, time_a, rounds=9, round_s=0.05)
     assert faster.speedup_median > 2.0
     assert not aa_interval_overlaps(faster, aa)
+
+
+def test_paired_rounds_stop_once_settled_or_at_the_deadline_and_not_before_the_minimum():
+    import time
+
+    from autotune.measure import clear_of, paired_speedup
+
+    fast, slow = (lambda: 0.001), (lambda: 0.002)
+    kwargs = dict(round_s=0.0, warmup_s=0.0, warmup_iters=1, min_iters_per_round=1, warmup_settle=0)
+    # B twice as fast every round: settled (clear of a 0.98-1.02 floor) at the minimum
+    settled = paired_speedup(slow, fast, rounds=21, min_rounds=9, settled=clear_of((0.98, 1.02)), **kwargs)
+    assert settled.rounds == 9 and settled.speedup_median == 2.0
+    # the same pair against itself never clears the floor: all 21 rounds
+    same = paired_speedup(slow, slow, rounds=21, min_rounds=9, settled=clear_of((0.98, 1.02)), **kwargs)
+    assert same.rounds == 21
+    # a deadline already passed: the minimum, no more
+    late = paired_speedup(slow, slow, rounds=21, min_rounds=9, deadline=time.monotonic() - 1, **kwargs)
+    assert late.rounds == 9
+    # no rule: every round
+    assert paired_speedup(slow, fast, rounds=21, **kwargs).rounds == 21

@@ -10,8 +10,8 @@ import onnxruntime as ort
 import optuna
 import pytest
 
+from autotune.answer import best_trial, chosen_trial, pareto_front
 from autotune.cli import main
-from autotune.report import best_trial, chosen_trial, pareto_front
 from autotune.space import config_key
 
 pytestmark = pytest.mark.slow
@@ -144,7 +144,7 @@ def test_best_dir_has_model_manifest_and_report(finished):
 
 
 def test_each_batch_answer_is_paired_against_the_defaults_at_that_batch(finished):
-    from autotune.report import stored_answers
+    from autotune.answer import stored_answers
 
     _, _, study = finished
     answers = stored_answers(study)
@@ -208,6 +208,45 @@ def test_every_command_names_the_same_answer(finished, capsys, tmp_path, monkeyp
     assert f"Trial {number}:" in (results / "tiny" / "report.md").read_text()
 
 
+def test_every_surface_shows_the_same_front_and_marks_the_answer(finished, capsys, monkeypatch):
+    """report.md, `status`, the dashboard's front and its study note: one set of trials (issue 26)."""
+    import re
+    import threading
+    import urllib.request
+
+    from autotune.answer import shown_front
+    from autotune.dashboard import bind_server
+
+    monkeypatch.setenv("COLUMNS", "300")
+    results, _, study = finished
+    number = study.user_attrs["best_trial"]
+    entries = shown_front(study)
+    shown = [e.trial.number for e in entries]
+    assert number in shown and [e.mark for e in entries if e.trial.number == number] == ["the answer"]
+    report = (results / "tiny" / "report.md").read_text()
+    table = report.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    assert [int(n) for n in re.findall(r"^\| (\d+) \|", table, re.M)] == shown
+    assert re.search(rf"^\| {number} \|.*\| the answer \|$", table, re.M)
+    assert main(["status", "tiny", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out.split("Pareto front of tiny", 1)[1]
+    assert [int(n) for n in re.findall(r"^│ +\*?(\d+) │", out, re.M)] == shown
+    server = bind_server(results / "tiny", None, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as r:
+            (summary,) = json.loads(r.read())["study_summaries"]
+        with urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=30) as r:
+            detail = json.loads(r.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+    on_front = [e.trial.number for e in entries if e.on_front]
+    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(on_front)
+    assert f"Trial {number}:" in detail["note"]["body"] and "the answer" in detail["note"]["body"]
+
+
 def test_report_renders_the_stored_choice_and_never_rechooses(finished):
     results, _, study = finished
     before = (study.user_attrs["best_trial"], study.user_attrs["answers"])
@@ -220,7 +259,7 @@ def test_report_renders_the_stored_choice_and_never_rechooses(finished):
 
 
 def test_export_batch_exports_that_batchs_answer(finished, tmp_path):
-    from autotune.report import stored_answers
+    from autotune.answer import stored_answers
 
     results, _, study = finished
     for batch, answer in stored_answers(study).items():
@@ -453,13 +492,13 @@ def test_a_combination_the_space_file_avoids_is_never_run(tmp_path, tiny_model):
 
 def test_a_wide_aa_control_is_measured_again_and_the_narrower_kept(finished, monkeypatch):
     import autotune.finalize as fin
-    from autotune.report import Speedup, default_trial
+    from autotune.answer import Speedup, default_trial
 
     _, _, study = finished
     widths = iter([(0.56, 1.86), (0.99, 1.01)])
     calls = []
 
-    def fake(study, zero, candidate, batch, rounds, fn):
+    def fake(study, zero, candidate, batch, rounds, fn, **_):
         calls.append(candidate.number)
         p25, p75 = next(widths, (0.99, 1.01))
         return Speedup(1.0, p25, p75, rounds, 1.0, 1.0)
@@ -478,3 +517,43 @@ def test_a_wide_aa_control_is_measured_again_and_the_narrower_kept(finished, mon
         for key in ("aa_control", "answers", "best_trial", "best_batch", "speedup"):
             if key in before:
                 study.set_user_attr(key, before[key])
+
+
+def test_a_finalize_past_its_deadline_pairs_at_the_minimum_rounds_and_leaves_the_profile(finished, monkeypatch):
+    """Finalize inside --budget (issue 26): with no time left, every pairing stops at MIN_ROUNDS,
+    the profile is left to `autotune profile`, and the progress `status` reads says done."""
+    import time
+
+    import autotune.finalize as fin
+
+    _, _, study = finished
+    monkeypatch.setattr(fin, "write_best", lambda study, best: None)
+    profiled = []
+    monkeypatch.setattr(fin, "profile_at_finalize", lambda study, gpu: profiled.append(1))
+    before = dict(study.user_attrs)
+    try:
+        fin.finalize(study, prune=False, deadline=time.monotonic() - 1.0)
+        attrs = study.user_attrs
+        assert attrs["aa_control"]["rounds"] == fin.MIN_ROUNDS
+        paired = [a["speedup"] for a in attrs["answers"].values() if a.get("speedup")]
+        assert paired and all(p["rounds"] == fin.MIN_ROUNDS for p in paired)
+        assert not profiled and attrs["profile_skipped"].startswith("left to `autotune profile tiny`")
+        progress = attrs["finalize_progress"]
+        assert progress["phase"] == "done" and progress["done"] == progress["of"] > 1
+        assert attrs["finalize_s"] > 0
+    finally:
+        for key, value in before.items():
+            study.set_user_attr(key, value)
+        for key in ("profile_skipped",):
+            if key not in before:
+                study.set_user_attr(key, None)
+        fin.rerender(study)
+
+
+def test_the_finalize_estimate_grows_with_what_finalize_will_pair(finished):
+    import autotune.finalize as fin
+
+    _, _, study = finished
+    full = fin.finalize_estimate_s(study)
+    assert full > fin.finalize_estimate_s(study, rounds=1) > 0
+    assert study.user_attrs.get("finalize_reserve_s") is None  # no --budget: nothing was kept

@@ -14,10 +14,10 @@ import numpy as np
 import optuna
 import pytest
 
+from autotune.answer import is_feasible
 from autotune.cli import main
 from autotune.layout import INPUTS_FILE
 from autotune.model import fp32_cpu_session
-from autotune.report import is_feasible
 from autotune.study import run_study
 from autotune.trial import OUTPUTS_FILE, TrialRequest, TrialResult, run_trial
 from autotune.workers import Executor

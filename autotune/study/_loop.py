@@ -90,8 +90,19 @@ class StudyRun:
     last_control: int = 0  # counted trials when the last control was sent
     drift_ratio: float = 1.0  # the latest control's latency over trial 0's
 
+    reserve_s: float = 0.0  # kept from the budget for finalize (its estimate, from the trials so far)
+
     def out_of_time(self) -> bool:
-        return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s
+        return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s - self.reserve_s
+
+    def cancel_due(self, grace_s: float) -> bool:
+        """Whether in-flight trials are past their grace: trials stop being asked at the budget
+        less finalize's reserve, and those in flight may use up to half of that reserve (at
+        least 5 s, at most `grace_s`) before they are cancelled."""
+        if self.budget_s is None:
+            return False
+        grace = min(grace_s, max(0.5 * self.reserve_s, 5.0))
+        return time.monotonic() - self.started > self.budget_s - self.reserve_s + grace
 
     def busy(self) -> int:
         return len(self.pending) + len(self.controls)
@@ -275,6 +286,8 @@ def run_study(
     elapsed_before_s: float = 0.0,
     grace_s: float = 60.0,
     on_started: Callable[[], None] | None = None,
+    started: float | None = None,
+    reserve: Callable[[Any], float] | None = None,
 ) -> Any:
     """Runs the ask/submit/tell loop until the trial count or the budget is reached.
 
@@ -289,6 +302,11 @@ def run_study(
             before they are cancelled (failed with the reason). Default: 60.
         on_started (Callable | None): called once, after the first trials are dispatched (or
             nothing was left to ask). Default: None.
+        started (float | None): `time.monotonic()` when this run of the study began (the
+            daemon's start-up counts against the budget). Default: now.
+        reserve (Callable | None): the seconds finalize will need, from the study so far
+            (`autotune.finalize.finalize_estimate_s`): trials stop that long before the budget
+            ends, so that `--budget` is the wall time of the whole study. Default: none kept.
 
     Returns:
         The Optuna study.
@@ -308,8 +326,16 @@ def run_study(
     study.set_user_attr("dropped_knobs", dropped)
     seed_queue(study, spec)
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
-    run = StudyRun(started=time.monotonic(), budget_s=budget)
+    run = StudyRun(started=started if started is not None else time.monotonic(), budget_s=budget)
+
+    def update_reserve() -> None:
+        if reserve is not None and run.budget_s is not None:
+            # never more than half the budget: finalize then shortens its rounds to fit
+            run.reserve_s = min(reserve(study), 0.5 * run.budget_s)
+            study.set_user_attr("finalize_reserve_s", run.reserve_s)
+
     recover_state(study, run, spec.space, spec)
+    update_reserve()  # a resumed study already has trials to pair
     defaults = spec.space.default_config()  # recover_state gave the rules these too
     run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
     warnings = weak_reference_warnings(refs, spec.tolerance)
@@ -457,8 +483,10 @@ def run_study(
                 on_started = None
             if not run.pending and not run.controls:
                 break
-            if run.budget_s is not None and time.monotonic() - run.started > run.budget_s + grace_s:
-                executor.cancel_all(f"budget spent: still running {grace_s:.0f} s after the budget ended")
+            if run.cancel_due(grace_s):
+                executor.cancel_all(
+                    f"budget spent: still running when the budget less finalize's {run.reserve_s:.0f} s had ended"
+                )
             results = executor.wait(timeout_s=0.5)
             for control in [r for r in results if r.number in run.controls]:
                 record_control(control)
@@ -495,6 +523,8 @@ def run_study(
                 learn(trial, result)
                 if on_result is not None:
                     on_result(result, study)
+            if arrived:
+                update_reserve()
             if arrived or time.monotonic() - last_elapsed > ELAPSED_EVERY_S:
                 # Also while every worker is busy (a long or stuck trial): `status` stays current.
                 study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)

@@ -1,0 +1,310 @@
+"""The study's answer, decided in one place: which trials are feasible and measured, the
+Pareto front, the defaults at a batch, the verdict of a paired speedup against the A/A
+control, the per-batch answers and the primary one. Finalize decides with these; `status`,
+report.md, the manifest, the printed summary and the dashboard read them (never re-derive)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from autotune.measure import PairedSpeedup
+from autotune.study._records import chosen_trial, trial_by_number
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = ["chosen_trial", "trial_by_number"]  # re-exported: the answer's trial, as stored
+
+
+@dataclass
+class Speedup:
+    """The paired speedup of a candidate over the defaults (trial 0's knobs at its batch), as
+    the study stores it (`answers`, `speedup`, `aa_control`: these field names are in every
+    study's database, hence not `PairedSpeedup`'s).
+
+    Args:
+        median (float): median per-round speedup (PairedSpeedup.speedup_median).
+        p25 (float): its 25th percentile (speedup_p25).
+        p75 (float): its 75th percentile (speedup_p75).
+        rounds (int): interleaved rounds.
+        default_ms_per_sample (float): the defaults' median ms per sample (A: a_ms_per_sample_median).
+        best_ms_per_sample (float): the candidate's median ms per sample (B: b_ms_per_sample_median).
+    """
+
+    median: float
+    p25: float
+    p75: float
+    rounds: int
+    default_ms_per_sample: float
+    best_ms_per_sample: float
+
+    @property
+    def ratio_of_medians(self) -> float:
+        """The defaults' median ms per sample over the candidate's: what the printed
+        milliseconds say (the speedup itself is the median of per-round ratios)."""
+        return self.default_ms_per_sample / self.best_ms_per_sample if self.best_ms_per_sample > 0 else 0.0
+
+    @classmethod
+    def from_paired(cls, paired: PairedSpeedup | Mapping[str, Any]) -> Speedup:
+        """From a `measure.paired_speedup` result of A = the defaults, B = the candidate, or its
+        `as_dict()` (what a worker sends back)."""
+        data = paired.as_dict() if isinstance(paired, PairedSpeedup) else paired
+        return cls(
+            median=float(data["speedup_median"]),
+            p25=float(data["speedup_p25"]),
+            p75=float(data["speedup_p75"]),
+            rounds=int(data["rounds"]),
+            default_ms_per_sample=float(data["a_ms_per_sample_median"]),
+            best_ms_per_sample=float(data["b_ms_per_sample_median"]),
+        )
+
+
+def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    import optuna
+
+    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def details(trial: FrozenTrial) -> dict[str, Any]:
+    """The nested facts of a trial: measurement, errors_per_output, timings_s, build, rewrites."""
+    return dict(trial.user_attrs.get("details", {}))
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(c <= 0 for c in trial.user_attrs.get("constraints", [1.0]))
+
+
+def measured_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials that were measured themselves (not copies of an identical configuration)."""
+    return [t for t in _complete(study) if "duplicate_of" not in t.user_attrs]
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible, measured trials on the (throughput ↑, error ↓) front, fastest first."""
+    if study.user_attrs.get("build_only"):
+        return []
+    return front_of(_complete(study))
+
+
+def front_of(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The Pareto front of `trials` as every surface shows it (the dashboard's too): complete,
+    measured themselves (not copies of an identical configuration), feasible, not dominated in
+    (throughput ↑, error ↓); of equal values the first trial; fastest first."""
+    import optuna
+
+    candidates = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and "duplicate_of" not in t.user_attrs
+        and is_feasible(t)
+        and t.values
+    ]
+    front = []
+    for t in candidates:
+        dominated = any(
+            o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and tuple(o.values) != tuple(t.values)
+            for o in candidates
+        )
+        if not dominated:
+            front.append(t)
+    unique: dict[tuple[float, ...], FrozenTrial] = {}
+    for t in sorted(front, key=lambda t: t.number):
+        unique.setdefault(tuple(t.values), t)
+    return sorted(unique.values(), key=lambda t: -t.values[0])
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The fastest feasible measured trial by its own measurement (provisional: the study's
+    answer is `chosen_trial`, which finalize picks by paired re-measurement)."""
+    front = pareto_front(study)
+    return front[0] if front else None
+
+
+def default_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The baseline: the trial that measured the defaults (a role, not a number: after a
+    resume it may have run under another number than 0)."""
+    measured = measured_trials(study)
+    return next((t for t in measured if t.user_attrs.get("baseline")), None) or next(
+        (t for t in measured if t.number == 0), None
+    )
+
+
+def defaults_at_batch(study: optuna.Study, zero: FrozenTrial | None, batch: int) -> FrozenTrial | None:
+    """The measured trial that ran the defaults at `batch` (trial 0's knobs, that batch)."""
+    if zero is None:
+        return None
+    if int(zero.user_attrs.get("batch_size", 1)) == batch:
+        return zero
+    wanted = dict(zero.params) | {"batch_size": batch}
+    return next((t for t in measured_trials(study) if dict(t.params) == wanted and t.values), None)
+
+
+@dataclass
+class Answer:
+    """The study's answer at one deployment batch size.
+
+    Args:
+        batch_size (int): the batch.
+        trial (int): the trial to deploy at this batch.
+        verdict (str): "faster" (the tuned trial beat the defaults at this batch, clear of the
+            A/A noise floor), "no measurable difference", "slower", "defaults" (nothing else
+            feasible to compare), or "defaults fail the gate" (the answer is the fastest
+            finalist that passes it).
+        speedup (Speedup | None): the paired measurement of the best finalist against the
+            defaults at this batch.
+        ms_per_sample (float): the answer's median latency per sample in the paired run.
+        candidates (list[int]): the finalists re-measured.
+        paired_winner (int | None): the finalist with the best paired median.
+    """
+
+    batch_size: int
+    trial: int
+    verdict: str
+    speedup: Speedup | None
+    ms_per_sample: float
+    candidates: list[int]
+    paired_winner: int | None = None
+
+    @property
+    def samples_per_s(self) -> float:
+        return 1e3 / self.ms_per_sample if self.ms_per_sample > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["samples_per_s"] = self.samples_per_s
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        speedup = Speedup(**data["speedup"]) if data.get("speedup") else None
+        return cls(
+            batch_size=int(data["batch_size"]),
+            trial=int(data["trial"]),
+            verdict=str(data["verdict"]),
+            speedup=speedup,
+            ms_per_sample=float(data["ms_per_sample"]),
+            candidates=[int(n) for n in data.get("candidates", [])],
+            paired_winner=data.get("paired_winner"),
+        )
+
+
+def stored_answers(study: optuna.Study) -> dict[int, Answer]:
+    """The per-batch answers finalize stored, by batch size."""
+    return {int(b): Answer.from_dict(a) for b, a in (study.user_attrs.get("answers") or {}).items()}
+
+
+def answer_for_trial(study: optuna.Study, number: int | None) -> Answer | None:
+    """The stored answer whose trial is `number` (None when that trial answers no batch)."""
+    return next((a for a in stored_answers(study).values() if number is not None and a.trial == number), None)
+
+
+def primary_answer(answers: dict[int, Answer], latency_sla_ms: float | None) -> Answer | None:
+    """The study's answer: the highest paired throughput among the per-batch answers whose
+    latency per batch meets the SLA (all of them without one)."""
+    eligible = [
+        a for a in answers.values() if latency_sla_ms is None or a.ms_per_sample * a.batch_size <= latency_sla_ms
+    ]
+    if not eligible:
+        eligible = [answers[min(answers)]] if answers else []
+    return max(eligible, key=lambda a: (a.samples_per_s, -a.batch_size)) if eligible else None
+
+
+FASTER = "faster"
+SLOWER = "slower"
+NO_DIFFERENCE = "no measurable difference"
+
+
+def verdict(speedup: Speedup, aa: Speedup | None) -> str:
+    """The one rule by which a paired speedup is called faster, slower or neither (finalize
+    decides with it; every surface prints what it decided).
+
+    "faster" only when the speedup's whole interquartile interval lies above the A/A
+    control's (the defaults paired against themselves: this machine's noise floor) and the
+    per-side medians agree (the candidate's median ms per sample is below the defaults');
+    "slower" when the interval lies wholly below the control's and the medians agree; else
+    "no measurable difference". Without a control the floor is the point 1.0.
+
+    Example:
+        >>> aa = Speedup(1.007, 1.003, 1.013, 21, 0.47, 0.47)
+        >>> verdict(Speedup(1.001, 0.999, 1.002, 21, 0.4688, 0.4701), aa)  # wholly below the floor
+        'slower'
+        >>> verdict(Speedup(1.010, 1.004, 1.020, 21, 0.4701, 0.4688), aa)  # overlaps it
+        'no measurable difference'
+        >>> verdict(Speedup(1.20, 1.15, 1.25, 21, 0.60, 0.50), aa)
+        'faster'
+        >>> verdict(Speedup(1.20, 1.15, 1.25, 21, 0.50, 0.60), aa)  # the medians say slower
+        'no measurable difference'
+    """
+    floor_low, floor_high = (aa.p25, aa.p75) if aa is not None else (1.0, 1.0)
+    medians = speedup.ratio_of_medians
+    if speedup.p25 > floor_high and medians > 1.0:
+        return FASTER
+    if speedup.p75 < floor_low and medians < 1.0:
+        return SLOWER
+    return NO_DIFFERENCE
+
+
+def speedup_phrase(s: Speedup) -> str:
+    """A paired speedup as every surface prints it: the ratio whose interval is given, then the
+    per-side medians under their own name (they are another statistic and can disagree)."""
+    phrase = (
+        f"{s.median:.3f}x (median of {s.rounds} paired rounds, IQR {s.p25:.3f}-{s.p75:.3f}); per-side medians "
+        f"{s.default_ms_per_sample:.4g} -> {s.best_ms_per_sample:.4g} ms per sample ({s.ratio_of_medians:.3f}x)"
+    )
+    if not s.p25 <= s.ratio_of_medians <= s.p75:
+        phrase += ": the two disagree (the machine changed speed between rounds), so neither is taken alone"
+    return phrase
+
+
+@dataclass
+class FrontEntry:
+    """One row of the front as every surface shows it.
+
+    Args:
+        trial (FrozenTrial): the trial.
+        mark (str): "the answer", "answer at batch N", or "" (on the front only).
+        on_front (bool): on the Pareto front of the trials' own measurements.
+    """
+
+    trial: FrozenTrial
+    mark: str
+    on_front: bool
+
+
+def shown_front(study: optuna.Study) -> list[FrontEntry]:
+    """The one front that report.md, `status`, the printed summary, the plot and the dashboard
+    note show: the Pareto front of the feasible measured trials (throughput up, error down),
+    then every per-batch answer that is not on it (answers are chosen by paired re-measurement,
+    so they may sit off the front of the trials' own, noisier numbers). Every answer is marked."""
+    chosen = chosen_trial(study)
+    by_trial: dict[int, list[int]] = {}
+    for batch, answer in sorted(stored_answers(study).items()):
+        by_trial.setdefault(answer.trial, []).append(batch)
+
+    def mark(number: int) -> str:
+        if chosen is not None and number == chosen.number:
+            return "the answer"
+        batches = by_trial.get(number)
+        return f"answer at batch {', '.join(map(str, batches))}" if batches else ""
+
+    front = pareto_front(study)
+    entries = [FrontEntry(t, mark(t.number), True) for t in front]
+    shown = {t.number for t in front}
+    extra = [chosen.number] if chosen is not None else []
+    extra += [n for n in by_trial if n not in extra]
+    for number in extra:
+        trial = trial_by_number(study, number)
+        if trial is not None and number not in shown:
+            entries.append(FrontEntry(trial, mark(number), False))
+            shown.add(number)
+    return entries
+
+
+def wall_s(attrs: Mapping[str, Any]) -> float:
+    """The study's wall time as every surface states it: its runs (start-up and trials,
+    `elapsed_s`) plus its last finalize (`finalize_s`)."""
+    return float(attrs.get("elapsed_s", 0.0) or 0.0) + float(attrs.get("finalize_s", 0.0) or 0.0)
