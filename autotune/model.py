@@ -180,13 +180,22 @@ def parse_shape_overrides(values: Sequence[str], info: ModelInfo) -> dict[str, t
     return shapes
 
 
+_ANONYMOUS_DIM = re.compile(r"^(\?|dim\d+|)$")  # "?" (as some exporters write), or unnamed (`_dim`)
+
+
+def shared_dim_name(dim: int | str) -> str | None:
+    """The name by which a symbolic dim is shared between inputs; None for a fixed dim and for an
+    anonymous one ("?", or unnamed), which stands only for its own position."""
+    return dim if isinstance(dim, str) and not _ANONYMOUS_DIM.match(dim) else None
+
+
 def unresolved_dims(info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> dict[str, list[str]]:
     """Symbolic dims (other than a dynamic batch dim) that neither `--shape` nor a shared dim
     name fixes, per input: the dims autotune would otherwise have to guess."""
     known = set()
     for spec in info.inputs:
         if spec.name in overrides:
-            known |= {dim for dim in spec.shape if isinstance(dim, str)}
+            known |= {name for name in map(shared_dim_name, spec.shape) if name is not None}
     missing: dict[str, list[str]] = {}
     for spec in info.inputs:
         if spec.name in overrides:
@@ -194,26 +203,55 @@ def unresolved_dims(info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> 
         dims = [
             dim
             for i, dim in enumerate(spec.shape)
-            if isinstance(dim, str) and not (i == 0 and info.dynamic_batch) and dim not in known
+            if isinstance(dim, str) and not (i == 0 and info.dynamic_batch) and shared_dim_name(dim) not in known
         ]
         if dims:
             missing[spec.name] = dims
     return missing
 
 
+# The values a suggested --shape tries for dynamic dims, in order: image sizes, then text-line
+# heights with a line's width (an OCR recognizer's [b, 3, 48, W]), then sequence lengths.
+_SUGGESTED_DIMS = ((224, 224), (640, 640), (48, 320), (32, 320), (64, 256), (128, 128), (320, 320))
+
+
 def example_shape_flag(info: ModelInfo, name: str) -> str:
-    """A `--shape` flag for input `name` with plausible values (images 224, sequences 128)."""
+    """A `--shape` flag for input `name` that keeps every static dim and that the model runs at
+    (tried here in FP32 on one sample, others inputs at their own suggestion); the first
+    plausible one, said to be unchecked, when none of the tried values runs."""
     spec = next(s for s in info.inputs if s.name == name)
-    rank = len(spec.shape)
-    dims = []
-    for i, dim in enumerate(spec.shape):
-        if isinstance(dim, int):
-            dims.append(dim)
-        elif i == 0:
-            dims.append(1)
-        else:
-            dims.append(224 if rank == 4 else 128)
-    return f"--shape {name}:{','.join(map(str, dims))}"
+    candidates = []
+    for first, second in _SUGGESTED_DIMS:
+        dims, free = [], 0
+        for i, dim in enumerate(spec.shape):
+            if isinstance(dim, int):
+                dims.append(dim)
+            elif i == 0:
+                dims.append(1)
+            else:
+                dims.append(first if free == 0 else second)
+                free += 1
+        if dims not in candidates:
+            candidates.append(dims)
+    session = fp32_cpu_session(info.path)
+    for dims in candidates:
+        if _runs_at(session, info, {name: tuple(dims)}):
+            return f"--shape {name}:{','.join(map(str, dims))}"
+    return f"--shape {name}:{','.join(map(str, candidates[0]))} (not checked: no tried shape ran)"
+
+
+def _runs_at(session: ort.InferenceSession, info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> bool:
+    """Whether the FP32 `session` runs one synthetic sample at `overrides` (inputs not named
+    there at their default shapes)."""
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a shape that fails is an answer here, not an error to print
+    try:
+        session.run(None, synthetic_pool(info, overrides, samples=1), quiet)
+    except Exception:  # noqa: BLE001 - any failure means "not this shape"
+        return False
+    return True
 
 
 def require_resolved_dims(info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> None:
@@ -254,27 +292,33 @@ def expand_short_shapes(values: Sequence[str], info: ModelInfo) -> list[str]:
 def concrete_shapes(info: ModelInfo, batch_size: int, overrides: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
     """The shape of every input at `batch_size`, with symbolic dims resolved.
 
-    A `--shape` override fixes all of an input's dims except a dynamic batch dim, which the
-    batch size knob sets; inputs that share a dim name get the same value. (`start` refuses a
-    model whose other symbolic dims no `--shape` fixes: `require_resolved_dims`; 16 remains
-    only as the fallback of library callers.)
+    A `--shape` override fixes all of its input's dims by position, except a dynamic batch dim,
+    which the batch size knob sets; an input without one takes a named dim's value from an input
+    that shares the name (never an anonymous dim's, "?": issue 29). (`start` refuses a model whose
+    other symbolic dims no `--shape` fixes: `require_resolved_dims`; 16 remains only as the
+    fallback of library callers.)
     """
     symbols: dict[str, int] = {}
     for spec in info.inputs:
         if spec.name in overrides:
             for dim, value in zip(spec.shape, overrides[spec.name], strict=True):
-                if isinstance(dim, str):
-                    symbols.setdefault(dim, int(value))
+                name = shared_dim_name(dim)
+                if name is not None:
+                    symbols.setdefault(name, int(value))
     shapes = {}
     for spec in info.inputs:
+        given = overrides.get(spec.name)
         shape = []
         for i, dim in enumerate(spec.shape):
             if i == 0 and info.dynamic_batch:
                 shape.append(batch_size)
             elif isinstance(dim, int):
                 shape.append(dim)
+            elif given is not None:
+                shape.append(int(given[i]))  # by position: two dims may share a name ("?")
             else:
-                shape.append(symbols.setdefault(dim, DEFAULT_DYNAMIC_DIM))
+                name = shared_dim_name(dim)
+                shape.append(symbols.setdefault(name, DEFAULT_DYNAMIC_DIM) if name else DEFAULT_DYNAMIC_DIM)
         shapes[spec.name] = shape
     return shapes
 

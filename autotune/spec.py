@@ -190,6 +190,38 @@ def _check_trial_memory(info: Any, overrides: Any, space: Any, args: argparse.Na
     )
 
 
+def _check_model_runs(
+    info: Any, pool: dict[str, np.ndarray], args: argparse.Namespace, calibration: list[dict[str, np.ndarray]]
+) -> None:
+    """Runs the FP32 model once on one sample of `pool` here, before anything is written or
+    detached (issue 29): inputs with non-finite values, or shapes the model cannot run (a
+    Reshape or Resize that needs a static size the --shape changed), are one line naming the
+    flag, the input and the runtime's reason."""
+    from autotune.errors import first_line
+    from autotune.model import fp32_cpu_session
+
+    if args.inputs:
+        what = f"--inputs {args.inputs}"
+    else:
+        what = f"--shape {' '.join(args.shape)}" if args.shape else f"{info.path.name}'s own input shapes"
+    for name, array in [item for feeds in [pool, *calibration] for item in feeds.items()]:
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            raise UsageError(
+                f"{what}: input {name!r} holds {bad} non-finite values (inf or nan); every trial would fail"
+            )
+    one = {name: array[:1] if info.dynamic_batch else array for name, array in pool.items()}
+    shapes = ", ".join(f"{name}:{','.join(map(str, a.shape))}" for name, a in one.items())
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # the reason is in the one line below, not printed twice
+    try:
+        fp32_cpu_session(info.path).run(None, one, quiet)
+    except Exception as exc:  # noqa: BLE001 - any runtime failure here is the user's shape or input
+        raise UsageError(f"{what}: the model cannot run at {shapes} in FP32 ({first_line(exc, 200)})") from None
+
+
 def _check_ray_address(address: str) -> None:
     """UsageError unless something answers at `--ray-address` within a few seconds (Ray
     itself retries an unreachable address for minutes, long after `start` said "started")."""
@@ -330,6 +362,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     pool = samples.verification_pool
     if args.inputs and overrides:
         check_inputs_match_shapes(pool, overrides, info, args.inputs)
+    _check_model_runs(info, pool, args, samples.calibration_feeds)
     if not samples.calibration_feeds and "precision" in space:
         kept = [value for value in space["precision"].values() if value not in ("int8", "fp8")]
         if kept != list(space["precision"].values()):

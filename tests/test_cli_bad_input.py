@@ -590,3 +590,38 @@ def test_shapes_or_batches_whose_trial_cannot_fit_in_memory_are_refused_naming_t
     # the same model at a shape a machine holds starts as before
     code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "x:1,3,32,32", "--batch", "1"))
     assert code == 0, err
+
+
+def test_a_shape_the_model_cannot_run_is_one_line_naming_the_shape_before_anything_is_written(capsys, results_dir):
+    """Issue 29: a recognizer [b, 3, 48, W] started at 224x224 failed 41 s later, in the daemon."""
+    from tests.trained_models import model_path
+
+    rec = model_path("ppocr_rec")
+    code, err = run_cli(capsys, *start(results_dir, str(rec), "--shape", "x:1,3,224,224"))
+    assert_rejected(code, err, "--shape x:1,3,224,224", "cannot run at x:1,3,224,224", "reshape")
+    assert not results_dir.exists()
+
+
+def test_the_suggested_shape_keeps_the_static_dims_and_is_one_the_model_runs(capsys, results_dir):
+    from autotune.model import _runs_at, fp32_cpu_session, load_model_info
+    from tests.trained_models import model_path
+
+    rec = model_path("ppocr_rec")
+    code, err = run_cli(capsys, *start(results_dir, str(rec)))
+    assert_rejected(code, err, "dynamic dims without a value", "--shape x:1,3,48,320")
+    info = load_model_info(rec)
+    session = fp32_cpu_session(rec)
+    assert _runs_at(session, info, {"x": (1, 3, 48, 320)}) and not _runs_at(session, info, {"x": (1, 3, 224, 224)})
+    assert not results_dir.exists()
+
+
+def test_inputs_with_non_finite_values_are_refused(capsys, results_dir, tmp_path):
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    info_input = onnx.load(str(model)).graph.input[0]
+    dims = [d.dim_value or 8 for d in info_input.type.tensor_type.shape.dim]
+    data = np.ones(dims, np.float32)
+    data[0, 0] = np.inf
+    np.savez(tmp_path / "inf.npz", **{info_input.name: data})
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--inputs", str(tmp_path / "inf.npz")))
+    assert_rejected(code, err, f"--inputs {tmp_path / 'inf.npz'}", "non-finite values")
+    assert not results_dir.exists()

@@ -51,3 +51,46 @@ def test_nothing_in_autotune_imports_the_cli():
             if isinstance(node, ast.ImportFrom) and node.module == "autotune.cli":
                 importers.append(str(path.relative_to(package)))
     assert importers == []
+
+
+def test_a_shape_is_applied_by_position_when_two_dims_share_the_name_question_mark(tmp_path):
+    """Issue 29: a classifier input ('dim0', 3, '?', '?') started with --shape x:1,3,48,192 ran
+    every trial at 48x48 (H's value taken for W by the shared name '?')."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from autotune.model import concrete_shapes, load_model_info, synthetic_pool, unresolved_dims
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["dim0", 3, "?", "?"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["dim0", 3, "?", "?"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "q", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "q.onnx"))
+    info = load_model_info(tmp_path / "q.onnx")
+    overrides = {"x": (1, 3, 48, 192)}
+    assert concrete_shapes(info, 4, overrides)["x"] == [4, 3, 48, 192]
+    assert synthetic_pool(info, overrides, samples=2)["x"].shape == (2, 3, 48, 192)
+    assert unresolved_dims(info, overrides) == {}
+    assert set(unresolved_dims(info, {})["x"]) == {"?"}  # nothing given: both still asked for
+    assert np.isfinite(synthetic_pool(info, overrides, samples=1)["x"]).all()
+
+
+def test_a_named_dim_is_shared_between_inputs_and_an_anonymous_one_is_not(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from autotune.model import concrete_shapes, load_model_info, unresolved_dims
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", "seq", "?"])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", "seq", "?"])
+    out = helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", "seq", "?"])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"])], "ab", [a, b], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "ab.onnx"))
+    info = load_model_info(tmp_path / "ab.onnx")
+    # `seq` comes from a's --shape; b's anonymous "?" is not a's: it must be given
+    assert unresolved_dims(info, {"a": (1, 7, 5)}) == {"b": ["?"]}
+    assert concrete_shapes(info, 1, {"a": (1, 7, 5), "b": (1, 7, 5)}) == {"a": [1, 7, 5], "b": [1, 7, 5]}
