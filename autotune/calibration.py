@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,13 @@ def load_preprocess_file(path: Path) -> dict[str, Any]:
 
 def _numbers(value: Any, key: str, where: str, kind: type, count: int | None) -> tuple:
     parts = value if isinstance(value, list | tuple) else [p for p in str(value).replace("x", ",").split(",") if p]
+
+    def number(part: Any) -> Any:  # a fraction such as scale=1/255 is exact, as --help writes it
+        return float(Fraction(str(part).strip())) if kind is float and "/" in str(part) else kind(part)
+
     try:
-        numbers = tuple(kind(p) for p in parts)
-    except (TypeError, ValueError):
+        numbers = tuple(number(p) for p in parts)
+    except (TypeError, ValueError, ZeroDivisionError):
         raise UsageError(f"{where}: {key} {value!r}: expected {kind.__name__} values separated by ','") from None
     if not numbers or (count is not None and len(numbers) != count):
         raise UsageError(f"{where}: {key} {value!r}: expected {count or 'some'} value(s)")
@@ -172,7 +177,14 @@ def load_inputs(path: Path, info: ModelInfo, preprocess: Preprocess | None = Non
     if kinds == {"image"}:
         if len(info.inputs) != 1 or len(info.inputs[0].shape) != 4 or not float_inputs:
             raise UsageError(f"--inputs {path}: images feed a model with one 4-D float input; give .npy/.npz samples")
-        preprocess = _with_model_size(preprocess or Preprocess(), info)
+        if preprocess is None:  # nothing is assumed about how the model was trained to see images
+            shape = info.inputs[0].shape
+            size = ",".join(str(d) if isinstance(d, int) else axis for d, axis in zip(shape[2:4], "HW", strict=False))
+            raise UsageError(
+                f"--inputs {path}: images need --preprocess saying how this model expects them (nothing is assumed), "
+                f"e.g. --preprocess size={size} layout=NCHW scale=1/255 mean=0,0,0 std=1,1,1 channel_order=RGB"
+            )
+        preprocess = _with_model_size(preprocess, info)
         samples = [{info.inputs[0].name: preprocess_image(p, preprocess)} for p in files]
     else:
         samples = [_array_sample(p, info) for p in files]

@@ -166,6 +166,8 @@ def parse_shape_overrides(values: Sequence[str], info: ModelInfo) -> dict[str, t
             raise UsageError(f"--shape {value!r}: expected NAME:DIMS, e.g. images:1,3,224,224")
         if name not in names:
             raise UsageError(f"--shape {value!r}: the model has no input {name!r} (inputs: {', '.join(names)})")
+        if name in shapes:
+            raise UsageError(f"--shape {value!r}: input {name!r} was given a shape twice; give one")
         try:
             dims = tuple(int(d) for d in re.split(r"[,x]", dims_text))
         except ValueError:

@@ -10,6 +10,8 @@ so an explicit `--seed 0` is kept even where 0 is the default.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,6 +96,9 @@ class StudySpec:
 _BUDGET = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
 
 
+MAX_DURATION_S = 366 * 24 * 3600.0  # a --budget or --trial-timeout beyond a year is a typo
+
+
 def parse_budget(text: str, flag: str = "--budget") -> float:
     """Parses a duration like `90s`, `10m`, `2h` or `1h30m` into seconds (UsageError naming
     `flag` otherwise)."""
@@ -104,6 +109,8 @@ def parse_budget(text: str, flag: str = "--budget") -> float:
     seconds = parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
     if seconds <= 0:
         raise UsageError(f"{flag} {text!r}: must be longer than zero")
+    if seconds > MAX_DURATION_S:
+        raise UsageError(f"{flag} {text!r}: longer than a year; give the time the study may really take")
     return seconds
 
 
@@ -122,6 +129,8 @@ def positive_float(flag: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise UsageError(f"{flag} {value!r}: expected a number") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{flag} {value!r}: must be a finite number (an infinite limit checks nothing)")
     if not number > 0:
         raise UsageError(f"{flag} {value!r}: must be greater than zero")
     return number
@@ -130,6 +139,8 @@ def positive_float(flag: str, value: str) -> float:
 def _study_name(text: str) -> str:
     from autotune.study import check_study_name
 
+    if "/" in text or "\\" in text or text in (".", ".."):
+        raise UsageError(f"--study {text!r}: a study name, not a path (studies live in --results-dir)")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
     if not name:
         raise UsageError(f"--study {text!r}: a study name needs letters or digits")
@@ -716,7 +727,16 @@ def ray_wanted(args: argparse.Namespace) -> bool:
 
 
 def worker_count(args: argparse.Namespace) -> int | None:
-    return positive_int("--workers", args.workers) if args.workers is not None else None
+    if args.workers is None:
+        return None
+    workers = positive_int("--workers", args.workers)
+    cores = len(os.sched_getaffinity(0))
+    if workers > cores and not getattr(args, "ray_address", None):  # a cluster's cores are not counted here
+        raise UsageError(
+            f"--workers {workers}: more than the {cores} CPU cores this process may use; each worker needs one "
+            f"(pass at most {cores})"
+        )
+    return workers
 
 
 def trial_timeout_s(args: argparse.Namespace) -> float | None:
@@ -771,7 +791,8 @@ def add_start_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preprocess",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
         help="image directories: size=H,W layout=NCHW|NHWC mean=R,G,B std=R,G,B scale=1/255 channel_order=RGB|BGR",

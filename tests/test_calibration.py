@@ -270,3 +270,17 @@ def test_a_data_dependent_output_is_verified_against_a_reference_batched_as_the_
     told = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert {t.params.get("batch_size") for t in told} == {1, 2}
     assert all(t.user_attrs["passed"] for t in told)
+
+
+def test_an_image_directory_without_preprocess_is_refused_with_the_flag_to_give(tiny_model, tmp_path, capsys):
+    """Issue 29: images were resized and scaled to [0, 1] without a word."""
+    directory = tmp_path / "images"
+    directory.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(directory / "a.png")
+    results = tmp_path / "results"
+    code = main(["start", str(tiny_model), "--inputs", str(directory), "--foreground", "--trials", "1",
+                 "--results-dir", str(results)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "images need --preprocess" in err and "--preprocess size=8,8 layout=NCHW scale=1/255" in err
+    assert not results.exists()

@@ -625,3 +625,35 @@ def test_inputs_with_non_finite_values_are_refused(capsys, results_dir, tmp_path
     code, err = run_cli(capsys, *start(results_dir, str(model), "--inputs", str(tmp_path / "inf.npz")))
     assert_rejected(code, err, f"--inputs {tmp_path / 'inf.npz'}", "non-finite values")
     assert not results_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (("--max-error", "inf"), ("--max-error 'inf'", "finite")),
+        (("--budget", "99999999h"), ("--budget '99999999h'", "longer than a year")),
+        (("--study", "../../escape"), ("--study '../../escape'", "not a path")),
+        (("--workers", "64"), ("--workers 64", "CPU cores")),
+        (("--shape", "x:1,3,8,8", "--shape", "x:1,3,16,16"), ("--shape 'x:1,3,16,16'", "twice")),
+    ],
+)
+def test_silent_assumptions_are_refused_with_one_line(capsys, results_dir, tmp_path, argv, fragments):
+    """Issue 29: each of these was accepted without a word."""
+    if len(__import__("os").sched_getaffinity(0)) >= 64 and "--workers" in argv:
+        pytest.skip("this machine has 64 cores or more: --workers 64 is possible here")
+    model = make_dynamic_hw_model(tmp_path / "hw.onnx")
+    shape = [] if "--shape" in argv else ["--shape", "x:1,3,8,8"]
+    code, err = run_cli(capsys, *start(results_dir, str(model), *shape, *argv))
+    assert_rejected(code, err, *fragments)
+    assert not results_dir.exists()
+
+
+def test_preprocess_takes_the_readme_form_and_fractions(tmp_path):
+    from autotune.calibration import parse_preprocess, parse_preprocess_flags
+    from autotune.spec import parse_start
+
+    args = parse_start(["m.onnx", "--preprocess", "size=32,32", "layout=NCHW", "scale=1/255", "channel_order=RGB"])
+    options = parse_preprocess_flags(args.preprocess)
+    assert options == {"size": "32,32", "layout": "NCHW", "scale": "1/255", "channel_order": "RGB"}
+    parsed = parse_preprocess(options, "--preprocess")
+    assert parsed.scale == 1 / 255 and parsed.size == (32, 32) and parsed.layout == "NCHW"
