@@ -384,7 +384,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from autotune.answer import best_trial, chosen_trial, default_trial, shown_front, wall_s
     from autotune.daemon import daemon_state
-    from autotune.report import aa_line, failure_reasons, fmt, headline, rejected_trials
+    from autotune.report import aa_line, failure_reasons, fmt, headline, rejected_trials, rule_reason
     from autotune.study import count_trials, finished_count
 
     console = Console(highlight=False, soft_wrap=True)
@@ -454,7 +454,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for rule in [r for r in attrs.get("rules", []) if r.get("enforced")]:
         knobs = ", ".join(f"{k}={v}" for k, v in rule["knobs"].items())
-        table.add_row("rule", f"never again: {knobs} ({rule['reason']}; trials {rule['trials']})")
+        table.add_row("rule", f"never again: {knobs} ({rule_reason(rule)}; trials {rule['trials']})")
     for knob, why in (attrs.get("dropped_knobs") or {}).items():
         table.add_row("dropped", f"{knob}: {why}")
     for rejected in rejected_trials(study)[:5]:

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +73,7 @@ def failure_reasons(study: optuna.Study) -> dict[str, int]:
     from autotune.rules import failure_class
 
     reasons: dict[str, int] = {}
+    shown: dict[str, str] = {}  # class -> what is shown: the class, or its first trial's own reason
     for t in study.get_trials(deepcopy=False):
         if t.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED):
             reason = str(t.user_attrs.get("reason", "no reason recorded"))
@@ -82,7 +84,8 @@ def failure_reasons(study: optuna.Study) -> dict[str, int]:
             else:
                 # The explanation comes last in runtime errors: condensed, not cut (issue 11).
                 reason = condense_reason(reason, 160)
-                key = failure_class(reason) or reason
+                cls = failure_class(reason) or reason
+                key = shown.setdefault(cls, cls if "<n>" not in cls else f"{reason} (trial {t.number}; similar ones)")
             reasons[key] = reasons.get(key, 0) + 1
     return reasons
 
@@ -330,6 +333,14 @@ def aa_line(study: optuna.Study) -> str | None:
     )
 
 
+def rule_reason(rule: Mapping[str, Any]) -> str:
+    """What a stored rule is shown as: its class when it has no blanked number in it, else
+    its first trial's own reason (a class reads "median <n> ms ...": never shown)."""
+    reason = str(rule.get("reason", ""))
+    example = str(rule.get("example") or "")
+    return example if "<n>" in reason and example else reason.replace("<n>", "N")
+
+
 def dashboard_note(study: optuna.Study) -> str:
     """The study note optuna-dashboard shows above its plots: the answer, its headline figures
     and the one front (the same rows as report.md and `status`)."""
@@ -490,7 +501,7 @@ def search_notes(study: optuna.Study) -> list[str]:
         for rule in rules:
             knobs = ", ".join(f"{k}={v}" for k, v in rule["knobs"].items())
             source = f"trials {', '.join(map(str, rule['trials']))}" if rule["trials"] else "from the space file"
-            lines.append(f"- {knobs}: {rule['reason']} ({source})")
+            lines.append(f"- {knobs}: {rule_reason(rule)} ({source})")
         lines.append("")
     dropped = attrs.get("dropped_knobs") or {}
     if dropped:

@@ -20,6 +20,11 @@ from typing import Any
 # Failures that say nothing about the configuration: the machine or the user stopped it.
 NOT_ABOUT_CONFIG = ("interrupted", "cancelled", "budget spent", "stopped", "duplicate of", "ruled out")
 MIN_FAILURES = 2
+# A complete trial this many times slower per sample than the defaults at its batch is "known
+# slow": two of them sharing a non-default knob value make that value a rule, like two failures
+# (unless a trial that is not slow holds it too).
+KNOWN_SLOW = 2.0
+KNOWN_SLOW_REASON = "known slow: at least twice the defaults' time per sample at its batch"
 _BLANKS = (
     (re.compile(r"(/[\w.+-]+)+"), "<path>"),
     (re.compile(r"0x[0-9a-fA-F]+"), "<hex>"),
@@ -47,9 +52,10 @@ class Rule:
     """Knob values that, held together, made every trial of one failure class fail."""
 
     knobs: dict[str, Any]
-    reason: str
+    reason: str  # the failure class: numbers blanked, so that one rule covers every instance
     trials: list[int] = field(default_factory=list)
     enforced: bool = True
+    example: str = ""  # the first trial's own reason, numbers and all: what a user is shown
 
     def matches(self, config: Mapping[str, Any]) -> bool:
         return bool(self.knobs) and all(k in config and config[k] == v for k, v in self.knobs.items())
@@ -60,7 +66,13 @@ class Rule:
         return f"{knobs} -> {self.reason} ({source})"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"knobs": self.knobs, "reason": self.reason, "trials": self.trials, "enforced": self.enforced}
+        return {
+            "knobs": self.knobs,
+            "reason": self.reason,
+            "trials": self.trials,
+            "enforced": self.enforced,
+            "example": self.example,
+        }
 
 
 @dataclass
@@ -78,6 +90,8 @@ class FailureRules:
     succeeded: list[dict[str, Any]] = field(default_factory=list)
     defaults: dict[str, Any] = field(default_factory=dict)
     fixed: list[Rule] = field(default_factory=list)
+    examples: dict[str, str] = field(default_factory=dict)  # class -> its first failure's own reason
+    slow: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # known-slow trials (`record_slow`)
 
     def record_failure(self, number: int, config: Mapping[str, Any], reason: str) -> Rule | None:
         """Adds a failure; returns the rule of its class when one (now) exists."""
@@ -85,6 +99,7 @@ class FailureRules:
         if cls is None:
             return None
         self.failures.setdefault(cls, []).append((number, dict(config)))
+        self.examples.setdefault(cls, f"trial {number}: {reason.strip()}")
         return self.rule_for(cls)
 
     def record_success(self, config: Mapping[str, Any]) -> None:
@@ -106,13 +121,42 @@ class FailureRules:
         trials = [n for n, _ in seen]
         if suspects and suspects != common and not any(Rule(suspects, cls).matches(ok) for ok in self.succeeded):
             common = suspects
-        rule = Rule(knobs=common, reason=cls, trials=trials)
+        rule = Rule(knobs=common, reason=cls, trials=trials, example=self.examples.get(cls, ""))
         rule.enforced = bool(common) and not any(rule.matches(ok) for ok in self.succeeded)
         return rule
 
+    def record_slow(self, number: int, config: Mapping[str, Any]) -> list[Rule]:
+        """Adds a known-slow trial (batch size left out: slowness is against the defaults at the
+        same batch); returns the known-slow rules that hold now."""
+        self.slow.append((number, {k: v for k, v in config.items() if k != "batch_size"}))
+        return self.known_slow_rules()
+
+    def known_slow_rules(self) -> list[Rule]:
+        """One rule per non-default knob value that at least MIN_FAILURES known-slow trials held
+        and no trial that ran at a normal speed holds (issue 27: `cudnn_conv_algo_search=DEFAULT`
+        ran 2.6-3.3x slower in 7 of 30 trials and was never turned into a rule)."""
+        held: dict[tuple[str, str], list[int]] = {}
+        values: dict[tuple[str, str], Any] = {}
+        for number, config in self.slow:
+            for knob, value in config.items():
+                if knob in self.defaults and self.defaults[knob] == value:
+                    continue
+                key = (knob, repr(value))
+                held.setdefault(key, []).append(number)
+                values[key] = value
+        rules = []
+        for (knob, _), trials in held.items():
+            if len(trials) < MIN_FAILURES:
+                continue
+            rule = Rule({knob: values[(knob, _)]}, KNOWN_SLOW_REASON, sorted(trials))
+            rule.enforced = not any(rule.matches(ok) for ok in self.succeeded)
+            rule.example = f"trials {', '.join(map(str, rule.trials))} ran at least twice the defaults' time per sample"
+            rules.append(rule)
+        return rules
+
     def rules(self) -> list[Rule]:
         found = (self.rule_for(cls) for cls in self.failures)
-        return [*self.fixed, *(r for r in found if r is not None)]
+        return [*self.fixed, *(r for r in found if r is not None), *self.known_slow_rules()]
 
     def enforced(self) -> list[Rule]:
         return [r for r in self.rules() if r.enforced]
@@ -130,6 +174,10 @@ def rules_from_history(
     for number, state, config, reason in sorted(history, key=lambda h: h[0]):
         if state == "complete":  # "slow" successes are neither failures nor counter-evidence
             rules.record_success(config)
+        elif state == "known slow":
+            rules.record_slow(number, config)
         elif state in ("failed", "pruned"):
             rules.record_failure(number, config, reason)
+            if reason.startswith("too slow"):
+                rules.record_slow(number, config)
     return rules

@@ -73,3 +73,30 @@ class MemoryBombTarget(OnnxRuntimeTarget):
             time.sleep(0.02)
         time.sleep(600)
         return super().build(model_path, config, workdir, input_shapes)
+
+
+class SlowKnobTarget(OnnxRuntimeTarget):
+    """Runs four times as long at `graph_optimization_level: basic` (it really waits: 3x each
+    run's own time after the run), the way `cudnn_conv_algo_search=DEFAULT` runs 2.6-3.3x slower
+    on a GPU; every other configuration runs as ONNX Runtime does."""
+
+    name = "slow-knob"
+
+    def open(self, built, config):
+        session = super().open(built, config)
+        if config.get("graph_optimization_level") != "basic":
+            return session
+        inner = session.timer
+
+        def timer(feeds):
+            time_once = inner(feeds)
+
+            def slowed() -> float:
+                took = time_once()
+                time.sleep(3 * took)
+                return 4 * took
+
+            return slowed
+
+        session.timer = timer
+        return session

@@ -557,3 +557,79 @@ def test_the_finalize_estimate_grows_with_what_finalize_will_pair(finished):
     full = fin.finalize_estimate_s(study)
     assert full > fin.finalize_estimate_s(study, rounds=1) > 0
     assert study.user_attrs.get("finalize_reserve_s") is None  # no --budget: nothing was kept
+
+
+KNOWN_SLOW_SPACE = """
+target: slow-knob
+knobs:
+  graph_optimization_level: {type: categorical, choices: [disable, basic, extended, all], default: all}
+  intra_op_spinning: {type: bool, default: true}
+known_good:
+  - {graph_optimization_level: basic, intra_op_spinning: false}
+"""
+
+
+def test_two_known_slow_trials_make_their_shared_value_a_rule_kept_after_resume(tmp_path, capsys):
+    """Issue 27: a value whose trials run >= 2x slower than the defaults at their batch is a rule
+    after two of them (the sweep's and a recipe's here), like a failure, and never tried again."""
+    from autotune.rules import KNOWN_SLOW_REASON
+
+    model = Path(__file__).resolve().parent.parent / "examples" / "example.onnx"
+    space = tmp_path / "space.yaml"
+    space.write_text(KNOWN_SLOW_SPACE)
+    results = tmp_path / "r"
+    target = "tests.crashing_target:SlowKnobTarget"
+    assert tune(results, model, "slow", "--space", str(space), "--trials", "7", "--target", target) == 0
+    study = load(results, "slow")
+    rules = [r for r in study.user_attrs["rules"] if r["reason"] == KNOWN_SLOW_REASON and r["enforced"]]
+    assert [r["knobs"] for r in rules] == [{"graph_optimization_level": "basic"}]
+    basic = [t for t in study.trials if t.params.get("graph_optimization_level") == "basic"
+             and "ruled_out" not in t.user_attrs and "duplicate_of" not in t.user_attrs]  # fmt: skip
+    assert len(basic) == 2 and rules[0]["trials"] == [t.number for t in basic]  # in-process: no third ran
+    # each ran >= 2x the defaults' time per sample (or was cut at 10x as too slow)
+    assert all(t.user_attrs.get("known_slow", 0) >= 2.0 or "too slow" in t.user_attrs.get("reason", "") for t in basic)
+    assert main(["status", "slow", "--results-dir", str(results)]) == 0
+    assert "graph_optimization_level=basic (known slow" in capsys.readouterr().out
+    # rebuilt on resume: the resumed study runs the value no more
+    assert tune(results, model, "slow", "--resume", "slow", "--trials", "8", "--target", target) == 0
+    again = load(results, "slow")
+    assert [t for t in again.trials if t.params.get("graph_optimization_level") == "basic"
+            and "ruled_out" not in t.user_attrs and "duplicate_of" not in t.user_attrs] == basic  # fmt: skip
+
+
+CARRY_SPACE = """
+target: onnxruntime
+knobs:
+  graph_optimization_level: {type: categorical, choices: [disable, basic, extended, all], default: all}
+  execution_mode: {type: categorical, choices: [sequential, parallel], default: sequential}
+  batch_size: {type: categorical, choices: [1, 2, 4], default: 1}
+  pass.remove_redundant_transposes: {type: bool, default: false}
+"""
+
+
+def test_the_best_configurations_are_measured_at_every_deployment_batch(tmp_path, tiny_model):
+    """Issue 27: every batch's answer is at least the best known configuration run there."""
+    space = tmp_path / "space.yaml"
+    space.write_text(CARRY_SPACE)
+    results = tmp_path / "r"
+    assert tune(results, tiny_model, "carry", "--space", str(space), "--trials", "16") == 0
+    study = load(results, "carry")
+    carried = study.user_attrs["carried"]
+    assert carried and carried != ["nothing to carry"]
+    measured = [t for t in study.trials if t.state.is_finished() and not {"duplicate_of", "ruled_out"} & set(t.user_attrs)
+                and (t.state == optuna.trial.TrialState.COMPLETE or "too slow" in t.user_attrs.get("reason", ""))]  # fmt: skip
+    # each carried configuration was asked (queued first) and told at its batch
+    from autotune.space import config_key
+
+    told = {config_key(t.params) for t in study.trials if t.state.is_finished()}
+    assert set(carried) <= told
+
+    def combo(t):
+        return tuple(sorted((k, v) for k, v in t.params.items() if k != "batch_size"))
+
+    knobs = {combo(t) for t in study.trials if t.state.is_finished() and config_key(t.params) in set(carried)}
+    assert knobs
+    for combo_ in knobs:
+        # measured there: complete, or cut at 10x as too slow (a measurement too)
+        batches = {t.params["batch_size"] for t in measured if combo(t) == combo_}
+        assert batches == {1, 2, 4}, (combo_, batches)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autotune.layout import ARRIVED_FILE, CONTROLS_DIR, TRIALS_DIR, trial_dir, write_atomically
-from autotune.rules import FailureRules, Rule, rules_from_history
+from autotune.rules import KNOWN_SLOW, FailureRules, Rule, rules_from_history
 from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
 from autotune.study._records import (
     CANCELLED_PREFIXES,
@@ -49,6 +49,12 @@ CONTROL_EVERY = 10  # the defaults are re-measured after every this many counted
 
 
 CONTROL_FIRST = 3  # ... and once early: trial 0 runs on a cold worker (seen 1.5x slow on a GPU)
+
+
+CARRY_TOP = 2  # the best configurations carried to every deployment batch (issue 27)
+
+
+CARRY_AT = 0.6  # ... once this share of the budget (less finalize's reserve) is spent
 
 
 NEARLY_TOO_SLOW = SLOW_FACTOR / 2  # a success this much slower than the defaults does not
@@ -89,20 +95,24 @@ class StudyRun:
     controls_sent: int = 0
     last_control: int = 0  # counted trials when the last control was sent
     drift_ratio: float = 1.0  # the latest control's latency over trial 0's
+    defaults_at: dict[int, float] = field(default_factory=dict)  # batch -> the defaults' s per sample there
+    carried: bool = False  # the best configurations were carried to every batch (`carry_to_batches`)
 
     reserve_s: float = 0.0  # kept from the budget for finalize (its estimate, from the trials so far)
 
     def out_of_time(self) -> bool:
         return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s - self.reserve_s
 
+    def grace_s(self, grace_s: float) -> float:
+        """How long in-flight trials may run on once trials stop being asked (at the budget less
+        finalize's reserve): up to half of that reserve, at least 5 s, at most `grace_s`."""
+        return min(grace_s, max(0.5 * self.reserve_s, 5.0))
+
     def cancel_due(self, grace_s: float) -> bool:
-        """Whether in-flight trials are past their grace: trials stop being asked at the budget
-        less finalize's reserve, and those in flight may use up to half of that reserve (at
-        least 5 s, at most `grace_s`) before they are cancelled."""
+        """Whether in-flight trials are past their grace (`grace_s`)."""
         if self.budget_s is None:
             return False
-        grace = min(grace_s, max(0.5 * self.reserve_s, 5.0))
-        return time.monotonic() - self.started > self.budget_s - self.reserve_s + grace
+        return time.monotonic() - self.started > self.budget_s - self.reserve_s + self.grace_s(grace_s)
 
     def busy(self) -> int:
         return len(self.pending) + len(self.controls)
@@ -173,7 +183,9 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
             optuna.trial.TrialState.FAIL: "failed",
             optuna.trial.TrialState.PRUNED: "pruned",
         }.get(frozen.state)
-        if state == "complete" and attrs.get("slow_vs_baseline", 0.0) > NEARLY_TOO_SLOW:
+        if state == "complete" and attrs.get("known_slow"):
+            state = "known slow"  # its rule is rebuilt with the others (`rules_from_history`)
+        elif state == "complete" and attrs.get("slow_vs_baseline", 0.0) > NEARLY_TOO_SLOW:
             state = "slow"  # neither a failure nor evidence against a failure rule
         if state is not None:
             history.append((frozen.number, state, dict(frozen.params), str(attrs.get("reason", ""))))
@@ -192,6 +204,10 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
             and "shared_measurement_with_trial" not in attrs
         ):
             run.measured.setdefault(attrs["digest"], summary_from_attrs(frozen.number, attrs))
+        if "latency_ms_p50" in attrs and _defaults_but_batch(dict(frozen.params), defaults):
+            batch = max(int(attrs.get("batch_size", 1)), 1)
+            per_sample = attrs["latency_ms_p50"] / 1e3 / batch
+            run.defaults_at[batch] = min(run.defaults_at.get(batch, math.inf), per_sample)
         if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
             run.trial0_latency_s = run.reference_latency_s
@@ -201,6 +217,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
     if space is not None and requeued_now:
         _requeued_first(study, space, requeued_now)
     run.rules = rules_from_history(history, defaults)
+    run.carried = bool(study.user_attrs.get("carried"))
     run.done = finished_count(study)
     run.sweep_keys = {k for k in study.user_attrs.get("sweep_keys", []) if k not in run.keys}
     for frozen in study.get_trials(deepcopy=False):
@@ -366,9 +383,34 @@ def run_study(
             else:
                 study.enqueue_trial(fresh, skip_if_exists=False)
 
+    def maybe_carry() -> None:
+        """Once most of the trials or the budget is spent, the best configurations found so far
+        are queued at every deployment batch they were not measured at (issue 27): no batch's
+        answer is then worse than the best known configuration run there."""
+        batches = spec.batch_sizes()
+        if run.carried or len(batches) < 2 or spec.target_options.build_only:
+            return
+        if spec.n_trials is not None:
+            due = run.done >= max(spec.n_trials - CARRY_TOP * len(batches), spec.n_trials // 2)
+        else:
+            due = run.budget_s is not None and time.monotonic() - run.started >= CARRY_AT * (
+                run.budget_s - run.reserve_s
+            )
+        if not due:
+            return
+        run.carried = True
+        queued = carry_to_batches(study, batches, run.keys, lambda c: run.rules.ruled_out(c) is None)
+        study.set_user_attr("carried", [config_key(c) for c in queued] or ["nothing to carry"])
+        if queued:
+            logging.getLogger("autotune").info(
+                "carrying the %d best configurations to batches %s: %d trials queued",
+                CARRY_TOP, ", ".join(map(str, batches)), len(queued),
+            )  # fmt: skip
+
     def fill() -> None:
         """Asks and submits until every worker is busy (or nothing more is to be asked)."""
         maybe_control()
+        maybe_carry()
         while run.busy() < executor.capacity and asking():
             trial = study.ask()
             config = spec.space.sample(trial)
@@ -435,14 +477,32 @@ def run_study(
             run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
             run.trial0_latency_s = run.reference_latency_s
             run.default = result_outcome(result)
+        if result.measurements and _defaults_but_batch(result.config, defaults):
+            batch = max(result.batch_size, 1)
+            per_sample = result.measurements["latency_ms_p50"] / 1e3 / batch
+            run.defaults_at[batch] = min(run.defaults_at.get(batch, math.inf), per_sample)
+        before = {r.describe() for r in run.rules.enforced()}
         if result.state == "complete":
-            if slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
+            if slow_at_batch(result) >= KNOWN_SLOW:
+                run.rules.record_slow(result.number, result.config)
+            elif slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
                 run.rules.record_success(result.config)
         elif result.state in ("failed", "pruned"):
-            before = {r.reason for r in run.rules.enforced()}
-            rule = run.rules.record_failure(result.number, result.config, result.reason)
-            if rule is not None and rule.enforced and rule.reason not in before:
+            run.rules.record_failure(result.number, result.config, result.reason)
+            if result.reason.startswith("too slow"):
+                run.rules.record_slow(result.number, result.config)
+        for rule in run.rules.enforced():
+            if rule.describe() not in before and rule.trials:
                 logging.getLogger("autotune").info("new rule: %s", rule.describe())
+
+    def slow_at_batch(result: TrialResult) -> float:
+        """Time per sample over the defaults' at the result's batch (at batch 1 where the
+        defaults never ran at its batch); 0 when either is unknown."""
+        if not result.measurements:
+            return 0.0
+        batch = max(result.batch_size, 1)
+        base = run.defaults_at.get(batch) or run.reference_latency_s
+        return result.measurements["latency_ms_p50"] / 1e3 / batch / base if base > 0 else 0.0
 
     def slow_vs_baseline(result: TrialResult) -> float:
         if not result.measurements or run.reference_latency_s <= 0:
@@ -485,7 +545,8 @@ def run_study(
                 break
             if run.cancel_due(grace_s):
                 executor.cancel_all(
-                    f"budget spent: still running when the budget less finalize's {run.reserve_s:.0f} s had ended"
+                    f"budget spent: still running {run.grace_s(grace_s):.0f} s after the budget ended"
+                    + (f" (less the {run.reserve_s:.0f} s kept for finalize)" if run.reserve_s else "")
                 )
             results = executor.wait(timeout_s=0.5)
             for control in [r for r in results if r.number in run.controls]:
@@ -512,6 +573,8 @@ def run_study(
                     trial.set_user_attr("baseline", True)
                 if slow_vs_baseline(result) > NEARLY_TOO_SLOW:
                     trial.set_user_attr("slow_vs_baseline", slow_vs_baseline(result))
+                if result.state == "complete" and slow_at_batch(result) >= KNOWN_SLOW:
+                    trial.set_user_attr("known_slow", slow_at_batch(result))
                 if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
                     trial.set_user_attr("cancelled", True)
                     if run.keys.get(config_key(result.config)) == result.number:
@@ -584,6 +647,55 @@ def _enumerable(space: SearchSpace) -> bool:
         if product > 20000:
             return False
     return True
+
+
+def _without_batch(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` less its batch size: slowness is measured against the defaults at the same
+    batch, so the batch is never what a known-slow rule names."""
+    return {k: v for k, v in config.items() if k != "batch_size"}
+
+
+def _defaults_but_batch(config: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Whether `config` is the defaults, at whatever batch."""
+    return bool(defaults) and _without_batch(config) == _without_batch(defaults)
+
+
+def carry_to_batches(
+    study: Any, batches: list[int], measured_keys: dict[str, int], allowed: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Queues the CARRY_TOP fastest feasible configurations (by samples/s, at any batch; told
+    trials, not copies) at each batch of `batches` where that configuration was not measured and
+    no rule forbids it; returns the configurations queued."""
+    import optuna
+
+    ranked = sorted(
+        (
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.values
+            and "duplicate_of" not in t.user_attrs
+            and all(c <= 0 for c in t.user_attrs.get("constraints", [1.0]))
+        ),
+        key=lambda t: -t.values[0],
+    )
+    best: list[dict[str, Any]] = []
+    for trial in ranked:
+        knobs = {k: v for k, v in trial.params.items() if k != "batch_size"}
+        if knobs not in best:
+            best.append(knobs)
+        if len(best) == CARRY_TOP:
+            break
+    queued = []
+    for knobs in best:
+        for batch in batches:
+            config = {**knobs, "batch_size": batch}
+            key = config_key(config)
+            if key in measured_keys or not allowed(config) or config in queued:
+                continue
+            study.enqueue_trial(config, skip_if_exists=True)
+            queued.append(config)
+    return queued
 
 
 def _request(
