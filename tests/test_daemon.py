@@ -294,12 +294,18 @@ def test_dashboard_answers_over_http_with_the_study_listed(tmp_path, model):
         server.wait(10)
 
 
-def test_stop_now_ends_at_once_and_leaves_the_storage_consistent(tmp_path, model):
+def test_stop_now_ends_at_once_and_leaves_the_storage_consistent(tmp_path, model, monkeypatch):
+    from tests.crashing_target import HOLD_ENV
+
+    hold = tmp_path / "hold"
+    monkeypatch.setenv(HOLD_ENV, str(hold))  # the daemon's trials wait in their build while it exists
     results = tmp_path / "results"
+    hold.touch()  # every trial is held in its build: in flight when `stop --now` comes (an event, not a race)
     start_slow_study(tmp_path, results, "now", "--budget", "10m")
-    wait_until_running(results, "now", finished_at_least=1)
+    wait_until_running(results, "now", finished_at_least=0)
     cli("stop", "now", "--now", "--results-dir", str(results))
     wait_for(lambda: lock_holder(results / "now") is None, 60, "the daemon to end")
+    hold.unlink()
     study = load(results, "now")
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     stopped = [t for t in study.trials if "stopped by `autotune stop --now`" in t.user_attrs.get("reason", "")]

@@ -342,7 +342,7 @@ def test_stop_right_after_start_and_during_finalize_lets_it_finish_and_stop_now_
     wait_in_log(study_dir, "finalizing")
     cli("stop", "fin", "--results-dir", str(results))  # again, during finalize: it finishes all the same
     wait_daemon_gone(study_dir)
-    assert daemon_state(study_dir) == "stopped"
+    assert daemon_state(study_dir) == "finished"  # finalized (issue 26)
     assert "already finalizing" in (study_dir / "autotune.log").read_text()
     study = load_fin()
     done = counts(study).get("COMPLETE", 0)
