@@ -221,7 +221,7 @@ def _array_sample(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
                 arrays = {name: data[name] for name in data.files}
     except UsageError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
         raise UsageError(f"--inputs {path}: not a readable {path.suffix} file ({str(exc).strip()[:200]})") from None
     for spec in info.inputs:
         array = arrays.get(spec.name)

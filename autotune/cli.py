@@ -542,7 +542,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         data = profile_study(study, number)
     except AutotuneError:
         raise
-    except Exception as exc:  # a profile that cannot run is a runtime failure: one line, exit 1
+    except Exception as exc:  # noqa: BLE001 - a profile that cannot run is a runtime failure: one line, exit 1
         raise ProfileError(f"profile of {study.study_name} failed: {type(exc).__name__}: {exc}") from None
     report = rerender(study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))

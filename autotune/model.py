@@ -105,13 +105,13 @@ def load_model_info(path: Path) -> ModelInfo:
         raise UsageError(f"{path}: not a file")
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and friends
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
         raise UsageError(f"{path}: not a valid ONNX model ({first_line(exc)})") from None
     if not model.graph.node:
         raise UsageError(f"{path}: not a valid ONNX model (the graph has no nodes; truncated or not ONNX)")
     try:
         onnx.checker.check_model(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
         raise UsageError(f"{path}: invalid ONNX model ({first_line(exc)})") from None
     _check_onnxruntime_loads(path)
     initializers = {init.name for init in model.graph.initializer}
@@ -147,7 +147,7 @@ def fp32_cpu_session(path: Path) -> ort.InferenceSession:
 def _check_onnxruntime_loads(path: Path) -> None:
     try:
         fp32_cpu_session(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
         message = first_line(exc)
         op = re.search(r"(?:op|Op|node)\s*(?:type)?\s*[:(]?\s*'?\(?([A-Za-z0-9_]+)\)?'?", message)
         named = re.search(r"Could not find an implementation for (\S+)", message)
@@ -416,7 +416,7 @@ def trial_memory_bytes(info: ModelInfo, shapes: Mapping[str, Sequence[int]]) -> 
                     dim.Clear()
                     dim.dim_value = int(size)
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # a graph shape inference cannot follow (custom ops, > 2 GiB protos)
+    except Exception:  # noqa: BLE001 - a graph shape inference cannot follow (custom ops, > 2 GiB protos)
         return None
     weights = sum(init.ByteSize() for init in model.graph.initializer)
     sizes = []
@@ -437,7 +437,7 @@ def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
         raise UsageError(f"--inputs {path}: not a readable .npz file ({first_line(exc)})") from None
     expected = {spec.name: spec for spec in info.inputs}
     missing = sorted(set(expected) - set(arrays))

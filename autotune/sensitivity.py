@@ -137,7 +137,7 @@ def layer_sensitivity(
             continue
         try:
             noise = _output_noise(node, opset, float_inputs, quantized_inputs)
-        except Exception:  # a node ONNX Runtime will not run alone (a subgraph, a custom domain)
+        except Exception:  # noqa: BLE001 - a node ONNX Runtime will not run alone (a subgraph, a custom domain)
             noise = math.nan  # unmeasured: ranked last, so keeping every layer float is all-float
         sqnr = -20 * math.log10(noise) if noise > 0 else (math.inf if noise == 0 else math.nan)
         worst = next(source[0] for name in node.input if (source := _dequantized_source(name, producers)))

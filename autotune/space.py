@@ -64,7 +64,7 @@ def read_space_yaml(path: Path) -> Any:
     text = path.read_text()
     if len(text) > MAX_SPACE_FILE_BYTES:
         raise UsageError(f"--space {path}: {len(text)} bytes; a space file is at most {MAX_SPACE_FILE_BYTES} bytes")
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_NoAliasLoader)
 
 
 @dataclass(frozen=True)

@@ -265,7 +265,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
     except AutotuneError as exc:
         result.state = "failed"
         result.reason = f"{stage}: {exc}"
-    except Exception as exc:  # a trial's crash is its result, never the study's
+    except Exception as exc:  # noqa: BLE001 - a trial's crash is its result, never the study's
         result.state = "failed"
         last = traceback.extract_tb(exc.__traceback__)[-1]
         result.reason = f"{stage}: {type(exc).__name__}: {condense_reason(str(exc), 400)} ({Path(last.filename).name}:{last.lineno})"

@@ -407,7 +407,7 @@ def load_metric(spec: str) -> Callable[..., Any]:
         raise MetricError(f"metric {spec!r}: expected module:function, or one of {', '.join(BUILTIN_METRICS)}")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure of user code is a bad metric name
+    except Exception as exc:  # noqa: BLE001 - any import-time failure of user code is a bad metric name
         raise MetricError(f"metric {spec!r}: cannot import {module_name} ({type(exc).__name__}: {exc})") from None
     function = getattr(module, function_name, None)
     if not callable(function):

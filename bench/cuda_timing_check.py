@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from autotune.measure import StopRule, measure_latency  # noqa: E402
-from autotune.targets.cuda_timing import check, cuda_event_timer, cudart  # noqa: E402
+from autotune.measure import StopRule, measure_latency
+from autotune.targets.cuda_timing import check, cuda_event_timer, cudart
 
 
 def main() -> int:

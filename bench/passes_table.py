@@ -19,9 +19,9 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from models import MODELS  # noqa: E402
+from models import MODELS
 
-from autotune.passes import PASSES, apply_passes  # noqa: E402
+from autotune.passes import PASSES, apply_passes
 
 TABLE_PATH = Path(__file__).resolve().parent / "PASSES.md"
 BATCH = 2

@@ -496,7 +496,7 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
             workdir=OUT / model / "olive",
             cpus=os.cpu_count() or 1,
         )
-    except Exception as exc:  # the peer failing is a result too
+    except Exception as exc:  # noqa: BLE001 - the peer failing is a result too
         olive = {"config": None, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "wall_s": None}
     out["olive"] = {k: v for k, v in olive.items() if k != "inference_settings"}
     out["olive"]["session_options"] = (olive.get("inference_settings") or {}).get("session_options")

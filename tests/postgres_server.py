@@ -40,7 +40,7 @@ def _run_as(user: str | None, argv: list[str], timeout: float = 120) -> subproce
 def postgres_server() -> Iterator[str]:
     """Yields the SQLAlchemy URL of a fresh database `autotune` on a private server."""
     try:
-        import psycopg2  # noqa: F401 - the driver Optuna's storage will use
+        import psycopg2
     except ImportError:
         raise ServerUnavailable("the PostgreSQL driver psycopg2 is not installed (pip install -e '.[dev]')") from None
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")

@@ -68,7 +68,7 @@ def load(results: Path, name: str) -> optuna.Study:
 def finished(results: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
         return [t for t in load(results, name).trials if t.state.is_finished()]
-    except Exception:
+    except Exception:  # noqa: BLE001 - any error of the library here is reported as this one line
         return []
 
 

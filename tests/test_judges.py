@@ -21,7 +21,7 @@ from autotune.verify import Tolerance, compare_outputs
 from tests.trained_models import model_path, photo, text_lines, text_page
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from gpu_grid import yolox_pixels  # noqa: E402 - bench/ is not a package
+from gpu_grid import yolox_pixels
 
 
 def run(path: Path | str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

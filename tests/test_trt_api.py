@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "trt_api"))
-import bindings  # noqa: E402
+import bindings
 
 VERSIONS = list(bindings.VERSIONS)
 MAJOR = {v: int(v.split(".")[0]) for v in VERSIONS}

@@ -624,7 +624,7 @@ def at_least_opset(model: onnx.ModelProto, required: int, precision: str) -> onn
     try:
         converted = onnx.version_converter.convert_version(model, required)
         onnx.checker.check_model(converted)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
         raise PrecisionError(
             f"{precision} needs opset {required} (the model is opset {current}) and ONNX's version converter "
             f"failed: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}"

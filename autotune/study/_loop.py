@@ -288,7 +288,7 @@ def _requeued_first(study: Any, space: SearchSpace, requeued: list[dict[str, Any
     ordered = [p for _, p in sorted(enumerate(params), key=rank)]
     if ordered == params:
         return
-    storage = study._storage  # noqa: SLF001 - the public storage API, reached through the study
+    storage = study._storage
     for trial, fixed in zip(waiting, ordered, strict=True):
         storage.set_trial_system_attr(trial._trial_id, "fixed_params", fixed)
 

@@ -161,7 +161,7 @@ def _cuda_session(model_path: Path, config: Config, *, probe: bool = False) -> A
     providers = [("CUDAExecutionProvider", cuda_provider_options(config)), "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(str(model_path), session_options(config), providers=providers)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
         raise BuildError(f"ONNX Runtime could not create a CUDA session: {first_line(exc, 400)}") from None
     if "CUDAExecutionProvider" not in session.get_providers():
         raise BuildError("ONNX Runtime fell back to the CPU: the CUDA execution provider did not load")
@@ -423,7 +423,7 @@ class OnnxRuntimeTarget(Target):
                 try:
                     ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
                     break
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
                     error = exc
                     optimized.unlink(missing_ok=True)
             else:
@@ -468,7 +468,7 @@ class OnnxRuntimeTarget(Target):
                 feeds[spec.name] = np.zeros(shape, dtype=dtype)
             try:
                 outputs = session.run(None, feeds)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
                 raise BuildError(
                     f"ONNX Runtime could not run the probe for CUDA graph: {first_line(exc, 400)}"
                 ) from None

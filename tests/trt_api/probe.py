@@ -96,7 +96,7 @@ def report() -> dict:
             self.sources = value
 
     namespace: dict = {}
-    exec(postprocess_script(settings, "tensorrt", {}), namespace)  # noqa: S102 - autotune's own script
+    exec(postprocess_script(settings, "tensorrt", {}), namespace)
     config_after = Config()
     namespace["postprocess_config"](None, None, config_after)
     return {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # autotune, for MIN_POLYGRAPHY
-import bindings  # noqa: E402
+import bindings
 
 YES, NO = "yes", "—"
 
