@@ -14,7 +14,7 @@ patterns) and the trained PP-OCRv4 text recognizer from the `rapidocr-onnxruntim
 
 The GPU rows are never measured here: they are rendered from a device run's stored files
 (`--gpu-profiles`, default bench/gpu_results/run4/, as `bench/gpu_device.sh` brings them back):
-`MODEL-profile.json` (the study's profile.json), `MODEL-study.db` (its study) and `grid-setup.txt`
+`MODEL-profile.json` (the study's profile.json), `MODEL-study.json` (its study) and `grid-setup.txt`
 (the device's GPU and ONNX Runtime).
 
 Writes bench/PROFILE.md; scratch studies in bench/out/profile/ (`--render` rewrites the table
@@ -43,6 +43,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
 import models as bench_models  # noqa: E402
+import study_records  # noqa: E402
 
 from autotune.profile import CLASS_TITLES, OP_CLASSES, PROFILE_FILE, status_phrase  # noqa: E402
 
@@ -117,9 +118,10 @@ def load_stored(db: Path, name: str, profile: Path) -> tuple[Any, dict[str, Any]
 
 
 def gpu_studies(directory: Path) -> list[str]:
-    """The models of a device run's directory with both `MODEL-profile.json` and `MODEL-study.db`."""
+    """The models of a device run's directory with both `MODEL-profile.json` and `MODEL-study.json`
+    (the study's records as text: bench/study_records.py)."""
     names = [p.name[: -len("-profile.json")] for p in sorted(directory.glob("*-profile.json"))]
-    return [n for n in names if (directory / f"{n}-study.db").is_file()]
+    return [n for n in names if (directory / f"{n}-study.json").is_file()]
 
 
 def gpu_setup(directory: Path) -> dict[str, str]:
@@ -294,7 +296,7 @@ def gpu_part(directory: Path | None) -> tuple[list[str], list[str], list[str]]:
             ["| (GPU model) | ONNX Runtime CUDA provider | - | not measured | not measured | - | - |"],
             [
                 "**GPU rows: not rendered**"
-                + (f" (no `MODEL-profile.json` with its `MODEL-study.db` in {directory})." if directory else "."),
+                + (f" (no `MODEL-profile.json` with its `MODEL-study.json` in {directory})." if directory else "."),
                 "",
             ],
             [],
@@ -302,7 +304,8 @@ def gpu_part(directory: Path | None) -> tuple[list[str], list[str], list[str]]:
     setup = gpu_setup(directory)
     rows, sections, versions, graph, trials, written = [], [], set(), [], set(), []
     for name in names:
-        study, data = load_stored(directory / f"{name}-study.db", name, directory / f"{name}-profile.json")
+        study = study_records.load(directory / f"{name}-study.json")
+        data = json.loads((directory / f"{name}-profile.json").read_text())
         defaults, best = data["defaults"], data["best"] or data["defaults"]
         versions.add(_ort_version(defaults))
         device = f"{setup['gpu']}, ONNX Runtime {_ort_version(defaults)} CUDA provider"
@@ -389,7 +392,7 @@ def main() -> int:
         "--gpu-profiles",
         type=Path,
         default=GPU_PROFILES,
-        help=f"a device run's directory of MODEL-profile.json and MODEL-study.db (default {GPU_PROFILES.relative_to(ROOT)})",
+        help=f"a device run's directory of MODEL-profile.json and MODEL-study.json (default {GPU_PROFILES.relative_to(ROOT)})",
     )
     parser.add_argument("--no-gpu", action="store_true", help="leave the GPU rows out (a placeholder row)")
     args = parser.parse_args()
