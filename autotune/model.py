@@ -577,6 +577,10 @@ def axes_like(parts: Sequence[Mapping[str, np.ndarray]], reference: Mapping[str,
                 f"output {name!r}: shape {list(value.shape)} per batch cannot make the reference's {list(target)}"
             )
         axes[name] = changed[0] if changed else None
+    if len(parts) > 1 and axes and all(axis is None for axis in axes.values()):
+        # several feeds, yet every output of one feed has the reference's shape: the reference
+        # covers one feed's samples, not the pool's (only the first feed would be judged)
+        raise ValueError(f"the reference holds one feed's samples, not the {len(parts)} feeds' of the pool")
     return axes
 
 
