@@ -357,11 +357,11 @@ def read_study(name: str, results_dir: Path, grid: dict[str, Any] | None) -> dic
     """Autotune's figures from the stored study, against the grid's optima when given."""
     import optuna
 
-    from autotune.report import is_feasible
+    from autotune.answer import is_feasible
     from autotune.study import quiet_optuna, storage_url
 
     try:
-        from autotune.report import stored_answers
+        from autotune.answer import stored_answers
     except ImportError:  # before per-batch answers
         stored_answers = lambda study: {}  # noqa: E731
     try:
