@@ -3,6 +3,7 @@ idempotent and leaves a model without its pattern unchanged."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from collections.abc import Callable
 
@@ -390,3 +391,48 @@ def test_all_passes_together_keep_outputs_and_are_idempotent():
     assert_same_outputs(model, once)
     assert sum(rewrites.values()) == 0
     assert twice.SerializeToString() == once.SerializeToString()
+
+
+def test_an_opset_12_recognizer_gets_every_layernorm_fused_and_tensorrt_rtx_builds_it(tmp_path):
+    """Issue 30: PP-OCRv4's recognizer (opset 12, five decomposed LayerNorms) got 0 rewrites: its
+    opset cannot be raised by the number alone (Squeeze-13), so the pass converts it first."""
+    from autotune.passes.normalization import layernorm_blocked, layernorm_patterns
+    from tests.trained_models import model_path, text_lines
+
+    original = onnx.load(str(model_path("ppocr_rec")))
+    assert original.opset_import[0].version == 12 and layernorm_patterns(original) == 5
+    rewritten, rewrites = fuse_layernorm(original)
+    assert rewrites == 5 and op_counts(rewritten)["LayerNormalization"] == 5
+    assert op_counts(rewritten)["Pow"] == 0 and layernorm_blocked(original) is None
+    lines = text_lines(320)
+    outputs = [
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": lines})[0]
+        for m in (original, rewritten)
+    ]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-4)
+    assert (outputs[1].argmax(-1) == outputs[0].argmax(-1)).all()  # the decoded text is the same
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.fail("TensorRT-RTX is a dev dependency (tensorrt-rtx-cu13): install it to build the result")
+    from autotune.targets.base import TargetOptions
+    from autotune.targets.tensorrt import TensorRTRTXTarget
+
+    path = tmp_path / "fused.onnx"
+    onnx.save(rewritten, str(path))
+    target = TensorRTRTXTarget(TargetOptions(cache_dir=tmp_path / "study", build_only=True))
+    built = target.build(path, {"precision": "tf32"}, tmp_path / "trial", {"x": [1, 3, 48, 320]})
+    assert built.artifact.stat().st_size > 0
+    built_nodes = {node for layer in built.info["layers"] for node in layer["onnx_nodes"]}
+    assert sum("LayerNormalization" in node for node in built_nodes) == 5
+
+
+def test_a_layernorm_that_cannot_be_rewritten_is_said_to_be_present_not_absent(monkeypatch):
+    import autotune.passes.normalization as normalization
+    from autotune.passes import inert_passes
+
+    model = models.decomposed_layernorm(opset=13)
+    assert inert_passes(model, ["fuse_layernorm"]) == {}
+    # the version converter failing (as it does on some exporters' graphs): the pattern is there
+    monkeypatch.setattr(normalization, "raise_opset_if_safe", lambda graph, required: False)
+    monkeypatch.setattr(normalization, "converted_to_opset", lambda model, required: (None, "the converter failed"))
+    why = inert_passes(model, ["fuse_layernorm"])["fuse_layernorm"]
+    assert why.startswith("1 decomposed LayerNorms present but not rewritable") and "the converter failed" in why

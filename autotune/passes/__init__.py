@@ -19,7 +19,7 @@ model comes back unchanged (a copy). Precision, also a graph transformation, is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import onnx
 
@@ -28,7 +28,7 @@ from autotune.passes.batchnorm import fold_batchnorm_into_conv
 from autotune.passes.constants import fold_constants
 from autotune.passes.gelu import fuse_gelu
 from autotune.passes.matmul import pad_matmul_to_multiple, reshape_4d_matmul_to_2d
-from autotune.passes.normalization import fuse_groupnorm, fuse_layernorm
+from autotune.passes.normalization import fuse_groupnorm, fuse_layernorm, layernorm_blocked
 from autotune.passes.precision import (
     CALIBRATION_METHODS,
     DEFAULT_FP32_BLOCK_LIST,
@@ -105,8 +105,16 @@ def inert_passes(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, str]
             continue
         _, alone = apply_passes(model, [name])
         if alone.get(name, 0) == 0:
-            inert[name] = "0 rewrites on this model (alone and after the other passes)"
+            blocked = BLOCKED[name](model) if name in BLOCKED else None
+            inert[name] = (
+                blocked or "0 rewrites on this model: the pattern is absent (alone and after the other passes)"
+            )
     return inert
+
+
+# Passes that can say why a pattern present in a model is not rewritten (issue 30: "pattern absent"
+# and "present but not rewritable here" are different answers; the second is a diagnosis).
+BLOCKED: dict[str, Callable[[onnx.ModelProto], str | None]] = {"fuse_layernorm": layernorm_blocked}
 
 
 __all__ = [

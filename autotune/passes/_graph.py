@@ -194,6 +194,26 @@ def raise_opset_if_safe(graph: gs.Graph, required: int) -> bool:
     return True
 
 
+def converted_to_opset(model: onnx.ModelProto, required: int) -> tuple[onnx.ModelProto | None, str]:
+    """`model` at default-domain opset `required` or above, and "" (the model itself when it
+    already is); (None, the reason) when it cannot be brought there. Only the version number
+    changes where no op's signature differs (`raise_opset_if_safe`); otherwise ONNX's version
+    converter rewrites the ops whose signature changed (Squeeze, Split, ReduceSum... at 13)."""
+    graph = gs.import_onnx(model)
+    current = default_opset(graph)
+    if current >= required:
+        return model, ""
+    if raise_opset_if_safe(graph, required):
+        return export_graph(graph, model), ""
+    try:
+        converted = onnx.version_converter.convert_version(model, required)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # noqa: BLE001 - the converter's own errors are this function's answer
+        text = str(exc).strip()
+        return None, f"ONNX's version converter failed: {text.splitlines()[0][:200] if text else type(exc).__name__}"
+    return converted, ""
+
+
 def _schema_compatible(old: onnx.defs.OpSchema, new: onnx.defs.OpSchema) -> bool:
     if old.since_version == new.since_version:
         return True

@@ -9,6 +9,8 @@ import onnx_graphsurgeon as gs
 from autotune.passes._graph import (
     axes_of,
     constant_value,
+    converted_to_opset,
+    import_graph,
     make_constant,
     make_variable,
     other_input,
@@ -35,9 +37,37 @@ def fuse_layernorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     normalization layer, which accumulates in FP32. The model's opset is raised to 17 only when
     no op in it changes meaning in between; otherwise the model is left as it is.
 
+    Below opset 17, where the version number alone cannot be raised (opset 13 moved Squeeze's
+    and Split's axes to inputs, say), the model is first converted by ONNX's version converter
+    (an opset-12 recognizer's five LayerNorms were found by neither way before: issue 30).
+
     Returns the new model and the number of LayerNorms fused.
     """
-    return run_graph_rewrite(model, _fuse_layernorms, infer_shapes=True)
+    fused, count = run_graph_rewrite(model, _fuse_layernorms, infer_shapes=True)
+    if count or not layernorm_patterns(model):
+        return fused, count
+    converted, _ = converted_to_opset(model, LAYERNORM_OPSET)
+    if converted is None:
+        return fused, 0  # present, not rewritable here: `layernorm_blocked` says why
+    return run_graph_rewrite(converted, _fuse_layernorms, infer_shapes=True)
+
+
+def layernorm_patterns(model: onnx.ModelProto) -> int:
+    """Decomposed LayerNorms in `model`, rewritable or not (the opset aside)."""
+    graph = import_graph(model, infer_shapes=True)
+    return sum(
+        _fuse_layernorm_at(graph, node, count_only=True) for node in list(graph.nodes) if node.op == "ReduceMean"
+    )
+
+
+def layernorm_blocked(model: onnx.ModelProto) -> str | None:
+    """Why `fuse_layernorm` rewrites none of the decomposed LayerNorms present in `model`, or
+    None when none is present or it rewrites them."""
+    found = layernorm_patterns(model)
+    if not found or fuse_layernorm(model)[1]:
+        return None
+    _, why = converted_to_opset(model, LAYERNORM_OPSET)
+    return f"{found} decomposed LayerNorms present but not rewritable: LayerNormalization needs opset 17 and {why}"
 
 
 def fuse_groupnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
@@ -80,7 +110,7 @@ def _fuse_layernorms(graph: gs.Graph) -> int:
     return fused
 
 
-def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
+def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node, *, count_only: bool = False) -> int:
     x = mean_node.inputs[0]
     rank = rank_of(x)
     axis = _normalized_axis(axes_of(mean_node), rank)
@@ -100,6 +130,8 @@ def _fuse_layernorm_at(graph: gs.Graph, mean_node: gs.Node) -> int:
     sqrt = None if add_eps is None else sole_consumer(add_eps.outputs[0], graph, "Sqrt")
     if epsilon is None or sqrt is None or divide.inputs[0] is not centered or divide.inputs[1] is not sqrt.outputs[0]:
         return 0
+    if count_only:
+        return 1
     if not raise_opset_if_safe(graph, LAYERNORM_OPSET):
         return 0
     result = divide.outputs[0]

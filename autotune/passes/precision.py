@@ -23,11 +23,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from autotune.passes._graph import (
+    converted_to_opset,
     copy_model,
     export_graph,
     is_default_domain,
     make_variable,
-    raise_opset_if_safe,
     unique_name,
 )
 
@@ -618,17 +618,9 @@ def at_least_opset(model: onnx.ModelProto, required: int, precision: str) -> onn
     current = _default_opset(model)
     if not model.opset_import or current >= required:
         return model
-    graph = gs.import_onnx(model)
-    if raise_opset_if_safe(graph, required):
-        return export_graph(graph, model)
-    try:
-        converted = onnx.version_converter.convert_version(model, required)
-        onnx.checker.check_model(converted)
-    except Exception as exc:  # noqa: BLE001 - any error of the library here is reported as this one line
-        raise PrecisionError(
-            f"{precision} needs opset {required} (the model is opset {current}) and ONNX's version converter "
-            f"failed: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}"
-        ) from None
+    converted, why = converted_to_opset(model, required)
+    if converted is None:
+        raise PrecisionError(f"{precision} needs opset {required} (the model is opset {current}) and {why}")
     return converted
 
 
