@@ -447,3 +447,48 @@ def small_cnn_attention(classes: int = 10) -> onnx.ModelProto:
         helper.make_node("Gemm", ["pooled", "head_w", "head_b"], ["logits"], transB=1),
     ]  # fmt: skip
     return make_model(nodes, {"images": [BATCH, 3, 32, 32]}, ["logits"], init, opset=17)
+
+
+def decomposed_hardswish(order: str = "mul_first", opset: int = 13) -> onnx.ModelProto:
+    """Conv -> Add 3 -> Clip(0, 6) -> Mul x -> Div 6 (Paddle's export; "div_first": Div then Mul)."""
+    if order == "mul_first":
+        tail = [
+            helper.make_node("Mul", ["x", "clipped"], ["product"]),
+            helper.make_node("Div", ["product", "six"], ["y"]),
+        ]
+    else:
+        tail = [
+            helper.make_node("Div", ["clipped", "six"], ["gate"]),
+            helper.make_node("Mul", ["gate", "x"], ["y"]),
+        ]
+    return make_model(
+        [
+            helper.make_node("Conv", ["input", "w"], ["x"]),
+            helper.make_node("Add", ["x", "three"], ["shifted"]),
+            helper.make_node("Clip", ["shifted", "zero", "six"], ["clipped"]),
+            *tail,
+        ],
+        {"input": [BATCH, 3, 6, 6]},
+        ["y"],
+        {
+            "w": weights([4, 3, 3, 3], 21) * 4,  # wide enough to reach both ends of the clip
+            "three": np.array(3.0, np.float32),
+            "zero": np.array(0.0, np.float32),
+            "six": np.array(6.0, np.float32),
+        },
+        opset=opset,
+    )
+
+
+def clip_without_hardswish() -> onnx.ModelProto:
+    """Add 3 -> Clip(0, 6) -> Div 6, a HardSigmoid's shape but not multiplied by x: left alone."""
+    return make_model(
+        [
+            helper.make_node("Add", ["x", "three"], ["shifted"]),
+            helper.make_node("Clip", ["shifted", "zero", "six"], ["clipped"]),
+            helper.make_node("Div", ["clipped", "six"], ["y"]),
+        ],
+        {"x": [BATCH, 8]},
+        ["y"],
+        {"three": np.array(3.0, np.float32), "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)},
+    )

@@ -23,6 +23,7 @@ from autotune.passes import (
     fold_constants,
     fuse_gelu,
     fuse_groupnorm,
+    fuse_hardswish,
     fuse_layernorm,
     move_reduce_axis_last,
     pad_matmul_to_multiple,
@@ -67,6 +68,9 @@ PATTERN_CASES: list[tuple[Callable, Callable[[], onnx.ModelProto], int]] = [
     (fuse_gelu, lambda: models.erf_gelu("div"), 1),
     (fuse_gelu, lambda: models.erf_gelu("mul"), 1),
     (fuse_gelu, lambda: models.erf_gelu("half_first"), 1),
+    (fuse_hardswish, models.decomposed_hardswish, 1),
+    (fuse_hardswish, lambda: models.decomposed_hardswish("div_first"), 1),
+    (fuse_hardswish, lambda: models.decomposed_hardswish(opset=12), 1),
     (reshape_4d_matmul_to_2d, models.matmul_4d, 1),
     (move_reduce_axis_last, models.reduce_over_channels, 1),
     (pad_matmul_to_multiple, models.matmul_3d, 1),
@@ -82,6 +86,7 @@ ABSENT_CASES = [
     (fuse_layernorm, models.relu_only),
     (fuse_groupnorm, models.conv_batchnorm_relu),
     (fuse_gelu, models.erf_without_gelu),
+    (fuse_hardswish, models.clip_without_hardswish),
     (reshape_4d_matmul_to_2d, models.matmul_3d),
     (move_reduce_axis_last, lambda: models.reduce_over_channels(axes=(2, 3))),
     (move_reduce_axis_last, lambda: models.reduce_over_channels(size=4)),
@@ -356,6 +361,7 @@ def test_passes_are_listed_in_canonical_order():
         "fuse_layernorm",
         "fuse_groupnorm",
         "fuse_gelu",
+        "fuse_hardswish",
         "reshape_4d_matmul_to_2d",
         "move_reduce_axis_last",
         "pad_matmul_to_multiple",
@@ -436,3 +442,25 @@ def test_a_layernorm_that_cannot_be_rewritten_is_said_to_be_present_not_absent(m
     monkeypatch.setattr(normalization, "converted_to_opset", lambda model, required: (None, "the converter failed"))
     why = inert_passes(model, ["fuse_layernorm"])["fuse_layernorm"]
     assert why.startswith("1 decomposed LayerNorms present but not rewritable") and "the converter failed" in why
+
+
+def test_hardswish_is_one_op_where_the_opset_allows_and_hardsigmoid_times_x_below():
+    at13, _ = fuse_hardswish(models.decomposed_hardswish(opset=13))
+    assert op_counts(at13) == Counter({"Conv": 1, "HardSwish": 1}) and at13.opset_import[0].version == 14
+    at12, _ = fuse_hardswish(models.decomposed_hardswish(opset=12))  # no op here changes from 12 to 14
+    assert op_counts(at12)["HardSwish"] == 1 and at12.opset_import[0].version == 14
+
+
+def test_the_opset_12_recognizer_has_its_28_hardswishes_fused_with_the_same_text():
+    from tests.trained_models import model_path, text_lines
+
+    original = onnx.load(str(model_path("ppocr_rec")))
+    rewritten, rewrites = fuse_hardswish(original)
+    assert rewrites == 28 and op_counts(rewritten)["Clip"] == 0
+    # its Squeeze-11 would change meaning at 14: the rewrite stays in opset-12 terms, x * HardSigmoid(x)
+    assert op_counts(rewritten)["HardSigmoid"] == 28 + 2 and rewritten.opset_import[0].version == 12
+    lines = text_lines(320)
+    outputs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": lines})[0]
+               for m in (original, rewritten)]  # fmt: skip
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-4)
+    assert (outputs[1].argmax(-1) == outputs[0].argmax(-1)).all()

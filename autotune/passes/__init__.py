@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 import onnx
 
 from autotune.passes._graph import PassFn, copy_model
+from autotune.passes.activation import fuse_hardswish
 from autotune.passes.batchnorm import fold_batchnorm_into_conv
 from autotune.passes.constants import fold_constants
 from autotune.passes.gelu import fuse_gelu
@@ -47,6 +48,7 @@ PASSES: dict[str, PassFn] = {
     "fuse_layernorm": fuse_layernorm,
     "fuse_groupnorm": fuse_groupnorm,
     "fuse_gelu": fuse_gelu,
+    "fuse_hardswish": fuse_hardswish,
     "reshape_4d_matmul_to_2d": reshape_4d_matmul_to_2d,
     "move_reduce_axis_last": move_reduce_axis_last,
     "pad_matmul_to_multiple": pad_matmul_to_multiple,
@@ -131,6 +133,7 @@ __all__ = [
     "fold_batchnorm_into_conv",
     "fold_constants",
     "fuse_gelu",
+    "fuse_hardswish",
     "fuse_groupnorm",
     "fuse_layernorm",
     "inert_passes",
