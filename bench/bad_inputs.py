@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -80,6 +80,26 @@ def _fixtures(work: Path) -> dict[str, Path]:
     np.savez(work / "int64.npz", x=np.ones((4, 3, 8, 8), np.int64))
     np.savez(work / "strings.npz", x=np.array(["a", "b"]))
     np.savez(work / "hw32.npz", x=np.zeros((1, 3, 32, 32), np.float32))
+    inf = good.copy()
+    inf[0, 0, 0, 0] = np.inf
+    np.savez(work / "inf.npz", x=inf)
+    images = work / "images"  # a directory of images, no --preprocess
+    images.mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    reshaped = helper.make_model(  # runs only at 8x8: a Reshape to a fixed size, as a recognizer's
+        helper.make_graph(
+            [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+            "r",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            initializer=[numpy_helper.from_array(np.array([-1, 3 * 8 * 8], np.int64), "shape")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    reshaped.ir_version = 8
+    onnx.save(reshaped, str(work / "fixed_reshape.onnx"))
     (work / "notes.npz").write_text("not an archive\n")
     spaces = {
         "syntax": "knobs: [unclosed\n",
@@ -192,6 +212,23 @@ def cases(port_taken: int) -> list[Case]:
             "--inputs with a conflicting --shape",
             ["start", "dynamic_hw.onnx", "--foreground", "--inputs", "hw32.npz", "--shape", "64x64"],
         ),
+        # issue 29: each was accepted without a word
+        Case(
+            "shape",
+            "--shape the model cannot run",
+            ["start", "fixed_reshape.onnx", "--foreground", "--shape", "x:1,3,9,9"],
+        ),
+        Case(
+            "shape",
+            "--shape given twice",
+            ["start", "dynamic_hw.onnx", "--foreground", "--shape", "x:1,3,8,8", "--shape", "x:1,3,16,16"],
+        ),  # fmt: skip
+        Case("inputs", "--inputs holding inf", [*start, "--inputs", "inf.npz"]),
+        Case("inputs", "--inputs images without --preprocess", [*start, "--inputs", "images"]),
+        Case("accuracy", "--max-error inf", [*start, "--max-error", "inf"]),
+        Case("budget", "--budget 99999999h", [*start, "--budget", "99999999h"]),
+        Case("budget", "--workers 64 on fewer cores", [*start, "--workers", "64"]),
+        Case("study", "--study ../../escape", [*start, "--study", "../../escape"]),
         # study and results
         Case("study", "--study '///'", [*start, "--study", "///"]),
         Case("study", "--results-dir is a file", [*start, "--results-dir", "a_file"]),
