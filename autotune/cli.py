@@ -6,8 +6,11 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad input (one line naming the problem, n
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +254,30 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
         console.print(f"interrupted: finalizing what was measured (resume with `autotune start --resume {spec.name}`)")
     console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
     deadline = started + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
-    final = finalize(study, deadline=deadline)
+    with finalize_lines_to(console):  # a line per pairing with its verdict, as the daemon's log has
+        final = finalize(study, deadline=deadline)
     print_summary(study, final, console)
     return 130 if interrupted else 0
+
+
+@contextlib.contextmanager
+def finalize_lines_to(console: Any) -> Iterator[None]:
+    """While finalize runs in the foreground, autotune's INFO lines (a line per pairing with its
+    verdict, the profile left out) go to the terminal: a foreground run writes no log file."""
+
+    class ToConsole(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            console.print(f"  {record.getMessage()}", markup=False)
+
+    logger = logging.getLogger("autotune")
+    handler, level = ToConsole(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:

@@ -417,9 +417,11 @@ def test_storage_url_puts_the_study_in_the_given_database(tmp_path, tiny_model, 
     assert "3 counted" in capsys.readouterr().out
 
 
-def test_a_spent_budget_stops_asking_for_trials(tmp_path, tiny_model):
+def test_a_spent_budget_stops_asking_for_trials(tmp_path, tiny_model, capsys):
     results = tmp_path / "results"
     assert tune(results, tiny_model, "budgeted", "--budget", "3s") == 0
+    out = capsys.readouterr().out  # a foreground finalize shows a line per pairing, with its verdict
+    assert "finalize: pairing 1 of" in out and "A/A control" in out and "-> the noise floor" in out
     study = load(results, "budgeted")
     starts = sorted(t.datetime_start for t in study.trials if t.datetime_start is not None)
     # asked only while the budget (less finalize's reserve) lasted: nothing was asked 3 s after the first
