@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_ARGS ?= --trials 40 --budget 2m30s
 
-.PHONY: dashboard-shot install run test test-fast lint format bench bench-quick bench-noise bad-inputs clean
+.PHONY: dashboard-shot install run test test-fast lint format bench bench-quick bench-noise bad-inputs bench-budget clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ bench-noise: install
 	$(BIN)/python bench/noise.py --alternatives --out bench/NOISE.md
 
 # Every bad input in bench/bad_inputs.py through the console script; rewrites bench/BAD_INPUTS.md.
+# --budget as the wall time of the whole study (issue 26): bench/BUDGET.md.
+bench-budget: install
+	$(BIN)/python bench/budget.py --out bench/BUDGET.md
+
 bad-inputs: install
 	$(BIN)/python bench/bad_inputs.py --out bench/BAD_INPUTS.md
 
