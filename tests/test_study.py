@@ -318,7 +318,9 @@ def test_a_combination_that_failed_twice_is_never_run_again_also_after_resume(
     study = load(results, "combo")
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 2
-    ruled = [t for t in study.trials if t.user_attrs.get("ruled_out")]
+    # (on this 0.02 ms model parallel execution may also run 10x slower: a known-slow rule then
+    # rules out more of it, which is not what this test is about)
+    ruled = [t for t in study.trials if t.user_attrs.get("ruled_out") and "known slow" not in t.user_attrs["reason"]]
     assert ruled and all(t.params["execution_mode"] == "parallel" and not t.params["intra_op_spinning"] for t in ruled)
     assert all("ruled out: execution_mode=parallel" in t.user_attrs["reason"] for t in ruled)
     assert main(["status", "combo", "--results-dir", str(results)]) == 0
