@@ -124,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     def err(message: str) -> None:
         print(" ".join(message.split()), file=sys.stderr, flush=True)
 
+    began = time.monotonic()  # a foreground study's budget counts its validation too
     try:
         full = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(full)
+        args.began = began
         args.argv = full[full.index(args.command) + 1 :] if args.command in full else []
         if args.command == "start":
             args.given = given_options(args.argv)  # what a resume must not inherit
@@ -193,7 +195,7 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     )
     from autotune.workers import make_executor
 
-    started = time.monotonic()  # start-up, trials and finalize all count against --budget
+    started = getattr(args, "began", time.monotonic())  # validation, start-up, trials and finalize count
     executor = make_executor(spec, args)  # Ray workers (if any) import while the references are computed
     try:
         references = compute_references(spec)

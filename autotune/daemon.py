@@ -336,6 +336,7 @@ def run_daemon(argv: list[str]) -> int:
     MemoryGuard.volunteer(500)  # the study's processes go before anyone else's when memory runs out
 
     args = parse_start(argv)
+    args.began = time.monotonic()  # the budget counts the daemon's validation and start-up too
     if os.environ.get(STORAGE_ENV):
         args.storage = os.environ.pop(STORAGE_ENV)
         args.given = args.given | {"storage"}
@@ -412,7 +413,7 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
         weak_reference_warnings,
     )
 
-    began = time.monotonic()  # start-up, trials and finalize all count against --budget
+    began = getattr(args, "began", time.monotonic())  # validation, start-up, trials and finalize count
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
     deadline = began + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
