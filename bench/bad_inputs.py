@@ -93,7 +93,7 @@ def _fixtures(work: Path) -> dict[str, Path]:
             [helper.make_node("Reshape", ["x", "shape"], ["y"])],
             "r",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3 * 8 * 8])],
             initializer=[numpy_helper.from_array(np.array([-1, 3 * 8 * 8], np.int64), "shape")],
         ),
         opset_imports=[helper.make_opsetid("", 17)],
