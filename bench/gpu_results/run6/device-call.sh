@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run 6 (issue 26): the one device call after the six `bash bench/gpu_device.sh chunk` calls, carrying
+# .device/part-7, .device/tree, bench/models/ppocr_v4_rec.onnx, bench/models/ppocr_v4_rec_lines.npz and
+# bench/gpu_results/run5/ppocr_v4_rec-grid.json. Reuses run 5's grid: only the study and paired phases run.
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+bash bench/gpu_device.sh setup 2>&1 | tee "$OUT/setup.txt" || exit 1
+# A foreground study writes no autotune.log (only the daemon's stdout is one): this sitecustomize, on the
+# device's PYTHONPATH only, sends the `autotune` logger's INFO records (the per-pairing lines) to a file,
+# and keeps its warnings on stderr as before.
+cat > /root/site/sitecustomize.py <<'EOF'
+import os
+if os.environ.get("AUTOTUNE_LOG_TO"):
+    import logging
+    _log = logging.getLogger("autotune")
+    _file = logging.FileHandler(os.environ["AUTOTUNE_LOG_TO"])
+    _file.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
+    _err = logging.StreamHandler()
+    _err.setLevel(logging.WARNING)
+    _log.addHandler(_file)
+    _log.addHandler(_err)
+    _log.setLevel(logging.INFO)
+EOF
+export AUTOTUNE_LOG_TO=$OUT/autotune.log
+GRID_TIMEOUT=$((585 - SECONDS)) GRID_PHASES="study paired" GRID_SEED=bench/gpu_results/run5/ppocr_v4_rec-grid.json \
+  GRID_ARGS="--inputs $PWD/bench/models/ppocr_v4_rec_lines.npz --budget 4m --trials 30" \
+  bash bench/gpu_device.sh grid ppocr_v4_rec bench/models/ppocr_v4_rec.onnx x:1,3,48,320
+unset AUTOTUNE_LOG_TO
+cp /root/results/ppocr_v4_rec/autotune.log "$OUT/study-dir-autotune.log" 2>/dev/null
+ls -la /root/results/ppocr_v4_rec/ > "$OUT/study-dir.txt" 2>&1
+PYTHONPATH=/root/site python3 - "$OUT/attrs.json" /root/results/ppocr_v4_rec/study.db <<'EOF'
+import json, sys, optuna
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+s = optuna.load_study(study_name=None, storage="sqlite:///" + sys.argv[2])
+a = s.user_attrs
+keys = ["elapsed_s", "finalize_s", "finalize_reserve_s", "budget_s", "aa_control", "answers", "profile_skipped",
+        "finalize_progress", "best_trial", "best_batch", "speedup"]
+trials = sorted(s.get_trials(deepcopy=False), key=lambda t: t.number)
+rows = [{"n": t.number, "state": t.state.name, "batch": t.user_attrs.get("batch_size"),
+         "p50_ms": t.user_attrs.get("latency_ms_p50"), "timings_s": t.user_attrs.get("details", {}).get("timings_s"),
+         "start": str(t.datetime_start), "end": str(t.datetime_complete)} for t in trials]
+z = trials[0].user_attrs
+out = {k: a.get(k) for k in keys} | {"attr_keys": sorted(a), "trial0_latency_ms_p50": z.get("latency_ms_p50"),
+       "trial0_batch_size": z.get("batch_size"), "trial0_build_time_s": z.get("build_time_s"),
+       "sum_total_s": sum((r["timings_s"] or {}).get("total_s", 0.0) for r in rows),
+       "sum_worker_s": sum((r["timings_s"] or {}).get("worker_s", 0.0) for r in rows), "n_trials": len(rows), "trials": rows}
+json.dump(out, open(sys.argv[1], "w"), indent=1, default=str)
+print(json.dumps({k: v for k, v in out.items() if k != "trials"}, default=str)[:3000])
+EOF
+grep -h "wall time" /root/results/ppocr_v4_rec/report.md
+true
