@@ -233,6 +233,8 @@ def finalize(
             study.set_user_attr("speedup", None)
         if pace.room_for_profile():
             pace.phase("profiling")
+            if study.user_attrs.get("profile_skipped"):
+                study.set_user_attr("profile_skipped", None)  # an earlier finalize's, not this one's
             profile_at_finalize(study, gpu)  # never raises: a failed profile is noted, not fatal
         else:
             left = pace.left_s()
