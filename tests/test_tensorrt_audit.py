@@ -37,9 +37,9 @@ FIXTURES = Path(__file__).resolve().parent / "trt_api" / "fixtures"
 
 
 def _built(settings: dict, version: str) -> Built:
-    return Built(
-        artifact=Path("engine.plan"), info={"settings": settings, "builder_config": {}, "trt_version": version}
-    )
+    """A build record as that TensorRT writes it: 11.x has no weak-typing flags."""
+    info = {"settings": settings, "builder_config": {}, "trt_version": version, "weak_typing": version < "11"}
+    return Built(artifact=Path("engine.plan"), info=info)
 
 
 def _target() -> TensorRTTarget:
@@ -138,13 +138,38 @@ def test_int8_and_fp8_flags_are_neither_offered_nor_built():
 
 def test_trtexec_11_command_sets_the_build_route_and_the_cuda_graph_state():
     settings = builder_settings({"build_route": "-conv_use_long_w=off"}, flavor="tensorrt")
-    on_11 = shlex.split(_target().deploy_commands(_built(settings, "11.4.0.106"), {"cuda_graph": False})["trtexec"])
-    assert "--setBuildRoute=-conv_use_long_w=off" in on_11
-    assert "--noCudaGraph" in on_11  # trtexec 11 captures a graph unless told not to
-    graph_11 = _target().deploy_commands(_built(settings, "11.4.0.106"), {"cuda_graph": True})["trtexec"]
-    assert "--noCudaGraph" not in graph_11
-    on_10 = _target().deploy_commands(_built(builder_settings({}, flavor="tensorrt"), "10.16.1.11"), {})["trtexec"]
-    assert "CudaGraph" not in on_10  # 10.x: no graph unless --useCudaGraph
+    no_graph_11 = _target().deploy_commands(_built(settings, "11.4.0.106"), {"cuda_graph": False})
+    assert "--setBuildRoute=-conv_use_long_w=off" in shlex.split(no_graph_11["trtexec"])
+    assert "--noCudaGraph" in shlex.split(no_graph_11["trtexec timing"])  # 11 captures a graph unless told not to
+    graph_11 = _target().deploy_commands(_built(settings, "11.4.0.106"), {"cuda_graph": True})
+    assert "CudaGraph" not in graph_11["trtexec timing"]  # --useCudaGraph is a deprecated no-op on 11
+    on_10 = _target().deploy_commands(_built(builder_settings({}, flavor="tensorrt"), "10.16.1.11"), {})
+    assert "CudaGraph" not in on_10["trtexec timing"]  # 10.x: no graph unless --useCudaGraph
+    graph_10 = _target().deploy_commands(
+        _built(builder_settings({}, flavor="tensorrt"), "10.16.1.11"), {"cuda_graph": True}
+    )
+    assert "--useCudaGraph" in shlex.split(graph_10["trtexec timing"])
+
+
+def test_trtexec_11_commands_pass_no_deprecated_flag():
+    settings = builder_settings({"precision": "fp16"}, flavor="tensorrt")  # graph-typed: strongly typed
+    assert settings["strongly_typed"]
+    for graph in (False, True):
+        on_11 = _target().deploy_commands(_built(settings, "11.4.0.106"), {"cuda_graph": graph})
+        words = shlex.split(on_11["trtexec"]) + shlex.split(on_11["trtexec timing"])
+        assert "--stronglyTyped" not in words and "--useCudaGraph" not in words
+    on_10 = _target().deploy_commands(_built(settings, "10.16.1.11"), {})
+    assert "--stronglyTyped" in shlex.split(on_10["trtexec"])  # 10.x networks are weakly typed by default
+
+
+def test_which_trtexec_flags_apply_follows_the_builder_flags_not_the_version_string():
+    settings = builder_settings({"precision": "fp16"}, flavor="tensorrt")
+    unrecorded = Built(artifact=Path("engine.plan"), info={"settings": settings, "trt_version": "10.16.1.11"})
+    without_fp16 = TensorRTTarget(TargetOptions(build_only=True), capabilities={"builder_flags": ["TF32", "REFIT"]})
+    assert "--stronglyTyped" not in without_fp16.deploy_commands(unrecorded, {})["trtexec"]
+    with_fp16 = TensorRTTarget(TargetOptions(build_only=True), capabilities={"builder_flags": ["FP16", "TF32"]})
+    unrecorded.info["trt_version"] = "11.4.0.106"
+    assert "--stronglyTyped" in with_fp16.deploy_commands(unrecorded, {})["trtexec"]
 
 
 # 7 ----------------------------------------------------------------- CUDA graph capture

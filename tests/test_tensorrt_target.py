@@ -353,10 +353,15 @@ def test_deploy_commands_map_every_knob_to_its_flag():
         "--optShapes=input:8x3x32x32",
         "--maxShapes=input:8x3x32x32",
         "--timingCacheFile=timing.cache",
-        "--useCudaGraph",
+        "--profilingVerbosity=detailed",
+        "--skipInference",
     ):
         assert flag in trtexec, flag
     assert "--noTF32" not in trtexec
+    timing = shlex.split(commands["trtexec timing"])
+    for flag in ("--loadEngine=engine.plan", "--shapes=input:8x3x32x32", "--profilingVerbosity=layer_names_only"):
+        assert flag in timing, flag
+    assert "--useCudaGraph" in timing and "--useCudaGraph" not in trtexec
 
     poly = commands["polygraphy"]
     for fragment in (

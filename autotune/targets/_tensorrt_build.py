@@ -291,7 +291,8 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
 
     kwargs: dict[str, Any] = {
         "profiles": profiles,
-        "profiling_verbosity": trt.ProfilingVerbosity.DETAILED,  # the layer table needs it
+        # DETAILED: the layer table needs it (the parent's BUILD_PROFILING_VERBOSITY)
+        "profiling_verbosity": getattr(trt.ProfilingVerbosity, settings.get("profiling_verbosity", "DETAILED")),
         "sparse_weights": bool(settings.get("sparse_weights", False)),
     }
     if settings.get("builder_optimization_level") is not None:

@@ -1,7 +1,7 @@
 """The commands that rebuild a trial's engine outside autotune, with no TensorRT import.
 
-`deploy_commands` writes a `trtexec` line (`tensorrt_rtx` for TensorRT-RTX) and a
-`polygraphy convert` line from the builder settings a trial used (`tensorrt.builder_settings`)
+`deploy_commands` writes a `trtexec` line (`tensorrt_rtx` for TensorRT-RTX), a line that times
+the exported engine with it, and a `polygraphy convert` line from the builder settings a trial used (`tensorrt.builder_settings`)
 and what its IBuilderConfig read back; `postprocess_script` is the Polygraphy config script for
 the settings `polygraphy convert` has no flag for. The paths are those the target's `export`
 writes: model.onnx (the transformed model), engine.plan, timing.cache, trt_config_postprocess.py.
@@ -17,6 +17,12 @@ ENGINE_FILE = "engine.plan"
 TIMING_CACHE_FILE = "timing.cache"
 POSTPROCESS_SCRIPT_FILE = "trt_config_postprocess.py"
 TILING_LEVELS = ("NONE", "FAST", "MODERATE", "FULL")
+# One engine is built, measured and exported. It is built DETAILED (the per-layer table, with the
+# fused ONNX nodes and tactics, is only printed for a DETAILED build) and timed with its execution
+# context's NVTX verbosity lowered to LAYER_NAMES_ONLY (DETAILED adds enqueue latency): the
+# exported commands rebuild at the first and time at the second.
+BUILD_PROFILING_VERBOSITY = "DETAILED"
+TIMED_NVTX_VERBOSITY = "LAYER_NAMES_ONLY"
 
 # Per TensorRT module: the trtexec binary, and how `polygraphy convert` is told to build with it.
 TRTEXEC = {"tensorrt": "trtexec", "tensorrt_rtx": "tensorrt_rtx"}
@@ -49,36 +55,50 @@ def deploy_commands(
     config: Mapping[str, Any],
     *,
     module_name: str,
-    trt_major: int = 10,
+    weak_typing: bool = True,
 ) -> dict[str, str]:
-    """{trtexec name: line, "polygraphy": line} that rebuild the engine of `settings`.
+    """{trtexec name: line, "<trtexec name> timing": line, "polygraphy": line}: the first and the
+    last rebuild the engine of `settings`; the timing line times the exported engine file itself
+    as the trial timed it (`trtexec_timing_args`).
 
     Args:
         settings (Mapping): the trial's builder settings (`tensorrt.builder_settings`).
         read_back (Mapping): what its IBuilderConfig held ({} when unknown).
         config (Mapping): the trial's configuration (its runtime knob `cuda_graph`).
         module_name (str): "tensorrt" or "tensorrt_rtx".
-        trt_major (int): the TensorRT major version the commands are for. Default: 10.
+        weak_typing (bool): the TensorRT that built it has the weak-typing builder flags
+            (`BuilderFlag.FP16`: 10.x). False: trtexec 11.x, where every network is strongly
+            typed (--stronglyTyped is a deprecated no-op) and timing uses a CUDA graph unless
+            --noCudaGraph (--useCudaGraph is a deprecated no-op). Default: True.
     """
     tool = TRTEXEC[module_name]
     try:
-        trtexec = shlex.join(trtexec_args(settings, config, module_name=module_name, trt_major=trt_major))
+        trtexec = shlex.join(trtexec_args(settings, config, module_name=module_name, weak_typing=weak_typing))
+        timing = shlex.join(trtexec_timing_args(settings, config, module_name=module_name, weak_typing=weak_typing))
     except ValueError as exc:  # a profile trtexec's option syntax cannot express
-        trtexec = f"# no {tool} command: {exc}; use the polygraphy command"
+        trtexec = timing = f"# no {tool} command: {exc}; use the polygraphy command"
     polygraphy = POLYGRAPHY_ENV[module_name] + shlex.join(polygraphy_args(settings, read_back, module_name=module_name))
-    return {tool: trtexec, "polygraphy": polygraphy}
+    return {tool: trtexec, f"{tool} timing": timing, "polygraphy": polygraphy}
+
+
+def _graph_by_default(module_name: str, weak_typing: bool) -> bool:
+    # trtexec 11.x (the release without weak typing) captures a CUDA graph unless told not to;
+    # 10.x and the tensorrt_rtx tool time without one unless --useCudaGraph.
+    return module_name == "tensorrt" and not weak_typing
 
 
 def trtexec_args(
-    settings: Mapping[str, Any], config: Mapping[str, Any], *, module_name: str, trt_major: int = 10
+    settings: Mapping[str, Any], config: Mapping[str, Any], *, module_name: str, weak_typing: bool = True
 ) -> list[str]:
-    """The trtexec (or tensorrt_rtx) argument list; ValueError where a shape spec cannot be said."""
+    """The trtexec (or tensorrt_rtx) line that rebuilds the engine, at the build's profiling
+    verbosity, and only builds it (--skipInference: trtexec would time at that verbosity too,
+    which is not how the trial timed); ValueError where a shape spec cannot be said."""
     args = [TRTEXEC[module_name], "--onnx=model.onnx", f"--saveEngine={ENGINE_FILE}"]
     if not settings.get("tf32", True):
         args.append("--noTF32")
     args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
-    if settings.get("strongly_typed"):
-        args.append("--stronglyTyped")
+    if settings.get("strongly_typed") and weak_typing:
+        args.append("--stronglyTyped")  # 11.x: every network is strongly typed, the flag a no-op
     if settings.get("builder_optimization_level") is not None:
         args.append(f"--builderOptimizationLevel={settings['builder_optimization_level']}")
     if settings.get("max_aux_streams") is not None:
@@ -99,12 +119,29 @@ def trtexec_args(
     if profile:
         for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
             args.append(f"{flag}={trtexec_shape_spec(profile, index)}")
-    args += [f"--timingCacheFile={TIMING_CACHE_FILE}", "--profilingVerbosity=detailed"]
-    # trtexec 10.x times without a CUDA graph unless --useCudaGraph; 11.x uses one unless
-    # --noCudaGraph. Say it either way, so the command times what the trial timed.
-    if trt_major >= 11:
-        args.append("--useCudaGraph" if config.get("cuda_graph") else "--noCudaGraph")
-    elif config.get("cuda_graph"):
+    verbosity = str(settings.get("profiling_verbosity", BUILD_PROFILING_VERBOSITY)).lower()
+    args += [f"--timingCacheFile={TIMING_CACHE_FILE}", f"--profilingVerbosity={verbosity}", "--skipInference"]
+    return args
+
+
+def trtexec_timing_args(
+    settings: Mapping[str, Any], config: Mapping[str, Any], *, module_name: str, weak_typing: bool = True
+) -> list[str]:
+    """The trtexec (or tensorrt_rtx) line that times the exported engine as the trial did: the
+    engine file itself (--loadEngine), at the trial's input shapes, with the execution context's
+    NVTX verbosity at `TIMED_NVTX_VERBOSITY` (trtexec sets it from --profilingVerbosity,
+    sampleOptions.cpp: "Set nvtxVerbosity to be the same as build-time profilingVerbosity"), inputs
+    already on the device (--noDataTransfers) and the trial's CUDA-graph state."""
+    args = [TRTEXEC[module_name], f"--loadEngine={ENGINE_FILE}"]
+    profile = settings.get("profile")
+    if profile:
+        args.append(f"--shapes={trtexec_shape_spec(profile, 1)}")
+    args += [f"--profilingVerbosity={TIMED_NVTX_VERBOSITY.lower()}", "--noDataTransfers"]
+    graph = bool(config.get("cuda_graph"))
+    if _graph_by_default(module_name, weak_typing):
+        if not graph:
+            args.append("--noCudaGraph")  # --useCudaGraph is a deprecated no-op there
+    elif graph:
         args.append("--useCudaGraph")
     return args
 
@@ -142,7 +179,7 @@ def polygraphy_args(settings: Mapping[str, Any], read_back: Mapping[str, Any], *
         "--save-timing-cache",
         TIMING_CACHE_FILE,
         "--profiling-verbosity",
-        "detailed",
+        str(settings.get("profiling_verbosity", BUILD_PROFILING_VERBOSITY)).lower(),
     ]
     return args
 

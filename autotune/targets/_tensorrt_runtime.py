@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from autotune.targets._tensorrt_commands import TIMED_NVTX_VERBOSITY
 from autotune.targets._tensorrt_log import inspector_layers
 from autotune.targets.base import Feeds, Session
 from autotune.targets.cuda_timing import check, cuda_event_timer, cudart
@@ -83,7 +84,8 @@ def quiet_nvtx(trt: Any, context: Any) -> None:
     to enqueueV3, which the timing would count.
     """
     if hasattr(context, "nvtx_verbosity"):
-        context.nvtx_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY
+        # the exported timing command times at the same (`_tensorrt_commands.trtexec_timing_args`)
+        context.nvtx_verbosity = getattr(trt.ProfilingVerbosity, TIMED_NVTX_VERBOSITY)
 
 
 def _output_allocator(trt: Any) -> Any:

@@ -14,7 +14,7 @@ Knob → builder setting (see `builder_settings`; the read-back is in Built.info
 | --- | --- | --- | --- |
 | precision fp32 / others | TF32 flag off / on | --noTF32 | --tf32 (absent: off) |
 | precision fp16_flag / bf16_flag (10.x) | FP16/BF16 flag, weakly typed (no INT8/FP8 flag: see MISLEADING_FLAG_PRECISIONS) | --fp16, --bf16 | --fp16, --bf16 |
-| precision graph-typed | strongly typed network | --stronglyTyped | --strongly-typed |
+| precision graph-typed | strongly typed network | --stronglyTyped (10.x; 11.x always) | --strongly-typed |
 | builder_optimization_level | builder_optimization_level | --builderOptimizationLevel | --builder-optimization-level |
 | tactic.<SOURCE> | set_tactic_sources bit (the version's enum value) | --tacticSources=+S,-T | --tactic-sources (read-back list) or script |
 | max_aux_streams (-1: not set, TensorRT's heuristic) | max_aux_streams | --maxAuxStreams | --max-aux-streams |
@@ -23,7 +23,8 @@ Knob → builder setting (see `builder_settings`; the read-back is in Built.info
 | build_route (11.x; one `-knob=value` of all_build_routes' JSON) | build_route, read back | --setBuildRoute (11.x) | config postprocess script |
 | sparse_weights | SPARSE_WEIGHTS flag | --sparsity=enable | --sparse-weights |
 | batch_size | optimization profile min/opt/max | --minShapes/--optShapes/--maxShapes ('name:0' quoted) | --trt-*-shapes |
-| cuda_graph | (runtime) CUDA-graph capture when timing | 10.x: --useCudaGraph; 11.x: --noCudaGraph when off | — |
+| cuda_graph | (runtime) CUDA-graph capture when timing | timing line; 10.x: --useCudaGraph; 11.x (no weak typing): --noCudaGraph when off | — |
+| (fixed) profiling verbosity | DETAILED (the layer table); timed at NVTX LAYER_NAMES_ONLY | build: --profilingVerbosity=detailed --skipInference; timing: --loadEngine --profilingVerbosity=layer_names_only | --profiling-verbosity detailed |
 
 What each TensorRT version offers, read from its real bindings: docs/tensorrt-versions.md.
 """
@@ -48,8 +49,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from autotune.errors import BuildError
 from autotune.passes.precision import PRECISIONS
 from autotune.targets._tensorrt_commands import (
+    BUILD_PROFILING_VERBOSITY,
     ENGINE_FILE,
     POSTPROCESS_SCRIPT_FILE,
+    TIMED_NVTX_VERBOSITY,
     TIMING_CACHE_FILE,
     deploy_commands,
     postprocess_script,
@@ -239,6 +242,8 @@ def builder_settings(
         "l2_limit_for_tiling": None if l2 is None or int(l2) < 0 else int(l2),
         "build_route": None if route in (None, DEFAULT_BUILD_ROUTE) else str(route),
         "sparse_weights": bool(config.get("sparse_weights", False)),
+        # the layer table needs DETAILED; timing lowers the context's NVTX (TIMED_NVTX_VERBOSITY)
+        "profiling_verbosity": BUILD_PROFILING_VERBOSITY,
         "profile": dict(profile) if profile else None,
         "use_gpu": use_gpu,
     }
@@ -476,7 +481,8 @@ class TensorRTTarget(Target):
             "trt_version": self._caps().get("version", ""),
             # Built DETAILED for the layer table; timed with the context's NVTX lowered. A
             # deployment that keeps the context's default (DETAILED) runs slower than measured.
-            "timed_nvtx_verbosity": "LAYER_NAMES_ONLY",
+            "timed_nvtx_verbosity": TIMED_NVTX_VERBOSITY,
+            "weak_typing": self._weak_typing(),
         }
         digest = result["engine_sha256"] + ("+cuda_graph" if config.get("cuda_graph") else "")
         return Built(artifact=engine_path, info=info, digest=digest)
@@ -562,14 +568,28 @@ class TensorRTTarget(Target):
         return written
 
     def deploy_commands(self, built: Built, config: Config) -> dict[str, str]:
-        """`trtexec` (`tensorrt_rtx` for RTX) and `polygraphy convert` lines that rebuild the engine
-        (see `_tensorrt_commands.deploy_commands`); paths are those `export` writes."""
+        """`trtexec` (`tensorrt_rtx` for RTX) and `polygraphy convert` lines that rebuild the engine,
+        and a trtexec line that times the exported engine as the trial did (see
+        `_tensorrt_commands.deploy_commands`); paths are those `export` writes. Which trtexec
+        flags apply is decided by what the TensorRT that built it offers (recorded with the build
+        as `weak_typing`; else this installation's), never by its version string."""
         settings = built.info.get("settings") or builder_settings(config, flavor=self.name)
-        version = str(built.info.get("trt_version") or self._caps().get("version", "") or "10")
-        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 10
+        weak_typing = built.info.get("weak_typing")
+        if weak_typing is None:
+            weak_typing = bool(settings.get("legacy_flags")) or self._weak_typing()
         return deploy_commands(
-            settings, built.info.get("builder_config", {}), config, module_name=self.module_name, trt_major=major
+            settings,
+            built.info.get("builder_config", {}),
+            config,
+            module_name=self.module_name,
+            weak_typing=bool(weak_typing),
         )
+
+    def _weak_typing(self) -> bool:
+        """Whether this TensorRT has the weak-typing builder flags (10.x's `BuilderFlag.FP16`);
+        True when its builder flags are unknown (no capability probe)."""
+        flags = self._caps().get("builder_flags") or []
+        return not flags or "FP16" in flags
 
 
 @functools.cache
