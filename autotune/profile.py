@@ -120,6 +120,12 @@ PRECISION_NAMES = {
     "FP8": "fp8",
 }
 LOW_PRECISIONS = ("fp16", "bf16", "int8", "fp8")
+QUANTIZED_PRECISIONS = ("int8", "fp8")
+# The pipeline knob that decides which layers an INT8/FP8 trial keeps in float (autotune.space).
+KEEP_FLOAT_KNOB = "keep_float_layers"
+# Each configuration is profiled this many times, the defaults and the answer alternating, and
+# each share reported as the median with its range over the repeats.
+PROFILE_REPEATS = 3
 
 
 class ProfileError(AutotuneError):
@@ -174,6 +180,57 @@ def finish_profile(nodes: list[dict[str, Any]], facts: dict[str, Any]) -> dict[s
         node["share"] = node["time_ms"] / total if node.get("time_ms") is not None and total > 0 else None
     ordered = sorted(nodes, key=lambda n: -(n.get("time_ms") or 0.0)) if summary["timed"] else list(nodes)
     return {**facts, **summary, "nodes": ordered, "top": ordered[:TOP_NODES]}
+
+
+_SUMMARY_KEYS = frozenset({"timed", "total_ms", "by_class_ms", "gemm_share", "count_by_class", "nodes", "top"})
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": float(np.median(values)), "low": float(min(values)), "high": float(max(values))}
+
+
+def combine_repeats(repeats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One profile from `repeats` of the same configuration (each a `finish_profile` result):
+    each node's median time, and each class share as the median with its range over the repeats
+    (`share_spread`: {class: {median, low, high}}; `gemm_share` is its median). An untimed
+    profile (a layer table) is returned as it is."""
+    first = repeats[0]
+    if not first.get("timed"):
+        return {**first, "repeats": 1, "share_spread": None}
+    timed = [r for r in repeats if r.get("timed") and r.get("total_ms")]
+    times: dict[str, list[float]] = {}
+    for profile in timed:
+        for node in profile["nodes"]:
+            if node.get("time_ms") is not None:
+                times.setdefault(node["name"], []).append(float(node["time_ms"]))
+    nodes = [
+        {**{k: v for k, v in node.items() if k != "share"}, "time_ms": float(np.median(times[node["name"]]))}
+        for node in first["nodes"]
+        if node["name"] in times
+    ]
+    facts = {k: v for k, v in first.items() if k not in _SUMMARY_KEYS}
+    runs = [float(r["run_ms"]) for r in timed if r.get("run_ms") is not None]
+    facts.update(
+        {"runs": sum(int(r.get("runs") or 0) for r in timed), "run_ms": float(np.median(runs)) if runs else None}
+    )
+    combined = finish_profile(nodes, facts)
+    spread = {c: _spread([r["by_class_ms"][c] / r["total_ms"] for r in timed]) for c in OP_CLASSES}
+    combined.update(
+        {
+            "repeats": len(timed),
+            "share_spread": spread,
+            "share_repeats": {c: [r["by_class_ms"][c] / r["total_ms"] for r in timed] for c in OP_CLASSES},
+            "gemm_share": spread["gemm"]["median"],
+            "run_ms_range": [min(runs), max(runs)] if runs else None,
+        }
+    )
+    return combined
+
+
+def within_spread(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Whether two shares' ranges over their repeats overlap: their difference is inside the
+    spread of the repeats, not a measured change."""
+    return a["low"] <= b["high"] and b["low"] <= a["high"]
 
 
 # ---------------------------------------------------------------- diagnoses
@@ -273,6 +330,34 @@ def _describe(nodes: Sequence[onnx.NodeProto], limit: int = 12) -> list[str]:
     return names if len(names) <= limit else [*names[:limit], f"... {len(names) - limit} more"]
 
 
+# Ops between a Conv and its BatchNorm that change no arithmetic (a quantized graph's Q/DQ pair).
+_PASS_THROUGH_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Identity"})
+_BN_PRODUCER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+
+
+def _producer(model: onnx.ModelProto, tensor: str) -> onnx.NodeProto | None:
+    """The Conv/ConvTranspose/Gemm that computes `tensor`, through Q/DQ, Cast and Identity; None
+    when something else does."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for _ in range(4):
+        node = producers.get(tensor)
+        if node is None or not node.input:
+            return None
+        if node.op_type in _BN_PRODUCER_OPS:
+            return node
+        if node.op_type not in _PASS_THROUGH_OPS:
+            return None
+        tensor = node.input[0]
+    return None
+
+
+def _batchnorm_pairs(
+    model: onnx.ModelProto, batchnorms: Sequence[onnx.NodeProto]
+) -> list[tuple[onnx.NodeProto | None, onnx.NodeProto]]:
+    """(the Conv computing its input or None, the BatchNormalization) for each of `batchnorms`."""
+    return [(_producer(model, bn.input[0]), bn) for bn in batchnorms]
+
+
 def diagnose(model: onnx.ModelProto, *, precision: str = "fp32", gpu: bool = False) -> list[dict[str, Any]]:
     """The seed's slow patterns in `model`, each naming its nodes and the knob that addresses it.
 
@@ -283,7 +368,8 @@ def diagnose(model: onnx.ModelProto, *, precision: str = "fp32", gpu: bool = Fal
     listed too.
 
     Returns:
-        [{"kind", "title", "why", "nodes": ["Op name", ...], "count", "knob"}]
+        [{"kind", "title", "why", "nodes": ["Op name", ...], "node_names", "count", "knob"}]; the
+        BatchNorm diagnosis also has "pairs": [[Conv name or None, BatchNormalization name]].
     """
     from autotune.passes import PASSES
 
@@ -309,16 +395,21 @@ def diagnose(model: onnx.ModelProto, *, precision: str = "fp32", gpu: bool = Fal
         if kind == "gemm_not_aligned" and not (gpu or precision in LOW_PRECISIONS):
             continue
         nodes = [n for n in touched_nodes(before, after) if ops is None or n.op_type in ops]
-        found.append(
-            {
-                "kind": kind,
-                "title": title,
-                "why": why,
-                "nodes": _describe(nodes),
-                "count": int(count),
-                "knob": f"pass.{pass_name}",
-            }
-        )
+        item: dict[str, Any] = {
+            "kind": kind,
+            "title": title,
+            "why": why,
+            "count": int(count),
+            "knob": f"pass.{pass_name}",
+        }
+        if kind == "batchnorm_not_folded":
+            # The pass also rewires the folded Conv's consumers (another Conv reading the BN's
+            # output): only the Conv that computes each BatchNorm's input is its pair.
+            pairs = _batchnorm_pairs(before, [n for n in nodes if n.op_type == "BatchNormalization"])
+            nodes = [n for pair in pairs for n in pair if n is not None]
+            item["pairs"] = [[c.name if c is not None else None, b.name] for c, b in pairs]
+        item.update({"nodes": _describe(nodes), "node_names": [n.name for n in nodes]})
+        found.append(item)
     left = left_in_fp32(named, precision)
     if left:
         found.append(left)
@@ -368,15 +459,31 @@ def left_in_fp32(model: onnx.ModelProto, precision: str) -> dict[str, Any] | Non
         "title": f"layers left in FP32 under {precision}",
         "why": f"{why}: {ops}",
         "nodes": _describe(nodes),
+        "node_names": [n.name for n in nodes],
         "count": len(nodes),
-        "knob": "precision",
+        # Under INT8/FP8 which layers stay float is the searched `keep_float_layers`; under
+        # FP16/BF16 the block list is fixed and only `precision` itself is searched.
+        "knob": KEEP_FLOAT_KNOB if precision in QUANTIZED_PRECISIONS else "precision",
     }
 
 
+def _fastest(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
+    """The fastest of `trials` by measured throughput (objective 0), as {trial, throughput}."""
+    timed = [t for t in trials if t.values]
+    if not timed:
+        return None
+    top = max(timed, key=lambda t: t.values[0])
+    return {"trial": top.number, "throughput": float(top.values[0])}
+
+
 def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str, Any]:
-    """Whether the search tried `knob=value`: how many complete trials ran it, which of them
-    were feasible, whether the answer has it, or why the knob was dropped before the search."""
+    """Whether the search tried `knob=value` and what it measured: the complete trials that ran
+    it (`tried_trials`; `copies`: those the runtime made identical to an earlier configuration,
+    which share its measurement), which of them were feasible, the fastest feasible one and its
+    throughput beside the answer's, whether the answer has it, or why the knob was dropped."""
     import optuna
+
+    from autotune.answer import chosen_trial, is_feasible
 
     dropped = (study.user_attrs.get("dropped_knobs") or {}).get(knob)
     trials = study.get_trials(deepcopy=False)
@@ -384,13 +491,9 @@ def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str
     complete = [
         t
         for t in trials
-        if t.state == optuna.trial.TrialState.COMPLETE
-        and t.params.get(knob) == value
-        and "duplicate_of" not in t.user_attrs
+        if t.state == optuna.trial.TrialState.COMPLETE and knob in t.params and t.params[knob] == value
     ]
-    feasible = [t.number for t in complete if all(c <= 0 for c in t.user_attrs.get("constraints", [1.0]))]
-    from autotune.answer import chosen_trial
-
+    feasible = [t for t in complete if is_feasible(t)]
     best = chosen_trial(study)
     return {
         "knob": knob,
@@ -398,16 +501,47 @@ def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str
         "in_space": in_space,
         "dropped": dropped,
         "tried_trials": [t.number for t in complete],
-        "feasible_trials": feasible,
+        "copies": [t.number for t in complete if "duplicate_of" in t.user_attrs],
+        "feasible_trials": [t.number for t in feasible],
+        "fastest_feasible": _fastest(feasible),
+        "answer": _fastest([best]) if best is not None else None,
         "in_answer": best is not None and best.params.get(knob) == value,
         "measured": not study.user_attrs.get("build_only"),
     }
 
 
+def knob_values_status(study: optuna.Study, knob: str, current: Any = None) -> dict[str, Any]:
+    """`search_status` of every value of `knob` the search ran (a categorical knob such as
+    `keep_float_layers`), with `current`: the value of the configuration diagnosed."""
+    import optuna
+
+    seen: list[Any] = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.COMPLETE and knob in t.params and t.params[knob] not in seen:
+            seen.append(t.params[knob])
+    values = [search_status(study, knob, v) for v in seen]
+    empty = search_status(study, knob, current)
+    return {
+        "knob": knob,
+        "value": current,
+        "values": values,
+        "in_space": empty["in_space"],
+        "dropped": empty["dropped"],
+        "tried_trials": sorted(n for v in values for n in v["tried_trials"]),
+        "measured": empty["measured"],
+    }
+
+
+def _throughput(value: float) -> str:
+    return f"{value:.4g} samples/s"
+
+
 def status_phrase(status: Mapping[str, Any] | None, *, label: bool = True) -> str:
-    """`search_status` in words (`label`: starting with the knob's name)."""
+    """`search_status` (or `knob_values_status`) in words (`label`: starting with the knob's name)."""
     if not status:
         return "not a searched knob"
+    if "values" in status:
+        return _values_phrase(status, label=label)
     value = status["value"]
     name = (status["knob"] if value is True else f"{status['knob']}={value}") + " " if label else ""
     if status.get("dropped"):
@@ -421,9 +555,38 @@ def status_phrase(status: Mapping[str, Any] | None, *, label: bool = True) -> st
     shown = ", ".join(map(str, tried[:8])) + (" ..." if len(tried) > 8 else "")
     answer = "the answer has it" if status.get("in_answer") else "the answer does not have it"
     plural = "trial" if len(tried) == 1 else "trials"
+    copies = status.get("copies") or []
+    if copies:
+        shown += f"; {len(copies)} of them identical to an earlier configuration once optimized"
     if not status.get("measured", True):
         return f"{name}built in {len(tried)} {plural} ({shown}); {answer}"
-    return f"{name}tried in {len(tried)} {plural} ({shown}), {len(feasible)} within tolerance; {answer}"
+    text = f"{name}tried in {len(tried)} {plural} ({shown}), {len(feasible)} within tolerance"
+    fastest, theirs = status.get("fastest_feasible"), status.get("answer")
+    if fastest and not status.get("in_answer"):
+        text += f"; the fastest of them, trial {fastest['trial']}, measured {_throughput(fastest['throughput'])}"
+        if theirs:
+            text += f" (the answer: {_throughput(theirs['throughput'])})"
+    return f"{text}; {answer}"
+
+
+def _values_phrase(status: Mapping[str, Any], *, label: bool = True) -> str:
+    name = f"{status['knob']} " if label else ""
+    current = f"this configuration runs {status['knob']}={status['value']}; "
+    if status.get("dropped"):
+        return f"{current}{name}dropped before the search ({status['dropped']})"
+    if not status.get("values"):
+        where = "never tried (in the search space)" if status.get("in_space") else "not in the search space"
+        return f"{current}{name}{where}"
+    parts = []
+    for item in status["values"]:
+        tried, feasible = item["tried_trials"], item["feasible_trials"]
+        part = f"{item['value']} in {len(tried)} ({len(feasible)} within tolerance"
+        if item.get("fastest_feasible") and status.get("measured", True):
+            part += f", best {_throughput(item['fastest_feasible']['throughput'])} in trial {item['fastest_feasible']['trial']}"
+        parts.append(part + ")")
+    answer = next((v["value"] for v in status["values"] if v.get("in_answer")), None)
+    tail = f"; the answer has {status['knob']}={answer}" if answer is not None else ""
+    return f"{current}{name}searched: " + "; ".join(parts) + tail
 
 
 # ---------------------------------------------------------------- a study
@@ -515,8 +678,22 @@ def moved(defaults: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any
     for row in ops:
         row["delta_ms"] = row["best_ms"] - row["defaults_ms"]
     ops.sort(key=lambda r: -abs(r["delta_ms"]))
+    shares: dict[str, Any] = {}
+    for cls in OP_CLASSES:
+        a = (defaults.get("share_spread") or {}).get(cls)
+        b = (best.get("share_spread") or {}).get(cls)
+        if a is None or b is None:
+            continue
+        shares[cls] = {
+            "defaults": a,
+            "best": b,
+            "change": b["median"] - a["median"],
+            "within_spread": within_spread(a, b),
+        }
     return {
         "timed": True,
+        "repeats": [defaults.get("repeats", 1), best.get("repeats", 1)],
+        "shares": shares,
         "total_ms": [defaults["total_ms"], best["total_ms"]],
         "run_ms": [defaults.get("run_ms"), best.get("run_ms")],
         "gemm_share": [defaults["gemm_share"], best["gemm_share"]],
@@ -534,39 +711,204 @@ def _gpu_target(study: optuna.Study) -> bool:
     return target_class(str(study.user_attrs.get("target"))).needs_gpu(TargetOptions(build_only=False))
 
 
+def _ran_nodes(profile: Mapping[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+    """The nodes of the graph that ran, by name, from a timed per-node profile of ONNX Runtime
+    (its optimized graph: what its graph optimizations fused away is absent); None where the
+    profile does not list that graph (a TensorRT layer table)."""
+    if not profile or not profile.get("timed") or "provider" not in profile:
+        return None
+    return {str(n["name"]): n for n in profile.get("nodes", [])}
+
+
+def _ort_names(model: onnx.ModelProto) -> dict[str, str]:
+    """The name ONNX Runtime gives each node of `model` (an unnamed node: `<OpType>_<index>`),
+    keyed by the name `_named` gives it (`node_of_<output>`)."""
+    names, seen = {}, set()
+    for index, node in enumerate(model.graph.node):
+        ours = node.name
+        if not ours or ours in seen:
+            ours = f"node_of_{node.output[0]}" if node.output and node.output[0] else f"{node.op_type}_{index}"
+        seen.add(ours)
+        names[ours] = node.name or f"{node.op_type}_{index}"
+    return names
+
+
+def _ran_text(node: Mapping[str, Any]) -> str:
+    time_ms = node.get("time_ms")
+    return f"{node['op_type']} {node['name']}" + (f" ({time_ms:.3g} ms)" if time_ms is not None else "")
+
+
+def _batchnorms_that_ran(
+    model: onnx.ModelProto, ran: Mapping[str, Mapping[str, Any]], aliases: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """The BatchNormalizations that run unfolded in the graph that ran, each after the Conv that
+    computes its input (named only when that Conv ran under its name), whatever kept them: no
+    fold pass, or Q/DQ between them (an INT8 graph that ONNX Runtime cannot fold)."""
+    named = _named(model)
+    by_name = {aliases.get(n.name, n.name): n for n in named.graph.node}
+    batchnorms = [n for n in ran.values() if n.get("op_type") == "BatchNormalization"]
+    if not batchnorms:
+        return None
+    texts, pairs = [], []
+    for bn in batchnorms:
+        node = by_name.get(str(bn["name"]))
+        conv = _producer(named, node.input[0]) if node is not None else None
+        conv_name = aliases.get(conv.name, conv.name) if conv is not None else None
+        if conv_name is not None and conv_name in ran:
+            texts.append(_ran_text(ran[conv_name]))
+        else:
+            conv_name = None
+        texts.append(_ran_text(bn))
+        pairs.append([conv_name, bn["name"]])
+    diagnosis = next(d for d in PASS_DIAGNOSES if d[0] == "batchnorm_not_folded")
+    return {
+        "kind": "batchnorm_not_folded",
+        "title": diagnosis[3],
+        "why": diagnosis[4],
+        "nodes": texts[:12] + ([f"... {len(texts) - 12} more"] if len(texts) > 12 else []),
+        "count": len(batchnorms),
+        "knob": f"pass.{diagnosis[1]}",
+        "pairs": pairs,
+    }
+
+
+def _fp32_gemm_that_ran(ran: Mapping[str, Mapping[str, Any]], precision: str) -> dict[str, Any] | None:
+    """Under INT8/FP8: the GEMM-class nodes that ran in FP32 (ONNX Runtime's profile records
+    each node's input types), the leftovers `keep_float_layers` decides."""
+    nodes = [n for n in ran.values() if n.get("class") == "gemm" and n.get("precision") == "fp32"]
+    if not nodes:
+        return None
+    total = sum(float(n.get("time_ms") or 0.0) for n in nodes)
+    by_op: dict[str, int] = {}
+    for node in nodes:
+        by_op[node["op_type"]] = by_op.get(node["op_type"], 0) + 1
+    ops = ", ".join(f"{op} x{count}" for op, count in sorted(by_op.items(), key=lambda kv: -kv[1]))
+    texts = [_ran_text(n) for n in nodes]
+    return {
+        "kind": "left_in_fp32",
+        "title": f"layers left in FP32 under {precision}",
+        "why": f"these GEMM-class nodes ran with FP32 inputs in the graph that ran ({ops}; {total:.3g} ms)",
+        "nodes": texts[:12] + ([f"... {len(texts) - 12} more"] if len(texts) > 12 else []),
+        "count": len(nodes),
+        "knob": KEEP_FLOAT_KNOB,
+    }
+
+
+def _checked(
+    item: dict[str, Any], ran: Mapping[str, Mapping[str, Any]], aliases: Mapping[str, str]
+) -> tuple[bool, dict[str, Any]]:
+    """A model diagnosis checked against the graph that ran: (whether its nodes run there, the
+    diagnosis naming only the nodes that ran, under the runtime's names, with their times). A
+    pattern whose marker op (what the pass removes) no longer runs is gone, whatever else of it
+    the runtime kept under the same names."""
+    names = [aliases.get(n, n) for n in item.get("node_names", [])]
+    present = [ran[n] for n in names if n in ran]
+    marker = _MARKER_OPS.get(item["kind"])
+    holds = any(n.get("op_type") == marker for n in present) if marker else bool(present)
+    texts = [_ran_text(n) for n in present]
+    return holds, {**item, "nodes": texts[:12] if holds else [], "count": len(present) if holds else 0}
+
+
+def diagnose_graph_that_ran(
+    model: onnx.ModelProto, profile: Mapping[str, Any] | None, *, precision: str = "fp32", gpu: bool = False
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """`diagnose` of a configuration's `model`, checked against the graph that ran for it (its
+    timed ONNX Runtime `profile`): the diagnoses that hold there, by kind, naming only nodes that
+    ran (with their times), and the kinds in the model that the runtime removed before running.
+    Unfolded BatchNorms and, under INT8/FP8, the GEMM-class nodes left in FP32 are read from the
+    graph that ran itself. Where the profile does not list the graph that ran (a TensorRT layer
+    table), the model's diagnoses as they are."""
+    items = diagnose(model, precision=precision, gpu=gpu)
+    ran = _ran_nodes(profile)
+    if ran is None:
+        return {item["kind"]: item for item in items}, set()
+    aliases = _ort_names(model)
+    holding: dict[str, dict[str, Any]] = {}
+    removed: set[str] = set()
+    from_ran = {"batchnorm_not_folded"} | ({"left_in_fp32"} if precision in QUANTIZED_PRECISIONS else set())
+    for item in items:
+        if item["kind"] in from_ran:
+            continue
+        holds, checked = _checked(item, ran, aliases)
+        if holds:
+            holding[item["kind"]] = checked
+        else:
+            removed.add(item["kind"])
+    batchnorms = _batchnorms_that_ran(model, ran, aliases)
+    if batchnorms is not None:
+        holding["batchnorm_not_folded"] = batchnorms
+    elif any(item["kind"] == "batchnorm_not_folded" for item in items):
+        removed.add("batchnorm_not_folded")
+    if precision in QUANTIZED_PRECISIONS:
+        left = _fp32_gemm_that_ran(ran, precision)
+        if left is not None:
+            holding["left_in_fp32"] = left
+    return holding, removed
+
+
+def _role_diagnoses(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, profile: Mapping[str, Any] | None, gpu: bool
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """`diagnose_graph_that_ran` of one profiled trial of `study`."""
+    from autotune.trial import MODEL_FILE
+
+    study_dir = Path(study.user_attrs["study_dir"])
+    path = study_dir / "trials" / str(trial.number) / MODEL_FILE
+    if not path.exists():
+        path, _, _ = _trial_inputs(study, trial)
+    model = onnx.load(str(path))  # the passes match on weight values: external data too
+    precision = str(trial.params.get("precision", "fp32"))
+    return diagnose_graph_that_ran(model, profile, precision=precision, gpu=gpu)
+
+
 def study_diagnoses(
     study: optuna.Study,
     zero: optuna.trial.FrozenTrial,
     best: optuna.trial.FrozenTrial | None,
     profiles: Mapping[str, Any],
+    *,
+    best_label: str = "the answer",
 ) -> list[dict[str, Any]]:
-    """Diagnoses on the defaults' model and on the answer's model: each with the knob's
-    `search_status` and whether it is still present in the answer."""
+    """Diagnoses of the defaults and of the answer, each checked against the graph that ran for
+    that configuration (ONNX Runtime's optimized graph, from its profile; the model where the
+    target's profile does not list its graph): the nodes named are nodes that ran, in the
+    configuration the diagnosis talks about; each with its knob's `search_status` (for layers
+    left in FP32 under INT8/FP8, `keep_float_layers`' values) and whether it is still there in
+    the answer."""
     gpu = _gpu_target(study)
-    study_dir = Path(study.user_attrs["study_dir"])
+    roles = [("defaults", zero)] + ([("best", best)] if best is not None and best.number != zero.number else [])
+    labels = {"defaults": f"the defaults (trial {zero.number})", "best": best_label}
     found: dict[str, dict[str, Any]] = {}
-    for role, trial in (("defaults", zero), ("best", best)):
-        if trial is None:
-            continue
-        from autotune.trial import MODEL_FILE
-
-        path = study_dir / "trials" / str(trial.number) / MODEL_FILE
-        if not path.exists():
-            path, _, _ = _trial_inputs(study, trial)
-        model = onnx.load(str(path))  # the passes match on weight values: external data too
-        for item in diagnose(model, precision=str(trial.params.get("precision", "fp32")), gpu=gpu):
-            entry = found.setdefault(item["kind"], {**item, "in_defaults": False, "in_best": False})
+    removed_in: dict[str, list[str]] = {}
+    for role, trial in roles:
+        holding, removed = _role_diagnoses(study, trial, profiles.get(role), gpu)
+        for kind, item in holding.items():
+            entry = found.setdefault(kind, {**item, "in_defaults": False, "in_best": False})
             entry[f"in_{role}"] = True
-            if role == "best":
-                entry.update({k: item[k] for k in ("nodes", "count", "why", "title")})
-    if best is None or (zero is not None and best.number == zero.number):
+            entry[f"nodes_{role}"] = item["nodes"]
+            if role == "best" or not entry.get("nodes_from"):
+                entry.update({k: item[k] for k in ("nodes", "count", "why", "title", "knob") if k in item})
+                entry.update({"nodes_from": labels[role], "trial": trial.number})
+                entry["pairs"] = item.get("pairs")
+        for kind in removed:
+            removed_in.setdefault(kind, []).append(role)
+            if kind not in found:
+                model_item = {"kind": kind, "nodes": [], "count": 0, "in_defaults": False, "in_best": False}
+                found[kind] = {**_PASS_ITEMS.get(kind, {}), **model_item}
+    if len(roles) == 1:
         for entry in found.values():
             entry["in_best"] = entry["in_defaults"]
     for entry in found.values():
         knob = entry["knob"]
-        entry["search"] = search_status(study, knob, True) if knob.startswith("pass.") else None
-    for entry in found.values():
-        entry["runtime_note"] = _runtime_note(entry["kind"], profiles.get("defaults"), entry.get("nodes") or [])
+        if knob == KEEP_FLOAT_KNOB:
+            trial = best if entry.get("in_best") and best is not None else zero
+            entry["search"] = knob_values_status(study, knob, trial.params.get(knob, 0))
+        elif knob.startswith("pass."):
+            entry["search"] = search_status(study, knob, True)
+        else:
+            entry["search"] = None
+        entry["removed_in"] = removed_in.get(entry["kind"], [])
+        entry["runtime_note"] = _runtime_note(entry["removed_in"], labels)
     note = _data_movement_note(profiles.get("best") or profiles.get("defaults"))
     if note is not None:
         found[note["kind"]] = note
@@ -576,8 +918,11 @@ def study_diagnoses(
     return list(found.values())
 
 
-# An op whose absence from the defaults' (timed, per-node) profile shows that the runtime's
-# own graph optimizations already did what the pass does.
+# A pass diagnosis's title, why and knob, for a pattern of the model the runtime removed.
+_PASS_ITEMS = {d[0]: {"title": d[3], "why": d[4], "knob": f"pass.{d[1]}"} for d in PASS_DIAGNOSES}
+
+# The op a pass removes: a pattern holds in the graph that ran while one of its named nodes of
+# this op runs there (ONNX Runtime fuses a BatchNorm into its Conv and keeps the Conv's name).
 _MARKER_OPS = {
     "redundant_transposes": "Transpose",
     "batchnorm_not_folded": "BatchNormalization",
@@ -587,20 +932,15 @@ _MARKER_OPS = {
 }
 
 
-def _runtime_note(kind: str, profile: Mapping[str, Any] | None, nodes: Sequence[str] = ()) -> str | None:
-    """A note when the runtime already removed the diagnosed nodes: judged by the names of the
-    diagnosed `marker` nodes (`"OpType name"` strings), or by any `marker` node when none is named."""
-    marker = _MARKER_OPS.get(kind)
-    if marker is None or not profile or not profile.get("timed") or "provider" not in profile:
+def _runtime_note(removed: Sequence[str], labels: Mapping[str, str]) -> str | None:
+    """Which configurations' models have the pattern although their graph that ran does not:
+    the runtime's own graph optimizations removed it there, and the pass can at best match that."""
+    if not removed:
         return None
-    named = {text.split(" ", 1)[1] for text in nodes if text.startswith(f"{marker} ") and " " in text}
-    profiled = [n for n in profile.get("nodes", []) if n.get("op_type") == marker]
-    if any(n.get("name") in named for n in profiled) if named else profiled:
-        return None
-    which = f"none of the diagnosed {marker} nodes is" if named else f"no {marker} node is"
+    where = " and ".join(labels[r] for r in removed)
     return (
-        f"The runtime's own graph optimizations already handle it for the defaults ({which} in "
-        "their profile): the pass can at best match that"
+        f"In {where} the pattern is in the model but not in the graph that ran: the runtime's own graph "
+        "optimizations removed it, and the pass can at best match that there"
     )
 
 
@@ -665,10 +1005,17 @@ def _whole_model_fp32(study: optuna.Study, trial: optuna.trial.FrozenTrial | Non
     }
 
 
-def profile_study(study: optuna.Study, trial_number: int | None = None) -> dict[str, Any]:
-    """Profiles the defaults and the study's answer (or trial `trial_number`), diagnoses both
-    models, and writes `profile.json` into the study directory (the whole comparison) and
-    into each profiled trial's directory (its own profile and diagnoses).
+def profile_study(
+    study: optuna.Study, trial_number: int | None = None, *, repeats: int = PROFILE_REPEATS
+) -> dict[str, Any]:
+    """Profiles the defaults and the study's answer (or trial `trial_number`) `repeats` times
+    each, interleaved (defaults, answer, defaults, ...: `profile_order`), combines each
+    configuration's repeats (`combine_repeats`: medians, and each share's range), diagnoses both
+    against the graph that ran, and writes `profile.json` into the study directory (the whole
+    comparison) and into each profiled trial's directory (its own profile and diagnoses).
+
+    Args:
+        repeats (int): profiles of each configuration. Default: `PROFILE_REPEATS`.
 
     Raises:
         ProfileError: no baseline trial, or a configuration that cannot be profiled.
@@ -691,12 +1038,22 @@ def profile_study(study: optuna.Study, trial_number: int | None = None) -> dict[
         # only at equal batch (a batch-8 profile against batch 1 says nothing about either).
         batch = int(best.user_attrs.get("batch_size", 1))
         zero = defaults_at_batch(study, zero, batch) or zero
-    profiles: dict[str, Any] = {"defaults": profile_trial(study, zero)}
-    if best is not None and best.number != zero.number:
-        profiles["best"] = profile_trial(study, best)
-    elif best is not None:
+    # Interleaved, the defaults and the answer alternating, so that a slow spell of a shared
+    # host lands on both; each share is then a median with its range over the repeats.
+    pairs = [("defaults", zero)] + ([("best", best)] if best is not None and best.number != zero.number else [])
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _ in pairs}
+    order: list[str] = []
+    for repeat in range(max(1, repeats)):
+        for key, trial in pairs:
+            runs[key].append(profile_trial(study, trial))
+            order.append(key)
+        if repeat == 0 and not runs["defaults"][0].get("timed"):
+            break  # a layer table: the same every time
+    profiles: dict[str, Any] = {key: combine_repeats(found) for key, found in runs.items()}
+    if best is not None and "best" not in profiles:
         profiles["best"] = profiles["defaults"]
-    diagnoses = study_diagnoses(study, zero, best, profiles)
+    best_label = f"the answer (trial {best.number})" if trial_number is None and best is not None else role
+    diagnoses = study_diagnoses(study, zero, best, profiles, best_label=best_label)
     data = {
         "study": study.study_name,
         "target": study.user_attrs.get("target"),
@@ -704,6 +1061,7 @@ def profile_study(study: optuna.Study, trial_number: int | None = None) -> dict[
         "best_role": role if best is not None else None,
         "defaults": profiles["defaults"],
         "best": profiles.get("best"),
+        "profile_order": order,
         "moved": moved(profiles["defaults"], profiles["best"]) if "best" in profiles else None,
         "diagnoses": diagnoses,
     }
@@ -758,6 +1116,16 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def _share_cell(profile: Mapping[str, Any], cls: str) -> str:
+    """A class's share: the median with its range over the repeats, or the one profile's share."""
+    spread = (profile.get("share_spread") or {}).get(cls)
+    if spread is not None and (profile.get("repeats") or 1) > 1:
+        return f"{spread['median']:.1%} ({spread['low']:.1%}-{spread['high']:.1%})"
+    ms = (profile.get("by_class_ms") or {}).get(cls)
+    total = profile.get("total_ms") or 0.0
+    return _pct(ms / total if ms is not None and total else None)
+
+
 def render_section(data: Mapping[str, Any]) -> list[str]:
     """report.md's "Where the time goes" section from a `profile_study` result."""
     defaults, best = data.get("defaults") or {}, data.get("best")
@@ -783,20 +1151,35 @@ def render_section(data: Mapping[str, Any]) -> list[str]:
     columns = [(first, defaults)] + ([] if best is None or same else [(label, best)])
     if defaults.get("timed"):
         head = "| class | " + " | ".join(f"{name} ms | share" for name, _ in columns) + " |"
+        repeats = defaults.get("repeats") or 1
+        if repeats > 1:
+            lines += [
+                f"Each configuration profiled {repeats} times, interleaved with the other; times are medians, "
+                "each share the median of the repeats with their range (low-high).",
+                "",
+            ]
         lines += [head, "|---|" + "---|---|" * len(columns)]
         for cls in OP_CLASSES:
             cells = []
             for _, profile in columns:
                 ms = (profile.get("by_class_ms") or {}).get(cls)
-                total = profile.get("total_ms") or 0.0
-                cells += [_ms(ms), _pct(ms / total if ms is not None and total else None)]
+                cells += [_ms(ms), _share_cell(profile, cls)]
             lines.append(f"| {CLASS_TITLES[cls]} | " + " | ".join(cells) + " |")
         totals = []
         for _, profile in columns:
             totals += [_ms(profile.get("total_ms")), f"run {_ms(profile.get('run_ms'))} ms"]
         lines += ["| total | " + " | ".join(totals) + " |", ""]
-        shares = " -> ".join(f"{_pct(p.get('gemm_share'))} ({name})" for name, p in columns)
-        lines += [f"GEMM-class share: {shares}.", ""]
+        shares = " -> ".join(f"{_share_cell(p, 'gemm')} ({name})" for name, p in columns)
+        change = (data.get("moved") or {}).get("shares", {}).get("gemm") if len(columns) > 1 else None
+        verdict = ""
+        if change is not None:
+            verdict = (
+                f" The change ({change['change'] * 100:+.1f} points) is inside the spread of the repeats: no "
+                "measured difference."
+                if change["within_spread"]
+                else f" The change ({change['change'] * 100:+.1f} points) is outside the spread of the repeats."
+            )
+        lines += [f"GEMM-class share: {shares}.{verdict}", ""]
     else:
         head = "| class | " + " | ".join(f"{name} layers" for name, _ in columns) + " |"
         lines += [head, "|---|" + "---|" * len(columns)]
@@ -821,6 +1204,17 @@ def render_section(data: Mapping[str, Any]) -> list[str]:
     change = data.get("moved")
     if change and change.get("timed") and not same:
         lines += [f"### What moved: defaults -> {label}", ""]
+        inside = [CLASS_TITLES[c] for c, row in (change.get("shares") or {}).items() if row["within_spread"]]
+        outside = [CLASS_TITLES[c] for c, row in (change.get("shares") or {}).items() if not row["within_spread"]]
+        if inside or outside:
+            lines += [
+                "Shares that moved beyond the spread of the repeats: "
+                + (", ".join(outside) if outside else "none")
+                + "; inside it (no measured difference): "
+                + (", ".join(inside) if inside else "none")
+                + ".",
+                "",
+            ]
         lines += ["| op type | defaults ms | best ms | change ms |", "|---|---|---|---|"]
         for row in change.get("by_op_type", []):
             lines.append(
@@ -839,6 +1233,8 @@ def render_section(data: Mapping[str, Any]) -> list[str]:
         if best is not None and not same:
             where.append(f"still in {where_best}" if item.get("in_best") else f"gone in {where_best}")
         nodes = ", ".join(item.get("nodes") or [])
+        if nodes and item.get("nodes_from"):
+            nodes = f"in the graph that ran for {item['nodes_from']}: {nodes}"
         search = status_phrase(item.get("search"), label=False) if item.get("knob", "-") != "-" else ""
         if item.get("kind") == "answer_in_fp32":
             search = ""
@@ -856,9 +1252,13 @@ def render_section(data: Mapping[str, Any]) -> list[str]:
 __all__ = [
     "OP_CLASSES",
     "PROFILE_FILE",
+    "PROFILE_REPEATS",
     "ProfileError",
+    "combine_repeats",
     "diagnose",
+    "diagnose_graph_that_ran",
     "finish_profile",
+    "knob_values_status",
     "left_in_fp32",
     "load_profile",
     "moved",
@@ -871,4 +1271,5 @@ __all__ = [
     "status_phrase",
     "summarize",
     "touched_nodes",
+    "within_spread",
 ]
