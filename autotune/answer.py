@@ -32,6 +32,10 @@ class Speedup:
         rounds (int): interleaved rounds.
         default_ms_per_sample (float): the defaults' median ms per sample (A: a_ms_per_sample_median).
         best_ms_per_sample (float): the candidate's median ms per sample (B: b_ms_per_sample_median).
+        default_artifact_sha256 (str): sha256 of the file the defaults' side ran (a TensorRT
+            engine; "" when unknown). Default: "".
+        best_artifact_sha256 (str): the same for the candidate's side: what export compares the
+            shipped engine with. Default: "".
     """
 
     median: float
@@ -40,6 +44,8 @@ class Speedup:
     rounds: int
     default_ms_per_sample: float
     best_ms_per_sample: float
+    default_artifact_sha256: str = ""
+    best_artifact_sha256: str = ""
 
     @property
     def ratio_of_medians(self) -> float:
@@ -52,6 +58,8 @@ class Speedup:
         """From a `measure.paired_speedup` result of A = the defaults, B = the candidate, or its
         `as_dict()` (what a worker sends back)."""
         data = paired.as_dict() if isinstance(paired, PairedSpeedup) else paired
+        # what the paired run opened on each side (`trial.run_paired`; absent from older results)
+        measured: Mapping[str, Mapping[str, Any]] = data.get("measured_artifacts") or {}  # type: ignore[assignment]
         return cls(
             median=float(data["speedup_median"]),
             p25=float(data["speedup_p25"]),
@@ -59,6 +67,8 @@ class Speedup:
             rounds=int(data["rounds"]),
             default_ms_per_sample=float(data["a_ms_per_sample_median"]),
             best_ms_per_sample=float(data["b_ms_per_sample_median"]),
+            default_artifact_sha256=str(measured.get("a", {}).get("sha256", "")),
+            best_artifact_sha256=str(measured.get("b", {}).get("sha256", "")),
         )
 
 

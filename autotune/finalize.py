@@ -62,6 +62,7 @@ from autotune.report import (
     trial_by_number,
     write_deploy_dir,
 )
+from autotune.targets import target_class
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
 
@@ -585,6 +586,10 @@ def measure_speedup(
     config_a = dict(zero.params)
     if "batch_size" in config_a or batch != 1:
         config_a["batch_size"] = batch
+    # Each side runs its trial's own engine (what export ships) where one is on disk.
+    target = target_class(study.user_attrs["target"])
+    defaults = defaults_at_batch(study, zero, batch)
+    artifact_a = target.trial_artifact(trial_dir(study_dir, defaults.number)) if defaults is not None else None
     request = PairedRequest(
         target_name=study.user_attrs["target"],
         target_options=TargetOptions(cache_dir=study_dir),
@@ -601,6 +606,8 @@ def measure_speedup(
         floor=floor,
         sequential=sequential,
         time_limit_s=time_limit_s,
+        artifact_a=artifact_a,
+        artifact_b=target.trial_artifact(trial_dir(study_dir, candidate.number)),
     )
     try:
         result = run_paired_fn(request)

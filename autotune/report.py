@@ -99,13 +99,14 @@ TOOL_SOURCES = {
 }
 
 
-def runnable_script(command: str) -> str:
+def runnable_script(command: str, purpose: str = "Rebuilds the engine from model.onnx") -> str:
     """A POSIX shell script that runs `command` from the export directory, and first checks that
-    the tool it calls is on PATH (one line naming where it comes from, exit 127, otherwise)."""
+    the tool it calls is on PATH (one line naming where it comes from, exit 127, otherwise);
+    `purpose` is its first comment."""
     words = shlex.split(command, comments=True)
     while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):  # leading VAR=value settings
         words.pop(0)
-    lines = ["#!/bin/sh", "# Rebuilds the engine from model.onnx; run it in this directory.", 'cd "$(dirname "$0")"']
+    lines = ["#!/bin/sh", f"# {purpose}; run it in this directory.", 'cd "$(dirname "$0")"']
     if words:
         tool = words[0]
         source = TOOL_SOURCES.get(tool, "put it on PATH")
@@ -614,11 +615,15 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
     )
     if artifact != model:
         written += target.export(built, trial.params, dest)
+    shipped = exported_artifact(study, trial, dest / artifact.name if artifact != model else None)
     commands = target.deploy_commands(built, trial.params)
     for name, text in commands.items():
         suffix = {"python": ".py"}.get(name, ".sh")
         path = dest / f"{name.replace(' ', '_')}{suffix}"
-        path.write_text(runnable_script(text) if suffix == ".sh" else text + "\n")
+        # "<tool> timing": a command that times the exported files rather than rebuilding them
+        purpose = "Times the exported engine as the study timed it" if name.endswith(" timing") else None
+        script = runnable_script(text, purpose) if purpose else runnable_script(text)
+        path.write_text(script if suffix == ".sh" else text + "\n")
         if suffix == ".sh":
             path.chmod(0o755)
         written.append(path)
@@ -644,6 +649,7 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
             "judge_limits": study.user_attrs.get("judge_limits"),
         },
         "build": details(trial).get("build", {}),
+        "artifact": shipped,
         "rewrites": details(trial).get("rewrites", {}),
         "batch_size": int(trial.user_attrs.get("batch_size", 1)),
         "speedup_over_defaults": _answer_speedup(study, trial),
@@ -657,6 +663,46 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
     (dest / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     written.append(dest / MANIFEST_FILE)
     return written
+
+
+def measured_artifact_sha256(study: optuna.Study, trial: FrozenTrial) -> str | None:
+    """sha256 of the file finalize's paired run measured for `trial` where it is an answer (the
+    candidate's side, or the defaults' side when the defaults are the answer); None when no
+    paired run measured it, or it recorded no digest (a study finalized before digests)."""
+    answer = answer_for_trial(study, trial.number)
+    if answer is None or answer.speedup is None:
+        return None
+    speedup = answer.speedup
+    side = speedup.best_artifact_sha256 if answer.trial == answer.paired_winner else speedup.default_artifact_sha256
+    return side or None
+
+
+def exported_artifact(study: optuna.Study, trial: FrozenTrial, path: Path | None) -> dict[str, Any] | None:
+    """The manifest's `artifact`: the deployed file (`path`; None: the model itself deploys), its
+    sha256, the sha256 of what the paired run measured, and whether the two are one file. A
+    mismatch (a paired run that had to rebuild: TensorRT's tactic choice is not deterministic)
+    is said, never hidden: the speedup then belongs to another engine than the one shipped."""
+    if path is None or not path.is_file():
+        return None
+    from autotune.model import file_sha256
+
+    digest = file_sha256(path)
+    measured = measured_artifact_sha256(study, trial)
+    entry: dict[str, Any] = {
+        "file": path.name,
+        "sha256": digest,
+        "paired_measured_sha256": measured,
+        "is_the_measured_one": None if measured is None else measured == digest,
+    }
+    info = details(trial).get("build", {})
+    if info.get("timed_nvtx_verbosity"):
+        entry["timed_nvtx_verbosity"] = info["timed_nvtx_verbosity"]
+    if measured is not None and measured != digest:
+        entry["note"] = (
+            f"the paired speedup was measured on engine {measured[:12]}, not on this file ({digest[:12]}): "
+            "its trial's engine was not on disk for the paired run, which built another"
+        )
+    return entry
 
 
 def _answer_of(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:

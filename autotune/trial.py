@@ -26,11 +26,11 @@ from autotune.calibration import sample_count
 from autotune.errors import AutotuneError, condense_reason
 from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
 from autotune.measure import StopRule, measure_latency
-from autotune.model import axes_like, feeds_at_batch, join_outputs, verification_feeds
+from autotune.model import axes_like, feeds_at_batch, file_sha256, join_outputs, verification_feeds
 from autotune.sensitivity import RANKING_CACHE_DIR
 from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
-from autotune.targets.base import TargetOptions
+from autotune.targets.base import Built, TargetOptions
 from autotune.verify import Tolerance, compare_outputs
 
 
@@ -303,6 +303,10 @@ class PairedRequest:
 
     `rounds` paired observations, each from one block per candidate of at least `round_s`
     seconds of timed runs after its own warm-up (see `autotune.measure.paired_speedup`).
+
+    `artifact_a` / `artifact_b`: the trial's own built artifact (a TensorRT engine), measured
+    as it is, so the paired speedup is that of the file export ships (a rebuild may pick other
+    tactics); None, or a file that is gone: built again from the model.
     """
 
     target_name: str
@@ -323,26 +327,30 @@ class PairedRequest:
     floor: tuple[float, float] | None = None
     sequential: bool = False
     time_limit_s: float | None = None
+    artifact_a: Path | None = None
+    artifact_b: Path | None = None
 
 
 def run_paired(request: PairedRequest) -> dict[str, Any]:
     """Measures A and B in adjacent, order-alternating, warmed-up blocks and returns the paired
-    speedup of B over A (`PairedSpeedup.as_dict()`)."""
+    speedup of B over A (`PairedSpeedup.as_dict()`), with `measured_artifacts`: per side, the
+    sha256 of the file it opened and whether it was the trial's own (`paired_artifacts`)."""
     from autotune.measure import clear_of, paired_speedup
 
     target = target_class(request.target_name)(request.target_options)
     sessions, timers, batches = [], [], []
+    measured: dict[str, dict[str, Any]] = {}
     try:
-        for label, model, config in (
-            ("a", request.model_a, request.config_a),
-            ("b", request.model_b, request.config_b),
+        for label, model, config, artifact in (
+            ("a", request.model_a, request.config_a, request.artifact_a),
+            ("b", request.model_b, request.config_b, request.artifact_b),
         ):
             workdir = request.workdir / label
             workdir.mkdir(parents=True, exist_ok=True)
             batch = int(config.get("batch_size", 1)) if request.dynamic_batch else 1
             feeds = feeds_at_batch(request.input_pool, batch, request.dynamic_batch)
             shapes = {name: list(array.shape) for name, array in feeds.items()}
-            built = target.build(model, config, workdir, shapes)
+            built, measured[label] = paired_artifact(target, model, config, workdir, shapes, artifact)
             session = target.open(built, config)
             sessions.append(session)
             timers.append(session.timer(feeds))
@@ -359,7 +367,27 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             settled=clear_of(request.floor) if request.sequential else None,
             deadline=time.monotonic() + limit if limit is not None else None,
         )
-        return result.as_dict()
+        return {**result.as_dict(), "measured_artifacts": measured}
     finally:
         for session in sessions:
             session.close()
+
+
+def paired_artifact(
+    target: Any,
+    model: Path,
+    config: Mapping[str, Any],
+    workdir: Path,
+    shapes: Mapping[str, list[int]],
+    artifact: Path | None,
+) -> tuple[Built, dict[str, Any]]:
+    """What one side of a paired run measures: the trial's own `artifact` when it is on disk
+    (the file export ships), else a build of `model` in `workdir`; and what was measured,
+    {"sha256": of the file opened, "reused": whether it is `artifact`, "path"}."""
+    if artifact is not None and Path(artifact).is_file():
+        digest = file_sha256(Path(artifact))
+        built = Built(artifact=Path(artifact), digest=digest)
+        return built, {"sha256": digest, "reused": True, "path": str(artifact)}
+    built = target.build(model, config, workdir, shapes)
+    digest = file_sha256(built.artifact) if built.artifact.is_file() else ""
+    return built, {"sha256": digest, "reused": False, "path": str(built.artifact)}

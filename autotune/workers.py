@@ -637,7 +637,9 @@ class RayExecutor(Executor):
         import ray
 
         models = {}
-        for path in (request.model_a, request.model_b):
+        # the trials' own engines too: the paired run measures the files export ships
+        artifacts = [p for p in (request.artifact_a, request.artifact_b) if p is not None and Path(p).is_file()]
+        for path in (request.model_a, request.model_b, *artifacts):
             key = str(Path(path).resolve())
             if key not in self._model_refs:
                 self._model_refs[key] = ray.put(Path(path).read_bytes())

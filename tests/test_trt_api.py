@@ -62,7 +62,14 @@ TRTEXEC_FLAGS = {
     "--useCudaGraph": {10, 11},
     "--noCudaGraph": {11},
     "--setBuildRoute": {11},
+    "--skipInference": {10, 11},
+    "--loadEngine": {10, 11},
+    "--shapes": {10, 11},
+    "--noDataTransfers": {10, 11},
 }
+# Accepted by trtexec 11 but deprecated no-ops there, printing a warning (every network is
+# strongly typed; timing uses a CUDA graph unless --noCudaGraph).
+DEPRECATED_11 = {"--stronglyTyped", "--useCudaGraph"}
 
 
 @pytest.fixture(scope="module")
@@ -148,14 +155,18 @@ def _trtexec_flags(command: str) -> dict[str, str]:
 def test_trtexec_commands_use_only_flags_their_version_accepts(reports):
     for version, report in reports.items():
         flags = _trtexec_flags(report["commands"]["trtexec"])
-        for flag in flags:
+        timing = _trtexec_flags(report["commands"]["trtexec timing"])
+        for flag in [*flags, *timing]:
             assert MAJOR[version] in TRTEXEC_FLAGS[flag], (version, flag)
+            assert MAJOR[version] == 10 or flag not in DEPRECATED_11, (version, flag)
         assert "--maxAuxStreams" not in flags, version  # -1 is TensorRT's own default
-        assert flags["--optShapes"] == "'input:0':8x3x32x32", version
+        assert flags["--optShapes"] == "'input:0':8x3x32x32" == timing["--shapes"], version
+        assert flags["--profilingVerbosity"] == "detailed" and "--skipInference" in flags, version
+        assert timing["--loadEngine"] == "engine.plan" and timing["--profilingVerbosity"] == "layer_names_only"
         if MAJOR[version] == 11:
-            assert flags["--setBuildRoute"] == "-conv_use_long_w=off" and "--noCudaGraph" in flags
+            assert flags["--setBuildRoute"] == "-conv_use_long_w=off" and "--noCudaGraph" in timing
         else:
-            assert "--noCudaGraph" not in flags and "--useCudaGraph" not in flags
+            assert "--noCudaGraph" not in timing and "--useCudaGraph" not in timing
         assert ("--tilingOptimizationLevel" in flags) is HAS_TILING[version], version
 
 

@@ -75,7 +75,8 @@ def render(reports: dict[str, dict], polygraphy: dict[str, dict] | None = None) 
         "## Exported commands for one configuration",
         "",
         "tf32, builder optimization level 5, max_aux_streams -1 (not passed), JIT convolutions off,",
-        "tiling FAST where it exists, a build route on 11.x, no CUDA graph, input `input:0` batch 1-8:",
+        "tiling FAST where it exists, a build route on 11.x, no CUDA graph, input `input:0` batch 1-8",
+        "(trtexec builds at DETAILED profiling verbosity, then times the engine file at LAYER_NAMES_ONLY NVTX):",
         "",
     ]
     for v in versions:
@@ -84,6 +85,7 @@ def render(reports: dict[str, dict], polygraphy: dict[str, dict] | None = None) 
             "",
             "```",
             reports[v]["commands"]["trtexec"],
+            reports[v]["commands"]["trtexec timing"],
             reports[v]["commands"]["polygraphy"],
             "```",
             "",
