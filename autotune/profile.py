@@ -794,6 +794,15 @@ def _fp32_gemm_that_ran(ran: Mapping[str, Mapping[str, Any]], precision: str) ->
     }
 
 
+def _renamed_markers(
+    kind: str, ran: Mapping[str, Mapping[str, Any]], aliases: Mapping[str, str]
+) -> list[Mapping[str, Any]]:
+    """The nodes of a pattern's marker op that run under names the model does not have."""
+    marker = _MARKER_OPS.get(kind)
+    known = set(aliases.values())
+    return [n for n in ran.values() if marker and n.get("op_type") == marker and n["name"] not in known]
+
+
 def _checked(
     item: dict[str, Any], ran: Mapping[str, Mapping[str, Any]], aliases: Mapping[str, str]
 ) -> tuple[bool, dict[str, Any]]:
@@ -830,8 +839,14 @@ def diagnose_graph_that_ran(
         if item["kind"] in from_ran:
             continue
         holds, checked = _checked(item, ran, aliases)
+        renamed = _renamed_markers(item["kind"], ran, aliases) if not holds else []
         if holds:
             holding[item["kind"]] = checked
+        elif renamed:
+            # The runtime rewrote the pattern's nodes under new names (a quantized graph's
+            # Transposes moved across Q/DQ): the nodes of its op that run are named, not the model's.
+            why = f"{item['why']} (the runtime renamed the model's nodes: these are the {len(renamed)} that run)"
+            holding[item["kind"]] = {**checked, "nodes": [_ran_text(n) for n in renamed][:12], "why": why}
         else:
             removed.add(item["kind"])
     batchnorms = _batchnorms_that_ran(model, ran, aliases)

@@ -397,3 +397,45 @@ def test_an_unnamed_node_is_named_as_the_runtime_names_it_in_the_graph_that_ran(
 
     pair = holding["redundant_transposes"]
     assert [text.split(" (")[0] for text in pair["nodes"]] == ["Transpose Transpose_3", "Transpose Transpose_5"]
+
+
+INT8_SPACE = """
+target: onnxruntime
+knobs:
+  precision: {type: categorical, choices: [fp32, int8], default: fp32}
+  calibration_method: {type: categorical, choices: [minmax], default: minmax, condition: {precision: int8}}
+  keep_float_layers: {type: categorical, choices: [0, 16], default: 0, condition: {precision: int8}}
+known_good:
+  - {precision: int8, calibration_method: minmax, keep_float_layers: 0}
+  - {precision: int8, calibration_method: minmax, keep_float_layers: 16}
+"""
+
+
+def test_fp32_layers_under_int8_name_keep_float_layers_and_its_search_status(tmp_path):
+    """The INT8 trial that keeps its 16 most sensitive layers (all of them) in float: the diagnosis names the FP32
+    GEMM-class nodes that ran, the knob that decides them (`keep_float_layers`, not `precision`)
+    and what the search tried of it."""
+    from autotune.profile import profile_study, render_section
+
+    model = make_tiny_model(tmp_path / "tiny.onnx")
+    space = tmp_path / "space.yaml"
+    space.write_text(INT8_SPACE)
+    results = tmp_path / "results"
+    argv = ["start", str(model), "--foreground", "--trials", "3", "--space", str(space), "--results-dir"]
+    assert main([*argv, str(results), "--max-measure-s", "0.05"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'tiny' / 'study.db'}")
+    kept = next(t for t in study.trials if t.params.get("keep_float_layers") == 16 and t.state.name == "COMPLETE")
+
+    data = profile_study(study, kept.number, repeats=1)
+
+    left = next(d for d in data["diagnoses"] if d["kind"] == "left_in_fp32")
+    assert left["knob"] == "keep_float_layers" and left["in_best"]
+    ran = {n["name"]: n for n in data["best"]["nodes"]}
+    named = [text.split(" ")[1] for text in left["nodes"]]
+    assert named and all(ran[n]["precision"] == "fp32" and ran[n]["class"] == "gemm" for n in named)
+    search = left["search"]
+    assert search["value"] == 16
+    assert {v["value"]: v["tried_trials"] for v in search["values"]}[16] == [kept.number]
+    text = "\n".join(render_section(data))
+    assert "Addressed by `keep_float_layers`" in text and "this configuration runs keep_float_layers=16" in text
+    assert "not a searched knob" not in text
