@@ -333,44 +333,65 @@ class PairedRequest:
 
 def run_paired(request: PairedRequest) -> dict[str, Any]:
     """Measures A and B in adjacent, order-alternating, warmed-up blocks and returns the paired
-    speedup of B over A (`PairedSpeedup.as_dict()`), with `measured_artifacts`: per side, the
-    sha256 of the file it opened and whether it was the trial's own (`paired_artifacts`)."""
+    speedup of B over A (`PairedSpeedup.as_dict()`), with `measured_artifacts`: per side, what
+    `paired_sides` says it opened."""
     from autotune.measure import clear_of, paired_speedup
 
     target = target_class(request.target_name)(request.target_options)
-    sessions, timers, batches = [], [], []
-    measured: dict[str, dict[str, Any]] = {}
+    sides = paired_sides(request, target)
+    sessions, timers = [], []
     try:
-        for label, model, config, artifact in (
-            ("a", request.model_a, request.config_a, request.artifact_a),
-            ("b", request.model_b, request.config_b, request.artifact_b),
-        ):
-            workdir = request.workdir / label
-            workdir.mkdir(parents=True, exist_ok=True)
-            batch = int(config.get("batch_size", 1)) if request.dynamic_batch else 1
-            feeds = feeds_at_batch(request.input_pool, batch, request.dynamic_batch)
-            shapes = {name: list(array.shape) for name, array in feeds.items()}
-            built, measured[label] = paired_artifact(target, model, config, workdir, shapes, artifact)
-            session = target.open(built, config)
+        for side in sides:
+            session = target.open(side.built, side.config)
             sessions.append(session)
-            timers.append(session.timer(feeds))
-            batches.append(batch)
+            timers.append(session.timer(side.feeds))
         limit = request.time_limit_s
         result = paired_speedup(
             timers[0],
             timers[1],
-            batch_a=batches[0],
-            batch_b=batches[1],
+            batch_a=sides[0].batch,
+            batch_b=sides[1].batch,
             rounds=request.rounds,
             round_s=request.round_s,
             min_rounds=request.min_rounds,
             settled=clear_of(request.floor) if request.sequential else None,
             deadline=time.monotonic() + limit if limit is not None else None,
         )
-        return {**result.as_dict(), "measured_artifacts": measured}
+        return {**result.as_dict(), "measured_artifacts": {side.label: side.measured for side in sides}}
     finally:
         for session in sessions:
             session.close()
+
+
+@dataclass
+class PairedSide:
+    """One side of a paired run, ready to open: label ("a", "b"), what runs, on which feeds, and
+    `measured` (`paired_artifact`'s record of the file)."""
+
+    label: str
+    built: Built
+    config: dict[str, Any]
+    feeds: dict[str, np.ndarray]
+    batch: int
+    measured: dict[str, Any]
+
+
+def paired_sides(request: PairedRequest, target: Any) -> list[PairedSide]:
+    """A and B of `request` as `run_paired` runs them: each the trial's own artifact where it is on
+    disk, else built from its model (`paired_artifact`); nothing is opened or timed here."""
+    sides = []
+    for label, model, config, artifact in (
+        ("a", request.model_a, request.config_a, request.artifact_a),
+        ("b", request.model_b, request.config_b, request.artifact_b),
+    ):
+        workdir = request.workdir / label
+        workdir.mkdir(parents=True, exist_ok=True)
+        batch = int(config.get("batch_size", 1)) if request.dynamic_batch else 1
+        feeds = feeds_at_batch(request.input_pool, batch, request.dynamic_batch)
+        shapes = {name: list(array.shape) for name, array in feeds.items()}
+        built, measured = paired_artifact(target, model, config, workdir, shapes, artifact)
+        sides.append(PairedSide(label, built, dict(config), feeds, batch, measured))
+    return sides
 
 
 def paired_artifact(
