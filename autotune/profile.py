@@ -10,10 +10,16 @@ slows every node down by its own bookkeeping), by the study's target (`Target.la
   through TensorRT's `IProfiler` only where a GPU runs the engine
   (`autotune.targets._tensorrt_profile`).
 
+Each configuration is profiled `PROFILE_REPEATS` times, the defaults and the answer alternating,
+and each share is reported as the median with its range over the repeats (`combine_repeats`); a
+change whose ranges overlap is inside the spread, not a measured difference (`within_spread`).
+
 Time is grouped by op class (`OP_CLASSES`); the GEMM-class share is the part of the time in
 convolutions and matrix multiplies, what a well-tuned engine spends ≥ 90% of its GPU time on.
-`diagnose` names the nodes of each seed pattern and the pass or knob that addresses it, and
-`search_status` says whether the search tried it.
+`diagnose` names the nodes of each seed pattern and the pass or knob that addresses it;
+`diagnose_graph_that_ran` keeps only what runs in the configuration's optimized graph (ONNX
+Runtime's, from its profile), named as it runs; `search_status` says whether the search tried
+the knob and what it measured.
 """
 
 from __future__ import annotations
