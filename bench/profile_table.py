@@ -444,6 +444,9 @@ def gpu_part(directory: Path | None) -> tuple[list[str], list[str], list[str]]:
         ),
         "- Per-kernel device times (CUPTI) need an ONNX Runtime built with `--enable_cuda_profiling`; these rows "
         "cover the CUDA provider only, not TensorRT's per-layer `IProfiler` times.",
+        "- Stored before issue 30: each GPU profile is a single run (no spread, no reference column), and its "
+        "diagnoses name the model's nodes, not the graph that ran (ppocr_v4_det's BatchNorm line still names "
+        "`Conv p2o.Conv.1`, which has no BatchNorm after it); a device run with this code would redo them.",
         "",
     ]
     return rows, paragraph, sections
