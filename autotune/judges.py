@@ -272,9 +272,13 @@ def _infer_role(name: str, value: np.ndarray, samples: int | None, op: str) -> O
             )
     if value.ndim == 3 and value.shape[-1] >= 3 and value.shape[1 - batch_axis] >= 2:
         softmax = op in SOFTMAX_OPS or _rows_sum_to_one(wide, -1)
-        if softmax:
+        # Time-major scores ([T, b, V], the samples on axis 1) are the CTC layout (PyTorch's
+        # CTCLoss takes them so): a recognizer that ends in its classifier's logits (ddddocr)
+        # is read the same way, by its greedy decode. Batch-first logits could be a language
+        # model's or a token classifier's: those stay generic unless softmax says otherwise.
+        if softmax or batch_axis == 1:
             order = "[T, b, V]" if batch_axis == 1 else "[b, T, V]"
-            why = f"{op}" if op in SOFTMAX_OPS else "rows summing to 1"
+            why = f"{op}" if op in SOFTMAX_OPS else "rows summing to 1" if softmax else f"time-major logits ({made_by})"
             return OutputRole(
                 name, "sequence", f"{order} {shape}, {why} over {value.shape[-1]} symbols", batch_axis=batch_axis
             )

@@ -123,6 +123,27 @@ def test_the_ocr_models_have_their_roles(recognizer, classifier, text_map, embed
     assert embedder.role.role == "embedding", embedder.role.evidence
 
 
+def test_time_major_logits_are_a_sequence_and_batch_first_logits_stay_generic(recognizer):
+    # ddddocr's recognizer ends in its classifier's logits, time-major [T, b, V] (CTC's layout).
+    probabilities = recognizer.reference[recognizer.name]
+    logits = np.log(np.maximum(probabilities, 1e-30))
+    samples = probabilities.shape[0]
+    time_major = infer_roles({"out": np.ascontiguousarray(logits.transpose(1, 0, 2))}, samples, {"out": "MatMul"})
+    assert time_major["out"].role == "sequence" and time_major["out"].batch_axis == 1
+    assert "time-major logits" in time_major["out"].evidence
+    batch_first = infer_roles({"out": logits}, samples, {"out": "MatMul"})
+    assert batch_first["out"].role == "generic"
+    judged = Tolerance(roles=tuple(time_major.values()))
+    reference = {"out": np.ascontiguousarray(logits.transpose(1, 0, 2))}
+    moved = reference["out"] + np.random.default_rng(0).normal(0, 1e-3, reference["out"].shape).astype(np.float32)
+    assert compare_outputs({"out": moved}, reference, judged).passed  # logits moved, text kept
+    steps = reference["out"][:, 0].argmax(-1)
+    step = int(np.flatnonzero(steps != 0)[0])
+    moved[step, 0, (steps[step] + 7) % logits.shape[-1] or 1] = reference["out"].max() + 10.0
+    report = compare_outputs({"out": moved}, reference, judged)  # one character of line 0 changed
+    assert not report.passed and "1 of 6 lines differ" in report.judges["out"].detail
+
+
 @pytest.mark.parametrize("model", ["yolov8", "yolox", "recognizer", "classifier", "text_map", "embedder"])
 def test_fp16_of_a_trained_model_passes_its_judge(model, request):
     trained = request.getfixturevalue(model)
