@@ -28,6 +28,7 @@ from autotune.profile import (
     finish_profile,
     op_class,
 )
+from autotune.targets._onnxruntime_options import _preload_cuda_dlls, cuda_provider_options, session_options
 
 
 def _ort_precision(args: Mapping[str, Any]) -> str:
@@ -138,8 +139,6 @@ def profile_onnxruntime(
         ProfileError: the session cannot be created or run.
     """
     import onnxruntime as ort
-
-    from autotune.targets.onnxruntime import _preload_cuda_dlls, cuda_provider_options, session_options
 
     graph = cuda and bool(config.get("cuda_graph"))
     config = {k: v for k, v in config.items() if k != "cuda_graph"}

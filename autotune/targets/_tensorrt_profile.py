@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 
 from autotune.profile import MIN_RUNS, PRECISION_NAMES, WARMUP_RUNS, finish_profile, op_class
+from autotune.targets._tensorrt_runtime import TensorRTSession
+from autotune.targets.cuda_timing import cudart, visible_gpu
 
 # TensorRT layer types (engine inspector / build log), by class, for layers that fused no ONNX
 # node whose op type is known.
@@ -140,15 +142,13 @@ def profile_tensorrt(
 
 def gpu_timing_unavailable(module_name: str) -> str | None:
     """None when a GPU here can run an engine of `module_name` for IProfiler, else why not."""
-    from autotune.targets.tensorrt import visible_gpu
-
     if visible_gpu().get("count", 0) < 1:
         return "no GPU is visible"
     try:
         import importlib
 
         importlib.import_module(module_name)
-        from autotune.targets.cuda_timing import cudart  # noqa: F401
+        cudart()
     except Exception as exc:  # noqa: BLE001
         return f"cannot load the runtime: {exc}"
     return None
@@ -160,8 +160,6 @@ def time_engine_layers(
     """Mean per-layer milliseconds of `runs` synchronous executions under an `IProfiler`
     (`TensorRTSession.layer_times_ms`), after `WARMUP_RUNS` unprofiled ones. Needs a GPU and
     cuda-python."""
-    from autotune.targets._tensorrt_runtime import TensorRTSession
-
     session = TensorRTSession(engine_path, module_name)
     try:
         session._stage(dict(feeds))

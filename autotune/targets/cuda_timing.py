@@ -11,8 +11,12 @@ Needs cuda-python (`cuda.bindings`, or the older `cuda.cudart` layout).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -161,3 +165,40 @@ def cuda_event_timer(enqueue: Callable[[Any], Any], stream: Any, use_cuda_graph:
     Feed it to `autotune.measure.measure_latency`. See `CudaEventTimer` for the arguments.
     """
     return CudaEventTimer(enqueue, stream, use_cuda_graph)
+
+
+_GPU_PROBE = r"""
+import ctypes, json
+out = {"count": 0}
+try:
+    cuda = ctypes.CDLL("libcuda.so.1")
+    if cuda.cuInit(0) == 0:
+        n = ctypes.c_int(0); cuda.cuDeviceGetCount(ctypes.byref(n)); out["count"] = n.value
+        if n.value:
+            dev = ctypes.c_int(0); cuda.cuDeviceGet(ctypes.byref(dev), 0)
+            name = ctypes.create_string_buffer(256); cuda.cuDeviceGetName(name, 256, dev)
+            major, minor = ctypes.c_int(0), ctypes.c_int(0)
+            cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
+            cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)
+            out.update(name=name.value.decode(), cc=[major.value, minor.value])
+    else:
+        out["error"] = "cuInit failed"
+except OSError as exc:
+    out["error"] = f"no CUDA driver ({exc})"
+print(json.dumps(out))
+"""
+
+
+@functools.cache
+def visible_gpu() -> dict[str, Any]:
+    """The first visible NVIDIA GPU: {"count", "name", "cc": [major, minor]} or {"count": 0}.
+
+    Probed in a child process: initializing CUDA here would break workers forked later.
+    """
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=60, check=False
+        )
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except Exception as exc:  # noqa: BLE001 - a broken driver must not crash target selection
+        return {"count": 0, "error": str(exc)}

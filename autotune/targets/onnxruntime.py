@@ -21,15 +21,17 @@ from typing import Any
 import numpy as np
 
 from autotune.errors import BuildError, first_line
+from autotune.targets._onnxruntime_options import (
+    EXECUTION_MODES,
+    GRAPH_OPTIMIZATION_LEVELS,
+    _preload_cuda_dlls,
+    cuda_provider_options,
+    session_options,
+)
+from autotune.targets._onnxruntime_profile import profile_onnxruntime
 from autotune.targets.base import Built, Config, Feeds, Session, Target
+from autotune.targets.cuda_timing import visible_gpu
 
-GRAPH_OPTIMIZATION_LEVELS = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 # Knobs that change what a session does; they (with the model bytes) define the digest.
 SESSION_KNOBS = (
     "graph_optimization_level",
@@ -48,34 +50,6 @@ CUDA_KNOBS = ("cudnn_conv_algo_search", "use_tf32", "cuda_graph", "prefer_nhwc")
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 PROVIDER_ENV = "AUTOTUNE_ORT_PROVIDER"  # "cpu" | "cuda": force a provider instead of probing
 END_TO_END_ENV = "AUTOTUNE_ORT_END_TO_END"  # "1": time host->device->host copies too
-
-
-def session_options(config: Config, cpu_count: int | None = None) -> Any:
-    """Builds `onnxruntime.SessionOptions` from a configuration.
-
-    Args:
-        config (Mapping): knob values; absent knobs keep ONNX Runtime's defaults.
-        cpu_count (int | None): cores this process may use; caps the thread counts so a
-            worker pinned to a core set does not oversubscribe. Default: None (no cap).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    level = config.get("graph_optimization_level", "all")
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[level])
-    mode = config.get("execution_mode", "sequential")
-    options.execution_mode = getattr(ort.ExecutionMode, EXECUTION_MODES[mode])
-    intra = int(config.get("intra_op_threads", 0))
-    inter = int(config.get("inter_op_threads", 0))
-    if cpu_count:
-        intra = min(intra, cpu_count) if intra else cpu_count
-        inter = min(inter, cpu_count) if inter else 0
-    options.intra_op_num_threads = intra
-    options.inter_op_num_threads = inter
-    if "intra_op_spinning" in config:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config["intra_op_spinning"] else "0")
-    return options
 
 
 def _cpu_count() -> int | None:
@@ -101,8 +75,6 @@ def cuda_provider_reason() -> str | None:
         return "ONNX Runtime is not installed"
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "this ONNX Runtime has no CUDA execution provider (pip install onnxruntime-gpu)"
-    from autotune.targets.tensorrt import visible_gpu
-
     if visible_gpu().get("count", 0) < 1:
         return "no GPU is visible"
     return None
@@ -111,38 +83,6 @@ def cuda_provider_reason() -> str | None:
 def use_cuda() -> bool:
     """Whether the onnxruntime target runs on the CUDA execution provider here."""
     return cuda_provider_reason() is None
-
-
-def cuda_provider_options(config: Config, device_id: int = 0) -> dict[str, str]:
-    """The CUDA execution provider's options for a configuration (absent knobs: its defaults)."""
-    options = {"device_id": str(device_id)}
-    if "cudnn_conv_algo_search" in config:
-        options["cudnn_conv_algo_search"] = str(config["cudnn_conv_algo_search"])
-    if "use_tf32" in config:
-        options["use_tf32"] = "1" if config["use_tf32"] else "0"
-    if config.get("cuda_graph"):
-        options["enable_cuda_graph"] = "1"
-    if "prefer_nhwc" in config:
-        options["prefer_nhwc"] = "1" if config["prefer_nhwc"] else "0"
-    return options
-
-
-_DLLS_PRELOADED = False
-
-
-def _preload_cuda_dlls() -> None:
-    """onnxruntime-gpu finds cuDNN/cuBLAS of the nvidia-* wheels only once preloaded."""
-    global _DLLS_PRELOADED
-    if _DLLS_PRELOADED:
-        return
-    import onnxruntime as ort
-
-    if hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()
-        except Exception:  # noqa: BLE001 - the system's libraries may still be found
-            pass
-    _DLLS_PRELOADED = True
 
 
 def _cuda_session(model_path: Path, config: Config, *, probe: bool = False) -> Any:
@@ -377,16 +317,12 @@ class OnnxRuntimeTarget(Target):
     def layer_profile(self, built: Built, model_path: Path, config: Config, feeds: Feeds) -> dict[str, Any]:
         """ONNX Runtime's profiler over warm runs of the model on this target's provider, per node
         (`_onnxruntime_profile.profile_onnxruntime`)."""
-        from autotune.targets._onnxruntime_profile import profile_onnxruntime
-
         return profile_onnxruntime(model_path, config, feeds, cuda=self.cuda)
 
     def describe(self) -> str:
         import onnxruntime as ort
 
         if self.cuda:
-            from autotune.targets.tensorrt import visible_gpu
-
             gpu = visible_gpu()
             return f"ONNX Runtime {ort.__version__}, CUDAExecutionProvider, {gpu.get('name', 'GPU')}"
         return f"ONNX Runtime {ort.__version__}, CPUExecutionProvider, {os.cpu_count()} cores"
@@ -457,8 +393,6 @@ class OnnxRuntimeTarget(Target):
         output shapes (one run of a quick probe session on zeros) to preallocate them."""
         session = _cuda_session(model_path, config, probe=bool(config.get("cuda_graph")))
         info: dict[str, Any] = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-        from autotune.targets.tensorrt import visible_gpu
-
         info["gpu"] = visible_gpu().get("name", "")
         if config.get("cuda_graph"):
             feeds: dict[str, np.ndarray] = {}

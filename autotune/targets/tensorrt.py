@@ -58,8 +58,10 @@ from autotune.targets._tensorrt_commands import (
     postprocess_script,
 )
 from autotune.targets._tensorrt_log import first_error, layer_from_inspector, parse_layer_table
+from autotune.targets._tensorrt_profile import profile_tensorrt
+from autotune.targets._tensorrt_runtime import TensorRTSession
 from autotune.targets.base import Built, Config, Feeds, Session, Target, TargetOptions
-from autotune.targets.cuda_timing import cuda_runtime_available
+from autotune.targets.cuda_timing import cuda_runtime_available, visible_gpu
 
 if TYPE_CHECKING:
     from packaging.version import Version
@@ -91,43 +93,6 @@ DEFAULT_BUILD_ROUTE = "default"
 
 
 # --------------------------------------------------------------------------- environment
-
-
-_GPU_PROBE = r"""
-import ctypes, json
-out = {"count": 0}
-try:
-    cuda = ctypes.CDLL("libcuda.so.1")
-    if cuda.cuInit(0) == 0:
-        n = ctypes.c_int(0); cuda.cuDeviceGetCount(ctypes.byref(n)); out["count"] = n.value
-        if n.value:
-            dev = ctypes.c_int(0); cuda.cuDeviceGet(ctypes.byref(dev), 0)
-            name = ctypes.create_string_buffer(256); cuda.cuDeviceGetName(name, 256, dev)
-            major, minor = ctypes.c_int(0), ctypes.c_int(0)
-            cuda.cuDeviceGetAttribute(ctypes.byref(major), 75, dev)
-            cuda.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev)
-            out.update(name=name.value.decode(), cc=[major.value, minor.value])
-    else:
-        out["error"] = "cuInit failed"
-except OSError as exc:
-    out["error"] = f"no CUDA driver ({exc})"
-print(json.dumps(out))
-"""
-
-
-@functools.cache
-def visible_gpu() -> dict[str, Any]:
-    """The first visible NVIDIA GPU: {"count", "name", "cc": [major, minor]} or {"count": 0}.
-
-    Probed in a child process: initializing CUDA here would break workers forked later.
-    """
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=60, check=False
-        )
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except Exception as exc:  # noqa: BLE001 - a broken driver must not crash target selection
-        return {"count": 0, "error": str(exc)}
 
 
 def _run_helper(mode: str, flavor: str, request: dict[str, Any], timeout_s: float, log_path: Path) -> dict[str, Any]:
@@ -509,8 +474,6 @@ class TensorRTTarget(Target):
 
     def open(self, built: Built, config: Config) -> Session:
         """A TensorRT runtime session on the GPU (needs a GPU and cuda-python)."""
-        from autotune.targets._tensorrt_runtime import TensorRTSession
-
         return TensorRTSession(built.artifact, self.module_name, use_cuda_graph=bool(config.get("cuda_graph", False)))
 
     def layer_profile(self, built: Built, model_path: Path, config: Config, feeds: Feeds) -> dict[str, Any]:
@@ -518,8 +481,6 @@ class TensorRTTarget(Target):
         runs the engine (`_tensorrt_profile.profile_tensorrt`); untimed, with the reason in its
         note, in build-only mode or when the engine was pruned."""
         import onnx
-
-        from autotune.targets._tensorrt_profile import profile_tensorrt
 
         engine = built.artifact if built.artifact.name in self.artifact_files and built.artifact.is_file() else None
         profile = profile_tensorrt(
