@@ -287,6 +287,77 @@ def test_the_profile_stores_a_median_and_a_range_per_share_from_interleaved_repe
         assert profile["gemm_share"] == pytest.approx(profile["share_spread"]["gemm"]["median"])
 
 
+
+def test_the_repeat_count_asked_for_is_the_one_run_and_stored(finished):
+    from autotune.profile import profile_study
+
+    results, study = finished
+    other = next(t.number for t in study.trials if t.number != 0 and t.state.name == "COMPLETE")
+
+    data = profile_study(study, other, repeats=4)
+
+    assert data["profile_order"] == ["defaults", "best"] * 4
+    assert data["defaults"]["repeats"] == data["best"]["repeats"] == 4
+    assert all(len(data["best"]["share_repeats"][cls]) == 4 for cls in data["best"]["share_repeats"])
+    stored = json.loads((results / "tiny" / PROFILE_FILE).read_text())
+    assert stored["spread"]["repeats"] == 4 and stored["spread"]["interval"] == "range of 4 interleaved runs"
+
+
+def test_finalize_profiles_each_configuration_the_default_number_of_times(finished):
+    from autotune.profile import PROFILE_REPEATS
+
+    _, study = finished
+
+    data = profile_after_search(study)  # what finalize runs on a CPU target
+
+    assert data is not None
+    assert PROFILE_REPEATS >= 5, "a range of fewer runs holds the median share with under 94% confidence"
+    assert data["defaults"]["repeats"] == data["best"]["repeats"] == PROFILE_REPEATS
+    assert data["profile_order"].count("defaults") == PROFILE_REPEATS
+
+
+def test_a_measurement_passed_as_after_each_runs_interleaved_in_the_same_rounds(finished):
+    from autotune.profile import profile_study
+
+    _, study = finished
+    other = next(t.number for t in study.trials if t.number != 0 and t.state.name == "COMPLETE")
+    calls: list[tuple[str, int]] = []
+
+    data = profile_study(study, other, repeats=2, after_each=lambda key, trial: calls.append((key, trial.number)))
+
+    assert calls == [("defaults", data["defaults"]["trial"]), ("best", other)] * 2
+
+
+def test_the_stated_spread_is_what_the_range_of_n_runs_does_on_any_distribution():
+    """The range of N exchangeable runs holds the median with probability 1 - 2^(1-N), and a further
+    run falls outside it with probability 2/(N+1): checked by drawing from a skewed distribution."""
+    from autotune.profile import spread_statement
+
+    rng = np.random.default_rng(0)
+    draws = rng.lognormal(0.0, 1.0, size=(40000, 6))  # 5 runs and one further run per row
+    median = float(np.exp(0.0))
+    runs, further = draws[:, :5], draws[:, 5]
+    low, high = runs.min(axis=1), runs.max(axis=1)
+
+    stated = spread_statement(5)
+
+    assert stated["interval"] == "range of 5 interleaved runs"
+    assert np.mean((low <= median) & (median <= high)) == pytest.approx(stated["median_confidence"], abs=0.01)
+    assert np.mean((further < low) | (further > high)) == pytest.approx(stated["next_run_outside"], abs=0.01)
+
+
+def test_the_report_names_the_interval_its_ranges_are(finished):
+    from autotune.profile import profile_study, render_section
+
+    _, study = finished
+    other = next(t.number for t in study.trials if t.number != 0 and t.state.name == "COMPLETE")
+
+    text = "\n".join(render_section(profile_study(study, other, repeats=3)))
+
+    assert "range of 3 interleaved runs (holds the median share with 75% confidence" in text
+    assert "a single further run falls outside it with probability 50%" in text
+
+
 def _repeated(path: Path, feeds: dict, level: str, times: int = 3) -> list[dict]:
     return [
         profile_onnxruntime(path, {"graph_optimization_level": level}, feeds, min_runs=5, min_s=0.02)
