@@ -184,6 +184,7 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from autotune.finalize import finalize, finalize_estimate_s
+    from autotune.spec import make_executor
     from autotune.study import (
         compute_references,
         existing_study_model,
@@ -193,7 +194,6 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
         run_study,
         weak_reference_warnings,
     )
-    from autotune.workers import make_executor
 
     started = getattr(args, "began", time.monotonic())  # validation, start-up, trials and finalize count
     executor = make_executor(spec, args)  # Ray workers (if any) import while the references are computed

@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import AutotuneError, StorageLost, UsageError, root_cause
-from autotune.layout import LOG_FILE, PID_FILE, STATE_FILE, STOP_FILE, STUDY_DB
+from autotune.layout import (  # lock_holder, read_state and daemon_state: also read by the commands below the daemon
+    LOG_FILE,
+    PID_FILE,
+    STATE_FILE,
+    STOP_FILE,
+    STUDY_DB,
+    daemon_state,
+    lock_holder,
+    read_state,
+)
 
 GRACE_S = 60.0
 START_TIMEOUT_S = 300.0  # from launch to the first trial dispatched (references, Ray start)
@@ -75,56 +84,6 @@ class StudyLock:
             fcntl.flock(self.handle, fcntl.LOCK_UN)
             self.handle.close()
             self.handle = None
-
-
-def lock_holder(study_dir: Path) -> int | None:
-    """The pid of the live daemon holding the study lock, or None (no daemon, or a stale file)."""
-    path = study_dir / PID_FILE
-    if not path.exists():
-        return None
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
-
-
-def read_state(study_dir: Path) -> dict[str, Any]:
-    """The daemon's last written state (`{}` when none or unreadable)."""
-    try:
-        data = json.loads((study_dir / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def daemon_state(study_dir: Path) -> str:
-    """running | starting | finalizing (pid N) | finished | stopped | failed: reason | crashed | not started.
-
-    The lock decides whether a daemon lives; the state file only says how a dead one ended.
-    """
-    pid = lock_holder(study_dir)
-    state = read_state(study_dir)
-    if pid is not None:
-        if state.get("state") in ("starting", "finalizing"):
-            return f"{state['state']} (pid {pid})"
-        return f"running (pid {pid})"
-    if not (study_dir / STATE_FILE).exists():
-        return "finished" if (study_dir / "report.md").exists() else "not started"
-    name = str(state.get("state", "unknown"))
-    if name == "failed":
-        return f"failed: {state.get('reason', 'no reason recorded')}"
-    # "running" or "starting" without a lock holder: the daemon died without saying so.
-    if name in ("running", "starting", "finalizing", "unknown"):
-        if name == "starting" and not state.get("external_storage") and not (study_dir / STUDY_DB).exists():
-            # died before the study existed: there is nothing to resume (issue 25)
-            return f"crashed before its first trial (nothing to resume: start it again with --study {study_dir.name})"
-        return "crashed (resume with `autotune start --resume`)"
-    return name
 
 
 def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
@@ -330,8 +289,8 @@ def run_daemon(argv: list[str]) -> int:
     log = logging.getLogger("autotune.daemon")
     flags = StopFlags()
     flags.install()  # first of all: a stop that comes during start-up is honoured, not fatal
-    from autotune.spec import parse_start, prepare_start, write_inputs
-    from autotune.workers import MemoryGuard, make_executor
+    from autotune.spec import make_executor, parse_start, prepare_start, write_inputs
+    from autotune.workers import MemoryGuard
 
     MemoryGuard.volunteer(500)  # the study's processes go before anyone else's when memory runs out
 

@@ -299,7 +299,7 @@ class GpuWork:
 
     def profile(self, study: optuna.Study) -> dict[str, Any]:
         inputs = Path(study.user_attrs["study_dir"]) / INPUTS_FILE
-        return self._executor().profile(study_copy(study), (inputs,))
+        return self._executor().profile(study_copy(study), profile_after_search, (inputs,))
 
     def close(self) -> None:
         if self.executor is not None:

@@ -4,9 +4,13 @@ through here."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from autotune.errors import UsageError
 
@@ -83,3 +87,78 @@ def prune_trial_dirs(study_dir: Path, keep: set[int]) -> None:
                 shutil.rmtree(item, ignore_errors=True)
             else:
                 item.unlink(missing_ok=True)
+
+
+def storage_url(study_dir: Path, storage: str | None = None) -> str:
+    """`storage` when given, else the study's embedded SQLite database."""
+    return storage or f"sqlite:///{(study_dir / STUDY_DB).resolve()}"
+
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+MAX_STUDY_NAME = 100  # a directory name, with room under NAME_MAX for the files inside
+
+
+def check_study_name(name: str, flag: str = "study") -> str:
+    """`name` when it names a study directory (letters, digits, `_.-`, at most 100 characters,
+    no path); UsageError naming `flag` otherwise. Every command checks names the same way."""
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    if len(name) > MAX_STUDY_NAME:
+        raise UsageError(f"{flag} {shown!r}: a study name has at most {MAX_STUDY_NAME} characters ({len(name)} given)")
+    if not STUDY_NAME.match(name):
+        raise UsageError(f"{flag} {shown!r}: a study name is letters, digits, '_', '.' and '-', not a path")
+    return name
+
+
+# What the daemon's files say (the daemon writes them; every command reads them).
+
+
+def lock_holder(study_dir: Path) -> int | None:
+    """The pid of the live daemon holding the study lock, or None (no daemon, or a stale file)."""
+    path = study_dir / PID_FILE
+    if not path.exists():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def read_state(study_dir: Path) -> dict[str, Any]:
+    """The daemon's last written state (`{}` when none or unreadable)."""
+    try:
+        data = json.loads((study_dir / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def daemon_state(study_dir: Path) -> str:
+    """running | starting | finalizing (pid N) | finished | stopped | failed: reason | crashed | not started.
+
+    The lock decides whether a daemon lives; the state file only says how a dead one ended.
+    """
+    pid = lock_holder(study_dir)
+    state = read_state(study_dir)
+    if pid is not None:
+        if state.get("state") in ("starting", "finalizing"):
+            return f"{state['state']} (pid {pid})"
+        return f"running (pid {pid})"
+    if not (study_dir / STATE_FILE).exists():
+        return "finished" if (study_dir / "report.md").exists() else "not started"
+    name = str(state.get("state", "unknown"))
+    if name == "failed":
+        return f"failed: {state.get('reason', 'no reason recorded')}"
+    # "running" or "starting" without a lock holder: the daemon died without saying so.
+    if name in ("running", "starting", "finalizing", "unknown"):
+        if name == "starting" and not state.get("external_storage") and not (study_dir / STUDY_DB).exists():
+            # died before the study existed: there is nothing to resume (issue 25)
+            return f"crashed before its first trial (nothing to resume: start it again with --study {study_dir.name})"
+        return "crashed (resume with `autotune start --resume`)"
+    return name

@@ -633,7 +633,8 @@ def _trial_inputs(
 ) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
     """The trial's model (regenerated when pruned), configuration and feeds at its batch."""
     from autotune.model import feeds_at_batch
-    from autotune.report import INPUTS_FILE, regenerate_model
+    from autotune.layout import INPUTS_FILE
+    from autotune.study import regenerate_model
     from autotune.trial import MODEL_FILE
 
     study_dir = Path(study.user_attrs["study_dir"])
@@ -669,7 +670,7 @@ def profile_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[
         ProfileError: the target has no profiler, or the trial cannot be profiled.
     """
     from autotune.answer import details
-    from autotune.report import trial_layers
+    from autotune.study import trial_layers
     from autotune.targets.base import Built
 
     model_path, config, feeds = _trial_inputs(study, trial)
@@ -1080,7 +1081,7 @@ def profile_study(
         ProfileError: no baseline trial, or a configuration that cannot be profiled.
     """
     from autotune.answer import chosen_trial, default_trial, defaults_at_batch
-    from autotune.report import trial_by_number
+    from autotune.study import trial_by_number
 
     study_dir = Path(study.user_attrs["study_dir"])
     zero = default_trial(study)

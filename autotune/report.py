@@ -34,8 +34,9 @@ from autotune.answer import (
 )
 from autotune.errors import condense_reason
 from autotune.judges import roles_table
-from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, MANIFEST_FILE, METRICS_FILE, PARETO_PLOT, trial_dir
+from autotune.layout import MANIFEST_FILE, PARETO_PLOT, trial_dir
 from autotune.sensitivity import MOSTLY_FLOAT
+from autotune.study._records import regenerate_model, trial_layers
 from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
@@ -557,15 +558,6 @@ def _fewest_layers(study: optuna.Study) -> FrozenTrial | None:
     return min(built, key=lambda t: (details(t)["build"]["layer_count"], t.number)) if built else None
 
 
-def trial_layers(study_dir: Path, number: int) -> list[dict[str, Any]]:
-    """The per-layer table a target recorded for trial `number` (empty when it has none)."""
-    path = trial_dir(study_dir, number) / METRICS_FILE
-    try:
-        return list(json.loads(path.read_text()).get("build", {}).get("layers", []))
-    except (OSError, json.JSONDecodeError):
-        return []
-
-
 def layer_comparison(study_dir: Path, default_number: int, other_number: int) -> list[str]:
     """Markdown: the engine layers of trial 0 and of the compared trial (which ONNX nodes
     fused into which layer, datatypes, tactics)."""
@@ -717,62 +709,6 @@ def _answer_speedup(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] |
     if answer is None or answer.verdict != "faster" or answer.speedup is None:
         return None
     return asdict(answer.speedup)
-
-
-def regenerate_model(study: optuna.Study, trial: FrozenTrial, source_dir: Path) -> Path:
-    """Re-applies a trial's passes and precision (deterministic) when its files were pruned."""
-    import numpy as np
-
-    from autotune.targets import target_class
-    from autotune.targets.base import TargetOptions
-    from autotune.trial import calibration_feeds, transform_model
-
-    study_dir = Path(study.user_attrs["study_dir"])
-    with np.load(study_dir / INPUTS_FILE) as data:
-        pool = {k: data[k] for k in data.files}
-    source_dir.mkdir(parents=True, exist_ok=True)
-    out = source_dir / MODEL_FILE
-    feeds = calibration_feeds(pool, bool(study.user_attrs.get("dynamic_batch")))
-    if (study_dir / CALIBRATION_FILE).exists():
-        with np.load(study_dir / CALIBRATION_FILE) as data:
-            batches: dict[int, dict[str, np.ndarray]] = {}
-            for key in data.files:
-                index, name = key.split("/", 1)
-                batches.setdefault(int(index), {})[name] = data[key]
-        feeds = [batches[i] for i in sorted(batches)]
-    # The same scheme and kernels the trial ran with (`Target.precision_kernels` may depend on
-    # the device an instance finds, so an instance is asked).
-    target = target_class(study.user_attrs["target"])(
-        TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
-    )
-    transform_model(
-        Path(study.user_attrs["model_path"]),
-        trial.params,
-        out,
-        calibration_feeds=feeds,
-        scheme=target.quantization_scheme,
-        kernels=target.precision_kernels,
-        tolerance=study_tolerance(study.user_attrs),  # keep_float_layers "auto" repairs to the study's gate
-    )
-    return out
-
-
-def study_tolerance(attrs: dict[str, Any]) -> Any:
-    """The study's accuracy gate (`autotune.verify.Tolerance`) from its user attributes."""
-    from autotune.judges import JudgeLimits, roles_from_attrs
-    from autotune.verify import Tolerance
-
-    defaults = Tolerance()
-    return Tolerance(
-        atol=float(attrs.get("atol", defaults.atol)),
-        rtol=float(attrs.get("rtol", defaults.rtol)),
-        mode=attrs.get("accuracy_mode") or "elementwise",  # studies from before the scale gate
-        max_error=float(attrs.get("max_error", defaults.max_error)),
-        min_cosine=float(attrs.get("min_cosine", defaults.min_cosine)),
-        metric=attrs.get("metric"),
-        roles=roles_from_attrs(attrs.get("output_roles", [])),
-        limits=JudgeLimits(**attrs.get("judge_limits", {})),
-    )
 
 
 def tolerance_line(attrs: dict[str, Any]) -> str:

@@ -13,84 +13,21 @@ import argparse
 import math
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
 from autotune.errors import AutotuneError, UsageError
+from autotune.layout import check_study_name, daemon_state
 from autotune.measure import StopRule
-from autotune.model import ModelInfo
-from autotune.space import SearchSpace
-from autotune.study._storage import storage_url
+from autotune.study import StudySpec
 from autotune.targets.base import TargetOptions
 from autotune.verify import Tolerance
+from autotune.workers import Executor, InProcessExecutor, RayExecutor
 
 DEFAULT_RESULTS = Path("results")
-
-
-@dataclass
-class StudySpec:
-    """A validated request to tune one model; nothing has been written yet.
-
-    Args:
-        name (str): study name (directory under `results_dir`).
-        results_dir (Path): where studies live.
-        model (ModelInfo): the validated model.
-        target_name (str): resolved target name.
-        target_options (TargetOptions): target settings (cache dir is filled in later).
-        space (SearchSpace): validated, capability-filtered space.
-        known_good (list): partial configurations enqueued after trial 0.
-        avoid (list): partial configurations never proposed (the space file's `avoid:`).
-        tolerance (Tolerance): accuracy tolerance.
-        input_pool (dict): fixed inputs (user's or synthetic).
-        shape_overrides (dict): `--shape` values.
-        n_trials (int | None): trial count to reach (None: budget only).
-        budget_s (float | None): wall-time budget (None: trials only).
-        seed (int): sampler seed. Default: 0.
-        stop_rule (StopRule): benchmark stop rule.
-        latency_sla_ms (float | None): constraint on median latency. Default: None.
-        storage (str | None): Optuna storage URL; None means SQLite in the study directory.
-        sampler (str): "tpe" (multi-objective TPE with constant liar) or "random" (a baseline
-            for benchmarks). Default: "tpe".
-    """
-
-    name: str
-    results_dir: Path
-    model: ModelInfo
-    target_name: str
-    target_options: TargetOptions
-    space: SearchSpace
-    known_good: list[dict[str, Any]]
-    tolerance: Tolerance
-    input_pool: dict[str, np.ndarray]
-    shape_overrides: dict[str, tuple[int, ...]]
-    n_trials: int | None
-    budget_s: float | None
-    seed: int = 0
-    stop_rule: StopRule = field(default_factory=StopRule)
-    latency_sla_ms: float | None = None
-    storage: str | None = None
-    sampler: str = "tpe"
-    start_options: dict[str, Any] = field(default_factory=dict)
-    avoid: list[dict[str, Any]] = field(default_factory=list)
-    # INT8/FP8 calibration batches, disjoint from `input_pool` (autotune.calibration); empty:
-    # the trials calibrate on `input_pool` (library callers of old).
-    calibration_feeds: list[dict[str, np.ndarray]] = field(default_factory=list)
-
-    @property
-    def study_dir(self) -> Path:
-        return self.results_dir / self.name
-
-    @property
-    def storage_url(self) -> str:
-        return storage_url(self.study_dir, self.storage)
-
-    def batch_sizes(self) -> list[int]:
-        if "batch_size" in self.space and self.model.dynamic_batch:
-            return [int(b) for b in self.space["batch_size"].values()]
-        return [1]
 
 
 _BUDGET = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
@@ -137,8 +74,6 @@ def positive_float(flag: str, value: str) -> float:
 
 
 def _study_name(text: str) -> str:
-    from autotune.study import check_study_name
-
     if "/" in text or "\\" in text or text in (".", ".."):
         raise UsageError(f"--study {text!r}: a study name, not a path (studies live in --results-dir)")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
@@ -284,7 +219,6 @@ class CommandParser(argparse.ArgumentParser):
 def prepare_start(args: argparse.Namespace) -> Any:
     """Validates every input of `start` and returns a StudySpec; writes nothing."""
     from autotune.layout import check_results_dir_writable
-    from autotune.measure import StopRule
     from autotune.model import (
         POOL_BATCH,
         check_inputs_match_shapes,
@@ -296,18 +230,13 @@ def prepare_start(args: argparse.Namespace) -> Any:
     from autotune.space import load_space
     from autotune.study import existing_study_model
     from autotune.targets import resolve_target
-    from autotune.targets.base import TargetOptions
 
     results_dir: Path = args.results_dir
     resumed = None
     if args.resume:
-        from autotune.study import check_study_name
-
         name = check_study_name(args.resume, "--resume")
         resumed = existing_study_model(results_dir, name, args.storage)
         if resumed is None:
-            from autotune.daemon import daemon_state
-
             state = daemon_state(results_dir / name) if (results_dir / name).is_dir() else "not started"
             if state.startswith("crashed before its first trial"):
                 raise UsageError(f"--resume {args.resume}: its daemon {state}")
@@ -493,7 +422,7 @@ def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
     """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric,
     --output-role, --judge."""
     from autotune.judges import parse_limits, parse_role
-    from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
+    from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, load_metric
 
     elementwise_flags = args.atol is not None or args.rtol is not None
     mode = args.accuracy
@@ -869,3 +798,19 @@ def start_args(model: str | Path | None = None, **options: Any) -> argparse.Name
     args.argv = []
     args.given = frozenset(options)
     return args
+
+
+def make_executor(spec: Any, args: Any, *, ray: bool = False) -> Executor:
+    """Ray workers for the daemon (and for foreground runs that ask for workers, a cluster or
+    a trial timeout); otherwise trials run in this process, one after another.
+
+    Args:
+        spec (StudySpec): the validated study.
+        args (argparse.Namespace): `start`'s options (`autotune.spec.parse_start`/`start_args`).
+        ray (bool): Ray workers whatever the options ask (the daemon). Default: False.
+    """
+    if getattr(args, "no_ray", False) or not (ray or ray_wanted(args)):
+        return InProcessExecutor()
+    return RayExecutor.for_spec(
+        spec, workers=worker_count(args), address=args.ray_address, trial_timeout_s=trial_timeout_s(args)
+    )

@@ -75,24 +75,6 @@ class InProcessExecutor(Executor):
         return len(self._done)
 
 
-def make_executor(spec: Any, args: Any, *, ray: bool = False) -> Executor:
-    """Ray workers for the daemon (and for foreground runs that ask for workers, a cluster or
-    a trial timeout); otherwise trials run in this process, one after another.
-
-    Args:
-        spec (StudySpec): the validated study.
-        args (argparse.Namespace): `start`'s options (`autotune.spec.parse_start`/`start_args`).
-        ray (bool): Ray workers whatever the options ask (the daemon). Default: False.
-    """
-    from autotune.spec import ray_wanted, trial_timeout_s, worker_count
-
-    if getattr(args, "no_ray", False) or not (ray or ray_wanted(args)):
-        return InProcessExecutor()
-    return RayExecutor.for_spec(
-        spec, workers=worker_count(args), address=args.ray_address, trial_timeout_s=trial_timeout_s(args)
-    )
-
-
 # Every module a trial imports: the worker imports them once, forked children start warm.
 _PRELOAD = [
     "numpy",
@@ -381,22 +363,23 @@ def _run_in_child(function: Any, argument: Any, env: dict[str, str] | None, what
     return value
 
 
-def _profile_copy(copy: tuple[Any, str]) -> dict[str, Any]:
-    """Profiles the study in `copy` (an in-memory Optuna storage and the study name), as
-    finalize does; returns the profile and the user attributes it set."""
+def _profile_copy(request: tuple[tuple[Any, str], Callable[[Any], dict[str, Any] | None]]) -> dict[str, Any]:
+    """Profiles the study in `copy` (an in-memory Optuna storage and the study name) with
+    `profile` (finalize's `autotune.profile.profile_after_search`, handed down: the profile sits
+    above the workers); returns the profile and the user attributes it set."""
     import optuna
 
-    from autotune.profile import profile_after_search
-
-    storage, name = copy
+    (storage, name), profile = request
     study = optuna.load_study(study_name=name, storage=storage)
     before = dict(study.user_attrs)
-    data = profile_after_search(study)
+    data = profile(study)
     changed = {k: v for k, v in study.user_attrs.items() if k not in before or before[k] != v}
     return {"data": data, "set_user_attrs": changed}
 
 
-def _remote_profile(copy: tuple[Any, str], files: dict[str, Any]) -> dict[str, Any]:
+def _remote_profile(
+    copy: tuple[Any, str], files: dict[str, Any], profile: Callable[[Any], dict[str, Any] | None]
+) -> dict[str, Any]:
     """Body of finalize's profile task: `_profile_copy` in a forked child, on the task's GPU
     (`files` as `_materialize` takes them: the study's input samples)."""
     import ray
@@ -406,7 +389,7 @@ def _remote_profile(copy: tuple[Any, str], files: dict[str, Any]) -> dict[str, A
     gpu_ids = ray.get_gpu_ids()
     if gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
-    result = _run_in_child(_profile_copy, copy, env, "profile")
+    result = _run_in_child(_profile_copy, (copy, profile), env, "profile")
     result["worker_pid"] = os.getpid()
     result["ray_node_id"] = ray.get_runtime_context().get_node_id()
     return result
@@ -646,8 +629,13 @@ class RayExecutor(Executor):
             models[str(path)] = self._model_refs[key]
         return self._await(self._paired_task.remote(request, models), "paired measurement")
 
-    def profile(self, study_copy: tuple[Any, str], files: tuple[Path, ...] = ()) -> dict[str, Any]:
-        """Runs finalize's profile (`autotune.profile.profile_after_search`) on a copy of the
+    def profile(
+        self,
+        study_copy: tuple[Any, str],
+        profile: Callable[[Any], dict[str, Any] | None],
+        files: tuple[Path, ...] = (),
+    ) -> dict[str, Any]:
+        """Runs finalize's profile (`profile`: `autotune.profile.profile_after_search`) on a copy of the
         study (an in-memory Optuna storage and the study name: workers never touch the real
         storage) as a task shaped like a trial's, in a forked child; returns `{"data": the
         profile or None, "set_user_attrs": what it recorded, "worker_pid", "ray_node_id"}`.
@@ -659,7 +647,7 @@ class RayExecutor(Executor):
         import ray
 
         shipped = {str(path): ray.put(Path(path).read_bytes()) for path in files if Path(path).is_file()}
-        return self._await(self._profile_task.remote(study_copy, shipped), "profile")
+        return self._await(self._profile_task.remote(study_copy, shipped, profile), "profile")
 
     def _await(self, ref: Any, what: str) -> Any:
         import ray

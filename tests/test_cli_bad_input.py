@@ -380,16 +380,16 @@ def test_a_failure_reason_keeps_the_error_not_just_the_path(tmp_path):
 
 
 def test_status_says_finalizing_while_the_daemon_finalizes(tmp_path, monkeypatch):
-    from autotune import daemon
+    from autotune import daemon, layout
 
     study_dir = tmp_path / "s"
     study_dir.mkdir()
-    monkeypatch.setattr(daemon, "lock_holder", lambda _: 4242)
+    monkeypatch.setattr(layout, "lock_holder", lambda _: 4242)  # daemon_state reads the lock there
     daemon.write_state(study_dir, "finalizing")
     assert daemon.daemon_state(study_dir) == "finalizing (pid 4242)"
     daemon.write_state(study_dir, "running")
     assert daemon.daemon_state(study_dir) == "running (pid 4242)"
-    monkeypatch.setattr(daemon, "lock_holder", lambda _: None)
+    monkeypatch.setattr(layout, "lock_holder", lambda _: None)
     daemon.write_state(study_dir, "finalizing")  # a daemon that died while finalizing
     assert daemon.daemon_state(study_dir).startswith("crashed")
 

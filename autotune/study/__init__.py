@@ -2,14 +2,24 @@
 
 Cut by concern, as `optuna/study/` is: `_storage` (where a study lives, opening and loading it),
 `_records` (what a told trial records, and the queries over it), `_references` (the FP32 outputs
-candidates are verified against), `_loop` (the ask/submit/tell loop). The executors live with
-the Ray executor in `autotune.workers`, the study spec in `autotune.spec`, the on-disk layout in
-`autotune.layout`. This module is the public surface.
+candidates are verified against), `_loop` (the ask/submit/tell loop), `_spec` (the validated request the loop takes;
+`autotune.spec` builds it from `start`'s options). The executors live with the Ray executor in
+`autotune.workers`, the on-disk layout in `autotune.layout`. This module is the public surface.
 """
 
 from autotune.study._loop import run_study
-from autotune.study._records import chosen_trial, count_trials, counts_toward_goal, finished_count, trial_by_number
+from autotune.study._records import (
+    chosen_trial,
+    count_trials,
+    counts_toward_goal,
+    finished_count,
+    regenerate_model,
+    study_tolerance,
+    trial_by_number,
+    trial_layers,
+)
 from autotune.study._references import compute_references, judged_tolerance, weak_reference_warnings
+from autotune.study._spec import StudySpec
 from autotune.study._storage import (
     check_study_name,
     existing_study_model,
@@ -21,6 +31,7 @@ from autotune.study._storage import (
 )
 
 __all__ = [
+    "StudySpec",
     "chosen_trial",
     "check_study_name",
     "compute_references",
@@ -33,8 +44,11 @@ __all__ = [
     "make_storage",
     "open_study",
     "quiet_optuna",
+    "regenerate_model",
     "run_study",
     "storage_url",
+    "study_tolerance",
     "trial_by_number",
+    "trial_layers",
     "weak_reference_warnings",
 ]

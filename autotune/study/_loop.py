@@ -38,7 +38,7 @@ from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, un
 from autotune.trial import TrialRequest, TrialResult
 
 if TYPE_CHECKING:
-    from autotune.spec import StudySpec
+    from autotune.study._spec import StudySpec
     from autotune.workers import Executor
 
 

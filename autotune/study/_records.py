@@ -7,16 +7,24 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
+from autotune.judges import JudgeLimits, roles_from_attrs
+from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, METRICS_FILE, MODEL_FILE, trial_dir
 from autotune.model import pool_sha256
 from autotune.rules import Rule
 from autotune.space import config_key
 from autotune.sweep import Outcome
-from autotune.trial import TrialResult
+from autotune.targets import target_class
+from autotune.targets.base import TargetOptions
+from autotune.trial import TrialResult, calibration_feeds, transform_model
+from autotune.verify import Tolerance
 
 if TYPE_CHECKING:
-    from autotune.spec import StudySpec
+    from autotune.study._spec import StudySpec
 
 
 OBJECTIVES = ("throughput", "normalized_error")
@@ -263,3 +271,62 @@ def trial_by_number(study: Any, number: int | None) -> Any | None:
 def chosen_trial(study: Any) -> Any | None:
     """The study's answer, as finalize stored it; before finalize, None."""
     return trial_by_number(study, study.user_attrs.get("best_trial"))
+
+
+# A trial read back from its directory: its layer table, its model rebuilt when pruned.
+
+
+def trial_layers(study_dir: Path, number: int) -> list[dict[str, Any]]:
+    """The per-layer table a target recorded for trial `number` (empty when it has none)."""
+    path = trial_dir(study_dir, number) / METRICS_FILE
+    try:
+        return list(json.loads(path.read_text()).get("build", {}).get("layers", []))
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
+    """Re-applies a trial's passes and precision (deterministic) when its files were pruned."""
+    study_dir = Path(study.user_attrs["study_dir"])
+    with np.load(study_dir / INPUTS_FILE) as data:
+        pool = {k: data[k] for k in data.files}
+    source_dir.mkdir(parents=True, exist_ok=True)
+    out = source_dir / MODEL_FILE
+    feeds = calibration_feeds(pool, bool(study.user_attrs.get("dynamic_batch")))
+    if (study_dir / CALIBRATION_FILE).exists():
+        with np.load(study_dir / CALIBRATION_FILE) as data:
+            batches: dict[int, dict[str, np.ndarray]] = {}
+            for key in data.files:
+                index, name = key.split("/", 1)
+                batches.setdefault(int(index), {})[name] = data[key]
+        feeds = [batches[i] for i in sorted(batches)]
+    # The same scheme and kernels the trial ran with (`Target.precision_kernels` may depend on
+    # the device an instance finds, so an instance is asked).
+    target = target_class(study.user_attrs["target"])(
+        TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
+    )
+    transform_model(
+        Path(study.user_attrs["model_path"]),
+        trial.params,
+        out,
+        calibration_feeds=feeds,
+        scheme=target.quantization_scheme,
+        kernels=target.precision_kernels,
+        tolerance=study_tolerance(study.user_attrs),  # keep_float_layers "auto" repairs to the study's gate
+    )
+    return out
+
+
+def study_tolerance(attrs: dict[str, Any]) -> Any:
+    """The study's accuracy gate (`autotune.verify.Tolerance`) from its user attributes."""
+    defaults = Tolerance()
+    return Tolerance(
+        atol=float(attrs.get("atol", defaults.atol)),
+        rtol=float(attrs.get("rtol", defaults.rtol)),
+        mode=attrs.get("accuracy_mode") or "elementwise",  # studies from before the scale gate
+        max_error=float(attrs.get("max_error", defaults.max_error)),
+        min_cosine=float(attrs.get("min_cosine", defaults.min_cosine)),
+        metric=attrs.get("metric"),
+        roles=roles_from_attrs(attrs.get("output_roles", [])),
+        limits=JudgeLimits(**attrs.get("judge_limits", {})),
+    )

@@ -14,7 +14,7 @@ from autotune.model import fp32_cpu_session, join_outputs, output_batch_axes, ve
 from autotune.verify import Tolerance
 
 if TYPE_CHECKING:
-    from autotune.spec import StudySpec
+    from autotune.study._spec import StudySpec
 
 
 def compute_references(spec: StudySpec) -> dict[int, dict[str, np.ndarray]]:

@@ -11,16 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autotune.errors import UsageError
-from autotune.layout import STUDY_DB
+from autotune.layout import STUDY_DB, check_study_name, daemon_state, storage_url
 from autotune.study._records import DIRECTIONS, OBJECTIVES, constraints_from_attrs, native_constraints
 
 if TYPE_CHECKING:
-    from autotune.spec import StudySpec
-
-
-def storage_url(study_dir: Path, storage: str | None = None) -> str:
-    """`storage` when given, else the study's embedded SQLite database."""
-    return storage or f"sqlite:///{(study_dir / STUDY_DB).resolve()}"
+    from autotune.study._spec import StudySpec
 
 
 def quiet_optuna() -> None:
@@ -112,23 +107,6 @@ def existing_study_model(results_dir: Path, name: str, storage: str | None = Non
         if summary.study_name == name:
             return dict(summary.user_attrs)
     return None
-
-
-STUDY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-MAX_STUDY_NAME = 100  # a directory name, with room under NAME_MAX for the files inside
-
-
-def check_study_name(name: str, flag: str = "study") -> str:
-    """`name` when it names a study directory (letters, digits, `_.-`, at most 100 characters,
-    no path); UsageError naming `flag` otherwise. Every command checks names the same way."""
-    shown = name if len(name) <= 60 else name[:57] + "..."
-    if len(name) > MAX_STUDY_NAME:
-        raise UsageError(f"{flag} {shown!r}: a study name has at most {MAX_STUDY_NAME} characters ({len(name)} given)")
-    if not STUDY_NAME.match(name):
-        raise UsageError(f"{flag} {shown!r}: a study name is letters, digits, '_', '.' and '-', not a path")
-    return name
 
 
 def redact_url(url: str) -> str:
@@ -240,8 +218,6 @@ def load_study_dir(results_dir: Path, name: str, storage: str | None = None) -> 
     check_study_name(name)
     study_dir = results_dir / name
     if storage is None and not (study_dir / STUDY_DB).exists():
-        from autotune.daemon import daemon_state
-
         state = daemon_state(study_dir) if study_dir.is_dir() else "not started"
         if state != "not started":  # a daemon that failed (or runs) before the study existed
             raise UsageError(f"study {name!r}: no trials yet; its daemon: {state}")
