@@ -6,6 +6,7 @@ the exact device commands):
     python bench/gpu_grid.py models                        # detectors into bench/models/ (here)
     python bench/gpu_grid.py all NAME MODEL [--shape S]    # grid, then autotune, then paired
     python bench/gpu_grid.py grid|study|paired NAME ...    # one phase (reads/writes the same JSON)
+    python bench/gpu_grid.py clean|perbatch NAME ...       # issue 26 (c), issue 27 item 4 (after `study`)
     python bench/gpu_grid.py render                        # bench/RESULTS-GPU.md
 
 `grid` measures every combination of the knobs a human expert sets on ONNX Runtime's CUDA
@@ -20,7 +21,10 @@ trials to reach 95% of the grid's optimum, and the trials that taught nothing (d
 failures of a class already seen with the knob values that caused it). `paired` re-measures
 the grid's optimum against autotune's answer, interleaved in one process
 (`autotune.trial.run_paired`), at batch 1 and at the best throughput batch: the ratio of the
-table is that paired median, not two separate measurements.
+table is that paired median, not two separate measurements. `clean` times the defaults at batch 1
+alone in one session, paired against themselves, and alone again (the paired procedure's blocks,
+one process), beside what the study stored for them. `perbatch` pairs autotune's answer at every
+batch against each hand expert (`HAND_EXPERTS`) at that batch, with the A/A control beside.
 
 Results: bench/gpu_results/NAME-grid.json (moved into bench/gpu_results/runN/ per run). The autotune package imported is whatever
 PYTHONPATH names first (the device run uses a snapshot of one commit).
@@ -56,6 +60,13 @@ EXPERT_GRID: dict[str, list[Any]] = {
 }
 # The hand-tuned baseline: what an expert sets without searching.
 EXPERT_RECIPE = {"precision": "fp32", "use_tf32": True, "cuda_graph": True, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+# The hand experts paired against autotune at every batch (issue 27 item 4): issue 24's expert, who
+# judges by the decoded text and so may run FP16, and the FP32 recipe above; at each batch the
+# faster of the two is "the expert".
+HAND_EXPERTS = {
+    "fp16": {"precision": "fp16", "use_tf32": True, "cuda_graph": True, "cudnn_conv_algo_search": "EXHAUSTIVE"},
+    "fp32": EXPERT_RECIPE,
+}
 SWEEP_BATCHES = [1, 2, 4, 8, 16, 32]
 SWEEP_TOP = 2  # the best batch-1 configurations swept over batch sizes
 GOAL = 0.95
@@ -525,6 +536,141 @@ def run_pairs(spec: Any, record: dict[str, Any], rounds: int, study_dir: Path) -
     return out
 
 
+# ---------------------------------------------------------------- clean run, per-batch pairs
+
+
+def _block_stats(samples: list[list[float]], batch: int) -> dict[str, float]:
+    """Per-sample milliseconds of timed blocks as `measure.paired_speedup` states them: the median
+    over blocks of each block's median (its `*_ms_per_sample_median`), and of each block's 10th
+    percentile (what its ratios are taken from); with the median of every run."""
+    import numpy as np
+
+    scale = 1e3 / batch
+    return {
+        "ms_per_sample_median_of_block_medians": float(np.median([np.median(b) for b in samples])) * scale,
+        "ms_per_sample_median_of_block_p10": float(np.median([np.quantile(b, 0.1) for b in samples])) * scale,
+        "ms_per_sample_p50_all_runs": float(np.median(np.concatenate(samples))) * scale,
+        "blocks": len(samples),
+        "runs": int(sum(len(b) for b in samples)),
+    }
+
+
+def single_session(spec: Any, model: Path, config: dict[str, Any], workdir: Path, rounds: int) -> dict[str, Any]:
+    """`config` alone in this process: one session, opened as `run_paired` opens a side (same
+    target, same device-resident I/O binding, same feeds), timed in `rounds` blocks of the paired
+    procedure (each block warmed up, then at least 0.2 s and 5 runs), with no other session open."""
+    from autotune.measure import timed_block, warm_block
+    from autotune.model import feeds_at_batch
+    from autotune.targets import target_class
+
+    target = target_class(spec.target_name)(replace(spec.target_options, cache_dir=workdir))
+    batch = int(config.get("batch_size", 1)) if spec.model.dynamic_batch else 1
+    feeds = feeds_at_batch(spec.input_pool, batch, spec.model.dynamic_batch)
+    built = target.build(model, config, workdir, {k: list(v.shape) for k, v in feeds.items()})
+    session = target.open(built, config)
+    try:
+        time_once = session.timer(feeds)
+        blocks: list[list[float]] = []
+        previous = None
+        for _ in range(rounds):
+            warm_block(time_once, 3, 0.05, previous)
+            blocks.append(timed_block(time_once, 0.2, 5))
+            previous = sorted(blocks[-1])[len(blocks[-1]) // 2]
+    finally:
+        session.close()
+    return _block_stats(blocks, batch)
+
+
+def run_clean(spec: Any, record: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Issue 26 (c): the defaults at batch 1 alone in one session, then paired against themselves
+    (`run_paired`, as finalize's A/A control), then alone again, in this process, one after the
+    other; beside the figures the study stored for the same configuration (trial 0's own
+    measurement, finalize's A/A control and its batch-1 pairing's defaults side)."""
+    from autotune.targets import target_class
+    from autotune.trial import PairedRequest, run_paired, transform_model
+
+    study = record["study"]
+    zero = next((r for r in study["trials"] if r.get("baseline")), None) or next(
+        r for r in study["trials"] if r["number"] == 0
+    )
+    config = dict(zero["config"])
+    if "batch_size" in config:
+        config["batch_size"] = 1
+    target = target_class(spec.target_name)(spec.target_options)
+    out: dict[str, Any] = {"config": config, "trial": zero["number"], "rounds": rounds}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "defaults.onnx"
+        transform_model(spec.model.path, config, model, calibration_feeds=[], scheme=target.quantization_scheme,
+                        kernels=target.precision_kernels)  # fmt: skip
+        started = time.monotonic()
+        out["alone_before"] = single_session(spec, model, config, Path(tmp) / "alone1", rounds)
+        request = PairedRequest(
+            target_name=spec.target_name, target_options=replace(spec.target_options, cache_dir=Path(tmp)),
+            model_a=model, config_a=config, model_b=model, config_b=config, input_pool=spec.input_pool,
+            dynamic_batch=spec.model.dynamic_batch, workdir=Path(tmp) / "paired", rounds=rounds,
+        )  # fmt: skip
+        out["paired_aa"] = {k: v for k, v in run_paired(request).items() if k != "measured_artifacts"}
+        out["alone_after"] = single_session(spec, model, config, Path(tmp) / "alone2", rounds)
+        out["wall_s"] = time.monotonic() - started
+    attrs = study.get("user_attrs") or {}
+    aa, b1 = study.get("aa_control") or attrs.get("aa_control"), (study.get("answers") or {}).get("1") or {}
+    out["study"] = {
+        "trial0_latency_ms_p50": zero.get("latency_ms_p50"),
+        "trial0_batch_size": zero.get("batch_size"),
+        "aa_control": aa,
+        "b1_answer_speedup": b1.get("speedup"),
+    }
+    alone = (out["alone_before"]["ms_per_sample_median_of_block_medians"]
+             + out["alone_after"]["ms_per_sample_median_of_block_medians"]) / 2  # fmt: skip
+    out["ratios_to_alone"] = {
+        "bench_paired_aa_a": out["paired_aa"]["a_ms_per_sample_median"] / alone,
+        "bench_paired_aa_b": out["paired_aa"]["b_ms_per_sample_median"] / alone,
+        "finalize_aa_default": (aa or {}).get("default_ms_per_sample", 0.0) / alone,
+        "finalize_aa_best": (aa or {}).get("best_ms_per_sample", 0.0) / alone,
+        "finalize_b1_default": ((b1.get("speedup") or {}).get("default_ms_per_sample") or 0.0) / alone,
+        "trial0_own": (zero.get("latency_ms_p50") or 0.0) / alone if zero.get("batch_size") == 1 else None,
+    }
+    print(f"clean: {json.dumps(out, default=str)[:1500]}", flush=True)
+    return out
+
+
+def run_batch_pairs(spec: Any, record: dict[str, Any], rounds: int, batches: list[int]) -> dict[str, Any]:
+    """Issue 27 item 4: at every batch, autotune's answer there (B) paired against each hand expert
+    at the same batch (A; `HAND_EXPERTS`), after the A/A control (the FP16 expert against itself at
+    batch 1). Saved after every pair, and pairs already in the record are not run again, so a
+    second device call finishes what a first one ran out of time for."""
+    out = record.setdefault("per_batch", {})
+    defaults = spec.space.default_config()
+    batches = [b for b in batches if b in spec.batch_sizes()] or [1]
+
+    def expert(name: str, batch: int) -> dict[str, Any]:
+        config = spec.space.complete({**defaults, **HAND_EXPERTS[name]})
+        return {**config, "batch_size": batch} if "batch_size" in config else config
+
+    plan = [("aa-fp16-b1", expert("fp16", 1), expert("fp16", 1), None)]
+    for batch in batches:
+        choice = autotune_choice(record["study"], batch)
+        for name in HAND_EXPERTS:
+            plan.append((f"b{batch}-{name}", expert(name, batch), choice["config"] if choice else None, choice))
+    for key, config_a, config_b, choice in plan:
+        if key in out and "speedup_median" in out[key]:
+            continue
+        if config_b is None:
+            out[key] = {"skipped": "no answer at this batch"}
+            continue
+        started = time.monotonic()
+        try:
+            result = paired(spec, config_a, config_b, rounds)
+        except Exception as exc:  # noqa: BLE001 - a failed pair is a recorded result
+            result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        result.update({"a_config": config_a, "b_config": config_b, "wall_s": time.monotonic() - started,
+                       "b_trial": choice["number"] if choice else None})  # fmt: skip
+        out[key] = result
+        save_record(record)
+        print(f"per-batch {key}: {json.dumps(result, default=str)[:300]}", flush=True)
+    return out
+
+
 # ---------------------------------------------------------------- driver, render
 
 
@@ -860,7 +1006,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("models")
     sub.add_parser("render")
-    for phase in ("all", "grid", "study", "paired"):
+    for phase in ("all", "grid", "study", "paired", "clean", "perbatch"):
         p = sub.add_parser(phase)
         p.add_argument("name")
         p.add_argument("model", type=Path)
@@ -906,6 +1052,12 @@ def main() -> int:
         save_record(record)
     if args.cmd in ("all", "paired"):
         record["paired"] = run_pairs(grid_spec, record, args.rounds, args.results_dir / args.name)
+        save_record(record)
+    if args.cmd == "clean":  # issue 26 (c)
+        record["clean"] = run_clean(grid_spec, record, args.rounds)
+        save_record(record)
+    if args.cmd == "perbatch":  # issue 27 item 4
+        run_batch_pairs(grid_spec, record, args.rounds, [int(b) for b in args.batches.split(",")])
         save_record(record)
     print(json.dumps(table_row(record), default=str))
     return 0
