@@ -35,9 +35,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from autotune.answer import chosen_trial, default_trial, defaults_at_batch, details, is_feasible
 from autotune.errors import AutotuneError, UsageError
-from autotune.layout import PROFILE_FILE
+from autotune.layout import INPUTS_FILE, PROFILE_FILE
+from autotune.model import feeds_at_batch
+from autotune.passes import PASSES
+from autotune.passes._graph import copy_model
 from autotune.passes.reduce import REDUCE_OPS
+from autotune.study import regenerate_model, trial_by_number, trial_layers
+from autotune.targets import target_class
+from autotune.targets.base import Built, TargetOptions
+from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
     import optuna
@@ -275,7 +283,6 @@ def within_spread(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose unnamed nodes are named `node_of_<first output>` (TensorRT's parser names
     them the same way), so that a pass's touched nodes can be named."""
-    from autotune.passes._graph import copy_model
 
     named = copy_model(model)
     seen: set[str] = set()
@@ -407,7 +414,6 @@ def diagnose(model: onnx.ModelProto, *, precision: str = "fp32", gpu: bool = Fal
         [{"kind", "title", "why", "nodes": ["Op name", ...], "node_names", "count", "knob"}]; the
         BatchNorm diagnosis also has "pairs": [[Conv name or None, BatchNormalization name]].
     """
-    from autotune.passes import PASSES
 
     named = _named(model)
     chained = named  # the model after every earlier pass, in canonical order
@@ -518,8 +524,6 @@ def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str
     which share its measurement), which of them were feasible, the fastest feasible one and its
     throughput beside the answer's, whether the answer has it, or why the knob was dropped."""
     import optuna
-
-    from autotune.answer import chosen_trial, is_feasible
 
     dropped = (study.user_attrs.get("dropped_knobs") or {}).get(knob)
     trials = study.get_trials(deepcopy=False)
@@ -632,10 +636,6 @@ def _trial_inputs(
     study: optuna.Study, trial: optuna.trial.FrozenTrial
 ) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
     """The trial's model (regenerated when pruned), configuration and feeds at its batch."""
-    from autotune.model import feeds_at_batch
-    from autotune.layout import INPUTS_FILE
-    from autotune.study import regenerate_model
-    from autotune.trial import MODEL_FILE
 
     study_dir = Path(study.user_attrs["study_dir"])
     trial_dir = study_dir / "trials" / str(trial.number)
@@ -651,8 +651,6 @@ def _trial_inputs(
 
 def _study_target(study: optuna.Study) -> Target:
     """The study's target, constructed as its trials ran (build-only or not)."""
-    from autotune.targets import target_class
-    from autotune.targets.base import TargetOptions
 
     name = str(study.user_attrs.get("target"))
     try:
@@ -669,9 +667,6 @@ def profile_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[
     Raises:
         ProfileError: the target has no profiler, or the trial cannot be profiled.
     """
-    from autotune.answer import details
-    from autotune.study import trial_layers
-    from autotune.targets.base import Built
 
     model_path, config, feeds = _trial_inputs(study, trial)
     target = _study_target(study)
@@ -742,8 +737,6 @@ def moved(defaults: Mapping[str, Any], best: Mapping[str, Any]) -> dict[str, Any
 def _gpu_target(study: optuna.Study) -> bool:
     """Whether the study's target runs its candidates on a GPU (asked as if measuring: a
     build-only TensorRT study still tunes for one)."""
-    from autotune.targets import target_class
-    from autotune.targets.base import TargetOptions
 
     return target_class(str(study.user_attrs.get("target"))).needs_gpu(TargetOptions(build_only=False))
 
@@ -902,7 +895,6 @@ def _role_diagnoses(
     study: optuna.Study, trial: optuna.trial.FrozenTrial, profile: Mapping[str, Any] | None, gpu: bool
 ) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """`diagnose_graph_that_ran` of one profiled trial of `study`."""
-    from autotune.trial import MODEL_FILE
 
     study_dir = Path(study.user_attrs["study_dir"])
     path = study_dir / "trials" / str(trial.number) / MODEL_FILE
@@ -1080,8 +1072,6 @@ def profile_study(
     Raises:
         ProfileError: no baseline trial, or a configuration that cannot be profiled.
     """
-    from autotune.answer import chosen_trial, default_trial, defaults_at_batch
-    from autotune.study import trial_by_number
 
     study_dir = Path(study.user_attrs["study_dir"])
     zero = default_trial(study)
