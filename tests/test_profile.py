@@ -287,7 +287,6 @@ def test_the_profile_stores_a_median_and_a_range_per_share_from_interleaved_repe
         assert profile["gemm_share"] == pytest.approx(profile["share_spread"]["gemm"]["median"])
 
 
-
 def test_the_repeat_count_asked_for_is_the_one_run_and_stored(finished):
     from autotune.profile import profile_study
 
