@@ -10,13 +10,15 @@ quantizer did not fit its scales to. Every problem is a `UsageError` naming the 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from autotune.errors import UsageError
 from autotune.model import POOL_BATCH, ModelInfo, load_input_pool, synthetic_pool
@@ -93,7 +95,6 @@ def parse_preprocess_flags(values: Sequence[str]) -> dict[str, str]:
 
 def load_preprocess_file(path: Path) -> dict[str, Any]:
     """The mapping of a `--preprocess-file FILE.yaml`."""
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text())
@@ -231,7 +232,6 @@ def _array_sample(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
 
 
 def _checked(arrays: dict[str, np.ndarray], info: ModelInfo, path: Path) -> dict[str, np.ndarray]:
-    import tempfile
 
     # load_input_pool is the one place that knows the checks; it reads a file.
     with tempfile.TemporaryDirectory(prefix="autotune-inputs-") as directory:
@@ -246,7 +246,6 @@ def _checked(arrays: dict[str, np.ndarray], info: ModelInfo, path: Path) -> dict
 def _relaxed_batch(info: ModelInfo) -> ModelInfo:
     """`info` with dim 0 of every input symbolic, so a directory may stack more samples than a
     static batch holds (`split_samples` cuts them back to the model's batch)."""
-    from dataclasses import replace
 
     inputs = tuple(replace(s, shape=("samples", *s.shape[1:])) if s.shape else s for s in info.inputs)
     return replace(info, inputs=inputs)

@@ -8,27 +8,71 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from autotune.answer import (
+    answer_for_trial,
+    best_trial,
+    chosen_trial,
+    default_trial,
+    shown_front,
+    stored_answers,
+    wall_s,
+)
+from autotune.daemon import PID_FILE, StudyLock, daemon_state, detach, one_line, stop_daemon, write_state
+from autotune.dashboard import serve_dashboard
 from autotune.errors import AutotuneError, UsageError
+from autotune.finalize import finalize, finalize_estimate_s, rerender
+from autotune.layout import BEST_DIR, STUDY_DB
+from autotune.profile import PROFILE_FILE, ProfileError, profile_study
+from autotune.report import (
+    aa_line,
+    failure_reasons,
+    fmt,
+    headline,
+    rejected_trials,
+    rule_reason,
+    trial_by_number,
+    trial_row,
+    write_deploy_dir,
+)
 from autotune.spec import (
     DEFAULT_RESULTS,
     CommandParser,
     add_start_arguments,
     given_options,
     int_flag,
+    make_executor,
     positive_int,
     prepare_start,
     write_inputs,
 )
+from autotune.study import (
+    check_study_name,
+    compute_references,
+    count_trials,
+    existing_study_model,
+    finished_count,
+    judged_tolerance,
+    load_study_dir,
+    open_study,
+    run_study,
+    weak_reference_warnings,
+)
+from autotune.study._storage import redact_url, study_names
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib import metadata
 
     parser = CommandParser(prog="autotune", description="Find the fastest accurate way to deploy an ONNX model.")
     try:
@@ -149,14 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     spec, target_message = prepare_start(args)
     console = Console(highlight=False, soft_wrap=True)
     console.print(target_message, markup=False)
     if not args.foreground:
-        from autotune.daemon import detach
-
         return detach(spec, args, console)
     return run_foreground(spec, args, console)
 
@@ -164,7 +205,6 @@ def cmd_start(args: argparse.Namespace) -> int:
 def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     """The study in this terminal, holding the same lock and writing the same state file as a
     daemon: a daemon cannot run it meanwhile, and `status` never reads an earlier daemon's end."""
-    from autotune.daemon import PID_FILE, StudyLock, one_line, write_state
 
     lock = StudyLock(spec.study_dir / PID_FILE)
     lock.acquire()
@@ -181,19 +221,6 @@ def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
 
 
 def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from autotune.finalize import finalize, finalize_estimate_s
-    from autotune.spec import make_executor
-    from autotune.study import (
-        compute_references,
-        existing_study_model,
-        finished_count,
-        judged_tolerance,
-        open_study,
-        run_study,
-        weak_reference_warnings,
-    )
 
     started = getattr(args, "began", time.monotonic())  # validation, start-up, trials and finalize count
     executor = make_executor(spec, args)  # Ray workers (if any) import while the references are computed
@@ -283,8 +310,6 @@ def finalize_lines_to(console: Any) -> Iterator[None]:
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:
-    from autotune.answer import shown_front
-    from autotune.report import aa_line, headline
 
     if shown_front(study):
         console.print(pareto_table(study))
@@ -304,10 +329,6 @@ def print_summary(study: Any, final: Any, console: Any) -> None:
 
 def pareto_table(study: Any) -> Any:
     """The one front (`autotune.answer.shown_front`) as a table; * marks the answer."""
-    from rich.table import Table
-
-    from autotune.answer import default_trial, shown_front
-    from autotune.report import fmt, trial_row
 
     zero = default_trial(study)
     defaults = zero.params if zero is not None else {}
@@ -334,13 +355,11 @@ def pareto_table(study: Any) -> Any:
 
 def _load(args: argparse.Namespace, name: str | None) -> Any:
     """The study `name` (default: the latest) as found in --results-dir (see `load_study_dir`)."""
-    from autotune.study import load_study_dir
 
     return load_study_dir(args.results_dir, name or _latest_study(args.results_dir), getattr(args, "storage", None))
 
 
 def _latest_study(results_dir: Path) -> str:
-    from autotune.layout import STUDY_DB
 
     dbs = sorted(results_dir.glob(f"*/{STUDY_DB}"), key=lambda p: p.stat().st_mtime)
     if not dbs:
@@ -349,13 +368,6 @@ def _latest_study(results_dir: Path) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from autotune.daemon import daemon_state
-    from autotune.layout import STUDY_DB
-    from autotune.study import count_trials
-    from autotune.study._storage import redact_url, study_names
 
     console = Console(highlight=False, soft_wrap=True)
     # (study name, storage): the SQLite studies under the results directory, and with --storage
@@ -381,7 +393,6 @@ def cmd_list(args: argparse.Namespace) -> int:
             unreadable.append(str(exc))
             continue
         counts = count_trials(study)
-        from autotune.answer import answer_for_trial, chosen_trial
 
         best = chosen_trial(study)
         paired = answer_for_trial(study, best.number if best is not None else None)
@@ -405,13 +416,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from autotune.answer import best_trial, chosen_trial, default_trial, shown_front, wall_s
-    from autotune.daemon import daemon_state
-    from autotune.report import aa_line, failure_reasons, fmt, headline, rejected_trials, rule_reason
-    from autotune.study import count_trials, finished_count
 
     console = Console(highlight=False, soft_wrap=True)
     study = _load(args, args.study)
@@ -494,7 +498,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from autotune.finalize import rerender
 
     study = _load(args, args.study)
     print(rerender(study))
@@ -502,11 +505,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import shutil
-
-    from autotune.answer import chosen_trial, stored_answers
-    from autotune.layout import BEST_DIR
-    from autotune.report import trial_by_number, write_deploy_dir
 
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
@@ -550,10 +548,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from autotune.answer import default_trial
-    from autotune.finalize import rerender
-    from autotune.profile import PROFILE_FILE, ProfileError, profile_study
-    from autotune.report import trial_by_number
 
     study = _load(args, args.study)
     number = None
@@ -581,8 +575,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from autotune.daemon import stop_daemon
-    from autotune.study import check_study_name
 
     name = check_study_name(args.study) if args.study else _latest_study(args.results_dir)
     print(stop_daemon(args.results_dir / name, now=args.now))
@@ -590,7 +582,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from autotune.dashboard import serve_dashboard
 
     port = positive_int("--port", args.port)
     if port > 65535:

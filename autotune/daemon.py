@@ -23,10 +23,12 @@ stopped | failed (with a one-line reason). `start` returns once the state is run
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autotune.answer import wall_s
 from autotune.errors import AutotuneError, StorageLost, UsageError, root_cause
+from autotune.finalize import finalize, finalize_estimate_s
 from autotune.layout import (  # lock_holder, read_state and daemon_state: also read by the commands below the daemon
     LOG_FILE,
     PID_FILE,
@@ -46,7 +50,17 @@ from autotune.layout import (  # lock_holder, read_state and daemon_state: also 
     daemon_state,
     lock_holder,
     read_state,
+    write_atomically,
 )
+from autotune.spec import make_executor, parse_start, prepare_start, write_inputs
+from autotune.study import (
+    compute_references,
+    existing_study_model,
+    judged_tolerance,
+    run_study,
+    weak_reference_warnings,
+)
+from autotune.workers import InProcessExecutor, MemoryGuard
 
 GRACE_S = 60.0
 START_TIMEOUT_S = 300.0  # from launch to the first trial dispatched (references, Ray start)
@@ -89,7 +103,6 @@ class StudyLock:
 def write_state(study_dir: Path, state: str, **extra: Any) -> bool:
     """Writes the daemon state atomically; on failure (a full disk) retries in place, then
     removes a stale file rather than leave it saying "running". Returns whether it was written."""
-    from autotune.layout import write_atomically
 
     text = json.dumps({"state": state, "pid": os.getpid(), "time": time.time(), **extra})
     path = study_dir / STATE_FILE
@@ -289,8 +302,6 @@ def run_daemon(argv: list[str]) -> int:
     log = logging.getLogger("autotune.daemon")
     flags = StopFlags()
     flags.install()  # first of all: a stop that comes during start-up is honoured, not fatal
-    from autotune.spec import make_executor, parse_start, prepare_start, write_inputs
-    from autotune.workers import MemoryGuard
 
     MemoryGuard.volunteer(500)  # the study's processes go before anyone else's when memory runs out
 
@@ -345,8 +356,6 @@ def run_daemon(argv: list[str]) -> int:
 def _disk_full_reason(exc: BaseException, study_dir: Path) -> str | None:
     """A full disk, said as such, however deep it is wrapped (Optuna's StorageInternalError
     around SQLAlchemy's around sqlite3's "database or disk is full")."""
-    import errno
-    import shutil
 
     seen: BaseException | None = exc
     while seen is not None:
@@ -362,21 +371,11 @@ def _disk_full_reason(exc: BaseException, study_dir: Path) -> str | None:
 
 
 def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_executor: Any, write_inputs: Any) -> int:
-    from autotune.answer import wall_s
-    from autotune.finalize import finalize, finalize_estimate_s
-    from autotune.study import (
-        compute_references,
-        existing_study_model,
-        judged_tolerance,
-        run_study,
-        weak_reference_warnings,
-    )
 
     began = getattr(args, "began", time.monotonic())  # validation, start-up, trials and finalize count
     before = existing_study_model(spec.results_dir, spec.name, spec.storage) or {}
     elapsed_before = float(before.get("elapsed_s", 0.0))
     deadline = began + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
-    from autotune.workers import InProcessExecutor
 
     # Stopped before any worker exists: the loop below runs once without Ray (it recovers
     # interrupted trials, asks nothing) and the study is finalized as it stands.

@@ -21,6 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from autotune.answer import front_of
 from autotune.errors import UsageError
 from autotune.layout import ARTIFACT_DIR
+from autotune.study import storage_url
 
 if TYPE_CHECKING:
     from optuna.study import StudyDirection
@@ -91,8 +92,6 @@ def dashboard_app(study_dir: Path, storage: str | None) -> Any:
         storage (str | None): an Optuna storage URL; None reads `study_dir/study.db`.
     """
     from optuna_dashboard import wsgi
-
-    from autotune.study import storage_url
 
     _patch_optuna_dashboard()
     artifacts = study_dir / ARTIFACT_DIR

@@ -65,6 +65,7 @@ from autotune.report import (
 from autotune.targets import target_class
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired
+from autotune.workers import RayExecutor
 
 if TYPE_CHECKING:
     import optuna
@@ -286,8 +287,6 @@ class GpuWork:
 
     def _executor(self) -> RayExecutor:
         if self.executor is None:
-            from autotune.workers import RayExecutor
-
             try:
                 self.executor = RayExecutor(1, gpu=True, address=self.address)
             finally:
@@ -312,7 +311,6 @@ class GpuWork:
 def gpu_work(study: optuna.Study) -> Iterator[GpuWork | None]:
     """A `GpuWork` for a study whose target needs a GPU, else None (CPU targets measure and
     profile in this process, as the trials are over and the cores free); closed after."""
-    from autotune.targets import target_class
 
     options = TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
     if not target_class(study.user_attrs["target"]).needs_gpu(options):
@@ -515,8 +513,6 @@ def upload_front_artifacts(study: optuna.Study, best_dir: Path | None) -> None:
     artifacts its target declares (`Target.log_files`, `Target.artifact_files`). Files
     already uploaded are not repeated."""
     from optuna.artifacts import get_all_artifact_meta, upload_artifact
-
-    from autotune.targets import target_class
 
     target = target_class(study.user_attrs["target"])
     study_dir = Path(study.user_attrs["study_dir"])

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,14 @@ from autotune.answer import (
 from autotune.errors import condense_reason
 from autotune.judges import roles_table
 from autotune.layout import MANIFEST_FILE, PARETO_PLOT, trial_dir
+from autotune.model import file_sha256
+from autotune.profile import load_profile, render_section
+from autotune.rules import failure_class
 from autotune.sensitivity import MOSTLY_FLOAT
-from autotune.study._records import regenerate_model, trial_layers
+from autotune.study import count_trials, finished_count
+from autotune.study._records import FLAT_ACCURACY, FLAT_MEASUREMENTS, regenerate_model, trial_layers
+from autotune.targets import target_class
+from autotune.targets.base import Built, TargetOptions
 from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
@@ -70,8 +77,6 @@ def failure_reasons(study: optuna.Study) -> dict[str, int]:
     """Failure and pruning reasons with counts, grouped by failure class (the reason with its
     numbers, paths and names blanked out, as failure rules group them; see `autotune.rules`)."""
     import optuna
-
-    from autotune.rules import failure_class
 
     reasons: dict[str, int] = {}
     shown: dict[str, str] = {}  # class -> what is shown: the class, or its first trial's own reason
@@ -120,7 +125,6 @@ def runnable_script(command: str, purpose: str = "Rebuilds the engine from model
 
 def library_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Installed versions of the libraries a result depends on (plus `extra` packages)."""
-    from importlib import metadata
 
     versions = {"python": platform.python_version()}
     for package in (
@@ -364,7 +368,6 @@ def dashboard_note(study: optuna.Study) -> str:
 
 def render_report(study: optuna.Study) -> str:
     """report.md from what the study stored (the answers finalize chose); chooses nothing."""
-    from autotune.study import count_trials
 
     zero = default_trial(study)
     defaults = zero.params if zero is not None else {}
@@ -488,7 +491,6 @@ def sensitivity_section(study: optuna.Study, best: FrozenTrial | None) -> list[s
 
 
 def _counted_line(study: optuna.Study) -> str:
-    from autotune.study import finished_count
 
     return f"{finished_count(study)} counted toward the goal (repeats and ruled-out configurations are not)"
 
@@ -585,9 +587,6 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
     """Writes the deployable files of `trial` into `dest`: model after passes, target files,
     manifest.json with configuration, measurements, errors, the paired speedup against the
     defaults at the same batch and the A/A noise floor, versions and host, and commands."""
-    from autotune.study._records import FLAT_ACCURACY, FLAT_MEASUREMENTS
-    from autotune.targets import target_class
-    from autotune.targets.base import Built, TargetOptions
 
     study_dir = Path(study.user_attrs.get("study_dir", ""))
     source_dir = trial_dir(study_dir, trial.number)
@@ -676,7 +675,6 @@ def exported_artifact(study: optuna.Study, trial: FrozenTrial, path: Path | None
     is said, never hidden: the speedup then belongs to another engine than the one shipped."""
     if path is None or not path.is_file():
         return None
-    from autotune.model import file_sha256
 
     digest = file_sha256(path)
     measured = measured_artifact_sha256(study, trial)
@@ -767,7 +765,6 @@ def rejected_trials(study: optuna.Study) -> list[dict[str, Any]]:
 
 def profile_section(study_dir: Path) -> list[str]:
     """The "Where the time goes" section from the study's `profile.json` (none without one)."""
-    from autotune.profile import load_profile, render_section
 
     data = load_profile(study_dir)
     return render_section(data) if data else []

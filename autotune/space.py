@@ -25,6 +25,7 @@ Knob names are those the target declares, plus the pipeline's own: `precision`, 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from autotune.errors import UsageError
+from autotune.passes import PASSES
 
 if TYPE_CHECKING:
     import optuna
@@ -181,7 +183,6 @@ class SearchSpace:
 
 def space_sha256(space: SearchSpace) -> str:
     """A digest of what a space can propose (knobs, types, values, defaults, conditions)."""
-    import hashlib
 
     parts = [
         (k.name, k.type, repr(k.default), repr(k.choices), k.low, k.high, k.step, k.log, sorted(k.condition.items()))
@@ -281,7 +282,6 @@ def parse_space(data: Any, target: Any, where: str = "search space") -> SearchSp
     declared_target = data.get("target", target.name)
     if declared_target != target.name:
         raise UsageError(f"{where}: written for target {declared_target!r}, but the target is {target.name!r}")
-    from autotune.passes import PASSES
 
     knobs = []
     for name, spec in data["knobs"].items():

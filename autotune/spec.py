@@ -13,18 +13,46 @@ import argparse
 import math
 import os
 import re
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
+import onnx
 
-from autotune.errors import AutotuneError, UsageError
-from autotune.layout import check_study_name, daemon_state
+from autotune.calibration import (
+    load_inputs,
+    load_preprocess_file,
+    parse_preprocess,
+    parse_preprocess_flags,
+    split_samples,
+    synthetic_split,
+)
+from autotune.errors import AutotuneError, UsageError, first_line
+from autotune.judges import parse_limits, parse_role
+from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, check_results_dir_writable, check_study_name, daemon_state
 from autotune.measure import StopRule
-from autotune.study import StudySpec
+from autotune.model import (
+    POOL_BATCH,
+    check_inputs_match_shapes,
+    concrete_shapes,
+    expand_short_shapes,
+    fp32_cpu_session,
+    free_memory_bytes,
+    load_model_info,
+    parse_shape_overrides,
+    pool_sha256,
+    require_resolved_dims,
+    synthetic_samples_that_fit,
+    trial_memory_bytes,
+)
+from autotune.passes.precision import precision_unavailable
+from autotune.space import Knob, load_space, read_space_data, space_sha256
+from autotune.study import StudySpec, existing_study_model
+from autotune.targets import resolve_target, target_names
 from autotune.targets.base import TargetOptions
-from autotune.verify import Tolerance
+from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
 from autotune.workers import Executor, InProcessExecutor, RayExecutor
 
 DEFAULT_RESULTS = Path("results")
@@ -94,7 +122,6 @@ def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
     """How many samples each synthetic pool holds (`synthetic_samples_that_fit`); UsageError
     naming --shape when even the largest batch tuned does not fit in free memory: one line,
     before anything is allocated."""
-    from autotune.model import POOL_BATCH, free_memory_bytes, synthetic_samples_that_fit
 
     largest = largest_int(space["batch_size"].values()) if "batch_size" in space else 1
     free = free_memory_bytes()
@@ -116,7 +143,6 @@ def _check_trial_memory(info: Any, overrides: Any, space: Any, args: argparse.Na
     largest batch tuned would need more memory than is free (`model.trial_memory_bytes`):
     refused before anything is written, rather than grown into until the kernel kills
     processes that are not the study's."""
-    from autotune.model import concrete_shapes, free_memory_bytes, trial_memory_bytes
 
     free = free_memory_bytes()
     largest = largest_int(space["batch_size"].values()) if "batch_size" in space else 1
@@ -143,8 +169,6 @@ def _check_model_runs(
     detached (issue 29): inputs with non-finite values, or shapes the model cannot run (a
     Reshape or Resize that needs a static size the --shape changed), are one line naming the
     flag, the input and the runtime's reason."""
-    from autotune.errors import first_line
-    from autotune.model import fp32_cpu_session
 
     if args.inputs:
         what = f"--inputs {args.inputs}"
@@ -171,7 +195,6 @@ def _check_model_runs(
 def _check_ray_address(address: str) -> None:
     """UsageError unless something answers at `--ray-address` within a few seconds (Ray
     itself retries an unreachable address for minutes, long after `start` said "started")."""
-    import socket
 
     if address == "auto":
         return
@@ -193,7 +216,6 @@ def _check_ray_address(address: str) -> None:
 
 
 def _speaks_http2(host: str, port: int, timeout_s: float = 5.0) -> bool:
-    import socket
 
     preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
     try:
@@ -218,18 +240,6 @@ class CommandParser(argparse.ArgumentParser):
 
 def prepare_start(args: argparse.Namespace) -> Any:
     """Validates every input of `start` and returns a StudySpec; writes nothing."""
-    from autotune.layout import check_results_dir_writable
-    from autotune.model import (
-        POOL_BATCH,
-        check_inputs_match_shapes,
-        expand_short_shapes,
-        load_model_info,
-        parse_shape_overrides,
-        require_resolved_dims,
-    )
-    from autotune.space import load_space
-    from autotune.study import existing_study_model
-    from autotune.targets import resolve_target
 
     results_dir: Path = args.results_dir
     resumed = None
@@ -347,14 +357,6 @@ def prepare_start(args: argparse.Namespace) -> Any:
 def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, pool_samples: int) -> Any:
     """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
     synthetic pool, split into calibration feeds and the held-out verification pool."""
-    from autotune.calibration import (
-        load_inputs,
-        load_preprocess_file,
-        parse_preprocess,
-        parse_preprocess_flags,
-        split_samples,
-        synthetic_split,
-    )
 
     options: dict[str, Any] = {}
     if args.preprocess_file:
@@ -372,9 +374,6 @@ def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, poo
 def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
     """The space without the precisions this model cannot be given (an opset the version converter
     cannot raise), and a line saying which and why; said once here, never trial after trial."""
-    import onnx
-
-    from autotune.passes.precision import precision_unavailable
 
     if "precision" not in space:
         return space, ""
@@ -421,8 +420,6 @@ RESUMABLE_OPTIONS = (
 def _tolerance(args: argparse.Namespace, resumed: dict[str, Any] | None) -> Any:
     """The accuracy gate of `start`: --accuracy, --max-error, --atol/--rtol, --min-cosine, --metric,
     --output-role, --judge."""
-    from autotune.judges import parse_limits, parse_role
-    from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, load_metric
 
     elementwise_flags = args.atol is not None or args.rtol is not None
     mode = args.accuracy
@@ -521,8 +518,6 @@ def _refuse_code_or_address(key: str, value: Any) -> None:
     to connect to (`--ray-address`) is taken from the command line only: a study database is a
     file anyone may hand over, and resuming it must import nothing and connect nowhere it names.
     UsageError saying what to pass to resume."""
-    from autotune.targets import target_names
-    from autotune.verify import BUILTIN_METRICS
 
     if key not in ("metric", "ray_address", "target") or value in (None, ""):
         return
@@ -551,8 +546,6 @@ def _check_same_study(
     """A study is its inputs: continuing one with another target, shapes, input data or search
     space would mix measurements of different things under one name. UsageError naming what
     differs (checks only what the study recorded)."""
-    from autotune.model import pool_sha256
-    from autotune.space import space_sha256
 
     differs = []
     if stored.get("target") not in (None, target_name):
@@ -574,7 +567,6 @@ def _check_same_study(
 
 def _restrict_batch(space: Any, text: str, info: Any) -> Any:
     """The space with `batch_size` limited to the `--batch` values (the deployment's choice)."""
-    from autotune.space import Knob
 
     parts = [p.strip() for p in str(text).split(",")]
     if not parts or any(not p.isdigit() or int(p) < 1 for p in parts):
@@ -601,7 +593,6 @@ def _avoid(path: Path, space: Any) -> list[dict[str, Any]]:
     """The space file's `avoid:` list: combinations known to fail, never proposed. Knobs this
     model or installation does not have are dropped from an entry (an entry left empty, or
     with a value the knob cannot take, is skipped)."""
-    from autotune.space import read_space_data
 
     data = read_space_data(path) or {}
     entries = data.get("avoid") or []
@@ -617,7 +608,6 @@ def _avoid(path: Path, space: Any) -> list[dict[str, Any]]:
 
 
 def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
-    from autotune.space import read_space_data
 
     data = read_space_data(path) or {}
     entries = data.get("known_good") or []
@@ -636,9 +626,6 @@ def _known_good(path: Path, space: Any) -> list[dict[str, Any]]:
 
 
 def write_inputs(spec: Any) -> None:
-    import numpy as np
-
-    from autotune.layout import CALIBRATION_FILE, INPUTS_FILE
 
     path = spec.study_dir / INPUTS_FILE
     if not path.exists():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 import traceback
 from collections.abc import Mapping
@@ -25,9 +26,10 @@ import onnx
 from autotune.calibration import sample_count
 from autotune.errors import AutotuneError, condense_reason
 from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
-from autotune.measure import StopRule, measure_latency
+from autotune.measure import StopRule, clear_of, measure_latency, paired_speedup
 from autotune.model import axes_like, feeds_at_batch, file_sha256, join_outputs, verification_feeds
-from autotune.sensitivity import RANKING_CACHE_DIR
+from autotune.passes import apply_passes, apply_precision
+from autotune.sensitivity import KEEP_FLOAT_KNOB, RANKING_CACHE_DIR, quantize_mixed
 from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
 from autotune.targets.base import Built, TargetOptions
@@ -123,9 +125,6 @@ def transform_model(
     `sensitivity_cache` (a directory, default None) shares rankings between trials. What was
     measured goes into `precision_details` when given. Returns rewrites per pass.
     """
-    import logging
-
-    from autotune.passes import apply_passes, apply_precision
 
     # ONNX Runtime's quantizer logs advice to the root logger; a trial keeps its own output.
     logging.getLogger().setLevel(logging.ERROR)
@@ -140,8 +139,6 @@ def transform_model(
         # ONNX Runtime's calibrators print progress to stdout; a trial keeps its output quiet.
         with contextlib.redirect_stdout(io.StringIO()):
             if precision in ("int8", "fp8"):
-                from autotune.sensitivity import KEEP_FLOAT_KNOB, quantize_mixed
-
                 model, details = quantize_mixed(
                     model,
                     precision,
@@ -335,7 +332,6 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
     """Measures A and B in adjacent, order-alternating, warmed-up blocks and returns the paired
     speedup of B over A (`PairedSpeedup.as_dict()`), with `measured_artifacts`: per side, what
     `paired_sides` says it opened."""
-    from autotune.measure import clear_of, paired_speedup
 
     target = target_class(request.target_name)(request.target_options)
     sides = paired_sides(request, target)

@@ -17,6 +17,8 @@ the default of one worker, a trial owns every core. GPU targets: one trial per G
 
 from __future__ import annotations
 
+import ctypes
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -26,12 +28,18 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from autotune.errors import AutotuneError
+from autotune.model import free_memory_bytes
+from autotune.ort_logging import route_onnxruntime_logging
+from autotune.targets import target_class
 from autotune.trial import STAGE_FILE, PairedRequest, TrialRequest, TrialResult, run_paired, run_trial
 
 
@@ -93,11 +101,9 @@ _PRELOAD = [
 
 def preload() -> None:
     """Imports every module a trial needs (once per process)."""
-    import importlib
 
     for name in _PRELOAD:
         importlib.import_module(name)
-    from autotune.ort_logging import route_onnxruntime_logging
 
     route_onnxruntime_logging()
 
@@ -114,7 +120,6 @@ class MemoryGuard:
     parent polls the machine's available memory (`exhausted`) while it waits for the child."""
 
     def __init__(self) -> None:
-        from autotune.model import free_memory_bytes
 
         total = _meminfo_bytes("MemTotal:")
         self.reserve = max(int(MEMORY_RESERVE_SHARE * total), MEMORY_RESERVE_MIN) if total else 0
@@ -188,8 +193,6 @@ def _reap_later(child: Any) -> None:
 def _die_with_parent() -> None:
     """PR_SET_PDEATHSIG: a cancelled (killed) worker takes its trial child with it."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
@@ -223,7 +226,6 @@ def run_isolated(
         timeout_s (float | None): kill the child after this long. Default: None (no limit).
         env (dict | None): environment the child sets first (CUDA_VISIBLE_DEVICES). Default: {}.
     """
-    import warnings
 
     preload()
     context = mp.get_context("fork")
@@ -333,7 +335,6 @@ def run_paired_isolated(request: PairedRequest, env: dict[str, str] | None = Non
 
 
 def _run_in_child(function: Any, argument: Any, env: dict[str, str] | None, what: str) -> Any:
-    import warnings
 
     preload()
     context = mp.get_context("fork")
@@ -435,7 +436,6 @@ def reap_stale_ray_dirs(tmp: str | None = None) -> list[str]:
     directory stays. A directory whose owner (`owner.pid`) is no longer alive is stale: every
     process whose command line names it is killed, then it is removed. Directories of live
     daemons, and those of other users, are left alone."""
-    import psutil
 
     root = Path(tmp or tempfile.gettempdir())
     removed = []
@@ -581,7 +581,6 @@ class RayExecutor(Executor):
     ) -> RayExecutor:
         """Sizes the executor for a study: one worker per GPU on GPU targets (every GPU of the
         cluster joined with `address`), else one."""
-        from autotune.targets import target_class
 
         gpu = target_class(spec.target_name).needs_gpu(spec.target_options)
         return cls(workers, gpu=gpu, address=address, trial_timeout_s=trial_timeout_s)
@@ -749,7 +748,6 @@ def local_only_ray() -> None:
     first imported, so an already imported Ray gets the constant set too; the flag has no other
     effect on Linux than this (and `ray start`). A cluster joined with --ray-address is left as is.
     """
-    import sys
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     constants = sys.modules.get("ray._private.ray_constants")

@@ -407,7 +407,7 @@ def test_the_daemon_records_finalizing_before_it_finalizes(tmp_path, tiny_model,
         seen.append(daemon.read_state(tmp_path / "r" / "tiny").get("state"))
         return real(study, *args, **kwargs)
 
-    monkeypatch.setattr(autotune.finalize, "finalize", spying_finalize)
+    monkeypatch.setattr(daemon, "finalize", spying_finalize)  # the name the daemon calls
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     try:
         argv = [str(tiny_model), "--trials", "2", "--space", str(small_space), "--no-ray", "--max-measure-s", "0.05"]

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 
 from autotune.layout import ARRIVED_FILE, CONTROLS_DIR, TRIALS_DIR, trial_dir, write_atomically
+from autotune.passes import inert_passes
 from autotune.rules import KNOWN_SLOW, FailureRules, Rule, rules_from_history
 from autotune.space import PASS_PREFIX, SearchSpace, config_key, space_sha256
 from autotune.study._records import (
@@ -620,9 +622,6 @@ def drop_inert_passes(spec: StudySpec) -> tuple[StudySpec, dict[str, str]]:
     Returns:
         The spec with those `pass.*` knobs removed, and knob -> why it was dropped.
     """
-    import onnx
-
-    from autotune.passes import inert_passes
 
     names = [k[len(PASS_PREFIX) :] for k in spec.space.names if k.startswith(PASS_PREFIX)]
     if not names:

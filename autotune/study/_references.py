@@ -11,7 +11,7 @@ import numpy as np
 from autotune.calibration import sample_count
 from autotune.judges import infer_roles, output_producers
 from autotune.model import fp32_cpu_session, join_outputs, output_batch_axes, verification_feeds
-from autotune.verify import Tolerance
+from autotune.verify import DEGENERATE_SCALE, Tolerance
 
 if TYPE_CHECKING:
     from autotune.study._spec import StudySpec
@@ -68,7 +68,6 @@ def weak_reference_warnings(references: dict[int, dict[str, np.ndarray]], tolera
     range so small that float rounding decides (scale); a constant one says nothing either.
     The user should then pass real inputs (`--inputs`).
     """
-    from autotune.verify import DEGENERATE_SCALE
 
     warnings = []
     for _batch, outputs in sorted(references.items())[:1]:

@@ -5,21 +5,24 @@ one line."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import re
+import sqlite3
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autotune.errors import UsageError
+from autotune.errors import UsageError, root_cause
 from autotune.layout import STUDY_DB, check_study_name, daemon_state, storage_url
 from autotune.study._records import DIRECTIONS, OBJECTIVES, constraints_from_attrs, native_constraints
+from autotune.targets import target_names
 
 if TYPE_CHECKING:
     from autotune.study._spec import StudySpec
 
 
 def quiet_optuna() -> None:
-    import warnings
 
     import optuna
 
@@ -131,7 +134,6 @@ def check_database(study_dir: Path) -> None:
     descriptors of one file open until its last connection closes ("How To Corrupt An SQLite
     Database File", 2.2).
     """
-    import sqlite3
 
     db = study_dir / STUDY_DB
     try:
@@ -181,14 +183,11 @@ _DRIVER_PACKAGES = {
 
 
 def _unreadable(study_dir: Path, storage: str | None, exc: BaseException) -> str:
-    from autotune.errors import root_cause
 
     cause = root_cause(exc)
     detail = " ".join(str(cause).split())[:200]
     if storage is not None:
         if isinstance(cause, ImportError):
-            import importlib.util
-
             module = getattr(cause, "name", None) or detail
             instead = ""
             if module == "psycopg" and importlib.util.find_spec("psycopg2") is not None:
@@ -247,7 +246,6 @@ def _located_study_class() -> type:
 
         @property
         def user_attrs(self) -> dict[str, Any]:
-            from autotune.targets import target_names
 
             attrs = super().user_attrs
             attrs["study_dir"] = self._located_dir

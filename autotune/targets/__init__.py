@@ -16,8 +16,9 @@ has rank 0: only picked when named.
 from __future__ import annotations
 
 import importlib
+import inspect
 
-from autotune.errors import UsageError
+from autotune.errors import TargetUnavailable, UsageError
 from autotune.targets.base import Built, Session, Target, TargetOptions
 
 # name -> "module:Class", imported lazily so an absent runtime costs nothing.
@@ -30,7 +31,6 @@ _REGISTRY = {
 
 def unavailable_reason(cls: type[Target], build_only: bool) -> str | None:
     """`cls.unavailable_reason`, also for a plugin that declares it without `build_only`."""
-    import inspect
 
     try:
         accepts = "build_only" in inspect.signature(cls.unavailable_reason).parameters
@@ -78,7 +78,6 @@ def resolve_target(name: str, options: TargetOptions | None = None) -> tuple[Tar
     Raises:
         TargetUnavailable: the named target cannot run here; the message names the fix.
     """
-    from autotune.errors import TargetUnavailable
 
     options = options or TargetOptions()
     if name == "auto":
@@ -93,7 +92,6 @@ def resolve_target(name: str, options: TargetOptions | None = None) -> tuple[Tar
 
 def _resolve_auto(options: TargetOptions) -> tuple[Target, str]:
     """The usable registered target of highest `auto_rank`, with what was passed over and why."""
-    from autotune.errors import TargetUnavailable
 
     candidates = sorted((target_class(n) for n in _REGISTRY), key=lambda c: -c.auto_rank)
     passed_over: list[str] = []

@@ -14,6 +14,7 @@ JSON to the request's ``result_path``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -405,7 +406,6 @@ def describe(request: dict[str, Any]) -> dict[str, Any]:
 
 def capabilities(request: dict[str, Any]) -> dict[str, Any]:
     """Capability probe of the installed flavor (see `capabilities_of`)."""
-    import importlib
 
     trt = importlib.import_module(MODULE_OF_FLAVOR[request["flavor"]])
     config = None

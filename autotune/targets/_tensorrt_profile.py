@@ -7,6 +7,7 @@ runs the engine, else the profile says so.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,6 @@ def gpu_timing_unavailable(module_name: str) -> str | None:
     if visible_gpu().get("count", 0) < 1:
         return "no GPU is visible"
     try:
-        import importlib
-
         importlib.import_module(module_name)
         cudart()
     except Exception as exc:  # noqa: BLE001

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from autotune.targets._tensorrt_commands import TIMED_NVTX_VERBOSITY
@@ -31,8 +32,6 @@ def numpy_dtype(datatype: Any, tensor: str = "") -> np.dtype:
     """
     name = getattr(datatype, "name", str(datatype).rsplit(".", 1)[-1])
     if name in ("BF16", "FP8"):
-        import ml_dtypes
-
         return np.dtype(ml_dtypes.bfloat16 if name == "BF16" else ml_dtypes.float8_e4m3fn)
     table = {
         "FLOAT": np.float32,

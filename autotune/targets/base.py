@@ -8,6 +8,7 @@ this interface, the knob space the target declares, and the measurements it retu
 from __future__ import annotations
 
 import abc
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -224,7 +225,6 @@ class Target(abc.ABC):
 
         Default: every one of `artifact_files` found beside `built.artifact`, under its own name.
         """
-        import shutil
 
         dest.mkdir(parents=True, exist_ok=True)
         written = []

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from autotune.errors import BuildError, first_line
 from autotune.targets._onnxruntime_options import (
@@ -248,7 +249,6 @@ def optimized_graph_bytes(path: Path) -> bytes:
     dropped; tensor names stay (a renamed edge gives another digest, never a wrong match), so a pass that only rewrote what ONNX Runtime rewrites anyway gives the same
     bytes. On a model ONNX cannot parse, the file's bytes.
     """
-    import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)

@@ -38,13 +38,18 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import onnx
+from packaging.version import Version
 
 from autotune.errors import BuildError
 from autotune.passes.precision import PRECISIONS
@@ -123,8 +128,6 @@ def _run_helper(mode: str, flavor: str, request: dict[str, Any], timeout_s: floa
         if proc.returncode != 0:
             text = log_path.read_text(errors="replace")
             if proc.returncode < 0:
-                import signal
-
                 name = signal.Signals(-proc.returncode).name
                 raise BuildError(f"{flavor} builder process died with {name}: {first_error(text)} (log: {log_path})")
             raise BuildError(f"{flavor} build failed: {first_error(text)}")
@@ -136,7 +139,6 @@ def _run_helper(mode: str, flavor: str, request: dict[str, Any], timeout_s: floa
 
 def onnx_input_dims(model_path: Path) -> dict[str, list[int | None]]:
     """Graph inputs (initializers excluded) and their dims; None marks a dynamic dim."""
-    import onnx
 
     model = onnx.load(str(model_path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
@@ -480,7 +482,6 @@ class TensorRTTarget(Target):
         """The engine's layer table from the build, timed per layer through `IProfiler` where a GPU
         runs the engine (`_tensorrt_profile.profile_tensorrt`); untimed, with the reason in its
         note, in build-only mode or when the engine was pruned."""
-        import onnx
 
         engine = built.artifact if built.artifact.name in self.artifact_files and built.artifact.is_file() else None
         profile = profile_tensorrt(
@@ -631,7 +632,6 @@ def cuda_python_mismatch(module_name: str) -> str | None:
 
 
 def _distribution_version(name: str) -> str | None:
-    from importlib import metadata
 
     try:
         return metadata.version(name)
@@ -640,7 +640,6 @@ def _distribution_version(name: str) -> str | None:
 
 
 def _version_tuple(version: str) -> Version:
-    from packaging.version import Version
 
     return Version(version)
 
