@@ -20,14 +20,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 import onnx
 
-if TYPE_CHECKING:
-    from autotune.verify import Tolerance
+from autotune.passes.precision import apply_precision, prepare_for_quantization
+from autotune.verify import Tolerance, compare_outputs
 
 OUTPUT_PREFIX = "output:"  # names a graph output's own Q/DQ in rankings and `keep_float`
 TOP_OFFENDERS = 10  # sensitivities kept with a trial and shown in the report
@@ -480,9 +480,6 @@ def quantize_mixed(
         "repair_passed" and "repair_checks"; for the last two, "kept_float_gemm" (the GEMM layers
         among "kept_float").
     """
-    from autotune.passes.precision import apply_precision, prepare_for_quantization
-    from autotune.verify import Tolerance, compare_outputs
-
     if keep not in ("auto", NON_GEMM, NON_GEMM_AUTO, GEMM_AUTO) and (not str(keep).isdigit()):
         raise ValueError(
             f"{KEEP_FLOAT_KNOB} {keep!r}: expected a count >= 0, 'auto', '{NON_GEMM}', '{NON_GEMM_AUTO}' or '{GEMM_AUTO}'"
