@@ -236,7 +236,7 @@ def test_another_calibration_set_is_ranked_again(model, calibration, tmp_path, m
 def test_a_pruned_repaired_trial_is_regenerated_with_the_studys_gate(model, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    import autotune.trial
+    import autotune.study._records
     from autotune.layout import INPUTS_FILE
     from autotune.report import regenerate_model
 
@@ -246,7 +246,7 @@ def test_a_pruned_repaired_trial_is_regenerated_with_the_studys_gate(model, tmp_
     attrs = {"study_dir": str(tmp_path), "model_path": str(source), "target": "onnxruntime", "dynamic_batch": True,
              "accuracy_mode": "scale", "max_error": 0.05, "min_cosine": 0.9, "metric": "top1"}  # fmt: skip
     seen = {}
-    monkeypatch.setattr(autotune.trial, "transform_model", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(autotune.study._records, "transform_model", lambda *args, **kwargs: seen.update(kwargs))
     trial = SimpleNamespace(params={"precision": "int8", "keep_float_layers": "auto"})
     regenerate_model(SimpleNamespace(user_attrs=attrs), trial, tmp_path / "regenerated")
     assert seen["tolerance"] == Tolerance(mode="scale", max_error=0.05, min_cosine=0.9, metric="top1")
