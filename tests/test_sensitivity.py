@@ -379,17 +379,17 @@ def test_the_repairs_gate_judges_the_calibration_set_as_one_batch(model, calibra
 
 
 def test_the_repair_checks_its_gate_on_samples_the_quantizer_did_not_calibrate_on(model, monkeypatch):
-    import autotune.passes.precision as precision
+    import autotune.sensitivity as sensitivity
 
     feeds = [models.random_feeds(model, batch=1, seed=seed) for seed in range(8)]
     calibrated_on = []
-    real = precision.apply_precision
+    real = sensitivity.apply_precision
 
     def recording(*args, calibration_feeds, **kwargs):
         calibrated_on.append([feed["x"] for feed in calibration_feeds])
         return real(*args, calibration_feeds=calibration_feeds, **kwargs)
 
-    monkeypatch.setattr(precision, "apply_precision", recording)
+    monkeypatch.setattr(sensitivity, "apply_precision", recording)
     SEEN_BATCHES.clear()
     gate = Tolerance(metric="test_sensitivity:batch_recording_metric")
     quantize_mixed(model, "int8", calibration_feeds=feeds, scheme="asymmetric_u8", keep="non_gemm_auto", tolerance=gate)
