@@ -42,7 +42,7 @@ from autotune.passes import PASSES
 if TYPE_CHECKING:
     import optuna
 
-PIPELINE_KNOBS = frozenset({"precision", "batch_size", "calibration_method", "keep_float_layers"})
+PIPELINE_KNOBS = frozenset({"precision", "batch_size", "calibration_method", "keep_float_layers", "quantization"})
 PASS_PREFIX = "pass."
 TYPES = ("categorical", "int", "float", "bool")
 MAX_SPACE_FILE_BYTES = 1 << 20  # a space file is a page of YAML; anything near this is not one

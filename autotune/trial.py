@@ -28,7 +28,14 @@ from autotune.errors import AutotuneError, condense_reason
 from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
 from autotune.measure import StopRule, clear_of, measure_latency, paired_speedup
 from autotune.model import axes_like, feeds_at_batch, file_sha256, join_outputs, verification_feeds
-from autotune.passes import apply_passes, apply_precision
+from autotune.passes import (
+    QUANTIZATION_KNOB,
+    PrecisionError,
+    apply_passes,
+    apply_precision,
+    dynamic_layer_count,
+    quantize_dynamic_int8,
+)
 from autotune.sensitivity import KEEP_FLOAT_KNOB, RANKING_CACHE_DIR, quantize_mixed
 from autotune.space import PASS_PREFIX
 from autotune.targets import target_class
@@ -138,7 +145,17 @@ def transform_model(
     if precision not in ("fp32", "tf32") and not precision.endswith("_flag"):
         # ONNX Runtime's calibrators print progress to stdout; a trial keeps its output quiet.
         with contextlib.redirect_stdout(io.StringIO()):
-            if precision in ("int8", "fp8"):
+            if precision == "int8" and config.get(QUANTIZATION_KNOB, "static") == "dynamic":
+                if config.get(KEEP_FLOAT_KNOB, 0) not in (0, "0"):
+                    raise PrecisionError(
+                        f"{KEEP_FLOAT_KNOB}={config[KEEP_FLOAT_KNOB]} repairs static Q/DQ quantization, "
+                        f"not {QUANTIZATION_KNOB}=dynamic"
+                    )
+                model = quantize_dynamic_int8(model)
+                if precision_details is not None:
+                    count = dynamic_layer_count(model)
+                    precision_details.update({"quantization": "dynamic", "quantized_layers": count, "kept_float": []})
+            elif precision in ("int8", "fp8"):
                 model, details = quantize_mixed(
                     model,
                     precision,

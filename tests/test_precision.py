@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
-from autotune.passes import PRECISIONS, PrecisionError, apply_precision
+from autotune.passes import PRECISIONS, PrecisionError, apply_precision, dynamic_layer_count, quantize_dynamic_int8
 
 FP16_MAX_RELATIVE_ERROR = 1e-2  # of the output's largest magnitude
 BF16_MAX_RELATIVE_ERROR = 3e-2
@@ -466,3 +466,41 @@ def test_entropy_threshold_is_onnxruntimes_search_computed_faster():
     collector = HistogramCollector("entropy", False, ENTROPY_HISTOGRAM_BINS, ENTROPY_QUANTIZED_BINS, 99.999, None)
     expected = collector.get_entropy_threshold(histogram, ENTROPY_QUANTIZED_BINS)
     assert np.allclose(entropy_threshold(histogram, ENTROPY_QUANTIZED_BINS), expected)
+
+
+def test_dynamic_int8_quantizes_the_matmuls_with_constant_weights_and_stays_close(model, feeds, reference):
+    quantized = quantize_dynamic_int8(model)
+    ops = Counter(node.op_type for node in quantized.graph.node)
+    weighted = [
+        n for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in initializer_names(model)
+    ]
+    assert ops["MatMulInteger"] == len(weighted) > 0 and ops["DynamicQuantizeLinear"] > 0
+    assert dynamic_layer_count(quantized) == len(weighted)
+    assert "QuantizeLinear" not in ops  # nothing calibrated: no static Q/DQ pair
+    assert relative_error(run(quantized, feeds), reference) <= INT8_MAX_RELATIVE_ERROR
+    assert not any(node.op_type == "MatMulInteger" for node in model.graph.node)  # the input is not mutated
+
+
+def test_dynamic_int8_of_a_model_without_a_weighted_matmul_says_so():
+    with pytest.raises(PrecisionError, match="int8 dynamic: the model has no MatMul/Gemm with a constant weight"):
+        quantize_dynamic_int8(models.relu_only())
+
+
+def initializer_names(model: onnx.ModelProto) -> set[str]:
+    return {initializer.name for initializer in model.graph.initializer}
+
+
+def test_a_dynamic_int8_trial_model_is_written_without_calibration_and_refuses_a_qdq_repair(model, tmp_path):
+    from autotune.trial import transform_model
+
+    source, out = tmp_path / "model.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(model, str(source))
+    details: dict = {}
+    config = {"precision": "int8", "quantization": "dynamic"}
+    transform_model(source, config, out, calibration_feeds=[], scheme="asymmetric_u8", precision_details=details)
+    written = onnx.load(str(out))
+    assert details == {"quantization": "dynamic", "quantized_layers": dynamic_layer_count(written), "kept_float": []}
+    assert details["quantized_layers"] > 0
+    with pytest.raises(PrecisionError, match="keep_float_layers=auto repairs static Q/DQ quantization"):
+        transform_model(source, {**config, "keep_float_layers": "auto"}, tmp_path / "x.onnx",
+                        calibration_feeds=[], scheme="asymmetric_u8")  # fmt: skip

@@ -207,3 +207,21 @@ def test_a_bad_extends_is_one_line_naming_the_file_and_the_key(tmp_path, files, 
     message = str(error.value)
     assert len(message.splitlines()) == 1 and fragment in message, message
     assert message.startswith(f"--space {child}") or message.startswith(f"--space {tmp_path / 'other.yaml'}")
+
+
+def test_int8_quantization_is_static_or_dynamic_on_the_cpu_and_static_only_on_tensorrt():
+    cpu = load_space(OnnxRuntimeTarget.default_space_path(), OnnxRuntimeTarget())
+    assert cpu["quantization"].choices == ("static", "dynamic")
+    dynamic = cpu.complete({"precision": "int8", "quantization": "dynamic"})
+    static = cpu.complete({"precision": "int8"})
+    # Calibration and the Q/DQ repairs belong to static quantization only.
+    assert "calibration_method" not in dynamic and "keep_float_layers" not in dynamic
+    assert static["quantization"] == "static" and {"calibration_method", "keep_float_layers"} <= set(static)
+    assert "quantization" not in cpu.complete({"precision": "fp32"})
+    rtx = parse_space(
+        {"knobs": {"precision": {"type": "categorical", "choices": ["fp32", "int8"], "default": "fp32"},
+                   "quantization": {"type": "categorical", "choices": ["static", "dynamic"], "default": "static",
+                                    "condition": {"precision": "int8"}}}},
+        TensorRTRTXTarget(),
+    )  # fmt: skip
+    assert "dynamic" not in (rtx["quantization"].choices if "quantization" in rtx else ())

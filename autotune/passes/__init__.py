@@ -34,9 +34,13 @@ from autotune.passes.precision import (
     CALIBRATION_METHODS,
     DEFAULT_FP32_BLOCK_LIST,
     PRECISIONS,
+    QUANTIZATION_KNOB,
+    QUANTIZATION_MODES,
     QUANTIZATION_SCHEMES,
     PrecisionError,
     apply_precision,
+    dynamic_layer_count,
+    quantize_dynamic_int8,
 )
 from autotune.passes.reduce import move_reduce_axis_last
 from autotune.passes.transposes import remove_redundant_transposes
@@ -124,12 +128,15 @@ __all__ = [
     "DEFAULT_FP32_BLOCK_LIST",
     "PASSES",
     "PRECISIONS",
+    "QUANTIZATION_KNOB",
+    "QUANTIZATION_MODES",
     "QUANTIZATION_SCHEMES",
     "PassFn",
     "PrecisionError",
     "UnknownPassError",
     "apply_passes",
     "apply_precision",
+    "dynamic_layer_count",
     "fold_batchnorm_into_conv",
     "fold_constants",
     "fuse_gelu",
@@ -139,6 +146,7 @@ __all__ = [
     "inert_passes",
     "move_reduce_axis_last",
     "pad_matmul_to_multiple",
+    "quantize_dynamic_int8",
     "remove_redundant_transposes",
     "reshape_4d_matmul_to_2d",
 ]

@@ -34,6 +34,13 @@ from autotune.passes._graph import (
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 QUANTIZATION_SCHEMES = ("symmetric", "asymmetric_u8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# How INT8 is applied: "static" (calibrated Q/DQ pairs on every layer that takes them) or
+# "dynamic" (ONNX Runtime's dynamic quantization: MatMul/Gemm weights INT8, each activation
+# quantized with its own range at every run; no calibration). QUANTIZATION_KNOB is the pipeline
+# knob that picks one.
+QUANTIZATION_KNOB = "quantization"
+QUANTIZATION_MODES = ("static", "dynamic")
+DYNAMIC_OPS = ("MatMul", "Gemm")
 KERNEL_SOURCES = ("onnx_schema", "onnxruntime_cpu", "onnxruntime_cuda")
 _KERNEL_PROVIDERS = {"onnxruntime_cpu": "CPUExecutionProvider", "onnxruntime_cuda": "CUDAExecutionProvider"}
 
@@ -450,6 +457,44 @@ def quantize_qdq(
         )
         quantized = onnx.load(str(target))
     return _int8_qdq_to_fp8(quantized) if precision == "fp8" else quantized
+
+
+def quantize_dynamic_int8(model: onnx.ModelProto, *, op_types: Sequence[str] = DYNAMIC_OPS) -> onnx.ModelProto:
+    """INT8 by ONNX Runtime's dynamic quantization: each MatMul/Gemm with a constant weight gets
+    INT8 weights (per tensor) and quantizes its activation at every run with that run's own range
+    (DynamicQuantizeLinear -> MatMulInteger); nothing is calibrated. What ONNX Runtime
+    recommends for recurrent and transformer models on the CPU, and what ddddocr ships for its
+    own CPU recognizer (`common_old.onnx`). Convolutions stay float: dynamic ConvInteger ran 4x
+    slower than FP32 on ddddocr's recognizer (bench/INT8_CPU.md).
+
+    Raises:
+        PrecisionError: no MatMul/Gemm of the model has a constant weight.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    constants = {initializer.name for initializer in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    targets = [n for n in model.graph.node if n.op_type in op_types and any(i in constants for i in n.input[:2])]
+    if not targets:
+        raise PrecisionError(f"int8 dynamic: the model has no {'/'.join(op_types)} with a constant weight to quantize")
+    with tempfile.TemporaryDirectory(prefix="autotune-quantize-") as directory:
+        source, target = Path(directory) / "model.onnx", Path(directory) / "quantized.onnx"
+        onnx.save(model, str(source))
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=False,
+            op_types_to_quantize=list(op_types),
+        )
+        quantized = onnx.load(str(target))
+    _mark_quantizer(quantized, "onnxruntime-dynamic")
+    return quantized
+
+
+def dynamic_layer_count(model: onnx.ModelProto) -> int:
+    """Layers a dynamically quantized model runs in INT8 (MatMulInteger / ConvInteger)."""
+    return sum(1 for node in model.graph.node if node.op_type in ("MatMulInteger", "ConvInteger"))
 
 
 # Entropy (KL) calibration picks a clipping threshold among histogram widths; with as many

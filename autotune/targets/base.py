@@ -109,6 +109,9 @@ class Target(abc.ABC):
     # "symmetric" (int8 activations and weights, zero point 0: TensorRT) or "asymmetric_u8"
     # (uint8 activations: ONNX Runtime's CPU kernels); see `passes.apply_precision`'s `scheme`.
     quantization_scheme: ClassVar[str] = "symmetric"
+    # How it can run INT8 (the `quantization` knob's choices, `passes.QUANTIZATION_MODES`):
+    # "static" Q/DQ everywhere; "dynamic" only where the runtime has dynamic INT8 kernels.
+    quantization_modes: tuple[str, ...] = ("static",)
     # Which ops FP16/BF16 may cast (`passes.apply_precision`'s `kernels`): "onnx_schema" (every
     # op whose ONNX schema allows the type) or "onnxruntime_cpu" (only ops ONNX Runtime's CPU
     # provider has a kernel for in it). Set per instance where it depends on the device.
@@ -169,10 +172,13 @@ class Target(abc.ABC):
     def supported_choices(self, knob: str, choices: Sequence[Any]) -> list[Any]:
         """Filters a knob's choices to those this installation can run (capability detection).
 
-        Default: precision choices are filtered by `precisions`; other knobs keep all choices.
+        Default: precision choices are filtered by `precisions`, quantization choices by
+        `quantization_modes`; other knobs keep all choices.
         """
         if knob == "precision":
             return [c for c in choices if c in self.precisions]
+        if knob == "quantization":
+            return [c for c in choices if c in self.quantization_modes]
         return list(choices)
 
     @abc.abstractmethod

@@ -294,6 +294,8 @@ class OnnxRuntimeTarget(Target):
             self.precision_kernels = "onnx_schema"
         else:
             self.precision_kernels = "onnxruntime_cpu"
+            # The CPU provider has dynamic INT8 kernels (DynamicQuantizeLinear, MatMulInteger).
+            self.quantization_modes = ("static", "dynamic")
 
     @classmethod
     def needs_gpu(cls, options: Any) -> bool:

@@ -369,6 +369,8 @@ class TensorRTTarget(Target):
             return list(choices) if "SPARSE_WEIGHTS" in caps.get("builder_flags", []) else []
         if knob == "cuda_graph":
             return [] if self.options.build_only else list(choices)
+        if knob == "quantization":  # TensorRT runs explicit (static) Q/DQ only
+            return [c for c in choices if c in self.quantization_modes]
         return list(choices)
 
     # -- timing cache -----------------------------------------------------------------
