@@ -1097,9 +1097,9 @@ def profile_study(
         for key, trial in pairs:
             runs[key].append(profile_trial(study, trial))
             order.append(key)
-        if repeat == 0 and not runs["defaults"][0].get("timed"):
             if after_each is not None:
                 after_each(key, trial)
+        if repeat == 0 and not runs["defaults"][0].get("timed"):
             break  # a layer table: the same every time
     profiles: dict[str, Any] = {key: combine_repeats(found) for key, found in runs.items()}
     if best is not None and "best" not in profiles:
@@ -1114,8 +1114,8 @@ def profile_study(
         "defaults": profiles["defaults"],
         "best": profiles.get("best"),
         "profile_order": order,
-        "moved": moved(profiles["defaults"], profiles["best"]) if "best" in profiles else None,
         "spread": spread_statement(profiles["defaults"].get("repeats") or 1),
+        "moved": moved(profiles["defaults"], profiles["best"]) if "best" in profiles else None,
         "diagnoses": diagnoses,
     }
     (study_dir / PROFILE_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
@@ -1326,7 +1326,7 @@ __all__ = [
     "status_phrase",
     "summarize",
     "touched_nodes",
-    "within_spread",
     "spread_phrase",
     "spread_statement",
+    "within_spread",
 ]
