@@ -51,7 +51,7 @@ from autotune.layout import (
     trial_dir,
 )
 from autotune.ort_logging import route_onnxruntime_logging
-from autotune.profile import PROFILE_FILE, profile_after_search
+from autotune.profile import PROFILE_FILE, profile_after_search, profile_estimate_s
 from autotune.report import (
     MANIFEST_FILE,
     PARETO_PLOT,
@@ -129,9 +129,9 @@ class Pace:
         return left is None or left - WRITE_RESERVE_S > typical * (self.pairings - self.done + 1)
 
     def room_for_profile(self) -> bool:
-        """The profile runs two configurations about as long as a pairing: it needs two pairings' time."""
+        """Whether the profile (`profile_time_s`) fits in what is left before the deadline."""
         left = self.left_s()
-        return left is None or left - WRITE_RESERVE_S > 2 * max(self.walls, default=0.0) + 5.0
+        return left is None or left - WRITE_RESERVE_S > profile_time_s(self.study)
 
     def finished(self, label: str, speedup: Speedup, called: str) -> None:
         now = time.monotonic()
@@ -400,7 +400,7 @@ def finalize_estimate_s(study: optuna.Study, rounds: int = PAIRED_ROUNDS) -> flo
     """Seconds finalize will take on `study` as it stands (what `run_study` keeps from the budget):
     every pairing it will run (the A/A control, the finalists of each batch) at `rounds` rounds of
     two blocks (warm-up + timed runs, from the defaults' measured latency at that batch) plus two
-    session builds (trial 0's build time), the profile at two pairings' worth, and the writing."""
+    session builds (trial 0's build time), the profile (`profile_estimate_s`), and the writing."""
     zero = default_trial(study)
     if zero is None or study.user_attrs.get("build_only"):
         return 0.0
@@ -418,7 +418,20 @@ def finalize_estimate_s(study: optuna.Study, rounds: int = PAIRED_ROUNDS) -> flo
 
     plan = finalists_by_batch(study, zero)
     total = pairing_s(1) + sum(len(finalists) * pairing_s(batch) for batch, finalists in plan.items())
-    return total + 2 * pairing_s(1) + WRITE_RESERVE_S
+    return total + profile_time_s(study) + WRITE_RESERVE_S
+
+
+def profile_time_s(study: optuna.Study) -> float:
+    """What the profile costs on `study` (`profile_estimate_s`): from trial 0's build time and the
+    defaults' slowest run at any batch a finalist is at (the profile runs at the answer's batch,
+    not known before finalize chooses it)."""
+    zero = default_trial(study)
+    if zero is None:
+        return 0.0
+    batches = {1, *finalists_by_batch(study, zero)}
+    runs = [defaults_at_batch(study, zero, batch) for batch in batches]
+    run_s = max(float(t.user_attrs.get("latency_ms_p50", 0.0) or 0.0) / 1e3 for t in [zero, *filter(None, runs)])
+    return profile_estimate_s(float(zero.user_attrs.get("build_time_s", 0.0) or 0.0), run_s)
 
 
 def finalists_by_batch(study: optuna.Study, zero: FrozenTrial) -> dict[int, list[FrozenTrial]]:

@@ -145,6 +145,15 @@ KEEP_FLOAT_KNOB = "keep_float_layers"
 PROFILE_REPEATS = 5
 
 
+def profile_estimate_s(build_s: float, run_s: float, repeats: int = PROFILE_REPEATS) -> float:
+    """Seconds `profile_study` takes for two configurations: `repeats` profiles of each, every
+    one a session build (`build_s`), the warm-up runs and the profiled runs (`run_s` each: at
+    least `MIN_RUNS` and `MIN_PROFILE_S`, at most `MAX_RUNS`), with half again for the
+    profiler's own cost (its trace written and parsed)."""
+    timed_s = min(max(MIN_RUNS * run_s, MIN_PROFILE_S), MAX_RUNS * run_s)
+    return 2 * repeats * 1.5 * (build_s + WARMUP_RUNS * run_s + timed_s)
+
+
 class ProfileError(AutotuneError):
     """A configuration could not be profiled (its model does not load or run)."""
 

@@ -564,6 +564,14 @@ def test_the_finalize_estimate_grows_with_what_finalize_will_pair(finished):
     full = fin.finalize_estimate_s(study)
     assert full > fin.finalize_estimate_s(study, rounds=1) > 0
     assert study.user_attrs.get("finalize_reserve_s") is None  # no --budget: nothing was kept
+    # The profile's share: PROFILE_REPEATS profiles of two configurations, each a session build.
+    from autotune.profile import PROFILE_REPEATS, profile_estimate_s
+
+    profile = fin.profile_time_s(study)
+    zero = fin.default_trial(study)
+    assert profile >= 2 * PROFILE_REPEATS * zero.user_attrs["build_time_s"]
+    assert fin.finalize_estimate_s(study, rounds=0) >= profile + fin.WRITE_RESERVE_S and profile > 0
+    assert profile_estimate_s(1.0, 0.01, repeats=10) > profile_estimate_s(1.0, 0.01, repeats=5)
 
 
 KNOWN_SLOW_SPACE = """
