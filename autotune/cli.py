@@ -299,14 +299,18 @@ def finalize_lines_to(console: Any) -> Iterator[None]:
             console.print(f"  {record.getMessage()}", markup=False)
 
     logger = logging.getLogger("autotune")
-    handler, level = ToConsole(logging.INFO), logger.level
+    handler, level, propagate = ToConsole(logging.INFO), logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    # Not also through the root logger: a library's module-level logging.warning (ONNX Runtime's
+    # quantizer) gives the root a stderr handler, which printed each line a second time.
+    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def print_summary(study: Any, final: Any, console: Any) -> None:

@@ -37,3 +37,24 @@ def test_provider_warnings_of_many_sessions_are_logged_once_and_not_printed(tmp_
     expected = 0 if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else 1
     assert logged == expected, log.read_text()
     assert log.read_text().count("shows errors only") == 1  # the muted C++ warnings, said once
+
+
+def test_a_foreground_finalize_line_is_printed_once_even_when_a_library_gave_root_a_handler():
+    import io
+    import logging
+
+    from rich.console import Console
+
+    from autotune.cli import finalize_lines_to
+
+    console_text, root_text = io.StringIO(), io.StringIO()
+    root_handler = logging.StreamHandler(root_text)  # what a library's logging.warning() leaves behind
+    logging.getLogger().addHandler(root_handler)
+    try:
+        with finalize_lines_to(Console(file=console_text, width=200)):
+            logging.getLogger("autotune").info("finalize: pairing 1 of 1, A/A control")
+        assert console_text.getvalue().count("finalize: pairing 1 of 1") == 1
+        assert "finalize" not in root_text.getvalue()
+        assert logging.getLogger("autotune").propagate  # restored afterwards
+    finally:
+        logging.getLogger().removeHandler(root_handler)
