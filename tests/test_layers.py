@@ -57,13 +57,8 @@ LAYERS = {
     "autotune.cli": 6,
 }
 
-# Upward imports still to remove. The targets' profilers take the op taxonomy and the profile's
-# shape (MIN_RUNS, PRECISION_NAMES, op_class, finish_profile, ...) from the top-level profile; those
-# belong in a bottom-layer module that `autotune.profile` imports (issue 28 item 1).
-KNOWN_UPWARD = {
-    ("autotune.targets._onnxruntime_profile", "autotune.profile"),
-    ("autotune.targets._tensorrt_profile", "autotune.profile"),
-}
+# Upward imports still to remove: none.
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 # Function-level imports allowed by top-level package: optional packages a base install lacks
 # (each such import says why in a comment). Issue 28 asks for fewer than 10 function-level

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune.profile import (
+from autotune.targets._onnxruntime_options import _preload_cuda_dlls, cuda_provider_options, session_options
+from autotune.targets.layer_profile import (
     MAX_RUNS,
     MIN_PROFILE_S,
     MIN_RUNS,
@@ -28,7 +29,6 @@ from autotune.profile import (
     finish_profile,
     op_class,
 )
-from autotune.targets._onnxruntime_options import _preload_cuda_dlls, cuda_provider_options, session_options
 
 
 def _ort_precision(args: Mapping[str, Any]) -> str:

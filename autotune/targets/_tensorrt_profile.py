@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from autotune.profile import MIN_RUNS, PRECISION_NAMES, WARMUP_RUNS, finish_profile, op_class
 from autotune.targets._tensorrt_runtime import TensorRTSession
 from autotune.targets.cuda_timing import cudart, visible_gpu
+from autotune.targets.layer_profile import MIN_RUNS, PRECISION_NAMES, WARMUP_RUNS, finish_profile, op_class
 
 # TensorRT layer types (engine inspector / build log), by class, for layers that fused no ONNX
 # node whose op type is known.

@@ -216,7 +216,7 @@ class Target(abc.ABC):
             feeds (Feeds): inputs at the configuration's batch size.
 
         Returns:
-            `autotune.profile.finish_profile` of the layers (each with `name`, `op_type`, `class`,
+            `autotune.targets.layer_profile.finish_profile` of the layers (each with `name`, `op_type`, `class`,
             `precision`, `time_ms` or None when untimed) and facts (`source`, `note`, `runs`,
             `run_ms`, `timing`).
 
