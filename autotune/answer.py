@@ -9,11 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from autotune.measure import PairedSpeedup
 from autotune.study._records import chosen_trial, trial_by_number
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.trial import FrozenTrial
 
 __all__ = ["chosen_trial", "trial_by_number"]  # re-exported: the answer's trial, as stored
@@ -73,7 +74,6 @@ class Speedup:
 
 
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
-    import optuna
 
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
 
@@ -103,7 +103,6 @@ def front_of(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The Pareto front of `trials` as every surface shows it (the dashboard's too): complete,
     measured themselves (not copies of an identical configuration), feasible, not dominated in
     (throughput ↑, error ↓); of equal values the first trial; fastest first."""
-    import optuna
 
     candidates = [
         t

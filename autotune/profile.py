@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+import optuna
 
 from autotune.answer import chosen_trial, default_trial, defaults_at_batch, details, is_feasible
 from autotune.errors import UsageError
@@ -67,8 +68,6 @@ from autotune.targets.layer_profile import (
 from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
-    import optuna
-
     from autotune.targets.base import Target
 
 # A data-movement share above this in the answer's profile is worth a diagnosis.
@@ -418,7 +417,6 @@ def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str
     it (`tried_trials`; `copies`: those the runtime made identical to an earlier configuration,
     which share its measurement), which of them were feasible, the fastest feasible one and its
     throughput beside the answer's, whether the answer has it, or why the knob was dropped."""
-    import optuna
 
     dropped = (study.user_attrs.get("dropped_knobs") or {}).get(knob)
     trials = study.get_trials(deepcopy=False)
@@ -448,7 +446,6 @@ def search_status(study: optuna.Study, knob: str, value: Any = True) -> dict[str
 def knob_values_status(study: optuna.Study, knob: str, current: Any = None) -> dict[str, Any]:
     """`search_status` of every value of `knob` the search ran (a categorical knob such as
     `keep_float_layers`), with `current`: the value of the configuration diagnosed."""
-    import optuna
 
     seen: list[Any] = []
     for t in study.get_trials(deepcopy=False):

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from autotune.answer import (
     Answer,
     _complete,
@@ -47,7 +49,6 @@ from autotune.targets.base import Built, TargetOptions
 from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.trial import FrozenTrial
 
 
@@ -76,7 +77,6 @@ def trial_row(trial: FrozenTrial, defaults: dict[str, Any]) -> dict[str, Any]:
 def failure_reasons(study: optuna.Study) -> dict[str, int]:
     """Failure and pruning reasons with counts, grouped by failure class (the reason with its
     numbers, paths and names blanked out, as failure rules group them; see `autotune.rules`)."""
-    import optuna
 
     reasons: dict[str, int] = {}
     shown: dict[str, str] = {}  # class -> what is shown: the class, or its first trial's own reason

@@ -295,7 +295,7 @@ def _remote_trial(
     request: TrialRequest, input_pool: Any, references: Any, cores: list[int] | None, timeout_s: float | None
 ) -> TrialResult:
     """Body of the Ray task. The study-wide arrays arrive as object-store values, put once."""
-    import ray
+    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
     started = time.monotonic()
     request = replace(request, input_pool=input_pool, reference_outputs=references)
@@ -368,7 +368,7 @@ def _profile_copy(request: tuple[tuple[Any, str], Callable[[Any], dict[str, Any]
     """Profiles the study in `copy` (an in-memory Optuna storage and the study name) with
     `profile` (finalize's `autotune.profile.profile_after_search`, handed down: the profile sits
     above the workers); returns the profile and the user attributes it set."""
-    import optuna
+    import optuna  # lazy: Ray's trial workers import this module and never use Optuna (~0.4 s CPU each)
 
     (storage, name), profile = request
     study = optuna.load_study(study_name=name, storage=storage)
@@ -383,7 +383,7 @@ def _remote_profile(
 ) -> dict[str, Any]:
     """Body of finalize's profile task: `_profile_copy` in a forked child, on the task's GPU
     (`files` as `_materialize` takes them: the study's input samples)."""
-    import ray
+    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
     _materialize(files)
     env = {}
@@ -398,7 +398,7 @@ def _remote_profile(
 
 def _materialize(files: dict[str, Any]) -> None:
     """Writes each file (path -> its bytes in the object store) this node lacks (another machine)."""
-    import ray
+    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
     for path, ref in files.items():
         if not Path(path).exists():
@@ -409,7 +409,7 @@ def _materialize(files: dict[str, Any]) -> None:
 def _remote_paired(request: PairedRequest, models: dict[str, Any]) -> dict[str, Any]:
     """Body of finalize's paired-measurement task. `models` maps each model path to its bytes
     in the object store, fetched only on a node that lacks the file (another machine)."""
-    import ray
+    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
     _materialize(models)
     env = {}
@@ -506,7 +506,7 @@ class RayExecutor(Executor):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address is None:
             local_only_ray()
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         self.gpu = gpu
         self.trial_timeout_s = trial_timeout_s
@@ -586,7 +586,7 @@ class RayExecutor(Executor):
         return cls(workers, gpu=gpu, address=address, trial_timeout_s=trial_timeout_s)
 
     def submit(self, request: TrialRequest) -> None:
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         slot = self._free_slots.pop(0)
         cores = self.core_sets[slot]
@@ -616,7 +616,7 @@ class RayExecutor(Executor):
         Raises:
             AutotuneError: the measurement failed or its worker died.
         """
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         models = {}
         # the trials' own engines too: the paired run measures the files export ships
@@ -643,13 +643,13 @@ class RayExecutor(Executor):
         Raises:
             AutotuneError: its worker died.
         """
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         shipped = {str(path): ray.put(Path(path).read_bytes()) for path in files if Path(path).is_file()}
         return self._await(self._profile_task.remote(study_copy, shipped, profile), "profile")
 
     def _await(self, ref: Any, what: str) -> Any:
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         while not ray.wait([ref], timeout=0.5)[0]:
             pass
@@ -667,7 +667,7 @@ class RayExecutor(Executor):
         return len(self._flights)
 
     def wait(self, timeout_s: float) -> list[TrialResult]:
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         self._cancel_overdue()
         results, self._finished = self._finished, []
@@ -700,7 +700,7 @@ class RayExecutor(Executor):
 
     def _cancel_overdue(self) -> None:
         """Kills the tasks running past --trial-timeout plus the slack (see above)."""
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         if self.trial_timeout_s is None:
             return
@@ -718,7 +718,7 @@ class RayExecutor(Executor):
             self._finished.append(_failed(flight.request, reason, flight.submitted))
 
     def cancel_all(self, reason: str) -> None:
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         for ref, flight in list(self._flights.items()):
             ray.cancel(ref, force=True)
@@ -729,7 +729,7 @@ class RayExecutor(Executor):
             )
 
     def close(self) -> None:
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         if self.owns_cluster and ray.is_initialized():
             ray.shutdown()
@@ -757,7 +757,7 @@ def local_only_ray() -> None:
 
 def _visible_gpus() -> int:
     try:
-        import ray
+        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
 
         return int(ray.cluster_resources().get("GPU", 0))
     except Exception:  # noqa: BLE001 - any error of the library here is reported as this one line

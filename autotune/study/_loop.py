@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+import optuna
 
 from autotune.layout import ARRIVED_FILE, CONTROLS_DIR, TRIALS_DIR, trial_dir, write_atomically
 from autotune.passes import inert_passes
@@ -150,7 +151,6 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
     """Rebuilds the loop's memory from told trials (dedup maps, failure rules, the sweep, the
     baseline); tells trials a dead run left RUNNING whose result had arrived (`arrived.json`),
     fails the others and re-queues their configurations."""
-    import optuna
 
     if spec is not None:
         _tell_arrivals(study, spec, space.default_config() if space is not None else {})
@@ -253,7 +253,6 @@ def _drop_arrival(spec: StudySpec, number: int) -> None:
 
 def _tell_arrivals(study: Any, spec: StudySpec, defaults: dict[str, Any]) -> None:
     """Tells the RUNNING trials whose result reached a dead daemon (see `_journal_arrival`)."""
-    import optuna
 
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         path = trial_dir(spec.study_dir, frozen.number) / ARRIVED_FILE
@@ -276,7 +275,6 @@ def _requeued_first(study: Any, space: SearchSpace, requeued: list[dict[str, Any
     queued, and the defaults are the baseline every later measurement is judged against (the
     slow-trial cap, the sweep, finalize's pairing). Optuna pops waiting trials by number, so
     the waiting trials' `fixed_params` (a storage system attribute) are reassigned in order."""
-    import optuna
 
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     params = [dict(t.system_attrs.get("fixed_params", t.params)) for t in waiting]
@@ -330,7 +328,6 @@ def run_study(
     Returns:
         The Optuna study.
     """
-    import optuna
 
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     (spec.study_dir / TRIALS_DIR).mkdir(exist_ok=True)
@@ -665,7 +662,6 @@ def carry_to_batches(
     """Queues the CARRY_TOP fastest feasible configurations (by samples/s, at any batch; told
     trials, not copies) at each batch of `batches` where that configuration was not measured and
     no rule forbids it; returns the configurations queued."""
-    import optuna
 
     ranked = sorted(
         (

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import optuna
 
 from autotune.judges import JudgeLimits, roles_from_attrs
 from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, METRICS_FILE, MODEL_FILE, trial_dir
@@ -35,7 +36,6 @@ DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "mini
 
 def native_constraints() -> bool:
     """Optuna >= 5 records constraints on the trial (`Trial.set_constraint`)."""
-    import optuna
 
     return hasattr(optuna.trial.Trial, "set_constraint")
 
@@ -89,7 +89,6 @@ def result_attrs(result: TrialResult) -> dict[str, Any]:
 
 def tell_result(study: Any, trial: Any, result: TrialResult, spec: StudySpec) -> None:
     """Records `result` on `trial`: attributes first (the sampler's constraints read them)."""
-    import optuna
 
     for key, value in result_attrs(result).items():
         trial.set_user_attr(key, value)
@@ -182,7 +181,6 @@ def result_outcome(result: TrialResult) -> Outcome:
 
 
 def count_trials(study: Any) -> dict[str, int]:
-    import optuna
 
     counts = {"complete": 0, "failed": 0, "pruned": 0, "running": 0, "waiting": 0}
     names = {
@@ -212,7 +210,6 @@ def counts_toward_goal(frozen: Any, *, build_only: bool = False) -> bool:
     """Whether a finished trial counts toward `--trials` (new information, not interrupted).
     In a build-only study every build counts, identical engines included (a build is what
     such a study is for)."""
-    import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
     skip = [k for k in NOT_COUNTED if not (build_only and k == "shared_measurement_with_trial")]
@@ -227,7 +224,6 @@ def finished_count(study: Any) -> int:
 
 def tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
     """An identical configuration was already measured: copy its outcome, do not re-measure."""
-    import optuna
 
     original = trial_by_number(study, original_number)
     trial.set_user_attr("duplicate_of", original_number)
@@ -249,7 +245,6 @@ def tell_duplicate(study: Any, trial: Any, original_number: int) -> None:
 
 def tell_ruled_out(study: Any, trial: Any, rule: Rule) -> None:
     """A configuration a failure rule covers: not run, told as pruned with the rule."""
-    import optuna
 
     trial.set_user_attr("ruled_out", True)
     knobs = ", ".join(f"{k}={v}" for k, v in rule.knobs.items())

@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from autotune.errors import UsageError, root_cause
 from autotune.layout import STUDY_DB, check_study_name, daemon_state, storage_url
 from autotune.study._records import DIRECTIONS, OBJECTIVES, constraints_from_attrs, native_constraints
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
 
 
 def quiet_optuna() -> None:
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -39,7 +39,6 @@ def make_storage(url: str) -> Any:
     study's wall time. WAL keeps the database consistent across crashes (a `kill -9` loses at
     most the last transactions, never corrupts) at a fraction of the cost.
     """
-    import optuna
 
     if not url.startswith("sqlite:"):
         return optuna.storages.RDBStorage(url)
@@ -60,7 +59,6 @@ def make_storage(url: str) -> Any:
 
 def open_study(spec: StudySpec, *, create: bool) -> Any:
     """Creates (or loads) the Optuna study with the multi-objective TPE sampler."""
-    import optuna
 
     quiet_optuna()
     constraints: dict[str, Any] = {} if native_constraints() else {"constraints_func": constraints_from_attrs}
@@ -94,7 +92,6 @@ def existing_study_model(results_dir: Path, name: str, storage: str | None = Non
         UsageError: the study's database is not a readable study database, or `storage`
             cannot be opened; the message names the file (or the URL, password hidden).
     """
-    import optuna
 
     quiet_optuna()
     url = storage_url(results_dir / name, storage)
@@ -165,7 +162,6 @@ def study_names(url: str) -> list[str]:
     Raises:
         UsageError: the storage cannot be opened (one line, password hidden).
     """
-    import optuna
 
     quiet_optuna()
     try:
@@ -211,7 +207,6 @@ def load_study_dir(results_dir: Path, name: str, storage: str | None = None) -> 
     Raises:
         UsageError: a bad name, no such study, or an unreadable database (one line naming it).
     """
-    import optuna
 
     quiet_optuna()
     check_study_name(name)
@@ -237,7 +232,6 @@ def load_study_dir(results_dir: Path, name: str, storage: str | None = None) -> 
 
 @functools.cache
 def _located_study_class() -> type:
-    import optuna
 
     class _LocatedStudy(optuna.Study):
         """An Optuna study whose `study_dir` is where it was loaded from (see `load_study_dir`)."""
