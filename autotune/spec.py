@@ -47,7 +47,7 @@ from autotune.model import (
     synthetic_samples_that_fit,
     trial_memory_bytes,
 )
-from autotune.passes.precision import precision_unavailable
+from autotune.passes.precision import dynamic_quantizable, precision_unavailable
 from autotune.space import Knob, load_space, read_space_data, space_sha256
 from autotune.study import StudySpec, existing_study_model
 from autotune.targets import resolve_target, target_names
@@ -298,6 +298,11 @@ def prepare_start(args: argparse.Namespace) -> Any:
     space, precision_note = _drop_unavailable_precisions(space, info)
     if precision_note:
         target_message = f"{target_message}\n{precision_note}"
+    space, quantization_note = _drop_unavailable_quantization(
+        space, onnx.load(str(info.path), load_external_data=False)
+    )
+    if quantization_note:
+        target_message = f"{target_message}\n{quantization_note}"
     known_good = _known_good(space_path, space)
     avoid = _avoid(space_path, space)
     if not args.inputs:
@@ -388,6 +393,16 @@ def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:
         )
     note = "; ".join(f"precision {name} removed from the space: {reason}" for name, reason in unavailable.items())
     return space.restrict("precision", kept), note
+
+
+def _drop_unavailable_quantization(space: Any, model: onnx.ModelProto) -> tuple[Any, str]:
+    """The space without `quantization: dynamic` where the model has no MatMul/Gemm with a
+    constant weight (a CNN): its recipe and sweep value would fail every time."""
+    if "quantization" not in space or "dynamic" not in space["quantization"].values() or dynamic_quantizable(model):
+        return space, ""
+    kept = [value for value in space["quantization"].values() if value != "dynamic"]
+    note = "quantization dynamic removed from the space: the model has no MatMul/Gemm with a constant weight"
+    return space.restrict("quantization", kept), note
 
 
 # `start` options a resumed study inherits unless given again on the command line.

@@ -504,3 +504,25 @@ def test_a_dynamic_int8_trial_model_is_written_without_calibration_and_refuses_a
     with pytest.raises(PrecisionError, match="keep_float_layers=auto repairs static Q/DQ quantization"):
         transform_model(source, {**config, "keep_float_layers": "auto"}, tmp_path / "x.onnx",
                         calibration_feeds=[], scheme="asymmetric_u8")  # fmt: skip
+
+
+def test_dynamic_int8_takes_weights_written_as_constant_nodes(model, feeds, reference):
+    # paddle2onnx writes every weight as a Constant node; ONNX Runtime's quantizer takes only
+    # initializers, and quantized none of PP-OCRv4's MatMuls (an FP32 model labelled int8).
+    constants = onnx.ModelProto()
+    constants.CopyFrom(model)
+    weights = {i.name: i for i in constants.graph.initializer}
+    used = {name for node in constants.graph.node if node.op_type == "MatMul" for name in node.input[1:2]} & set(
+        weights
+    )
+    assert used
+    nodes = [onnx.helper.make_node("Constant", [], [name], value=weights[name]) for name in sorted(used)]
+    kept = [i for i in constants.graph.initializer if i.name not in used]
+    del constants.graph.initializer[:]
+    constants.graph.initializer.extend(kept)
+    graph_nodes = list(constants.graph.node)
+    del constants.graph.node[:]
+    constants.graph.node.extend(nodes + graph_nodes)
+    quantized = quantize_dynamic_int8(constants)
+    assert dynamic_layer_count(quantized) == dynamic_layer_count(quantize_dynamic_int8(model)) >= len(used)
+    assert relative_error(run(quantized, feeds), reference) <= INT8_MAX_RELATIVE_ERROR

@@ -465,17 +465,19 @@ def quantize_dynamic_int8(model: onnx.ModelProto, *, op_types: Sequence[str] = D
     (DynamicQuantizeLinear -> MatMulInteger); nothing is calibrated. What ONNX Runtime
     recommends for recurrent and transformer models on the CPU, and what ddddocr ships for its
     own CPU recognizer (`common_old.onnx`). Convolutions stay float: dynamic ConvInteger ran 4x
-    slower than FP32 on ddddocr's recognizer (bench/INT8_CPU.md).
+    slower than FP32 on ddddocr's recognizer (bench/INT8_CPU.md). Constant-node weights
+    (paddle2onnx's) become initializers first: the quantizer takes only those.
 
     Raises:
-        PrecisionError: no MatMul/Gemm of the model has a constant weight.
+        PrecisionError: no MatMul/Gemm of the model has a constant weight, or the quantizer
+            quantized none of them (an unchanged model is not an INT8 one).
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: only int8 dynamic trials need it
 
-    constants = {initializer.name for initializer in model.graph.initializer}
-    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
-    targets = [n for n in model.graph.node if n.op_type in op_types and any(i in constants for i in n.input[:2])]
-    if not targets:
+    model = copy_model(model)
+    _constants_to_initializers(model)
+    weighted = dynamic_quantizable(model, op_types)
+    if not weighted:
         raise PrecisionError(f"int8 dynamic: the model has no {'/'.join(op_types)} with a constant weight to quantize")
     with tempfile.TemporaryDirectory(prefix="autotune-quantize-") as directory:
         source, target = Path(directory) / "model.onnx", Path(directory) / "quantized.onnx"
@@ -488,8 +490,20 @@ def quantize_dynamic_int8(model: onnx.ModelProto, *, op_types: Sequence[str] = D
             op_types_to_quantize=list(op_types),
         )
         quantized = onnx.load(str(target))
+    if not dynamic_layer_count(quantized):
+        raise PrecisionError(
+            f"int8 dynamic: ONNX Runtime's quantizer quantized none of the {weighted} {'/'.join(op_types)} layers"
+        )
     _mark_quantizer(quantized, "onnxruntime-dynamic")
     return quantized
+
+
+def dynamic_quantizable(model: onnx.ModelProto, op_types: Sequence[str] = DYNAMIC_OPS) -> int:
+    """How many layers dynamic quantization can take: MatMul/Gemm whose weight (input B) is a
+    constant, an initializer or a Constant node."""
+    constants = {initializer.name for initializer in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    return sum(1 for n in model.graph.node if n.op_type in op_types and len(n.input) > 1 and n.input[1] in constants)
 
 
 def dynamic_layer_count(model: onnx.ModelProto) -> int:
