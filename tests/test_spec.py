@@ -96,13 +96,11 @@ def test_a_named_dim_is_shared_between_inputs_and_an_anonymous_one_is_not(tmp_pa
     assert concrete_shapes(info, 1, {"a": (1, 7, 5), "b": (1, 7, 5)}) == {"a": [1, 7, 5], "b": [1, 7, 5]}
 
 
-def test_dynamic_int8_leaves_the_space_of_a_model_without_a_weighted_matmul_and_its_recipe_with_it(
-    tmp_path, monkeypatch
-):
+def test_dynamic_int8_leaves_the_space_of_a_model_without_a_weighted_matmul(tmp_path, monkeypatch):
     import models_for_passes as models
 
     from autotune.space import load_space
-    from autotune.spec import _drop_unavailable_quantization, _known_good
+    from autotune.spec import _drop_unavailable_quantization
     from autotune.targets.onnxruntime import OnnxRuntimeTarget
 
     monkeypatch.setenv("AUTOTUNE_ORT_PROVIDER", "cpu")
@@ -111,8 +109,6 @@ def test_dynamic_int8_leaves_the_space_of_a_model_without_a_weighted_matmul_and_
     cnn, _ = _drop_unavailable_quantization(space, models.conv_batchnorm_relu())
     assert "dynamic" in space["quantization"].values()
     assert list(cnn["quantization"].values()) == ["static"]
-    assert {"precision": "int8", "quantization": "dynamic"} in _known_good(path, space)
-    assert {"precision": "int8", "quantization": "dynamic"} not in _known_good(path, cnn)
     attention = models.small_cnn_attention()
     kept, note = _drop_unavailable_quantization(space, attention)
     assert "dynamic" in kept["quantization"].values() and note == ""
