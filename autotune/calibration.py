@@ -161,11 +161,15 @@ def preprocess_image(path: Path, spec: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(tensor[None].astype(np.float32))
 
 
-def load_inputs(path: Path, info: ModelInfo, preprocess: Preprocess | None = None) -> dict[str, np.ndarray]:
+def load_inputs(
+    path: Path, info: ModelInfo, preprocess: Preprocess | None = None, notes: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """`--inputs PATH`: a `.npz` file, or a directory of `.npy`/`.npz` samples or images, as one
-    pool (samples stacked along dim 0), checked against the model like a `.npz` file."""
+    pool (samples stacked along dim 0), checked against the model like a `.npz` file. A dtype
+    converted to the model's is said in `notes` (one line per input, not per file). Default
+    `notes`: None (lines dropped)."""
     if not path.is_dir():
-        return load_input_pool(path, info)
+        return load_input_pool(path, info, notes)
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES + IMAGE_SUFFIXES)
     if not files:
         raise UsageError(
@@ -188,11 +192,18 @@ def load_inputs(path: Path, info: ModelInfo, preprocess: Preprocess | None = Non
         preprocess = _with_model_size(preprocess, info)
         samples = [{info.inputs[0].name: preprocess_image(p, preprocess)} for p in files]
     else:
-        samples = [_array_sample(p, info) for p in files]
+        per_file: list[str] = []
+        samples = [_array_sample(p, info, per_file) for p in files]
+        if notes is not None:  # "--inputs DIR/a.npy: 'x' is float64, ..." once for the directory
+            said = []
+            for file in files:
+                prefix = f"--inputs {file}:"
+                said += [f"--inputs {path}:{line[len(prefix) :]}" for line in per_file if line.startswith(prefix)]
+            notes += list(dict.fromkeys(said))
     names = [spec.name for spec in info.inputs]
     stacked = {name: np.concatenate([sample[name] for sample in samples]) for name in names}
     # The same checks (names, ranks, fixed dims, dtypes) as for a .npz file, on the whole pool.
-    return _checked(stacked, info, path)
+    return _checked(stacked, info, path, notes)
 
 
 def _with_model_size(preprocess: Preprocess, info: ModelInfo) -> Preprocess:
@@ -208,7 +219,7 @@ def _with_model_size(preprocess: Preprocess, info: ModelInfo) -> Preprocess:
     return Preprocess(**{**preprocess.__dict__, "size": (int(spatial[0]), int(spatial[1]))})
 
 
-def _array_sample(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
+def _array_sample(path: Path, info: ModelInfo, notes: list[str] | None = None) -> dict[str, np.ndarray]:
     try:
         if path.suffix.lower() == ".npy":
             if len(info.inputs) != 1:
@@ -228,19 +239,25 @@ def _array_sample(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
         array = arrays.get(spec.name)
         if array is not None and array.ndim == len(spec.shape) - 1:
             arrays[spec.name] = array[None]  # one sample without its batch dimension
-    return _checked(arrays, info, path)
+    return _checked(arrays, info, path, notes)
 
 
-def _checked(arrays: dict[str, np.ndarray], info: ModelInfo, path: Path) -> dict[str, np.ndarray]:
+def _checked(
+    arrays: dict[str, np.ndarray], info: ModelInfo, path: Path, notes: list[str] | None = None
+) -> dict[str, np.ndarray]:
 
     # load_input_pool is the one place that knows the checks; it reads a file.
     with tempfile.TemporaryDirectory(prefix="autotune-inputs-") as directory:
         staged = Path(directory) / "inputs.npz"
         np.savez(staged, **arrays)  # type: ignore[arg-type]  # numpy's stub checks **arrays against allow_pickle
+        said: list[str] = []
         try:
-            return load_input_pool(staged, _relaxed_batch(info))
+            pool = load_input_pool(staged, _relaxed_batch(info), said)
         except UsageError as exc:
             raise UsageError(str(exc).replace(str(staged), str(path))) from None
+        if notes is not None:
+            notes += [line.replace(str(staged), str(path)) for line in said]
+        return pool
 
 
 def _relaxed_batch(info: ModelInfo) -> ModelInfo:

@@ -430,8 +430,66 @@ def trial_memory_bytes(info: ModelInfo, shapes: Mapping[str, Sequence[int]]) -> 
     return SESSION_COPIES * weights + 2 * live
 
 
-def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
-    """Loads `--inputs FILE.npz` and checks names, dtypes and shapes against the model."""
+_CONVERTIBLE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
+
+
+def converted_to_input_dtype(array: np.ndarray, spec: InputSpec, where: str) -> np.ndarray:
+    """`array` in `spec`'s dtype, where the conversion keeps every value (floats up to rounding:
+    float64 -> float32 is what a user means); UsageError naming `where`, the input and the first
+    value that would change otherwise: a fraction or a value out of range for an integer input,
+    an integer a float cannot hold exactly (int64 above 2**24 -> float32), a float beyond the
+    narrower float's range, anything but 0 and 1 for a bool input, strings or complex numbers."""
+
+    source, target = array.dtype, spec.dtype
+    name = repr(spec.name)
+    if source.kind not in _CONVERTIBLE_KINDS or target.kind not in _CONVERTIBLE_KINDS:
+        raise UsageError(f"{where}: {name} has dtype {source}, the model expects {target}")
+    if array.size == 0 or source.kind == "b":
+        return array.astype(target)
+
+    def refuse(why: str, bad: np.ndarray) -> UsageError:
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        value = array[index].item()
+        return UsageError(
+            f"{where}: {name} is {source} and holds {value!r} at index {index}, which {why}; "
+            f"the model's input is {target}, so convert it yourself"
+        )
+
+    if source.kind == "f" and target.kind != "f" and not np.isfinite(array).all():
+        raise refuse(f"an input of {target} cannot hold", ~np.isfinite(array))
+    if target.kind == "b":
+        bad = (array != 0) & (array != 1)
+        if bad.any():
+            raise refuse("is not 0 or 1 (a bool input)", bad)
+        return array.astype(target)
+    if target.kind in "iu":
+        if source.kind == "f":
+            bad = array != np.round(array)
+            if bad.any():
+                raise refuse(f"is not a whole number ({target} holds integers)", bad)
+        limits = np.iinfo(target)
+        bad = (array < limits.min) | (array > limits.max)
+        if bad.any():
+            raise refuse(f"is outside {target}'s range {limits.min} to {limits.max}", bad)
+        return array.astype(target)
+    largest = float(np.finfo(target).max)
+    bad = np.isfinite(array) & (np.abs(array.astype(np.float64)) > largest)
+    if bad.any():
+        raise refuse(f"is beyond {target}'s largest value {largest:.4g}", bad)
+    converted = array.astype(target)
+    if source.kind in "iu":
+        bad = converted.astype(source) != array
+        if bad.any():
+            raise refuse(f"{target} cannot hold exactly", bad)
+    return converted
+
+
+def load_input_pool(path: Path, info: ModelInfo, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Loads `--inputs FILE.npz` and checks names, dtypes and shapes against the model.
+
+    An array of another dtype than its input's is converted where no value changes beyond
+    float rounding (`converted_to_input_dtype`), with a line appended to `notes` saying so;
+    refused (UsageError) where a value would change. Default `notes`: None (lines dropped)."""
     if not path.is_file():
         raise UsageError(f"--inputs {path}: no such file")
     try:
@@ -463,17 +521,9 @@ def load_input_pool(path: Path, info: ModelInfo) -> dict[str, np.ndarray]:
                     f"(dim {i})"
                 )
         if array.dtype != spec.dtype:
-            # float64 -> float32 and exact widenings (uint8 images -> float32) are what a user
-            # means; integers into a float input that lose precision (int64 -> float32) are more
-            # often the wrong array for that input, so they are refused, not cast without a word.
-            lossy_int = np.issubdtype(array.dtype, np.integer) and not np.issubdtype(spec.dtype, np.integer)
-            if np.can_cast(array.dtype, spec.dtype, casting="safe" if lossy_int else "same_kind"):
-                arrays[name] = array.astype(spec.dtype)
-            else:
-                fix = f"; convert it first (array.astype(np.{spec.dtype}))" if lossy_int else ""
-                raise UsageError(
-                    f"--inputs {path}: {name!r} has dtype {array.dtype}, the model expects {spec.dtype}{fix}"
-                )
+            arrays[name] = converted_to_input_dtype(array, spec, f"--inputs {path}")
+            if notes is not None:
+                notes.append(f"--inputs {path}: {name!r} is {array.dtype}, converted to the model's {spec.dtype}")
         if np.issubdtype(arrays[name].dtype, np.floating):
             nans = int(np.isnan(arrays[name]).sum())
             if nans:

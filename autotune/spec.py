@@ -309,8 +309,9 @@ def prepare_start(args: argparse.Namespace) -> Any:
         require_resolved_dims(info, overrides)
     pool_samples = POOL_BATCH if args.inputs else _synthetic_samples(info, overrides, space)
     _check_trial_memory(info, overrides, space, args)
+    conversions: list[str] = []  # "--inputs x.npz: 'x' is float64, converted to the model's float32"
     try:
-        samples = _samples(args, info, overrides, seed, pool_samples)
+        samples = _samples(args, info, overrides, seed, pool_samples, conversions)
     except MemoryError:
         what = f"--inputs {args.inputs}" if args.inputs else f"--shape {' '.join(args.shape) or '(model shapes)'}"
         raise UsageError(f"{what}: the input samples do not fit in memory; pass smaller shapes") from None
@@ -318,6 +319,8 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if args.inputs and overrides:
         check_inputs_match_shapes(pool, overrides, info, args.inputs)
     _check_model_runs(info, pool, args, samples.calibration_feeds)
+    for line in conversions:
+        target_message = f"{target_message}\n{line}"
     if not samples.calibration_feeds and "precision" in space:
         kept = [value for value in space["precision"].values() if value not in ("int8", "fp8")]
         if kept != list(space["precision"].values()):
@@ -359,9 +362,12 @@ def prepare_start(args: argparse.Namespace) -> Any:
     return spec, target_message
 
 
-def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, pool_samples: int) -> Any:
+def _samples(
+    args: argparse.Namespace, info: Any, overrides: Any, seed: int, pool_samples: int, notes: list[str]
+) -> Any:
     """`--inputs` (file or directory, with --preprocess/--preprocess-file for images) or the
-    synthetic pool, split into calibration feeds and the held-out verification pool."""
+    synthetic pool, split into calibration feeds and the held-out verification pool; a dtype
+    converted to the model's is said in `notes`."""
 
     options: dict[str, Any] = {}
     if args.preprocess_file:
@@ -373,7 +379,7 @@ def _samples(args: argparse.Namespace, info: Any, overrides: Any, seed: int, poo
         raise UsageError(f"{where}: applies to an --inputs directory of images")
     if not args.inputs:
         return synthetic_split(info, overrides, seed, pool_samples)
-    return split_samples(load_inputs(args.inputs, info, preprocess), info)
+    return split_samples(load_inputs(args.inputs, info, preprocess, notes), info)
 
 
 def _drop_unavailable_precisions(space: Any, info: Any) -> tuple[Any, str]:

@@ -313,11 +313,79 @@ def test_nan_values_in_inputs_are_rejected_naming_the_input(capsys, results_dir,
     assert not results_dir.exists()
 
 
-def test_int64_inputs_for_a_float_input_are_refused_not_cast_silently(capsys, results_dir, tiny_model, tmp_path):
-    ints = np.ones((2, 3, 8, 8), np.int64)
-    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--inputs", str(_npz(tmp_path / "i.npz", x=ints))))
-    assert_rejected(code, err, "'x' has dtype int64, the model expects float32", "astype(np.float32)")
+def _int32_input_model(path: Path) -> Path:
+    """One int32 input `ids` [N, 3], cast to float: an index or token input."""
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT32, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)], "ids", [ids], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _prepared(results_dir: Path, *argv: str) -> tuple[object, str]:
+    from autotune.cli import build_parser, prepare_start
+
+    return prepare_start(build_parser().parse_args(["start", *argv, "--results-dir", str(results_dir)]))
+
+
+def test_float64_inputs_for_a_float32_model_are_converted_with_a_line_saying_so(results_dir, tiny_model, tmp_path):
+    """Issue 29: float64 inputs for a float32 model were cast without a word."""
+    wide = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    inputs = _npz(tmp_path / "f64.npz", x=wide)
+    spec, message = _prepared(results_dir, str(tiny_model), "--inputs", str(inputs))
+    assert f"--inputs {inputs}: 'x' is float64, converted to the model's float32" in message.splitlines()
+    assert spec.input_pool["x"].dtype == np.float32
     assert not results_dir.exists()
+
+
+def test_integer_inputs_a_float_input_holds_exactly_are_converted_others_refused(
+    capsys, results_dir, tiny_model, tmp_path
+):
+    """int64 ones into float32 keep every value: converted, said. 2**24 + 1 has no float32: refused."""
+    ints = _npz(tmp_path / "i.npz", x=np.ones((2, 3, 8, 8), np.int64))
+    _, message = _prepared(results_dir, str(tiny_model), "--inputs", str(ints))
+    assert "'x' is int64, converted to the model's float32" in message
+    big = np.ones((2, 3, 8, 8), np.int64)
+    big[1, 0, 2, 3] = 2**24 + 1
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--inputs", str(_npz(tmp_path / "b.npz", x=big))))
+    assert_rejected(code, err, "'x' is int64 and holds 16777217 at index (1, 0, 2, 3)", "float32 cannot hold exactly")
+    assert not results_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("values", "fragments"),
+    [
+        (np.full((2, 3), 1.5), ("'ids' is float64 and holds 1.5", "not a whole number (int32 holds integers)")),
+        (np.full((2, 3), 2**40, np.int64), ("'ids' is int64 and holds 1099511627776", "outside int32's range")),
+        (np.full((2, 3), np.inf), ("'ids' is float64 and holds inf", "an input of int32 cannot hold")),
+    ],
+)
+def test_values_an_integer_input_cannot_take_are_refused(capsys, results_dir, tmp_path, values, fragments):
+    model = _int32_input_model(tmp_path / "ids.onnx")
+    inputs = _npz(tmp_path / "ids.npz", ids=values)
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--inputs", str(inputs)))
+    assert_rejected(code, err, f"--inputs {inputs}", *fragments)
+    assert not results_dir.exists()
+
+
+def test_whole_floats_for_an_integer_input_are_converted(results_dir, tmp_path):
+    model = _int32_input_model(tmp_path / "ids.onnx")
+    inputs = _npz(tmp_path / "ids.npz", ids=np.arange(12, dtype=np.float32).reshape(4, 3))
+    spec, message = _prepared(results_dir, str(model), "--inputs", str(inputs))
+    assert "'ids' is float32, converted to the model's int32" in message
+    assert spec.input_pool["ids"].dtype == np.int32
+
+
+def test_a_directory_of_float64_samples_says_the_conversion_once(results_dir, tiny_model, tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for i in range(4):
+        np.save(samples / f"{i}.npy", np.zeros((3, 8, 8)))
+    _, message = _prepared(results_dir, str(tiny_model), "--inputs", str(samples))
+    said = [line for line in message.splitlines() if "converted" in line]
+    assert said == [f"--inputs {samples}: 'x' is float64, converted to the model's float32"]
 
 
 def test_exact_widenings_of_inputs_are_still_accepted(tmp_path, tiny_model):
@@ -325,8 +393,12 @@ def test_exact_widenings_of_inputs_are_still_accepted(tmp_path, tiny_model):
 
     info = load_model_info(tiny_model)
     for array in (np.ones((2, 3, 8, 8), np.uint8), np.ones((2, 3, 8, 8), np.float64)):
-        pool = load_input_pool(_npz(tmp_path / f"{array.dtype}.npz", x=array), info)
+        notes: list[str] = []
+        pool = load_input_pool(_npz(tmp_path / f"{array.dtype}.npz", x=array), info, notes)
         assert pool["x"].dtype == np.float32
+        assert notes == [
+            f"--inputs {tmp_path / f'{array.dtype}.npz'}: 'x' is {array.dtype}, converted to the model's float32"
+        ]
 
 
 def test_inputs_with_a_conflicting_shape_are_refused(capsys, results_dir, tmp_path):
