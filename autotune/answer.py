@@ -6,7 +6,7 @@ report.md, the manifest, the printed summary and the dashboard read them (never 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -37,6 +37,11 @@ class Speedup:
             engine; "" when unknown). Default: "".
         best_artifact_sha256 (str): the same for the candidate's side: what export compares the
             shipped engine with. Default: "".
+        states (list[dict]): the machine states the rounds fell into, each with its own speedup
+            (`measure.machine_states`); empty when the rounds were one state. Default: [].
+        default_own_ms_per_sample (float): the defaults' ms per sample as their own trial measured
+            it in the study (0: unknown). Default: 0.
+        best_own_ms_per_sample (float): the same for the candidate's trial. Default: 0.
     """
 
     median: float
@@ -47,6 +52,9 @@ class Speedup:
     best_ms_per_sample: float
     default_artifact_sha256: str = ""
     best_artifact_sha256: str = ""
+    states: list[dict[str, Any]] = field(default_factory=list)
+    default_own_ms_per_sample: float = 0.0
+    best_own_ms_per_sample: float = 0.0
 
     @property
     def ratio_of_medians(self) -> float:
@@ -60,7 +68,7 @@ class Speedup:
         `as_dict()` (what a worker sends back)."""
         data = paired.as_dict() if isinstance(paired, PairedSpeedup) else paired
         # what the paired run opened on each side (`trial.run_paired`; absent from older results)
-        measured: Mapping[str, Mapping[str, Any]] = data.get("measured_artifacts") or {}  # type: ignore[assignment]
+        measured: Mapping[str, Mapping[str, Any]] = data.get("measured_artifacts") or {}
         return cls(
             median=float(data["speedup_median"]),
             p25=float(data["speedup_p25"]),
@@ -70,6 +78,7 @@ class Speedup:
             best_ms_per_sample=float(data["b_ms_per_sample_median"]),
             default_artifact_sha256=str(measured.get("a", {}).get("sha256", "")),
             best_artifact_sha256=str(measured.get("b", {}).get("sha256", "")),
+            states=[dict(state) for state in data.get("states") or []],
         )
 
 
@@ -201,6 +210,12 @@ class Answer:
         )
 
 
+def stored_aa(study: optuna.Study) -> Speedup | None:
+    """The A/A control finalize stored (the defaults paired against themselves), if any."""
+    data = study.user_attrs.get("aa_control")
+    return Speedup(**data) if data else None
+
+
 def stored_answers(study: optuna.Study) -> dict[int, Answer]:
     """The per-batch answers finalize stored, by batch size."""
     return {int(b): Answer.from_dict(a) for b, a in (study.user_attrs.get("answers") or {}).items()}
@@ -257,16 +272,97 @@ def verdict(speedup: Speedup, aa: Speedup | None) -> str:
     return NO_DIFFERENCE
 
 
-def speedup_phrase(s: Speedup) -> str:
+def speedup_phrase(s: Speedup, aa: Speedup | None = None) -> str:
     """A paired speedup as every surface prints it: the ratio whose interval is given, then the
-    per-side medians under their own name (they are another statistic and can disagree)."""
+    per-side medians under their own name (they are another statistic and can disagree), then
+    the speedup in each machine state when the rounds fell into two, and where the paired run's
+    milliseconds disagree with the trials' own measurements (`environment_disagreements`)."""
     phrase = (
         f"{s.median:.3f}x (median of {s.rounds} paired rounds, IQR {s.p25:.3f}-{s.p75:.3f}); per-side medians "
         f"{s.default_ms_per_sample:.4g} -> {s.best_ms_per_sample:.4g} ms per sample ({s.ratio_of_medians:.3f}x)"
     )
     if not s.p25 <= s.ratio_of_medians <= s.p75:
         phrase += ": the two disagree (the machine changed speed between rounds), so neither is taken alone"
+    if s.states:
+        phrase += "; " + states_phrase(s, aa)
+    for line in environment_disagreements(s, aa):
+        phrase += "; " + line
     return phrase
+
+
+def states_phrase(s: Speedup, aa: Speedup | None) -> str:
+    """The speedup per machine state, and in which state(s) the verdict holds.
+
+    Example:
+        >>> states = [
+        ...     {"state": "quiet", "rounds": 9, "round_slowdown": 1.0, "speedup_median": 1.047,
+        ...      "speedup_p25": 1.03, "speedup_p75": 1.06},
+        ...     {"state": "contended", "rounds": 12, "round_slowdown": 1.9, "speedup_median": 1.267,
+        ...      "speedup_p25": 1.259, "speedup_p75": 1.282}]
+        >>> aa = Speedup(1.0, 0.99, 1.07, 21, 1.0, 1.0)
+        >>> states_phrase(Speedup(1.2, 1.1, 1.27, 21, 1.2, 1.0, states=states), aa)  # doctest: +NORMALIZE_WHITESPACE
+        'the rounds fell into two machine states: quiet (9 rounds) 1.047x (IQR 1.030-1.060), contended (12 rounds,
+         1.90x slower) 1.267x (IQR 1.259-1.282); faster holds in the contended state only'
+    """
+    parts, verdicts = [], {}
+    for state in s.states:
+        one = Speedup(
+            float(state["speedup_median"]), float(state["speedup_p25"]), float(state["speedup_p75"]),
+            int(state["rounds"]), s.default_ms_per_sample, s.best_ms_per_sample,
+        )  # fmt: skip
+        verdicts[state["state"]] = _interval_verdict(one, aa)
+        slower = float(state.get("round_slowdown", 1.0))
+        label = f"{state['state']} ({state['rounds']} rounds" + (f", {slower:.2f}x slower)" if slower > 1.0 else ")")
+        parts.append(f"{label} {one.median:.3f}x (IQR {one.p25:.3f}-{one.p75:.3f})")
+    phrase = "the rounds fell into two machine states: " + ", ".join(parts)
+    overall = _interval_verdict(s, aa)
+    holding = [name for name, called in verdicts.items() if called == overall]
+    if len(holding) == len(verdicts):
+        return phrase + f"; {overall} in both"
+    if holding:
+        return phrase + f"; {overall} holds in the {holding[0]} state only"
+    return phrase + f"; {overall} holds in neither state alone"
+
+
+def _interval_verdict(s: Speedup, aa: Speedup | None) -> str:
+    """`verdict` on the interval alone (a state has no per-side medians of its own)."""
+    floor_low, floor_high = (aa.p25, aa.p75) if aa is not None else (1.0, 1.0)
+    if s.p25 > floor_high:
+        return FASTER
+    if s.p75 < floor_low:
+        return SLOWER
+    return NO_DIFFERENCE
+
+
+ENVIRONMENT_TOLERANCE = 0.05  # never call a gap under 5% a disagreement, however tight the A/A control
+
+
+def environment_disagreements(s: Speedup, aa: Speedup | None) -> list[str]:
+    """Where a side's paired milliseconds disagree with its trial's own measurement in the study
+    by more than the A/A interval (and more than `ENVIRONMENT_TOLERANCE`): the paired run then
+    ran in another environment than the trials (issue 26: a launch-bound GPU configuration
+    slowed by a busier finalize), and its speedup is said to be for that environment.
+
+    Example:
+        >>> s = Speedup(3.28, 3.2, 3.3, 21, 3.144, 0.96, default_own_ms_per_sample=2.163, best_own_ms_per_sample=0.95)
+        >>> print(*environment_disagreements(s, Speedup(0.997, 0.99, 1.005, 21, 3.1, 3.1)))
+        the paired run measured the defaults at 3.144 ms per sample and the study's own trial of them 2.163 ms (1.45x): the paired run ran in another environment than the trials, and this speedup holds for that environment
+    """
+    floor_low, floor_high = (aa.p25, aa.p75) if aa is not None else (1.0, 1.0)
+    low, high = min(floor_low, 1 - ENVIRONMENT_TOLERANCE), max(floor_high, 1 + ENVIRONMENT_TOLERANCE)
+    lines = []
+    for side, paired, own in (
+        ("the defaults", s.default_ms_per_sample, s.default_own_ms_per_sample),
+        ("the candidate", s.best_ms_per_sample, s.best_own_ms_per_sample),
+    ):
+        if paired <= 0 or own <= 0 or low <= paired / own <= high:
+            continue
+        lines.append(
+            f"the paired run measured {side} at {paired:.4g} ms per sample and the study's own trial of them "
+            f"{own:.4g} ms ({paired / own:.2f}x): the paired run ran in another environment than the trials, "
+            "and this speedup holds for that environment"
+        )
+    return lines
 
 
 @dataclass

@@ -133,14 +133,14 @@ class Pace:
         left = self.left_s()
         return left is None or left - WRITE_RESERVE_S > profile_time_s(self.study)
 
-    def finished(self, label: str, speedup: Speedup, called: str) -> None:
+    def finished(self, label: str, speedup: Speedup, called: str, aa: Speedup | None = None) -> None:
         now = time.monotonic()
         self.walls.append(now - getattr(self, "_mark", self.began))
         self._mark = now
         self.done += 1
         logging.getLogger("autotune").info(
             "finalize: pairing %d of %d, %s: %s -> %s (%.1f s)",
-            self.done, self.pairings, label, speedup_phrase(speedup), called, self.walls[-1],
+            self.done, self.pairings, label, speedup_phrase(speedup, aa), called, self.walls[-1],
         )  # fmt: skip
         self.phase("paired re-measurement")
 
@@ -487,7 +487,7 @@ def choose_answers(
             )  # fmt: skip
             if pace is not None:
                 label = f"batch {batch}: trial {trial.number} against the defaults"
-                pace.finished(label, paired[trial.number], verdict(paired[trial.number], aa))
+                pace.finished(label, paired[trial.number], verdict(paired[trial.number], aa), aa)
         winner = max(paired, key=lambda n: paired[n].median, default=None)
         # The defaults can be the answer only where they pass the accuracy gate.
         fallback = defaults.number if defaults is not None and is_feasible(defaults) else None
@@ -622,4 +622,8 @@ def measure_speedup(
         result = run_paired_fn(request)
     finally:
         shutil.rmtree(study_dir / PAIRED_DIR, ignore_errors=True)
-    return Speedup.from_paired(result)
+    speedup = Speedup.from_paired(result)
+    # each side's own measurement in the study, which every surface checks the paired figures against
+    speedup.default_own_ms_per_sample = _own_ms_per_sample(defaults) if defaults is not None else 0.0
+    speedup.best_own_ms_per_sample = _own_ms_per_sample(candidate)
+    return speedup

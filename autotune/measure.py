@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -155,9 +155,12 @@ class PairedSpeedup:
     rounds: int
     a_ms_per_sample_median: float
     b_ms_per_sample_median: float
+    states: tuple[dict[str, float | int | str], ...] = ()
 
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["states"] = [dict(state) for state in self.states]
+        return data
 
 
 def paired_speedup(
@@ -268,7 +271,64 @@ def paired_speedup(
         rounds=len(ratios),
         a_ms_per_sample_median=float(np.median(per_a)) * 1e3,
         b_ms_per_sample_median=float(np.median(per_b)) * 1e3,
+        states=machine_states(per_a, per_b, ratios),
     )
+
+
+STATE_SLOWDOWN = 1.25  # a slower state's rounds at least this much slower than the quicker state's
+STATE_MIN_ROUNDS = 3  # rounds each state needs before its own speedup is stated
+
+
+def machine_states(
+    per_a: Sequence[float], per_b: Sequence[float], ratios: Sequence[float]
+) -> tuple[dict[str, float | int | str], ...]:
+    """The machine states of a paired run's rounds, when its round times fall into two: each
+    state's rounds, how much slower its rounds ran and the speedup measured in it; () when the
+    rounds are one state.
+
+    A small shared machine switches between a quiet speed and a contended one (issue 26: 2-thread
+    sessions on 2 cores, 1.5-2.3x slower every few seconds). Both sides of a round share its
+    state, so the A/A control cannot see it, but the speedup can differ between the states. A
+    round's speed is the geometric mean of its two blocks' times, each relative to its side's
+    median; sorted, the rounds split at their widest gap, and the split counts as two states
+    when each holds `STATE_MIN_ROUNDS` rounds and the slower one's median round is at least
+    `STATE_SLOWDOWN` times the quicker one's.
+
+    Example:
+        >>> quiet, busy = [1.0] * 5, [2.0] * 4
+        >>> [s["state"] for s in machine_states(quiet + busy, quiet + busy, [1.05] * 5 + [1.27] * 4)]
+        ['quiet', 'contended']
+        >>> machine_states([1.0] * 9, [1.0] * 9, [1.0] * 9)
+        ()
+    """
+    if len(ratios) < 2 * STATE_MIN_ROUNDS:
+        return ()
+    a, b = np.asarray(per_a, dtype=float), np.asarray(per_b, dtype=float)
+    if (a <= 0).any() or (b <= 0).any():
+        return ()
+    speed = 0.5 * (np.log(a / np.median(a)) + np.log(b / np.median(b)))
+    order = np.argsort(speed)
+    gaps = np.diff(speed[order])
+    candidates = [i for i in range(STATE_MIN_ROUNDS - 1, len(order) - STATE_MIN_ROUNDS) if np.isfinite(gaps[i])]
+    if not candidates:
+        return ()
+    cut = max(candidates, key=lambda i: gaps[i])
+    groups = (order[: cut + 1], order[cut + 1 :])
+    slowdown = float(np.exp(np.median(speed[groups[1]]) - np.median(speed[groups[0]])))
+    if slowdown < STATE_SLOWDOWN:
+        return ()
+    states: list[dict[str, float | int | str]] = []
+    for name, rounds, slower in (("quiet", groups[0], 1.0), ("contended", groups[1], slowdown)):
+        r = np.asarray(ratios, dtype=float)[rounds]
+        states.append({
+            "state": name,
+            "rounds": len(rounds),
+            "round_slowdown": round(slower, 4),
+            "speedup_median": float(np.median(r)),
+            "speedup_p25": float(np.percentile(r, 25)),
+            "speedup_p75": float(np.percentile(r, 75)),
+        })  # fmt: skip
+    return tuple(states)
 
 
 _MAX_RUNS_PER_BLOCK = 100_000  # a guard against a timer that reports zero

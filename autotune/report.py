@@ -21,6 +21,7 @@ import optuna
 
 from autotune.answer import (
     Answer,
+    Speedup,
     _complete,
     answer_for_trial,
     chosen_trial,
@@ -31,6 +32,7 @@ from autotune.answer import (
     pareto_front,
     shown_front,
     speedup_phrase,
+    stored_aa,
     stored_answers,
     trial_by_number,
     wall_s,
@@ -267,28 +269,29 @@ def headline(study: optuna.Study) -> list[str]:
     """The two numbers a deployment is decided on, each against the defaults at the same
     batch: batch-1 latency, and the best throughput (under the latency SLA when given)."""
     answers = stored_answers(study)
+    aa = stored_aa(study)
     lines = []
     one = answers.get(1)
     if one is not None:
-        lines.append(f"batch-1 latency: {_answer_phrase(one)}")
+        lines.append(f"batch-1 latency: {_answer_phrase(one, aa)}")
     best_batch = study.user_attrs.get("best_batch")
     top = answers.get(int(best_batch)) if best_batch is not None else None
     if top is not None and (top.batch_size != 1 or one is None):
         sla = study.user_attrs.get("latency_sla_ms")
         under = f" under the {sla:g} ms SLA" if sla else ""
-        lines.append(f"best throughput{under}: {_answer_phrase(top)}")
+        lines.append(f"best throughput{under}: {_answer_phrase(top, aa)}")
     elif top is not None:
         lines.append("best throughput: at batch 1 (no larger batch was faster per sample)")
     return lines
 
 
-def _answer_phrase(answer: Answer) -> str:
+def _answer_phrase(answer: Answer, aa: Speedup | None) -> str:
     s = answer.speedup
     per_batch_ms = answer.ms_per_sample * answer.batch_size
     measured = f"{per_batch_ms:.4g} ms per batch of {answer.batch_size}, {answer.samples_per_s:.4g} samples/s"
     if s is None:
         return f"trial {answer.trial} (the defaults at batch {answer.batch_size}; nothing else feasible), {measured}"
-    ratio = speedup_phrase(s)
+    ratio = speedup_phrase(s, aa)
     if answer.verdict == "faster":
         return f"trial {answer.trial}, faster than the defaults at batch {answer.batch_size}: {ratio}; {measured}"
     if answer.verdict == "defaults fail the gate":

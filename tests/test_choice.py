@@ -98,3 +98,36 @@ def test_one_verdict_rule_faster_only_above_the_aa_interval_and_with_the_medians
     assert "per-side medians 151.1 -> 79.6 ms per sample (1.898x)" in phrase
     assert "disagree" not in phrase  # 1.898 lies inside 1.584-5.713
     assert "disagree" in speedup_phrase(Speedup(1.267, 1.259, 1.282, 21, 10.0, 9.0))
+
+
+def test_a_speedup_names_its_machine_states_and_a_paired_environment_unlike_the_trials():
+    """Issue 26 item 5: the speedup per machine state, and the paired milliseconds checked
+    against each side's own trial (3.144 ms paired vs 2.163 ms in the study: the "3.280x" was
+    2.25x like for like)."""
+    from autotune.answer import Speedup, environment_disagreements, speedup_phrase
+
+    aa = Speedup(0.997, 0.99, 1.005, 21, 3.1, 3.1)
+    slowed = Speedup(3.28, 3.2, 3.3, 21, 3.144, 0.96, default_own_ms_per_sample=2.163, best_own_ms_per_sample=0.95)
+    [line] = environment_disagreements(slowed, aa)
+    assert "the defaults at 3.144 ms per sample and the study's own trial of them 2.163 ms (1.45x)" in line
+    assert line in speedup_phrase(slowed, aa)
+    # within the A/A interval and 5%: no statement; unknown own figures: none either
+    agreeing = Speedup(2.25, 2.2, 2.3, 21, 2.2, 0.96, default_own_ms_per_sample=2.163, best_own_ms_per_sample=0.95)
+    assert environment_disagreements(agreeing, aa) == []
+    assert environment_disagreements(Speedup(2.25, 2.2, 2.3, 21, 2.2, 0.96), aa) == []
+    states = [
+        {"state": "quiet", "rounds": 9, "round_slowdown": 1.0, "speedup_median": 1.047,
+         "speedup_p25": 1.03, "speedup_p75": 1.06},
+        {"state": "contended", "rounds": 12, "round_slowdown": 1.9, "speedup_median": 1.267,
+         "speedup_p25": 1.259, "speedup_p75": 1.282},
+    ]  # fmt: skip
+    phrase = speedup_phrase(Speedup(1.2, 1.1, 1.27, 21, 1.2, 1.0, states=states), Speedup(1.0, 0.99, 1.07, 21, 1, 1))
+    assert "quiet (9 rounds) 1.047x" in phrase and "contended (12 rounds, 1.90x slower) 1.267x" in phrase
+    assert phrase.endswith("faster holds in the contended state only")
+    both = [dict(s, speedup_p25=1.2, speedup_p75=1.3) for s in states]
+    assert speedup_phrase(Speedup(1.25, 1.2, 1.3, 21, 1.25, 1.0, states=both), None).endswith("faster in both")
+    # the states travel through the stored answer
+    from autotune.answer import Answer
+
+    answer = Answer(1, 3, "faster", Speedup(1.2, 1.1, 1.27, 21, 1.2, 1.0, states=states), 1.0, [3])
+    assert Answer.from_dict(answer.as_dict()).speedup.states == states

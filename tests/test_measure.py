@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from autotune.measure import (
     StopRule,
@@ -85,6 +86,35 @@ def test_paired_speedup_cancels_a_slowdown_that_hits_both_sides_of_a_round():
 
     result = paired_speedup(a, b, rounds=9, iters_per_round=3, warmup_iters=0, warmup_s=0.0, warmup_settle=0)
     assert 1.5 <= result.speedup_median <= 2.5
+
+
+def test_rounds_in_two_machine_states_get_a_speedup_each_and_one_state_gets_none():
+    """Issue 26: on a 2-core machine the rounds switch between a quiet speed and one 1.5-2.3x
+    slower, and the speedup differs between them (1.047x quiet, 1.267x contended)."""
+    from autotune.measure import machine_states
+
+    calls = itertools.count()  # both sides' runs: a round is 6 runs (two blocks of 3)
+
+    def timer(quiet_s: float, contended_s: float):
+        def time_once() -> float:
+            return contended_s if (next(calls) // 6) % 2 else quiet_s  # the state holds for whole rounds
+
+        return time_once
+
+    a, b = timer(1.047e-3, 1.9 * 1.267e-3), timer(1.0e-3, 1.9e-3)
+    result = paired_speedup(a, b, rounds=12, iters_per_round=3, warmup_iters=0, warmup_s=0.0, warmup_settle=0)
+    states = {s["state"]: s for s in result.states}
+    assert set(states) == {"quiet", "contended"}
+    assert states["quiet"]["speedup_median"] == pytest.approx(1.047, rel=1e-6)
+    assert states["contended"]["speedup_median"] == pytest.approx(1.267, rel=1e-6)
+    assert states["contended"]["round_slowdown"] > 1.9
+    assert result.as_dict()["states"][0]["state"] == "quiet"
+    # one state with 10% jitter is not two states (the check can fail both ways)
+    rng = np.random.default_rng(0)
+    jitter = rng.lognormal(0.0, 0.1, size=(2, 21))
+    assert machine_states(list(jitter[0]), list(jitter[1]), [1.0] * 21) == ()
+    # a slow outlier round or two is not a state: each state needs 3 rounds
+    assert machine_states([1.0] * 10 + [3.0] * 2, [1.0] * 10 + [3.0] * 2, [1.0] * 12) == ()
 
 
 class SpinningNeighbour:
