@@ -134,9 +134,15 @@ class FailureRules:
     def known_slow_rules(self) -> list[Rule]:
         """One rule per non-default knob value that at least MIN_FAILURES known-slow trials held
         and no trial that ran at a normal speed holds (issue 27: `cudnn_conv_algo_search=DEFAULT`
-        ran 2.6-3.3x slower in 7 of 30 trials and was never turned into a rule)."""
+        ran 2.6-3.3x slower in 7 of 30 trials and was never turned into a rule).
+
+        A value's rule also holds the values of the conditional knobs its trials all shared
+        (knobs the defaults do not have, such as `quantization` under `precision: int8`): slow
+        static-INT8 trials rule out `precision=int8, quantization=static`, not dynamic INT8. A
+        rule that another rule already covers (its knobs a superset of the other's) is dropped."""
         held: dict[tuple[str, str], list[int]] = {}
         values: dict[tuple[str, str], Any] = {}
+        configs = dict(self.slow)
         for number, config in self.slow:
             for knob, value in config.items():
                 if knob in self.defaults and self.defaults[knob] == value:
@@ -144,15 +150,27 @@ class FailureRules:
                 key = (knob, repr(value))
                 held.setdefault(key, []).append(number)
                 values[key] = value
-        rules = []
-        for (knob, _), trials in held.items():
+        found: list[Rule] = []
+        for (knob, shown), trials in held.items():
             if len(trials) < MIN_FAILURES:
                 continue
-            rule = Rule({knob: values[(knob, _)]}, KNOWN_SLOW_REASON, sorted(trials))
+            knobs = {knob: values[(knob, shown)]}
+            for other in configs[trials[0]]:
+                if other in self.defaults or other in knobs:
+                    continue
+                if all(other in configs[n] and configs[n][other] == configs[trials[0]][other] for n in trials):
+                    knobs[other] = configs[trials[0]][other]  # a conditional knob all of them held
+            rule = Rule(knobs, KNOWN_SLOW_REASON, sorted(trials))
             rule.enforced = not any(rule.matches(ok) for ok in self.succeeded)
             rule.example = f"trials {', '.join(map(str, rule.trials))} ran at least twice the defaults' time per sample"
-            rules.append(rule)
-        return rules
+            found.append(rule)
+        return [
+            rule
+            for rule in found
+            if not any(
+                other is not rule and other.knobs.items() < rule.knobs.items() for other in found
+            )  # covered by a more general rule
+        ]
 
     def rules(self) -> list[Rule]:
         found = (self.rule_for(cls) for cls in self.failures)

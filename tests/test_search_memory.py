@@ -196,3 +196,24 @@ def test_the_sweep_takes_at_most_half_the_trials():
     from autotune.study._loop import sweep_cap
 
     assert sweep_cap(30) == 15 and sweep_cap(5) == 4 and sweep_cap(None) == 40
+
+
+def test_slow_static_int8_rules_out_static_int8_and_leaves_dynamic_int8_to_be_tried():
+    """A known-slow rule learned from static INT8 trials named `precision=int8` and so ruled out
+    `quantization: dynamic` too (its conditional child at another value, never tried)."""
+    defaults = {"precision": "fp32", "level": "all"}
+    rules = FailureRules(defaults=defaults)
+    rules.record_success(dict(defaults))
+    static = {"precision": "int8", "quantization": "static", "calibration_method": "minmax"}
+    rules.record_slow(3, {**defaults, **static})
+    found = rules.record_slow(5, {**defaults, **static, "calibration_method": "percentile", "level": "basic"})
+    assert [r.knobs for r in found] == [{"quantization": "static"}]  # precision's own rule is covered by it
+    assert rules.ruled_out({**defaults, **static, "calibration_method": "entropy"}) is not None
+    assert rules.ruled_out({**defaults, "precision": "int8", "quantization": "dynamic"}) is None
+    # without a conditional child, the shared value itself is the rule (as before)
+    plain = FailureRules(defaults={"search": "EXHAUSTIVE", "graph": False})
+    plain.record_slow(1, {"search": "DEFAULT", "graph": False})
+    [rule] = plain.record_slow(2, {"search": "DEFAULT", "graph": True})
+    assert rule.knobs == {"search": "DEFAULT"} and rule.enforced
+    plain.record_success({"search": "DEFAULT", "graph": True, "threads": 4})  # a fast trial contradicts it
+    assert not plain.known_slow_rules()[0].enforced
