@@ -25,6 +25,7 @@ Knob names are those the target declares, plus the pipeline's own: `precision`, 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import math
@@ -310,14 +311,18 @@ def _values_or_none(knob: Knob) -> Sequence[Any] | None:
 def _check_known(name: str, target: Any, passes: Mapping[str, Any], where: str) -> None:
     if name.startswith(PASS_PREFIX):
         if name[len(PASS_PREFIX) :] not in passes:
-            raise UsageError(f"{where}: unknown graph pass {name!r} (passes: {', '.join(passes)})")
+            close = difflib.get_close_matches(name[len(PASS_PREFIX) :], list(passes), n=1)
+            hint = f"did you mean {PASS_PREFIX + close[0]!r}? " if close else ""
+            raise UsageError(f"{where}: unknown graph pass {name!r} ({hint}passes: {', '.join(passes)})")
         return
     if name in PIPELINE_KNOBS or name in target.knob_names:
         return
     if any(name.startswith(prefix) for prefix in target.knob_prefixes):
         return
     known = sorted(PIPELINE_KNOBS | set(target.knob_names))
-    raise UsageError(f"{where}: unknown knob {name!r} for target {target.name} (known: {', '.join(known)})")
+    close = difflib.get_close_matches(name, [*known, *(PASS_PREFIX + p for p in passes)], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"{where}: unknown knob {name!r} for target {target.name} ({hint}known: {', '.join(known)})")
 
 
 def _parse_knob(name: str, spec: Any, where: str) -> Knob:

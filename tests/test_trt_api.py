@@ -54,6 +54,7 @@ TRTEXEC_FLAGS = {
     "--tilingOptimizationLevel": {10, 11},
     "--l2LimitForTiling": {10, 11},
     "--sparsity": {10, 11},
+    "--memPoolSize": {10, 11},
     "--minShapes": {10, 11},
     "--optShapes": {10, 11},
     "--maxShapes": {10, 11},
@@ -104,7 +105,14 @@ def test_every_knob_maps_to_an_attribute_or_enum_that_exists_where_it_is_offered
         assert ("tiling_optimization_level" in offered) is api["tiling_optimization_level"], version
         assert ("l2_limit_for_tiling" in offered) is api["l2_limit_for_tiling"], version
         assert ("sparse_weights" in offered) is api["sparse_weights"], version
-        for knob in ("builder_optimization_level", "max_aux_streams", "batch_size (profile)", "timing cache"):
+        assert ("workspace_limit_mib" in offered) is api["workspace_limit_mib"], version
+        for knob in (
+            "builder_optimization_level",
+            "max_aux_streams",
+            "workspace_limit_mib",
+            "batch_size (profile)",
+            "timing cache",
+        ):
             assert api[knob], (version, knob)
         # No builder instance without the real library: build routes are never offered here.
         assert "build_route" not in offered, version
@@ -160,6 +168,7 @@ def test_trtexec_commands_use_only_flags_their_version_accepts(reports):
             assert MAJOR[version] in TRTEXEC_FLAGS[flag], (version, flag)
             assert MAJOR[version] == 10 or flag not in DEPRECATED_11, (version, flag)
         assert "--maxAuxStreams" not in flags, version  # -1 is TensorRT's own default
+        assert flags["--memPoolSize"] == "workspace:256", version  # MiB: trtexec's unit without a suffix
         assert flags["--optShapes"] == "'input:0':8x3x32x32" == timing["--shapes"], version
         assert flags["--profilingVerbosity"] == "detailed" and "--skipInference" in flags, version
         assert timing["--loadEngine"] == "engine.plan" and timing["--profilingVerbosity"] == "layer_names_only"
@@ -183,6 +192,8 @@ def test_polygraphy_commands_parse_with_polygraphys_own_cli(reports):
         opt = args_util.parse_meta(args.trt_opt_shapes[0], includes_dtype=False)
         assert list(opt["input:0"].shape) == [8, 3, 32, 32], version
         assert args.builder_optimization_level == 5, version
+        pools = args_util.parse_arglist_to_dict(args.memory_pool_limit, cast_to=args_util.parse_num_bytes)
+        assert pools == {"workspace": 256 << 20}, version  # what Polygraphy's TrtConfigArgs reads
         # No read-back here: the JIT toggle goes to the postprocess script, never an empty list
         # (which Polygraphy takes as "disable every source").
         assert args.tactic_sources is None and args.trt_config_postprocess_script, version

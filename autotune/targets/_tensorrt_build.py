@@ -1,7 +1,8 @@
 """The TensorRT build that runs in its own process, one per engine.
 
 Run as ``python _tensorrt_build.py MODE REQUEST.json`` where MODE is ``build``, ``describe``
-or ``capabilities``. It imports only Polygraphy and TensorRT (not autotune), so a builder
+or ``capabilities``. It imports only Polygraphy, TensorRT and the knob declarations beside it
+(``_tensorrt_knobs.py``, standard library only), not autotune, so a builder
 crash or hang takes down this process and nothing else, and Polygraphy binds to the right
 TensorRT flavor: Polygraphy chooses ``tensorrt`` or ``tensorrt_rtx`` once, at import, from
 ``POLYGRAPHY_USE_TENSORRT_RTX``, so the flavor must be set before the first import.
@@ -23,6 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+if __package__:
+    from autotune.targets import _tensorrt_knobs as knobs
+else:  # the build process: the sibling file, so that autotune is not imported here
+    knobs = importlib.import_module("_tensorrt_knobs")
+
+# Kept here for the code and tests that read them from the build module.
+has_capability = knobs.has_capability
+set_build_route = knobs.set_build_route
+tactic_bitmask = knobs.tactic_bitmask
+tactic_names = knobs.tactic_names
+KNOB_API = knobs.KNOB_API
+
 MODULE_OF_FLAVOR = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 
 
@@ -42,7 +55,7 @@ def capabilities_of(trt: Any, builder_config: Any = None) -> dict[str, Any]:
             (a per-instance property). Default: None (no build routes).
 
     Returns:
-        dict: version, tactic_sources, builder_flags, tiling_levels, datatypes,
+        dict: version, tactic_sources, builder_flags, tiling_levels, datatypes, memory_pools,
         config_attributes (of IBuilderConfig) and build_routes, all lists of names.
     """
 
@@ -64,6 +77,7 @@ def capabilities_of(trt: Any, builder_config: Any = None) -> dict[str, Any]:
         "builder_flags": members("BuilderFlag"),
         "tiling_levels": members("TilingOptimizationLevel"),
         "datatypes": members("DataType"),
+        "memory_pools": members("MemoryPoolType"),
         "config_attributes": attributes,
         "build_routes": routes,
     }
@@ -114,26 +128,6 @@ def one_off_build_routes(knobs: dict[str, dict[str, Any]]) -> list[str]:
     return routes
 
 
-# What each knob needs from the module, as "Class.attribute" or "Enum.MEMBER" (or an enum's
-# name alone). `TensorRTTarget.supported_choices` offers a knob where these exist; the API
-# tests check every name against the real bindings of each TensorRT version.
-KNOB_API = {
-    "precision (tf32/fp32)": ["BuilderFlag.TF32"],
-    "precision fp16_flag (10.x)": ["BuilderFlag.FP16"],
-    "precision bf16_flag (10.x)": ["BuilderFlag.BF16"],
-    "precision graph-typed": ["NetworkDefinitionCreationFlag.STRONGLY_TYPED"],
-    "builder_optimization_level": ["IBuilderConfig.builder_optimization_level"],
-    "max_aux_streams": ["IBuilderConfig.max_aux_streams"],
-    "tactic.<SOURCE>": ["TacticSource", "IBuilderConfig.set_tactic_sources", "IBuilderConfig.get_tactic_sources"],
-    "tiling_optimization_level": ["TilingOptimizationLevel", "IBuilderConfig.tiling_optimization_level"],
-    "l2_limit_for_tiling": ["IBuilderConfig.l2_limit_for_tiling"],
-    "build_route": ["IBuilderConfig.build_route", "IBuilderConfig.all_build_routes"],
-    "sparse_weights": ["BuilderFlag.SPARSE_WEIGHTS"],
-    "batch_size (profile)": ["IBuilderConfig.add_optimization_profile"],
-    "timing cache": ["IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "ITimingCache.combine"],
-}
-
-
 def has_api(trt: Any, name: str) -> bool:
     """Whether `trt` has "Class.attribute", "Enum.MEMBER" or a top-level name."""
     owner, _, attr = name.partition(".")
@@ -143,53 +137,19 @@ def has_api(trt: Any, name: str) -> bool:
     return attr in (getattr(obj, "__members__", None) or {}) or hasattr(obj, attr)
 
 
-def tactic_bitmask(trt: Any, current: int, toggles: dict[str, bool]) -> int:
-    """`current` with each TacticSource in `toggles` switched on or off; the bit of a source is
-    its enum value, which differs between versions (CUDNN is 2 on 10.x; 11.x has only
-    EDGE_MASK_CONVOLUTIONS = 0 and JIT_CONVOLUTIONS = 1)."""
-    for name, enabled in toggles.items():
-        bit = 1 << int(getattr(trt.TacticSource, name))
-        current = current | bit if enabled else current & ~bit
-    return current
-
-
-def tactic_names(trt: Any, bitmask: int) -> list[str]:
-    """The TacticSource names set in `bitmask`."""
-    return [name for name, source in trt.TacticSource.__members__.items() if bitmask & (1 << int(source))]
-
-
-def set_build_route(config: Any, route: str) -> None:
-    """Sets `config.build_route` and checks that TensorRT kept it.
-
-    The setter reports a knob it does not know only in the log and keeps the old route, which
-    would time the default engine under this trial's name.
-
-    Raises:
-        RuntimeError: the config does not hold `route` afterwards.
-    """
-    config.build_route = route
-    held = str(getattr(config, "build_route", ""))
-    if held != route:
-        raise RuntimeError(f"TensorRT did not accept build_route {route!r} (the config holds {held!r})")
-
-
 def read_back_config(trt: Any, config: Any) -> dict[str, Any]:
     """The settings an IBuilderConfig really holds, as plain JSON values.
 
     This is what tests and deploy commands rely on: not what was asked for, but what the
-    config object reports after Polygraphy and autotune configured it.
+    config object reports after Polygraphy and autotune configured it. Each knob reads its own
+    back (`BuilderKnob.read_back`); the flags, profiling verbosity, compute capabilities and
+    profile count are read for every build.
     """
     out: dict[str, Any] = {}
     flags = [name for name, flag in trt.BuilderFlag.__members__.items() if config.get_flag(flag)]
     out["flags"] = flags
-    out["tactic_sources"] = tactic_names(trt, int(config.get_tactic_sources()))
-    for attr in ("builder_optimization_level", "max_aux_streams", "l2_limit_for_tiling"):
-        if hasattr(config, attr):
-            out[attr] = int(getattr(config, attr))
-    if hasattr(config, "tiling_optimization_level"):
-        out["tiling_optimization_level"] = config.tiling_optimization_level.name
-    if hasattr(config, "build_route"):
-        out["build_route"] = str(config.build_route)
+    for knob in knobs.KNOBS:
+        out.update(knob.read_back(trt, config))
     if hasattr(config, "profiling_verbosity"):
         out["profiling_verbosity"] = config.profiling_verbosity.name
     if hasattr(config, "num_compute_capabilities"):
@@ -267,21 +227,21 @@ def merge_timing_cache(config: Any, path: Path) -> int:
 def _network_loader(request: dict[str, Any]):
     from polygraphy.backend.trt import NetworkFromOnnxPath
 
-    settings = request["settings"]
     kwargs: dict[str, Any] = {}
-    if settings.get("strongly_typed"):
-        kwargs["strongly_typed"] = True
+    for knob in knobs.KNOBS:
+        kwargs.update(knob.network_kwargs(request["settings"]))
     return NetworkFromOnnxPath(request["model_path"], **kwargs)
 
 
 def _config_loader(request: dict[str, Any], record: dict[str, Any]):
-    """Composes Polygraphy's CreateConfig(RTX) with autotune's remaining settings."""
+    """Composes Polygraphy's CreateConfig(RTX) with each knob's arguments and settings."""
     from polygraphy.backend.trt import PostprocessConfig, Profile
     from polygraphy.mod.trt_importer import lazy_import_trt
 
     trt = lazy_import_trt()
     settings = request["settings"]
-    flavor = request["flavor"]
+    knobs.check_settings(settings)
+    module_name = MODULE_OF_FLAVOR[request["flavor"]]
 
     profiles = None
     if settings.get("profile"):
@@ -294,38 +254,22 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
         "profiles": profiles,
         # DETAILED: the layer table needs it (the parent's BUILD_PROFILING_VERBOSITY)
         "profiling_verbosity": getattr(trt.ProfilingVerbosity, settings.get("profiling_verbosity", "DETAILED")),
-        "sparse_weights": bool(settings.get("sparse_weights", False)),
     }
-    if settings.get("builder_optimization_level") is not None:
-        kwargs["builder_optimization_level"] = int(settings["builder_optimization_level"])
-    if settings.get("max_aux_streams") is not None and int(settings["max_aux_streams"]) >= 0:
-        kwargs["max_aux_streams"] = int(settings["max_aux_streams"])  # 11.x rejects -1
-    if settings.get("tiling_optimization_level") is not None:
-        kwargs["tiling_optimization_level"] = getattr(
-            trt.TilingOptimizationLevel, settings["tiling_optimization_level"]
-        )
+    for knob in knobs.KNOBS:
+        kwargs.update(knob.loader_kwargs(trt, settings, module_name=module_name))
 
-    if flavor == "tensorrt-rtx":
+    if module_name == "tensorrt_rtx":
         from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
 
         base = CreateConfigRTX(use_gpu=bool(settings.get("use_gpu", False)), **kwargs)
     else:
         from polygraphy.backend.trt import CreateConfig
 
-        legacy = {flag.lower(): True for flag in settings.get("legacy_flags", [])}
-        # Polygraphy's tf32 defaults to False and clears TensorRT's default: always pass it.
-        base = CreateConfig(tf32=bool(settings.get("tf32", True)), **legacy, **kwargs)
+        base = CreateConfig(**kwargs)
 
     def postprocess(builder: Any, network: Any, config: Any) -> None:
-        if flavor == "tensorrt-rtx" and not settings.get("tf32", True):
-            config.clear_flag(trt.BuilderFlag.TF32)  # CreateConfigRTX has no tf32 argument
-        toggles = settings.get("tactic_sources") or {}
-        if toggles:
-            config.set_tactic_sources(tactic_bitmask(trt, int(config.get_tactic_sources()), toggles))
-        if settings.get("l2_limit_for_tiling") is not None:
-            config.l2_limit_for_tiling = int(settings["l2_limit_for_tiling"])
-        if settings.get("build_route"):
-            set_build_route(config, settings["build_route"])
+        for knob in knobs.KNOBS:
+            knob.apply(trt, config, settings, module_name=module_name)
         if request.get("timing_cache_path"):
             load_timing_cache(config, Path(request["timing_cache_path"]))
         record["builder_config"] = read_back_config(trt, config)

@@ -13,10 +13,11 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from autotune.targets import _tensorrt_knobs
+
 ENGINE_FILE = "engine.plan"
 TIMING_CACHE_FILE = "timing.cache"
 POSTPROCESS_SCRIPT_FILE = "trt_config_postprocess.py"
-TILING_LEVELS = ("NONE", "FAST", "MODERATE", "FULL")
 # One engine is built, measured and exported. It is built DETAILED (the per-layer table, with the
 # fused ONNX nodes and tactics, is only printed for a DETAILED build) and timed with its execution
 # context's NVTX verbosity lowered to LAYER_NAMES_ONLY (DETAILED adds enqueue latency): the
@@ -71,6 +72,7 @@ def deploy_commands(
             typed (--stronglyTyped is a deprecated no-op) and timing uses a CUDA graph unless
             --noCudaGraph (--useCudaGraph is a deprecated no-op). Default: True.
     """
+    _tensorrt_knobs.check_settings(settings)
     tool = TRTEXEC[module_name]
     try:
         trtexec = shlex.join(trtexec_args(settings, config, module_name=module_name, weak_typing=weak_typing))
@@ -94,27 +96,8 @@ def trtexec_args(
     verbosity, and only builds it (--skipInference: trtexec would time at that verbosity too,
     which is not how the trial timed); ValueError where a shape spec cannot be said."""
     args = [TRTEXEC[module_name], "--onnx=model.onnx", f"--saveEngine={ENGINE_FILE}"]
-    if not settings.get("tf32", True):
-        args.append("--noTF32")
-    args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
-    if settings.get("strongly_typed") and weak_typing:
-        args.append("--stronglyTyped")  # 11.x: every network is strongly typed, the flag a no-op
-    if settings.get("builder_optimization_level") is not None:
-        args.append(f"--builderOptimizationLevel={settings['builder_optimization_level']}")
-    if settings.get("max_aux_streams") is not None:
-        args.append(f"--maxAuxStreams={settings['max_aux_streams']}")
-    toggles = settings.get("tactic_sources") or {}
-    if toggles:
-        args.append("--tacticSources=" + ",".join(("+" if on else "-") + name for name, on in toggles.items()))
-    if settings.get("tiling_optimization_level") is not None:
-        level = TILING_LEVELS.index(settings["tiling_optimization_level"])
-        args.append(f"--tilingOptimizationLevel={level}")
-    if settings.get("l2_limit_for_tiling") is not None:
-        args.append(f"--l2LimitForTiling={settings['l2_limit_for_tiling']}")
-    if settings.get("sparse_weights"):
-        args.append("--sparsity=enable")
-    if settings.get("build_route"):
-        args.append(f"--setBuildRoute={settings['build_route']}")
+    for knob in _tensorrt_knobs.KNOBS:
+        args += knob.trtexec(settings, weak_typing=weak_typing)
     profile = settings.get("profile")
     if profile:
         for flag, index in (("--minShapes", 0), ("--optShapes", 1), ("--maxShapes", 2)):
@@ -149,24 +132,8 @@ def trtexec_timing_args(
 def polygraphy_args(settings: Mapping[str, Any], read_back: Mapping[str, Any], *, module_name: str) -> list[str]:
     """The `polygraphy convert` argument list (without the environment TensorRT-RTX needs)."""
     args = ["polygraphy", "convert", "model.onnx", "-o", ENGINE_FILE]
-    # CreateConfigRTX leaves TF32 on and has no --tf32; clearing it needs the script.
-    if module_name == "tensorrt" and settings.get("tf32", True):
-        args.append("--tf32")
-    args += [f"--{flag.lower()}" for flag in settings.get("legacy_flags", [])]
-    if settings.get("strongly_typed"):
-        args.append("--strongly-typed")
-    if settings.get("builder_optimization_level") is not None:
-        args += ["--builder-optimization-level", str(settings["builder_optimization_level"])]
-    if settings.get("max_aux_streams") is not None:
-        args += ["--max-aux-streams", str(settings["max_aux_streams"])]
-    if settings.get("tactic_sources") and read_back.get("tactic_sources") is not None:
-        # Polygraphy takes the full list of enabled sources: the read-back is exact. Without
-        # one, the postprocess script toggles them (the defaults differ between versions).
-        args += ["--tactic-sources", *read_back["tactic_sources"]]
-    if settings.get("tiling_optimization_level") is not None:
-        args += ["--tiling-optimization-level", settings["tiling_optimization_level"].lower()]
-    if settings.get("sparse_weights"):
-        args.append("--sparse-weights")
+    for knob in _tensorrt_knobs.KNOBS:
+        args += knob.polygraphy(settings, read_back, module_name=module_name)
     profile = settings.get("profile")
     if profile:
         for flag, index in (("--trt-min-shapes", 0), ("--trt-opt-shapes", 1), ("--trt-max-shapes", 2)):
@@ -188,26 +155,15 @@ def postprocess_script(
     settings: Mapping[str, Any], module_name: str = "tensorrt", read_back: Mapping[str, Any] | None = None
 ) -> str:
     """A Polygraphy --trt-config-postprocess-script for settings its CLI has no flag for
-    (tactic-source toggles too, when no read-back gives the full list for --tactic-sources);
-    "" when every setting has a flag."""
-    lines = []
-    toggles = settings.get("tactic_sources") or {}
-    rtx_no_tf32 = module_name == "tensorrt_rtx" and not settings.get("tf32", True)
-    script_toggles = toggles and (read_back or {}).get("tactic_sources") is None
-    if rtx_no_tf32 or script_toggles:
-        lines.append(f"    import {module_name} as trt\n")
-    if rtx_no_tf32:
-        lines.append("    config.clear_flag(trt.BuilderFlag.TF32)")
-    if script_toggles:
-        lines.append("    sources = config.get_tactic_sources()")
-        for name, enabled in toggles.items():
-            bit = f"(1 << int(trt.TacticSource.{name}))"
-            lines.append(f"    sources = sources | {bit}" if enabled else f"    sources = sources & ~{bit}")
-        lines.append("    config.set_tactic_sources(sources)")
-    if settings.get("l2_limit_for_tiling") is not None:
-        lines.append(f"    config.l2_limit_for_tiling = {int(settings['l2_limit_for_tiling'])}")
-    if settings.get("build_route"):
-        lines.append(f"    config.build_route = {settings['build_route']!r}")
+    (each knob's `script` lines: tactic-source toggles too, when no read-back gives the full
+    list for --tactic-sources); "" when every setting has a flag."""
+    lines = [
+        line
+        for knob in _tensorrt_knobs.KNOBS
+        for line in knob.script(settings, read_back or {}, module_name=module_name)
+    ]
+    if any("trt." in line for line in lines):
+        lines.insert(0, f"    import {module_name} as trt\n")
     if not lines:
         return ""
     return (

@@ -8,23 +8,15 @@ error are read from it.
 Capability detection, never version strings: a knob or a choice is offered only where the
 installed module has the enum member or attribute it needs (`supported_choices`).
 
-Knob → builder setting (see `builder_settings`; the read-back is in Built.info["builder_config"]):
-
-| knob | IBuilderConfig | trtexec | polygraphy convert |
-| --- | --- | --- | --- |
-| precision fp32 / others | TF32 flag off / on | --noTF32 | --tf32 (absent: off) |
-| precision fp16_flag / bf16_flag (10.x) | FP16/BF16 flag, weakly typed (no INT8/FP8 flag: see MISLEADING_FLAG_PRECISIONS) | --fp16, --bf16 | --fp16, --bf16 |
-| precision graph-typed | strongly typed network | --stronglyTyped (10.x; 11.x always) | --strongly-typed |
-| builder_optimization_level | builder_optimization_level | --builderOptimizationLevel | --builder-optimization-level |
-| tactic.<SOURCE> | set_tactic_sources bit (the version's enum value) | --tacticSources=+S,-T | --tactic-sources (read-back list) or script |
-| max_aux_streams (-1: not set, TensorRT's heuristic) | max_aux_streams | --maxAuxStreams | --max-aux-streams |
-| tiling_optimization_level | tiling_optimization_level | --tilingOptimizationLevel | --tiling-optimization-level |
-| l2_limit_for_tiling | l2_limit_for_tiling | --l2LimitForTiling | config postprocess script |
-| build_route (11.x; one `-knob=value` of all_build_routes' JSON) | build_route, read back | --setBuildRoute (11.x) | config postprocess script |
-| sparse_weights | SPARSE_WEIGHTS flag | --sparsity=enable | --sparse-weights |
-| batch_size | optimization profile min/opt/max | --minShapes/--optShapes/--maxShapes ('name:0' quoted) | --trt-*-shapes |
-| cuda_graph | (runtime) CUDA-graph capture when timing | timing line; 10.x: --useCudaGraph; 11.x (no weak typing): --noCudaGraph when off | — |
-| (fixed) profiling verbosity | DETAILED (the layer table); timed at NVTX LAYER_NAMES_ONLY | build: --profilingVerbosity=detailed --skipInference; timing: --loadEngine --profilingVerbosity=layer_names_only | --profiling-verbosity detailed |
+Each builder knob is one object in `_tensorrt_knobs.KNOBS` (its name, capability check,
+CreateConfig argument or IBuilderConfig setter, read-back, trtexec and `polygraphy convert`
+flags and postprocess-script line); `_tensorrt_knobs.knob_table()` renders what they declare.
+Besides them: batch_size is the optimization profile (--minShapes/--optShapes/--maxShapes,
+--trt-*-shapes); cuda_graph is a runtime knob (CUDA-graph capture when timing; the trtexec timing
+line's --useCudaGraph on 10.x, --noCudaGraph when off on 11.x); the profiling verbosity is fixed:
+built DETAILED (the layer table), timed at NVTX LAYER_NAMES_ONLY. The Built.info["builder_config"]
+read-back is what the IBuilderConfig held. The 10.x INT8/FP8 flags are never offered (see
+MISLEADING_FLAG_PRECISIONS).
 
 What each TensorRT version offers, read from its real bindings: docs/tensorrt-versions.md.
 """
@@ -53,6 +45,7 @@ from packaging.version import Version
 
 from autotune.errors import BuildError
 from autotune.passes.precision import PRECISIONS
+from autotune.targets import _tensorrt_knobs
 from autotune.targets._tensorrt_commands import (
     BUILD_PROFILING_VERBOSITY,
     ENGINE_FILE,
@@ -79,8 +72,6 @@ RTX_INSTALL_GUIDE_URL = (
     "https://docs.nvidia.com/deeplearning/tensorrt-rtx/latest/installing-tensorrt-rtx/installing.html"
 )
 
-# TensorRT 10.x weak-typing builder flags, offered as extra precision choices where they exist.
-FLAG_PRECISIONS = {"fp16_flag": "FP16", "bf16_flag": "BF16"}
 # Flags that build something other than what their name says, so they are never offered.
 MISLEADING_FLAG_PRECISIONS = {
     "int8_flag": "the INT8 flag without a calibrator or Q/DQ gives no INT8 engine on TensorRT 10 "
@@ -91,10 +82,6 @@ MISLEADING_FLAG_PRECISIONS = {
 # reads config.int8_calibrator (gone in 11; guarded from 0.49.22), 0.49.26 adds the TensorRT-RTX
 # backend (polygraphy.backend.tensorrt_rtx). Keep equal to pyproject's floor (a test checks).
 MIN_POLYGRAPHY = "0.49.26"
-# The DataType a graph precision needs in the installed module.
-_PRECISION_DATATYPE = {"fp16": "HALF", "bf16": "BF16", "int8": "INT8", "fp8": "FP8"}
-ANY_BUILD_ROUTE = "*"  # in a space file: "every build route this TensorRT offers"
-DEFAULT_BUILD_ROUTE = "default"
 
 
 # --------------------------------------------------------------------------- environment
@@ -185,35 +172,21 @@ def builder_settings(
 ) -> dict[str, Any]:
     """Translates a configuration into the settings `_tensorrt_build.py` applies.
 
-    Knobs absent from `config` keep TensorRT's defaults (nothing is set for them).
+    Each knob of `_tensorrt_knobs.KNOBS` writes its own entries; knobs absent from `config`
+    keep TensorRT's defaults (nothing is set for them).
     """
     precision = str(config.get("precision", "tf32"))
     if precision in MISLEADING_FLAG_PRECISIONS:
         raise BuildError(f"precision {precision!r} is not offered: {MISLEADING_FLAG_PRECISIONS[precision]}")
-    legacy_flags = [FLAG_PRECISIONS[precision]] if precision in FLAG_PRECISIONS else []
-    toggles = {key.split(".", 1)[1]: bool(value) for key, value in config.items() if key.startswith("tactic.")}
-    route = config.get("build_route")
-    l2 = config.get("l2_limit_for_tiling")
-    aux = config.get("max_aux_streams")
-    settings: dict[str, Any] = {
-        "tf32": precision != "fp32",
-        "legacy_flags": legacy_flags,
-        # Graph-expressed precision (casts, Q/DQ) must be obeyed: strongly typed. The 10.x
-        # flags only work on a weakly typed network. RTX networks are always strongly typed.
-        "strongly_typed": flavor == "tensorrt" and not legacy_flags and precision not in ("fp32", "tf32"),
-        "builder_optimization_level": config.get("builder_optimization_level"),
-        # -1 means "TensorRT's heuristic", which is not setting it: 11.x rejects negative values.
-        "max_aux_streams": None if aux is None or int(aux) < 0 else int(aux),
-        "tactic_sources": toggles,
-        "tiling_optimization_level": config.get("tiling_optimization_level"),
-        "l2_limit_for_tiling": None if l2 is None or int(l2) < 0 else int(l2),
-        "build_route": None if route in (None, DEFAULT_BUILD_ROUTE) else str(route),
-        "sparse_weights": bool(config.get("sparse_weights", False)),
+    settings: dict[str, Any] = {}
+    for knob in _tensorrt_knobs.KNOBS:
+        settings.update(knob.settings(config, flavor=flavor))
+    settings.update(
         # the layer table needs DETAILED; timing lowers the context's NVTX (TIMED_NVTX_VERBOSITY)
-        "profiling_verbosity": BUILD_PROFILING_VERBOSITY,
-        "profile": dict(profile) if profile else None,
-        "use_gpu": use_gpu,
-    }
+        profiling_verbosity=BUILD_PROFILING_VERBOSITY,
+        profile=dict(profile) if profile else None,
+        use_gpu=use_gpu,
+    )
     return settings
 
 
@@ -232,21 +205,14 @@ class TensorRTTarget(Target):
 
     name: ClassVar[str] = "tensorrt"
     module_name: ClassVar[str] = "tensorrt"
-    knob_names: ClassVar[frozenset[str]] = frozenset(
-        {
-            "precision",
-            "batch_size",
-            "calibration_method",
-            "builder_optimization_level",
-            "max_aux_streams",
-            "tiling_optimization_level",
-            "l2_limit_for_tiling",
-            "build_route",
-            "sparse_weights",
-            "cuda_graph",
-        }
-    )
-    knob_prefixes: ClassVar[tuple[str, ...]] = ("tactic.", "pass.")
+    # The builder knobs are those `_tensorrt_knobs.KNOBS` declares; batch_size (the profile),
+    # calibration_method (the precision pass) and cuda_graph (the runtime) are not builder knobs.
+    knob_names: ClassVar[frozenset[str]] = _tensorrt_knobs.knob_names() | {
+        "batch_size",
+        "calibration_method",
+        "cuda_graph",
+    }
+    knob_prefixes: ClassVar[tuple[str, ...]] = (*_tensorrt_knobs.knob_prefixes(), "pass.")
     precisions: tuple[str, ...] = PRECISIONS  # every precision the graph passes produce
     quantization_scheme: ClassVar[str] = "symmetric"
     artifact_files: ClassVar[tuple[str, ...]] = (ENGINE_FILE,)
@@ -322,51 +288,16 @@ class TensorRTTarget(Target):
     def supported_choices(self, knob: str, choices: Sequence[Any]) -> list[Any]:
         """Keeps the choices the installed TensorRT has; [] drops the knob.
 
-        precision: graph precisions whose DataType exists, plus the 10.x flag precisions
-        ("fp16_flag", ...) where BuilderFlag has them; tactic.<S>: where TacticSource has S;
-        tiling_optimization_level / l2_limit_for_tiling: where TilingOptimizationLevel
-        exists; build_route: "default" plus every route in `all_build_routes` ("*" expands to
-        all of them), dropped where there are none; cuda_graph: dropped in build-only mode
-        (nothing is run, and it must not split identical engines into two trials).
+        A builder knob decides itself (`_tensorrt_knobs.BuilderKnob.offered`: where the probed
+        module has what it `needs`; precision: graph precisions whose DataType exists plus the
+        10.x flag precisions; tactic.<S>: where TacticSource has S; build_route: "default" plus
+        every route of `all_build_routes`, "*" expanding to all). cuda_graph: dropped in
+        build-only mode (nothing is run, and it must not split identical engines into two
+        trials).
         """
-        caps = self._caps()
-        attributes = set(caps.get("config_attributes", []))
-        if knob == "precision":
-            datatypes = set(caps.get("datatypes", []))
-            flags = set(caps.get("builder_flags", []))
-            kept = []
-            for choice in choices:
-                graph = choice in self.precisions and (
-                    choice in ("fp32", "tf32") or _PRECISION_DATATYPE.get(choice) in datatypes
-                )
-                flag = choice in FLAG_PRECISIONS and FLAG_PRECISIONS[choice] in flags
-                # int8_flag / fp8_flag: see MISLEADING_FLAG_PRECISIONS, never kept.
-                if graph or flag:
-                    kept.append(choice)
-            return kept
-        if knob.startswith("tactic."):
-            return list(choices) if knob.split(".", 1)[1] in caps.get("tactic_sources", []) else []
-        if knob == "builder_optimization_level":
-            return list(choices) if "builder_optimization_level" in attributes else []
-        if knob == "max_aux_streams":
-            return list(choices) if "max_aux_streams" in attributes else []
-        if knob == "tiling_optimization_level":
-            if "tiling_optimization_level" not in attributes:
-                return []
-            return [c for c in choices if c in caps.get("tiling_levels", [])]
-        if knob == "l2_limit_for_tiling":
-            has = "l2_limit_for_tiling" in attributes and caps.get("tiling_levels")
-            return list(choices) if has else []
-        if knob == "build_route":
-            routes = list(caps.get("build_routes", []))
-            if not routes or "build_route" not in attributes:
-                return []
-            kept = [c for c in choices if c == DEFAULT_BUILD_ROUTE or c in routes]
-            if ANY_BUILD_ROUTE in choices:
-                kept += [r for r in routes if r not in kept]
-            return kept
-        if knob == "sparse_weights":
-            return list(choices) if "SPARSE_WEIGHTS" in caps.get("builder_flags", []) else []
+        knob_object = _tensorrt_knobs.knob_for(knob)
+        if knob_object is not None:
+            return knob_object.offered(knob, choices, self._caps(), self)
         if knob == "cuda_graph":
             return [] if self.options.build_only else list(choices)
         if knob == "quantization":  # TensorRT runs explicit (static) Q/DQ only

@@ -75,6 +75,8 @@ def report() -> dict:
         config["tactic.JIT_CONVOLUTIONS"] = False
     if "tiling_optimization_level" in offered:
         config["tiling_optimization_level"] = "FAST"
+    if "workspace_limit_mib" in offered:
+        config["workspace_limit_mib"] = 256
     profile = {"input:0": [[1, 3, 32, 32], [8, 3, 32, 32], [8, 3, 32, 32]]}
     settings = builder_settings(config, flavor="tensorrt", profile=profile)
     if "build_route" in caps["config_attributes"]:

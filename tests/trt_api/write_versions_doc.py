@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[2]))  # autotune, for MIN_POLYGRAPHY
 import bindings
 
+from autotune.targets._tensorrt_knobs import knob_table
+
 YES, NO = "yes", "—"
 
 
@@ -40,7 +42,8 @@ def render(reports: dict[str, dict], polygraphy: dict[str, dict] | None = None) 
         "## Search-space knobs the `tensorrt` target offers",
         "",
         "A knob is offered where the module has the enum member or attribute it needs",
-        "(`_tensorrt_build.KNOB_API`); build routes also need a builder, so a GPU.",
+        "(`_tensorrt_knobs.KNOB_API`, from each knob object's `needs`); build routes also need a",
+        "builder, so a GPU.",
         "",
     ]
     knobs = list(next(iter(reports.values()))["knob_api"])
@@ -51,6 +54,8 @@ def render(reports: dict[str, dict], polygraphy: dict[str, dict] | None = None) 
             [f"{knob} ({names})", *(YES if all(reports[v]["knob_api"][knob].values()) else NO for v in versions)]
         )
     out += _table(["knob (needs)", *versions], rows)
+    out += ["How each knob is set and exported (`_tensorrt_knobs.knob_table()`, from the knob objects):", ""]
+    out += [knob_table(), ""]
     out += ["Precision choices offered:", ""]
     out += _table(head, [["precision", *(", ".join(reports[v]["offered"]["precision"]) for v in versions)]])
     out += ["## Tactic sources (name = enum value, the bit in `set_tactic_sources`)", ""]
@@ -75,7 +80,8 @@ def render(reports: dict[str, dict], polygraphy: dict[str, dict] | None = None) 
         "## Exported commands for one configuration",
         "",
         "tf32, builder optimization level 5, max_aux_streams -1 (not passed), JIT convolutions off,",
-        "tiling FAST where it exists, a build route on 11.x, no CUDA graph, input `input:0` batch 1-8",
+        "tiling FAST where it exists, a 256 MiB workspace limit, a build route on 11.x, no CUDA graph,",
+        "input `input:0` batch 1-8",
         "(trtexec builds at DETAILED profiling verbosity, then times the engine file at LAYER_NAMES_ONLY NVTX):",
         "",
     ]
