@@ -409,6 +409,89 @@ def shown_front(study: optuna.Study) -> list[FrontEntry]:
     return entries
 
 
+ORIGIN_ORDER = ("defaults", "recipe", "sweep", "combined", "carried", "queued", "sampled")
+EXPERT_MOVES = ("defaults", "recipe", "sweep", "combined")  # what an expert tries first, before any search
+
+
+@dataclass
+class OriginRow:
+    """What the trials of one origin (`autotune.study._loop.trial_origin`) brought.
+
+    Args:
+        origin (str): where the configurations came from.
+        asked (int): trials asked.
+        wasted (int): duplicates, ruled out, failed or too slow (>= 2x the defaults at the batch).
+        best_throughput (float): the best feasible throughput they measured (0: none).
+        beat_earlier (int): measured trials faster than every feasible trial of the defaults,
+            recipes, sweep and combined winners at their batch (only for carried, queued and
+            sampled trials: what the search added after the expert's first moves).
+        answers (list[int]): the batches whose answer is one of these trials.
+    """
+
+    origin: str
+    asked: int
+    wasted: int
+    best_throughput: float
+    beat_earlier: int
+    answers: list[int]
+
+
+def trial_sources(study: optuna.Study) -> tuple[list[OriginRow], dict[str, int | None]]:
+    """Per origin, what its trials brought; and when the search reached the answer: the trial
+    number from which the best feasible own throughput was at least 95% and 100% of the
+    answer's own (`to_95`, `to_100`; None without an answer). Trials told before the `origin`
+    attribute existed count as "sampled" unless they are trial 0."""
+    answers = stored_answers(study)
+    answer_trials = {a.trial: b for b, a in answers.items()}
+    told = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    told.sort(key=lambda t: t.number)
+
+    def origin(t: FrozenTrial) -> str:
+        return str(t.user_attrs.get("origin") or ("defaults" if t.number == 0 else "sampled"))
+
+    def wasted(t: FrozenTrial) -> bool:
+        a = t.user_attrs
+        return bool(
+            {"duplicate_of", "ruled_out", "known_slow"} & set(a)
+            or (t.state != optuna.trial.TrialState.COMPLETE and not a.get("interrupted") and not a.get("cancelled"))
+        )
+
+    good = [t for t in told if t.state == optuna.trial.TrialState.COMPLETE and is_feasible(t) and t.values]
+    good = [t for t in good if "duplicate_of" not in t.user_attrs]
+    first_moves: dict[int, float] = {}
+    for t in good:
+        if origin(t) in EXPERT_MOVES:
+            batch = int(t.user_attrs.get("batch_size", 1))
+            first_moves[batch] = max(first_moves.get(batch, 0.0), t.values[0])
+    rows = []
+    for name in ORIGIN_ORDER:
+        mine = [t for t in told if origin(t) == name]
+        if not mine:
+            continue
+        fast = [t.values[0] for t in good if origin(t) == name]
+        beat = 0
+        if name not in EXPERT_MOVES:
+            beat = sum(
+                1 for t in good
+                if origin(t) == name and t.values[0] > first_moves.get(int(t.user_attrs.get("batch_size", 1)), 0.0)
+            )  # fmt: skip
+        rows.append(OriginRow(
+            name, len(mine), sum(1 for t in mine if wasted(t)), max(fast, default=0.0), beat,
+            sorted(answer_trials[t.number] for t in mine if t.number in answer_trials),
+        ))  # fmt: skip
+    reached: dict[str, int | None] = {"to_95": None, "to_100": None}
+    chosen = chosen_trial(study)
+    target = chosen.values[0] if chosen is not None and chosen.values else None
+    if target:
+        best = 0.0
+        for t in good:
+            best = max(best, t.values[0])
+            for key, share in (("to_95", 0.95), ("to_100", 1.0)):
+                if reached[key] is None and best >= share * target * (1 - 1e-9):
+                    reached[key] = t.number
+    return rows, reached
+
+
 def wall_s(attrs: Mapping[str, Any]) -> float:
     """The study's wall time as every surface states it: its runs (start-up and trials,
     `elapsed_s`) plus its last finalize (`finalize_s`)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from autotune.answer import (
+    EXPERT_MOVES,
     Answer,
     Speedup,
     _complete,
@@ -35,6 +36,7 @@ from autotune.answer import (
     stored_aa,
     stored_answers,
     trial_by_number,
+    trial_sources,
     wall_s,
 )
 from autotune.errors import condense_reason
@@ -498,10 +500,47 @@ def _counted_line(study: optuna.Study) -> str:
     return f"{finished_count(study)} counted toward the goal (repeats and ruled-out configurations are not)"
 
 
+def sources_section(study: optuna.Study) -> list[str]:
+    """Where the trials came from and what each source brought (issue 27: what the sampled
+    trials add over the recipes and the one-knob sweep)."""
+    rows, reached = trial_sources(study)
+    if not rows or study.user_attrs.get("build_only"):
+        return []
+    table = [
+        {
+            "origin": r.origin,
+            "trials": r.asked,
+            "wasted": r.wasted,
+            "best throughput (samples/s)": f"{r.best_throughput:.4g}" if r.best_throughput else "-",
+            "faster than the expert's first moves": r.beat_earlier if r.origin not in EXPERT_MOVES else "",
+            "answers at batch": ", ".join(map(str, r.answers)),
+        }
+        for r in rows
+    ]
+    lines = [
+        "## Where the trials came from",
+        "",
+        "Wasted: duplicates, ruled out, failed, or at least twice the defaults' time per sample. The expert's "
+        "first moves are the defaults, the recipes, the one-knob sweep and its winners combined; a later trial "
+        "counts as faster than them when its own throughput beats all of theirs at its batch.",
+        "",
+        markdown_table(table, list(table[0])),
+        "",
+    ]
+    if reached["to_100"] is not None:
+        lines += [
+            f"The best trial so far reached 95% of the answer's own throughput at trial {reached['to_95']} and "
+            f"100% at trial {reached['to_100']}.",
+            "",
+        ]
+    return lines
+
+
 def search_notes(study: optuna.Study) -> list[str]:
-    """What the search learned and left out: failure rules, dropped knobs, machine drift."""
+    """What the search learned and left out: where the trials came from, failure rules,
+    dropped knobs, machine drift."""
     attrs = study.user_attrs
-    lines: list[str] = []
+    lines: list[str] = sources_section(study)
     rules = [r for r in attrs.get("rules", []) if r.get("enforced")]
     if rules:
         lines += ["## Rules learned from failures (never proposed again)", ""]

@@ -647,6 +647,26 @@ def test_the_best_configurations_are_measured_at_every_deployment_batch(tmp_path
 
     told = {config_key(t.params) for t in study.trials if t.state.is_finished()}
     assert set(carried) <= told
+    # every asked trial says where it came from (issue 27 item 3: what sampling adds)
+    from autotune.study._loop import ORIGINS
+
+    origin = {t.number: t.user_attrs.get("origin") for t in study.trials if t.number > 0 and t.state.is_finished()}
+    assert set(origin.values()) <= set(ORIGINS) and study.trials[0].user_attrs["origin"] == "defaults"
+    first = {}
+    for t in study.trials:
+        first.setdefault(config_key(t.params), t)
+    assert {first[k].user_attrs["origin"] for k in carried} == {"carried"}
+    assert {first[k].user_attrs["origin"] for k in study.user_attrs["sweep_keys"] if k in first} == {"sweep"}
+    from autotune.answer import stored_answers, trial_sources
+
+    rows, reached = trial_sources(study)
+    assert sum(r.asked for r in rows) == sum(1 for t in study.trials if t.state.is_finished())
+    assert sorted(b for r in rows for b in r.answers) == sorted(stored_answers(study))
+    by_origin = {r.origin: r for r in rows}
+    assert by_origin["carried"].asked >= len(carried)
+    assert reached["to_95"] is not None and reached["to_95"] <= reached["to_100"]
+    report = (results / "carry" / "report.md").read_text()
+    assert "## Where the trials came from" in report and f"at trial {reached['to_100']}." in report
 
     def combo(t):
         return tuple(sorted((k, v) for k, v in t.params.items() if k != "batch_size"))

@@ -100,6 +100,7 @@ class StudyRun:
     drift_ratio: float = 1.0  # the latest control's latency over trial 0's
     defaults_at: dict[int, float] = field(default_factory=dict)  # batch -> the defaults' s per sample there
     carried: bool = False  # the best configurations were carried to every batch (`carry_to_batches`)
+    queued: set[str] = field(default_factory=set)  # fresh configurations queued after repeats (`nothing_new`)
 
     reserve_s: float = 0.0  # kept from the budget for finalize (its estimate, from the trials so far)
 
@@ -359,6 +360,7 @@ def run_study(
         study.set_user_attr("warnings", warnings)
     space_size = spec.space.size() if _enumerable(spec.space) else math.inf
     defaults_key = config_key(defaults)
+    recipe_keys = {config_key(spec.space.complete(partial)) for partial in spec.known_good}
 
     def asking() -> bool:
         return (
@@ -380,6 +382,7 @@ def run_study(
             if fresh is None:
                 run.repeats = MAX_REPEATS  # the reachable space is exhausted
             else:
+                run.queued.add(config_key(fresh))
                 study.enqueue_trial(fresh, skip_if_exists=False)
 
     def maybe_carry() -> None:
@@ -414,6 +417,7 @@ def run_study(
             trial = study.ask()
             config = spec.space.sample(trial)
             key = config_key(config)
+            trial.set_user_attr("origin", trial_origin(study, key, defaults_key, recipe_keys, run.queued))
             if key in run.keys:
                 tell_duplicate(study, trial, run.keys[key])
                 sweep_told(config, None)  # its original's outcome is already in (or will not be)
@@ -603,6 +607,30 @@ def run_study(
     finally:
         study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
     return study
+
+
+ORIGINS = ("defaults", "recipe", "sweep", "combined", "carried", "queued", "sampled")
+
+
+def trial_origin(study: Any, key: str, defaults_key: str, recipe_keys: set[str], queued: set[str]) -> str:
+    """Where a trial's configuration came from (issue 27: what the sampled trials add over the
+    recipes and the sweep): the defaults, a known-good recipe, the one-knob sweep, the sweep's
+    winners combined, a finalist carried to another batch, a fresh configuration queued after
+    repeats, else the sampler's own. Told by the configuration (everything queued is asked
+    before the sampler runs, so a sampled configuration equal to a queued one is its repeat)."""
+    attrs = study.user_attrs
+    if key == defaults_key:
+        return "defaults"
+    for origin, keys in (
+        ("recipe", recipe_keys),
+        ("sweep", attrs.get("sweep_keys") or ()),
+        ("combined", attrs.get("sweep_combined") or ()),
+        ("carried", attrs.get("carried") or ()),
+        ("queued", queued),
+    ):
+        if key in keys:
+            return origin
+    return "sampled"
 
 
 def _counts(result: TrialResult, spec: StudySpec) -> bool:
