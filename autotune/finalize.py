@@ -312,7 +312,7 @@ def gpu_work(study: optuna.Study) -> Iterator[GpuWork | None]:
     """A `GpuWork` for a study whose target needs a GPU, else None (CPU targets measure and
     profile in this process, as the trials are over and the cores free); closed after."""
 
-    options = TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
+    options = TargetOptions.from_study_attrs(study.user_attrs)
     if not target_class(study.user_attrs["target"]).needs_gpu(options):
         yield None
         return
@@ -601,7 +601,7 @@ def measure_speedup(
     artifact_a = target.trial_artifact(trial_dir(study_dir, defaults.number)) if defaults is not None else None
     request = PairedRequest(
         target_name=study.user_attrs["target"],
-        target_options=TargetOptions(cache_dir=study_dir),
+        target_options=TargetOptions.from_study_attrs(study.user_attrs),
         model_a=models[0],
         config_a=config_a,
         model_b=models[1],

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -549,8 +550,7 @@ def _study_target(study: optuna.Study) -> Target:
         cls = target_class(name)
     except UsageError as exc:  # a plugin not importable here
         raise ProfileError(f"target {name!r}: no profiler here ({exc})") from None
-    study_dir = Path(study.user_attrs["study_dir"])
-    return cls(TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only"))))
+    return cls(TargetOptions.from_study_attrs(study.user_attrs))
 
 
 def profile_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -630,7 +630,8 @@ def _gpu_target(study: optuna.Study) -> bool:
     """Whether the study's target runs its candidates on a GPU (asked as if measuring: a
     build-only TensorRT study still tunes for one)."""
 
-    return target_class(str(study.user_attrs.get("target"))).needs_gpu(TargetOptions(build_only=False))
+    options = replace(TargetOptions.from_study_attrs(study.user_attrs), build_only=False)
+    return target_class(str(study.user_attrs.get("target"))).needs_gpu(options)
 
 
 def _ran_nodes(profile: Mapping[str, Any] | None) -> dict[str, dict[str, Any]] | None:

@@ -639,9 +639,7 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
     written = [dest / MODEL_FILE]
     shutil.copyfile(model, dest / MODEL_FILE)
     target_name = study.user_attrs["target"]
-    target = target_class(target_name)(
-        TargetOptions(cache_dir=study_dir, build_only=bool(study.user_attrs.get("build_only")))
-    )
+    target = target_class(target_name)(TargetOptions.from_study_attrs(study.user_attrs))
     artifact = target.trial_artifact(source_dir) or model
     built = Built(
         artifact=artifact, info=dict(details(trial).get("build", {})), digest=trial.user_attrs.get("digest", "")

@@ -135,6 +135,7 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "model_sha256": spec.model.sha256,
         "target": spec.target_name,
         "build_only": spec.target_options.build_only,
+        "target_options": spec.target_options.as_study_attrs(),
         "space_source": spec.space.source,
         "atol": spec.tolerance.atol,
         "rtol": spec.tolerance.rtol,
@@ -297,9 +298,7 @@ def regenerate_model(study: Any, trial: Any, source_dir: Path) -> Path:
         feeds = [batches[i] for i in sorted(batches)]
     # The same scheme and kernels the trial ran with (`Target.precision_kernels` may depend on
     # the device an instance finds, so an instance is asked).
-    target = target_class(study.user_attrs["target"])(
-        TargetOptions(build_only=bool(study.user_attrs.get("build_only")))
-    )
+    target = target_class(study.user_attrs["target"])(TargetOptions.from_study_attrs(study.user_attrs))
     transform_model(
         Path(study.user_attrs["model_path"]),
         trial.params,

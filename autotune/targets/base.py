@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,6 +76,37 @@ class TargetOptions:
     cache_dir: Path | None = None
     build_only: bool = False
     build_timeout_s: float = 600.0
+
+    def as_study_attrs(self) -> dict[str, Any]:
+        """Every field as a JSON value: what a study records as its "target_options" attribute."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+    @classmethod
+    def from_study_attrs(cls, attrs: Mapping[str, Any]) -> TargetOptions:
+        """The options a study's trials ran with, from its user attributes: the one way every
+        command that reads a study (finalize, report, export, profile, regeneration) makes them.
+
+        A study recorded before "target_options" was kept gives its `build_only` and its
+        directory (where its trials' caches lived); the other fields keep their defaults.
+
+        Raises:
+            ValueError: the recorded options name a field this class does not have.
+        """
+        recorded = attrs.get("target_options")
+        if not isinstance(recorded, Mapping):
+            study_dir = attrs.get("study_dir")
+            return cls(cache_dir=Path(study_dir) if study_dir else None, build_only=bool(attrs.get("build_only")))
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(recorded) - names)
+        if unknown:
+            raise ValueError(
+                f"target_options: unknown field(s) {', '.join(unknown)} (fields: {', '.join(sorted(names))})"
+            )
+        values = dict(recorded)
+        if values.get("cache_dir") is not None:
+            values["cache_dir"] = Path(values["cache_dir"])
+        return cls(**values)
 
 
 class Target(abc.ABC):
