@@ -11,18 +11,25 @@ its FP32 reference values on the held-out samples (`infer_roles`), or set by the
 accept (`JudgeLimits`, `--judge KEY=VALUE`); "generic" outputs keep the per-output scale gate of
 `autotune.verify`. Every judge is tested against a known-bad change on a trained model
 (tests/test_judges.py).
+
+To add a judge: write its function here (`(role, candidate, reference, limits) -> JudgeVerdict`)
+and add one `register_judge` line at the end of this module; its role is then accepted by
+`--output-role`, judged in "auto" mode, named in reports, and its verdict's resolution checked
+against its `decision_limit`. Inferring the role from a graph (`_infer_role`) is optional: a role
+no inference picks is still given with `--output-role NAME=ROLE`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROLES = ("classes", "labels", "sequence", "detections", "dense_map", "embedding", "generic")
+# The roles, in the order they were registered (`register_judge`, at the end of this module).
+ROLES: tuple[str, ...] = ()
 # A role of --output-role may carry options after a colon: detections:objectness / detections:no-objectness.
 DETECTION_OPTIONS = ("objectness", "no-objectness")
 
@@ -114,15 +121,8 @@ class OutputRole:
         return {**asdict(self), "judge": self.judge}
 
 
-JUDGE_NAMES = {
-    "classes": "top-1 agreement and class-probability error",
-    "labels": "label agreement",
-    "sequence": "character error rate of the greedy CTC decode",
-    "detections": "detections matched to FP32's (F1), box and score error",
-    "dense_map": "IoU of the thresholded maps and per-pixel error",
-    "embedding": "per-sample cosine",
-    "generic": "error over the output's range (scale gate)",
-}
+# role -> what its judge looks at (said in reports); filled by `register_judge`.
+JUDGE_NAMES: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -367,14 +367,8 @@ def judge_output(role: OutputRole, candidate: np.ndarray, reference: np.ndarray,
 
 def _resolution(verdict: JudgeVerdict, role: OutputRole, limits: JudgeLimits) -> str:
     """Said when the verdict rests on too few decisions to resolve its limit."""
-    limit = {
-        "classes": limits.label_change,
-        "labels": limits.label_change,
-        "sequence": limits.cer,
-        "detections": 1 - limits.f1,
-        "dense_map": 1 - limits.mask_iou,
-        "embedding": None,
-    }.get(role.role)
+    decision_limit = DECISION_LIMITS.get(role.role)
+    limit = decision_limit(limits) if decision_limit is not None else None
     if limit is None or verdict.decisions == 0 or limit <= 0:
         return "" if verdict.decisions else "no decisions to judge (the FP32 reference makes none on these inputs)"
     if 1 / verdict.decisions > limit:
@@ -595,14 +589,52 @@ def _verdict(role: OutputRole, error: float, decisions: int, detail: str, failed
     )
 
 
-JUDGES = {
-    "classes": _classes,
-    "labels": _labels,
-    "sequence": _sequence,
-    "detections": _detections,
-    "dense_map": _dense_map,
-    "embedding": _embedding,
-}
+JudgeFunction = Callable[[OutputRole, np.ndarray, np.ndarray, JudgeLimits], JudgeVerdict]
+# role -> its judge; "generic" has none (autotune.verify's per-output scale gate judges it).
+JUDGES: dict[str, JudgeFunction] = {}
+# role -> the share of decisions one changed decision must stay under (`_resolution`).
+DECISION_LIMITS: dict[str, Callable[[JudgeLimits], float]] = {}
+
+
+def register_judge(
+    role: str,
+    judged_by: str,
+    judge: JudgeFunction | None = None,
+    decision_limit: Callable[[JudgeLimits], float] | None = None,
+) -> None:
+    """Makes `role` a role: `--output-role NAME=ROLE` accepts it and `judge_output` judges it.
+
+    Args:
+        role (str): the role's name.
+        judged_by (str): what the judge looks at, as reports say it.
+        judge (callable | None): `(role, candidate, reference, limits) -> JudgeVerdict`; None
+            leaves the output to `autotune.verify`'s scale gate ("generic"). Default: None.
+        decision_limit (callable | None): `limits -> share` of decisions one changed decision
+            is held to, for saying when a verdict rests on too few decisions. Default: None.
+
+    Raises:
+        ValueError: `role` is registered already.
+    """
+    global ROLES
+    if role in JUDGE_NAMES:
+        raise ValueError(f"judge for role {role!r} is registered already")
+    ROLES = (*ROLES, role)
+    JUDGE_NAMES[role] = judged_by
+    if judge is not None:
+        JUDGES[role] = judge
+    if decision_limit is not None:
+        DECISION_LIMITS[role] = decision_limit
+
+
+register_judge("classes", "top-1 agreement and class-probability error", _classes, lambda lim: lim.label_change)
+register_judge("labels", "label agreement", _labels, lambda lim: lim.label_change)
+register_judge("sequence", "character error rate of the greedy CTC decode", _sequence, lambda lim: lim.cer)
+register_judge(
+    "detections", "detections matched to FP32's (F1), box and score error", _detections, lambda lim: 1 - lim.f1
+)
+register_judge("dense_map", "IoU of the thresholded maps and per-pixel error", _dense_map, lambda lim: 1 - lim.mask_iou)
+register_judge("embedding", "per-sample cosine", _embedding)
+register_judge("generic", "error over the output's range (scale gate)")
 
 
 def parse_limits(items: Iterable[str], flag: str = "--judge") -> JudgeLimits:
