@@ -14,15 +14,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from autotune.errors import UsageError, first_line
-
-if TYPE_CHECKING:
-    import onnxruntime as ort
 
 # Inputs whose name says they are masks get ones, so attention is not masked out at random.
 _MASK_NAME = re.compile(r"mask", re.IGNORECASE)
@@ -136,8 +134,6 @@ def load_model_info(path: Path) -> ModelInfo:
 def fp32_cpu_session(path: Path) -> ort.InferenceSession:
     """An ONNX Runtime CPU session of the model as written, graph optimizations off: the FP32
     reference every trial is compared with, and the proof at load time that ONNX Runtime runs it."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -245,8 +241,6 @@ def example_shape_flag(info: ModelInfo, name: str) -> str:
 def _runs_at(session: ort.InferenceSession, info: ModelInfo, overrides: Mapping[str, Sequence[int]]) -> bool:
     """Whether the FP32 `session` runs one synthetic sample at `overrides` (inputs not named
     there at their default shapes)."""
-    import onnxruntime as ort
-
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # a shape that fails is an answer here, not an error to print
     try:

@@ -17,6 +17,8 @@ import re
 import warnings
 from typing import Any
 
+import onnxruntime
+
 ORT_ERROR_SEVERITY = 3  # 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
 _PROVIDER_WARNING = re.compile(r"provider|execution ?provider|EP device", re.IGNORECASE)
 _state: dict[str, Any] = {"routed": False, "seen": set(), "showwarning": None}
@@ -26,10 +28,6 @@ def route_onnxruntime_logging() -> None:
     """Idempotent, per process: ONNX Runtime's default logger at ERROR, and its provider
     warnings logged once each (`autotune` logger, INFO) instead of printed."""
     if _state["routed"]:
-        return
-    try:
-        import onnxruntime
-    except ImportError:
         return
     onnxruntime.set_default_logger_severity(ORT_ERROR_SEVERITY)
     # Its C++ messages cannot be taken one by one: the log says once that they are muted.

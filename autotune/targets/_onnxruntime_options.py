@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import onnxruntime as ort
+
 from autotune.targets.base import Config
 
 GRAPH_OPTIMIZATION_LEVELS = {
@@ -24,7 +26,6 @@ def session_options(config: Config, cpu_count: int | None = None) -> Any:
         cpu_count (int | None): cores this process may use; caps the thread counts so a
             worker pinned to a core set does not oversubscribe. Default: None (no cap).
     """
-    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -66,7 +67,6 @@ def _preload_cuda_dlls() -> None:
     global _DLLS_PRELOADED
     if _DLLS_PRELOADED:
         return
-    import onnxruntime as ort
 
     if hasattr(ort, "preload_dlls"):
         try:

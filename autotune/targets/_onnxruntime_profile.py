@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from autotune.targets._onnxruntime_options import _preload_cuda_dlls, cuda_provider_options, session_options
 from autotune.targets.layer_profile import (
@@ -138,7 +139,6 @@ def profile_onnxruntime(
     Raises:
         ProfileError: the session cannot be created or run.
     """
-    import onnxruntime as ort
 
     graph = cuda and bool(config.get("cuda_graph"))
     config = {k: v for k, v in config.items() if k != "cuda_graph"}

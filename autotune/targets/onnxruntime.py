@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from autotune.errors import BuildError, first_line
 from autotune.targets._onnxruntime_options import (
@@ -70,10 +71,6 @@ def cuda_provider_reason() -> str | None:
     forced = os.environ.get(PROVIDER_ENV, "").lower()
     if forced == "cpu":
         return f"{PROVIDER_ENV}=cpu"
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return "ONNX Runtime is not installed"
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "this ONNX Runtime has no CUDA execution provider (pip install onnxruntime-gpu)"
     if visible_gpu().get("count", 0) < 1:
@@ -94,8 +91,6 @@ def _cuda_session(model_path: Path, config: Config, *, probe: bool = False) -> A
         probe (bool): a quick session (heuristic conv search, no CUDA graph) to learn output
             shapes. Default: False.
     """
-    import onnxruntime as ort
-
     _preload_cuda_dlls()
     if probe:
         config = {k: v for k, v in config.items() if k != "cuda_graph"} | {"cudnn_conv_algo_search": "HEURISTIC"}
@@ -176,8 +171,6 @@ class OnnxRuntimeCudaSession(Session):
 
     def _stage(self, feeds: Feeds) -> Any:
         """Binds `feeds` (copied to the device) and the outputs; reuses buffers under CUDA graph."""
-        import onnxruntime as ort
-
         if self._binding is not None and self._staged_id == id(feeds):
             return self._binding
         if self._binding is not None and self.cuda_graph:
@@ -310,11 +303,7 @@ class OnnxRuntimeTarget(Target):
 
     @classmethod
     def unavailable_reason(cls, build_only: bool = False) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "ONNX Runtime is not installed (pip install onnxruntime)"
-        return None
+        return None  # ONNX Runtime is a dependency of autotune (imported above); its CPU provider always runs
 
     def layer_profile(self, built: Built, model_path: Path, config: Config, feeds: Feeds) -> dict[str, Any]:
         """ONNX Runtime's profiler over warm runs of the model on this target's provider, per node
@@ -322,8 +311,6 @@ class OnnxRuntimeTarget(Target):
         return profile_onnxruntime(model_path, config, feeds, cuda=self.cuda)
 
     def describe(self) -> str:
-        import onnxruntime as ort
-
         if self.cuda:
             gpu = visible_gpu()
             return f"ONNX Runtime {ort.__version__}, CUDAExecutionProvider, {gpu.get('name', 'GPU')}"
@@ -343,8 +330,6 @@ class OnnxRuntimeTarget(Target):
     def build(
         self, model_path: Path, config: Config, workdir: Path, input_shapes: Mapping[str, Sequence[int]]
     ) -> Built:
-        import onnxruntime as ort
-
         start = time.perf_counter()
         info: dict[str, Any] = {}
         optimized: Path | None = None
@@ -415,8 +400,6 @@ class OnnxRuntimeTarget(Target):
         return info
 
     def open(self, built: Built, config: Config) -> Session:
-        import onnxruntime as ort
-
         if self.cuda:
             session = _cuda_session(built.artifact, config)
             specs = {name: (shape, dtype) for name, (shape, dtype) in built.info.get("output_specs", {}).items()}
