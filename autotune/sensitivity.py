@@ -25,6 +25,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import onnx
+import onnxruntime as ort
+from onnxruntime.quantization.qdq_loss_debug import create_weight_matching
 
 from autotune.passes.precision import apply_precision, prepare_for_quantization
 from autotune.verify import Tolerance, compare_outputs
@@ -78,8 +80,6 @@ def layer_sensitivity(
         qdq_model: its Q/DQ version.
         feeds: calibration batches (at most `SENSITIVITY_SAMPLES` are used).
     """
-    from onnxruntime.quantization.qdq_loss_debug import create_weight_matching
-
     samples = list(feeds)[:SENSITIVITY_SAMPLES]
     activations = _float_activations(float_model, samples)
     with tempfile.TemporaryDirectory(prefix="autotune-sensitivity-") as directory:
@@ -166,8 +166,6 @@ def layer_sensitivity(
 
 def _float_activations(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """Every tensor of the float model (inputs and node outputs), one array per feed."""
-    import onnxruntime as ort
-
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     present = {output.name for output in augmented.graph.output}
@@ -219,8 +217,6 @@ def _output_noise(
     quantized_inputs: Sequence[Sequence[np.ndarray] | None],
 ) -> float:
     """‖node(quantized inputs) − node(float inputs)‖ / ‖node(float inputs)‖ over the samples."""
-    import onnxruntime as ort
-
     names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
     outputs = ["out"] + [f"out{i}" for i in range(1, len(node.output))]
     single = onnx.helper.make_node(node.op_type, names, outputs, domain=node.domain)
@@ -660,8 +656,6 @@ def _gate_batches(
 
 def _runner(model: onnx.ModelProto) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """One ONNX Runtime CPU session of `model`: feed -> outputs by name."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
