@@ -189,6 +189,38 @@ def parse_role(text: str, flag: str = "--output-role") -> tuple[str, str]:
     return name, role
 
 
+def role_misfit(role: str, value: np.ndarray) -> str:
+    """Why `value` (one output at batch 1, [b, ...]) cannot be judged as `role` ("NAME=ROLE"'s
+    ROLE, option included), or "" when it can: the layout each judge reads (`JUDGES`), checked
+    before a study starts rather than met as a crash or a meaningless verdict in every trial."""
+
+    base = role.partition(":")[0]
+    shape = "x".join(str(d) for d in value.shape) or "a scalar"
+    floating = np.issubdtype(value.dtype, np.floating)
+    if base == "generic":
+        return ""
+    if base == "labels":
+        return "" if not floating else f"labels are integers; it holds {value.dtype} values ({shape})"
+    if not floating:
+        return f"it holds {value.dtype} values ({shape}), not scores; judge it as labels"
+    if base == "classes" and (value.ndim < 2 or int(np.prod(value.shape[1:])) < 2):
+        return f"classes need [b, classes] with 2 or more classes; it is {shape}"
+    if base == "sequence" and (value.ndim != 3 or value.shape[-1] < 2):
+        return f"a sequence needs [b, T, symbols] or [T, b, symbols]; it is {shape}"
+    if base == "detections":
+        fields_needed = 6 if role.endswith(":objectness") else 5
+        if value.ndim != 3 or min(value.shape[1:]) < fields_needed:
+            return (
+                f"detections need [b, fields, rows] or [b, rows, fields] with 4 box fields and "
+                f"{fields_needed - 4} or more score fields; it is {shape}"
+            )
+    if base == "dense_map" and value.ndim not in (3, 4):
+        return f"a dense map needs [b, H, W] or [b, C, H, W]; it is {shape}"
+    if base == "embedding" and value.ndim < 2:
+        return f"an embedding needs [b, features]; it is {shape}"
+    return ""
+
+
 def infer_roles(
     reference: Mapping[str, np.ndarray],
     samples: int | None = None,

@@ -30,7 +30,7 @@ from autotune.calibration import (
     synthetic_split,
 )
 from autotune.errors import AutotuneError, UsageError, first_line
-from autotune.judges import parse_limits, parse_role
+from autotune.judges import infer_roles, output_producers, parse_limits, parse_role, role_misfit
 from autotune.layout import CALIBRATION_FILE, INPUTS_FILE, check_results_dir_writable, check_study_name, daemon_state
 from autotune.measure import StopRule
 from autotune.model import (
@@ -52,7 +52,7 @@ from autotune.space import Knob, load_space, read_space_data, space_sha256
 from autotune.study import StudySpec, existing_study_model
 from autotune.targets import resolve_target, target_names
 from autotune.targets.base import TargetOptions
-from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric
+from autotune.verify import ACCURACY_MODES, BUILTIN_METRICS, Tolerance, load_metric, metric_misfit
 from autotune.workers import Executor, InProcessExecutor, RayExecutor
 
 DEFAULT_RESULTS = Path("results")
@@ -138,37 +138,41 @@ def _synthetic_samples(info: Any, overrides: Any, space: Any) -> int:
     return samples
 
 
-def _check_trial_memory(info: Any, overrides: Any, space: Any, args: argparse.Namespace) -> None:
-    """UsageError naming --shape, --batch (or the space's batch_size) when one trial at the
-    largest batch tuned would need more memory than is free (`model.trial_memory_bytes`):
-    refused before anything is written, rather than grown into until the kernel kills
-    processes that are not the study's."""
+def _check_trial_memory(info: Any, overrides: Any, space: Any, args: argparse.Namespace, space_path: Path) -> None:
+    """UsageError when one trial at the largest batch tuned would need more memory than is free
+    (`model.trial_memory_bytes`), naming what makes it so: `--shape` (or the model's own shapes)
+    when batch 1 does not fit either, else `--batch`, or the space file and its `batch_size` knob
+    (a space with batch_size up to 10^8 started, and its daemon died 141 s later: issue 29).
+    Refused before anything is written, rather than grown into until the kernel kills processes
+    that are not the study's."""
 
     free = free_memory_bytes()
     largest = largest_int(space["batch_size"].values()) if "batch_size" in space else 1
     need = trial_memory_bytes(info, concrete_shapes(info, largest, overrides)) if free else None
     if need is None or free is None or need <= free:
         return
-    if largest > 1:
-        what = "--batch" if args.batch is not None else "the space's batch_size"
-        what = f"{what} (up to {largest})"
-    else:
-        what = ""
     given = " ".join(f"--shape {name}:{','.join(map(str, dims))}" for name, dims in overrides.items())
+    sizes = f"a trial needs about {need / 2**30:.1f} GiB (weights and the largest tensors at that shape), more than the {free / 2**30:.1f} GiB free"
+    one = trial_memory_bytes(info, concrete_shapes(info, 1, overrides)) if largest > 1 else need
+    if args.batch is None and largest > 1 and one is not None and one <= free:
+        where = f"--space {space_path}" if args.space else f"the default space {space_path}"
+        at = f" at {given}" if given else ""
+        raise UsageError(
+            f"{where}: knob batch_size up to {largest}{at}: {sizes}; give batch_size smaller values "
+            "or cap it with --batch"
+        )
+    what = f"--batch (up to {largest})" if largest > 1 and args.batch is not None else ""
     culprit = " with ".join(part for part in (given or "the model's input shapes", what) if part)
-    raise UsageError(
-        f"{culprit}: a trial needs about {need / 2**30:.1f} GiB (weights and the largest tensors at that shape), "
-        f"more than the {free / 2**30:.1f} GiB free; pass smaller shapes or batches"
-    )
+    raise UsageError(f"{culprit}: {sizes}; pass smaller shapes or batches")
 
 
 def _check_model_runs(
     info: Any, pool: dict[str, np.ndarray], args: argparse.Namespace, calibration: list[dict[str, np.ndarray]]
-) -> None:
+) -> dict[str, np.ndarray]:
     """Runs the FP32 model once on one sample of `pool` here, before anything is written or
     detached (issue 29): inputs with non-finite values, or shapes the model cannot run (a
     Reshape or Resize that needs a static size the --shape changed), are one line naming the
-    flag, the input and the runtime's reason."""
+    flag, the input and the runtime's reason. Returns the outputs of that run, by name."""
 
     if args.inputs:
         what = f"--inputs {args.inputs}"
@@ -187,9 +191,30 @@ def _check_model_runs(
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the reason is in the one line below, not printed twice
     try:
-        fp32_cpu_session(info.path).run(None, one, quiet)
+        outputs = fp32_cpu_session(info.path).run(None, one, quiet)
     except Exception as exc:  # noqa: BLE001 - any runtime failure here is the user's shape or input
         raise UsageError(f"{what}: the model cannot run at {shapes} in FP32 ({first_line(exc, 200)})") from None
+    return dict(zip(info.output_names, outputs, strict=True))
+
+
+def _check_judging_fits(info: Any, outputs: dict[str, np.ndarray], tolerance: Any, metric_flag: str | None) -> None:
+    """UsageError naming --output-role or --metric when an output cannot be judged that way,
+    read off the FP32 outputs of one sample (`_check_model_runs`): issue 29's `--metric top1` on
+    a detector was accepted, and every trial was then judged by an argmax over box fields."""
+
+    for name, role in tolerance.role_overrides:
+        why = role_misfit(role, np.asarray(outputs[name]))
+        if why:
+            raise UsageError(f"--output-role {name}={role}: {why}")
+    if tolerance.metric is None or not info.output_names:
+        return
+    first = info.output_names[0]  # the output the built-in metrics read
+    value = np.asarray(outputs[first])
+    samples = value.shape[0] if value.ndim and info.dynamic_batch else None
+    role = infer_roles({first: value}, samples, output_producers(info.path), dict(tolerance.role_overrides))[first]
+    why = metric_misfit(tolerance.metric, role, value)
+    if why:
+        raise UsageError(f"--metric {metric_flag}: {why}; drop --metric (each output is then judged by its role)")
 
 
 def _check_ray_address(address: str) -> None:
@@ -275,10 +300,10 @@ def prepare_start(args: argparse.Namespace) -> Any:
         _check_ray_address(args.ray_address)
 
     info = load_model_info(model_path)
-    for name, _role in tolerance.role_overrides:
-        if name not in info.output_names:
+    for output, _role in tolerance.role_overrides:  # not `name`: that is the study's
+        if output not in info.output_names:
             raise UsageError(
-                f"--output-role {name}: the model has no output {name!r} (outputs: {', '.join(info.output_names)})"
+                f"--output-role {output}: the model has no output {output!r} (outputs: {', '.join(info.output_names)})"
             )
     if resumed is not None and resumed.get("model_sha256") != info.sha256:
         raise UsageError(f"--resume {name}: {model_path} is not the model this study tuned (content differs)")
@@ -308,7 +333,7 @@ def prepare_start(args: argparse.Namespace) -> Any:
     if not args.inputs:
         require_resolved_dims(info, overrides)
     pool_samples = POOL_BATCH if args.inputs else _synthetic_samples(info, overrides, space)
-    _check_trial_memory(info, overrides, space, args)
+    _check_trial_memory(info, overrides, space, args, space_path)
     conversions: list[str] = []  # "--inputs x.npz: 'x' is float64, converted to the model's float32"
     try:
         samples = _samples(args, info, overrides, seed, pool_samples, conversions)
@@ -318,7 +343,8 @@ def prepare_start(args: argparse.Namespace) -> Any:
     pool = samples.verification_pool
     if args.inputs and overrides:
         check_inputs_match_shapes(pool, overrides, info, args.inputs)
-    _check_model_runs(info, pool, args, samples.calibration_feeds)
+    outputs = _check_model_runs(info, pool, args, samples.calibration_feeds)
+    _check_judging_fits(info, outputs, tolerance, args.metric)
     for line in conversions:
         target_message = f"{target_message}\n{line}"
     if not samples.calibration_feeds and "precision" in space:

@@ -32,6 +32,16 @@ from autotune.judges import JudgeLimits, JudgeVerdict, OutputRole, infer_roles, 
 ACCURACY_MODES = ("auto", "scale", "elementwise")
 # Task metrics shipped with autotune, by the short names the CLI accepts.
 BUILTIN_METRICS = {"top1": "autotune.metrics:top1", "top5": "autotune.metrics:top5"}
+# The roles whose first output the built-in metrics can read: class scores on the last axis
+# (`autotune.metrics.top_k_agreement`), a sequence's symbols per step included.
+# A generic output is not refused: its layout is unknown, not known to be another.
+BUILTIN_METRIC_ROLES = ("classes", "sequence", "generic")
+_HOLDS = {
+    "labels": "integer labels",
+    "detections": "packed detections",
+    "dense_map": "a dense map",
+    "embedding": "an embedding",
+}
 # A reference whose range and magnitude are both below this is all zeros up to float32
 # rounding: no range to judge an error against.
 DEGENERATE_SCALE = 1e-12
@@ -413,6 +423,26 @@ def load_metric(spec: str) -> Callable[..., Any]:
     if not callable(function):
         raise MetricError(f"metric {spec!r}: {module_name} has no callable {function_name!r}")
     return function
+
+
+def metric_misfit(metric: str, role: OutputRole, value: np.ndarray) -> str:
+    """Why the built-in task metric `metric` (a `BUILTIN_METRICS` name or its target) cannot
+    judge the model's first output, whose role is `role` and whose value at batch 1 is `value`;
+    "" when it can, or when `metric` is the user's own code (it may read any output)."""
+
+    short = next((name for name, full in BUILTIN_METRICS.items() if metric in (name, full)), None)
+    if short is None:
+        return ""
+    shape = "x".join(map(str, value.shape)) or "a scalar"
+    if role.role in BUILTIN_METRIC_ROLES:
+        if value.ndim >= 2 and value.shape[-1] >= 2:
+            return ""
+        return f"output {role.output!r} ({shape}) has no 2 or more classes on its last axis, which {short} reads"
+    inferred = "given by --output-role" if role.evidence == "--output-role" else "inferred"
+    return (
+        f"output {role.output!r} ({shape}) holds {_HOLDS.get(role.role, role.role)} ({inferred}), not class scores "
+        f"on its last axis, which {short} reads"
+    )
 
 
 def run_metric(spec: str, candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> MetricVerdict:

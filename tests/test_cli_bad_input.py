@@ -729,3 +729,74 @@ def test_preprocess_takes_the_readme_form_and_fractions(tmp_path):
     assert options == {"size": "32,32", "layout": "NCHW", "scale": "1/255", "channel_order": "RGB"}
     parsed = parse_preprocess(options, "--preprocess")
     assert parsed.scale == 1 / 255 and parsed.size == (32, 32) and parsed.layout == "NCHW"
+
+
+def _probability_map_model(path: Path) -> Path:
+    """Sigmoid over [N, 1, 16, 16]: a text detector's probability map (a dense map)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 16, 16])
+    y = helper.make_tensor_value_info("map", TensorProto.FLOAT, ["N", 1, 16, 16])
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["map"])], "map", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_builtin_metric_on_a_detector_is_refused_naming_the_output_and_its_role(capsys, results_dir):
+    """Issue 29: `--metric top1` on YOLOv8's [b, 84, 8400] was accepted, and every trial judged by
+    an argmax over box and score fields."""
+    from tests.trained_models import model_path
+
+    code, err = run_cli(capsys, *start(results_dir, str(model_path("yolov8n")), "--metric", "top1"))
+    assert_rejected(code, err, "--metric top1", "output 'output0' (1x84x8400) holds packed detections (inferred)")
+    assert not results_dir.exists()
+
+
+def test_a_builtin_metric_on_a_dense_map_is_refused(capsys, results_dir, tmp_path):
+    model = _probability_map_model(tmp_path / "det.onnx")
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--metric", "top5"))
+    assert_rejected(code, err, "--metric top5", "'map' (1x1x16x16) holds a dense map", "which top5 reads")
+    assert not results_dir.exists()
+
+
+def test_a_builtin_metric_on_class_scores_is_accepted(results_dir, tiny_model):
+    spec, _ = _prepared(results_dir, str(tiny_model), "--metric", "top1")
+    assert spec.tolerance.metric == "autotune.metrics:top1"
+
+
+@pytest.mark.parametrize(
+    ("role", "fragment"),
+    [
+        ("detections", "detections need [b, fields, rows] or [b, rows, fields]"),
+        ("sequence", "a sequence needs [b, T, symbols]"),
+        ("dense_map", "a dense map needs [b, H, W]"),
+        ("labels", "labels are integers; it holds float32"),
+    ],
+)
+def test_an_output_role_the_output_cannot_have_is_refused(capsys, results_dir, tiny_model, role, fragment):
+    """The tiny model's `y` is [b, 5] class logits: no detections, sequence, map or labels."""
+    code, err = run_cli(capsys, *start(results_dir, str(tiny_model), "--output-role", f"y={role}"))
+    assert_rejected(code, err, f"--output-role y={role}", fragment, "it is 1x5" if role != "labels" else "(1x5)")
+    assert not results_dir.exists()
+
+
+def test_an_output_role_keeps_the_study_named_after_the_model(results_dir, tiny_model):
+    """`--output-role y=...` named the study `y` (a loop variable shadowed the study's name)."""
+    spec, _ = _prepared(results_dir, str(tiny_model), "--output-role", "y=embedding")
+    assert spec.name == "tiny"
+
+
+def test_a_space_whose_largest_batch_cannot_fit_is_refused_naming_the_space_and_the_knob(capsys, tmp_path):
+    """Issue 29: a space with batch_size up to 10^8 started, and its daemon died 141 s later of
+    memory, naming neither the space nor the knob. Batch 1 fits: the space's batch is the cause."""
+    model = _widening_model(tmp_path / "wide.onnx")
+    space = tmp_path / "big.yaml"
+    space.write_text("knobs:\n  batch_size: {type: categorical, choices: [1, 100000000], default: 1}\n")
+    results_dir = tmp_path / "results"
+    code, err = run_cli(capsys, *start(results_dir, str(model), "--shape", "x:1,3,8,8", "--space", str(space)))
+    assert_rejected(
+        code, err, f"--space {space}: knob batch_size up to 100000000 at --shape x:1,3,8,8: a trial needs about"
+    )
+    assert not results_dir.exists()
+    # --batch caps what the space offers: the same space then starts
+    assert _prepared(results_dir, str(model), "--shape", "x:1,3,8,8", "--space", str(space), "--batch", "1")
