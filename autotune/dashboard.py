@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from optuna.artifacts import FileSystemArtifactStore
+
 from autotune.answer import front_of
 from autotune.errors import UsageError
 from autotune.layout import ARTIFACT_DIR
@@ -97,8 +99,6 @@ def dashboard_app(study_dir: Path, storage: str | None) -> Any:
     artifacts = study_dir / ARTIFACT_DIR
     store = None
     if artifacts.is_dir():
-        from optuna.artifacts import FileSystemArtifactStore
-
         store = FileSystemArtifactStore(str(artifacts))
     return wsgi(storage_url(study_dir, storage), artifact_store=store)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna_dashboard import save_note
 
 from autotune.answer import (
@@ -68,11 +70,7 @@ from autotune.trial import MODEL_FILE, PairedRequest, run_paired
 from autotune.workers import RayExecutor
 
 if TYPE_CHECKING:
-    import optuna
-    from optuna.artifacts import FileSystemArtifactStore
     from optuna.trial import FrozenTrial
-
-    from autotune.workers import RayExecutor
 
 # Each block of a paired measurement is timed for this long (less when the user capped a
 # measurement lower with --max-measure-s: quick studies get quick finalizes).
@@ -326,8 +324,6 @@ def gpu_work(study: optuna.Study) -> Iterator[GpuWork | None]:
 def study_copy(study: optuna.Study) -> tuple[optuna.storages.InMemoryStorage, str]:
     """The study in an in-memory Optuna storage (trial numbers and user attributes as stored),
     and its name: what a worker reads instead of the real storage, which it never touches."""
-    import optuna
-
     storage = optuna.storages.InMemoryStorage()
     copy = optuna.create_study(storage=storage, study_name=study.study_name, directions=study.directions)
     for key, value in study.user_attrs.items():
@@ -525,8 +521,6 @@ def upload_front_artifacts(study: optuna.Study, best_dir: Path | None) -> None:
     shows them: each trial's metrics, transformed model and profile, and the build logs and
     artifacts its target declares (`Target.log_files`, `Target.artifact_files`). Files
     already uploaded are not repeated."""
-    from optuna.artifacts import get_all_artifact_meta, upload_artifact
-
     target = target_class(study.user_attrs["target"])
     study_dir = Path(study.user_attrs["study_dir"])
     store = artifact_store(study_dir)
@@ -555,8 +549,6 @@ def upload_front_artifacts(study: optuna.Study, best_dir: Path | None) -> None:
 
 def artifact_store(study_dir: Path) -> FileSystemArtifactStore:
     """The study's file-system artifact store (`<study>/artifacts`)."""
-    from optuna.artifacts import FileSystemArtifactStore
-
     (study_dir / ARTIFACT_DIR).mkdir(exist_ok=True)
     return FileSystemArtifactStore(str(study_dir / ARTIFACT_DIR))
 

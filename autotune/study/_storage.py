@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from autotune.errors import UsageError, root_cause
 from autotune.layout import STUDY_DB, check_study_name, daemon_state, storage_url
@@ -42,7 +44,6 @@ def make_storage(url: str) -> Any:
 
     if not url.startswith("sqlite:"):
         return optuna.storages.RDBStorage(url)
-    from sqlalchemy import event
 
     def set_pragmas(connection: Any, _record: Any) -> None:
         cursor = connection.cursor()
@@ -112,8 +113,6 @@ def existing_study_model(results_dir: Path, name: str, storage: str | None = Non
 def redact_url(url: str) -> str:
     """`url` with any password replaced by ***."""
     try:
-        from sqlalchemy.engine import make_url
-
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: nothing to hide in it
         return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
