@@ -25,6 +25,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from polygraphy import comparator as pg
+from polygraphy.comparator import Comparator, IterationResult, RunResults
+from polygraphy.comparator import util as comparator_util
+from polygraphy.logger import G_LOGGER
 
 from autotune.errors import MetricError
 from autotune.judges import JudgeLimits, JudgeVerdict, OutputRole, infer_roles, judge_output
@@ -223,8 +227,6 @@ def _output_stats_not_logged() -> Iterator[None]:
     """Polygraphy computes the statistics of every output and difference it logs (medians: a
     partial sort of each array) before it looks at the log level: 10 of 17 s comparing
     ddddocr's 256 held-out lines (52M values), with its log muted. Not logged, not computed."""
-    from polygraphy.comparator import util as comparator_util
-
     original = getattr(comparator_util, "log_output_stats", None)
     if original is None:
         yield
@@ -249,10 +251,6 @@ def compare_outputs(
         MetricError: the metric does not import, raises, or returns something other than
             `(error, passed)` or `{"error", "passed"[, "detail"]}`.
     """
-    from polygraphy import comparator as pg
-    from polygraphy.comparator import Comparator, IterationResult, RunResults
-    from polygraphy.logger import G_LOGGER
-
     G_LOGGER.module_severity = G_LOGGER.CRITICAL
     logging.getLogger("polygraphy").setLevel(logging.CRITICAL)
     results = RunResults()

@@ -39,6 +39,17 @@ KNOB_API = knobs.KNOB_API
 MODULE_OF_FLAVOR = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 
 
+def _polygraphy() -> Any:
+    """Polygraphy with its TensorRT backend, imported on first use: Polygraphy binds to tensorrt
+    or tensorrt_rtx once, at its first import, from POLYGRAPHY_USE_TENSORRT_RTX, which `main`
+    sets (`_select_flavor`) from the request before anything here runs. That is why Polygraphy is
+    imported inside this function (with `CreateConfigRTX`'s, the build process's only imports
+    inside a function), and not at the top of the module."""
+    import polygraphy.backend.trt  # loads polygraphy.util, .logger and .mod.trt_importer too
+
+    return polygraphy
+
+
 def _select_flavor(flavor: str) -> None:
     if flavor == "tensorrt-rtx":
         os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1"
@@ -178,19 +189,17 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def load_timing_cache(config: Any, path: Path) -> None:
     """Loads the shared timing cache into `config` (empty when absent or unreadable)."""
-    from polygraphy import util
-    from polygraphy.logger import G_LOGGER
-
+    pg = _polygraphy()
     data = b""
     if path.exists():
-        with util.LockFile(str(path)):  # the same `<path>.lock` protocol as Polygraphy's CLI
+        with pg.util.LockFile(str(path)):  # the same `<path>.lock` protocol as Polygraphy's CLI
             data = path.read_bytes()
     cache = None
     if data:
         try:
             cache = config.create_timing_cache(data)
         except Exception as exc:  # noqa: BLE001
-            G_LOGGER.warning(f"autotune: timing cache {path} is unreadable ({exc}); starting empty")
+            pg.logger.G_LOGGER.warning(f"autotune: timing cache {path} is unreadable ({exc}); starting empty")
     if cache is None:
         cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, ignore_mismatch=True)
@@ -203,49 +212,43 @@ def merge_timing_cache(config: Any, path: Path) -> int:
     (another build may have merged into it since this one started), combines, and replaces
     the file atomically.
     """
-    from polygraphy import util
-    from polygraphy.logger import G_LOGGER
-
+    pg = _polygraphy()
     cache = config.get_timing_cache()
     if cache is None:
         return 0
-    with util.LockFile(str(path)):
+    with pg.util.LockFile(str(path)):
         if path.exists():
             data = path.read_bytes()
             if data:
                 try:
                     previous = config.create_timing_cache(data)
                     if not cache.combine(previous, ignore_mismatch=True):
-                        G_LOGGER.warning("autotune: could not combine the shared timing cache")
+                        pg.logger.G_LOGGER.warning("autotune: could not combine the shared timing cache")
                 except Exception as exc:  # noqa: BLE001
-                    G_LOGGER.warning(f"autotune: ignoring unreadable timing cache {path} ({exc})")
+                    pg.logger.G_LOGGER.warning(f"autotune: ignoring unreadable timing cache {path} ({exc})")
         blob = bytes(memoryview(cache.serialize()))
         _atomic_write(path, blob)
     return len(blob)
 
 
 def _network_loader(request: dict[str, Any]):
-    from polygraphy.backend.trt import NetworkFromOnnxPath
-
     kwargs: dict[str, Any] = {}
     for knob in knobs.KNOBS:
         kwargs.update(knob.network_kwargs(request["settings"]))
-    return NetworkFromOnnxPath(request["model_path"], **kwargs)
+    return _polygraphy().backend.trt.NetworkFromOnnxPath(request["model_path"], **kwargs)
 
 
 def _config_loader(request: dict[str, Any], record: dict[str, Any]):
     """Composes Polygraphy's CreateConfig(RTX) with each knob's arguments and settings."""
-    from polygraphy.backend.trt import PostprocessConfig, Profile
-    from polygraphy.mod.trt_importer import lazy_import_trt
-
-    trt = lazy_import_trt()
+    backend = _polygraphy().backend.trt
+    trt = _polygraphy().mod.trt_importer.lazy_import_trt()
     settings = request["settings"]
     knobs.check_settings(settings)
     module_name = MODULE_OF_FLAVOR[request["flavor"]]
 
     profiles = None
     if settings.get("profile"):
-        profile = Profile()
+        profile = backend.Profile()
         for name, (lo, opt, hi) in settings["profile"].items():
             profile.add(name, min=tuple(lo), opt=tuple(opt), max=tuple(hi))
         profiles = [profile]
@@ -263,9 +266,7 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
 
         base = CreateConfigRTX(use_gpu=bool(settings.get("use_gpu", False)), **kwargs)
     else:
-        from polygraphy.backend.trt import CreateConfig
-
-        base = CreateConfig(**kwargs)
+        base = backend.CreateConfig(**kwargs)
 
     def postprocess(builder: Any, network: Any, config: Any) -> None:
         for knob in knobs.KNOBS:
@@ -274,17 +275,15 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
             load_timing_cache(config, Path(request["timing_cache_path"]))
         record["builder_config"] = read_back_config(trt, config)
 
-    return PostprocessConfig(base, postprocess)
+    return backend.PostprocessConfig(base, postprocess)
 
 
 def _inspect_layers(engine_bytes: Any) -> list[dict[str, Any]] | None:
     """The engine inspector's layer list (JSON); needs a GPU to deserialize, else None."""
-    from polygraphy.backend.trt import util as trt_util
-    from polygraphy.mod.trt_importer import lazy_import_trt
-
-    trt = lazy_import_trt()
+    pg = _polygraphy()
+    trt = pg.mod.trt_importer.lazy_import_trt()
     try:
-        runtime = trt.Runtime(trt_util.get_trt_logger())
+        runtime = trt.Runtime(pg.backend.trt.util.get_trt_logger())
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             return None
@@ -298,8 +297,6 @@ def _inspect_layers(engine_bytes: Any) -> list[dict[str, Any]] | None:
 
 def build(request: dict[str, Any]) -> dict[str, Any]:
     """Builds one engine as the request says; returns facts for the result file."""
-    from polygraphy.backend.trt import EngineBytesFromNetwork
-
     record: dict[str, Any] = {}
     create_config = _config_loader(request, record)
     configs: list[Any] = []
@@ -311,7 +308,7 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
         return config
 
     start = time.perf_counter()
-    engine_bytes = EngineBytesFromNetwork(_network_loader(request), keep_config)()
+    engine_bytes = _polygraphy().backend.trt.EngineBytesFromNetwork(_network_loader(request), keep_config)()
     build_time_s = time.perf_counter() - start
     data = bytes(memoryview(engine_bytes))
     Path(request["engine_path"]).write_bytes(data)
@@ -333,7 +330,7 @@ def build(request: dict[str, Any]) -> dict[str, Any]:
 
 def describe(request: dict[str, Any]) -> dict[str, Any]:
     """Creates the network and builder config for each settings entry, without building."""
-    from polygraphy.backend.trt import util as trt_util  # noqa: F401 - binds the logger
+    _polygraphy()  # importing Polygraphy's TensorRT backend binds TensorRT's logger to Polygraphy's
 
     results = []
     for settings in request["settings_list"]:
@@ -365,11 +362,11 @@ def main(argv: list[str]) -> int:
     mode, request_path = argv[1], Path(argv[2])
     request = json.loads(request_path.read_text())
     _select_flavor(request["flavor"])
-    from polygraphy.logger import G_LOGGER
+    logger = _polygraphy().logger.G_LOGGER
 
     # TensorRT's VERBOSE messages reach Polygraphy's EXTRA_VERBOSE level; the layer table and
     # the fused ONNX nodes are only printed there.
-    G_LOGGER.module_severity = G_LOGGER.EXTRA_VERBOSE if mode == "build" else G_LOGGER.WARNING
+    logger.module_severity = logger.EXTRA_VERBOSE if mode == "build" else logger.WARNING
     if mode == "build":
         result = build(request)
     elif mode == "describe":
