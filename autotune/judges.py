@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 # The roles, in the order they were registered (`register_judge`, at the end of this module).
 ROLES: tuple[str, ...] = ()
@@ -150,8 +151,6 @@ class JudgeVerdict:
 def output_producers(model_path: str | Path) -> dict[str, str]:
     """Each graph output's producing op, with a Concat's inputs' ops ("Concat(Mul, Sigmoid)"),
     looking through shape-only ops (Reshape, Transpose, Squeeze, Unsqueeze, Identity, Cast)."""
-    import onnx
-
     model = onnx.load(str(model_path), load_external_data=False)
     producer = {out: node for node in model.graph.node for out in node.output}
     passthrough = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Cast", "Flatten"}
