@@ -33,7 +33,7 @@ from autotune.daemon import PID_FILE, StudyLock, daemon_state, detach, one_line,
 from autotune.dashboard import serve_dashboard
 from autotune.errors import AutotuneError, UsageError
 from autotune.finalize import finalize, finalize_estimate_s, rerender
-from autotune.layout import BEST_DIR, STUDY_DB
+from autotune.layout import BEST_DIR, STATE_FILE, STUDY_DB, existing_dirs, remove_failed_start, study_began
 from autotune.profile import PROFILE_FILE, ProfileError, profile_study
 from autotune.report import (
     aa_line,
@@ -204,20 +204,26 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def run_foreground(spec: Any, args: argparse.Namespace, console: Any) -> int:
     """The study in this terminal, holding the same lock and writing the same state file as a
-    daemon: a daemon cannot run it meanwhile, and `status` never reads an earlier daemon's end."""
+    daemon: a daemon cannot run it meanwhile, and `status` never reads an earlier daemon's end.
+    A run that fails before its study began takes back the directories it made."""
 
+    created = existing_dirs(spec.study_dir)
     lock = StudyLock(spec.study_dir / PID_FILE)
     lock.acquire()
+    failed = False
     try:
         write_state(spec.study_dir, "running")
         code = _foreground_study(spec, args, console)
         write_state(spec.study_dir, "stopped" if code == 130 else "finished")
         return code
     except BaseException as exc:
+        failed = True
         write_state(spec.study_dir, "failed", reason=one_line(exc))
         raise
     finally:
         lock.release()
+        if failed:
+            remove_failed_start(spec.study_dir, created)
 
 
 def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
@@ -381,7 +387,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     if args.storage:
         found += [(name, args.storage) for name in study_names(args.storage)]
-    if not found:
+    # A directory whose daemon failed or died before the study's storage existed: listed with its
+    # state, as `status` reads it, so that every study directory there is shows (issue 29).
+    listed = {name for name, _ in found}
+    never_began = [
+        state.parent.name
+        for state in sorted(args.results_dir.glob(f"*/{STATE_FILE}"))
+        if state.parent.name not in listed and not study_began(state.parent)
+    ]
+    if not found and not never_began:
         console.print(f"no studies under {args.results_dir}" + (" or in --storage" if args.storage else ""))
         return 0
     table = Table(title=f"studies in {args.results_dir}" + (f" and {redact_url(args.storage)}" if args.storage else ""))
@@ -413,6 +427,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(counts["failed"]),
             answer,
         )
+    for name in never_began:
+        table.add_row(name, daemon_state(args.results_dir / name), "-", "-", "0", "0", "- (never began)")
     console.print(table)
     for line in unreadable:
         console.print(f"unreadable: {line}", markup=False)

@@ -48,8 +48,10 @@ from autotune.layout import (  # lock_holder, read_state and daemon_state: also 
     STOP_FILE,
     STUDY_DB,
     daemon_state,
+    existing_dirs,
     lock_holder,
     read_state,
+    remove_failed_start,
     write_atomically,
 )
 from autotune.spec import make_executor, parse_start, prepare_start, write_inputs
@@ -155,6 +157,7 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
     holder = lock_holder(spec.study_dir)
     if holder is not None:
         raise UsageError(f"study {spec.name}: a daemon (pid {holder}) is already running it")
+    created = existing_dirs(spec.study_dir)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     log_path = spec.study_dir / LOG_FILE
     argv, storage = _without_storage([a for a in args.argv if a != "--foreground"])
@@ -177,7 +180,15 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
             cwd=os.getcwd(),
             env=env,
         )
-    wait_until_started(spec.study_dir, child, log_path)
+    try:
+        wait_until_started(spec.study_dir, child, log_path)
+    except AutotuneError:
+        # A daemon that failed at start is on its way out: once it is gone, what it wrote goes
+        # too (its reason is in the line raised). One that is merely slow is left running.
+        failed = read_state(spec.study_dir).get("state") == "failed" or child.poll() is not None
+        if failed and _exited(child, FAILED_EXIT_WAIT_S):
+            remove_failed_start(spec.study_dir, created)
+        raise
     results = f" --results-dir {spec.results_dir}" if spec.results_dir != Path("results") else ""
     console.print(f"study {spec.name} started (daemon pid {child.pid})", markup=False)
     console.print(f"  log:       {log_path}", markup=False)
@@ -185,6 +196,17 @@ def detach(spec: Any, args: argparse.Namespace, console: Any) -> int:
     console.print(f"  dashboard: autotune dashboard {spec.name}{results}", markup=False)
     console.print(f"  stop:      autotune stop {spec.name}{results}", markup=False)
     return 0
+
+
+FAILED_EXIT_WAIT_S = 30.0  # a daemon that wrote "failed" shuts its Ray cluster down, then exits
+
+
+def _exited(child: subprocess.Popen, timeout_s: float) -> bool:
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _without_storage(argv: list[str]) -> tuple[list[str], str | None]:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,9 @@ def write_atomically(path: Path, text: str) -> bool:
 
 
 def check_results_dir_writable(results_dir: Path) -> None:
-    """UsageError when `results_dir` (or the nearest existing parent) is not writable."""
+    """UsageError when `results_dir` (or the nearest existing parent) is not writable: tried for
+    real, a directory made and removed there, since permission bits say nothing for root and
+    /proc refuses a directory whatever they say (`--results-dir /proc/autotune` was a traceback)."""
     probe = results_dir
     while not probe.exists():
         if probe.parent == probe:
@@ -70,6 +73,46 @@ def check_results_dir_writable(results_dir: Path) -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"--results-dir {results_dir}: not writable ({probe} is not a writable directory)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".autotune-probe-", dir=probe))
+    except OSError as exc:
+        raise UsageError(
+            f"--results-dir {results_dir}: not writable (a directory cannot be made in {probe}: "
+            f"{exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def study_began(study_dir: Path) -> bool:
+    """Whether the study in `study_dir` got as far as its storage: its inputs are written just
+    before the storage is opened (both start paths), so a directory without them, nor a SQLite
+    file nor trials, has no storage anywhere, not even on a `--storage` server."""
+    return any((study_dir / name).exists() for name in (INPUTS_FILE, STUDY_DB, TRIALS_DIR))
+
+
+def existing_dirs(study_dir: Path) -> tuple[Path, ...]:
+    """The directories on the way to `study_dir` (the results directory's own parents excluded)
+    that do not exist yet: what a start would create, and `remove_failed_start` may take back."""
+    return tuple(path for path in (study_dir.parent, study_dir) if not path.exists())
+
+
+def remove_failed_start(study_dir: Path, created: tuple[Path, ...]) -> bool:
+    """Takes back what a start that failed before its study began wrote: the study directory
+    (its lock, state and log) and the results directory, each only where this start `created` it
+    (`existing_dirs` before the start), and only before the study began (`study_began`). True
+    when something was removed.
+
+    A failed start leaves nothing behind (issue 29: an unreachable --ray-address left a results
+    directory whose study `list` did not show)."""
+
+    if study_dir not in created or study_began(study_dir):
+        return False
+    shutil.rmtree(study_dir, ignore_errors=True)
+    if study_dir.parent in created:
+        try:
+            study_dir.parent.rmdir()  # only while empty: another study may have arrived meanwhile
+        except OSError:
+            pass
+    return True
 
 
 def prune_trial_dirs(study_dir: Path, keep: set[int]) -> None:

@@ -14,6 +14,8 @@ import math
 import os
 import re
 import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -238,6 +240,49 @@ def _check_ray_address(address: str) -> None:
         raise UsageError(
             f"--ray-address {address}: something answers there, but not a Ray cluster's head (no gRPC/HTTP/2 reply)"
         )
+    why = _ray_head_refusal(f"{host}:{port}")
+    if why:
+        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({why})")
+
+
+# Asks the address for its cluster id the way ray.init's GCS client does, in a child process: Ray's
+# C++ client logs its warnings straight to file descriptor 2, and a black hole is ended by a kill.
+_GCS_PROBE = """
+import sys
+try:
+    from ray._raylet import GcsClient
+except Exception as exc:
+    print("unknown", exc)
+    sys.exit()
+try:
+    client = GcsClient(address=sys.argv[1])
+except TypeError as exc:
+    print("unknown", exc)  # another Ray's private API: not this check's to judge
+except Exception as exc:
+    print("refused", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+else:
+    print("ok", client.cluster_id)
+"""
+GCS_PROBE_TIMEOUT_S = 20.0  # a cold `import ray` on a loaded 2-core machine takes seconds
+
+
+def _ray_head_refusal(address: str) -> str:
+    """Why a Ray head's GCS at `address` does not answer, or "" when it does (or the probe cannot
+    tell): something that speaks HTTP/2 there (a proxy, another gRPC service) is no Ray head, and
+    ray.init would retry it for 30 s in the daemon, after `start` wrote the study (issue 29)."""
+
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", _GCS_PROBE, address],
+            capture_output=True,
+            text=True,
+            timeout=GCS_PROBE_TIMEOUT_S,
+            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        )
+    except subprocess.TimeoutExpired:
+        return f"its GCS gave no cluster id within {GCS_PROBE_TIMEOUT_S:.0f} s"
+    verdict, _, detail = (probe.stdout.strip().splitlines() or [""])[-1].partition(" ")
+    return (detail or "refused") if verdict == "refused" else ""
 
 
 def _speaks_http2(host: str, port: int, timeout_s: float = 5.0) -> bool:

@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from autotune.errors import AutotuneError
+from autotune.errors import AutotuneError, first_line
 from autotune.model import free_memory_bytes
 from autotune.ort_logging import route_onnxruntime_logging
 from autotune.targets import target_class
@@ -459,6 +459,54 @@ def reap_stale_ray_dirs(tmp: str | None = None) -> list[str]:
     return removed
 
 
+RAY_START_ATTEMPTS = 2  # a start-up that timed out once is tried once more
+
+
+class RayStartError(AutotuneError):
+    """The local Ray cluster did not start: a runtime failure (exit 1), said with what to try."""
+
+
+def _is_start_timeout(exc: BaseException) -> bool:
+    """Ray's own start-up time-outs: "The current node timed out during startup" (its raylet did
+    not register with the GCS within Ray's fixed 30 s), and a GCS or node it gave up waiting for."""
+    text = str(exc).lower()
+    return isinstance(exc, TimeoutError) or "timed out" in text or "timeout" in text
+
+
+def start_local_ray(init: Callable[..., Any], shutdown: Callable[[], None], **options: Any) -> None:
+    """`init(**options)` (`ray.init` of a local cluster), tried again once when Ray's start-up
+    timed out; RayStartError saying what to try when it times out again. Any other failure is
+    raised as it is.
+
+    Under load (a 2-core machine running another test suite beside a study) Ray's raylet can take
+    longer than the 30 s Ray waits for it, and `start` failed with "The current node timed out
+    during startup" though a second start works (issue 29). `shutdown` (`ray.shutdown`) ends what
+    the failed start left running before the next try.
+
+    Args:
+        init (Callable): `ray.init`.
+        shutdown (Callable): `ray.shutdown`.
+        **options: `ray.init`'s keyword arguments.
+    """
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            init(**options)
+            return
+        except Exception as exc:  # Ray raises a bare Exception; only its start-up time-out is tried again
+            if not _is_start_timeout(exc):
+                raise
+            shutdown()
+            if attempt == RAY_START_ATTEMPTS:
+                raise RayStartError(
+                    f"the local Ray cluster timed out starting, {RAY_START_ATTEMPTS} times ({first_line(exc, 120)}); "
+                    "the machine is likely too loaded: try fewer --workers, a machine with less load, "
+                    "or a running cluster with --ray-address"
+                ) from None
+            logging.getLogger("autotune.workers").warning(
+                "the local Ray cluster timed out starting (%s); trying once more", first_line(exc, 120)
+            )
+
+
 @dataclass
 class _InFlight:
     number: int
@@ -519,14 +567,20 @@ class RayExecutor(Executor):
             reap_stale_ray_dirs()
             self._ray_dir = tempfile.mkdtemp(prefix=RAY_DIR_PREFIX)
             Path(self._ray_dir, RAY_OWNER_FILE).write_text(str(os.getpid()))
-            ray.init(
-                num_cpus=max(os.cpu_count() or 1, workers or 1),
-                include_dashboard=False,
-                logging_level=logging.ERROR,
-                log_to_driver=False,
-                configure_logging=True,
-                _temp_dir=os.path.join(self._ray_dir, "ray"),
-            )
+            try:
+                start_local_ray(
+                    ray.init,
+                    ray.shutdown,
+                    num_cpus=max(os.cpu_count() or 1, workers or 1),
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    log_to_driver=False,
+                    configure_logging=True,
+                    _temp_dir=os.path.join(self._ray_dir, "ray"),
+                )
+            except BaseException:
+                shutil.rmtree(self._ray_dir, ignore_errors=True)  # a failed start leaves nothing behind
+                raise
         if workers is None:
             # Counted once Ray runs: the GPUs of the whole cluster when joined to one.
             workers = max(_visible_gpus(), 1) if gpu else 1

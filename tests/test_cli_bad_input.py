@@ -800,3 +800,14 @@ def test_a_space_whose_largest_batch_cannot_fit_is_refused_naming_the_space_and_
     assert not results_dir.exists()
     # --batch caps what the space offers: the same space then starts
     assert _prepared(results_dir, str(model), "--shape", "x:1,3,8,8", "--space", str(space), "--batch", "1")
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="no /proc on this system")
+def test_a_results_dir_no_directory_can_be_made_in_is_one_line(capsys, tiny_model):
+    """`--results-dir /proc/autotune` passed the permission check (root may write anything, by the
+    bits) and was a FileNotFoundError traceback: a directory is now made and removed for real."""
+    for foreground in ([], ["--foreground"]):
+        code, err = run_cli(
+            capsys, "start", str(tiny_model), "--trials", "1", "--results-dir", "/proc/autotune", *foreground
+        )
+        assert_rejected(code, err, "--results-dir /proc/autotune: not writable", "/proc")
