@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 
 from autotune.answer import (
@@ -41,7 +42,7 @@ from autotune.answer import (
 )
 from autotune.errors import condense_reason
 from autotune.judges import roles_table
-from autotune.layout import MANIFEST_FILE, PARETO_PLOT, trial_dir
+from autotune.layout import INPUTS_FILE, MANIFEST_FILE, PARETO_PLOT, trial_dir
 from autotune.model import file_sha256
 from autotune.profile import load_profile, render_section
 from autotune.rules import failure_class
@@ -49,7 +50,7 @@ from autotune.sensitivity import MOSTLY_FLOAT
 from autotune.study import count_trials, finished_count
 from autotune.study._records import FLAT_ACCURACY, FLAT_MEASUREMENTS, regenerate_model, trial_layers
 from autotune.targets import target_class
-from autotune.targets.base import Built, TargetOptions
+from autotune.targets.base import Built, TargetOptions, TunedInputs
 from autotune.trial import MODEL_FILE
 
 if TYPE_CHECKING:
@@ -625,6 +626,30 @@ def layer_comparison(study_dir: Path, default_number: int, other_number: int) ->
     return lines
 
 
+def tuned_inputs(study: optuna.Study, trial: FrozenTrial) -> TunedInputs | None:
+    """The batch and input shapes `trial` was tuned and measured at: its batch, and the study's
+    held-out inputs at that batch (their dim 0 is the batch where it is dynamic; a static batch
+    is the model's own); None where the study's inputs are not on disk."""
+
+    path = Path(study.user_attrs.get("study_dir", "")) / INPUTS_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    if not arrays:
+        return None
+    dynamic = bool(study.user_attrs.get("dynamic_batch"))
+    first = next(iter(arrays.values()))
+    batch = int(trial.user_attrs.get("batch_size", trial.params.get("batch_size", 1)))
+    if not dynamic:
+        batch = int(first.shape[0]) if first.ndim else 1
+    shapes = {
+        name: [batch, *map(int, array.shape[1:])] if dynamic and array.ndim else list(map(int, array.shape))
+        for name, array in arrays.items()
+    }
+    return TunedInputs(batch, shapes, {name: str(array.dtype) for name, array in arrays.items()})
+
+
 def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> list[Path]:
     """Writes the deployable files of `trial` into `dest`: model after passes, target files,
     manifest.json with configuration, measurements, errors, the paired speedup against the
@@ -641,8 +666,12 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
     target_name = study.user_attrs["target"]
     target = target_class(target_name)(TargetOptions.from_study_attrs(study.user_attrs))
     artifact = target.trial_artifact(source_dir) or model
+    tuned = tuned_inputs(study, trial)
     built = Built(
-        artifact=artifact, info=dict(details(trial).get("build", {})), digest=trial.user_attrs.get("digest", "")
+        artifact=artifact,
+        info=dict(details(trial).get("build", {})),
+        digest=trial.user_attrs.get("digest", ""),
+        tuned=tuned,
     )
     if artifact != model:
         written += target.export(built, trial.params, dest)
@@ -683,6 +712,7 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
         "artifact": shipped,
         "rewrites": details(trial).get("rewrites", {}),
         "batch_size": int(trial.user_attrs.get("batch_size", 1)),
+        "input_shapes": tuned.shapes if tuned is not None else None,
         "speedup_over_defaults": _answer_speedup(study, trial),
         "answer": _answer_of(study, trial),
         "aa_control": study.user_attrs.get("aa_control"),

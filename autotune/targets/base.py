@@ -21,6 +21,27 @@ Feeds = dict[str, np.ndarray]
 Config = Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class TunedInputs:
+    """The batch and the input shapes a candidate was tuned and measured at: what a deploy
+    script states and runs at (export fills it in `Built.tuned`).
+
+    Args:
+        batch_size (int): the batch measured (the model's own where its batch is static).
+        shapes (dict[str, list[int]]): each input's shape at that batch, by input name.
+        dtypes (dict[str, str]): each input's numpy dtype name, by input name.
+    """
+
+    batch_size: int
+    shapes: dict[str, list[int]]
+    dtypes: dict[str, str]
+
+    def describe(self) -> str:
+        """ "batch 2 at inputs x [2, 3, 8, 8] float32"."""
+        inputs = ", ".join(f"{name} {shape} {self.dtypes[name]}" for name, shape in self.shapes.items())
+        return f"batch {self.batch_size} at inputs {inputs}"
+
+
 @dataclass
 class Built:
     """What `Target.build` produced.
@@ -31,11 +52,14 @@ class Built:
         info (dict): facts about the build to record with the trial (build time, size, layers).
         digest (str): content hash of what would actually run, used to share measurements
             between configurations that produce identical artifacts. Default: "".
+        tuned (TunedInputs | None): the batch and input shapes it was tuned at, where export
+            knows them (`deploy_commands` then writes scripts that run at them). Default: None.
     """
 
     artifact: Path
     info: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
+    tuned: TunedInputs | None = None
 
 
 class Session(abc.ABC):
@@ -274,5 +298,7 @@ class Target(abc.ABC):
 
     def deploy_commands(self, built: Built, config: Config) -> dict[str, str]:
         """Command lines that rebuild or run the same candidate outside autotune, by name; export
-        writes each as `<name>.sh` (a checked shell script), "python" as `python.py`. Default: {}."""
+        writes each as `<name>.sh` (a checked shell script), "python" as `python.py`. Where
+        `built.tuned` is given, a script that runs the candidate states that batch and those
+        shapes, and runs at them. Default: {}."""
         return {}

@@ -31,7 +31,7 @@ from autotune.targets._onnxruntime_options import (
     session_options,
 )
 from autotune.targets._onnxruntime_profile import profile_onnxruntime
-from autotune.targets.base import Built, Config, Feeds, Session, Target
+from autotune.targets.base import Built, Config, Feeds, Session, Target, TunedInputs
 from autotune.targets.cuda_timing import visible_gpu
 
 # Knobs that change what a session does; they (with the model bytes) define the digest.
@@ -259,6 +259,38 @@ def optimized_graph_bytes(path: Path) -> bytes:
     return stripped.SerializeToString(deterministic=True)
 
 
+def _run_at_tuned_shapes(tuned: TunedInputs, *, io_binding: bool) -> list[str]:
+    """The lines of `python.py` after its session (numpy imported above it): the batch and shapes
+    tuned, printed, and one run at them (zeros stand in for the user's data). Under CUDA graph
+    the run goes through io_binding with device buffers, as the graph needs."""
+
+    inputs = {name: (shape, tuned.dtypes[name]) for name, shape in tuned.shapes.items()}
+    lines = [
+        "",
+        f"BATCH_SIZE = {tuned.batch_size}  # the batch this configuration was tuned and measured at",
+        f"INPUTS = {inputs!r}  # name: (shape, dtype) at that batch",
+        'print(f"tuned for batch {BATCH_SIZE}: " + ", ".join(f"{n} {s} {d}" for n, (s, d) in INPUTS.items()))',
+        "# Your data goes here, at these shapes; zeros stand in for it.",
+        "feeds = {name: np.zeros(shape, dtype) for name, (shape, dtype) in INPUTS.items()}",
+    ]
+    if io_binding:
+        lines += [
+            "binding = session.io_binding()",
+            "for name, array in feeds.items():",
+            '    binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0))',
+            "for output in session.get_outputs():",
+            '    binding.bind_output(output.name, "cuda")',
+            "session.run_with_iobinding(binding)",
+            "outputs = binding.copy_outputs_to_cpu()",
+        ]
+    else:
+        lines.append("outputs = session.run(None, feeds)")
+    lines.append(
+        'print("outputs: " + ", ".join(f"{o.name} {list(v.shape)}" for o, v in zip(session.get_outputs(), outputs)))'
+    )
+    return lines
+
+
 class OnnxRuntimeTarget(Target):
     """Tunes ONNX Runtime session options on the CUDA execution provider where it can run,
     else on the CPU execution provider.
@@ -434,4 +466,7 @@ class OnnxRuntimeTarget(Target):
         else:
             providers = '["CPUExecutionProvider"]'
         lines.append(f'session = ort.InferenceSession("{built.artifact.name}", so, providers={providers})')
+        if built.tuned is not None:
+            lines = [f"# Tuned and measured at {built.tuned.describe()}: run it there.", "import numpy as np", *lines]
+            lines += _run_at_tuned_shapes(built.tuned, io_binding=self.cuda and bool(config.get("cuda_graph")))
         return {"python": "\n".join(lines)}
