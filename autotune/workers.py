@@ -502,7 +502,8 @@ def start_local_ray(init: Callable[..., Any], shutdown: Callable[[], None], **op
                     "the machine is likely too loaded: try fewer --workers, a machine with less load, "
                     "or a running cluster with --ray-address"
                 ) from None
-            logging.getLogger("autotune.workers").warning(
+            # INFO: the daemon's log keeps it; a terminal gets only the one line of a second time-out
+            logging.getLogger("autotune.workers").info(
                 "the local Ray cluster timed out starting (%s); trying once more", first_line(exc, 120)
             )
 

@@ -9,6 +9,8 @@ startup. ...") a given number of times. The retry logic and the CLI's line are r
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from autotune.workers import RayStartError, start_local_ray
@@ -37,11 +39,14 @@ class TimingOutRayInit:
         self.shutdowns += 1
 
 
-def test_a_ray_start_up_that_times_out_once_is_tried_again_with_the_same_options():
+def test_a_ray_start_up_that_times_out_once_is_tried_again_with_the_same_options(caplog):
     fake = TimingOutRayInit(failures=1)
-    start_local_ray(fake.init, fake.shutdown, num_cpus=2)
+    with caplog.at_level(logging.INFO, logger="autotune.workers"):
+        start_local_ray(fake.init, fake.shutdown, num_cpus=2)
     assert fake.calls == [{"num_cpus": 2}, {"num_cpus": 2}]
     assert fake.shutdowns == 1  # what the timed-out start left running is ended before the retry
+    # said in the daemon's log (INFO), not on a terminal's stderr beside the study's own lines
+    assert [(r.levelno, "trying once more" in r.getMessage()) for r in caplog.records] == [(logging.INFO, True)]
 
 
 def test_a_second_time_out_fails_with_one_line_saying_what_to_try():
