@@ -136,7 +136,7 @@ def _floats(value: Any, key: str, where: str, count: int | None = None) -> tuple
 def preprocess_image(path: Path, spec: Preprocess) -> np.ndarray:
     """The image at `path` as a float32 tensor of shape (1, C, H, W) or (1, H, W, C)."""
     try:
-        from PIL import Image
+        from PIL import Image  # lazy: only image-directory inputs need Pillow
     except ImportError:
         raise UsageError(f"--inputs {path}: reading images needs Pillow (pip install pillow)") from None
     try:

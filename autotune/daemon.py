@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from autotune.answer import wall_s
 from autotune.errors import AutotuneError, StorageLost, UsageError, root_cause
 from autotune.finalize import finalize, finalize_estimate_s
@@ -515,8 +517,6 @@ def storage_watch(study_dir: Path | None) -> Callable[[], None]:
 
 def _shutdown_ray() -> None:
     try:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         ray.shutdown()
     except Exception:  # noqa: BLE001 - a half-started Ray is torn down as far as it goes
         pass

@@ -64,7 +64,7 @@ def _with_listed_constraints(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]
 def _patch_optuna_dashboard() -> None:
     """Points optuna-dashboard's trial loading and Pareto front at the feasibility-aware versions
     (idempotent; module globals of `optuna_dashboard._app`, checked by tests/test_dashboard.py)."""
-    from optuna_dashboard import _app
+    from optuna_dashboard import _app  # lazy: its app module is patched only when `autotune dashboard` serves it
 
     if getattr(_app, "_autotune_patched", False):
         return
@@ -93,7 +93,7 @@ def dashboard_app(study_dir: Path, storage: str | None) -> Any:
         study_dir (Path): `results/<study>/`.
         storage (str | None): an Optuna storage URL; None reads `study_dir/study.db`.
     """
-    from optuna_dashboard import wsgi
+    from optuna_dashboard import wsgi  # lazy: only `autotune dashboard` serves it
 
     _patch_optuna_dashboard()
     artifacts = study_dir / ARTIFACT_DIR

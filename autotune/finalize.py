@@ -296,7 +296,7 @@ class GpuWork:
 
     def profile(self, study: optuna.Study) -> dict[str, Any]:
         inputs = Path(study.user_attrs["study_dir"]) / INPUTS_FILE
-        return self._executor().profile(study_copy(study), profile_after_search, (inputs,))
+        return self._executor().profile(study_copy(study), profile_study_copy, (inputs,))
 
     def close(self) -> None:
         if self.executor is not None:
@@ -319,6 +319,18 @@ def gpu_work(study: optuna.Study) -> Iterator[GpuWork | None]:
         yield work
     finally:
         work.close()
+
+
+def profile_study_copy(copy: tuple[Any, str]) -> dict[str, Any]:
+    """Profiles the study in `copy` (an in-memory Optuna storage and the study name, from
+    `study_copy`): what finalize's profile task runs on a GPU worker. Returns the profile and
+    the user attributes it set, for finalize to record in the real storage."""
+    storage, name = copy
+    study = optuna.load_study(study_name=name, storage=storage)
+    before = dict(study.user_attrs)
+    data = profile_after_search(study)
+    changed = {k: v for k, v in study.user_attrs.items() if k not in before or before[k] != v}
+    return {"data": data, "set_user_attrs": changed}
 
 
 def study_copy(study: optuna.Study) -> tuple[optuna.storages.InMemoryStorage, str]:

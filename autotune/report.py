@@ -208,10 +208,10 @@ PARETO_COLUMNS = ["trial", "throughput", "latency_ms_p50", "batch_size", "error"
 
 def plot_pareto(study: optuna.Study, out: Path) -> Path | None:
     """Scatter of throughput against error: feasible, infeasible, and the front joined."""
-    import matplotlib
+    import matplotlib  # lazy: only the Pareto plot draws (~0.5 s of every command otherwise)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display backend is ever chosen
 
     trials = [t for t in measured_trials(study) if t.values]
     if not trials:

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from autotune.calibration import (
     load_inputs,
@@ -188,8 +189,6 @@ def _check_model_runs(
             )
     one = {name: array[:1] if info.dynamic_batch else array for name, array in pool.items()}
     shapes = ", ".join(f"{name}:{','.join(map(str, a.shape))}" for name, a in one.items())
-    import onnxruntime as ort
-
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the reason is in the one line below, not printed twice
     try:

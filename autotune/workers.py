@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import ray
 
 from autotune.errors import AutotuneError, first_line
 from autotune.model import free_memory_bytes
@@ -295,8 +296,6 @@ def _remote_trial(
     request: TrialRequest, input_pool: Any, references: Any, cores: list[int] | None, timeout_s: float | None
 ) -> TrialResult:
     """Body of the Ray task. The study-wide arrays arrive as object-store values, put once."""
-    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
     started = time.monotonic()
     request = replace(request, input_pool=input_pool, reference_outputs=references)
     env = {}
@@ -364,33 +363,17 @@ def _run_in_child(function: Any, argument: Any, env: dict[str, str] | None, what
     return value
 
 
-def _profile_copy(request: tuple[tuple[Any, str], Callable[[Any], dict[str, Any] | None]]) -> dict[str, Any]:
-    """Profiles the study in `copy` (an in-memory Optuna storage and the study name) with
-    `profile` (finalize's `autotune.profile.profile_after_search`, handed down: the profile sits
-    above the workers); returns the profile and the user attributes it set."""
-    import optuna  # lazy: Ray's trial workers import this module and never use Optuna (~0.4 s CPU each)
-
-    (storage, name), profile = request
-    study = optuna.load_study(study_name=name, storage=storage)
-    before = dict(study.user_attrs)
-    data = profile(study)
-    changed = {k: v for k, v in study.user_attrs.items() if k not in before or before[k] != v}
-    return {"data": data, "set_user_attrs": changed}
-
-
 def _remote_profile(
-    copy: tuple[Any, str], files: dict[str, Any], profile: Callable[[Any], dict[str, Any] | None]
+    copy: tuple[Any, str], files: dict[str, Any], profile: Callable[[tuple[Any, str]], dict[str, Any]]
 ) -> dict[str, Any]:
-    """Body of finalize's profile task: `_profile_copy` in a forked child, on the task's GPU
+    """Body of finalize's profile task: `profile(copy)` in a forked child, on the task's GPU
     (`files` as `_materialize` takes them: the study's input samples)."""
-    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
     _materialize(files)
     env = {}
     gpu_ids = ray.get_gpu_ids()
     if gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(int(g)) for g in gpu_ids)
-    result = _run_in_child(_profile_copy, (copy, profile), env, "profile")
+    result = _run_in_child(profile, copy, env, "profile")
     result["worker_pid"] = os.getpid()
     result["ray_node_id"] = ray.get_runtime_context().get_node_id()
     return result
@@ -398,8 +381,6 @@ def _remote_profile(
 
 def _materialize(files: dict[str, Any]) -> None:
     """Writes each file (path -> its bytes in the object store) this node lacks (another machine)."""
-    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
     for path, ref in files.items():
         if not Path(path).exists():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -409,8 +390,6 @@ def _materialize(files: dict[str, Any]) -> None:
 def _remote_paired(request: PairedRequest, models: dict[str, Any]) -> dict[str, Any]:
     """Body of finalize's paired-measurement task. `models` maps each model path to its bytes
     in the object store, fetched only on a node that lacks the file (another machine)."""
-    import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
     _materialize(models)
     env = {}
     gpu_ids = ray.get_gpu_ids()
@@ -555,8 +534,6 @@ class RayExecutor(Executor):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address is None:
             local_only_ray()
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         self.gpu = gpu
         self.trial_timeout_s = trial_timeout_s
         self.owns_cluster = address is None and not ray.is_initialized()
@@ -641,8 +618,6 @@ class RayExecutor(Executor):
         return cls(workers, gpu=gpu, address=address, trial_timeout_s=trial_timeout_s)
 
     def submit(self, request: TrialRequest) -> None:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         slot = self._free_slots.pop(0)
         cores = self.core_sets[slot]
         # The input pool and the references are the same for every trial of a study: put them
@@ -671,8 +646,6 @@ class RayExecutor(Executor):
         Raises:
             AutotuneError: the measurement failed or its worker died.
         """
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         models = {}
         # the trials' own engines too: the paired run measures the files export ships
         artifacts = [p for p in (request.artifact_a, request.artifact_b) if p is not None and Path(p).is_file()]
@@ -686,26 +659,23 @@ class RayExecutor(Executor):
     def profile(
         self,
         study_copy: tuple[Any, str],
-        profile: Callable[[Any], dict[str, Any] | None],
+        profile: Callable[[tuple[Any, str]], dict[str, Any]],
         files: tuple[Path, ...] = (),
     ) -> dict[str, Any]:
-        """Runs finalize's profile (`profile`: `autotune.profile.profile_after_search`) on a copy of the
-        study (an in-memory Optuna storage and the study name: workers never touch the real
-        storage) as a task shaped like a trial's, in a forked child; returns `{"data": the
-        profile or None, "set_user_attrs": what it recorded, "worker_pid", "ray_node_id"}`.
+        """Runs finalize's profile (`profile`: `autotune.finalize.profile_study_copy`) on a copy of
+        the study (an in-memory Optuna storage and the study name: workers never touch the real
+        storage) as a task shaped like a trial's, in a forked child; returns what `profile`
+        returns (`{"data": the profile or None, "set_user_attrs": what it recorded}`) with
+        "worker_pid" and "ray_node_id".
         `files` (the study's input samples) are shipped to a node that lacks them.
 
         Raises:
             AutotuneError: its worker died.
         """
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         shipped = {str(path): ray.put(Path(path).read_bytes()) for path in files if Path(path).is_file()}
         return self._await(self._profile_task.remote(study_copy, shipped, profile), "profile")
 
     def _await(self, ref: Any, what: str) -> Any:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         while not ray.wait([ref], timeout=0.5)[0]:
             pass
         try:
@@ -722,8 +692,6 @@ class RayExecutor(Executor):
         return len(self._flights)
 
     def wait(self, timeout_s: float) -> list[TrialResult]:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         self._cancel_overdue()
         results, self._finished = self._finished, []
         if not self._flights:
@@ -755,8 +723,6 @@ class RayExecutor(Executor):
 
     def _cancel_overdue(self) -> None:
         """Kills the tasks running past --trial-timeout plus the slack (see above)."""
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         if self.trial_timeout_s is None:
             return
         limit = self.trial_timeout_s + WORKER_TIMEOUT_SLACK_S
@@ -773,8 +739,6 @@ class RayExecutor(Executor):
             self._finished.append(_failed(flight.request, reason, flight.submitted))
 
     def cancel_all(self, reason: str) -> None:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         for ref, flight in list(self._flights.items()):
             ray.cancel(ref, force=True)
             self._flights.pop(ref)
@@ -784,8 +748,6 @@ class RayExecutor(Executor):
             )
 
     def close(self) -> None:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         if self.owns_cluster and ray.is_initialized():
             ray.shutdown()
         if self._ray_dir is not None:
@@ -812,8 +774,6 @@ def local_only_ray() -> None:
 
 def _visible_gpus() -> int:
     try:
-        import ray  # lazy: importing Ray costs every CLI command ~0.3 s CPU
-
         return int(ray.cluster_resources().get("GPU", 0))
     except Exception:  # noqa: BLE001 - any error of the library here is reported as this one line
         return 0

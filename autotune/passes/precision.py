@@ -21,6 +21,18 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.calibrate import entropy
+from onnxruntime.quantization.quant_utils import smooth_distribution
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from autotune.passes._graph import (
     converted_to_opset,
@@ -284,8 +296,6 @@ def _castable_positions(node: gs.Node, opset: int, type_string: str) -> tuple[li
 
 @functools.cache
 def _ort_cpu_kernels(provider: str = "CPUExecutionProvider") -> dict[str, list[tuple[tuple[int, int], set[str]]]]:
-    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
     kernels: dict[str, list[tuple[tuple[int, int], set[str]]]] = {}
     for kernel in ort_state.get_all_opkernel_def():
         if kernel.provider == provider and kernel.domain in ("", "ai.onnx"):
@@ -364,15 +374,6 @@ def quantize_qdq(
         float_output_tail: leave the output's post-processing (`output_tail`) in float.
             Default: True.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
     if precision not in ("int8", "fp8"):
         raise PrecisionError(f"Q/DQ precision must be 'int8' or 'fp8', got {precision!r}")
     if scheme not in QUANTIZATION_SCHEMES:
@@ -473,8 +474,6 @@ def quantize_dynamic_int8(model: onnx.ModelProto, *, op_types: Sequence[str] = D
         PrecisionError: no MatMul/Gemm of the model has a constant weight, or the quantizer
             quantized none of them (an unchanged model is not an INT8 one).
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # lazy: only int8 dynamic trials need it
-
     model = copy_model(model)
     _constants_to_initializers(model)
     weighted = dynamic_quantizable(model, op_types)
@@ -555,9 +554,6 @@ def entropy_threshold(histogram: Sequence[Any], num_quantized_bins: int) -> tupl
     inner loops in NumPy: the symmetric range around the histogram's centre whose clipped
     distribution, merged into `num_quantized_bins` bins, is closest (KL divergence) to the
     histogram. `histogram` is (counts, edges, min, max); returns (low, high) clipped to min/max."""
-    from onnxruntime.quantization.calibrate import entropy
-    from onnxruntime.quantization.quant_utils import smooth_distribution
-
     hist, edges = np.asarray(histogram[0]), np.asarray(histogram[1])
     zero_bin, half = hist.size // 2, num_quantized_bins // 2
     cumulative = np.concatenate([[0], np.cumsum(hist)])
@@ -744,7 +740,7 @@ def modelopt_quantize() -> Callable[..., Any] | None:
     """ModelOpt's ONNX post-training quantizer (`modelopt.onnx.quantization.quantize`), or None
     when ModelOpt (the `modelopt` extra) is not installed or its ONNX dependencies are missing."""
     try:
-        from modelopt.onnx.quantization import quantize
+        from modelopt.onnx.quantization import quantize  # lazy: ModelOpt is the optional `modelopt` extra
     except ImportError:
         return None
     return quantize

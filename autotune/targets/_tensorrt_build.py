@@ -262,7 +262,7 @@ def _config_loader(request: dict[str, Any], record: dict[str, Any]):
         kwargs.update(knob.loader_kwargs(trt, settings, module_name=module_name))
 
     if module_name == "tensorrt_rtx":
-        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX
+        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX  # RTX flavor only (see `_polygraphy`)
 
         base = CreateConfigRTX(use_gpu=bool(settings.get("use_gpu", False)), **kwargs)
     else:
