@@ -32,16 +32,21 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import ray
 
 from autotune.errors import AutotuneError, first_line
+from autotune.lazy import lazy_module
 from autotune.model import free_memory_bytes
 from autotune.ort_logging import route_onnxruntime_logging
 from autotune.targets import target_class
 from autotune.trial import STAGE_FILE, PairedRequest, TrialRequest, TrialResult, run_paired, run_trial
+
+if TYPE_CHECKING:
+    import ray
+else:
+    ray = lazy_module("ray")  # loaded on first use: importing Ray costs every CLI command ~0.4 s
 
 
 class Executor:

@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autotune"
 LAYERS = {
     # 0: foundations: errors, the results layout, the model, measuring, judging, verifying
     "autotune.errors": 0,
+    "autotune.lazy": 0,
     "autotune.layout": 0,
     "autotune.measure": 0,
     "autotune.metrics": 0,

@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from autotune.errors import UsageError, root_cause
 from autotune.layout import STUDY_DB, check_study_name, daemon_state, storage_url
+from autotune.lazy import lazy_module
 from autotune.study._records import DIRECTIONS, OBJECTIVES, constraints_from_attrs, native_constraints
 from autotune.targets import target_names
 
 if TYPE_CHECKING:
+    import sqlalchemy
+
     from autotune.study._spec import StudySpec
+else:
+    sqlalchemy = lazy_module("sqlalchemy")  # loaded on first use (~0.3 s): only a study's storage needs it
 
 
 def quiet_optuna() -> None:
@@ -53,7 +56,7 @@ def make_storage(url: str) -> Any:
         cursor.close()
 
     storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
-    event.listen(storage.engine, "connect", set_pragmas)
+    sqlalchemy.event.listen(storage.engine, "connect", set_pragmas)
     storage.engine.dispose()  # later connections get the pragmas
     return storage
 
@@ -113,7 +116,7 @@ def existing_study_model(results_dir: Path, name: str, storage: str | None = Non
 def redact_url(url: str) -> str:
     """`url` with any password replaced by ***."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL SQLAlchemy parses: nothing to hide in it
         return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)
 
