@@ -150,11 +150,40 @@ def study_attrs(spec: StudySpec) -> dict[str, Any]:
         "verification_samples": int(next(iter(spec.input_pool.values())).shape[0]) if spec.input_pool else 0,
         "calibration_samples": sum(int(next(iter(f.values())).shape[0]) for f in spec.calibration_feeds),
         "shape_overrides": {k: list(v) for k, v in spec.shape_overrides.items()},
+        "input_shapes": input_shapes(spec.input_pool, spec.model.dynamic_batch),
         "n_trials": spec.n_trials,
         "budget_s": spec.budget_s,
         "latency_sla_ms": spec.latency_sla_ms,
         "start_options": spec.start_options,
     }
+
+
+def input_shapes(pool: Mapping[str, Any], dynamic_batch: bool) -> dict[str, str]:
+    """The shape and dtype of each input as the study tunes it (issue 29: the shape tuned is
+    shown): "b" for a dynamic batch dim (the trial's batch size), the rest as the inputs hold them.
+
+    Example:
+        >>> import numpy as np
+        >>> input_shapes({"x": np.zeros((8, 3, 48, 320), np.float32)}, True)
+        {'x': '[b, 3, 48, 320] float32'}
+    """
+    shapes = {}
+    for name, array in pool.items():
+        dims = [str(d) for d in array.shape]
+        if dynamic_batch and dims:
+            dims[0] = "b"
+        shapes[name] = f"[{', '.join(dims)}] {array.dtype}"
+    return shapes
+
+
+def inputs_line(attrs: Mapping[str, Any]) -> str | None:
+    """The tuned inputs as `status` and report.md state them, or None for a study recorded
+    before they were."""
+    shapes = attrs.get("input_shapes")
+    if not shapes:
+        return None
+    batches = "; b is the batch of each trial" if attrs.get("dynamic_batch") else ""
+    return ", ".join(f"{name} {shape}" for name, shape in shapes.items()) + batches
 
 
 def summary_from_attrs(number: int, attrs: Mapping[str, Any]) -> dict[str, Any]:
