@@ -128,7 +128,21 @@ def render(data: dict[str, Any]) -> str:
             )
             + f"; wall {run['wall_s']} s."
         )
-    return "\n".join([*lines, "", "## Per study", "", *summary, ""])
+    done = [r for r in data["runs"] if r.get("exit") == 0]
+    added = [
+        r for r in done
+        if any(s["origin"] == "sampled" and (s["beat_earlier"] or s["answers"]) for s in r["sources"])
+    ]  # fmt: skip
+    verdict = (
+        f"**What this says**: in {len(added)} of {len(done)} studies the sampled trials added to the expert's first "
+        "moves (a sampled trial faster than all of them at its batch, or a batch answered by one)"
+        + (
+            ", so the sampled trials stay; the carried finalists (issue 27 item 1) answered other batches."
+            if len(added) == len(done)
+            else "; where they added nothing, the carried finalists and the sweep gave the answer."
+        )
+    )
+    return "\n".join([*lines, "", verdict, "", "## Per study", "", *summary, ""])
 
 
 def main() -> int:
