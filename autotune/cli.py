@@ -32,6 +32,7 @@ from autotune.answer import (
 from autotune.daemon import PID_FILE, StudyLock, daemon_state, detach, one_line, stop_daemon, write_state
 from autotune.dashboard import serve_dashboard
 from autotune.errors import AutotuneError, UsageError
+from autotune.export import write_deploy_dir
 from autotune.finalize import finalize, finalize_estimate_s, rerender
 from autotune.layout import BEST_DIR, STATE_FILE, STUDY_DB, existing_dirs, remove_failed_start, study_began
 from autotune.profile import PROFILE_FILE, ProfileError, profile_study
@@ -44,7 +45,6 @@ from autotune.report import (
     rule_reason,
     trial_by_number,
     trial_row,
-    write_deploy_dir,
 )
 from autotune.spec import (
     DEFAULT_RESULTS,

@@ -42,10 +42,12 @@ from autotune.answer import (
     speedup_phrase,
     verdict,
 )
+from autotune.export import write_deploy_dir
 from autotune.layout import (
     ARTIFACT_DIR,
     BEST_DIR,
     INPUTS_FILE,
+    MANIFEST_FILE,
     METRICS_FILE,
     PAIRED_DIR,
     REPORT_FILE,
@@ -55,15 +57,13 @@ from autotune.layout import (
 from autotune.ort_logging import route_onnxruntime_logging
 from autotune.profile import PROFILE_FILE, profile_after_search, profile_estimate_s
 from autotune.report import (
-    MANIFEST_FILE,
     PARETO_PLOT,
     dashboard_note,
     plot_pareto,
-    regenerate_model,
     render_report,
     trial_by_number,
-    write_deploy_dir,
 )
+from autotune.study import regenerate_model
 from autotune.targets import target_class
 from autotune.targets.base import TargetOptions
 from autotune.trial import MODEL_FILE, PairedRequest, run_paired

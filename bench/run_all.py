@@ -556,7 +556,7 @@ def bench_model(model: str, mode: Mode, ray_executor: Any, log: Any) -> dict[str
 
 
 def versions() -> dict[str, str]:
-    from autotune.report import library_versions
+    from autotune.export import library_versions
 
     return library_versions(("olive-ai", "torch", "torchvision", "transformers", "rapidocr-onnxruntime", "onnxscript"))
 
@@ -843,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
         mode = replace(mode, models=tuple(args.models))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from autotune.report import host_facts
+    from autotune.export import host_facts
     from autotune.study import quiet_optuna
     from autotune.workers import RayExecutor
 

@@ -239,7 +239,7 @@ def summarize_study(study: Any, wall_s: float) -> dict[str, Any]:
 
 
 def trial_model(study: Any, trial: Any) -> Path:
-    from autotune.report import regenerate_model
+    from autotune.study import regenerate_model
     from autotune.trial import MODEL_FILE
 
     path = Path(study.user_attrs["study_dir"]) / "trials" / str(trial.number) / MODEL_FILE
@@ -350,7 +350,7 @@ def aa_row(model: str, seed: int, rounds: int) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from autotune.report import library_versions
+    from autotune.export import library_versions
 
     return library_versions(("rapidocr-onnxruntime",))
 
@@ -697,7 +697,7 @@ def main() -> int:
     if args.limit_min is not None:
         mode = replace(mode, limit_min=args.limit_min)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from autotune.report import host_facts
+    from autotune.export import host_facts
     from autotune.study import quiet_optuna
 
     quiet_optuna()

@@ -505,7 +505,7 @@ def test_a_build_only_study_exports_without_trial_even_before_finalize(capsys, r
 
 
 def test_an_exported_script_whose_tool_is_missing_says_where_it_comes_from(tmp_path):
-    from autotune.report import runnable_script
+    from autotune.export import runnable_script
 
     script = tmp_path / "tensorrt_rtx.sh"
     script.write_text(runnable_script("tensorrt_rtx --onnx=model.onnx --saveEngine=engine.plan"))

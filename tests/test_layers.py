@@ -51,6 +51,7 @@ LAYERS = {
     "autotune.spec": 4,
     "autotune.profile": 4,
     "autotune.report": 4,
+    "autotune.export": 4,
     "autotune.finalize": 4,
     "autotune.dashboard": 4,
     # 5: the daemon; 6: the CLI

@@ -238,7 +238,7 @@ def test_a_pruned_repaired_trial_is_regenerated_with_the_studys_gate(model, tmp_
 
     import autotune.study._records
     from autotune.layout import INPUTS_FILE
-    from autotune.report import regenerate_model
+    from autotune.study import regenerate_model
 
     source = tmp_path / "fragile.onnx"
     onnx.save(model, str(source))

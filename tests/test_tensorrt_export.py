@@ -251,8 +251,8 @@ def _answer_with_paired_speedup(study, tmp_path: Path):
 
 
 def test_the_manifests_engine_digest_is_the_one_the_paired_run_measured(rtx_study, tmp_path):
+    from autotune.export import write_deploy_dir
     from autotune.layout import trial_dir
-    from autotune.report import write_deploy_dir
 
     candidate, speedup = _answer_with_paired_speedup(rtx_study, tmp_path)
     engine = trial_dir(Path(rtx_study.user_attrs["study_dir"]), candidate.number) / "engine.plan"
@@ -270,8 +270,8 @@ def test_the_manifests_engine_digest_is_the_one_the_paired_run_measured(rtx_stud
 
 
 def test_a_shipped_engine_other_than_the_measured_one_is_said_in_the_manifest(rtx_study, tmp_path):
+    from autotune.export import write_deploy_dir
     from autotune.layout import trial_dir
-    from autotune.report import write_deploy_dir
 
     candidate, speedup = _answer_with_paired_speedup(rtx_study, tmp_path)
     engine = trial_dir(Path(rtx_study.user_attrs["study_dir"]), candidate.number) / "engine.plan"
