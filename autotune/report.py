@@ -32,7 +32,8 @@ from autotune.answer import (
 from autotune.errors import condense_reason
 from autotune.judges import roles_table
 from autotune.layout import PARETO_PLOT
-from autotune.profile import load_profile, render_section
+from autotune.profile import load_profile
+from autotune.profile_render import render_section
 from autotune.rules import failure_class
 from autotune.sensitivity import MOSTLY_FLOAT
 from autotune.study import count_trials, finished_count

@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 import models as bench_models  # noqa: E402
 import study_records  # noqa: E402
 
-from autotune.profile import CLASS_TITLES, OP_CLASSES, PROFILE_FILE, PROFILE_REPEATS, status_phrase  # noqa: E402
+from autotune.diagnoses import status_phrase  # noqa: E402
+from autotune.profile import CLASS_TITLES, OP_CLASSES, PROFILE_FILE, PROFILE_REPEATS  # noqa: E402
 
 OUT = BENCH / "out" / "profile"
 TABLE = BENCH / "PROFILE.md"
@@ -164,7 +165,8 @@ def ort_reference(study: Any, trial_number: int) -> dict[str, Any]:
 
     import onnxruntime as ort
 
-    from autotune.profile import GEMM_OPS, MAX_RUNS, MIN_PROFILE_S, MIN_RUNS, _trial_inputs
+    from autotune.diagnoses import _trial_inputs
+    from autotune.profile import GEMM_OPS, MAX_RUNS, MIN_PROFILE_S, MIN_RUNS
     from autotune.targets.onnxruntime import session_options
 
     trial = next(t for t in study.trials if t.number == trial_number)
@@ -318,7 +320,7 @@ def _gpu_notes(study: Any, data: dict[str, Any]) -> list[str]:
 def _marker_note(item: dict[str, Any], defaults: dict[str, Any]) -> str:
     """For a pass diagnosis on a GPU profile: which of its named marker nodes (the op the pass
     removes) the defaults' profile still has, by name."""
-    from autotune.profile import _MARKER_OPS
+    from autotune.diagnoses import _MARKER_OPS
 
     marker = _MARKER_OPS.get(item.get("kind", ""))
     if marker is None or not defaults.get("timed"):
@@ -566,7 +568,8 @@ def gpu_part(directory: Path | None) -> tuple[list[str], list[str], list[str]]:
 
 
 def render(metas: dict[str, dict[str, Any]], gpu_dir: Path | None) -> str:
-    from autotune.profile import spread_phrase, spread_statement
+    from autotune.profile import spread_statement
+    from autotune.profile_render import spread_phrase
 
     sections, rows, written, host, verdicts, repeats = [], [], [], None, [], set()
     for name in MODELS:

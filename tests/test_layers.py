@@ -49,7 +49,9 @@ LAYERS = {
     # 4: what builds a study from `start`'s options and what reads a study: finalize, report,
     # export, profile, the dashboard
     "autotune.spec": 4,
+    "autotune.diagnoses": 4,
     "autotune.profile": 4,
+    "autotune.profile_render": 4,
     "autotune.report": 4,
     "autotune.export": 4,
     "autotune.finalize": 4,

@@ -13,8 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from autotune.cli import main
+from autotune.diagnoses import diagnose
 from autotune.passes import remove_redundant_transposes
-from autotune.profile import PROFILE_FILE, diagnose, profile_after_search
+from autotune.profile import PROFILE_FILE, profile_after_search
 from autotune.targets._onnxruntime_profile import parse_ort_profile, profile_onnxruntime
 from autotune.targets._tensorrt_profile import profile_tensorrt
 from tests.conftest import make_tiny_model
@@ -346,7 +347,8 @@ def test_the_stated_spread_is_what_the_range_of_n_runs_does_on_any_distribution(
 
 
 def test_the_report_names_the_interval_its_ranges_are(finished):
-    from autotune.profile import profile_study, render_section
+    from autotune.profile import profile_study
+    from autotune.profile_render import render_section
 
     _, study = finished
     other = next(t.number for t in study.trials if t.number != 0 and t.state.name == "COMPLETE")
@@ -365,7 +367,9 @@ def _repeated(path: Path, feeds: dict, level: str, times: int = 3) -> list[dict]
 
 
 def test_a_difference_inside_the_spread_is_labelled_as_no_measured_difference(tmp_path):
-    from autotune.profile import combine_repeats, moved, render_section
+    from autotune.diagnoses import moved
+    from autotune.profile import combine_repeats
+    from autotune.profile_render import render_section
 
     model = make_transpose_pair(tmp_path / "pair.onnx")
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)}
@@ -389,7 +393,8 @@ def test_a_difference_inside_the_spread_is_labelled_as_no_measured_difference(tm
 
 
 def test_a_real_change_of_share_is_outside_the_spread_of_real_repeats(tmp_path):
-    from autotune.profile import combine_repeats, moved
+    from autotune.diagnoses import moved
+    from autotune.profile import combine_repeats
 
     matmul = make_one_big_matmul(tmp_path / "matmul.onnx")
     pair = make_transpose_pair(tmp_path / "pair.onnx")
@@ -436,7 +441,7 @@ def test_the_batchnorm_diagnosis_names_only_the_conv_that_feeds_a_batchnorm(tmp_
 
 
 def test_a_batchnorm_the_runtime_folded_is_not_named_and_one_that_runs_is(tmp_path):
-    from autotune.profile import diagnose_graph_that_ran
+    from autotune.diagnoses import diagnose_graph_that_ran
 
     path = make_conv_bn_conv(tmp_path / "cbc.onnx")
     model = onnx.load(str(path))
@@ -457,7 +462,7 @@ def test_a_batchnorm_the_runtime_folded_is_not_named_and_one_that_runs_is(tmp_pa
 
 
 def test_an_unnamed_node_is_named_as_the_runtime_names_it_in_the_graph_that_ran(tmp_path):
-    from autotune.profile import diagnose_graph_that_ran
+    from autotune.diagnoses import diagnose_graph_that_ran
 
     path = make_tiny_model(tmp_path / "tiny.onnx", dynamic_batch=False)
     feeds = {"x": np.ones((1, 3, 8, 8), np.float32)}
@@ -485,7 +490,8 @@ def test_fp32_layers_under_int8_name_keep_float_layers_and_its_search_status(tmp
     """The INT8 trial that keeps its 16 most sensitive layers (all of them) in float: the diagnosis names the FP32
     GEMM-class nodes that ran, the knob that decides them (`keep_float_layers`, not `precision`)
     and what the search tried of it."""
-    from autotune.profile import profile_study, render_section
+    from autotune.profile import profile_study
+    from autotune.profile_render import render_section
 
     model = make_tiny_model(tmp_path / "tiny.onnx")
     space = tmp_path / "space.yaml"
