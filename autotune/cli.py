@@ -25,6 +25,7 @@ from autotune.answer import (
     best_trial,
     chosen_trial,
     default_trial,
+    defaults_at_batch,
     shown_front,
     stored_answers,
     wall_s,
@@ -69,6 +70,7 @@ from autotune.study import (
     run_study,
     weak_reference_warnings,
 )
+from autotune.study._records import inputs_line
 from autotune.study._storage import redact_url, study_names
 
 
@@ -379,7 +381,7 @@ def _latest_study(results_dir: Path) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)  # text holds [b, T, V] shapes
     # (study name, storage): the SQLite studies under the results directory, and with --storage
     # every study of that database server (a study across machines, see the README).
     found: list[tuple[str, str | None]] = [
@@ -437,7 +439,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, markup=False)  # text holds [b, T, V] shapes
     study = _load(args, args.study)
     study_dir = Path(study.user_attrs.get("study_dir", args.results_dir / study.study_name))
     counts = count_trials(study)
@@ -448,6 +450,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     table.add_row("state", daemon_state(study_dir))
     table.add_row("model", str(attrs.get("model_path")))
     table.add_row("target", f"{attrs.get('target')}{' (build only)' if attrs.get('build_only') else ''}")
+    tuned = inputs_line(attrs)
+    if tuned:
+        table.add_row("inputs", tuned)
     if "verification_samples" in attrs:
         table.add_row(
             "samples",
@@ -489,12 +494,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         best = best_trial(study)
         zero = default_trial(study)
         if best is not None:
-            ratio = f" ({best.values[0] / zero.values[0]:.2f}x trial 0)" if zero is not None and zero.values else ""
+            batch = int(best.user_attrs.get("batch_size", 1))
+            same = defaults_at_batch(study, zero, batch)  # compared at equal batch, never with batch 1's
+            if same is not None and same.values and same.number != best.number:
+                ratio = f" ({best.values[0] / same.values[0]:.2f}x the defaults at batch {batch}, trial {same.number})"
+            elif same is None:
+                ratio = f" (the defaults have not run at batch {batch} yet)"
+            else:
+                ratio = " (the defaults)"
             table.add_row(
                 "best so far",
-                f"trial {best.number}: {fmt(best.values[0])} samples/s at batch "
-                f"{best.user_attrs.get('batch_size', 1)}{ratio}; provisional, unpaired (the answer is chosen at "
-                "finalize)",
+                f"trial {best.number}: {fmt(best.values[0])} samples/s at batch {batch}{ratio}; provisional, "
+                "unpaired (the answer is chosen at finalize)",
             )
     for warning in attrs.get("warnings", []):
         table.add_row("warning", warning)

@@ -37,7 +37,7 @@ from autotune.profile_render import render_section
 from autotune.rules import failure_class
 from autotune.sensitivity import MOSTLY_FLOAT
 from autotune.study import count_trials, finished_count
-from autotune.study._records import trial_layers
+from autotune.study._records import inputs_line, trial_layers
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -288,6 +288,7 @@ def render_report(study: optuna.Study) -> str:
         "",
         f"- model: `{attrs.get('model_path')}` (sha256 {str(attrs.get('model_sha256', ''))[:12]})",
         f"- target: {attrs.get('target')}{' (build only)' if attrs.get('build_only') else ''}",
+        *([f"- inputs tuned: {inputs_line(attrs)}"] if inputs_line(attrs) else []),
         f"- trials: {counts['complete']} complete, {counts['failed']} failed, {counts['pruned']} pruned; "
         f"{_counted_line(study)}",
         f"- tolerance: {tolerance_line(attrs)}",

@@ -677,3 +677,35 @@ def test_the_best_configurations_are_measured_at_every_deployment_batch(tmp_path
         # measured there: complete, or cut at 10x as too slow (a measurement too)
         batches = {t.params["batch_size"] for t in measured if combo(t) == combo_}
         assert batches == {1, 2, 4}, (combo_, batches)
+
+
+def test_status_states_the_inputs_tuned_and_compares_the_provisional_best_at_its_own_batch(
+    finished, capsys, tmp_path, monkeypatch
+):
+    """Issue 29: the shapes tuned are shown; "best so far ... at batch 8 (1.01x trial 0)" compared
+    batch 8 with batch 1."""
+    import shutil
+
+    from autotune.answer import best_trial, default_trial, defaults_at_batch
+
+    monkeypatch.setenv("COLUMNS", "300")
+    results, _, _ = finished
+    copy = tmp_path / "results"
+    shutil.copytree(results / "tiny", copy / "tiny")
+    study = load(copy, "tiny")
+    study.set_user_attr("study_dir", str(copy / "tiny"))
+    study.set_user_attr("best_trial", None)  # as before finalize: no answer yet
+    assert main(["status", "tiny", "--results-dir", str(copy)]) == 0
+    out = capsys.readouterr().out
+    shapes = study.user_attrs["input_shapes"]
+    assert shapes and all(f"{name} {shape}" in out for name, shape in shapes.items())
+    assert "(b is the batch" in out or "; b is the batch" in out
+    assert f"- inputs tuned: {next(iter(shapes))}" in (results / "tiny" / "report.md").read_text()
+    best = best_trial(study)
+    batch = int(best.user_attrs.get("batch_size", 1))
+    same = defaults_at_batch(study, default_trial(study), batch)
+    assert "x trial 0)" not in out
+    if same is None:
+        assert f"the defaults have not run at batch {batch} yet" in out
+    elif same.number != best.number:
+        assert f"{best.values[0] / same.values[0]:.2f}x the defaults at batch {batch}, trial {same.number}" in out
