@@ -40,14 +40,19 @@ TOOL_SOURCES = {
 }
 
 
-def runnable_script(command: str, purpose: str = "Rebuilds the engine from model.onnx") -> str:
+def runnable_script(
+    command: str, purpose: str = "Rebuilds the engine from model.onnx", tuned: TunedInputs | None = None
+) -> str:
     """A POSIX shell script that runs `command` from the export directory, and first checks that
     the tool it calls is on PATH (one line naming where it comes from, exit 127, otherwise);
-    `purpose` is its first comment."""
+    `purpose` is its first comment, then the batch and input shapes the study tuned (`tuned`)."""
     words = shlex.split(command, comments=True)
     while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):  # leading VAR=value settings
         words.pop(0)
-    lines = ["#!/bin/sh", f"# {purpose}; run it in this directory.", 'cd "$(dirname "$0")"']
+    lines = ["#!/bin/sh", f"# {purpose}; run it in this directory."]
+    if tuned is not None:
+        lines.append(f"# Tuned and measured at {tuned.describe()}.")
+    lines.append('cd "$(dirname "$0")"')
     if words:
         tool = words[0]
         source = TOOL_SOURCES.get(tool, "put it on PATH")
@@ -170,7 +175,7 @@ def write_deploy_dir(study: optuna.Study, trial: FrozenTrial, dest: Path) -> lis
         path = dest / f"{name.replace(' ', '_')}{suffix}"
         # "<tool> timing": a command that times the exported files rather than rebuilding them
         purpose = "Times the exported engine as the study timed it" if name.endswith(" timing") else None
-        script = runnable_script(text, purpose) if purpose else runnable_script(text)
+        script = runnable_script(text, purpose, tuned) if purpose else runnable_script(text, tuned=tuned)
         path.write_text(script if suffix == ".sh" else text + "\n")
         if suffix == ".sh":
             path.chmod(0o755)

@@ -267,6 +267,11 @@ def test_the_manifests_engine_digest_is_the_one_the_paired_run_measured(rtx_stud
     assert manifest["artifact"]["timed_nvtx_verbosity"] == TIMED_NVTX_VERBOSITY
     timing = (tmp_path / "best" / "tensorrt_rtx_timing.sh").read_text()
     assert "Times the exported engine" in timing and "--loadEngine=engine.plan" in timing
+    # the scripts state the batch and shapes they were tuned at (issue 29), and time at them
+    stated = "# Tuned and measured at batch "
+    assert stated in timing and all(f"{name} {shape}" in timing for name, shape in manifest["input_shapes"].items())
+    rebuild = next(p for p in (tmp_path / "best").glob("*.sh") if "timing" not in p.name).read_text()
+    assert all(f"{name} {shape}" in rebuild for name, shape in manifest["input_shapes"].items())
 
 
 def test_a_shipped_engine_other_than_the_measured_one_is_said_in_the_manifest(rtx_study, tmp_path):
