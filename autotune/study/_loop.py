@@ -343,270 +343,367 @@ def run_study(
     study.set_user_attr("dropped_knobs", dropped)
     seed_queue(study, spec)
     budget = None if spec.budget_s is None else max(spec.budget_s - elapsed_before_s, 0.0)
-    run = StudyRun(started=started if started is not None else time.monotonic(), budget_s=budget)
+    state = StudyRun(started=started if started is not None else time.monotonic(), budget_s=budget)
+    loop = StudyLoop(
+        spec,
+        executor,
+        study,
+        state,
+        refs,
+        on_result=on_result,
+        should_stop=should_stop,
+        elapsed_before_s=elapsed_before_s,
+        grace_s=grace_s,
+        on_started=on_started,
+        reserve=reserve,
+    )
+    return loop.run()
 
-    def update_reserve() -> None:
-        if reserve is not None and run.budget_s is not None:
+
+class StudyLoop:
+    """One run of the ask/submit/tell loop over an opened study: the study, its spec, the run's
+    state (`StudyRun`), the executor and the FP32 references, with each step a method: `fill`
+    asks and submits, `arrive` takes results in, `tell` records one, `turn` is one round of the
+    loop and `run` turns until nothing is left to ask or wait for."""
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        executor: Executor,
+        study: Any,
+        state: StudyRun,
+        refs: dict[int, dict[str, np.ndarray]],
+        *,
+        on_result: Callable[[TrialResult, Any], None] | None,
+        should_stop: Callable[[], bool],
+        elapsed_before_s: float,
+        grace_s: float,
+        on_started: Callable[[], None] | None,
+        reserve: Callable[[Any], float] | None,
+    ) -> None:
+        self.spec = spec
+        self.executor = executor
+        self.study = study
+        self.state = state
+        self.refs = refs
+        self.on_result = on_result
+        self.should_stop = should_stop
+        self.elapsed_before_s = elapsed_before_s
+        self.grace_s = grace_s
+        self.on_started = on_started
+        self.reserve = reserve
+        self.defaults = spec.space.default_config()
+        self.defaults_key = config_key(self.defaults)
+        self.recipe_keys = {config_key(spec.space.complete(partial)) for partial in spec.known_good}
+        self.space_size = spec.space.size() if _enumerable(spec.space) else math.inf
+        self.last_elapsed = time.monotonic()
+
+    def run(self) -> Any:
+        """Resumes the run's state from the study, then turns the loop until it is done;
+        returns the study. Ctrl-C re-queues the trials cut short."""
+        self.resume()
+        self.last_elapsed = time.monotonic()
+        try:
+            while self.turn():
+                pass
+        except KeyboardInterrupt:
+            self.requeue_interrupted()
+            raise
+        finally:
+            self.store_elapsed()
+        return self.study
+
+    def resume(self) -> None:
+        """What the study already holds (a resumed study): its trials, rules and reserve; then
+        the rules listed under `avoid:` and the weak-reference warnings."""
+        spec, study, state = self.spec, self.study, self.state
+        recover_state(study, state, spec.space, spec)
+        self.update_reserve()  # a resumed study already has trials to pair
+        # recover_state gave the rules the defaults too
+        state.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
+        warnings = weak_reference_warnings(self.refs, spec.tolerance)
+        if warnings:
+            study.set_user_attr("warnings", warnings)
+
+    def turn(self) -> bool:
+        """One round: ask and submit, wait a little for results, take them in and tell them;
+        False once nothing is in flight and nothing more is to be asked."""
+        state = self.state
+        state.stopping = self.should_stop() or state.stopping  # polled even while workers are busy
+        self.fill()
+        if self.on_started is not None:
+            self.on_started()
+            self.on_started = None
+        if not state.pending and not state.controls:
+            return False
+        if state.cancel_due(self.grace_s):
+            self.executor.cancel_all(
+                f"budget spent: still running {state.grace_s(self.grace_s):.0f} s after the budget ended"
+                + (f" (less the {state.reserve_s:.0f} s kept for finalize)" if state.reserve_s else "")
+            )
+        arrived = self.arrive(self.executor.wait(timeout_s=0.5))
+        for trial, result in arrived:
+            self.tell(trial, result)
+        if arrived:
+            self.update_reserve()
+        if arrived or time.monotonic() - self.last_elapsed > ELAPSED_EVERY_S:
+            # Also while every worker is busy (a long or stuck trial): `status` stays current.
+            self.store_elapsed()
+            self.last_elapsed = time.monotonic()
+        return True
+
+    def store_elapsed(self) -> None:
+        self.study.set_user_attr("elapsed_s", self.elapsed_before_s + time.monotonic() - self.state.started)
+
+    def requeue_interrupted(self) -> None:
+        """Ctrl-C in a foreground run: what was told stays; the trials cut short are failed as
+        interrupted and re-queued, like a dead daemon's, so a resume re-runs them."""
+        for trial in self.state.pending.values():
+            trial.set_user_attr("reason", "interrupted: Ctrl-C; configuration re-queued")
+            trial.set_user_attr("interrupted", True)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.study.enqueue_trial(trial.params, skip_if_exists=False)
+
+    def update_reserve(self) -> None:
+        if self.reserve is not None and self.state.budget_s is not None:
             # never more than half the budget: finalize then shortens its rounds to fit
-            run.reserve_s = min(reserve(study), 0.5 * run.budget_s)
-            study.set_user_attr("finalize_reserve_s", run.reserve_s)
+            self.state.reserve_s = min(self.reserve(self.study), 0.5 * self.state.budget_s)
+            self.study.set_user_attr("finalize_reserve_s", self.state.reserve_s)
 
-    recover_state(study, run, spec.space, spec)
-    update_reserve()  # a resumed study already has trials to pair
-    defaults = spec.space.default_config()  # recover_state gave the rules these too
-    run.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
-    warnings = weak_reference_warnings(refs, spec.tolerance)
-    if warnings:
-        study.set_user_attr("warnings", warnings)
-    space_size = spec.space.size() if _enumerable(spec.space) else math.inf
-    defaults_key = config_key(defaults)
-    recipe_keys = {config_key(spec.space.complete(partial)) for partial in spec.known_good}
-
-    def asking() -> bool:
+    def asking(self) -> bool:
+        state, spec = self.state, self.spec
         return (
-            not run.out_of_time()
-            and not run.stopping
-            and (spec.n_trials is None or run.done + len(run.pending) < spec.n_trials)
-            and len(run.keys) < space_size
-            and run.repeats < MAX_REPEATS
+            not state.out_of_time()
+            and not state.stopping
+            and (spec.n_trials is None or state.done + len(state.pending) < spec.n_trials)
+            and len(state.keys) < self.space_size
+            and state.repeats < MAX_REPEATS
         )
 
-    def nothing_new() -> None:
+    def nothing_new(self) -> None:
         """The last ask repeated or was ruled out: after a few, steer the sampler to a
         configuration never measured and not ruled out (it may keep proposing the same)."""
-        run.repeats += 1
-        if run.repeats % REPEATS_BEFORE_FALLBACK == 0:
+        state, spec = self.state, self.spec
+        state.repeats += 1
+        if state.repeats % REPEATS_BEFORE_FALLBACK == 0:
             fresh = unmeasured_config(
-                spec.space, set(run.keys), lambda c: run.rules.ruled_out(c) is None, seed=spec.seed + run.repeats
+                spec.space, set(state.keys), lambda c: state.rules.ruled_out(c) is None, seed=spec.seed + state.repeats
             )
             if fresh is None:
-                run.repeats = MAX_REPEATS  # the reachable space is exhausted
+                state.repeats = MAX_REPEATS  # the reachable space is exhausted
             else:
-                run.queued.add(config_key(fresh))
-                study.enqueue_trial(fresh, skip_if_exists=False)
+                state.queued.add(config_key(fresh))
+                self.study.enqueue_trial(fresh, skip_if_exists=False)
 
-    def maybe_carry() -> None:
+    def maybe_carry(self) -> None:
         """Once most of the trials or the budget is spent, the best configurations found so far
         are queued at every deployment batch they were not measured at (issue 27): no batch's
         answer is then worse than the best known configuration run there."""
+        state, spec = self.state, self.spec
         batches = spec.batch_sizes()
-        if run.carried or len(batches) < 2 or spec.target_options.build_only:
+        if state.carried or len(batches) < 2 or spec.target_options.build_only:
             return
         if spec.n_trials is not None:
-            due = run.done >= max(spec.n_trials - CARRY_TOP * len(batches), spec.n_trials // 2)
+            due = state.done >= max(spec.n_trials - CARRY_TOP * len(batches), spec.n_trials // 2)
         else:
-            due = run.budget_s is not None and time.monotonic() - run.started >= CARRY_AT * (
-                run.budget_s - run.reserve_s
+            due = state.budget_s is not None and time.monotonic() - state.started >= CARRY_AT * (
+                state.budget_s - state.reserve_s
             )
         if not due:
             return
-        run.carried = True
-        queued = carry_to_batches(study, batches, run.keys, lambda c: run.rules.ruled_out(c) is None)
-        study.set_user_attr("carried", [config_key(c) for c in queued] or ["nothing to carry"])
+        state.carried = True
+        queued = carry_to_batches(self.study, batches, state.keys, lambda c: state.rules.ruled_out(c) is None)
+        self.study.set_user_attr("carried", [config_key(c) for c in queued] or ["nothing to carry"])
         if queued:
             logging.getLogger("autotune").info(
                 "carrying the %d best configurations to batches %s: %d trials queued",
                 CARRY_TOP, ", ".join(map(str, batches)), len(queued),
             )  # fmt: skip
 
-    def fill() -> None:
+    def fill(self) -> None:
         """Asks and submits until every worker is busy (or nothing more is to be asked)."""
-        maybe_control()
-        maybe_carry()
-        while run.busy() < executor.capacity and asking():
+        state, spec, study = self.state, self.spec, self.study
+        self.maybe_control()
+        self.maybe_carry()
+        while state.busy() < self.executor.capacity and self.asking():
             trial = study.ask()
             config = spec.space.sample(trial)
             key = config_key(config)
-            trial.set_user_attr("origin", trial_origin(study, key, defaults_key, recipe_keys, run.queued))
-            if key in run.keys:
-                tell_duplicate(study, trial, run.keys[key])
-                sweep_told(config, None)  # its original's outcome is already in (or will not be)
-                nothing_new()
+            trial.set_user_attr("origin", trial_origin(study, key, self.defaults_key, self.recipe_keys, state.queued))
+            if key in state.keys:
+                tell_duplicate(study, trial, state.keys[key])
+                self.sweep_told(config, None)  # its original's outcome is already in (or will not be)
+                self.nothing_new()
                 continue
-            rule = run.rules.ruled_out(config)
-            run.keys[key] = trial.number
+            rule = state.rules.ruled_out(config)
+            state.keys[key] = trial.number
             if rule is not None:
                 tell_ruled_out(study, trial, rule)
-                sweep_told(config, None)
-                nothing_new()
+                self.sweep_told(config, None)
+                self.nothing_new()
                 continue
-            run.repeats = 0
-            run.pending[trial.number] = trial
-            executor.submit(_request(spec, trial.number, config, refs, run))
+            state.repeats = 0
+            state.pending[trial.number] = trial
+            self.executor.submit(_request(spec, trial.number, config, self.refs, state))
 
-    def maybe_control() -> None:
+    def maybe_control(self) -> None:
         """Re-measures the defaults after CONTROL_FIRST counted trials (trial 0 may have run
         cold) and every CONTROL_EVERY after, so that a machine that drifts (thermal, a
         neighbour) shows in the report instead of in the ranking."""
-        due = CONTROL_FIRST if run.controls_sent == 0 else max(run.controls_sent * CONTROL_EVERY, run.last_control + 1)
-        if spec.target_options.build_only or run.reference_latency_s <= 0 or run.controls or run.done < due:
+        state, spec = self.state, self.spec
+        due = (
+            CONTROL_FIRST
+            if state.controls_sent == 0
+            else max(state.controls_sent * CONTROL_EVERY, state.last_control + 1)
+        )
+        if spec.target_options.build_only or state.reference_latency_s <= 0 or state.controls or state.done < due:
             return
-        if run.stopping or run.out_of_time() or run.busy() >= executor.capacity:
+        if state.stopping or state.out_of_time() or state.busy() >= self.executor.capacity:
             return
-        run.controls_sent += 1
-        run.last_control = run.done
-        number = -run.controls_sent
-        request = _request(spec, number, dict(defaults), refs, run)
+        state.controls_sent += 1
+        state.last_control = state.done
+        number = -state.controls_sent
+        request = _request(spec, number, dict(self.defaults), self.refs, state)
         request = replace(
             request,
-            workdir=(spec.study_dir / CONTROLS_DIR / str(run.controls_sent)).resolve(),
+            workdir=(spec.study_dir / CONTROLS_DIR / str(state.controls_sent)).resolve(),
             shared_measurements={},
             stop_rule=spec.stop_rule,
         )
-        run.controls[number] = request
-        executor.submit(request)
+        state.controls[number] = request
+        self.executor.submit(request)
 
-    def record_control(result: TrialResult) -> None:
-        run.controls.pop(result.number, None)
-        shutil.rmtree(spec.study_dir / CONTROLS_DIR / str(-result.number), ignore_errors=True)
-        if not result.measurements or run.reference_latency_s <= 0:
+    def arrive(self, results: list[TrialResult]) -> list[tuple[Any, TrialResult]]:
+        """Takes in what the executor returned: drift controls are recorded, the trials'
+        results learnt from in memory (and, with asynchronous workers, the next trials
+        submitted); returns the trials' (trial, result) pairs to tell."""
+        state, spec = self.state, self.spec
+        for control in [r for r in results if r.number in state.controls]:
+            self.record_control(control)
+        arrived = [(state.pending.pop(r.number), r) for r in results if r.number in state.pending]
+        state.done += sum(1 for _, r in arrived if _counts(r, spec))
+        for _, result in arrived:
+            self.learn_in_memory(result)
+        # Asynchronous workers get their next trials before the results are written: storage
+        # writes overlap with running trials instead of leaving workers idle. (In-process,
+        # the sampler sees each result before the next ask.) Only once the results are on
+        # disk (`arrived.json`, told on resume should this process die before telling them);
+        # where that write fails (a full disk) they are told first.
+        if self.executor.asynchronous and all(_journal_arrival(spec, r) for _, r in arrived):
+            self.fill()
+        return arrived
+
+    def tell(self, trial: Any, result: TrialResult) -> None:
+        """Tells one result to the study, with what the run knows of it (the baseline, slow
+        against the defaults, cancelled, drift), and learns from it."""
+        state, spec = self.state, self.spec
+        measured = bool(result.measurements) or spec.target_options.build_only
+        if result.state == "complete" and result.digest and result.shared_with is None and measured:
+            state.measured.setdefault(
+                result.digest,
+                {"number": result.number, "measurements": result.measurements, "accuracy": result.accuracy},
+            )
+        if config_key(result.config) == self.defaults_key:
+            trial.set_user_attr("baseline", True)
+        if self.slow_vs_baseline(result) > NEARLY_TOO_SLOW:
+            trial.set_user_attr("slow_vs_baseline", self.slow_vs_baseline(result))
+        if result.state == "complete" and self.slow_at_batch(result) >= KNOWN_SLOW:
+            trial.set_user_attr("known_slow", self.slow_at_batch(result))
+        if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
+            trial.set_user_attr("cancelled", True)
+            if state.keys.get(config_key(result.config)) == result.number:
+                del state.keys[config_key(result.config)]  # never measured: may be asked again
+        if state.controls_sent and abs(state.drift_ratio - 1.0) > DRIFT_FLAG:
+            trial.set_user_attr("drift_ratio", state.drift_ratio)
+        tell_result(self.study, trial, result, spec)
+        _drop_arrival(spec, result.number)
+        self.learn(trial, result)
+        if self.on_result is not None:
+            self.on_result(result, self.study)
+
+    def record_control(self, result: TrialResult) -> None:
+        state = self.state
+        state.controls.pop(result.number, None)
+        shutil.rmtree(self.spec.study_dir / CONTROLS_DIR / str(-result.number), ignore_errors=True)
+        if not result.measurements or state.reference_latency_s <= 0:
             return
         per_sample_s = result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1)
-        run.drift_ratio = per_sample_s / (run.trial0_latency_s or run.reference_latency_s)
+        state.drift_ratio = per_sample_s / (state.trial0_latency_s or state.reference_latency_s)
         # The defaults' best measurement is the baseline of the slow-trial cap and the sweep.
-        run.reference_latency_s = min(run.reference_latency_s, per_sample_s)
-        if run.default is not None and result.throughput > run.default.throughput:
-            run.default = replace(run.default, throughput=result.throughput)
-        drift = list(study.user_attrs.get("drift", []))
+        state.reference_latency_s = min(state.reference_latency_s, per_sample_s)
+        if state.default is not None and result.throughput > state.default.throughput:
+            state.default = replace(state.default, throughput=result.throughput)
+        drift = list(self.study.user_attrs.get("drift", []))
         drift.append(
-            {"after_trials": run.done, "ms_per_sample": per_sample_s * 1e3, "ratio_to_baseline": run.drift_ratio}
+            {"after_trials": state.done, "ms_per_sample": per_sample_s * 1e3, "ratio_to_baseline": state.drift_ratio}
         )
-        study.set_user_attr("drift", drift)
+        self.study.set_user_attr("drift", drift)
 
-    def learn_in_memory(result: TrialResult) -> None:
+    def learn_in_memory(self, result: TrialResult) -> None:
         """What a result teaches before the next ask (no storage writes): the baseline and the
         failure rules, so an asynchronous worker's next trial already obeys a new rule."""
-        if config_key(result.config) == defaults_key and result.measurements and not run.reference_latency_s:
-            run.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
-            run.trial0_latency_s = run.reference_latency_s
-            run.default = result_outcome(result)
-        if result.measurements and _defaults_but_batch(result.config, defaults):
+        state = self.state
+        if config_key(result.config) == self.defaults_key and result.measurements and not state.reference_latency_s:
+            state.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
+            state.trial0_latency_s = state.reference_latency_s
+            state.default = result_outcome(result)
+        if result.measurements and _defaults_but_batch(result.config, self.defaults):
             batch = max(result.batch_size, 1)
             per_sample = result.measurements["latency_ms_p50"] / 1e3 / batch
-            run.defaults_at[batch] = min(run.defaults_at.get(batch, math.inf), per_sample)
-        before = {r.describe() for r in run.rules.enforced()}
+            state.defaults_at[batch] = min(state.defaults_at.get(batch, math.inf), per_sample)
+        before = {r.describe() for r in state.rules.enforced()}
         if result.state == "complete":
-            if slow_at_batch(result) >= KNOWN_SLOW:
-                run.rules.record_slow(result.number, result.config)
-            elif slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
-                run.rules.record_success(result.config)
+            if self.slow_at_batch(result) >= KNOWN_SLOW:
+                state.rules.record_slow(result.number, result.config)
+            elif self.slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
+                state.rules.record_success(result.config)
         elif result.state in ("failed", "pruned"):
-            run.rules.record_failure(result.number, result.config, result.reason)
+            state.rules.record_failure(result.number, result.config, result.reason)
             if result.reason.startswith("too slow"):
-                run.rules.record_slow(result.number, result.config)
-        for rule in run.rules.enforced():
+                state.rules.record_slow(result.number, result.config)
+        for rule in state.rules.enforced():
             if rule.describe() not in before and rule.trials:
                 logging.getLogger("autotune").info("new rule: %s", rule.describe())
 
-    def slow_at_batch(result: TrialResult) -> float:
+    def slow_at_batch(self, result: TrialResult) -> float:
         """Time per sample over the defaults' at the result's batch (at batch 1 where the
         defaults never ran at its batch); 0 when either is unknown."""
         if not result.measurements:
             return 0.0
         batch = max(result.batch_size, 1)
-        base = run.defaults_at.get(batch) or run.reference_latency_s
+        base = self.state.defaults_at.get(batch) or self.state.reference_latency_s
         return result.measurements["latency_ms_p50"] / 1e3 / batch / base if base > 0 else 0.0
 
-    def slow_vs_baseline(result: TrialResult) -> float:
-        if not result.measurements or run.reference_latency_s <= 0:
+    def slow_vs_baseline(self, result: TrialResult) -> float:
+        reference_s = self.state.reference_latency_s
+        if not result.measurements or reference_s <= 0:
             return 0.0
-        return result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1) / run.reference_latency_s
+        return result.measurements["latency_ms_p50"] / 1e3 / max(result.batch_size, 1) / reference_s
 
-    def learn(trial: Any, result: TrialResult) -> None:
+    def learn(self, trial: Any, result: TrialResult) -> None:
         """What a told result teaches that is stored: rules, the sweep's progress."""
-        rules = [r.as_dict() for r in run.rules.rules()]
-        if rules != study.user_attrs.get("rules", []):
-            study.set_user_attr("rules", rules)
-        sweep_told(result.config, result_outcome(result))
+        rules = [r.as_dict() for r in self.state.rules.rules()]
+        if rules != self.study.user_attrs.get("rules", []):
+            self.study.set_user_attr("rules", rules)
+        self.sweep_told(result.config, result_outcome(result))
 
-    def sweep_told(config: dict[str, Any], outcome: Outcome | None) -> None:
+    def sweep_told(self, config: dict[str, Any], outcome: Outcome | None) -> None:
         """Records an outcome one knob away from the defaults (a sweep trial, or a known-good
         recipe that is one: CUDA graph alone); None when a sweep configuration repeated or was
         ruled out. Once every sweep configuration is in, enqueues the winners combined."""
+        state, spec, study = self.state, self.spec, self.study
         key = config_key(config)
-        if outcome is not None and one_knob(outcome, defaults, spec.space) is not None:
-            run.sweep_told.append(outcome)
-        if key not in run.sweep_keys:
+        if outcome is not None and one_knob(outcome, self.defaults, spec.space) is not None:
+            state.sweep_told.append(outcome)
+        if key not in state.sweep_keys:
             return
-        run.sweep_keys.discard(key)
-        if not run.sweep_keys and run.default is not None and not study.user_attrs.get("sweep_combined"):
-            combined = combine_winners(spec.space, run.sweep_told, run.default)
+        state.sweep_keys.discard(key)
+        if not state.sweep_keys and state.default is not None and not study.user_attrs.get("sweep_combined"):
+            combined = combine_winners(spec.space, state.sweep_told, state.default)
             for winner in combined:
-                if config_key(winner) not in run.keys:
+                if config_key(winner) not in state.keys:
                     study.enqueue_trial(winner, skip_if_exists=True)
             study.set_user_attr("sweep_combined", [config_key(c) for c in combined])
-
-    last_elapsed = time.monotonic()
-    try:
-        while True:
-            run.stopping = should_stop() or run.stopping  # polled even while workers are busy
-            fill()
-            if on_started is not None:
-                on_started()
-                on_started = None
-            if not run.pending and not run.controls:
-                break
-            if run.cancel_due(grace_s):
-                executor.cancel_all(
-                    f"budget spent: still running {run.grace_s(grace_s):.0f} s after the budget ended"
-                    + (f" (less the {run.reserve_s:.0f} s kept for finalize)" if run.reserve_s else "")
-                )
-            results = executor.wait(timeout_s=0.5)
-            for control in [r for r in results if r.number in run.controls]:
-                record_control(control)
-            arrived = [(run.pending.pop(r.number), r) for r in results if r.number in run.pending]
-            run.done += sum(1 for _, r in arrived if _counts(r, spec))
-            for _, result in arrived:
-                learn_in_memory(result)
-            # Asynchronous workers get their next trials before the results are written: storage
-            # writes overlap with running trials instead of leaving workers idle. (In-process,
-            # the sampler sees each result before the next ask.) Only once the results are on
-            # disk (`arrived.json`, told on resume should this process die before telling them);
-            # where that write fails (a full disk) they are told first.
-            if executor.asynchronous and all(_journal_arrival(spec, r) for _, r in arrived):
-                fill()
-            for trial, result in arrived:
-                measured = bool(result.measurements) or spec.target_options.build_only
-                if result.state == "complete" and result.digest and result.shared_with is None and measured:
-                    run.measured.setdefault(
-                        result.digest,
-                        {"number": result.number, "measurements": result.measurements, "accuracy": result.accuracy},
-                    )
-                if config_key(result.config) == defaults_key:
-                    trial.set_user_attr("baseline", True)
-                if slow_vs_baseline(result) > NEARLY_TOO_SLOW:
-                    trial.set_user_attr("slow_vs_baseline", slow_vs_baseline(result))
-                if result.state == "complete" and slow_at_batch(result) >= KNOWN_SLOW:
-                    trial.set_user_attr("known_slow", slow_at_batch(result))
-                if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
-                    trial.set_user_attr("cancelled", True)
-                    if run.keys.get(config_key(result.config)) == result.number:
-                        del run.keys[config_key(result.config)]  # never measured: may be asked again
-                if run.controls_sent and abs(run.drift_ratio - 1.0) > DRIFT_FLAG:
-                    trial.set_user_attr("drift_ratio", run.drift_ratio)
-                tell_result(study, trial, result, spec)
-                _drop_arrival(spec, result.number)
-                learn(trial, result)
-                if on_result is not None:
-                    on_result(result, study)
-            if arrived:
-                update_reserve()
-            if arrived or time.monotonic() - last_elapsed > ELAPSED_EVERY_S:
-                # Also while every worker is busy (a long or stuck trial): `status` stays current.
-                study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
-                last_elapsed = time.monotonic()
-    except KeyboardInterrupt:
-        # Ctrl-C in a foreground run: what was told stays; the trials cut short are failed
-        # as interrupted and re-queued, like a dead daemon's, so a resume re-runs them.
-        for trial in run.pending.values():
-            trial.set_user_attr("reason", "interrupted: Ctrl-C; configuration re-queued")
-            trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params, skip_if_exists=False)
-        raise
-    finally:
-        study.set_user_attr("elapsed_s", elapsed_before_s + time.monotonic() - run.started)
-    return study
 
 
 ORIGINS = ("defaults", "recipe", "sweep", "combined", "carried", "queued", "sampled")
