@@ -69,6 +69,8 @@ def test_a_postgres_study_on_two_ray_nodes_survives_kill_9_and_resumes_losing_no
         wait_for(lambda: lock_holder(study_dir) is None, 30, "the kernel to drop the daemon's lock")
         before = told(postgres_url, "pg")
         counts_before = by_state(postgres_url, "pg")
+        running = [t.number for t in optuna.load_study(study_name="pg", storage=postgres_url).trials
+                   if t.state.name == "RUNNING"]  # fmt: skip
         assert counts_before["RUNNING"] >= 1 and counts_before["COMPLETE"] >= 2
         assert daemon_state(study_dir).startswith("crashed")
 
@@ -85,11 +87,19 @@ def test_a_postgres_study_on_two_ray_nodes_survives_kill_9_and_resumes_losing_no
         trial = after[number]
         assert (trial.state.name, trial.values, trial.params) == record
     counts_after = Counter(t.state.name for t in after)
-    # The trials cut by the kill are failed as interrupted, and their configurations re-run.
-    assert counts_after["FAIL"] == counts_before["FAIL"] + counts_before["RUNNING"]
+    # The trials cut by the kill are failed as interrupted, and their configurations re-run; a
+    # running trial whose result had reached the daemon (its arrival journaled) before the kill is
+    # told that result on resume instead, and the log says so.
+    log = (study_dir / "autotune.log").read_text()
+    arrived = [n for n in running if not after[n].user_attrs.get("interrupted")]
+    for number in arrived:
+        assert f"trial {number}: told its result, which had arrived before a stop" in log
+    assert counts_after["FAIL"] == counts_before["FAIL"] + counts_before["RUNNING"] - len(arrived)
     assert counts_after["RUNNING"] == 0 and counts_after["COMPLETE"] == 6
     interrupted = [t for t in after if t.state.name == "FAIL" and t.user_attrs.get("interrupted")]
-    assert len(interrupted) == counts_before["RUNNING"]
+    assert len(interrupted) == counts_before["RUNNING"] - len(arrived) and sorted(
+        t.number for t in interrupted
+    ) == sorted(set(running) - set(arrived))
     nodes = {t.user_attrs["details"]["build"].get("ray_node_id") for t in after if t.state.name == "COMPLETE"}
     assert nodes == set(cluster.node_ids), f"trials ran on {nodes}, the cluster's nodes are {cluster.node_ids}"
 
