@@ -291,8 +291,9 @@ def machine_states(
     state, so the A/A control cannot see it, but the speedup can differ between the states. A
     round's speed is the geometric mean of its two blocks' times, each relative to its side's
     median; sorted, the rounds split at their widest gap, and the split counts as two states
-    when each holds `STATE_MIN_ROUNDS` rounds and the slower one's median round is at least
-    `STATE_SLOWDOWN` times the quicker one's.
+    when each holds `STATE_MIN_ROUNDS` rounds, the slower one's median round is at least
+    `STATE_SLOWDOWN` times the quicker one's, and the gap itself is at least half of that
+    distance (rounds spread evenly from 1x to 2x are one wide state, not two).
 
     Example:
         >>> quiet, busy = [1.0] * 5, [2.0] * 4
@@ -315,7 +316,7 @@ def machine_states(
     cut = max(candidates, key=lambda i: gaps[i])
     groups = (order[: cut + 1], order[cut + 1 :])
     slowdown = float(np.exp(np.median(speed[groups[1]]) - np.median(speed[groups[0]])))
-    if slowdown < STATE_SLOWDOWN:
+    if slowdown < STATE_SLOWDOWN or gaps[cut] < 0.5 * np.log(slowdown):
         return ()
     states: list[dict[str, float | int | str]] = []
     for name, rounds, slower in (("quiet", groups[0], 1.0), ("contended", groups[1], slowdown)):

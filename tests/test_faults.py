@@ -7,6 +7,7 @@ counts by state before and after the fault, the baseline's presence, and the fin
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -339,6 +340,7 @@ def test_stop_right_after_start_and_during_finalize_lets_it_finish_and_stop_now_
     pid = lock_holder(study_dir)
     assert "team.db" not in Path(f"/proc/{pid}/cmdline").read_text()  # the URL stays out of argv
     assert "stops asking" in cli("stop", "fin", "--results-dir", str(results)).stdout  # right after start
+    stopped_at = datetime.datetime.now()  # Optuna's trial times are this clock's (local, naive)
     wait_in_log(study_dir, "finalizing")
     cli("stop", "fin", "--results-dir", str(results))  # again, during finalize: it finishes all the same
     wait_daemon_gone(study_dir)
@@ -346,7 +348,12 @@ def test_stop_right_after_start_and_during_finalize_lets_it_finish_and_stop_now_
     assert "already finalizing" in (study_dir / "autotune.log").read_text()
     study = load_fin()
     done = counts(study).get("COMPLETE", 0)
-    assert done >= 1 and counts(study) == {"COMPLETE": done}  # in flight finished, nothing asked after
+    # In flight finished, nothing asked after the stop. On a busy machine the stop can land after
+    # many trials, and one of them may have been cut as too slow (PRUNED): a measured outcome.
+    assert done >= 1 and set(counts(study)) <= {"COMPLETE", "PRUNED"}
+    assert [t.number for t in study.trials if t.datetime_start and t.datetime_start > stopped_at] == []
+    assert not [t.number for t in study.trials if any(
+        word in str(t.user_attrs.get("reason", "")) for word in ("stopped", "cancelled", "interrupted"))]  # fmt: skip
     assert baseline(study) is not None and (study_dir / "report.md").is_file()
     first = json.loads((study_dir / "best" / "manifest.json").read_text())
 

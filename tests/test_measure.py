@@ -113,6 +113,9 @@ def test_rounds_in_two_machine_states_get_a_speedup_each_and_one_state_gets_none
     rng = np.random.default_rng(0)
     jitter = rng.lognormal(0.0, 0.1, size=(2, 21))
     assert machine_states(list(jitter[0]), list(jitter[1]), [1.0] * 21) == ()
+    # rounds spread evenly from 1x to 2x are one wide state, not two
+    spread = list(np.geomspace(1.0, 2.0, 21))
+    assert machine_states(spread, spread, [1.0] * 21) == ()
     # a slow outlier round or two is not a state: each state needs 3 rounds
     assert machine_states([1.0] * 10 + [3.0] * 2, [1.0] * 10 + [3.0] * 2, [1.0] * 12) == ()
 
