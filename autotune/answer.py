@@ -5,6 +5,7 @@ report.md, the manifest, the printed summary and the dashboard read them (never 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -424,7 +425,8 @@ class OriginRow:
         best_throughput (float): the best feasible throughput they measured (0: none).
         beat_earlier (int): measured trials faster than every feasible trial of the defaults,
             recipes, sweep and combined winners at their batch (only for carried, queued and
-            sampled trials: what the search added after the expert's first moves).
+            sampled trials: what the search added after the expert's first moves; a batch none
+            of those ran at is not counted).
         answers (list[int]): the batches whose answer is one of these trials.
     """
 
@@ -473,7 +475,7 @@ def trial_sources(study: optuna.Study) -> tuple[list[OriginRow], dict[str, int |
         if name not in EXPERT_MOVES:
             beat = sum(
                 1 for t in good
-                if origin(t) == name and t.values[0] > first_moves.get(int(t.user_attrs.get("batch_size", 1)), 0.0)
+                if origin(t) == name and t.values[0] > first_moves.get(int(t.user_attrs.get("batch_size", 1)), math.inf)
             )  # fmt: skip
         rows.append(OriginRow(
             name, len(mine), sum(1 for t in mine if wasted(t)), max(fast, default=0.0), beat,

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/search_sources.py [--trials N] [--seeds 0 1] [--models NAME ...]
     .venv/bin/python bench/search_sources.py --render      (rewrite the .md from the JSON)
+    .venv/bin/python bench/search_sources.py --reread [DIR] (recount from the studies on disk)
 
 For each trained model with its real inputs (none of them developed against: the ddddocr captcha
 recognizer, the PP-OCRv4 recognizer on rendered lines, the PP-OCR direction classifier), runs
@@ -90,6 +91,24 @@ def run_study(name: str, seed: int, trials: int) -> dict[str, Any]:
     }
 
 
+def reread(data: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The JSON's studies counted again from their databases under `out` (after a change to
+    `trial_sources`), without running them again."""
+    import optuna
+
+    from autotune.answer import trial_sources
+    from autotune.study import make_storage, storage_url
+
+    for run in data["runs"]:
+        if run.get("exit") != 0:
+            continue
+        name = f"{run['model']}-s{run['seed']}"
+        study = optuna.load_study(study_name=name, storage=make_storage(storage_url(out / name)))
+        rows, reached = trial_sources(study)
+        run["sources"], run["reached"] = [asdict(r) for r in rows], reached
+    return data
+
+
 def render(data: dict[str, Any]) -> str:
     lines = [
         "# What the sampled trials add over the recipes and the sweep (issue 27 item 3, CPU)",
@@ -151,7 +170,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--render", action="store_true")
+    parser.add_argument("--reread", nargs="?", const=str(OUT), type=Path)
     args = parser.parse_args()
+    if args.reread:
+        data = reread(json.loads(RESULTS_JSON.read_text()), args.reread)
+        RESULTS_JSON.write_text(json.dumps(data, indent=1, default=str))
+        RESULTS_MD.write_text(render(data))
+        return 0
     if args.render:
         RESULTS_MD.write_text(render(json.loads(RESULTS_JSON.read_text())))
         return 0
