@@ -131,3 +131,28 @@ def test_a_speedup_names_its_machine_states_and_a_paired_environment_unlike_the_
 
     answer = Answer(1, 3, "faster", Speedup(1.2, 1.1, 1.27, 21, 1.2, 1.0, states=states), 1.0, [3])
     assert Answer.from_dict(answer.as_dict()).speedup.states == states
+
+
+def test_a_later_trial_beats_the_first_moves_only_at_a_batch_they_ran_at():
+    """`trial_sources`: a carried trial at a batch no recipe or sweep trial ran at is not counted
+    as beating them (nothing there to beat); one faster than them at their batch is."""
+    import optuna
+
+    from autotune.answer import trial_sources
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def add(origin: str, batch: int, throughput: float) -> None:
+        study.add_trial(optuna.trial.create_trial(
+            values=[throughput, 0.001],
+            user_attrs={"origin": origin, "batch_size": batch, "constraints": [0.0]},
+        ))  # fmt: skip
+
+    add("defaults", 1, 100.0)
+    add("sweep", 2, 150.0)
+    add("carried", 2, 160.0)  # faster than the sweep at batch 2: counted
+    add("carried", 8, 400.0)  # no first move ran at batch 8: not counted
+    add("sampled", 1, 90.0)  # slower than the defaults: not counted
+    rows, _ = trial_sources(study)
+    beat = {r.origin: r.beat_earlier for r in rows}
+    assert beat["carried"] == 1 and beat["sampled"] == 0
