@@ -282,13 +282,31 @@ def speedup_phrase(s: Speedup, aa: Speedup | None = None) -> str:
         f"{s.median:.3f}x (median of {s.rounds} paired rounds, IQR {s.p25:.3f}-{s.p75:.3f}); per-side medians "
         f"{s.default_ms_per_sample:.4g} -> {s.best_ms_per_sample:.4g} ms per sample ({s.ratio_of_medians:.3f}x)"
     )
-    if not s.p25 <= s.ratio_of_medians <= s.p75:
+    if medians_disagree(s, aa):
         phrase += ": the two disagree (the machine changed speed between rounds), so neither is taken alone"
     if s.states:
         phrase += "; " + states_phrase(s, aa)
     for line in environment_disagreements(s, aa):
         phrase += "; " + line
     return phrase
+
+
+def medians_disagree(s: Speedup, aa: Speedup | None) -> bool:
+    """Whether the ratio of the per-side medians lies outside the paired interval by more than the
+    A/A control's own width (the noise floor): the two are different statistics (each round's ratio
+    is taken from its blocks' 10th percentiles), so on a quiet machine whose interval is a fraction of
+    a percent wide they differ by about that much without the machine changing speed (run 6 on an
+    H100: 2.050x beside 2.020x, IQR 2.011-2.027, A/A IQR 1.006-1.024).
+
+    Example:
+        >>> aa = Speedup(1.018, 1.006, 1.024, 17, 1.80, 1.77)
+        >>> medians_disagree(Speedup(2.020, 2.011, 2.027, 9, 1.806, 0.8806), aa)  # 2.050x: inside the floor's width
+        False
+        >>> medians_disagree(Speedup(1.267, 1.259, 1.282, 21, 10.0, 9.0), aa)  # 1.111x
+        True
+    """
+    slack = aa.p75 / aa.p25 if aa is not None and aa.p25 > 0 else 1.0
+    return not s.p25 / slack <= s.ratio_of_medians <= s.p75 * slack
 
 
 def states_phrase(s: Speedup, aa: Speedup | None) -> str:
