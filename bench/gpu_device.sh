@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The device side of bench/gpu_grid.py on the lent GPU machine (see bench/RESULTS-GPU.md).
 #   bash bench/gpu_device.sh chunk            keep this call's wheel chunk (.device/part-K) in /root/stash
-#   bash bench/gpu_device.sh setup            unpack the chunks, install the wheels, print versions
+#   bash bench/gpu_device.sh setup            unpack the chunks, install the wheels (and .device/extra), print versions
+#   bash bench/gpu_device.sh extra            (here, not there) copy optuna_dashboard + bottle from .venv into
+#                                             .device/extra: the device's wheel set lacks them (carry it to setup)
 #   bash bench/gpu_device.sh minilm           export the MiniLM-sized encoder (PyTorch + transformers there)
 #   bash bench/gpu_device.sh grid NAME MODEL [SHAPE...]
 #                                             grid + autotune + paired for one model (bench/gpu_grid.py all);
@@ -25,10 +27,15 @@ setup)
     cat /root/stash/chunk-* | xz -d | tar xf - -C /root/stash || exit 1
     python3 -m pip install -q --no-index --no-deps --target /root/site /root/stash/*.whl || exit 1
   fi
+  if [ -d .device/extra ]; then cp -r .device/extra/* /root/site/; fi
   python3 -c "import onnxruntime as o, ray, optuna; print(o.__version__, o.get_available_providers(), ray.__version__, optuna.__version__)"
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" 2>&1 | tail -1
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   echo "autotune from $TREE: $(cat "$TREE/.commit" 2>/dev/null || echo working tree)" ;;
+extra)
+  site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  rm -rf .device/extra && mkdir -p .device/extra && cp -r "$site/optuna_dashboard" "$site/bottle.py" .device/extra/ &&
+    find .device/extra -name __pycache__ -prune -exec rm -rf {} + && du -sh .device/extra ;;
 minilm)
   [ -f bench/models/minilm_l6_h384.onnx ] || timeout 200 python3 bench/gpu_study.py export 2>&1 | tail -2 ;;
 grid)
