@@ -34,7 +34,7 @@ from autotune.daemon import PID_FILE, StudyLock, daemon_state, detach, one_line,
 from autotune.dashboard import serve_dashboard
 from autotune.errors import AutotuneError, UsageError
 from autotune.export import write_deploy_dir
-from autotune.finalize import finalize, finalize_estimate_s, rerender
+from autotune.finalize import finalize, finalize_estimate_s, rerender, reuse_workers
 from autotune.layout import BEST_DIR, STATE_FILE, STUDY_DB, existing_dirs, remove_failed_start, study_began
 from autotune.profile import PROFILE_FILE, ProfileError, profile_study
 from autotune.report import (
@@ -271,7 +271,7 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
             )
             progress.update(task, completed=done, best=f"{summary}  last #{result.number} {result.state}")
 
-        interrupted = False
+        interrupted, kept = False, None  # kept: the workers stay up for finalize's GPU work (`reuse_workers`)
         try:
             study = run_study(
                 spec,
@@ -282,17 +282,25 @@ def _foreground_study(spec: Any, args: argparse.Namespace, console: Any) -> int:
                 started=started,
                 reserve=finalize_estimate_s,
             )
+            kept = reuse_workers(study, executor)
         except KeyboardInterrupt:
             interrupted = True
             study = open_study(spec, create=False)
         finally:
-            executor.close()
-    if interrupted:
-        console.print(f"interrupted: finalizing what was measured (resume with `autotune start --resume {spec.name}`)")
-    console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
-    deadline = started + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
-    with finalize_lines_to(console):  # a line per pairing with its verdict, as the daemon's log has
-        final = finalize(study, deadline=deadline)
+            if kept is None:
+                executor.close()
+    try:
+        if interrupted:
+            console.print(
+                f"interrupted: finalizing what was measured (resume with `autotune start --resume {spec.name}`)"
+            )
+        console.print(f"tuning took {time.monotonic() - started:.1f} s; finalizing (paired re-measurement)...")
+        deadline = started + max(spec.budget_s - elapsed_before, 0.0) if spec.budget_s is not None else None
+        with finalize_lines_to(console):  # a line per pairing with its verdict, as the daemon's log has
+            final = finalize(study, deadline=deadline, workers=kept)
+    finally:
+        if kept is not None:
+            kept.close()
     print_summary(study, final, console)
     return 130 if interrupted else 0
 

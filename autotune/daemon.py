@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.answer import wall_s
 from autotune.errors import AutotuneError, StorageLost, UsageError, root_cause
-from autotune.finalize import finalize, finalize_estimate_s
+from autotune.finalize import finalize, finalize_estimate_s, reuse_workers
 from autotune.layout import (  # lock_holder, read_state and daemon_state: also read by the commands below the daemon
     LOG_FILE,
     PID_FILE,
@@ -448,6 +448,12 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
             executor.cancel_all(f"stopped: in-flight past the {GRACE_S:.0f} s grace period")
         return flags.graceful
 
+    def close_workers() -> None:
+        flags.install()  # a SIGTERM during the shutdown below is a stop request, not Ray's exit
+        executor.close()
+        flags.install()  # ray.shutdown() leaves SIGTERM at its default (instant death)
+
+    kept = None  # the workers, kept up for finalize's GPU work (`reuse_workers`)
     try:
         study = run_study(
             spec,
@@ -460,22 +466,26 @@ def _run_and_finalize(spec: Any, args: Any, flags: StopFlags, log: Any, make_exe
             started=began,
             reserve=finalize_estimate_s,
         )
+        kept = None if flags.now else reuse_workers(study, executor)
     finally:
-        flags.install()  # a SIGTERM during the shutdown below is a stop request, not Ray's exit
-        executor.close()
-        flags.install()  # ray.shutdown() leaves SIGTERM at its default (instant death)
-    if flags.now:
-        write_state(spec.study_dir, "stopped")
-        log.info("stopped at once; not finalized (run `autotune report %s`)", spec.name)
-        return 0
-    watch()  # nothing is written from memory as if a lost study were intact
-    log.info("finalizing (`autotune stop` waits for it; `autotune stop --now` ends it)")
-    write_state(spec.study_dir, "finalizing")  # status says so, not "running" (issue 11)
-    flags.finalizing = True
-    if flags.poll() and flags.now:
-        raise StopNow()
-    final = finalize(study, deadline=deadline)
-    flags.finalizing = False
+        if kept is None:
+            close_workers()
+    try:
+        if flags.now:
+            write_state(spec.study_dir, "stopped")
+            log.info("stopped at once; not finalized (run `autotune report %s`)", spec.name)
+            return 0
+        watch()  # nothing is written from memory as if a lost study were intact
+        log.info("finalizing (`autotune stop` waits for it; `autotune stop --now` ends it)")
+        write_state(spec.study_dir, "finalizing")  # status says so, not "running" (issue 11)
+        flags.finalizing = True
+        if flags.poll() and flags.now:
+            raise StopNow()
+        final = finalize(study, deadline=deadline, workers=kept)
+        flags.finalizing = False
+    finally:
+        if kept is not None:
+            close_workers()
     log.info(
         "best trial %s; speedup %s; wall %.1f s (the study's, as report.md says); report %s",
         final.best_number,

@@ -85,6 +85,20 @@ OTHER_FINALISTS = 1
 # A paired measurement stops early (settled, or its share of the budget spent) only after this
 # many rounds: fewer give an interquartile interval too loose to call anything.
 MIN_ROUNDS = 9
+# The A/A control stops after MIN_ROUNDS once its interval is at most this wide (p75 / p25 - 1);
+# a machine whose control is that narrow, in one machine state, is quiet, and there a pairing may
+# settle after QUIET_MIN_ROUNDS. Run 6 on an H100: A/A IQR 1.006-1.024 after 17 rounds, and every
+# pairing's IQR under 0.4% wide after 9, its verdict clear of the floor by 40% or more.
+QUIET_AA_WIDTH = 0.03
+QUIET_MIN_ROUNDS = 5
+# A finalist after the first at its batch is paired only when its own measurement is within the
+# study's measurement noise (the largest drift of the defaults re-measured during the study, at
+# least this) of the first's: one further behind cannot win the pairing (run 6: trial 28 at 1.47x
+# the first's time cost 10.6 s of a 122 s finalize to lose).
+FINALIST_GAP = 0.05
+# The profile runs at finalize only when its estimate is at most this share of --budget; longer,
+# it is left to `autotune profile` (run 6: about 27 s of a 240 s study, for host-side launch times).
+PROFILE_SHARE = 0.1
 # Of what is left before the deadline, this is kept for writing best/, report.md and the
 # artifacts (seconds), and this share of a pairing's slice goes to its timed rounds (the rest
 # is its sessions' build and warm-up).
@@ -127,9 +141,11 @@ class Pace:
         return left is None or left - WRITE_RESERVE_S > typical * (self.pairings - self.done + 1)
 
     def room_for_profile(self) -> bool:
-        """Whether the profile (`profile_time_s`) fits in what is left before the deadline."""
+        """Whether the profile (`profile_time_s`) fits in what is left before the deadline and
+        in its share of the budget (`profile_fits_budget`)."""
         left = self.left_s()
-        return left is None or left - WRITE_RESERVE_S > profile_time_s(self.study)
+        fits = left is None or left - WRITE_RESERVE_S > profile_time_s(self.study)
+        return fits and profile_fits_budget(self.study)
 
     def finished(self, label: str, speedup: Speedup, called: str, aa: Speedup | None = None) -> None:
         now = time.monotonic()
@@ -172,6 +188,7 @@ def finalize(
     paired_rounds: int = PAIRED_ROUNDS,
     prune: bool = True,
     deadline: float | None = None,
+    workers: RayExecutor | None = None,
 ) -> Finalized:
     """Chooses the answer per batch (paired against the defaults at that batch, judged against
     the A/A noise floor), then writes `best/` (deployable files, manifest, report) and
@@ -186,6 +203,8 @@ def finalize(
             `--budget`): each paired measurement gets its share of what is left, rounds stop as
             soon as the verdict is settled, and the profile is left to `autotune profile` when
             it does not fit. Default: None (21 rounds each, profile always).
+        workers (RayExecutor | None): the trials' Ray workers, kept up for finalize's GPU work
+            (`reuse_workers`); None starts a cluster where the target needs a GPU. Default: None.
     """
     began = time.monotonic()
     pace = Pace(study, deadline)
@@ -195,26 +214,31 @@ def finalize(
     answers: dict[int, Answer] = {}
     aa: Speedup | None = None
     baseline = None if study.user_attrs.get("build_only") else zero  # what finalists are paired against
-    with gpu_work(study) as gpu:
+    with gpu_work(study, workers) as gpu:
         # Paired measurements run in a GPU worker on GPU targets, else in this process.
         run_paired_fn = gpu.run_paired if gpu is not None else run_paired
         plan = finalists_by_batch(study, baseline) if baseline is not None and paired_rounds > 0 else {}
         pace.plan((1 if plan or (baseline is not None and paired_rounds > 0) else 0) + sum(map(len, plan.values())))
+        min_rounds = MIN_ROUNDS
         if baseline is not None and paired_rounds > 0:
             aa = measure_speedup(
-                study, baseline, baseline, 1, paired_rounds, run_paired_fn, time_limit_s=pace.limit_s()
-            )
+                study, baseline, baseline, 1, paired_rounds, run_paired_fn,
+                time_limit_s=pace.limit_s(), settle_width=QUIET_AA_WIDTH,
+            )  # fmt: skip
             if aa.p75 - aa.p25 > AA_RETRY_WIDTH and pace.room_for_one_more():
                 # A burst of other work during the control would silence every real speedup:
                 # measure it once more and keep the narrower interval.
                 again = measure_speedup(
-                    study, baseline, baseline, 1, paired_rounds, run_paired_fn, time_limit_s=pace.limit_s()
-                )
+                    study, baseline, baseline, 1, paired_rounds, run_paired_fn,
+                    time_limit_s=pace.limit_s(), settle_width=QUIET_AA_WIDTH,
+                )  # fmt: skip
                 aa = min(aa, again, key=lambda s: s.p75 - s.p25)
             study.set_user_attr("aa_control", asdict(aa))
             pace.finished("A/A control: the defaults against themselves at batch 1", aa, "the noise floor")
+            min_rounds = QUIET_MIN_ROUNDS if quiet(aa) else MIN_ROUNDS
+            study.set_user_attr("paired_min_rounds", min_rounds)
         if baseline is not None:
-            answers = choose_answers(study, baseline, paired_rounds, run_paired_fn, aa, pace)
+            answers = choose_answers(study, baseline, paired_rounds, run_paired_fn, aa, pace, min_rounds)
             study.set_user_attr("answers", {str(b): a.as_dict() for b, a in answers.items()})
         primary = primary_answer(answers, study.user_attrs.get("latency_sla_ms"))
         if primary is not None:
@@ -238,11 +262,13 @@ def finalize(
             profile_at_finalize(study, gpu)  # never raises: a failed profile is noted, not fatal
         else:
             left = pace.left_s()
-            study.set_user_attr(
-                "profile_skipped",
-                f"left to `autotune profile {study.study_name}`: {max(left or 0.0, 0.0):.0f} s of the budget were "
-                "left at finalize",
+            why = (
+                f"{max(left or 0.0, 0.0):.0f} s of the budget were left at finalize"
+                if profile_fits_budget(study)
+                else f"it would take about {profile_time_s(study):.0f} s, more than {PROFILE_SHARE:.0%} of the "
+                f"{float(study.user_attrs['budget_s']):.0f} s budget"
             )
+            study.set_user_attr("profile_skipped", f"left to `autotune profile {study.study_name}`: {why}")
             logging.getLogger("autotune").info("finalize: %s", study.user_attrs["profile_skipped"])
     pace.phase("writing best/ and report.md")
     study.set_user_attr("finalize_s", time.monotonic() - began)  # report.md's wall time counts it
@@ -272,9 +298,10 @@ class GpuWork:
 
     SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None, executor: RayExecutor | None = None) -> None:
         self.address = address
-        self.executor: RayExecutor | None = None
+        self.executor = executor  # the trials' workers, still up (`reuse_workers`): not closed here
+        self.owned = executor is None
         main = threading.current_thread() is threading.main_thread()
         self._handlers = {n: signal.getsignal(getattr(signal, n)) for n in self.SIGNALS} if main else {}
 
@@ -299,22 +326,36 @@ class GpuWork:
         return self._executor().profile(study_copy(study), profile_study_copy, (inputs,))
 
     def close(self) -> None:
-        if self.executor is not None:
+        if self.executor is not None and self.owned:
             self.executor.close()
-            self.executor = None
             self._restore_handlers()  # ray.shutdown left SIGTERM at its default
+        self.executor = None
+
+
+def needs_gpu(study: optuna.Study) -> bool:
+    """Whether the study's target measures on a GPU (finalize's work then runs in GPU workers)."""
+    options = TargetOptions.from_study_attrs(study.user_attrs)
+    return bool(target_class(study.user_attrs["target"]).needs_gpu(options))
+
+
+def reuse_workers(study: optuna.Study, executor: Any) -> RayExecutor | None:
+    """The trials' executor when finalize should run its GPU work on it, kept up for it: on a GPU
+    target, where the trials ran on Ray workers; else None. Starting a cluster again cost about
+    6 s of a 122 s finalize on an H100 (run 6). A CPU target's finalize measures in this process,
+    with the workers gone and the cores free."""
+    return executor if isinstance(executor, RayExecutor) and needs_gpu(study) else None
 
 
 @contextlib.contextmanager
-def gpu_work(study: optuna.Study) -> Iterator[GpuWork | None]:
+def gpu_work(study: optuna.Study, workers: RayExecutor | None = None) -> Iterator[GpuWork | None]:
     """A `GpuWork` for a study whose target needs a GPU, else None (CPU targets measure and
-    profile in this process, as the trials are over and the cores free); closed after."""
+    profile in this process, as the trials are over and the cores free); closed after, unless
+    it runs on `workers` (the trials' executor, which its owner closes)."""
 
-    options = TargetOptions.from_study_attrs(study.user_attrs)
-    if not target_class(study.user_attrs["target"]).needs_gpu(options):
+    if not needs_gpu(study):
         yield None
         return
-    work = GpuWork((study.user_attrs.get("start_options") or {}).get("ray_address"))
+    work = GpuWork((study.user_attrs.get("start_options") or {}).get("ray_address"), workers)
     try:
         yield work
     finally:
@@ -404,11 +445,12 @@ def _first_built(study: optuna.Study) -> FrozenTrial | None:
     return min(built, key=lambda t: t.number) if built else None
 
 
-def finalize_estimate_s(study: optuna.Study, rounds: int = PAIRED_ROUNDS) -> float:
+def finalize_estimate_s(study: optuna.Study, rounds: int = MIN_ROUNDS) -> float:
     """Seconds finalize will take on `study` as it stands (what `run_study` keeps from the budget):
     every pairing it will run (the A/A control, the finalists of each batch) at `rounds` rounds of
-    two blocks (warm-up + timed runs, from the defaults' measured latency at that batch) plus two
-    session builds (trial 0's build time), the profile (`profile_estimate_s`), and the writing."""
+    two blocks (warm-up + timed runs, from the defaults' measured latency at that batch; MIN_ROUNDS,
+    where the sequential rule ends a clear verdict) plus two session builds (trial 0's build time),
+    the profile (`profile_estimate_s`) where it fits its share of the budget, and the writing."""
     zero = default_trial(study)
     if zero is None or study.user_attrs.get("build_only"):
         return 0.0
@@ -426,7 +468,34 @@ def finalize_estimate_s(study: optuna.Study, rounds: int = PAIRED_ROUNDS) -> flo
 
     plan = finalists_by_batch(study, zero)
     total = pairing_s(1) + sum(len(finalists) * pairing_s(batch) for batch, finalists in plan.items())
-    return total + profile_time_s(study) + WRITE_RESERVE_S
+    return total + (profile_time_s(study) if profile_fits_budget(study) else 0.0) + WRITE_RESERVE_S
+
+
+def quiet(aa: Speedup) -> bool:
+    """Whether the A/A control says the machine is quiet: its interval at most `QUIET_AA_WIDTH`
+    wide and its rounds in one machine state (then a pairing may settle after QUIET_MIN_ROUNDS).
+
+    Example:
+        >>> quiet(Speedup(1.018, 1.006, 1.024, 17, 1.80, 1.77))  # run 6, H100
+        True
+        >>> quiet(Speedup(1.0, 0.95, 1.06, 21, 1.0, 1.0))
+        False
+    """
+    return aa.p25 > 0 and aa.p75 / aa.p25 - 1.0 <= QUIET_AA_WIDTH and not aa.states
+
+
+def profile_fits_budget(study: optuna.Study) -> bool:
+    """Whether the profile's estimate (`profile_time_s`) is at most `PROFILE_SHARE` of the
+    study's --budget (always, without one)."""
+    budget = study.user_attrs.get("budget_s")
+    return budget is None or profile_time_s(study) <= PROFILE_SHARE * float(budget)
+
+
+def measurement_noise(study: optuna.Study) -> float | None:
+    """How far a trial's own measurement can be off on this machine: the largest drift of the
+    defaults re-measured during the study (`drift`), as a share (0.05: 5%); None when none was."""
+    ratios = [float(d["ratio_to_baseline"]) for d in study.user_attrs.get("drift") or [] if d.get("ratio_to_baseline")]
+    return max(max(r, 1.0 / r) for r in ratios) - 1.0 if ratios else None
 
 
 def profile_time_s(study: optuna.Study) -> float:
@@ -444,25 +513,32 @@ def profile_time_s(study: optuna.Study) -> float:
 
 def finalists_by_batch(study: optuna.Study, zero: FrozenTrial) -> dict[int, list[FrozenTrial]]:
     """Per batch size, the fastest feasible measured candidates (by their own measurement),
-    one per distinct artifact, none identical to the defaults at that batch."""
+    one per distinct artifact, none identical to the defaults at that batch; one after the first
+    only where its own measurement is within the study's noise (`measurement_noise`, at least
+    `FINALIST_GAP`) of the first's."""
     by_batch: dict[int, list[FrozenTrial]] = {}
     for trial in measured_trials(study):
         if not trial.values or not is_feasible(trial) or "shared_measurement_with_trial" in trial.user_attrs:
             continue
         by_batch.setdefault(int(trial.user_attrs.get("batch_size", 1)), []).append(trial)
     best_batch = max(by_batch, key=lambda b: max(t.values[0] for t in by_batch[b]), default=1)
+    noise = measurement_noise(study)
     chosen: dict[int, list[FrozenTrial]] = {}
     for batch, trials in sorted(by_batch.items()):
         defaults = defaults_at_batch(study, zero, batch)
         seen = {defaults.user_attrs.get("digest")} if defaults is not None else set()
         count = HEADLINE_FINALISTS if batch in (1, best_batch) else OTHER_FINALISTS
-        picked = []
+        picked: list[FrozenTrial] = []
         for trial in sorted(trials, key=lambda t: -t.values[0]):
             digest = trial.user_attrs.get("digest")
             if defaults is not None and trial.number == defaults.number:
                 continue
             if digest and digest in seen:
                 continue  # the same artifact as the defaults or as a finalist already in
+            if picked and noise is not None:
+                behind = _own_ms_per_sample(trial) / max(_own_ms_per_sample(picked[0]), 1e-12) - 1.0
+                if behind > max(noise, FINALIST_GAP):
+                    break  # further behind the first than the study's noise: it cannot win the pairing
             seen.add(digest)
             picked.append(trial)
             if len(picked) == count:
@@ -478,6 +554,7 @@ def choose_answers(
     run_paired_fn: Callable[[PairedRequest], dict[str, Any]],
     aa: Speedup | None,
     pace: Pace | None = None,
+    min_rounds: int = MIN_ROUNDS,
 ) -> dict[int, Answer]:
     """Per batch size measured: the finalists paired against the defaults at that batch; the
     best paired median wins when it is above 1 and clear of the A/A interval, else the
@@ -492,6 +569,7 @@ def choose_answers(
             paired[trial.number] = measure_speedup(
                 study, zero, trial, batch, rounds, run_paired_fn,
                 floor=floor, sequential=True, time_limit_s=pace.limit_s() if pace is not None else None,
+                min_rounds=min_rounds,
             )  # fmt: skip
             if pace is not None:
                 label = f"batch {batch}: trial {trial.number} against the defaults"
@@ -585,10 +663,13 @@ def measure_speedup(
     floor: tuple[float, float] | None = None,
     sequential: bool = False,
     time_limit_s: float | None = None,
+    min_rounds: int = MIN_ROUNDS,
+    settle_width: float | None = None,
 ) -> Speedup:
     """Pairs `candidate` against the defaults at `batch` (A = defaults, B = candidate): up to
-    `rounds` rounds, at least MIN_ROUNDS; `sequential` ends them once the interval clears `floor`
-    (the A/A interval), and `time_limit_s` ends them when its share of the budget is spent."""
+    `rounds` rounds, at least `min_rounds`; `sequential` ends them once the interval clears `floor`
+    (the A/A interval), `settle_width` (the A/A control itself) once the interval is that narrow,
+    and `time_limit_s` ends them when its share of the budget is spent."""
     study_dir = Path(study.user_attrs["study_dir"])
     with np.load(study_dir / INPUTS_FILE) as data:
         pool = {k: data[k] for k in data.files}
@@ -615,9 +696,10 @@ def measure_speedup(
         workdir=study_dir / PAIRED_DIR,
         rounds=rounds,
         round_s=paired_round_s(study),
-        min_rounds=min(MIN_ROUNDS, rounds),
+        min_rounds=min(min_rounds, rounds),
         floor=floor,
         sequential=sequential,
+        settle_width=settle_width,
         time_limit_s=time_limit_s,
         artifact_a=artifact_a,
         artifact_b=target.trial_artifact(trial_dir(study_dir, candidate.number)),

@@ -399,6 +399,18 @@ def clear_of(floor: tuple[float, float] | None) -> Callable[[list[float]], bool]
     return settled
 
 
+def narrow_within(width: float) -> Callable[[list[float]], bool]:
+    """The sequential rule of the A/A control: settled once the interquartile interval of the
+    ratios so far is at most `width` wide (p75 / p25 - 1). A quiet machine's noise floor is known
+    after the minimum rounds; a noisy machine's keeps being measured (up to its rounds or time)."""
+
+    def settled(ratios: list[float]) -> bool:
+        p25, p75 = np.percentile(ratios, [25, 75])
+        return bool(p25 > 0 and p75 / p25 - 1.0 <= width)
+
+    return settled
+
+
 def aa_interval_overlaps(speedup: Any, aa: Any) -> bool:
     """Whether a speedup is no measurable difference: its interquartile interval [p25, p75]
     overlaps the A/A control's (the same paired procedure run on the defaults against

@@ -26,7 +26,7 @@ import onnx
 from autotune.calibration import sample_count
 from autotune.errors import AutotuneError, condense_reason
 from autotune.layout import METRICS_FILE, MODEL_FILE, OUTPUTS_FILE, STAGE_FILE
-from autotune.measure import StopRule, clear_of, measure_latency, paired_speedup
+from autotune.measure import StopRule, clear_of, measure_latency, narrow_within, paired_speedup
 from autotune.model import axes_like, feeds_at_batch, file_sha256, join_outputs, verification_feeds
 from autotune.passes import (
     QUANTIZATION_KNOB,
@@ -340,6 +340,9 @@ class PairedRequest:
     min_rounds: int = 0
     floor: tuple[float, float] | None = None
     sequential: bool = False
+    # The A/A control's sequential rule instead (`sequential` off): after `min_rounds`, the rounds
+    # end once their interquartile interval is at most this wide (`autotune.measure.narrow_within`).
+    settle_width: float | None = None
     time_limit_s: float | None = None
     artifact_a: Path | None = None
     artifact_b: Path | None = None
@@ -367,7 +370,13 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             rounds=request.rounds,
             round_s=request.round_s,
             min_rounds=request.min_rounds,
-            settled=clear_of(request.floor) if request.sequential else None,
+            settled=(
+                clear_of(request.floor)
+                if request.sequential
+                else narrow_within(request.settle_width)
+                if request.settle_width is not None
+                else None
+            ),
             deadline=time.monotonic() + limit if limit is not None else None,
         )
         return {**result.as_dict(), "measured_artifacts": {side.label: side.measured for side in sides}}

@@ -163,3 +163,121 @@ def test_a_later_trial_beats_the_first_moves_only_at_a_batch_they_ran_at():
     rows, _ = trial_sources(study)
     beat = {r.origin: r.beat_earlier for r in rows}
     assert beat["carried"] == 1 and beat["sampled"] == 0
+
+
+def _trial(number, batch, ms_per_sample, params, **attrs):
+    """A stand-in complete trial: throughput from its own ms per sample."""
+    return optuna.trial.create_trial(
+        params=params,
+        distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
+        values=[1e3 / ms_per_sample, 0.0],
+        user_attrs={
+            "batch_size": batch,
+            "constraints": [-1.0],
+            "digest": f"d{number}",
+            "latency_ms_p50": ms_per_sample * batch,
+            **attrs,
+        },  # fmt: skip
+    )
+
+
+def _study(trials, **user_attrs):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for trial in trials:
+        study.add_trial(trial)
+    for key, value in user_attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def test_a_second_finalist_further_behind_than_the_studys_noise_is_not_paired():
+    """Issue 26 (run 6, H100): trial 28 at 1.47x the first finalist's own time was paired for 10.6 s
+    and lost. A second finalist is paired only within the study's measurement noise (the largest
+    drift of the defaults re-measured during the study, at least FINALIST_GAP) of the first."""
+    from autotune.finalize import FINALIST_GAP, finalists_by_batch
+
+    trials = [
+        _trial(0, 1, 2.0, {"graph": "a"}, baseline=True),
+        _trial(1, 1, 1.00, {"graph": "b"}),
+        _trial(2, 1, 1.20, {"graph": "c"}),  # 20% behind the first
+    ]
+    quiet = _study(trials, drift=[{"after_trials": 5, "ms_per_sample": 2.02, "ratio_to_baseline": 1.01}])
+    zero = quiet.trials[0]
+    assert [t.number for t in finalists_by_batch(quiet, zero)[1]] == [1]
+    # a machine whose defaults drifted 1.5x during the study: 20% behind may be noise, both are paired
+    noisy = _study(trials, drift=[{"after_trials": 5, "ms_per_sample": 3.0, "ratio_to_baseline": 1.5}])
+    assert [t.number for t in finalists_by_batch(noisy, noisy.trials[0])[1]] == [1, 2]
+    # no drift measured: nothing is known about the noise, both are paired (the rule before)
+    assert [t.number for t in finalists_by_batch(_study(trials), zero)[1]] == [1, 2]
+    # just inside the floor of the gap: paired
+    close = [*trials[:2], _trial(2, 1, 1.0 + FINALIST_GAP / 2, {"graph": "c"})]
+    assert [t.number for t in finalists_by_batch(_study(close, drift=quiet.user_attrs["drift"]), zero)[1]] == [1, 2]
+
+
+def test_the_aa_control_settles_once_narrow_and_a_quiet_control_lets_pairings_settle_sooner():
+    from autotune.answer import Speedup
+    from autotune.finalize import QUIET_AA_WIDTH, quiet
+    from autotune.measure import narrow_within, paired_speedup
+
+    settled = narrow_within(QUIET_AA_WIDTH)
+    assert settled([1.0, 1.01, 0.995, 1.005, 1.0])
+    assert not settled([1.0, 1.2, 0.9, 1.1, 0.95])  # a noisy floor keeps measuring
+    # in paired_speedup: a quiet pair stops at min_rounds, a noisy one runs every round
+    ticks = iter(range(10**6))
+    steady = paired_speedup(lambda: 1e-3, lambda: 1e-3, rounds=21, min_rounds=9, settled=settled,
+                            round_s=0.0, warmup_s=0.0, min_iters_per_round=2, warmup_iters=1)  # fmt: skip
+    assert steady.rounds == 9
+
+    def jumpy():  # alternates 1 ms and 1.5 ms blocks: the ratios swing +-50%
+        return 1e-3 * (1.5 if (next(ticks) // 3) % 2 else 1.0)
+
+    noisy = paired_speedup(jumpy, lambda: 1e-3, rounds=21, min_rounds=9, settled=settled,
+                           round_s=0.0, warmup_s=0.0, min_iters_per_round=3, warmup_iters=0, warmup_settle=0)  # fmt: skip
+    assert noisy.rounds == 21
+    assert quiet(Speedup(1.018, 1.006, 1.024, 17, 1.80, 1.77))
+    assert not quiet(Speedup(1.0, 0.97, 1.04, 21, 1.0, 1.0))
+    two_states = [{"state": "quiet", "rounds": 5}, {"state": "contended", "rounds": 4}]
+    assert not quiet(Speedup(1.0, 0.995, 1.005, 9, 1.0, 1.0, states=two_states))
+
+
+def test_the_profile_runs_at_finalize_only_within_its_share_of_the_budget(monkeypatch):
+    import autotune.finalize as fin
+
+    study = _study([_trial(0, 1, 2.0, {"graph": "a"}, baseline=True, build_time_s=1.0)], budget_s=240.0)
+    estimate = fin.profile_time_s(study)
+    assert estimate > 0
+    assert fin.profile_fits_budget(study) == (estimate <= fin.PROFILE_SHARE * 240.0)
+    study.set_user_attr("budget_s", estimate / fin.PROFILE_SHARE * 0.9)  # the profile is 11% of it
+    assert not fin.profile_fits_budget(study)
+    study.set_user_attr("budget_s", estimate / fin.PROFILE_SHARE * 1.1)
+    assert fin.profile_fits_budget(study)
+    study.set_user_attr("budget_s", None)  # no --budget: always
+    assert fin.profile_fits_budget(study)
+
+
+def test_finalize_runs_a_gpu_targets_work_on_the_trials_workers_and_leaves_them_to_their_owner():
+    """Issue 26: a second Ray cluster for finalize cost about 6 s of a 122 s finalize (run 6, H100).
+    On a GPU target the trials' Ray executor serves finalize and is not closed by it; on a CPU
+    target (finalize measures in-process) it is not reused."""
+    from autotune.finalize import GpuWork, reuse_workers
+    from autotune.workers import InProcessExecutor, RayExecutor
+
+    closed = []
+
+    class Workers(RayExecutor):  # a RayExecutor that never started Ray: only its type and close matter
+        def __init__(self):
+            pass
+
+        def close(self):
+            closed.append(self)
+
+    workers = Workers()
+    work = GpuWork(None, workers)
+    assert work._executor() is workers
+    work.close()
+    assert closed == [] and work.executor is None  # its owner (the daemon, the CLI) closes it
+    gpu = _study([], target="tests.gpu_double_target:CpuTargetClaimingGpu", target_options={})
+    cpu = _study([], target="onnxruntime", target_options={})
+    assert reuse_workers(gpu, workers) is workers
+    assert reuse_workers(cpu, workers) is None
+    assert reuse_workers(gpu, InProcessExecutor()) is None
