@@ -285,3 +285,51 @@ def test_finalize_runs_a_gpu_targets_work_on_the_trials_workers_and_leaves_them_
     assert reuse_workers(gpu, workers) is workers
     assert reuse_workers(cpu, workers) is None
     assert reuse_workers(gpu, InProcessExecutor()) is None
+
+
+def test_a_configuration_that_becomes_the_fastest_after_the_carry_is_carried_to_every_batch():
+    """Issue 27 (YOLOv8n on an H100, run 7): fp16 was found at batches 16 and 32 after the carry and
+    never ran at 4 and 8, where the answer stayed fp32 at 0.83-0.88x the hand FP16 expert. After
+    the carry, a configuration that becomes the fastest is carried too (LATE_CARRIES at most); one
+    no faster than the fastest so far, or infeasible, is not."""
+    import time
+    from types import SimpleNamespace
+
+    from autotune.space import config_key
+    from autotune.study._loop import LATE_CARRIES, StudyLoop, StudyRun
+    from autotune.trial import TrialResult
+
+    trials = [_trial(0, 1, 2.0, {"precision": "fp32", "batch_size": 1}, baseline=True)]
+    study = _study(trials)
+    state = StudyRun(started=time.monotonic(), budget_s=None, carried=True, carried_best=500.0)
+    state.keys = {config_key(t.params): t.number for t in study.trials}
+    options = SimpleNamespace(build_only=False)
+    spec = SimpleNamespace(target_options=options, batch_sizes=lambda: [1, 2, 4, 8], n_trials=None)
+    loop = SimpleNamespace(state=state, study=study, spec=spec)
+
+    def result(number, precision, batch, samples_per_s, passed=True):
+        config = {"precision": precision, "batch_size": batch}
+        return TrialResult(number, config, "complete", batch_size=batch,
+                           measurements={"throughput": samples_per_s}, accuracy={"passed": passed})  # fmt: skip
+
+    StudyLoop.maybe_carry_late(loop, result(5, "fp16", 8, 400.0))  # slower than the fastest so far
+    StudyLoop.maybe_carry_late(loop, result(6, "int8", 8, 900.0, passed=False))  # over tolerance
+    assert "carried_late" not in study.user_attrs
+    state.keys[config_key({"precision": "fp16", "batch_size": 8})] = 7
+    StudyLoop.maybe_carry_late(loop, result(7, "fp16", 8, 800.0))
+    assert study.user_attrs["carried_late"] == [7]
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert waiting == [{"precision": "fp16", "batch_size": b} for b in (1, 2, 4)]  # not at 8: measured there
+    assert set(study.user_attrs["carried"]) == {config_key(c) for c in waiting}
+    assert state.carried_best == 800.0
+    spec.n_trials, state.done = 20, 18  # two trials left: too few to run a configuration at 3 batches
+    StudyLoop.maybe_carry_late(loop, result(8, "bf16", 8, 850.0))
+    assert study.user_attrs["carried_late"] == [7]
+    spec.n_trials = None
+    for n in range(LATE_CARRIES):  # a cap: later bests are not carried past it
+        StudyLoop.maybe_carry_late(loop, result(10 + n, f"p{n}", 2, 1000.0 + n))
+    assert len(study.user_attrs["carried_late"]) == LATE_CARRIES
+    # before the carry nothing is carried late (the carry itself takes the fastest then)
+    state.carried, state.late_carries = False, 0
+    StudyLoop.maybe_carry_late(loop, result(20, "bf16", 1, 5000.0))
+    assert len(study.user_attrs["carried_late"]) == LATE_CARRIES
