@@ -13,7 +13,7 @@ two unrelated failures cannot rule out what is known to work; trial 0 guards the
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,8 @@ class FailureRules:
     fixed: list[Rule] = field(default_factory=list)
     examples: dict[str, str] = field(default_factory=dict)  # class -> its first failure's own reason
     slow: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # known-slow trials (`record_slow`)
+    # The target's `knobs_named_by`: a failure class it names the knob values of is a rule after one failure.
+    named_by: Callable[[str], dict[str, Any]] | None = None
 
     def record_failure(self, number: int, config: Mapping[str, Any], reason: str) -> Rule | None:
         """Adds a failure; returns the rule of its class when one (now) exists."""
@@ -113,7 +115,7 @@ class FailureRules:
         the third)."""
         seen = self.failures.get(cls, [])
         if len(seen) < MIN_FAILURES:
-            return None
+            return self.named_rule(cls)
         common = dict(seen[0][1])
         for _, config in seen[1:]:
             common = {k: v for k, v in common.items() if k in config and config[k] == v}
@@ -123,6 +125,17 @@ class FailureRules:
             common = suspects
         rule = Rule(knobs=common, reason=cls, trials=trials, example=self.examples.get(cls, ""))
         rule.enforced = bool(common) and not any(rule.matches(ok) for ok in self.succeeded)
+        return rule
+
+    def named_rule(self, cls: str) -> Rule | None:
+        """The rule of a failure class whose reason names its knob values (`named_by`), from its
+        first failure; None when the target names none or a failure of the class lacks them."""
+        named = self.named_by(cls) if self.named_by is not None else {}
+        seen = self.failures.get(cls, [])
+        if not named or not seen or not all(Rule(named, cls).matches(config) for _, config in seen):
+            return None
+        rule = Rule(knobs=dict(named), reason=cls, trials=[n for n, _ in seen], example=self.examples.get(cls, ""))
+        rule.enforced = not any(rule.matches(ok) for ok in self.succeeded)
         return rule
 
     def record_slow(self, number: int, config: Mapping[str, Any]) -> list[Rule]:

@@ -333,3 +333,37 @@ def test_a_configuration_that_becomes_the_fastest_after_the_carry_is_carried_to_
     state.carried, state.late_carries = False, 0
     StudyLoop.maybe_carry_late(loop, result(20, "bf16", 1, 5000.0))
     assert len(study.user_attrs["carried_late"]) == LATE_CARRIES
+
+
+def test_a_failure_whose_reason_names_its_knob_is_a_rule_after_one_failure():
+    """Issue 27 (YOLOv8n on an H100, runs 5 and 7): a CUDA graph that cannot be captured failed
+    three recipe trials before the two-failure rule held. The target names that reason's knob, so
+    one failure is a rule; a reason it does not name still needs two; a rule a successful trial
+    contradicts is not enforced."""
+    from autotune.rules import FailureRules, rules_from_history
+    from autotune.targets.onnxruntime import OnnxRuntimeTarget
+
+    graph = (
+        "build: ONNX Runtime could not create a CUDA session: [ONNXRuntimeError] : 1 : FAIL : This session cannot "
+        "use the graph capture feature as requested by the user as all compute graph nodes have not been "
+        "partitioned to the CUDAExecutionProvider"
+    )
+    first = {"cuda_graph": True, "precision": "fp16", "batch_size": 1}
+    rules = FailureRules(defaults={"cuda_graph": False, "precision": "fp32"}, named_by=OnnxRuntimeTarget.knobs_named_by)
+    rules.record_failure(1, first, graph)
+    rule = rules.ruled_out({"cuda_graph": True, "precision": "fp32", "batch_size": 32})
+    assert rule is not None and rule.knobs == {"cuda_graph": True} and rule.trials == [1]
+    assert rules.ruled_out({"cuda_graph": False, "precision": "fp16", "batch_size": 1}) is None
+    # a reason the target does not name: one failure is no rule
+    rules.record_failure(2, {"cuda_graph": False, "precision": "int8"}, "build: out of memory in tactic 7")
+    assert rules.ruled_out({"cuda_graph": False, "precision": "int8"}) is None
+    # without the target's naming (the rule before): one failure is no rule
+    assert FailureRules(failures=dict(rules.failures)).ruled_out(first) is None
+    # a configuration with the knob that ran: the named rule is not enforced
+    rules.record_success({"cuda_graph": True, "precision": "fp32", "batch_size": 1})
+    assert rules.ruled_out({"cuda_graph": True, "precision": "fp16", "batch_size": 8}) is None
+    # rebuilt on resume from the told history, then given the target's naming
+    resumed = rules_from_history([(1, "failed", first, graph)], {"cuda_graph": False})
+    assert resumed.ruled_out(first) is None
+    resumed.named_by = OnnxRuntimeTarget.knobs_named_by
+    assert resumed.ruled_out({"cuda_graph": True, "batch_size": 4}) is not None

@@ -38,6 +38,7 @@ from autotune.study._records import (
 from autotune.study._references import compute_references, judged_tolerance, weak_reference_warnings
 from autotune.study._storage import open_study
 from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, unmeasured_config
+from autotune.targets import target_class
 from autotune.trial import TrialRequest, TrialResult
 
 if TYPE_CHECKING:
@@ -429,6 +430,7 @@ class StudyLoop:
         self.update_reserve()  # a resumed study already has trials to pair
         # recover_state gave the rules the defaults too
         state.rules.fixed = [Rule(dict(knobs), f"listed under avoid: in {spec.space.source}") for knobs in spec.avoid]
+        state.rules.named_by = target_class(spec.target_name).knobs_named_by
         warnings = weak_reference_warnings(self.refs, spec.tolerance)
         if warnings:
             study.set_user_attr("warnings", warnings)

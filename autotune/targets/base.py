@@ -213,6 +213,13 @@ class Target(abc.ABC):
         """Whether a trial of this target must hold a GPU (Ray `num_gpus=1`). Default: False."""
         return False
 
+    @classmethod
+    def knobs_named_by(cls, reason: str) -> dict[str, Any]:
+        """The knob values a failure's reason names as its cause, for certain (a property of the
+        model and the knob, not of the trial): one such failure is a rule, where others need two
+        (`autotune.rules.FailureRules.named_by`). Default: none."""
+        return {}
+
     def describe(self) -> str:
         """A short human description of where this target runs (provider, device)."""
         return self.name
