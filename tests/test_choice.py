@@ -367,3 +367,19 @@ def test_a_failure_whose_reason_names_its_knob_is_a_rule_after_one_failure():
     assert resumed.ruled_out(first) is None
     resumed.named_by = OnnxRuntimeTarget.knobs_named_by
     assert resumed.ruled_out({"cuda_graph": True, "batch_size": 4}) is not None
+
+
+def test_the_profile_estimate_counts_the_slowest_build_of_the_defaults_at_a_finalists_batch():
+    """The profile runs at the answer's batch; on an H100 the defaults built in 0.47 s at batch 1
+    and 2.3 s at batch 32 (run 7), and an estimate from batch 1 undercounted the profile 2x."""
+    import autotune.finalize as fin
+
+    zero = _trial(0, 1, 2.0, {"precision": "fp32", "batch_size": 1}, baseline=True, build_time_s=0.5)
+    big = _trial(1, 32, 0.2, {"precision": "fp32", "batch_size": 32}, build_time_s=2.5)
+    tuned = _trial(2, 32, 0.1, {"precision": "fp16", "batch_size": 32}, build_time_s=2.0)
+    alone = fin.profile_time_s(_study([zero]))
+    both = fin.profile_time_s(_study([zero, big, tuned]))
+    from autotune.profile import profile_estimate_s
+
+    assert both >= profile_estimate_s(2.5, 0.0) > profile_estimate_s(0.5, 0.0)
+    assert alone < both

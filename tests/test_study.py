@@ -574,6 +574,9 @@ def test_the_finalize_estimate_grows_with_what_finalize_will_pair(finished):
     full = fin.finalize_estimate_s(study)
     assert full > fin.finalize_estimate_s(study, rounds=1) > 0
     assert study.user_attrs.get("finalize_reserve_s") is None  # no --budget: nothing was kept
+    # the profile ran (no --budget) and its estimate is kept beside what it took, to be checked
+    took = study.user_attrs["profile_s"]
+    assert took["took"] > 0 and took["estimated"] == pytest.approx(fin.profile_time_s(study), rel=0.5)
     # The profile's share: PROFILE_REPEATS profiles of two configurations, each a session build.
     from autotune.profile import PROFILE_REPEATS, profile_estimate_s
 
