@@ -170,6 +170,42 @@ def _values_of(outcomes: Mapping[str, Outcome]) -> dict[str, Any]:
     return values
 
 
+NEIGHBOUR_DRAWS = 8  # values tried per int or float knob for a neighbour (a range is never materialized)
+
+
+def unmeasured_neighbour(
+    space: SearchSpace,
+    around: dict[str, Any],
+    known: set[str],
+    allowed: Callable[[dict[str, Any]], bool],
+    seed: int,
+) -> dict[str, Any] | None:
+    """A configuration one knob away from `around` (the study's fastest so far), not in `known`
+    (config keys) and accepted by `allowed`, knobs and values in a seeded random order; None when
+    every neighbour is known or ruled out. What a repeat of the sampler is replaced with (issue 27:
+    spend the trials the sampler would repeat where the answer is still uncertain, beside it):
+    on YOLOv8n (run 7) the uniformly random configuration queued after two repeats ran 2.7x
+    slower than the defaults at its batch."""
+    rng = random.Random(seed)
+    knobs = [k for k in space.knobs if k.name in around]
+    rng.shuffle(knobs)
+    for knob in knobs:
+        if knob.type == "float":
+            values: list[Any] = [rng.uniform(knob.low, knob.high) for _ in range(NEIGHBOUR_DRAWS)]
+        elif knob.type == "int":
+            values = [rng.choice(knob.values()) for _ in range(NEIGHBOUR_DRAWS)]
+        else:
+            values = list(knob.values())
+            rng.shuffle(values)
+        for value in values:
+            if value == around[knob.name]:
+                continue
+            config = space.complete({**around, knob.name: value})
+            if config_key(config) not in known and allowed(config):
+                return config
+    return None
+
+
 def unmeasured_config(
     space: SearchSpace, known: set[str], allowed: Callable[[dict[str, Any]], bool], seed: int, tries: int = 500
 ) -> dict[str, Any] | None:

@@ -217,3 +217,23 @@ def test_slow_static_int8_rules_out_static_int8_and_leaves_dynamic_int8_to_be_tr
     assert rule.knobs == {"search": "DEFAULT"} and rule.enforced
     plain.record_success({"search": "DEFAULT", "graph": True, "threads": 4})  # a fast trial contradicts it
     assert not plain.known_slow_rules()[0].enforced
+
+
+def test_a_repeat_is_replaced_by_an_unmeasured_neighbour_of_the_fastest_configuration():
+    """Issue 27: the sampler's repeats are spent beside the best configuration so far (one knob
+    away, never measured, not ruled out); None once every neighbour is known or ruled out."""
+    from autotune.sweep import unmeasured_neighbour
+
+    s = space()
+    best = {**s.default_config(), "precision": "int8", "calibration_method": "entropy", "batch_size": 8}
+    known = {config_key(best)}
+    for seed in range(5):
+        fresh = unmeasured_neighbour(s, best, known, lambda c: True, seed)
+        assert fresh is not None and config_key(fresh) not in known
+        changed = {k for k in best.keys() | fresh.keys() if best.get(k) != fresh.get(k)}
+        # one knob away (turning precision to fp32 also drops its conditional calibration_method)
+        assert len(changed - {"calibration_method"}) == 1 or changed == {"calibration_method"}
+    only_fp32 = unmeasured_neighbour(s, best, known, lambda c: c["precision"] == "fp32", seed=0)
+    assert only_fp32 is not None and only_fp32["precision"] == "fp32" and "calibration_method" not in only_fp32
+    # every neighbour ruled out or known: none (the caller then draws a random configuration)
+    assert unmeasured_neighbour(s, best, known, lambda c: False, seed=0) is None

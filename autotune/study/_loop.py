@@ -37,7 +37,14 @@ from autotune.study._records import (
 )
 from autotune.study._references import compute_references, judged_tolerance, weak_reference_warnings
 from autotune.study._storage import open_study
-from autotune.sweep import Outcome, combine_winners, one_knob, sweep_configs, unmeasured_config
+from autotune.sweep import (
+    Outcome,
+    combine_winners,
+    one_knob,
+    sweep_configs,
+    unmeasured_config,
+    unmeasured_neighbour,
+)
 from autotune.targets import target_class
 from autotune.trial import TrialRequest, TrialResult
 
@@ -72,7 +79,7 @@ NEARLY_TOO_SLOW = SLOW_FACTOR / 2  # a success this much slower than the default
 DRIFT_FLAG = 0.10  # a control this far from trial 0 (relative) flags the trials told after it
 
 
-REPEATS_BEFORE_FALLBACK = 2  # asks that brought nothing new before a random unmeasured configuration
+REPEATS_BEFORE_FALLBACK = 1  # asks that brought nothing new before an unmeasured configuration is queued
 
 
 MAX_REPEATS = 200  # asks that brought nothing new before the study stops asking
@@ -491,14 +498,19 @@ class StudyLoop:
         )
 
     def nothing_new(self) -> None:
-        """The last ask repeated or was ruled out: after a few, steer the sampler to a
-        configuration never measured and not ruled out (it may keep proposing the same)."""
+        """The last ask repeated or was ruled out: steer the sampler to a configuration never
+        measured and not ruled out (it may keep proposing the same): a neighbour of the fastest
+        so far (`unmeasured_neighbour`), else a random one."""
         state, spec = self.state, self.spec
         state.repeats += 1
         if state.repeats % REPEATS_BEFORE_FALLBACK == 0:
-            fresh = unmeasured_config(
-                spec.space, set(state.keys), lambda c: state.rules.ruled_out(c) is None, seed=spec.seed + state.repeats
+            allowed = lambda c: state.rules.ruled_out(c) is None  # noqa: E731
+            seed = spec.seed + state.repeats
+            best = fastest_feasible(self.study)[0]
+            fresh = (
+                unmeasured_neighbour(spec.space, dict(best.params), set(state.keys), allowed, seed) if best else None
             )
+            fresh = fresh or unmeasured_config(spec.space, set(state.keys), allowed, seed=seed)
             if fresh is None:
                 state.repeats = MAX_REPEATS  # the reachable space is exhausted
             else:
