@@ -187,6 +187,35 @@ def gemm_batchnorm(in_features: int = 5, out_features: int = 4, trans_b: int = 1
     )
 
 
+def conv_affine(
+    op: str = "Conv", scale_shape: tuple = (1,), shift_shape: tuple = (1,), channels: int = 4, shift_op: str = "Add"
+) -> onnx.ModelProto:
+    """A Conv (or Gemm) followed by a constant Mul then a constant Add/Sub (PP-LCNetV3's
+    "learnable affine block"), then a Relu; the constants have the shapes given."""
+    if op == "Conv":
+        layer = helper.make_node("Conv", ["x", "w", "b"], ["layer"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+        inputs, w = {"x": [BATCH, 3, 5, 5]}, weights([channels, 3, 3, 3], 12)
+    else:
+        layer = helper.make_node("Gemm", ["x", "w", "b"], ["layer"], transB=1)
+        inputs, w = {"x": [BATCH, 3]}, weights([channels, 3], 12)
+    return make_model(
+        [
+            layer,
+            helper.make_node("Mul", ["scale", "layer"], ["scaled"]),
+            helper.make_node(shift_op, ["scaled", "shift"], ["shifted"]),
+            helper.make_node("Relu", ["shifted"], ["y"]),
+        ],
+        inputs,
+        ["y"],
+        {
+            "w": w,
+            "b": weights([channels], 13),
+            "scale": weights(scale_shape, 14) + 1.5,
+            "shift": weights(shift_shape, 15),
+        },
+    )
+
+
 def batchnorm_after_relu() -> onnx.ModelProto:
     """BatchNormalization not fed by a Conv: nothing to fold."""
     return make_model(

@@ -19,6 +19,7 @@ from autotune.passes import (
     PASSES,
     UnknownPassError,
     apply_passes,
+    fold_affine_into_conv,
     fold_batchnorm_into_conv,
     fold_constants,
     fuse_gelu,
@@ -189,6 +190,33 @@ def test_batchnorm_folding_keeps_conv_outputs_for_any_shape(in_channels, out_cha
 def test_batchnorm_folding_keeps_gemm_outputs_for_any_shape(in_features, out_features, trans_b):
     original = models.gemm_batchnorm(in_features, out_features, trans_b)
     rewritten, _ = fold_batchnorm_into_conv(original)
+    assert_same_outputs(original, rewritten, batches=(2,))
+
+
+# --- fold_affine_into_conv ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "op, scale_shape, shift_shape, shift_op",
+    [
+        ("Conv", (1,), (1,), "Add"),  # PP-LCNetV3's scalar affine block
+        ("Conv", (4, 1, 1), (1, 4, 1, 1), "Sub"),  # per channel
+        ("Gemm", (4,), (1, 4), "Add"),
+    ],
+)
+def test_a_constant_mul_and_add_after_a_conv_fold_into_it_with_the_same_outputs(op, scale_shape, shift_shape, shift_op):
+    original = models.conv_affine(op, scale_shape, shift_shape, shift_op=shift_op)
+    rewritten, rewrites = fold_affine_into_conv(original)
+    assert rewrites == 2
+    assert op_counts(rewritten) == Counter({op: 1, "Relu": 1})
+    assert_same_outputs(original, rewritten, batches=(2,))
+
+
+@pytest.mark.parametrize("scale_shape", [(5,), (1, 5, 1)])  # varies along a spatial axis, not the channels
+def test_a_constant_that_varies_along_another_axis_than_the_channels_is_not_folded(scale_shape):
+    original = models.conv_affine("Conv", scale_shape, (1,))
+    rewritten, _ = fold_affine_into_conv(original)
+    assert op_counts(rewritten)["Mul"] == 1
     assert_same_outputs(original, rewritten, batches=(2,))
 
 

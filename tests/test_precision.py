@@ -439,6 +439,16 @@ def test_int8_folds_batchnorm_into_the_conv_so_no_float_normalization_sits_betwe
     assert relative_error(run(quantized, feeds), run(model, feeds)) < INT8_MAX_RELATIVE_ERROR
 
 
+def test_int8_folds_a_constant_affine_after_a_conv_so_the_activation_is_rounded_once():
+    # PP-LCNetV3's scalar Mul + Add after a Conv: unfolded, each gets its own 8-bit scale (three
+    # roundings of one activation); PP-OCRv4's recognizer's INT8 CER fell from 7.55% to 2.58% folded.
+    model = models.conv_affine("Conv", (1,), (1,), channels=8)
+    calibration = [models.random_feeds(model, batch=1, seed=seed) for seed in range(4)]
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme="asymmetric_u8")
+    ops = Counter(node.op_type for node in quantized.graph.node)
+    assert ops["Mul"] == 0 and ops["Add"] == 0 and ops["Conv"] == 1
+
+
 def test_entropy_calibration_clips_a_rare_outlier_that_minmax_keeps():
     from autotune.passes.precision import quantize_qdq
 

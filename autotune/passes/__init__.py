@@ -25,7 +25,7 @@ import onnx
 
 from autotune.passes._graph import PassFn, copy_model
 from autotune.passes.activation import fuse_hardswish
-from autotune.passes.batchnorm import fold_batchnorm_into_conv
+from autotune.passes.batchnorm import fold_affine_into_conv, fold_batchnorm_into_conv
 from autotune.passes.constants import fold_constants
 from autotune.passes.gelu import fuse_gelu
 from autotune.passes.matmul import pad_matmul_to_multiple, reshape_4d_matmul_to_2d
@@ -137,6 +137,7 @@ __all__ = [
     "apply_passes",
     "apply_precision",
     "dynamic_layer_count",
+    "fold_affine_into_conv",
     "fold_batchnorm_into_conv",
     "fold_constants",
     "fuse_gelu",

@@ -42,7 +42,7 @@ from autotune.passes._graph import (
     make_variable,
     unique_name,
 )
-from autotune.passes.batchnorm import fold_batchnorm_into_conv
+from autotune.passes.batchnorm import fold_affine_into_conv, fold_batchnorm_into_conv
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 QUANTIZATION_SCHEMES = ("symmetric", "asymmetric_u8")
@@ -617,9 +617,10 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 
 def prepare_for_quantization(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
-    """A copy of `model` at the opset `precision`'s Q/DQ needs, BatchNormalization folded into the
-    Conv/ConvTranspose/Gemm before it, every node named (the quantizer excludes nodes by name, and
-    sensitivities name them): what `quantize_qdq` quantizes.
+    """A copy of `model` at the opset `precision`'s Q/DQ needs, BatchNormalization and constant
+    Mul/Add/Sub folded into the Conv/ConvTranspose/Gemm before them (`fold_affine_into_conv`: each
+    left apart is one more 8-bit rounding of the activation), every node named (the quantizer
+    excludes nodes by name, and sensitivities name them): what `quantize_qdq` quantizes.
 
     BatchNormalization is never quantized, so left in the graph it sits between two Q/DQ pairs
     that keep ONNX Runtime from fusing it into the Conv as it does in FP32: a float pass over the
@@ -630,6 +631,7 @@ def prepare_for_quantization(model: onnx.ModelProto, precision: str) -> onnx.Mod
     model = copy_model(at_least_opset(model, MIN_OPSET[precision], precision))
     _constants_to_initializers(model)
     model, _ = fold_batchnorm_into_conv(model)
+    model, _ = fold_affine_into_conv(model)
     taken = {node.name for node in model.graph.node if node.name}
     for index, node in enumerate(model.graph.node):
         if node.name:
