@@ -21,19 +21,7 @@ bash bench/gpu_device.sh setup 2>&1 | tee "$OUT/setup.txt" || exit 1
 # A foreground study writes no autotune.log (only the daemon's stdout is one): this sitecustomize, on the
 # device's PYTHONPATH only, sends the `autotune` logger's INFO records (the per-pairing lines) to a file,
 # and keeps its warnings on stderr as before.
-cat > /root/site/sitecustomize.py <<'EOF'
-import os
-if os.environ.get("AUTOTUNE_LOG_TO"):
-    import logging
-    _log = logging.getLogger("autotune")
-    _file = logging.FileHandler(os.environ["AUTOTUNE_LOG_TO"])
-    _file.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
-    _err = logging.StreamHandler()
-    _err.setLevel(logging.WARNING)
-    _log.addHandler(_file)
-    _log.addHandler(_err)
-    _log.setLevel(logging.INFO)
-EOF
+cp bench/gpu_results/log_sitecustomize.py /root/site/sitecustomize.py  # the autotune logger's INFO lines to $AUTOTUNE_LOG_TO
 export AUTOTUNE_LOG_TO=$OUT/autotune.log
 GRID_TIMEOUT=$((500 - SECONDS)) GRID_PHASES="study paired clean" GRID_SEED=bench/gpu_results/run5/ppocr_v4_rec-grid.json \
   GRID_ARGS="$ARGS" bash bench/gpu_device.sh grid "${MODEL[@]}"

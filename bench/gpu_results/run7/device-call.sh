@@ -33,19 +33,7 @@ EOF
 case ${1:-} in
 ppocr)
   bash bench/gpu_device.sh setup 2>&1 | tee "$OUT/setup.txt" || exit 1
-  cat > /root/site/sitecustomize.py <<'EOF'
-import os
-if os.environ.get("AUTOTUNE_LOG_TO"):
-    import logging
-    _log = logging.getLogger("autotune")
-    _file = logging.FileHandler(os.environ["AUTOTUNE_LOG_TO"])
-    _file.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
-    _err = logging.StreamHandler()
-    _err.setLevel(logging.WARNING)
-    _log.addHandler(_file)
-    _log.addHandler(_err)
-    _log.setLevel(logging.INFO)
-EOF
+  cp bench/gpu_results/log_sitecustomize.py /root/site/sitecustomize.py  # the autotune logger's INFO lines to $AUTOTUNE_LOG_TO
   AUTOTUNE_LOG_TO=$OUT/ppocr-autotune.log GRID_TIMEOUT=$((580 - SECONDS)) GRID_PHASES="study" \
     GRID_SEED=bench/gpu_results/run6/ppocr_v4_rec-grid.json \
     GRID_ARGS="--inputs $PWD/bench/models/ppocr_v4_rec_lines.npz --budget 4m --trials 30" \

@@ -10,6 +10,5 @@
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 bash bench/gpu_device.sh setup 2>&1 | tee "$OUT/setup.txt" || exit 1
-sed -n '/^  cat > \/root\/site\/sitecustomize.py/,/^EOF$/p' bench/gpu_results/run7/device-call.sh | sed '1d;$d' \
-  > /root/site/sitecustomize.py  # run 7's: the `autotune` logger's INFO lines to $AUTOTUNE_LOG_TO
+cp bench/gpu_results/log_sitecustomize.py /root/site/sitecustomize.py  # INFO lines to $AUTOTUNE_LOG_TO
 bash bench/gpu_results/run7/device-call.sh yolov8n
