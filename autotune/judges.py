@@ -42,6 +42,12 @@ MIN_MAP_SIDE = 8  # a dense map is an image, not a vector
 NMS_IOU = 0.45
 MATCH_IOU = 0.5  # PASCAL VOC's criterion, COCO's AP50
 MASK_THRESHOLDS = (0.3, 0.5)  # DB text detectors binarize at 0.3; 0.5 is the usual probability cut
+# A probability map's regions as a DB text detector's post-processing finds them (PaddleOCR's
+# defaults): connected pixels above 0.3, kept when both sides are at least 3 px and their mean
+# probability is at least 0.6 (`box_thresh`).
+REGION_THRESHOLD = 0.3
+MIN_REGION_SIDE = 3
+REGION_SCORE = 0.6
 
 POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool", "Flatten", "ReduceMean", "ReduceMax"}
 NORMALIZING_OPS = {"LpNormalization"}
@@ -56,16 +62,22 @@ class JudgeLimits:
         label_change (float): classes, labels, segmentation maps: largest share of decisions
             (top-1 labels, pixels' labels) that may differ from FP32's. Default: 0.01.
         probability_error (float): classes: largest change of a class probability; detections:
-            of a score field; probability maps: 99.9th percentile of a pixel's change. Default: 0.05.
+            of a matched detection's score. Default: 0.05.
         cer (float): sequences: largest character error rate of the greedy decode against
             FP32's decode. Default: 0.01.
-        f1 (float): detections: lowest F1 of the candidate's detections matched to FP32's (same
-            class, IoU >= 0.5). Default: 0.99.
-        box_error (float): detections: largest shift of a matched box's edge, as a share of the
-            box's larger side. Default: 0.1.
+        f1 (float): detections, probability maps' regions: lowest F1 of the candidate's
+            detections (regions) matched to FP32's (same class, IoU >= 0.5). Default: 0.99.
+        box_error (float): detections, probability maps' regions: largest shift of a matched box's
+            edge, as a share of the box's larger side. Default: 0.1.
         score_threshold (float): detections: the score a detection needs (YOLO's default
             confidence). Default: 0.25.
-        mask_iou (float): probability maps: lowest IoU of the thresholded maps. Default: 0.99.
+        mask_iou (float): probability maps: lowest IoU of the thresholded maps, for a map whose
+            mask is itself the output (a matte). Default: 0, reported but not checked: a region
+            map's edges move with noise its deployment never sees (the trained PP-OCRv4 text
+            detector's own FP32, its inputs moved by one 8-bit level, gives a mask IoU of
+            0.84-0.98 with every text region kept, tests/test_judges.py), so its regions judge it.
+        pixel_error (float): probability maps: largest mean change of a pixel's probability.
+            Default: 0.02.
         cosine (float): embeddings: lowest cosine of a sample's vector to FP32's. Default: 0.99.
         blank (int): sequences: the CTC blank class. Default: 0 (PaddleOCR, ddddocr).
     """
@@ -76,7 +88,8 @@ class JudgeLimits:
     f1: float = 0.99
     box_error: float = 0.1
     score_threshold: float = 0.25
-    mask_iou: float = 0.99
+    mask_iou: float = 0.0
+    pixel_error: float = 0.02
     cosine: float = 0.99
     blank: int = 0
 
@@ -520,44 +533,64 @@ def decode_detections(
     return boxes[kept], scores[kept], classes[kept]
 
 
-def _detections(role: OutputRole, cand: np.ndarray, ref: np.ndarray, limits: JudgeLimits) -> JudgeVerdict:
-    count = ref.shape[role.axis]
-    cand_rows = np.moveaxis(cand.astype(np.float64), role.axis, -1)
-    ref_rows = np.moveaxis(ref.astype(np.float64), role.axis, -1)
-    matched = found = expected = 0
-    box_error = 0.0
-    for c_image, r_image in zip(cand_rows, ref_rows, strict=True):
-        c_boxes, _, c_classes = decode_detections(c_image.reshape(-1, count), role.objectness, limits.score_threshold)
-        r_boxes, _, r_classes = decode_detections(r_image.reshape(-1, count), role.objectness, limits.score_threshold)
-        found, expected = found + len(c_boxes), expected + len(r_boxes)
+class Match:
+    """Boxes of a candidate matched to FP32's, image by image, as detection metrics match them:
+    each FP32 box, highest score first, takes the free candidate box of its class that overlaps
+    it most, if at IoU >= 0.5. Keeps the counts for F1, and the largest edge shift (as a share
+    of the FP32 box's larger side) and score change of a matched pair."""
+
+    def __init__(self) -> None:
+        self.matched = self.found = self.expected = 0
+        self.box_error = self.score_error = 0.0
+
+    def add(
+        self, candidate: tuple[np.ndarray, np.ndarray, np.ndarray], reference: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> None:
+        """One image's (boxes x1 y1 x2 y2, scores, classes) of each side."""
+        (c_boxes, c_scores, c_classes), (r_boxes, r_scores, r_classes) = candidate, reference
+        self.found, self.expected = self.found + len(c_boxes), self.expected + len(r_boxes)
         free = np.ones(len(c_boxes), bool)
-        for box, label in zip(r_boxes, r_classes, strict=True):
+        for box, score, label in zip(r_boxes, r_scores, r_classes, strict=True):
             if not free.any():
                 break
             overlaps = np.where(free & (c_classes == label), _iou(box, c_boxes), 0.0)
             best = int(np.argmax(overlaps))
             if overlaps[best] >= MATCH_IOU:
                 free[best] = False
-                matched += 1
+                self.matched += 1
                 size = max(box[2] - box[0], box[3] - box[1], 1e-9)
-                box_error = max(box_error, float(np.max(np.abs(c_boxes[best] - box)) / size))
-    f1 = 2 * matched / (found + expected) if found + expected else 1.0
-    # Scores are judged where decisions are made: rows whose score reaches half the threshold
-    # on either side (a background anchor's 0.01 -> 0.03 decides nothing).
-    c_scores, r_scores = cand_rows[..., 4:].reshape(-1, count - 4), ref_rows[..., 4:].reshape(-1, count - 4)
-    near = np.maximum(c_scores.max(1), r_scores.max(1)) >= limits.score_threshold / 2
-    score_error = float(np.max(np.abs(c_scores[near] - r_scores[near]))) if near.any() else 0.0
+                self.box_error = max(self.box_error, float(np.max(np.abs(c_boxes[best] - box)) / size))
+                self.score_error = max(self.score_error, float(abs(c_scores[best] - score)))
+
+    @property
+    def f1(self) -> float:
+        total = self.found + self.expected
+        return 2 * self.matched / total if total else 1.0
+
+
+def _detections(role: OutputRole, cand: np.ndarray, ref: np.ndarray, limits: JudgeLimits) -> JudgeVerdict:
+    count = ref.shape[role.axis]
+    cand_rows = np.moveaxis(cand.astype(np.float64), role.axis, -1)
+    ref_rows = np.moveaxis(ref.astype(np.float64), role.axis, -1)
+    match = Match()
+    for c_image, r_image in zip(cand_rows, ref_rows, strict=True):
+        match.add(
+            decode_detections(c_image.reshape(-1, count), role.objectness, limits.score_threshold),
+            decode_detections(r_image.reshape(-1, count), role.objectness, limits.score_threshold),
+        )
+    f1, matched, found, expected = match.f1, match.matched, match.found, match.expected
+    box_error, score_error = match.box_error, match.score_error
     failed = []
     if f1 < limits.f1:
         failed.append(f"detections F1 {f1:.4f} against FP32's (need {limits.f1:g})")
     if box_error > limits.box_error:
         failed.append(f"a matched box moved by {box_error:.1%} of its size (limit {limits.box_error:.0%})")
     if score_error > limits.probability_error:
-        failed.append(f"a score field moved by {score_error:.3g} (limit {limits.probability_error:g})")
+        failed.append(f"a matched detection's score moved by {score_error:.3g} (limit {limits.probability_error:g})")
     detail = (
         f"{matched} of {expected} FP32 detections matched at IoU >= {MATCH_IOU} ({found} found; F1 {f1:.4f}); "
-        f"largest box shift {box_error:.1%} of its size; largest score change {score_error:.3g} "
-        f"(fields 4..{count - 1}, on {int(near.sum())} rows scoring >= {limits.score_threshold / 2:g})"
+        f"largest box shift {box_error:.1%} of its size; largest change of a matched detection's score "
+        f"{score_error:.3g}"
     )
     return _verdict(role, 1 - f1, expected, detail, failed)
 
@@ -574,6 +607,10 @@ def _dense_map(role: OutputRole, cand: np.ndarray, ref: np.ndarray, limits: Judg
             else []
         )
         return _verdict(role, changed, int(same.size), f"{changed:.3%} of {same.size} pixels change class", failed)
+    match = Match()
+    planes = c.reshape(-1, *c.shape[-2:]), r.reshape(-1, *r.shape[-2:])
+    for c_plane, r_plane in zip(*planes, strict=True):
+        match.add(map_regions(c_plane), map_regions(r_plane))
     worst_iou, at = 1.0, MASK_THRESHOLDS[0]
     for threshold in MASK_THRESHOLDS:
         c_mask, r_mask = c > threshold, r > threshold
@@ -581,18 +618,47 @@ def _dense_map(role: OutputRole, cand: np.ndarray, ref: np.ndarray, limits: Judg
         iou = float(np.logical_and(c_mask, r_mask).sum() / union) if union else 1.0
         if iou < worst_iou:
             worst_iou, at = iou, threshold
-    pixel_error = float(np.quantile(np.abs(c - r), 0.999))
-    decided = int((r > MASK_THRESHOLDS[0]).sum())
+    pixel_error = float(np.mean(np.abs(c - r)))
     failed = []
+    if match.f1 < limits.f1:
+        failed.append(f"regions F1 {match.f1:.4f} against FP32's (need {limits.f1:g})")
+    if match.box_error > limits.box_error:
+        failed.append(
+            f"a matched region's box moved by {match.box_error:.1%} of its size (limit {limits.box_error:.0%})"
+        )
     if worst_iou < limits.mask_iou:
         failed.append(f"mask IoU {worst_iou:.4f} at threshold {at} (need {limits.mask_iou:g})")
-    if pixel_error > limits.probability_error:
-        failed.append(f"99.9th percentile pixel change {pixel_error:.3g} (limit {limits.probability_error:g})")
+    if pixel_error > limits.pixel_error:
+        failed.append(f"mean pixel change {pixel_error:.3g} (limit {limits.pixel_error:g})")
     detail = (
-        f"mask IoU {worst_iou:.4f} (worst of thresholds {', '.join(map(str, MASK_THRESHOLDS))}) over {decided} "
-        f"FP32 foreground pixels; 99.9th percentile pixel change {pixel_error:.3g}"
+        f"{match.matched} of {match.expected} FP32 regions matched at IoU >= {MATCH_IOU} ({match.found} found; "
+        f"F1 {match.f1:.4f}); largest box shift {match.box_error:.1%} of its size; mask IoU {worst_iou:.4f} "
+        f"(worst of thresholds {', '.join(map(str, MASK_THRESHOLDS))}); mean pixel change {pixel_error:.3g}"
     )
-    return _verdict(role, 1 - worst_iou, decided, detail, failed)
+    return _verdict(role, 1 - match.f1, match.expected, detail, failed)
+
+
+def map_regions(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes x1 y1 x2 y2, mean probabilities, classes: all 0) of one [H, W] probability map's
+    regions as a DB text detector's post-processing finds them: 8-connected pixels above 0.3,
+    both sides at least 3 px, mean probability at least 0.6; highest mean first."""
+    from scipy import ndimage  # here: the GPU workers' wheel set need not carry it
+
+    labels, _ = ndimage.label(plane > REGION_THRESHOLD, structure=np.ones((3, 3), bool))
+    boxes, scores = [], []
+    for index, where in enumerate(ndimage.find_objects(labels), start=1):
+        if where is None:
+            continue
+        rows, cols = where
+        if min(rows.stop - rows.start, cols.stop - cols.start) < MIN_REGION_SIDE:
+            continue
+        score = float(plane[where][labels[where] == index].mean())
+        if score >= REGION_SCORE:
+            boxes.append((cols.start, rows.start, cols.stop, rows.stop))
+            scores.append(score)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    box_array = np.asarray(boxes, np.float64).reshape(-1, 4)[order]
+    return box_array, np.asarray(scores, np.float64)[order], np.zeros(len(boxes), np.int64)
 
 
 def _embedding(role: OutputRole, cand: np.ndarray, ref: np.ndarray, limits: JudgeLimits) -> JudgeVerdict:
@@ -663,7 +729,12 @@ register_judge("sequence", "character error rate of the greedy CTC decode", _seq
 register_judge(
     "detections", "detections matched to FP32's (F1), box and score error", _detections, lambda lim: 1 - lim.f1
 )
-register_judge("dense_map", "IoU of the thresholded maps and per-pixel error", _dense_map, lambda lim: 1 - lim.mask_iou)
+register_judge(
+    "dense_map",
+    "regions matched to FP32's (F1, box shift), IoU of the thresholded maps, mean pixel change",
+    _dense_map,
+    lambda lim: 1 - lim.f1,
+)
 register_judge("embedding", "per-sample cosine", _embedding)
 register_judge("generic", "error over the output's range (scale gate)")
 

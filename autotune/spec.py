@@ -775,7 +775,7 @@ def add_start_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="auto: a judge's limit: label_change=0.01 probability_error=0.05 cer=0.01 f1=0.99 box_error=0.1 "
-        "score_threshold=0.25 mask_iou=0.99 cosine=0.99 blank=0 (repeat per limit)",
+        "score_threshold=0.25 mask_iou=0 pixel_error=0.02 cosine=0.99 blank=0 (repeat per limit)",
     )
     parser.add_argument(
         "--max-error",

@@ -37,14 +37,28 @@ from autotune.measure import paired_speedup  # noqa: E402
 from autotune.passes.precision import cast_to_low_precision  # noqa: E402
 from autotune.trial import transform_model  # noqa: E402
 from autotune.verify import Tolerance, compare_outputs  # noqa: E402
-from tests.test_judges import bgr_page, run, shift_boxes, shift_scores  # noqa: E402
-from tests.trained_models import model_path, photo, text_lines, text_page  # noqa: E402
+from tests.test_judges import (  # noqa: E402
+    bgr_page,
+    flip_pixels,
+    lose_largest_region,
+    run,
+    shift_boxes,
+    shift_largest_region,
+    shift_scores,
+)
+from tests.trained_models import jittered, model_path, photo, text_lines, text_page  # noqa: E402
 
+JITTER = "FP32, every input pixel moved by up to one 8-bit level"
 CALIBRATION_LINES = ["quantize me", "INT8 calibration", "per channel", "minmax range", "layer 42", "Q/DQ nodes"]
 
 
-def models(tmp: Path) -> dict[str, tuple[Path, dict, list[dict]]]:
-    """name -> (model, verification feeds, calibration feeds): calibration never sees the verified inputs."""
+def models(tmp: Path) -> dict[str, tuple[Path, dict, list[dict], dict]]:
+    """name -> (model, verification feeds, calibration feeds, normalization): calibration never sees
+    the verified inputs; the normalization (`mean`, `std` in units of 255) lets `jittered` move
+    each input pixel by one 8-bit level."""
+    paddle = {"mean": 0.5, "std": 0.5}
+    imagenet = {"mean": np.array([0.485, 0.456, 0.406], np.float32)[:, None, None],
+                "std": np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]}  # fmt: skip
     picture = photo(640)
     embedder = tmp / "ppocr_cls_features.onnx"
     cut = onnx.load(str(model_path("ppocr_cls")))
@@ -60,31 +74,37 @@ def models(tmp: Path) -> dict[str, tuple[Path, dict, list[dict]]]:
                 {"images": np.ascontiguousarray(picture[..., ::-1])},
                 {"images": np.ascontiguousarray(picture[..., ::-1, :])},
             ],
+            {},
         ),
         "YOLOX, decoded (ddddocr 1.6.1)": (
             yolox_pixels(model_path("yolox_captcha"), tmp / "yolox.onnx"),
             {"images": page},
             [{"images": np.ascontiguousarray(page[..., ::-1])}],
+            {"std": 1 / 255},
         ),
         "PP-OCRv4 rec (rapidocr 1.4.4)": (
             model_path("ppocr_rec"),
             {"x": text_lines(320)},
             [{"x": text_lines(320, CALIBRATION_LINES)}],
+            paddle,
         ),
         "PP-OCR cls (rapidocr 1.4.4)": (
             model_path("ppocr_cls"),
             {"x": text_lines(192, flip=2)},
             [{"x": text_lines(192, CALIBRATION_LINES, flip=3)}],
+            paddle,
         ),
         "PP-OCRv4 det (rapidocr 1.4.4)": (
             model_path("ppocr_det"),
             {"x": text_page()},
             [{"x": text_page(CALIBRATION_LINES)}],
+            imagenet,
         ),
         "PP-OCR cls features (embedding)": (
             embedder,
             {"x": text_lines(192, flip=2)},
             [{"x": text_lines(192, CALIBRATION_LINES)}],
+            paddle,
         ),
     }
 
@@ -196,7 +216,7 @@ def main() -> None:
     rows, roles_rows, bad_rows, speed_rows = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        for name, (path, feeds, calibration) in models(tmp).items():
+        for name, (path, feeds, calibration, normalization) in models(tmp).items():
             if args.models and not any(part in name for part in args.models.split(",")):
                 continue
             reference = run(path, feeds)
@@ -213,6 +233,7 @@ def main() -> None:
             fp16 = tmp / "fp16.onnx"
             onnx.save(cast_to_low_precision(onnx.load(str(path)), "fp16", kernels="onnxruntime_cpu"), str(fp16))
             candidates["FP16"] = (fp16, {})
+            candidates[JITTER] = (path, {})  # FP32 itself on inputs moved by one 8-bit level: must pass
             for label, config in (
                 ("INT8", {"precision": "int8"}),
                 ("INT8 + repair to the judge", {"precision": "int8", "keep_float_layers": "auto"}),
@@ -233,7 +254,7 @@ def main() -> None:
                 f"| {name} | A/A: FP32 defaults, a second session | | | {speed.paired(fp32, speed.timer(path))} |"
             )
             for label, (candidate_path, details) in candidates.items():
-                outputs = run(candidate_path, feeds)
+                outputs = run(candidate_path, jittered(feeds, **normalization) if label == JITTER else feeds)
                 under_auto = compare_outputs(outputs, reference, auto)
                 under_scale = compare_outputs(outputs, reference, scale)
                 judged = under_auto.judges.get(output)
@@ -264,6 +285,8 @@ def main() -> None:
                 bad = {"scores +-0.3": shift_scores_of(role, reference[output], 0.3),
                        "scores +-3.0": shift_scores_of(role, reference[output], 3.0),
                        "boxes shifted by 20% of their size": shift_boxes_of(role, reference[output], 0.2)}  # fmt: skip
+            elif role.role == "dense_map":
+                bad = map_changes(reference[output])
             for change, moved in bad.items():
                 under_scale = compare_outputs({output: moved}, reference, scale)
                 under_auto = compare_outputs({output: moved}, reference, auto)
@@ -304,7 +327,7 @@ def main() -> None:
         "| --- | --- | --- | --- | --- |",
         *speed_rows,
         "",
-        "## Known-bad changes of detector outputs",
+        "## Known-bad changes of detector outputs and probability maps",
         "",
         "| model | change to the FP32 output | scale | auto | why auto rejects |",
         "| --- | --- | --- | --- | --- |",
@@ -336,3 +359,12 @@ def shift_boxes_of(role, value: np.ndarray, share: float) -> np.ndarray:
 
 if __name__ == "__main__":
     main()
+
+
+def map_changes(value: np.ndarray) -> dict[str, np.ndarray]:
+    """tests/test_judges.py's known-bad changes of a probability map."""
+    return {
+        "the largest text region lost": lose_largest_region(value),
+        "the largest text region shifted by 20% of its size": shift_largest_region(value, 0.2),
+        "5% of pixels flipped": flip_pixels(value, 0.05),
+    }

@@ -18,7 +18,7 @@ import pytest
 from autotune.judges import JudgeLimits, infer_roles, output_producers, parse_limits, parse_role
 from autotune.passes.precision import cast_to_low_precision
 from autotune.verify import Tolerance, compare_outputs
-from tests.trained_models import model_path, photo, text_lines, text_page
+from tests.trained_models import jittered, model_path, photo, text_lines, text_page
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from gpu_grid import yolox_pixels
@@ -35,6 +35,7 @@ class Trained:
 
     def __init__(self, path: Path, feeds: dict[str, np.ndarray], tmp: Path) -> None:
         self.path = path
+        self.feeds = feeds
         self.reference = run(path, feeds)
         fp16 = tmp / f"{path.stem}_fp16.onnx"
         onnx.save(cast_to_low_precision(onnx.load(str(path)), "fp16", kernels="onnxruntime_cpu"), str(fp16))
@@ -54,6 +55,10 @@ class Trained:
     @property
     def ref(self) -> np.ndarray:
         return self.reference[self.name].copy()
+
+    def jittered(self, mean: Any = 0.0, std: Any = 1.0) -> np.ndarray:
+        """FP32's own output on its inputs moved by up to one 8-bit pixel level."""
+        return run(self.path, jittered(self.feeds, mean, std))[self.name]
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +86,15 @@ def yolox(tmp_models) -> Trained:
 @pytest.fixture(scope="module")
 def recognizer(tmp_models) -> Trained:
     return Trained(model_path("ppocr_rec"), {"x": text_lines(320)}, tmp_models)
+
+
+@pytest.fixture(scope="module")
+def recognizer_64(tmp_models) -> Trained:
+    """The recognizer on 64 rendered lines (~1000 characters: one edit is 0.1%, under the 1% limit)."""
+    words = "invoice total amount date number customer payment receipt order price batch engine".split()
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, int(rng.integers(1, 4)))) for _ in range(64)]
+    return Trained(model_path("ppocr_rec"), {"x": text_lines(320, lines)}, tmp_models)
 
 
 @pytest.fixture(scope="module")
@@ -234,13 +248,91 @@ def test_class_probabilities_moved_by_0_3_are_rejected_even_with_labels_kept(cla
     assert not report.passed and "probability moved by 0.3" in report.rejected_by
 
 
-def test_five_percent_of_a_maps_pixels_flipped_is_rejected(text_map):
-    probability = text_map.ref
-    flat = probability.reshape(-1)
-    chosen = np.random.default_rng(0).choice(flat.size, flat.size // 20, replace=False)
+IMAGENET = {
+    "mean": np.array([0.485, 0.456, 0.406], np.float32)[:, None, None],
+    "std": np.array([0.229, 0.224, 0.225], np.float32)[:, None, None],
+}
+
+
+PADDLE = {"mean": 0.5, "std": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("model", "normalized"),
+    [
+        ("yolov8", {}),
+        ("yolox", {"std": 1 / 255}),
+        ("recognizer_64", PADDLE),  # 6 lines' 76 characters cannot resolve 1%: one edit is 1.3%
+        ("classifier", PADDLE),
+        ("text_map", IMAGENET),
+        ("embedder", PADDLE),
+    ],
+)
+def test_fp32_under_one_pixel_level_of_input_noise_passes(model, normalized, request):
+    """A judge tighter than the model's own response to noise under one 8-bit pixel level
+    rejects FP32 itself. On the PP-OCRv4 text detector every text region stays, while the
+    thresholded mask's IoU falls to 0.84 (the old default needed 0.99)."""
+    trained = request.getfixturevalue(model)
+    report = trained.judged(trained.jittered(**normalized))
+    assert report.passed, report.rejected_by
+    if model == "text_map":
+        old = Tolerance(roles=(trained.role,), limits=JudgeLimits(mask_iou=0.99))
+        assert "mask IoU" in trained.judged(trained.jittered(**normalized), old).rejected_by
+
+
+def largest_region(value: np.ndarray) -> np.ndarray:
+    """The mask of the largest 8-connected region over 0.3 of a [1, 1, H, W] probability map."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(value[0, 0] > 0.3, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(sizes.argmax())
+
+
+def lose_largest_region(value: np.ndarray) -> np.ndarray:
+    lost = value.copy()
+    lost[0, 0][largest_region(value)] = 0.0
+    return lost
+
+
+def shift_largest_region(value: np.ndarray, share: float) -> np.ndarray:
+    """The map with its largest region moved right by `share` of the region's larger side."""
+    region = largest_region(value)
+    shifted = value.copy()
+    plane = shifted[0, 0]
+    shift = int(share * max(np.flatnonzero(region.any(0)).size, np.flatnonzero(region.any(1)).size))
+    moved = np.roll(np.where(region, plane, 0.0), shift, axis=1)
+    plane[region] = 0.0
+    plane[:] = np.maximum(plane, moved)
+    return shifted
+
+
+def flip_pixels(value: np.ndarray, share: float) -> np.ndarray:
+    flipped = value.copy()
+    flat = flipped.reshape(-1)
+    chosen = np.random.default_rng(0).choice(flat.size, int(flat.size * share), replace=False)
     flat[chosen] = 1 - flat[chosen]
+    return flipped
+
+
+def test_a_lost_text_region_is_rejected(text_map):
+    report = text_map.judged(lose_largest_region(text_map.ref))
+    assert not report.passed and "regions F1" in report.rejected_by
+    assert report.judges[text_map.name].decisions >= 5
+
+
+def test_a_text_region_shifted_by_20_percent_of_its_size_is_rejected(text_map):
+    report = text_map.judged(shift_largest_region(text_map.ref, 0.2))
+    assert not report.passed and "box moved by" in report.rejected_by
+
+
+def test_five_percent_of_a_maps_pixels_flipped_is_rejected(text_map):
+    probability = flip_pixels(text_map.ref, 0.05)
     report = text_map.judged(probability)
-    assert not report.passed and "mask IoU" in report.rejected_by
+    assert not report.passed and "mean pixel change" in report.rejected_by
+    matte = Tolerance(roles=(text_map.role,), limits=JudgeLimits(mask_iou=0.9, pixel_error=1.0))
+    assert "mask IoU" in text_map.judged(probability, matte).rejected_by  # the mask judged, when asked
 
 
 def test_an_embedding_turned_away_from_fp32_is_rejected(embedder):

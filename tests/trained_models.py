@@ -25,6 +25,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,3 +111,15 @@ def text_page(lines: list[str] | None = None, size: tuple[int, int] = (320, 480)
     mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     pixels = (np.asarray(image, np.float32) / 255 - mean) / std
     return pixels.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def jittered(feeds: dict[str, np.ndarray], mean: Any = 0.0, std: Any = 1.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """`feeds` with every pixel moved by up to one 8-bit level (uniform, kept within [0, 255]);
+    `mean` and `std` (in units of 255) undo and redo the input's normalization. FP32's output on
+    these is what a judge must not call a changed decision."""
+    rng = np.random.default_rng(seed)
+    noisy = {}
+    for key, value in feeds.items():
+        pixels = value * std + mean + rng.uniform(-1, 1, value.shape).astype(np.float32) / 255
+        noisy[key] = ((np.clip(pixels, 0, 1) - mean) / std).astype(np.float32)
+    return noisy
