@@ -410,13 +410,54 @@ def repair(
             high, best = middle, candidate
         else:
             low = middle
-    kept = [*always_float, *names[:high]]
     if best is None:
         best = build(high)
         checks += 1
         if not passes(best):
-            return Repair(kept, best, False, checks)
-    return Repair(kept, best, True, checks)
+            return Repair([*always_float, *names[:high]], best, False, checks)
+    floated, model, spent = give_back(
+        names[:high], lambda chosen: keep_float(qdq_model, float_model, [*always_float, *chosen], fused=fused), passes
+    )
+    return Repair([*always_float, *floated], model or best, True, checks + spent)
+
+
+GIVE_BACK_CHECKS = 16  # gate evaluations a repair may spend returning float layers to INT8
+
+
+def give_back(
+    floated: Sequence[str],
+    build: Callable[[list[str]], onnx.ModelProto],
+    passes: Callable[[onnx.ModelProto], bool],
+    budget: int = GIVE_BACK_CHECKS,
+) -> tuple[list[str], onnx.ModelProto | None, int]:
+    """Returns to INT8 the float layers the gate does not need, after the bisection.
+
+    The bisection keeps a prefix of the sensitivity ranking float, and the ranking is a proxy
+    (each layer's own quantization noise), not the output's judge: on PP-OCRv4's recognizer the
+    prefix that passed kept 306 of 323 layers float, and one early block's layers were most of
+    the damage. Runs of the floated layers, least sensitive first, are given back to INT8 while
+    the gate still passes, the run length halving after each sweep (group testing), for at most
+    `budget` gate checks.
+
+    Returns:
+        (layers still float, most sensitive first; the last passing model, or None when nothing
+        was given back; gate checks spent).
+    """
+    outputs = [name for name in floated if name.startswith(OUTPUT_PREFIX)]  # an output's Q/DQ buys no kernel
+    kept, model, checks = [name for name in floated if name not in outputs], None, 0
+    size = len(kept) // 2
+    while size >= 1 and checks < budget:
+        end = len(kept)
+        while end > 0 and checks < budget:
+            start = max(0, end - size)
+            trial = outputs + kept[:start] + kept[end:]
+            checks += 1
+            candidate = build(trial)
+            if passes(candidate):
+                kept, model = kept[:start] + kept[end:], candidate
+            end = start
+        size //= 2
+    return outputs + kept, model, checks
 
 
 KEEP_FLOAT_KNOB = "keep_float_layers"  # pipeline knob: 0, k, "auto", "non_gemm", "non_gemm_auto", "gemm_auto"

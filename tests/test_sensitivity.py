@@ -11,7 +11,7 @@ from onnx import helper
 
 from autotune.layout import OUTPUTS_FILE
 from autotune.passes import apply_precision
-from autotune.sensitivity import keep_float, layer_sensitivity, quantize_mixed
+from autotune.sensitivity import give_back, keep_float, layer_sensitivity, quantize_mixed
 from autotune.trial import transform_model
 from autotune.verify import Tolerance, compare_outputs
 
@@ -105,6 +105,29 @@ def test_repair_keeps_just_the_fragile_layer_float_and_passes_on_held_out_data(m
     assert details["sensitivity"][1]["node"] == "fragile"
     assert quantized_inputs(repaired, "fragile") == [] and quantized_inputs(repaired, "head")
     assert gate_passes(repaired, model, held_out)
+
+
+@pytest.mark.parametrize("needed", [set(), {"l3"}, {"l0", "l17"}, {"l5", "l6", "l30"}])
+def test_give_back_returns_to_int8_every_float_layer_the_gate_does_not_need(needed):
+    """The bisection kept a prefix of a misleading ranking float (32 layers, an output's Q/DQ
+    first); the gate needs only `needed`. The give-back finds exactly those within its budget,
+    keeps the output's Q/DQ float, and never returns a model the gate failed."""
+    floated = ["output:y"] + [f"l{i}" for i in range(32)]
+    checked: list[list[str]] = []
+
+    def build(chosen: list[str]) -> list[str]:
+        checked.append(chosen)
+        return chosen
+
+    def passes(candidate) -> bool:
+        return needed <= set(candidate)
+
+    kept, last, checks = give_back(floated, build, passes, budget=64)
+    assert set(kept) == needed | {"output:y"} and kept[0] == "output:y"
+    assert checks == len(checked) <= 64
+    assert last is not None and passes(last) and set(last) == set(kept)
+    few, _, spent = give_back(floated, build, passes, budget=3)  # the budget bounds the gate checks
+    assert spent <= 3 and needed <= set(few)
 
 
 def test_a_count_keeps_that_many_of_the_most_sensitive_layers(model, calibration):
