@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from scipy import ndimage
 
 # The roles, in the order they were registered (`register_judge`, at the end of this module).
 ROLES: tuple[str, ...] = ()
@@ -642,8 +643,6 @@ def map_regions(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes x1 y1 x2 y2, mean probabilities, classes: all 0) of one [H, W] probability map's
     regions as a DB text detector's post-processing finds them: 8-connected pixels above 0.3,
     both sides at least 3 px, mean probability at least 0.6; highest mean first."""
-    from scipy import ndimage  # here: the GPU workers' wheel set need not carry it
-
     labels, _ = ndimage.label(plane > REGION_THRESHOLD, structure=np.ones((3, 3), bool))
     boxes, scores = [], []
     for index, where in enumerate(ndimage.find_objects(labels), start=1):
