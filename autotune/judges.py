@@ -98,6 +98,17 @@ class JudgeLimits:
     def keys(cls) -> list[str]:
         return [f.name for f in fields(cls)]
 
+    def tightened(self, share: float) -> JudgeLimits:
+        """These limits with `share` of each one's room: a largest change times `share`, a lowest
+        score's distance from 1 times `share`; the thresholds that define a decision unchanged."""
+        return replace(
+            self,
+            **{key: getattr(self, key) * share for key in ("label_change", "probability_error", "cer", "box_error")},
+            **{key: 1 - (1 - getattr(self, key)) * share for key in ("f1", "cosine")},
+            mask_iou=1 - (1 - self.mask_iou) * share if self.mask_iou > 0 else 0.0,
+            pixel_error=self.pixel_error * share,
+        )
+
 
 @dataclass(frozen=True)
 class OutputRole:

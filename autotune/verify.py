@@ -21,7 +21,7 @@ import importlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,20 @@ class Tolerance:
     def __post_init__(self) -> None:
         if self.mode not in ACCURACY_MODES:
             raise ValueError(f"Tolerance.mode {self.mode!r}: expected one of {', '.join(ACCURACY_MODES)}")
+
+    def tightened(self, share: float) -> Tolerance:
+        """This tolerance with `share` of each limit's room (`JudgeLimits.tightened`); a task
+        metric's own threshold is the metric's, so a tolerance with one is returned unchanged."""
+        if self.metric:
+            return self
+        return replace(
+            self,
+            atol=self.atol * share,
+            rtol=self.rtol * share,
+            max_error=self.max_error * share,
+            min_cosine=1 - (1 - self.min_cosine) * share,
+            limits=self.limits.tightened(share),
+        )
 
 
 @dataclass(frozen=True)

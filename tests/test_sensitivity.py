@@ -11,7 +11,7 @@ from onnx import helper
 
 from autotune.layout import OUTPUTS_FILE
 from autotune.passes import apply_precision
-from autotune.sensitivity import give_back, keep_float, layer_sensitivity, quantize_mixed
+from autotune.sensitivity import give_back, keep_float, layer_sensitivity, quantize_mixed, repair
 from autotune.trial import transform_model
 from autotune.verify import Tolerance, compare_outputs
 
@@ -128,6 +128,42 @@ def test_give_back_returns_to_int8_every_float_layer_the_gate_does_not_need(need
     assert last is not None and passes(last) and set(last) == set(kept)
     few, _, spent = give_back(floated, build, passes, budget=3)  # the budget bounds the gate checks
     assert spent <= 3 and needed <= set(few)
+
+
+def test_the_give_back_leaves_float_what_the_gate_passes_only_without_a_margin(model, calibration):
+    """A misleading ranking puts `head` before `fragile`: the bisection keeps both float, and the
+    give-back returns `head` to INT8 when the gate is all it must pass, but not when the tighter
+    gate (`passes_with_margin`) also needs `head` float."""
+    quantized = apply_precision(model, "int8", calibration_feeds=calibration, scheme="symmetric")
+    ranking = {layer.node: layer for layer in layer_sensitivity(model, quantized, calibration)}
+    misleading = [ranking["head"], ranking["fragile"], ranking["stem"]]
+
+    def passes(candidate) -> bool:
+        return quantized_inputs(candidate, "fragile") == []
+
+    def with_margin(candidate) -> bool:
+        return passes(candidate) and quantized_inputs(candidate, "head") == []
+
+    assert repair(quantized, model, misleading, passes).kept_float == ["fragile"]
+    tight = repair(quantized, model, misleading, passes, passes_with_margin=with_margin)
+    assert tight.passed and tight.kept_float == ["head", "fragile"]
+    assert with_margin(tight.model)
+
+
+def test_a_tightened_gate_rejects_an_error_the_gate_allows():
+    """`Tolerance.tightened(0.5)` keeps half of each limit's room: 0.7% of the range passes the
+    1% gate and fails the tightened one; a task metric's tolerance is the metric's own."""
+    rng = np.random.default_rng(0)
+    reference = {"y": rng.standard_normal((4, 256)).astype(np.float32)}
+    span = float(reference["y"].max() - reference["y"].min())
+    moved = {"y": reference["y"] + np.float32(0.007 * span) * np.sign(rng.standard_normal((4, 256)))}
+    scale = Tolerance(mode="scale")
+    assert compare_outputs(moved, reference, scale).passed
+    assert not compare_outputs(moved, reference, scale.tightened(0.5)).passed
+    limits = scale.tightened(0.5).limits
+    assert (limits.cer, limits.f1, limits.cosine, limits.score_threshold) == (0.005, 0.995, 0.995, 0.25)
+    metric = Tolerance(metric="top1")
+    assert metric.tightened(0.5) == metric
 
 
 def test_a_count_keeps_that_many_of_the_most_sensitive_layers(model, calibration):
