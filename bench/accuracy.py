@@ -360,10 +360,6 @@ def shift_boxes_of(role, value: np.ndarray, share: float) -> np.ndarray:
     return shift_boxes(_Held(role, value), share)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def map_changes(value: np.ndarray) -> dict[str, np.ndarray]:
     """tests/test_judges.py's known-bad changes of a probability map."""
     return {
@@ -371,3 +367,7 @@ def map_changes(value: np.ndarray) -> dict[str, np.ndarray]:
         "the largest text region shifted by 20% of its size": shift_largest_region(value, 0.2),
         "5% of pixels flipped": flip_pixels(value, 0.05),
     }
+
+
+if __name__ == "__main__":
+    main()
