@@ -100,3 +100,32 @@ class SlowKnobTarget(OnnxRuntimeTarget):
 
         session.timer = timer
         return session
+
+
+class FragileKnobTarget(OnnxRuntimeTarget):
+    """Fails every build with `intra_op_spinning: false`, after three seconds, with a reason that
+    names the knob (as ONNX Runtime names `cuda_graph` for a graph it cannot capture), and asks
+    for that value to be probed first. Each such build appends its start and end to
+    `fragile-builds.txt` in the study's directory."""
+
+    name = "fragile-knob"
+    REASON = "this model cannot run with intra-op spinning off"
+
+    def build(self, model_path, config, workdir, input_shapes):
+        from autotune.errors import BuildError
+
+        if config.get("intra_op_spinning") is False:
+            started = time.time()
+            time.sleep(3.0)
+            with open(workdir.parent.parent / "fragile-builds.txt", "a", encoding="ascii") as log:
+                log.write(f"{started} {time.time()}\n")
+            raise BuildError(f"{self.REASON} ({workdir.name})")
+        return super().build(model_path, config, workdir, input_shapes)
+
+    @classmethod
+    def knobs_named_by(cls, reason):
+        return {"intra_op_spinning": False} if cls.REASON in reason else {}
+
+    @classmethod
+    def probe_first(cls):
+        return [{"intra_op_spinning": False}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -333,6 +334,39 @@ def test_a_combination_that_failed_twice_is_never_run_again_also_after_resume(
     assert main(["status", "combo", "--results-dir", str(results)]) == 0
     assert "never again: execution_mode=parallel, intra_op_spinning=False" in capsys.readouterr().out
     assert "Rules learned from failures" in (results / "combo" / "report.md").read_text()
+
+
+FRAGILE_SPACE = """
+knobs:
+  graph_optimization_level: {type: categorical, choices: [basic, extended, all], default: all}
+  intra_op_spinning: {type: bool, default: true}
+known_good:
+  - {intra_op_spinning: false, graph_optimization_level: basic}
+  - {intra_op_spinning: false, graph_optimization_level: extended}
+  - {intra_op_spinning: false, graph_optimization_level: all}
+"""
+
+
+def test_a_knob_value_to_probe_first_never_runs_twice_at_once_and_fails_once(tmp_path, tiny_model, caplog):
+    """Issue 27 (YOLOv8n, GPU run 8): two CUDA-graph recipes ran at once, so both failed before
+    the first failure made its rule. With two workers, three recipes holding a value the target
+    probes first (and names in its failures): one runs; the others wait for it and are then
+    ruled out, never run."""
+    space = tmp_path / "fragile.yaml"
+    space.write_text(FRAGILE_SPACE)
+    results = tmp_path / "results"
+    target = ["--target", "tests.crashing_target:FragileKnobTarget", "--space", str(space)]
+    with caplog.at_level(logging.INFO, logger="autotune"):
+        assert tune(results, tiny_model, "fragile", *target, "--workers", "2", "--trials", "4") == 0
+    study = load(results, "fragile")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "cannot run with intra-op spinning off" in failed[0].user_attrs["reason"]
+    builds = (results / "fragile" / "fragile-builds.txt").read_text().splitlines()
+    assert len(builds) == 1  # the only build with the value: none ran beside it, none after it
+    ruled = [t for t in study.trials if t.user_attrs.get("ruled_out")]
+    assert len(ruled) == 2 and all(t.params["intra_op_spinning"] is False for t in ruled)
+    waited = [r.getMessage() for r in caplog.records if "waits for trial" in r.getMessage()]
+    assert waited and all(f"waits for trial {failed[0].number}" in message for message in waited)
 
 
 def test_a_small_space_stops_when_every_configuration_is_measured(tmp_path, tiny_model, small_space):

@@ -12,7 +12,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -115,6 +115,9 @@ class StudyRun:
     carried_best: float = 0.0  # the fastest feasible samples/s when a configuration was last carried
     late_carries: int = 0  # configurations carried after the carry (`maybe_carry_late`)
     queued: set[str] = field(default_factory=set)  # fresh configurations queued after repeats (`nothing_new`)
+    in_flight: dict[int, dict[str, Any]] = field(default_factory=dict)  # number -> config of `pending`
+    held: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # asked, not yet run (`held_back`)
+    ran: list[dict[str, Any]] = field(default_factory=list)  # configurations that completed
 
     reserve_s: float = 0.0  # kept from the budget for finalize (its estimate, from the trials so far)
 
@@ -413,6 +416,7 @@ class StudyLoop:
         self.recipe_keys = {config_key(spec.space.complete(partial)) for partial in spec.known_good}
         self.space_size = spec.space.size() if _enumerable(spec.space) else math.inf
         self.last_elapsed = time.monotonic()
+        self.probe_first = target_class(spec.target_name).probe_first()
 
     def run(self) -> Any:
         """Resumes the run's state from the study, then turns the loop until it is done;
@@ -451,7 +455,7 @@ class StudyLoop:
         if self.on_started is not None:
             self.on_started()
             self.on_started = None
-        if not state.pending and not state.controls:
+        if not state.pending and not state.controls and not state.held:
             return False
         if state.cancel_due(self.grace_s):
             self.executor.cancel_all(
@@ -475,7 +479,7 @@ class StudyLoop:
     def requeue_interrupted(self) -> None:
         """Ctrl-C in a foreground run: what was told stays; the trials cut short are failed as
         interrupted and re-queued, like a dead daemon's, so a resume re-runs them."""
-        for trial in self.state.pending.values():
+        for trial in [*self.state.pending.values(), *(trial for trial, _ in self.state.held.values())]:
             trial.set_user_attr("reason", "interrupted: Ctrl-C; configuration re-queued")
             trial.set_user_attr("interrupted", True)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -492,7 +496,7 @@ class StudyLoop:
         return (
             not state.out_of_time()
             and not state.stopping
-            and (spec.n_trials is None or state.done + len(state.pending) < spec.n_trials)
+            and (spec.n_trials is None or state.done + len(state.pending) + len(state.held) < spec.n_trials)
             and len(state.keys) < self.space_size
             and state.repeats < MAX_REPEATS
         )
@@ -559,7 +563,7 @@ class StudyLoop:
         knobs = {k: v for k, v in result.config.items() if k != "batch_size"}
         allowed = lambda c: state.rules.ruled_out(c) is None  # noqa: E731
         todo = unmeasured_at_batches([knobs], spec.batch_sizes(), state.keys, allowed)
-        left = None if spec.n_trials is None else spec.n_trials - state.done - len(state.pending)
+        left = None if spec.n_trials is None else spec.n_trials - state.done - len(state.pending) - len(state.held)
         if not todo or (left is not None and left < len(todo)):
             return  # nothing to carry, or too few trials left to run it at every batch
         queued = queue_at_batches(self.study, [knobs], spec.batch_sizes(), state.keys, allowed)
@@ -578,6 +582,7 @@ class StudyLoop:
         state, spec, study = self.state, self.spec, self.study
         self.maybe_control()
         self.maybe_carry()
+        self.release_held()
         while state.busy() < self.executor.capacity and self.asking():
             trial = study.ask()
             config = spec.space.sample(trial)
@@ -596,8 +601,48 @@ class StudyLoop:
                 self.nothing_new()
                 continue
             state.repeats = 0
-            state.pending[trial.number] = trial
-            self.executor.submit(_request(spec, trial.number, config, self.refs, state))
+            waits_for = held_back(config, state.in_flight, self.probe_first, [*state.ran, *state.rules.succeeded])
+            if waits_for is not None:
+                state.held[trial.number] = (trial, config)
+                logging.getLogger("autotune").info(
+                    "trial %d waits for trial %d: the first with %s has not finished",
+                    trial.number, waits_for, ", ".join(f"{k}={v}" for k, v in self.probe_values(config).items()),
+                )  # fmt: skip
+                continue
+            self.submit(trial, config)
+
+    def submit(self, trial: Any, config: dict[str, Any]) -> None:
+        self.state.pending[trial.number] = trial
+        self.state.in_flight[trial.number] = config
+        self.executor.submit(_request(self.spec, trial.number, config, self.refs, self.state))
+
+    def probe_values(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        return next((dict(v) for v in self.probe_first if Rule(dict(v), "").matches(config)), {})
+
+    def release_held(self) -> None:
+        """The trials `fill` held back, once the trial they waited for has finished: ruled out
+        when its failure made a rule that covers them, else run; never run once trials stop
+        being asked (told as cancelled by the budget or the stop)."""
+        state = self.state
+        for number, (trial, config) in list(state.held.items()):
+            if held_back(config, state.in_flight, self.probe_first, [*state.ran, *state.rules.succeeded]) is not None:
+                continue
+            rule = state.rules.ruled_out(config)
+            if rule is not None:
+                del state.held[number]
+                tell_ruled_out(self.study, trial, rule)
+                self.sweep_told(config, None)
+            elif state.out_of_time() or state.stopping:
+                del state.held[number]
+                if state.keys.get(config_key(config)) == number:
+                    del state.keys[config_key(config)]  # never measured: may be asked again
+                trial.set_user_attr("cancelled", True)
+                reason = "stopped" if state.stopping else "budget spent"
+                trial.set_user_attr("reason", f"{reason}: held back behind a trial of the same knob values, never run")
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            elif state.busy() < self.executor.capacity:
+                del state.held[number]
+                self.submit(trial, config)
 
     def maybe_control(self) -> None:
         """Re-measures the defaults after CONTROL_FIRST counted trials (trial 0 may have run
@@ -634,6 +679,10 @@ class StudyLoop:
         for control in [r for r in results if r.number in state.controls]:
             self.record_control(control)
         arrived = [(state.pending.pop(r.number), r) for r in results if r.number in state.pending]
+        for _, result in arrived:
+            state.in_flight.pop(result.number, None)
+            if result.state == "complete":
+                state.ran.append(dict(result.config))
         state.done += sum(1 for _, r in arrived if _counts(r, spec))
         for _, result in arrived:
             self.learn_in_memory(result)
@@ -761,6 +810,28 @@ class StudyLoop:
 
 
 ORIGINS = ("defaults", "recipe", "sweep", "combined", "carried", "queued", "sampled")
+
+
+def held_back(
+    config: Mapping[str, Any],
+    in_flight: Mapping[int, Mapping[str, Any]],
+    probe_first: Sequence[Mapping[str, Any]],
+    proven: Iterable[Mapping[str, Any]],
+) -> int | None:
+    """The trial in flight that `config` must wait for, else None: one holding the same knob
+    values of the target's `probe_first` (values that fail on some models whatever else the
+    configuration holds), while no trial with them has completed. Run beside it, a second such
+    trial fails the same way before the first failure has made its rule (issue 27: YOLOv8n's two
+    CUDA-graph recipes on two workers, GPU run 8)."""
+    proven = list(proven)
+    for values in probe_first:
+        rule = Rule(dict(values), "")
+        if not rule.matches(config) or any(rule.matches(done) for done in proven):
+            continue
+        waits_for = next((number for number, other in in_flight.items() if rule.matches(other)), None)
+        if waits_for is not None:
+            return waits_for
+    return None
 
 
 def trial_origin(study: Any, key: str, defaults_key: str, recipe_keys: set[str], queued: set[str]) -> str:

@@ -220,6 +220,13 @@ class Target(abc.ABC):
         (`autotune.rules.FailureRules.named_by`). Default: none."""
         return {}
 
+    @classmethod
+    def probe_first(cls) -> list[dict[str, Any]]:
+        """Knob values that fail on some models whatever else a configuration holds (values
+        `knobs_named_by` names): until a trial holding them has completed, a second one waits
+        instead of running beside it (`autotune.study._loop.held_back`). Default: none."""
+        return []
+
     def describe(self) -> str:
         """A short human description of where this target runs (provider, device)."""
         return self.name

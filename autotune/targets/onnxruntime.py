@@ -337,6 +337,11 @@ class OnnxRuntimeTarget(Target):
         return {"cuda_graph": True} if "cannot use the graph capture feature" in reason else {}
 
     @classmethod
+    def probe_first(cls) -> list[dict[str, Any]]:
+        """A CUDA graph (`knobs_named_by`): one trial with it shows whether the model can be captured."""
+        return [{"cuda_graph": True}]
+
+    @classmethod
     def default_space_path(cls) -> Path:
         """`search_spaces/onnxruntime-cuda.yaml` on the CUDA provider, else onnxruntime.yaml."""
         path = super().default_space_path()
