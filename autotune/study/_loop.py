@@ -115,7 +115,6 @@ class StudyRun:
     carried_best: float = 0.0  # the fastest feasible samples/s when a configuration was last carried
     late_carries: int = 0  # configurations carried after the carry (`maybe_carry_late`)
     queued: set[str] = field(default_factory=set)  # fresh configurations queued after repeats (`nothing_new`)
-    in_flight: dict[int, dict[str, Any]] = field(default_factory=dict)  # number -> config of `pending`
     held: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # asked, not yet run (`held_back`)
     ran: list[dict[str, Any]] = field(default_factory=list)  # configurations that completed
 
@@ -601,23 +600,24 @@ class StudyLoop:
                 self.nothing_new()
                 continue
             state.repeats = 0
-            waits_for = held_back(config, state.in_flight, self.probe_first, [*state.ran, *state.rules.succeeded])
-            if waits_for is not None:
+            waits = self.waits_for(config)
+            if waits is not None:
                 state.held[trial.number] = (trial, config)
                 logging.getLogger("autotune").info(
                     "trial %d waits for trial %d: the first with %s has not finished",
-                    trial.number, waits_for, ", ".join(f"{k}={v}" for k, v in self.probe_values(config).items()),
+                    trial.number, waits[0], ", ".join(f"{k}={v}" for k, v in waits[1].items()),
                 )  # fmt: skip
                 continue
             self.submit(trial, config)
 
     def submit(self, trial: Any, config: dict[str, Any]) -> None:
         self.state.pending[trial.number] = trial
-        self.state.in_flight[trial.number] = config
         self.executor.submit(_request(self.spec, trial.number, config, self.refs, self.state))
 
-    def probe_values(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return next((dict(v) for v in self.probe_first if Rule(dict(v), "").matches(config)), {})
+    def waits_for(self, config: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """`held_back` against the trials in flight (a trial's params are its configuration)."""
+        in_flight = {number: trial.params for number, trial in self.state.pending.items()}
+        return held_back(config, in_flight, self.probe_first, [*self.state.ran, *self.state.rules.succeeded])
 
     def release_held(self) -> None:
         """The trials `fill` held back, once the trial they waited for has finished: ruled out
@@ -625,7 +625,7 @@ class StudyLoop:
         being asked (told as cancelled by the budget or the stop)."""
         state = self.state
         for number, (trial, config) in list(state.held.items()):
-            if held_back(config, state.in_flight, self.probe_first, [*state.ran, *state.rules.succeeded]) is not None:
+            if self.waits_for(config) is not None:
                 continue
             rule = state.rules.ruled_out(config)
             if rule is not None:
@@ -679,10 +679,7 @@ class StudyLoop:
         for control in [r for r in results if r.number in state.controls]:
             self.record_control(control)
         arrived = [(state.pending.pop(r.number), r) for r in results if r.number in state.pending]
-        for _, result in arrived:
-            state.in_flight.pop(result.number, None)
-            if result.state == "complete":
-                state.ran.append(dict(result.config))
+        state.ran.extend(dict(r.config) for _, r in arrived if r.state == "complete")
         state.done += sum(1 for _, r in arrived if _counts(r, spec))
         for _, result in arrived:
             self.learn_in_memory(result)
@@ -817,10 +814,10 @@ def held_back(
     in_flight: Mapping[int, Mapping[str, Any]],
     probe_first: Sequence[Mapping[str, Any]],
     proven: Iterable[Mapping[str, Any]],
-) -> int | None:
-    """The trial in flight that `config` must wait for, else None: one holding the same knob
-    values of the target's `probe_first` (values that fail on some models whatever else the
-    configuration holds), while no trial with them has completed. Run beside it, a second such
+) -> tuple[int, dict[str, Any]] | None:
+    """The trial in flight that `config` must wait for and the values they share, else None: one
+    holding the same knob values of the target's `probe_first` (values that fail on some models
+    whatever else the configuration holds), while no trial with them has completed. Run beside it, a second such
     trial fails the same way before the first failure has made its rule (issue 27: YOLOv8n's two
     CUDA-graph recipes on two workers, GPU run 8)."""
     proven = list(proven)
@@ -830,7 +827,7 @@ def held_back(
             continue
         waits_for = next((number for number, other in in_flight.items() if rule.matches(other)), None)
         if waits_for is not None:
-            return waits_for
+            return waits_for, dict(values)
     return None
 
 

@@ -87,10 +87,10 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
         params = self.base.sample_relative(study, trial, search_space)
-        whole = all(knob.name in search_space for knob in self.space.knobs)
-        if params and not all(knob.name in params for knob in self.space.knobs if knob.active(params)):
-            return params  # knobs left to the independent sampler: a repeat cannot be told yet
-        if not params and not whole:
+        # only a sample that fixes every active knob (or, in the start-up, a search space that holds
+        # every knob) can be told a repeat: the rest is left to the independent sampler
+        fixed = params or search_space
+        if not all(knob.name in fixed for knob in self.space.knobs if not params or knob.active(params)):
             return params
         states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
         seen = {config_key(t.params) for t in study.get_trials(deepcopy=False, states=states)}
