@@ -150,6 +150,30 @@ def test_the_give_back_leaves_float_what_the_gate_passes_only_without_a_margin(m
     assert with_margin(tight.model)
 
 
+def test_the_repair_gives_back_under_the_studys_gate_with_half_its_room(model, calibration, monkeypatch):
+    """`quantize_mixed` hands the repair a give-back gate with `GIVE_BACK_MARGIN` of the limit's
+    room: a model off by 0.75% of its output's range passes the 1% gate and fails that one."""
+    import autotune.sensitivity as sensitivity
+
+    gates: dict = {}
+
+    def spy(*args, **kwargs):
+        gates["passes"], gates["with_margin"] = args[3], kwargs["passes_with_margin"]
+        return real(*args, **kwargs)
+
+    real = sensitivity.repair
+    monkeypatch.setattr(sensitivity, "repair", spy)
+    quantize_mixed(model, "int8", calibration_feeds=calibration, keep="auto", tolerance=Tolerance(mode="scale"))
+    outputs = [run(model, feed)["y"] for feed in calibration]
+    share = min((y.max() - y.min()) / np.abs(y).max() for y in outputs)
+    scaled = onnx.ModelProto()
+    scaled.CopyFrom(model)
+    head = next(i for i in scaled.graph.initializer if i.name == "w_head")
+    head.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(head) * (1 + 0.0075 * share), "w_head"))
+    assert gates["passes"](scaled) and not gates["with_margin"](scaled)
+    assert gates["passes"](model) and gates["with_margin"](model)
+
+
 def test_a_tightened_gate_rejects_an_error_the_gate_allows():
     """`Tolerance.tightened(0.5)` keeps half of each limit's room: 0.7% of the range passes the
     1% gate and fails the tightened one; a task metric's tolerance is the metric's own."""

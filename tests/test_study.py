@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -367,6 +368,41 @@ def test_a_knob_value_to_probe_first_never_runs_twice_at_once_and_fails_once(tmp
     assert len(ruled) == 2 and all(t.params["intra_op_spinning"] is False for t in ruled)
     waited = [r.getMessage() for r in caplog.records if "waits for trial" in r.getMessage()]
     assert waited and all(f"waits for trial {failed[0].number}" in message for message in waited)
+
+
+@pytest.mark.parametrize("how", ["rule", "budget", "stop"])
+def test_a_held_trial_is_ruled_out_or_cancelled_never_left_running(tmp_path, how):
+    """`release_held` once the trial a held one waited for has finished: ruled out by that
+    trial's failure's rule; else, when the budget is spent or a stop was asked, told as
+    cancelled (not run, not counted) and its configuration free to be asked again."""
+    from types import SimpleNamespace
+
+    from autotune.rules import FailureRules
+    from autotune.space import config_key
+    from autotune.study._loop import StudyLoop, StudyRun
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["maximize", "minimize"])
+    trial = study.ask()
+    config = {"cuda_graph": trial.suggest_categorical("cuda_graph", [False, True]), "batch_size": 1}
+    state = StudyRun(started=time.monotonic(), budget_s=0.0 if how == "budget" else None, stopping=how == "stop")
+    state.keys[config_key(config)] = trial.number
+    state.held[trial.number] = (trial, config)
+    state.rules = FailureRules(named_by=lambda reason: {"cuda_graph": config["cuda_graph"]})
+    if how == "rule":
+        state.rules.record_failure(7, {**config, "batch_size": 8}, "build: cannot use the graph capture feature")
+    loop = SimpleNamespace(  # the real method on a run with nothing in flight
+        state=state, study=study, executor=SimpleNamespace(capacity=1),
+        waits_for=lambda config: None, sweep_told=lambda config, outcome: None, submit=None,
+    )  # fmt: skip
+    StudyLoop.release_held(loop)
+    (told,) = study.get_trials(deepcopy=False)
+    assert state.held == {}
+    if how == "rule":
+        assert told.state == optuna.trial.TrialState.PRUNED and told.user_attrs["ruled_out"]
+        return
+    assert told.state == optuna.trial.TrialState.FAIL and told.user_attrs["cancelled"]
+    assert told.user_attrs["reason"].startswith("budget spent" if how == "budget" else "stopped")
+    assert config_key(config) not in state.keys
 
 
 def test_a_small_space_stops_when_every_configuration_is_measured(tmp_path, tiny_model, small_space):
