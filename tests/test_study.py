@@ -370,6 +370,18 @@ def test_a_knob_value_to_probe_first_never_runs_twice_at_once_and_fails_once(tmp
     assert waited and all(f"waits for trial {failed[0].number}" in message for message in waited)
 
 
+def test_a_resume_remembers_which_configurations_ran(finished):
+    """`held_back` counts a value as proven once a trial holding it completed, also before a
+    resume: the resumed run's memory holds every completed configuration."""
+    from autotune.study._loop import StudyRun, recover_state
+
+    _, _, study = finished
+    run = StudyRun(started=time.monotonic(), budget_s=None)
+    recover_state(study, run)
+    complete = [t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and sorted(map(str, run.ran)) == sorted(map(str, complete))
+
+
 @pytest.mark.parametrize("how", ["rule", "budget", "stop"])
 def test_a_held_trial_is_ruled_out_or_cancelled_never_left_running(tmp_path, how):
     """`release_held` once the trial a held one waited for has finished: ruled out by that

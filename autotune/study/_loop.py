@@ -217,6 +217,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
         if frozen.state != optuna.trial.TrialState.COMPLETE:
             continue
         run.keys.setdefault(attrs["config_key"], frozen.number)
+        run.ran.append(dict(frozen.params))  # what `held_back` counts as proven
         if (
             "digest" in attrs
             and ("latency_ms_p50" in attrs or "build" in attrs)
