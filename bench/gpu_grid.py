@@ -397,7 +397,7 @@ def read_study(name: str, results_dir: Path, grid: dict[str, Any] | None) -> dic
             "ruled_out": bool(a.get("ruled_out")), "shared_with": a.get("shared_measurement_with_trial"),
             "rejected_by": a.get("rejected_by"), "stopped_by": a.get("stopped_by"),
             "baseline": a.get("baseline"), "slow_vs_baseline": a.get("slow_vs_baseline"),
-            "drift_ratio": a.get("drift_ratio"), "cancelled": a.get("cancelled"),
+            "drift_ratio": a.get("drift_ratio"), "cancelled": a.get("cancelled"), "known_slow": a.get("known_slow"),
         })  # fmt: skip
     measured = [r for r in rows if r["feasible"] and r["latency_ms_p50"]]
     b1 = [r for r in measured if r["batch_size"] == 1]
@@ -457,12 +457,38 @@ def wasted_trials(rows: list[dict[str, Any]], failure_class: Any) -> dict[str, A
             if common:
                 repeats.append({"number": r["number"], "class": cls, "knobs": common})
     duplicates = [r["number"] for r in rows if r["duplicate_of"] is not None]
+    slow = repeated_known_slow(rows)
     return {
-        "count": len(duplicates) + len(repeats),
+        "count": len(duplicates) + len(repeats) + len(slow),
         "duplicates": duplicates,
         "repeat_failures": sorted(repeats, key=lambda r: r["number"]),
+        "repeat_known_slow": slow,
         "ruled_out": [r["number"] for r in rows if r["ruled_out"]],
     }
+
+
+def repeated_known_slow(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Known-slow trials (at least twice the defaults' time per sample at their batch) that held a
+    non-default knob value two earlier known-slow trials had held: the rule that value makes
+    (`autotune.rules.FailureRules.known_slow_rules`) could have ruled them out (issue 27)."""
+    baseline = next((r for r in rows if r.get("baseline") or r["number"] == 0), None)
+    defaults = dict(baseline["config"]) if baseline else {}
+    seen: dict[tuple[str, str], list[int]] = {}
+    repeats = []
+    for r in rows:
+        if not r.get("known_slow") or r["duplicate_of"] is not None:
+            continue
+        values = [(k, repr(v)) for k, v in r["config"].items() if k != "batch_size" and (k, v) not in defaults.items()]
+        ruled = {
+            f"{knob}={shown}": list(seen[(knob, shown)])
+            for knob, shown in values
+            if len(seen.get((knob, shown), [])) >= 2
+        }
+        if ruled:
+            repeats.append({"number": r["number"], "slow": r["known_slow"], "after": ruled})
+        for key in values:
+            seen.setdefault(key, []).append(r["number"])
+    return repeats
 
 
 # ---------------------------------------------------------------- paired
@@ -794,9 +820,10 @@ def _wasted_cell(record: dict[str, Any]) -> str:
         return "-"
     total = len(record["study"]["trials"])
     repeats = [r["number"] for r in w["repeat_failures"]]
+    slow = [r["number"] for r in w.get("repeat_known_slow", [])]
     return (
-        f"{w['count']} of {total} (duplicates {len(w['duplicates'])}, repeat failures {repeats}; "
-        f"ruled out, not run: {len(w['ruled_out'])})"
+        f"{w['count']} of {total} (duplicates {len(w['duplicates'])}, repeat failures {repeats}, "
+        f"repeat known-slow {slow}; ruled out, not run: {len(w['ruled_out'])})"
     )
 
 
@@ -973,7 +1000,8 @@ def detail_lines(record: dict[str, Any]) -> list[str]:
         w = study["wasted"]
         lines.append(
             f"- wasted: {w['count']} (duplicates {w['duplicates']}, repeat failures "
-            f"{[r['number'] for r in w['repeat_failures']]}); ruled out (told, not run): {w['ruled_out']}"
+            f"{[r['number'] for r in w['repeat_failures']]}, repeat known-slow "
+            f"{[r['number'] for r in w.get('repeat_known_slow', [])]}); ruled out (told, not run): {w['ruled_out']}"
         )
         for r in w["repeat_failures"]:
             lines.append(f"  - trial {r['number']}: {r['class'][:120]} (shared knobs: {_knobs(r['knobs'])})")

@@ -141,6 +141,15 @@ def models() -> dict[str, tuple[Path, list[dict], list[dict]]]:
         [{"x": directions[32:64]}],
         [{"x": directions[i : i + 4]} for i in range(0, 32, 4)],
     )
+    import gpu_grid
+
+    yolox = gpu_grid.yolox_pixels(model_path("yolox_captcha"), ROOT / "bench" / "models" / "yolox_pixels.onnx")
+    rendered = np.load(gpu_grid.text_page_inputs(16, 416)["yolox_det_inputs"])["images"]
+    out["YOLOX detector, decoded to pixels (ddddocr 1.6.1), 16 rendered 416x416 pages"] = (
+        yolox,
+        [{"images": rendered[i : i + 1]} for i in range(1, 16, 2)],
+        [{"images": rendered[i : i + 1]} for i in range(0, 16, 2)],
+    )
     pages = text_pages(16)
     out["PP-OCRv4 text detector (rapidocr 1.4.4), 16 rendered 480x480 pages"] = (
         model_path("ppocr_det"),

@@ -1,0 +1,46 @@
+"""The bench's count of wasted trials (issue 27): duplicates, repeated failures and repeated
+known-slow values, from a study's trial rows as `bench/gpu_grid.py` reads them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from gpu_grid import wasted_trials
+
+
+def row(number: int, config: dict, *, state: str = "COMPLETE", known_slow: float | None = None, **attrs) -> dict:
+    return {"number": number, "state": state, "config": config, "reason": attrs.get("reason", ""),
+            "duplicate_of": attrs.get("duplicate_of"), "ruled_out": attrs.get("ruled_out", False),
+            "baseline": number == 0, "known_slow": known_slow}  # fmt: skip
+
+
+DEFAULTS = {"search": "EXHAUSTIVE", "graph": True, "batch_size": 1}
+
+
+def test_a_third_known_slow_trial_of_a_value_two_made_slow_is_waste_and_the_first_two_are_not():
+    rows = [
+        row(0, DEFAULTS),
+        row(1, {**DEFAULTS, "search": "DEFAULT"}, known_slow=2.8),
+        row(2, {**DEFAULTS, "search": "DEFAULT", "batch_size": 8}, known_slow=3.1),
+        row(3, {**DEFAULTS, "graph": False}),
+        row(4, {**DEFAULTS, "search": "DEFAULT", "graph": False}, known_slow=2.6),
+    ]
+    wasted = wasted_trials(rows, lambda reason: reason)
+    assert [r["number"] for r in wasted["repeat_known_slow"]] == [4]
+    assert wasted["repeat_known_slow"][0]["after"] == {"search='DEFAULT'": [1, 2]}
+    assert wasted["count"] == 1
+
+
+def test_known_slow_trials_sharing_no_value_and_a_batch_alone_are_not_waste():
+    rows = [
+        row(0, DEFAULTS),
+        row(1, {**DEFAULTS, "search": "DEFAULT", "batch_size": 8}, known_slow=2.5),
+        row(2, {**DEFAULTS, "graph": False, "batch_size": 8}, known_slow=2.2),
+        row(3, {**DEFAULTS, "search": "HEURISTIC", "batch_size": 8}, known_slow=2.4),
+        row(4, {**DEFAULTS, "search": "DEFAULT"}, duplicate_of=1),
+    ]
+    wasted = wasted_trials(rows, lambda reason: reason)
+    assert wasted["repeat_known_slow"] == []
+    assert wasted["duplicates"] == [4] and wasted["count"] == 1
