@@ -384,45 +384,78 @@ def repair(
     fused: bool = False,
     passes_with_margin: Callable[[onnx.ModelProto], bool] | None = None,
 ) -> Repair:
-    """The smallest k such that `keep_float(always_float + ranking[:k])` passes `passes`
-    (bisection: assumes more float never hurts), and that model. The fully quantized model is
-    checked first (nothing kept float when it passes), then `always_float` alone (k = 0).
-    `fused` is `keep_float`'s. `give_back` then returns float layers to INT8 while
-    `passes_with_margin` (default: `passes`) still holds."""
-    names = [layer.node for layer in ranking]
+    """The fewest float layers that pass `passes`, and that model: the smallest k such that
+    `keep_float(always_float + order[:k])` passes, bisected (assuming more float never hurts) in
+    two orders, the sensitivity `ranking` and the graph's order from its inputs (`graph_order`),
+    and the smaller of the two taken. The fully quantized model is checked first (nothing kept
+    float when it passes), then `always_float` alone (k = 0). `fused` is `keep_float`'s.
+    `give_back` then returns float layers to INT8 while `passes_with_margin` (default:
+    `passes`) still holds.
 
-    def build(count: int) -> onnx.ModelProto:
-        return keep_float(qdq_model, float_model, [*always_float, *names[:count]], fused=fused)
+    The graph's order is there because a layer's own quantization noise (the ranking) misses how
+    much the layers after it amplify it: on ddddocr's recognizer the first 24 of 61 layers float
+    pass where the ranking needed 28 (bench/INT8_CPU.md), and a float prefix leaves one boundary
+    between float and INT8 where a ranked set leaves many, each a DQ/Q pair."""
+    by_rank = [layer.node for layer in ranking]
+
+    def build(chosen: Sequence[str]) -> onnx.ModelProto:
+        return keep_float(qdq_model, float_model, [*always_float, *chosen], fused=fused)
 
     checks = 1
     if passes(qdq_model):
         return Repair([], qdq_model, True, checks)
     if always_float:
         checks += 1
-        start = build(0)
+        start = build([])
         if passes(start):
             return Repair(list(always_float), start, True, checks)
-    low, high = 0, len(names)  # low fails; high is all-float, assumed to pass
-    best = None
-    while high - low > 1:
-        middle = (low + high) // 2
-        candidate = build(middle)
-        checks += 1
-        if passes(candidate):
-            high, best = middle, candidate
-        else:
-            low = middle
+    found = []
+    for names in _unique([by_rank, graph_order(by_rank, float_model)]):
+        high, best, spent = _smallest_passing_prefix(names, build, passes)
+        checks += spent
+        found.append((high, names, best))
+    # a passing one, fewest float; on a tie the graph order (one boundary between float and INT8)
+    high, names, best = min(reversed(found), key=lambda item: (item[2] is None, item[0]))
     if best is None:
-        best = build(high)
-        checks += 1
-        if not passes(best):
-            return Repair([*always_float, *names[:high]], best, False, checks)
+        return Repair([*always_float, *names[:high]], build(names[:high]), False, checks)
     floated, model, spent = give_back(
         names[:high],
         lambda chosen: keep_float(qdq_model, float_model, [*always_float, *chosen], fused=fused),
         passes_with_margin or passes,
     )
     return Repair([*always_float, *floated], model or best, True, checks + spent)
+
+
+def _smallest_passing_prefix(
+    names: Sequence[str], build: Callable[[Sequence[str]], onnx.ModelProto], passes: Callable[[onnx.ModelProto], bool]
+) -> tuple[int, onnx.ModelProto | None, int]:
+    """(k, the model with `names[:k]` float, gate checks): bisection for the smallest passing k,
+    the empty prefix known to fail; the model is None when even all of `names` float fails."""
+    low, high, best, checks = 0, len(names), None, 0  # low fails; high is all-float, assumed to pass
+    while high - low > 1:
+        middle = (low + high) // 2
+        candidate = build(names[:middle])
+        checks += 1
+        if passes(candidate):
+            high, best = middle, candidate
+        else:
+            low = middle
+    if best is None:
+        best, checks = build(names[:high]), checks + 1
+        if not passes(best):
+            return high, None, checks
+    return high, best, checks
+
+
+def _unique(orders: list[list[str]]) -> list[list[str]]:
+    return [order for i, order in enumerate(orders) if order not in orders[:i]]
+
+
+def graph_order(names: Sequence[str], model: onnx.ModelProto) -> list[str]:
+    """`names` (nodes, and graph outputs' `OUTPUT_PREFIX` Q/DQ) in the order of `model`'s nodes,
+    the outputs' Q/DQ last."""
+    position = {node.name: index for index, node in enumerate(model.graph.node)}
+    return sorted(names, key=lambda name: position.get(name, len(position)))
 
 
 GIVE_BACK_CHECKS = 16  # gate evaluations a repair may spend returning float layers to INT8

@@ -497,3 +497,29 @@ def test_the_report_names_the_convolutions_a_speed_repair_kept_float():
     study.add_trial(trial)
     text = "\n".join(sensitivity_section(study, study.trials[0]))
     assert "3 of 6 layers kept in float (every layer but Conv/Gemm/MatMul, and 1 of those): `fragile`." in text
+
+
+def test_the_repair_keeps_float_the_shortest_prefix_of_the_graph_when_the_ranking_scatters_it():
+    """The gate needs the first three of eight chained layers float (noise the later layers
+    amplify), and the sensitivity ranking interleaves them with the last ones: bisected in the
+    ranking's order the repair keeps six float, in the graph's order three. It keeps the three.
+    (The give-back is held off by a margin gate that never passes, so the bisection's choice shows.)"""
+    rng = np.random.default_rng(1)
+    names = [f"l{i}" for i in range(8)]
+    chain = models.make_model(
+        [helper.make_node("Conv", [f"a{i}", f"w{i}"], [f"a{i + 1}"], name=name) for i, name in enumerate(names)],
+        {"a0": [models.BATCH, 4, 4, 4]},
+        ["a8"],
+        {f"w{i}": rng.standard_normal((4, 4, 1, 1)).astype(np.float32) for i in range(8)},
+    )
+    calibration = [models.random_feeds(chain, batch=1, seed=seed) for seed in range(4)]
+    quantized = apply_precision(chain, "int8", calibration_feeds=calibration, scheme="symmetric")
+    by_name = {layer.node: layer for layer in layer_sensitivity(chain, quantized, calibration)}
+    scattered = [by_name[name] for name in ("l7", "l0", "l6", "l1", "l5", "l2", "l4", "l3")]
+
+    def passes(candidate) -> bool:
+        return all(quantized_inputs(candidate, name) == [] for name in ("l0", "l1", "l2"))
+
+    repaired = repair(quantized, chain, scattered, passes, passes_with_margin=lambda candidate: False)
+    assert repaired.passed and repaired.kept_float == ["l0", "l1", "l2"]
+    assert passes(repaired.model) and quantized_inputs(repaired.model, "l3")  # the rest stays INT8
