@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -366,12 +366,15 @@ class Repair:
         model (onnx.ModelProto): the repaired model.
         passed (bool): whether it passes the gate (False: even all-float did not).
         checks (int): gate evaluations the bisection made.
+        bisected (dict): order ("ranking", "graph") -> the float layers its bisection needed
+            (None: even all of them float failed), before the give-back.
     """
 
     kept_float: list[str]
     model: onnx.ModelProto
     passed: bool
     checks: int
+    bisected: dict[str, int | None] = field(default_factory=dict)
 
 
 def repair(
@@ -409,21 +412,26 @@ def repair(
         start = build([])
         if passes(start):
             return Repair(list(always_float), start, True, checks)
-    found = []
-    for names in _unique([by_rank, graph_order(by_rank, float_model)]):
+    found, bisected = [], {}
+    in_graph = graph_order(by_rank, float_model)
+    for label, names in (("ranking", by_rank), ("graph", in_graph)):
+        if label == "graph" and in_graph == by_rank:
+            bisected[label] = bisected["ranking"]
+            continue
         high, best, spent = _smallest_passing_prefix(names, build, passes)
         checks += spent
         found.append((high, names, best))
-    # a passing one, fewest float; on a tie the graph order (one boundary between float and INT8)
-    high, names, best = min(reversed(found), key=lambda item: (item[2] is None, item[0]))
+        bisected[label] = high if best is not None else None
+    # a passing one, fewest float; on a tie the ranking's
+    high, names, best = min(found, key=lambda item: (item[2] is None, item[0]))
     if best is None:
-        return Repair([*always_float, *names[:high]], build(names[:high]), False, checks)
+        return Repair([*always_float, *names[:high]], build(names[:high]), False, checks, bisected)
     floated, model, spent = give_back(
         names[:high],
         lambda chosen: keep_float(qdq_model, float_model, [*always_float, *chosen], fused=fused),
         passes_with_margin or passes,
     )
-    return Repair([*always_float, *floated], model or best, True, checks + spent)
+    return Repair([*always_float, *floated], model or best, True, checks + spent, bisected)
 
 
 def _smallest_passing_prefix(
@@ -447,15 +455,11 @@ def _smallest_passing_prefix(
     return high, best, checks
 
 
-def _unique(orders: list[list[str]]) -> list[list[str]]:
-    return [order for i, order in enumerate(orders) if order not in orders[:i]]
-
-
 def graph_order(names: Sequence[str], model: onnx.ModelProto) -> list[str]:
     """`names` (nodes, and graph outputs' `OUTPUT_PREFIX` Q/DQ) in the order of `model`'s nodes,
-    the outputs' Q/DQ last."""
+    the outputs' Q/DQ first, as in the ranking (floating an output's Q/DQ costs no kernel)."""
     position = {node.name: index for index, node in enumerate(model.graph.node)}
-    return sorted(names, key=lambda name: position.get(name, len(position)))
+    return sorted(names, key=lambda name: -1 if name.startswith(OUTPUT_PREFIX) else position.get(name, len(position)))
 
 
 GIVE_BACK_CHECKS = 16  # gate evaluations a repair may spend returning float layers to INT8
@@ -643,11 +647,13 @@ def quantize_mixed(
             elementwise = set(always)
             details["kept_float_gemm"] = [name for name in repaired.kept_float if name not in elementwise]
             details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
+            details["repair_bisected"] = repaired.bisected
             _mostly_float(details)
             return repaired.model, details
         repaired = repair(quantized, prepared, ranking, passes, passes_with_margin=with_margin)
         names = repaired.kept_float
         details["repair_passed"], details["repair_checks"] = repaired.passed, repaired.checks
+        details["repair_bisected"] = repaired.bisected
         details["kept_float"] = names
         _mostly_float(details)
     else:

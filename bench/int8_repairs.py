@@ -213,6 +213,13 @@ def measure(name: str, path: Path, verify: list[dict], calibration: list[dict], 
         else:
             static_total = static_total or total
             layers = f"{int8} of {total}"
+            bisected = mixed.get("repair_bisected") or {}
+            if bisected:  # the float layers each order's bisection needed, before the give-back
+                layers += (
+                    " (bisection: "
+                    + ", ".join(f"{k} {v if v is not None else 'failed'}" for k, v in bisected.items())
+                    + " float)"
+                )
         rows.append({**row, "int8_layers": int8, "layers": total, "layers_text": layers, "passed": failed is None,
                      "verdict": "pass" if failed is None else f"**reject**: {failed.rejected_by}",
                      "speed": speed.paired(fp32, speed.timer(out, "int8")), "build": f"{seconds:.0f} s"})  # fmt: skip

@@ -68,3 +68,55 @@ def test_the_random_start_up_asks_a_configuration_the_study_does_not_hold(tmp_pa
     assert repeated in told
     asked, _ = next_ask(tmp_path / "no-repeat", lambda space: NoRepeatSampler(start_up(space), space), TWO_KNOBS)
     assert asked == TWO_KNOBS
+
+
+CONDITIONAL = {
+    "knobs": {
+        "execution_mode": {"type": "categorical", "choices": ["sequential", "parallel"], "default": "sequential"},
+        "intra_op_spinning": {"type": "bool", "default": True},
+        "inter_op_threads": {"type": "int", "low": 0, "high": 3, "default": 0, "condition": {"execution_mode": "parallel"}},
+    }
+}  # fmt: skip
+
+
+def conditional_asks(tmp_path, sampler, asks: int = 6) -> tuple[list[dict], set[str]]:
+    """Every configuration but parallel ones with `inter_op_threads` 3 told (SQLite), the
+    parallel ones fastest; the next `asks` configurations the sampler asks (each told as slow),
+    and the keys of those told before them."""
+    from autotune.space import config_key
+
+    space = parse_space(CONDITIONAL, OnnxRuntimeTarget())
+    tmp_path.mkdir()
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", directions=list(DIRECTIONS), sampler=sampler(space)
+    )
+    told = [{"execution_mode": "sequential", "intra_op_spinning": spin} for spin in (True, False)]
+    told += [{"execution_mode": "parallel", "intra_op_spinning": spin, "inter_op_threads": n}
+             for spin in (True, False) for n in range(3)]  # fmt: skip
+    for rank, config in enumerate(told):
+        study.enqueue_trial(config)
+        trial = study.ask()
+        space.sample(trial)
+        study.tell(trial, [100.0 + 100 * rank, 0.0][: len(DIRECTIONS)])
+    asked = []
+    for _ in range(asks):
+        trial = study.ask()
+        asked.append(space.sample(trial))
+        study.tell(trial, [1.0, 0.0][: len(DIRECTIONS)])
+    return asked, {config_key(c) for c in told}
+
+
+def test_a_conditional_knob_sampled_alone_does_not_complete_a_configuration_the_study_holds(tmp_path):
+    """`inter_op_threads` exists only under `execution_mode: parallel`, so multivariate TPE leaves
+    it to an independent draw. Optuna's PartialFixedSampler makes that draw always 0 (a value every
+    parallel configuration told holds): alone it repeats; wrapped, the draw completes the two
+    configurations the study does not hold."""
+    from autotune.space import config_key
+
+    def fixed_zero(space):
+        return optuna.samplers.PartialFixedSampler({"inter_op_threads": 0}, tpe(space))
+
+    asked, told = conditional_asks(tmp_path / "tpe", fixed_zero, asks=2)
+    assert any(config_key(c) in told for c in asked)  # alone it repeats
+    asked, told = conditional_asks(tmp_path / "no-repeat", lambda space: NoRepeatSampler(fixed_zero(space), space), 2)
+    assert sorted((c["intra_op_spinning"], c.get("inter_op_threads")) for c in asked) == [(False, 3), (True, 3)]

@@ -522,4 +522,5 @@ def test_the_repair_keeps_float_the_shortest_prefix_of_the_graph_when_the_rankin
 
     repaired = repair(quantized, chain, scattered, passes, passes_with_margin=lambda candidate: False)
     assert repaired.passed and repaired.kept_float == ["l0", "l1", "l2"]
+    assert repaired.bisected == {"ranking": 6, "graph": 3}
     assert passes(repaired.model) and quantized_inputs(repaired.model, "l3")  # the rest stays INT8

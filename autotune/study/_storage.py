@@ -130,7 +130,22 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         return next((c for c in candidates if config_key(c) not in seen), None)
 
     def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
+        """The wrapped sampler's value, unless it is the last knob of the configuration and that
+        configuration is one the study holds: then another value of the knob that completes one it
+        does not hold, if any. This is where a conditional knob left out of the relative sample
+        repeated a configuration (YOLOv8n on the CPU: `inter_op_threads` under `execution_mode:
+        parallel`, bench/WASTE_CPU.md)."""
+        value = self.base.sample_independent(study, trial, param_name, param_distribution)
+        config = {**trial.params, param_name: value}
+        if not all(knob.name in config for knob in self.space.knobs if knob.active(config)):
+            return value  # knobs still to come: the configuration is not known yet
+        states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
+        seen = {config_key(t.params) for t in study.get_trials(deepcopy=False, states=states)}
+        if config_key(config) not in seen:
+            return value
+        others = [v for v in _discrete_values(param_distribution) if v != value]
+        random.Random(self.seed * 1_000_003 + trial.number).shuffle(others)
+        return next((v for v in others if config_key({**config, param_name: v}) not in seen), value)
 
     def before_trial(self, study: Any, trial: Any) -> None:
         self.base.before_trial(study, trial)
@@ -140,6 +155,15 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.base.reseed_rng()
+
+
+def _discrete_values(distribution: Any) -> list[Any]:
+    """A categorical or integer distribution's values (at most 64 of an integer range); none for a float one."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, optuna.distributions.IntDistribution) and not distribution.log:
+        return list(range(distribution.low, distribution.high + 1, distribution.step))[:64]
+    return []
 
 
 def open_study(spec: StudySpec, *, create: bool) -> Any:
