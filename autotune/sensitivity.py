@@ -412,7 +412,8 @@ def repair(
         start = build([])
         if passes(start):
             return Repair(list(always_float), start, True, checks)
-    found, bisected = [], {}
+    found: list[tuple[int, list[str], onnx.ModelProto | None]] = []
+    bisected: dict[str, int | None] = {}
     in_graph = graph_order(by_rank, float_model)
     for label, names in (("ranking", by_rank), ("graph", in_graph)):
         if label == "graph" and in_graph == by_rank:

@@ -111,7 +111,8 @@ def row_line(record: dict) -> str:
     repeats = [r["number"] for r in w["repeat_failures"]]
     slow = [r["number"] for r in w["repeat_known_slow"]]
     rules = "; ".join(
-        f"{gpu_grid._knobs(r['knobs'])}: {r['reason'][:60]} (trials {r['trials']})" for r in record["rules"]
+        f"{gpu_grid._knobs(r['knobs'])}: {r['reason'].split(':')[0][:60]} (trials {r['trials']})"
+        for r in record["rules"]
     )
     return (
         f"| {record['model']} | {record['trial_numbers']} | {record['states']} | **{w['count']}** "
@@ -151,7 +152,17 @@ def main() -> None:
     write(records)
 
 
+SUMMARY_START, SUMMARY_END = "<!-- summary -->", "<!-- /summary -->"
+
+
 def write(records: list[dict]) -> None:
+    """WASTE_CPU.md from `records` (its hand-written summary block kept) and WASTE_CPU.json."""
+    previous = OUT.read_text() if OUT.exists() else ""
+    summary = (
+        previous[previous.index(SUMMARY_START) : previous.index(SUMMARY_END) + len(SUMMARY_END)]
+        if SUMMARY_START in previous and SUMMARY_END in previous
+        else f"{SUMMARY_START}\n(write what this says here)\n{SUMMARY_END}"
+    )
     text = [
         "# Wasted trials on the CPU (issue 27)",
         "",
@@ -165,6 +176,8 @@ def write(records: list[dict]) -> None:
         "most 2 of 30. The answer on every surface (issue 26): the trial the study stored as its answer, the one "
         "`autotune status` names and marks on its front, the one report.md's front marks and the one "
         "`autotune export` writes to the manifest.",
+        "",
+        summary,
         "",
         "| model | trial numbers | states | wasted | duplicates | repeated failures | repeated known-slow "
         "| ruled out (not run) | rules | wall | the answer on every surface | autotune | measured |",
