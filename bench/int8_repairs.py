@@ -159,6 +159,15 @@ def models() -> dict[str, tuple[Path, list[dict], list[dict]]]:
     return out
 
 
+def kept_summary(path: Path) -> str:
+    """The hand-written summary block of a generated bench file (between `SUMMARY_START` and
+    `SUMMARY_END`), kept when the file is written again; a placeholder block when it has none."""
+    previous = path.read_text() if path.exists() else ""
+    if SUMMARY_START in previous and SUMMARY_END in previous:
+        return previous[previous.index(SUMMARY_START) : previous.index(SUMMARY_END) + len(SUMMARY_END)]
+    return f"{SUMMARY_START}\n(write what this says here)\n{SUMMARY_END}"
+
+
 def row_line(row: dict) -> str:
     return (
         f"| {row['model']} | {row['candidate']} | {row['layers_text']} | {row['verdict']} | {row['speed']} "
@@ -247,12 +256,7 @@ def main() -> None:
             tmp = Path(tmp_dir) / f"model{index}"
             tmp.mkdir()
             rows += measure(name, path, verify, calibration, tmp, args.rounds)
-    previous = args.out.read_text() if args.out.exists() else ""
-    summary = (
-        previous[previous.index(SUMMARY_START) : previous.index(SUMMARY_END) + len(SUMMARY_END)]
-        if SUMMARY_START in previous and SUMMARY_END in previous
-        else f"{SUMMARY_START}\n(write what this says here)\n{SUMMARY_END}"
-    )
+    summary = kept_summary(args.out)
     text = [
         "# INT8 on the CPU: every repair, judged by the task, paired against FP32 (issue 24)",
         "",

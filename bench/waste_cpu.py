@@ -152,17 +152,11 @@ def main() -> None:
     write(records)
 
 
-SUMMARY_START, SUMMARY_END = "<!-- summary -->", "<!-- /summary -->"
-
-
 def write(records: list[dict]) -> None:
     """WASTE_CPU.md from `records` (its hand-written summary block kept) and WASTE_CPU.json."""
-    previous = OUT.read_text() if OUT.exists() else ""
-    summary = (
-        previous[previous.index(SUMMARY_START) : previous.index(SUMMARY_END) + len(SUMMARY_END)]
-        if SUMMARY_START in previous and SUMMARY_END in previous
-        else f"{SUMMARY_START}\n(write what this says here)\n{SUMMARY_END}"
-    )
+    from int8_repairs import kept_summary
+
+    summary = kept_summary(OUT)
     text = [
         "# Wasted trials on the CPU (issue 27)",
         "",
