@@ -430,11 +430,7 @@ def repair(
     high, names, best = min(found, key=lambda item: (item[2] is None, item[0]))
     if best is None:
         return Repair([*always_float, *names[:high]], build(names[:high]), False, checks, bisected)
-    floated, model, spent = give_back(
-        names[:high],
-        lambda chosen: keep_float(qdq_model, float_model, [*always_float, *chosen], fused=fused),
-        passes_with_margin or passes,
-    )
+    floated, model, spent = give_back(names[:high], build, passes_with_margin or passes)
     return Repair([*always_float, *floated], model or best, True, checks + spent, bisected)
 
 

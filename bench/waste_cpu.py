@@ -28,7 +28,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import accuracy  # noqa: E402
 import gpu_grid  # noqa: E402
+import optuna  # noqa: E402
+from int8_repairs import kept_summary  # noqa: E402
+
+from autotune.cli import main as cli  # noqa: E402
+from autotune.study import quiet_optuna, storage_url  # noqa: E402
+from tests.trained_models import model_path  # noqa: E402
 
 OUT = ROOT / "bench" / "WASTE_CPU.md"
 RESULTS = (
@@ -39,12 +46,8 @@ RESULTS = (
 def studies() -> dict[str, tuple[Path, list[str], str]]:
     """name -> (model, the extra `autotune start` arguments: real inputs and the shape, the
     budget: about 30 trials on 2 quiet cores)."""
-    from tests.trained_models import model_path
-
     models = ROOT / "bench" / "models"
     if not (models / "yolov8n.onnx").exists() or not (models / "ppocr_v4_rec_lines.npz").exists():
-        import accuracy
-
         accuracy.gpu_models()
     pages = gpu_grid.text_page_inputs(4, 320)["ppocr_v4_det_inputs"]
     return {
@@ -69,11 +72,6 @@ def studies() -> dict[str, tuple[Path, list[str], str]]:
 def surfaces(study: str, results_dir: Path) -> dict[str, Any]:
     """The answer each surface names (issue 26: one answer everywhere): the study's `best_trial`,
     `autotune status`, report.md and the manifest `autotune export` writes."""
-    import optuna
-
-    from autotune.cli import main as cli
-    from autotune.study import quiet_optuna, storage_url
-
     quiet_optuna()
     stored = optuna.load_study(study_name=study, storage=storage_url(results_dir / study)).user_attrs.get("best_trial")
     env = {**os.environ, "COLUMNS": "300"}
@@ -154,8 +152,6 @@ def main() -> None:
 
 def write(records: list[dict]) -> None:
     """WASTE_CPU.md from `records` (its hand-written summary block kept) and WASTE_CPU.json."""
-    from int8_repairs import kept_summary
-
     summary = kept_summary(OUT)
     text = [
         "# Wasted trials on the CPU (issue 27)",

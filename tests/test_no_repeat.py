@@ -7,7 +7,7 @@ import itertools
 import optuna
 import pytest
 
-from autotune.space import SearchSpace, parse_space
+from autotune.space import SearchSpace, config_key, parse_space
 from autotune.study._records import DIRECTIONS
 from autotune.study._storage import NoRepeatSampler
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
@@ -83,8 +83,6 @@ def conditional_asks(tmp_path, sampler, asks: int = 6) -> tuple[list[dict], set[
     """Every configuration but parallel ones with `inter_op_threads` 3 told (SQLite), the
     parallel ones fastest; the next `asks` configurations the sampler asks (each told as slow),
     and the keys of those told before them."""
-    from autotune.space import config_key
-
     space = parse_space(CONDITIONAL, OnnxRuntimeTarget())
     tmp_path.mkdir()
     study = optuna.create_study(
@@ -111,7 +109,6 @@ def test_a_conditional_knob_sampled_alone_does_not_complete_a_configuration_the_
     it to an independent draw. Optuna's PartialFixedSampler makes that draw always 0 (a value every
     parallel configuration told holds): alone it repeats; wrapped, the draw completes the two
     configurations the study does not hold."""
-    from autotune.space import config_key
 
     def fixed_zero(space):
         return optuna.samplers.PartialFixedSampler({"inter_op_threads": 0}, tpe(space))

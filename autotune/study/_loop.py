@@ -618,7 +618,7 @@ class StudyLoop:
     def waits_for(self, config: Mapping[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """`held_back` against the trials in flight (a trial's params are its configuration)."""
         in_flight = {number: trial.params for number, trial in self.state.pending.items()}
-        return held_back(config, in_flight, self.probe_first, [*self.state.ran, *self.state.rules.succeeded])
+        return held_back(config, in_flight, self.probe_first, self.state.ran)  # (`rules.succeeded` is a subset)
 
     def release_held(self) -> None:
         """The trials `fill` held back, once the trial they waited for has finished: ruled out

@@ -92,9 +92,7 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         fixed = params or search_space
         if not all(knob.name in fixed for knob in self.space.knobs if not params or knob.active(params)):
             return params
-        states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
-        seen = {config_key(t.params) for t in study.get_trials(deepcopy=False, states=states)}
-        seed = self.seed * 1_000_003 + trial.number
+        seen, seed = held_configurations(study), self.seed * 1_000_003 + trial.number
         if not params:
             # the wrapped sampler's random start-up (TPE's first trials): a random configuration
             # the study does not hold, as its independent draws would be less their repeats
@@ -139,11 +137,13 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         config = {**trial.params, param_name: value}
         if not all(knob.name in config for knob in self.space.knobs if knob.active(config)):
             return value  # knobs still to come: the configuration is not known yet
-        states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
-        seen = {config_key(t.params) for t in study.get_trials(deepcopy=False, states=states)}
+        knob = self.space[param_name] if param_name in self.space else None
+        if knob is None or knob.type == "float":
+            return value
+        seen = held_configurations(study)
         if config_key(config) not in seen:
             return value
-        others = [v for v in _discrete_values(param_distribution) if v != value]
+        others = [v for v in knob.values()[:64] if v != value]
         random.Random(self.seed * 1_000_003 + trial.number).shuffle(others)
         return next((v for v in others if config_key({**config, param_name: v}) not in seen), value)
 
@@ -157,13 +157,10 @@ class NoRepeatSampler(optuna.samplers.BaseSampler):
         self.base.reseed_rng()
 
 
-def _discrete_values(distribution: Any) -> list[Any]:
-    """A categorical or integer distribution's values (at most 64 of an integer range); none for a float one."""
-    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        return list(distribution.choices)
-    if isinstance(distribution, optuna.distributions.IntDistribution) and not distribution.log:
-        return list(range(distribution.low, distribution.high + 1, distribution.step))[:64]
-    return []
+def held_configurations(study: Any) -> set[str]:
+    """The `config_key`s of the configurations the study holds: every trial but the queued ones."""
+    states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
+    return {config_key(t.params) for t in study.get_trials(deepcopy=False, states=states)}
 
 
 def open_study(spec: StudySpec, *, create: bool) -> Any:
