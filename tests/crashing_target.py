@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 
+from autotune.errors import BuildError
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
 
 HOLD_ENV = "AUTOTUNE_TEST_HOLD_BUILDS"  # while the file it names exists, builds wait (a test's event)
@@ -47,8 +48,6 @@ class UnsupportedComboTarget(OnnxRuntimeTarget):
     name = "unsupported-combo"
 
     def build(self, model_path, config, workdir, input_shapes):
-        from autotune.errors import BuildError
-
         if config.get("execution_mode") == "parallel" and config.get("intra_op_spinning") is False:
             raise BuildError(f"this provider cannot run parallel execution without spinning ({workdir.name})")
         return super().build(model_path, config, workdir, input_shapes)
@@ -112,8 +111,6 @@ class FragileKnobTarget(OnnxRuntimeTarget):
     REASON = "this model cannot run with intra-op spinning off"
 
     def build(self, model_path, config, workdir, input_shapes):
-        from autotune.errors import BuildError
-
         if config.get("intra_op_spinning") is False:
             started = time.time()
             time.sleep(3.0)
