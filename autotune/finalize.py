@@ -714,6 +714,11 @@ def measure_speedup(
         result = run_paired_fn(request)
     finally:
         shutil.rmtree(study_dir / PAIRED_DIR, ignore_errors=True)
+    stages = result.get("stages_s") or {}
+    if stages:
+        logging.getLogger("autotune").info(
+            "finalize: pairing at batch %d: %s", batch, ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in stages.items())
+        )
     speedup = Speedup.from_paired(result)
     # each side's own measurement in the study, which every surface checks the paired figures against
     speedup.default_own_ms_per_sample = _own_ms_per_sample(defaults) if defaults is not None else 0.0

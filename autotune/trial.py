@@ -353,14 +353,19 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
     speedup of B over A (`PairedSpeedup.as_dict()`), with `measured_artifacts`: per side, what
     `paired_sides` says it opened."""
 
+    began = time.perf_counter()
     target = target_class(request.target_name)(request.target_options)
     sides = paired_sides(request, target)
+    stages_s = {"sides_s": time.perf_counter() - began}  # where a pairing's wall goes (bench/OVERHEAD.md)
     sessions, timers = [], []
     try:
         for side in sides:
+            opened = time.perf_counter()
             session = target.open(side.built, side.config)
             sessions.append(session)
             timers.append(session.timer(side.feeds))
+            stages_s[f"open_{side.label}_s"] = time.perf_counter() - opened
+        rounds_began = time.perf_counter()
         limit = request.time_limit_s
         result = paired_speedup(
             timers[0],
@@ -379,7 +384,12 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             ),
             deadline=time.monotonic() + limit if limit is not None else None,
         )
-        return {**result.as_dict(), "measured_artifacts": {side.label: side.measured for side in sides}}
+        stages_s["rounds_s"] = time.perf_counter() - rounds_began
+        return {
+            **result.as_dict(),
+            "measured_artifacts": {side.label: side.measured for side in sides},
+            "stages_s": stages_s,
+        }
     finally:
         for session in sessions:
             session.close()
