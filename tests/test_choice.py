@@ -218,6 +218,32 @@ def test_a_second_finalist_further_behind_than_the_studys_noise_is_not_paired():
     assert [t.number for t in finalists_by_batch(_study(close, drift=quiet.user_attrs["drift"]), zero)[1]] == [1, 2]
 
 
+def test_a_finalist_further_behind_the_defaults_than_the_studys_noise_is_not_paired():
+    """Issue 26 (run 9, H100): batch 1's second finalist was 14.6% behind the defaults by its own
+    measurement and batch 2's only one 111% behind: 16 s of a 75 s finalize paired them to lose.
+    A finalist is paired only within the study's noise of the (accurate) defaults at its batch."""
+    from autotune.finalize import finalists_by_batch
+
+    quiet = [{"after_trials": 5, "ms_per_sample": 1.01, "ratio_to_baseline": 1.01}]
+    trials = [
+        _trial(0, 1, 1.0, {"graph": "a"}, baseline=True),
+        _trial(1, 1, 1.03, {"graph": "b"}),  # 3% behind: within the noise floor, paired
+        _trial(2, 1, 1.15, {"graph": "c"}),  # 15% behind the defaults (and 12% behind trial 1)
+        _trial(3, 2, 0.5, {"graph": "a", "batch_size": 2}, baseline=True),
+        _trial(4, 2, 1.1, {"graph": "b", "batch_size": 2}),  # 2.2x the defaults at its batch
+    ]
+    study = _study(trials, drift=quiet)
+    chosen = finalists_by_batch(study, study.trials[0])
+    assert [t.number for t in chosen[1]] == [1] and chosen[2] == []
+    # a noisy machine (the defaults drifted 2.5x): any of them may win, each is paired
+    noisy = _study(trials, drift=[{"after_trials": 5, "ms_per_sample": 2.5, "ratio_to_baseline": 2.5}])
+    assert [len(f) for f in finalists_by_batch(noisy, noisy.trials[0]).values()] == [2, 1]
+    # defaults that fail the gate: the best finalist is the answer whatever its speed, so it is paired
+    failing = [_trial(0, 1, 1.0, {"graph": "a"}, baseline=True, constraints=[1.0]), trials[2]]
+    study = _study(failing, drift=quiet)
+    assert [t.number for t in finalists_by_batch(study, study.trials[0])[1]] == [1]  # (numbered anew)
+
+
 def test_the_aa_control_settles_once_narrow_and_a_quiet_control_lets_pairings_settle_sooner():
     from autotune.answer import Speedup
     from autotune.finalize import QUIET_AA_WIDTH, quiet
