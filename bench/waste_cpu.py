@@ -4,7 +4,7 @@ count them (`gpu_grid.wasted_trials`): duplicates of a configuration already hel
 a class already seen with the same failing knob values, and known-slow trials (>= 2x the
 defaults' time per sample at their batch) holding a value two earlier known-slow trials held.
 
-    .venv/bin/python bench/waste_cpu.py [--models NAME,...] [--trials 30] [--budget 7m]
+    .venv/bin/python bench/waste_cpu.py [--models NAME,...] [--trials 30] [--budget 7m] [--recheck]
 
 Run it on a machine doing nothing else: on 2 cores another job beside it slows trials 10x and
 they are pruned as too slow (a first run beside bench/int8_repairs.py: 4 of 10 trials).
@@ -22,6 +22,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ import optuna  # noqa: E402
 from int8_repairs import kept_summary  # noqa: E402
 
 from autotune.cli import main as cli  # noqa: E402
+from autotune.dashboard import bind_server  # noqa: E402
 from autotune.study import quiet_optuna, storage_url  # noqa: E402
 from tests.trained_models import model_path  # noqa: E402
 
@@ -66,14 +69,67 @@ def studies() -> dict[str, tuple[Path, list[str], str]]:
             ["--inputs", pages, "--shape", "x:1,3,320,320"],
             "7m",
         ),
+        "ddddocr recognizer (ddddocr 1.6.1)": (
+            models / "ddddocr_rec.onnx",
+            ["--inputs", str(models / "ddddocr_rec_inputs.npz"), "--shape", "input1:1,1,64,200"],
+            "7m",
+        ),
+        "PP-OCRv3 text detector (rapidocr 1.2.13)": (
+            model_path("ppocr_v3_det"),
+            ["--inputs", pages, "--shape", "x:1,3,320,320"],
+            "7m",
+        ),
     }
 
 
+def dashboard_view(results_dir: Path, study: str) -> dict[str, Any]:
+    """What optuna-dashboard serves for the study (`autotune dashboard`'s server): its detail, with
+    the note (the answer and the front) and `best_trials`."""
+    server = bind_server(results_dir / study, None, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with urllib.request.urlopen(f"{base}/api/studies", timeout=60) as r:
+            (summary,) = json.loads(r.read())["study_summaries"]
+        with urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=60) as r:
+            return json.loads(r.read())
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def contradictions(attrs: dict[str, Any]) -> list[str]:
+    """Per stored answer, what its verdict says against its own figures (issue 26: none): "faster"
+    with an interval wholly above the A/A control's and the per-side milliseconds the same way;
+    "slower" wholly below; "no measurable difference" overlapping it."""
+    aa = attrs.get("aa_control") or {}
+    found = []
+    for batch, answer in (attrs.get("answers") or {}).items():
+        s, verdict = answer.get("speedup"), answer.get("verdict")
+        if not s or not aa or verdict not in ("faster", "slower", "no measurable difference"):
+            continue
+        sides = s["default_ms_per_sample"] / max(s["best_ms_per_sample"], 1e-12)
+        above, below = s["p25"] > aa["p75"], s["p75"] < aa["p25"]
+        fine = {
+            "faster": above and s["median"] > 1.0 and sides > 1.0,
+            "slower": below and s["median"] < 1.0 and sides < 1.0,
+            "no measurable difference": not (above and sides > 1.0) and not (below and sides < 1.0),
+        }[verdict]
+        if not fine:
+            found.append(f"batch {batch}: {verdict} with {s['median']:.3f} [{s['p25']:.3f}, {s['p75']:.3f}], "
+                         f"sides {sides:.3f}, A/A [{aa['p25']:.3f}, {aa['p75']:.3f}]")  # fmt: skip
+    return found
+
+
 def surfaces(study: str, results_dir: Path) -> dict[str, Any]:
-    """The answer each surface names (issue 26: one answer everywhere): the study's `best_trial`,
-    `autotune status`, report.md and the manifest `autotune export` writes."""
+    """The answer and the front each surface names (issue 26: one answer everywhere): the study's
+    `best_trial`, `autotune status`, report.md, the dashboard's note and the manifest `autotune
+    export` writes; the front's rows in `status`, report.md and the note, the dashboard's best
+    trials among them; and the stored answers' verdicts against their own figures."""
     quiet_optuna()
-    stored = optuna.load_study(study_name=study, storage=storage_url(results_dir / study)).user_attrs.get("best_trial")
+    attrs = optuna.load_study(study_name=study, storage=storage_url(results_dir / study)).user_attrs
+    stored = attrs.get("best_trial")
     env = {**os.environ, "COLUMNS": "300"}
     argv = [sys.executable, "-c", "import sys; from autotune.cli import main; raise SystemExit(main())"]
     status = subprocess.run([*argv, "status", study, "--results-dir", str(results_dir)], env=env,
@@ -87,21 +143,46 @@ def surfaces(study: str, results_dir: Path) -> dict[str, Any]:
     manifest = json.loads((exported / "manifest.json").read_text())
     report = (results_dir / study / "report.md").read_text()
     in_report = re.search(r"^\| (\d+) \|.*\| the answer \|$", report, re.M)
+    detail = dashboard_view(results_dir, study)
+    note = detail.get("note", {}).get("body", "")
+    in_note = re.search(r"^Trial (\d+):", note, re.M)
     found = {
         "study attribute": stored,
         "status": int(named.group(1)) if named else None,
         "status front mark": int(marked[0]) if marked else None,
         "report.md front": int(in_report.group(1)) if in_report else None,
+        "dashboard note": int(in_note.group(1)) if in_note else None,
         "manifest": manifest.get("trial"),
     }
-    return {"answers": found, "agree": len(set(found.values())) == 1 and stored is not None}
+    front_table = report.split("## Pareto front", 1)[1].split("\n## ", 1)[0] if "## Pareto front" in report else ""
+    note_table = note.split("## Pareto front", 1)[1] if "## Pareto front" in note else ""
+    fronts = {
+        "status": [int(n) for n in re.findall(r"^│ +\*?(\d+) │", status.split("Pareto front of", 1)[-1], re.M)],
+        "report.md": [int(n) for n in re.findall(r"^\| (\d+) \|", front_table, re.M)],
+        "dashboard note": [int(n) for n in re.findall(r"^\| (\d+) \|", note_table, re.M)],
+    }
+    best_trials = sorted(t["number"] for t in detail.get("best_trials", []))
+    fronts_agree = len({tuple(f) for f in fronts.values()}) == 1 and set(best_trials) <= set(fronts["status"])
+    return {
+        "answers": found,
+        "agree": len(set(found.values())) == 1 and stored is not None,
+        "fronts": fronts | {"dashboard best trials": best_trials},
+        "fronts_agree": fronts_agree and bool(fronts["status"]),
+        "contradictions": contradictions(attrs),
+    }
 
 
 def surfaces_cell(found: dict[str, Any]) -> str:
     answers = found["answers"]
     if found["agree"]:
-        return f"all name trial {answers['study attribute']}"
-    return "**disagree**: " + ", ".join(f"{k} {v}" for k, v in answers.items())
+        cell = f"all {len(answers)} name trial {answers['study attribute']}"
+    else:
+        cell = "**disagree**: " + ", ".join(f"{k} {v}" for k, v in answers.items())
+    if "fronts" in found:  # (rows measured before the front and the verdicts were checked lack them)
+        rows = found["fronts"]["status"]
+        cell += f"; front {rows} on all 3" if found["fronts_agree"] else f"; **fronts differ**: {found['fronts']}"
+        cell += "; verdicts: " + ("; ".join(found["contradictions"]) or "0 contradictions")
+    return cell
 
 
 def row_line(record: dict) -> str:
@@ -125,6 +206,9 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated substrings of the model names; the others' rows are kept")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--budget", help="every study's --budget (default: each model's own)")
+    parser.add_argument(
+        "--recheck", action="store_true", help="no new study: check the surfaces of the kept ones (results/waste_cpu)"
+    )
     args = parser.parse_args()
     raw = OUT.with_suffix(".json")
     kept = json.loads(raw.read_text()) if raw.exists() else []
@@ -135,6 +219,12 @@ def main() -> None:
             records += [r for r in kept if r["model"] == name]
             continue
         study = f"waste{index}"
+        if args.recheck:
+            for record in [r for r in kept if r["model"] == name]:
+                record["surfaces"] = surfaces(study, RESULTS)
+                print(row_line(record), flush=True)
+                records.append(record)
+            continue
         shutil.rmtree(RESULTS / study, ignore_errors=True)
         budget = args.budget or budget
         run = gpu_grid.run_autotune(study, model, [], args.trials, budget, RESULTS, extra)
@@ -154,7 +244,7 @@ def write(records: list[dict]) -> None:
     """WASTE_CPU.md from `records` (its hand-written summary block kept) and WASTE_CPU.json."""
     summary = kept_summary(OUT)
     text = [
-        "# Wasted trials on the CPU (issue 27)",
+        "# Wasted trials on the CPU (issue 27), one answer on every surface (issue 26)",
         "",
         "`.venv/bin/python bench/waste_cpu.py` (ONNX Runtime CPU provider, the default space; 2 shared cores). "
         "Each row is one `autotune start MODEL --trials N --budget B --foreground` on real inputs (the command "
@@ -164,13 +254,18 @@ def write(records: list[dict]) -> None:
         "2x the defaults' time per sample at its batch holding a non-default value that two earlier such "
         "trials held). Ruled-out trials were told from a rule, never run: listed, not counted. The goal: at "
         "most 2 of 30. The answer on every surface (issue 26): the trial the study stored as its answer, the one "
-        "`autotune status` names and marks on its front, the one report.md's front marks and the one "
-        "`autotune export` writes to the manifest.",
+        "`autotune status` names and marks on its front, the one report.md's front marks, the one the "
+        "dashboard's note names (as `autotune dashboard` serves it) and the one `autotune export` writes to the "
+        "manifest; the front's rows in `status`, report.md and the dashboard's note (the dashboard's best trials "
+        "among them); and each stored answer's verdict against its own interval, per-side milliseconds and the "
+        'A/A control (a contradiction: "faster" not wholly above the control or with the sides the other way, '
+        '"slower" likewise below, "no measurable difference" with both clear).',
         "",
         summary,
         "",
         "| model | trial numbers | states | wasted | duplicates | repeated failures | repeated known-slow "
-        "| ruled out (not run) | rules | wall | the answer on every surface | autotune | measured |",
+        "| ruled out (not run) | rules | wall | the answer, the front and the verdicts on every surface | autotune "
+        "| measured |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *map(row_line, records),
         "",

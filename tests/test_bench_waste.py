@@ -44,3 +44,32 @@ def test_known_slow_trials_sharing_no_value_and_a_batch_alone_are_not_waste():
     wasted = wasted_trials(rows, lambda reason: reason)
     assert wasted["repeat_known_slow"] == []
     assert wasted["duplicates"] == [4] and wasted["count"] == 1
+
+
+def test_the_surfaces_check_finds_a_verdict_its_own_figures_contradict():
+    """Issue 26: every stored verdict is checked against its interval, per-side milliseconds and the
+    A/A control (bench/waste_cpu.py); each contradiction is found, a consistent study has none."""
+    from waste_cpu import contradictions
+
+    aa = {"median": 1.0, "p25": 0.99, "p75": 1.01}
+
+    def answer(verdict: str, median: float, p25: float, p75: float, default_ms: float, best_ms: float) -> dict:
+        speedup = {"median": median, "p25": p25, "p75": p75, "default_ms_per_sample": default_ms,
+                   "best_ms_per_sample": best_ms}  # fmt: skip
+        return {"verdict": verdict, "speedup": speedup}
+
+    consistent = {
+        "1": answer("faster", 1.2, 1.15, 1.25, 1.2, 1.0),
+        "2": answer("no measurable difference", 1.0, 0.98, 1.02, 1.0, 1.0),
+        "4": answer("slower", 0.8, 0.75, 0.85, 1.0, 1.25),
+        "8": answer("defaults", 1.0, 1.0, 1.0, 1.0, 1.0),  # nothing paired: nothing to contradict
+    }
+    assert contradictions({"aa_control": aa, "answers": consistent}) == []
+    bad = {
+        "1": answer("faster", 1.02, 1.0, 1.05, 1.02, 1.0),  # inside the A/A control's interval
+        "2": answer("faster", 1.2, 1.15, 1.25, 1.0, 1.1),  # its milliseconds say slower
+        "4": answer("no measurable difference", 1.3, 1.25, 1.35, 1.3, 1.0),  # clearly faster
+        "8": answer("slower", 1.1, 1.05, 1.15, 1.1, 1.0),
+    }
+    found = contradictions({"aa_control": aa, "answers": bad})
+    assert [line.split(":")[0] for line in found] == ["batch 1", "batch 2", "batch 4", "batch 8"]
