@@ -78,6 +78,10 @@ PAIRED_ROUND_S = 0.2
 PAIRED_ROUNDS = 21  # interleaved rounds of a paired measurement, at most
 # An A/A interval wider than this is re-measured once (the usual width is 0.01-0.05).
 AA_RETRY_WIDTH = 0.1
+# So is a control that measured the defaults this much slower than their own trial did: the machine
+# was busy with something else (GPU run 9: 1.72x at finalize's start, 1.22x one pairing later; runs
+# 6 and 8 agreed within 1.03x), and a control not quiet holds every pairing to MIN_ROUNDS.
+AA_DISTURBED = 1.2
 # Candidates re-measured per batch: more at batch 1 and at the batch of the best throughput
 # (the two headline answers), one elsewhere.
 HEADLINE_FINALISTS = 2
@@ -225,7 +229,7 @@ def finalize(
                 study, baseline, baseline, 1, paired_rounds, run_paired_fn,
                 time_limit_s=pace.limit_s(), settle_width=QUIET_AA_WIDTH,
             )  # fmt: skip
-            if aa.p75 - aa.p25 > AA_RETRY_WIDTH and pace.room_for_one_more():
+            if retry_control(aa) and pace.room_for_one_more():
                 # A burst of other work during the control would silence every real speedup:
                 # measure it once more and keep the narrower interval.
                 again = measure_speedup(
@@ -473,6 +477,22 @@ def finalize_estimate_s(study: optuna.Study, rounds: int = MIN_ROUNDS) -> float:
     plan = finalists_by_batch(study, zero)
     total = pairing_s(1) + sum(len(finalists) * pairing_s(batch) for batch, finalists in plan.items())
     return total + (profile_time_s(study) if profile_fits_budget(study) else 0.0) + WRITE_RESERVE_S
+
+
+def retry_control(aa: Speedup) -> bool:
+    """Whether the A/A control is measured once more: its interval wider than `AA_RETRY_WIDTH`, or
+    its defaults slower than their own trial's measurement by more than `AA_DISTURBED`.
+
+    Example:
+        >>> retry_control(Speedup(0.985, 0.962, 1.045, 9, 3.086, 3.022, default_own_ms_per_sample=1.792))  # run 9
+        True
+        >>> retry_control(Speedup(1.023, 1.021, 1.023, 9, 1.718, 1.683, default_own_ms_per_sample=1.69))  # run 8
+        False
+    """
+    disturbed = (
+        aa.default_own_ms_per_sample > 0 and aa.default_ms_per_sample > AA_DISTURBED * aa.default_own_ms_per_sample
+    )
+    return aa.p75 - aa.p25 > AA_RETRY_WIDTH or disturbed
 
 
 def quiet(aa: Speedup) -> bool:

@@ -270,6 +270,24 @@ def test_the_aa_control_settles_once_narrow_and_a_quiet_control_lets_pairings_se
     assert not quiet(Speedup(1.0, 0.995, 1.005, 9, 1.0, 1.0, states=two_states))
 
 
+def test_a_control_that_measured_the_defaults_far_slower_than_their_trial_is_measured_again():
+    """Issue 26 (GPU run 9): finalize's A/A control measured the defaults at 1.72x their own trial,
+    the next pairing at 1.22x: a busy moment, and a control not quiet holds every pairing to more
+    rounds. Such a control is measured once more, as one wider than AA_RETRY_WIDTH is."""
+    from autotune.answer import Speedup
+    from autotune.finalize import AA_DISTURBED, AA_RETRY_WIDTH, retry_control
+
+    def control(width: float, paired_ms: float, own_ms: float) -> Speedup:
+        return Speedup(1.0, 1.0 - width / 2, 1.0 + width / 2, 9, paired_ms, paired_ms, default_own_ms_per_sample=own_ms)
+
+    assert retry_control(control(0.083, 3.086, 1.792))  # run 9: 8.3% wide, 1.72x its own figure
+    assert not retry_control(control(0.002, 1.718, 1.69))  # run 8
+    assert retry_control(control(AA_RETRY_WIDTH * 1.1, 1.0, 1.0))  # wide alone
+    assert not retry_control(control(0.01, AA_DISTURBED * 0.99, 1.0))
+    assert retry_control(control(0.01, AA_DISTURBED * 1.01, 1.0))
+    assert not retry_control(control(0.01, 5.0, 0.0))  # no own figure (a resumed old study): width alone
+
+
 def test_the_profile_runs_at_finalize_only_within_its_share_of_the_budget(monkeypatch):
     import autotune.finalize as fin
 
