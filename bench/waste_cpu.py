@@ -33,6 +33,7 @@ import gpu_grid  # noqa: E402
 import optuna  # noqa: E402
 from int8_repairs import kept_summary  # noqa: E402
 
+from autotune.answer import FASTER, NO_DIFFERENCE, SLOWER, Answer, Speedup, verdict  # noqa: E402
 from autotune.cli import main as cli  # noqa: E402
 from autotune.study import quiet_optuna, storage_url  # noqa: E402
 from tests.dashboard_client import served_study_detail  # noqa: E402
@@ -71,25 +72,19 @@ def studies() -> dict[str, tuple[Path, list[str], str]]:
 
 
 def contradictions(attrs: dict[str, Any]) -> list[str]:
-    """Per stored answer, what its verdict says against its own figures (issue 26: none): "faster"
-    with an interval wholly above the A/A control's and the per-side milliseconds the same way;
-    "slower" wholly below; "no measurable difference" overlapping it."""
-    aa = attrs.get("aa_control") or {}
+    """Per stored answer, a verdict its own figures (interval, per-side milliseconds) and the A/A
+    control would not give under the one rule (`autotune.answer.verdict`; issue 26: none)."""
+    aa = Speedup(**attrs["aa_control"]) if attrs.get("aa_control") else None
     found = []
-    for batch, answer in (attrs.get("answers") or {}).items():
-        s, verdict = answer.get("speedup"), answer.get("verdict")
-        if not s or not aa or verdict not in ("faster", "slower", "no measurable difference"):
-            continue
-        sides = s["default_ms_per_sample"] / max(s["best_ms_per_sample"], 1e-12)
-        above, below = s["p25"] > aa["p75"], s["p75"] < aa["p25"]
-        fine = {
-            "faster": above and s["median"] > 1.0 and sides > 1.0,
-            "slower": below and s["median"] < 1.0 and sides < 1.0,
-            "no measurable difference": not (above and sides > 1.0) and not (below and sides < 1.0),
-        }[verdict]
-        if not fine:
-            found.append(f"batch {batch}: {verdict} with {s['median']:.3f} [{s['p25']:.3f}, {s['p75']:.3f}], "
-                         f"sides {sides:.3f}, A/A [{aa['p25']:.3f}, {aa['p75']:.3f}]")  # fmt: skip
+    for batch, data in (attrs.get("answers") or {}).items():
+        answer = Answer.from_dict(data)
+        if answer.speedup is None or answer.verdict not in (FASTER, SLOWER, NO_DIFFERENCE):
+            continue  # nothing paired, or defaults that fail the gate: no verdict to check
+        called = verdict(answer.speedup, aa)
+        if called != answer.verdict:
+            s = answer.speedup
+            found.append(f"batch {batch}: stored {answer.verdict!r}, its figures say {called!r} "
+                         f"({s.median:.3f} [{s.p25:.3f}, {s.p75:.3f}], sides {s.ratio_of_medians:.3f})")  # fmt: skip
     return found
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from gpu_grid import wasted_trials
+from waste_cpu import contradictions
 
 
 def row(number: int, config: dict, *, state: str = "COMPLETE", known_slow: float | None = None, **attrs) -> dict:
@@ -49,14 +50,12 @@ def test_known_slow_trials_sharing_no_value_and_a_batch_alone_are_not_waste():
 def test_the_surfaces_check_finds_a_verdict_its_own_figures_contradict():
     """Issue 26: every stored verdict is checked against its interval, per-side milliseconds and the
     A/A control (bench/waste_cpu.py); each contradiction is found, a consistent study has none."""
-    from waste_cpu import contradictions
-
-    aa = {"median": 1.0, "p25": 0.99, "p75": 1.01}
+    aa = {"median": 1.0, "p25": 0.99, "p75": 1.01, "rounds": 9, "default_ms_per_sample": 1.0, "best_ms_per_sample": 1.0}
 
     def answer(verdict: str, median: float, p25: float, p75: float, default_ms: float, best_ms: float) -> dict:
-        speedup = {"median": median, "p25": p25, "p75": p75, "default_ms_per_sample": default_ms,
+        speedup = {"median": median, "p25": p25, "p75": p75, "rounds": 9, "default_ms_per_sample": default_ms,
                    "best_ms_per_sample": best_ms}  # fmt: skip
-        return {"verdict": verdict, "speedup": speedup}
+        return {"batch_size": 1, "trial": 1, "verdict": verdict, "speedup": speedup, "ms_per_sample": best_ms}
 
     consistent = {
         "1": answer("faster", 1.2, 1.15, 1.25, 1.2, 1.0),

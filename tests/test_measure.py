@@ -19,6 +19,9 @@ from autotune.measure import (
     median_ci_rel_width,
     paired_speedup,
 )
+from autotune.targets.base import TargetOptions
+from autotune.trial import PairedRequest, run_paired
+from tests.conftest import make_tiny_model
 
 
 def constant(seconds: float):
@@ -244,3 +247,18 @@ def test_paired_rounds_stop_once_settled_or_at_the_deadline_and_not_before_the_m
     assert late.rounds == 9
     # no rule: every round
     assert paired_speedup(slow, fast, rounds=21, **kwargs).rounds == 21
+
+
+def test_a_paired_run_says_where_its_time_went(tmp_path):
+    """Issue 26: each of finalize's pairings reports its stages (its two sides located or built,
+    each session opened, the timed rounds), which the log and bench/OVERHEAD.md read."""
+    model = make_tiny_model(tmp_path / "m.onnx")
+    pool = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    request = PairedRequest(
+        target_name="onnxruntime", target_options=TargetOptions(), model_a=model, config_a={}, model_b=model,
+        config_b={}, input_pool=pool, dynamic_batch=True, workdir=tmp_path / "paired", rounds=3, round_s=0.01,
+    )  # fmt: skip
+    result = run_paired(request)
+    stages = result["stages_s"]
+    assert set(stages) == {"sides_s", "open_a_s", "open_b_s", "rounds_s"}
+    assert all(seconds > 0 for seconds in stages.values()) and result["rounds"] == 3

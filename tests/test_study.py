@@ -15,6 +15,7 @@ import pytest
 from autotune.answer import best_trial, chosen_trial, pareto_front
 from autotune.cli import main
 from autotune.space import config_key
+from tests.dashboard_client import served_study_detail
 
 pytestmark = pytest.mark.slow
 
@@ -222,7 +223,6 @@ def test_every_surface_shows_the_same_front_and_marks_the_answer(finished, capsy
     import re
 
     from autotune.answer import shown_front
-    from tests.dashboard_client import served_study_detail
 
     monkeypatch.setenv("COLUMNS", "300")
     results, _, study = finished
