@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from autotune.rules import FailureRules, failure_class, rules_from_history
 from autotune.space import config_key, parse_space
 from autotune.sweep import Outcome, combine_winners, sweep_configs, unmeasured_config
@@ -237,3 +239,31 @@ def test_a_repeat_is_replaced_by_an_unmeasured_neighbour_of_the_fastest_configur
     assert only_fp32 is not None and only_fp32["precision"] == "fp32" and "calibration_method" not in only_fp32
     # every neighbour ruled out or known: none (the caller then draws a random configuration)
     assert unmeasured_neighbour(s, best, known, lambda c: False, seed=0) is None
+
+
+def test_a_trial_slow_within_the_defaults_own_swing_is_not_known_slow():
+    """A trial twice the defaults' best time is evidence of a slow configuration only when the
+    defaults themselves never measured that far apart (a contended 2-core machine runs the same
+    session 1.5-2.3x slower); a study whose controls swung 2.5x needs 5x."""
+    import types
+
+    from autotune.study._loop import StudyLoop, StudyRun
+    from autotune.trial import TrialResult
+
+    def loop(*defaults_ms: float) -> types.SimpleNamespace:
+        state = StudyRun(started=0.0, budget_s=None)
+        state.reference_latency_s, state.defaults_slowest_s = min(defaults_ms) / 1e3, max(defaults_ms) / 1e3
+        state.defaults_at[1] = min(defaults_ms) / 1e3
+        ns = types.SimpleNamespace(state=state)
+        ns.slow_at_batch = lambda result: StudyLoop.slow_at_batch(ns, result)  # the real methods
+        return ns
+
+    def trial(ms: float) -> TrialResult:
+        return TrialResult(5, {"graph_optimization_level": "basic"}, "complete", measurements={"latency_ms_p50": ms})
+
+    quiet, swinging = loop(1.0, 1.05), loop(1.0, 2.5)
+    assert quiet.state.noise() == 1.05 and swinging.state.noise() == 2.5
+    assert StudyLoop.known_slow(quiet, trial(2.2)) and not StudyLoop.known_slow(quiet, trial(2.0))
+    assert not StudyLoop.known_slow(swinging, trial(2.2)) and not StudyLoop.known_slow(swinging, trial(4.9))
+    assert StudyLoop.known_slow(swinging, trial(5.1))
+    assert not StudyLoop.known_slow(quiet, replace(trial(9.0), state="failed"))  # failures are rules of their own

@@ -99,6 +99,7 @@ class StudyRun:
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)  # digest -> summary
     reference_latency_s: float = 0.0  # the defaults' fastest latency per sample (trial 0, controls)
     trial0_latency_s: float = 0.0  # trial 0's own latency per sample (what drift is relative to)
+    defaults_slowest_s: float = 0.0  # the defaults' slowest latency per sample (trial 0, controls)
     done: int = 0  # trials that count toward --trials
     repeats: int = 0  # consecutive asks that brought nothing new (duplicates, ruled out)
     stopping: bool = False
@@ -119,6 +120,15 @@ class StudyRun:
     ran: list[dict[str, Any]] = field(default_factory=list)  # configurations that completed
 
     reserve_s: float = 0.0  # kept from the budget for finalize (its estimate, from the trials so far)
+
+    def noise(self) -> float:
+        """How far the defaults' own measurements spread (their slowest over their fastest, at
+        least 1): the machine's swing during this study, which a trial's slowness must exceed to
+        count as known slow (a 2-core machine runs the same session 1.5-2.3x slower while
+        contended; a 10 µs model's two trials measured there made a known-slow rule in CI)."""
+        if self.reference_latency_s <= 0 or self.defaults_slowest_s <= 0:
+            return 1.0
+        return max(self.defaults_slowest_s / self.reference_latency_s, 1.0)
 
     def out_of_time(self) -> bool:
         return self.budget_s is not None and time.monotonic() - self.started >= self.budget_s - self.reserve_s
@@ -231,6 +241,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
         if (attrs.get("baseline") or frozen.number == 0) and "latency_ms_p50" in attrs:
             run.reference_latency_s = attrs["latency_ms_p50"] / 1e3 / max(int(attrs.get("batch_size", 1)), 1)
             run.trial0_latency_s = run.reference_latency_s
+            run.defaults_slowest_s = max(run.defaults_slowest_s, run.reference_latency_s)
             run.default = outcome_from_attrs(dict(frozen.params), attrs)
     if len(requeued) > before:
         study.set_user_attr("requeued_cancelled", requeued)
@@ -250,6 +261,7 @@ def recover_state(study: Any, run: StudyRun, space: SearchSpace | None = None, s
     run.controls_sent = len(study.user_attrs.get("drift", []))
     for control in study.user_attrs.get("drift", []):
         run.reference_latency_s = min(run.reference_latency_s, control["ms_per_sample"] / 1e3)
+        run.defaults_slowest_s = max(run.defaults_slowest_s, control["ms_per_sample"] / 1e3)
 
 
 def _journal_arrival(spec: StudySpec, result: TrialResult) -> bool:
@@ -707,7 +719,7 @@ class StudyLoop:
             trial.set_user_attr("baseline", True)
         if self.slow_vs_baseline(result) > NEARLY_TOO_SLOW:
             trial.set_user_attr("slow_vs_baseline", self.slow_vs_baseline(result))
-        if result.state == "complete" and self.slow_at_batch(result) >= KNOWN_SLOW:
+        if result.state == "complete" and self.known_slow(result):
             trial.set_user_attr("known_slow", self.slow_at_batch(result))
         if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
             trial.set_user_attr("cancelled", True)
@@ -732,6 +744,7 @@ class StudyLoop:
         state.drift_ratio = per_sample_s / (state.trial0_latency_s or state.reference_latency_s)
         # The defaults' best measurement is the baseline of the slow-trial cap and the sweep.
         state.reference_latency_s = min(state.reference_latency_s, per_sample_s)
+        state.defaults_slowest_s = max(state.defaults_slowest_s, per_sample_s)
         if state.default is not None and result.throughput > state.default.throughput:
             state.default = replace(state.default, throughput=result.throughput)
         drift = list(self.study.user_attrs.get("drift", []))
@@ -747,6 +760,7 @@ class StudyLoop:
         if config_key(result.config) == self.defaults_key and result.measurements and not state.reference_latency_s:
             state.reference_latency_s = result.measurements["latency_ms_p50"] / 1e3 / result.batch_size
             state.trial0_latency_s = state.reference_latency_s
+            state.defaults_slowest_s = state.reference_latency_s
             state.default = result_outcome(result)
         if result.measurements and _defaults_but_batch(result.config, self.defaults):
             batch = max(result.batch_size, 1)
@@ -754,7 +768,7 @@ class StudyLoop:
             state.defaults_at[batch] = min(state.defaults_at.get(batch, math.inf), per_sample)
         before = {r.describe() for r in state.rules.enforced()}
         if result.state == "complete":
-            if self.slow_at_batch(result) >= KNOWN_SLOW:
+            if self.known_slow(result):
                 state.rules.record_slow(result.number, result.config)
             elif self.slow_vs_baseline(result) <= NEARLY_TOO_SLOW:
                 state.rules.record_success(result.config)
@@ -765,6 +779,11 @@ class StudyLoop:
         for rule in state.rules.enforced():
             if rule.describe() not in before and rule.trials:
                 logging.getLogger("autotune").info("new rule: %s", rule.describe())
+
+    def known_slow(self, result: TrialResult) -> bool:
+        """The result is evidence of a slow configuration: KNOWN_SLOW times the defaults' time per
+        sample at its batch, times the study's noise (`StudyRun.noise`)."""
+        return result.state == "complete" and self.slow_at_batch(result) >= KNOWN_SLOW * self.state.noise()
 
     def slow_at_batch(self, result: TrialResult) -> float:
         """Time per sample over the defaults' at the result's batch (at batch 1 where the
