@@ -156,6 +156,10 @@ class PairedSpeedup:
     a_ms_per_sample_median: float
     b_ms_per_sample_median: float
     states: tuple[dict[str, float | int | str], ...] = ()
+    # every round, in the order they ran: its ratio and each side's block median ms per sample
+    ratios: tuple[float, ...] = ()
+    a_ms: tuple[float, ...] = ()
+    b_ms: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -272,6 +276,9 @@ def paired_speedup(
         a_ms_per_sample_median=float(np.median(per_a)) * 1e3,
         b_ms_per_sample_median=float(np.median(per_b)) * 1e3,
         states=machine_states(per_a, per_b, ratios),
+        ratios=tuple(ratios),
+        a_ms=tuple(x * 1e3 for x in per_a),
+        b_ms=tuple(x * 1e3 for x in per_b),
     )
 
 
@@ -386,17 +393,43 @@ def speedup_interval(speedup: Any) -> tuple[float, float]:
     return float(speedup.p25), float(speedup.p75)
 
 
-def clear_of(floor: tuple[float, float] | None) -> Callable[[list[float]], bool]:
+def clear_of(floor: tuple[float, float] | None, rounds: int | None = None) -> Callable[[list[float]], bool]:
     """The sequential rule of a paired measurement: settled once the interquartile interval of
     the ratios so far lies wholly above or below `floor` (the A/A control's p25, p75; 1.0 when
-    there is none), i.e. once `autotune.answer.verdict` could call it faster or slower."""
+    there is none), i.e. once `autotune.answer.verdict` could call it faster or slower; and, given
+    the most `rounds` the measurement may run, once it cannot any more (`can_clear`): its verdict
+    is then "no measurable difference" whatever the remaining rounds measure.
+
+    Example:
+        >>> straddling = [0.97, 1.03] * 6  # 12 rounds, six on each side of a floor of [0.99, 1.01]
+        >>> clear_of((0.99, 1.01))(straddling), clear_of((0.99, 1.01), rounds=21)(straddling)
+        (False, True)
+        >>> clear_of((0.99, 1.01), rounds=21)(straddling[:8])  # 13 more rounds above 1.01 could clear it
+        False
+    """
     low_floor, high_floor = floor if floor is not None else (1.0, 1.0)
 
     def settled(ratios: list[float]) -> bool:
         p25, p75 = np.percentile(ratios, [25, 75])
-        return bool(p25 > high_floor or p75 < low_floor)
+        if p25 > high_floor or p75 < low_floor:
+            return True
+        return rounds is not None and not can_clear(ratios, rounds, (low_floor, high_floor))
 
     return settled
+
+
+def can_clear(ratios: Sequence[float], rounds: int, floor: tuple[float, float]) -> bool:
+    """Whether `rounds - len(ratios)` more rounds could still put the interquartile interval
+    of the ratios wholly above `floor` (every further ratio larger than any so far) or wholly
+    below it (every further ratio 0, the least a ratio can be). Exact for numpy's linear
+    percentiles: when False, no further rounds can make the verdict faster or slower."""
+    more = max(rounds - len(ratios), 0)
+    highest = np.concatenate([ratios, np.full(more, _ABOVE_EVERY_RATIO)])
+    lowest = np.concatenate([ratios, np.zeros(more)])
+    return bool(np.percentile(highest, 25) > floor[1] or np.percentile(lowest, 75) < floor[0])
+
+
+_ABOVE_EVERY_RATIO = 1e12  # stands for +inf where numpy would interpolate inf * 0
 
 
 def narrow_within(width: float) -> Callable[[list[float]], bool]:

@@ -376,7 +376,7 @@ def run_paired(request: PairedRequest) -> dict[str, Any]:
             round_s=request.round_s,
             min_rounds=request.min_rounds,
             settled=(
-                clear_of(request.floor)
+                clear_of(request.floor, request.rounds)
                 if request.sequential
                 else narrow_within(request.settle_width)
                 if request.settle_width is not None

@@ -249,6 +249,27 @@ def test_paired_rounds_stop_once_settled_or_at_the_deadline_and_not_before_the_m
     assert paired_speedup(slow, fast, rounds=21, **kwargs).rounds == 21
 
 
+def test_a_pairing_stops_once_no_further_round_could_clear_the_floor():
+    """Issue 26: a pairing whose interval straddles the A/A control stops as soon as no further
+    round up to its cap could put the interval wholly above or below it (the verdict "cannot any
+    more" change), and not before; the rounds it ran are kept."""
+    from autotune.measure import can_clear, clear_of, paired_speedup
+
+    floor = (0.99, 1.01)
+    straddling = [0.97, 1.03] * 6
+    assert not clear_of(floor)(straddling)  # the interval overlaps the floor ...
+    assert clear_of(floor, rounds=21)(straddling)  # ... and 9 more rounds cannot change that
+    # 8 rounds in, 13 more rounds above 1.03 would still clear it: not settled
+    assert can_clear(straddling[:8], 21, floor) and not clear_of(floor, rounds=21)(straddling[:8])
+    assert clear_of(floor)(straddling[:8] + [1.5] * 13)  # (and such rounds do clear it)
+    assert clear_of(floor, rounds=21)([1.2] * 9)  # clear of the floor: settled as before
+    # the same pair against itself stops at the minimum instead of the cap
+    slow = lambda: 0.002  # noqa: E731
+    kwargs = dict(round_s=0.0, warmup_s=0.0, warmup_iters=1, min_iters_per_round=1, warmup_settle=0)
+    same = paired_speedup(slow, slow, rounds=21, min_rounds=9, settled=clear_of((0.98, 1.02), rounds=21), **kwargs)
+    assert same.rounds == 9 and same.ratios == (1.0,) * 9 and len(same.a_ms) == len(same.b_ms) == 9
+
+
 def test_a_paired_run_says_where_its_time_went(tmp_path):
     """Issue 26: each of finalize's pairings reports its stages (its two sides located or built,
     each session opened, the timed rounds), which the log and bench/OVERHEAD.md read."""
