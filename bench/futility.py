@@ -2,23 +2,30 @@
 (issue 26: "paired rounds stop as soon as the verdict is settled: the interval clears the A/A
 interval or cannot any more")
 
-For each kept study (default: bench/waste_cpu.py's five trained models in results/waste_cpu/), each
-stored answer's paired finalist is paired again against the defaults at its batch for all
-`autotune.finalize.PAIRED_ROUNDS` rounds, as finalize pairs it (`autotune.finalize.measure_speedup`
-in a forked child, `autotune.workers.run_paired_isolated`), keeping every round's ratio and per-side
-milliseconds. The rounds are then replayed, in the order they ran, through finalize's sequential
-rule (`autotune.measure.clear_of`) as it was (stop once the interval clears the study's A/A control)
-and as it is (also stop once no further rounds up to the cap could clear it), each from the study's
-own minimum rounds: the round each stops at and the verdict there (`autotune.answer.verdict`),
-against the verdict of all the rounds.
+For each kept study (default: bench/waste_cpu.py's five trained models in results/waste_cpu/), the
+A/A control is measured as finalize measures it (the defaults against themselves at batch 1, settled
+once its interval is `QUIET_AA_WIDTH` wide, after `MIN_ROUNDS`), and finalize's minimum rounds follow
+from it (`QUIET_MIN_ROUNDS` when it is quiet). Then each stored answer's paired finalist is paired
+against the defaults at its batch for all `PAIRED_ROUNDS` rounds (`autotune.finalize.measure_speedup`
+in a forked child, `autotune.workers.run_paired_isolated`), and so are the defaults against
+themselves at batches 1 and 2: the known-bad case, which a verdict must never call faster or slower.
+Every round's ratio and per-side milliseconds are kept (`--json`), and the rounds are replayed, in
+the order they ran, through the sequential rule (`autotune.measure.clear_of`): "clears" stops once
+the interval clears the A/A control (finalize's rule before), "clears or cannot" also once no further
+round up to the cap could, and "now" (finalize's rule now) stops on a clearance only by half the
+control's width or more; each from several minimum rounds. For each: the round it stops at and its verdict there
+(`autotune.answer.verdict`), against the verdict of all the rounds.
 
-    .venv/bin/python bench/futility.py [--studies results/waste_cpu/waste0 ...] [--out bench/FUTILITY.md]
+    .venv/bin/python bench/futility.py [--studies results/waste_cpu/waste0 ...] [--min-rounds 5 7 9]
+        [--out bench/FUTILITY.md] [--json bench/FUTILITY.json] [--replay bench/FUTILITY.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -31,99 +38,151 @@ import optuna
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from autotune.answer import Speedup, default_trial, stored_aa, stored_answers, verdict  # noqa: E402
-from autotune.finalize import PAIRED_ROUNDS, measure_speedup  # noqa: E402
-from autotune.measure import clear_of  # noqa: E402
+from autotune.answer import (  # noqa: E402
+    NO_DIFFERENCE,
+    Speedup,
+    default_trial,
+    defaults_at_batch,
+    stored_answers,
+    verdict,
+)
+from autotune.finalize import MIN_ROUNDS, PAIRED_ROUNDS, QUIET_AA_WIDTH, QUIET_MIN_ROUNDS, measure_speedup, quiet  # noqa: E402
+from autotune.measure import SETTLE_MARGIN, clear_of  # noqa: E402
 from autotune.workers import run_paired_isolated  # noqa: E402
 
 DEFAULT_STUDIES = sorted((ROOT / "results" / "waste_cpu").glob("waste[0-9]"))
+# name -> (margin, whether it stops once it cannot clear): finalize's rule before issue 26's change,
+# the "cannot any more" stop alone, and the rule as finalize runs it now (SETTLE_MARGIN)
+RULES = {
+    "clears": (0.0, False),
+    "clears or cannot": (0.0, True),
+    "clears by half the control's width, or cannot (now)": (SETTLE_MARGIN, True),
+}
 
 
-def replay(record: dict[str, Any], aa: Speedup | None, min_rounds: int, cap: int) -> dict[str, dict[str, Any]]:
-    """Where each rule stops on `record`'s rounds (in the order they ran) and its verdict there;
-    "all" is every round."""
-    ratios, a_ms, b_ms = record["ratios"], record["a_ms"], record["b_ms"]
-    floor = (aa.p25, aa.p75) if aa is not None else None
-    rules = {"clears": clear_of(floor), "clears or cannot": clear_of(floor, rounds=cap)}
-    out = {}
-    for name, settled in [*rules.items(), ("all", None)]:
-        n = len(ratios)
-        if settled is not None:
-            n = next((k for k in range(min_rounds, len(ratios) + 1) if settled(list(ratios[:k]))), len(ratios))
-        r = np.asarray(ratios[:n])
-        s = Speedup(
-            float(np.median(r)), float(np.percentile(r, 25)), float(np.percentile(r, 75)), n,
-            float(np.median(a_ms[:n])), float(np.median(b_ms[:n])),
-        )  # fmt: skip
-        out[name] = {"rounds": n, "verdict": verdict(s, aa), "speedup": s}
-    return out
+def speedup_of(record: dict[str, Any], n: int) -> Speedup:
+    r = np.asarray(record["ratios"][:n])
+    return Speedup(
+        float(np.median(r)), float(np.percentile(r, 25)), float(np.percentile(r, 75)), n,
+        float(np.median(record["a_ms"][:n])), float(np.median(record["b_ms"][:n])),
+    )  # fmt: skip
 
 
-def pairings(study_dir: Path) -> list[dict[str, Any]]:
+def replay(record: dict[str, Any], aa: Speedup, rule: str, min_rounds: int) -> tuple[int, str]:
+    """Where `rule` stops on `record`'s rounds (in the order they ran) from `min_rounds`, and its
+    verdict there."""
+    ratios = list(record["ratios"])
+    margin, cannot = RULES[rule]
+    settled = clear_of((aa.p25, aa.p75), rounds=len(ratios) if cannot else None, margin=margin)
+    n = next((k for k in range(min_rounds, len(ratios) + 1) if settled(ratios[:k])), len(ratios))
+    return n, verdict(speedup_of(record, n), aa)
+
+
+def study_records(study_dir: Path) -> dict[str, Any]:
+    """The fresh A/A control and every pairing of one study, each with all its rounds."""
     storage = f"sqlite:///{study_dir / 'study.db'}"
     name = optuna.get_all_study_summaries(storage)[0].study_name
     study = optuna.load_study(study_name=name, storage=storage)
-    zero, aa = default_trial(study), stored_aa(study)
-    min_rounds = int(study.user_attrs.get("paired_min_rounds", 9))
-    rows, kept = [], []  # every paired run's raw result (its rounds)
-    for batch, answer in sorted(stored_answers(study).items()):
-        winner = getattr(answer, "paired_winner", None)
-        if winner is None or zero is None:
-            continue
+    zero = default_trial(study)
+    assert zero is not None, f"{study_dir}: no defaults trial"
+    kept: list[dict[str, Any]] = []  # each paired run's raw result
+
+    def pair(candidate: Any, batch: int, **options: Any) -> dict[str, Any]:
         measure_speedup(
-            study, zero, study.trials[winner], batch, PAIRED_ROUNDS,
-            lambda request: kept.append(run_paired_isolated(request)) or kept[-1], min_rounds=PAIRED_ROUNDS,
+            study, zero, candidate, batch, PAIRED_ROUNDS,
+            lambda request: kept.append(run_paired_isolated(request)) or kept[-1], **options,
         )  # fmt: skip
         raw = kept[-1]
-        found = replay(raw, aa, min_rounds, PAIRED_ROUNDS)
-        rows.append({"study": name, "model": Path(study.user_attrs["model_path"]).name, "batch": batch,
-                     "trial": winner, "min_rounds": min_rounds, "aa": aa, **found})  # fmt: skip
-        print(name, batch, {k: (v["rounds"], v["verdict"]) for k, v in found.items()}, flush=True)
-    return rows
+        return {"ratios": list(raw["ratios"]), "a_ms": list(raw["a_ms"]), "b_ms": list(raw["b_ms"])}
+
+    control = pair(zero, 1, settle_width=QUIET_AA_WIDTH, min_rounds=MIN_ROUNDS)
+    plan = [(batch, answer.paired_winner) for batch, answer in sorted(stored_answers(study).items())]
+    same = {b: defaults_at_batch(study, zero, b) for b in (1, 2)}  # the defaults' own trial at that batch
+    plan += [(b, t.number) for b, t in same.items() if t is not None]  # the known-bad case: an A/A pairing
+    pairings = []
+    for batch, winner in plan:
+        if winner is None:
+            continue
+        record = pair(study.trials[winner], batch, min_rounds=PAIRED_ROUNDS)
+        aa_pair = same.get(batch) is not None and winner == same[batch].number
+        pairings.append({"batch": batch, "trial": winner, "aa_pair": aa_pair, **record})
+        print(name, batch, winner, f"{np.median(record['ratios']):.3f}", flush=True)
+    return {"study": name, "model": Path(study.user_attrs["model_path"]).name, "control": control, "pairings": pairings}
 
 
 def interval(s: Speedup) -> str:
     return f"{s.median:.3f} [{s.p25:.3f}, {s.p75:.3f}]"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", nargs="*", type=Path, default=DEFAULT_STUDIES)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "FUTILITY.md")
-    args = parser.parse_args()
-    rows = [row for study_dir in args.studies for row in pairings(study_dir)]
+def write(records: list[dict[str, Any]], minimums: list[int], out: Path, when: str) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     lines = [
         "# When a pairing's verdict is settled (issue 26)",
         "",
-        f"`.venv/bin/python bench/futility.py` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, autotune "
-        f"{commit.stdout.strip()}, {platform.machine()} with {len(__import__('os').sched_getaffinity(0))} cores "
-        "(ONNX Runtime CPU). " + " ".join(__doc__.split("\n\n")[1].split()),
+        f"`.venv/bin/python bench/futility.py` on {when}, autotune {commit.stdout.strip()}, {platform.machine()} "
+        f"with {len(os.sched_getaffinity(0))} cores (ONNX Runtime CPU). " + " ".join(__doc__.split("\n\n")[1].split()),
         "",
-        f"| study (model) | batch | finalist | A/A control | all {PAIRED_ROUNDS} rounds | clears: rounds, verdict "
-        "| clears or cannot: rounds, verdict | same verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "Each cell: the round the rule stopped at, and its verdict there (F faster, S slower, = no measurable "
+        f"difference); **bold** where it differs from all {PAIRED_ROUNDS} rounds'. A/A rows pair the defaults "
+        "against themselves: any F or S there is a false verdict.",
+        "",
+        "| study (model) | A/A control (finalize's minimum) | batch | finalist | all rounds | "
+        + " | ".join(f"{rule}, from {m}" for m in minimums for rule in RULES)
+        + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in minimums for _ in RULES) + " |",
     ]
-    for r in rows:
-        aa = interval(r["aa"]) if r["aa"] is not None else "-"
-        same = r["clears or cannot"]["verdict"] == r["all"]["verdict"]
-        lines.append(
-            f"| {r['study']} ({r['model']}) | {r['batch']} | {r['trial']} | {aa} | {interval(r['all']['speedup'])} "
-            f"{r['all']['verdict']} | {r['clears']['rounds']}, {r['clears']['verdict']} | "
-            f"{r['clears or cannot']['rounds']}, {r['clears or cannot']['verdict']} | {'yes' if same else '**no**'} |"
-        )
-    before = sum(r["clears"]["rounds"] for r in rows)
-    after = sum(r["clears or cannot"]["rounds"] for r in rows)
-    changed = sum(r["clears or cannot"]["verdict"] != r["all"]["verdict"] for r in rows)
-    changed_before = sum(r["clears"]["verdict"] != r["all"]["verdict"] for r in rows)
-    lines += [
-        "",
-        f'Rounds over {len(rows)} pairings: {before} with the rule as it was, {after} with "or cannot" '
-        f"({after / before:.2f}x). Verdicts other than all {PAIRED_ROUNDS} rounds': {changed_before} as it was, "
-        f'{changed} with "or cannot" (it stops only when no further round could change the interval\'s verdict).',
-        "",
-    ]
-    args.out.write_text("\n".join(lines))
+    short = {"faster": "F", "slower": "S", NO_DIFFERENCE: "="}
+    totals = {(m, rule): [0, 0, 0] for m in minimums for rule in RULES}  # rounds, changed, false A/A
+    aa_rows = 0
+    for rec in records:
+        ratios = rec["control"]["ratios"]
+        aa = speedup_of(rec["control"], len(ratios))
+        finalize_min = QUIET_MIN_ROUNDS if quiet(aa) else MIN_ROUNDS
+        for p in rec["pairings"]:
+            full = verdict(speedup_of(p, len(p["ratios"])), aa)
+            aa_rows += p["aa_pair"]
+            cells = []
+            for m in minimums:
+                for rule in RULES:
+                    n, v = replay(p, aa, rule, m)
+                    t = totals[(m, rule)]
+                    t[0] += n
+                    t[1] += v != full
+                    t[2] += p["aa_pair"] and v != NO_DIFFERENCE
+                    cell = f"{n} {short[v]}"
+                    cells.append(f"**{cell}**" if v != full else cell)
+            finalist = f"{p['trial']} (A/A)" if p["aa_pair"] else str(p["trial"])
+            lines.append(
+                f"| {rec['study']} ({rec['model']}) | {interval(aa)}, {len(ratios)} rounds ({finalize_min}) | "
+                f"{p['batch']} | {finalist} | {interval(speedup_of(p, len(p['ratios'])))} {short[full]} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    pairs = sum(len(rec["pairings"]) for rec in records)
+    lines += ["", f"Over {pairs} pairings ({aa_rows} of them A/A):", ""]
+    lines += ["| minimum rounds | rule | rounds run | verdicts unlike all rounds' | false verdicts on A/A |"]
+    lines += ["| --- | --- | --- | --- | --- |"]
+    for (m, rule), (rounds, changed, false) in totals.items():
+        lines.append(f"| {m} | {rule} | {rounds} of {pairs * PAIRED_ROUNDS} | {changed} | {false} of {aa_rows} |")
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", nargs="*", type=Path, default=DEFAULT_STUDIES)
+    parser.add_argument("--min-rounds", nargs="*", type=int, default=[5, 9])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "FUTILITY.md")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "FUTILITY.json")
+    parser.add_argument("--replay", type=Path, help="replay the rounds of this --json file instead of measuring")
+    args = parser.parse_args()
+    if args.replay:
+        saved = json.loads(args.replay.read_text())
+        records, when = saved["records"], saved["when"]
+    else:
+        when = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+        records = [study_records(study_dir) for study_dir in args.studies]
+        args.json.write_text(json.dumps({"when": when, "records": records}))
+    write(records, args.min_rounds, args.out, when)
     print(args.out)
     return 0
 

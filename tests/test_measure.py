@@ -263,6 +263,10 @@ def test_a_pairing_stops_once_no_further_round_could_clear_the_floor():
     assert can_clear(straddling[:8], 21, floor) and not clear_of(floor, rounds=21)(straddling[:8])
     assert clear_of(floor)(straddling[:8] + [1.5] * 13)  # (and such rounds do clear it)
     assert clear_of(floor, rounds=21)([1.2] * 9)  # clear of the floor: settled as before
+    # ... by half the floor's width at least: a bare clearance runs on (bench/FUTILITY.md: an A/A
+    # pairing touches past the control's edge after a few rounds, and all 21 find no difference)
+    assert not clear_of(floor, rounds=21)([1.015] * 9) and clear_of(floor, rounds=21)([1.025] * 9)
+    assert not clear_of(floor, rounds=21)([0.985] * 9) and clear_of(floor, rounds=21)([0.975] * 9)
     # the same pair against itself stops at the minimum instead of the cap
     slow = lambda: 0.002  # noqa: E731
     kwargs = dict(round_s=0.0, warmup_s=0.0, warmup_iters=1, min_iters_per_round=1, warmup_settle=0)
