@@ -88,6 +88,17 @@ def contradictions(attrs: dict[str, Any]) -> list[str]:
     return found
 
 
+def time_outside_trials(study: str, results_dir: Path, wall_s: float) -> dict[str, float]:
+    """Where a study's wall went (issue 26, bench/OVERHEAD.md): its finalize, and the share of the
+    wall outside the span from the first trial's start to the last trial's end (start-up,
+    orchestration and finalize)."""
+    quiet_optuna()
+    study_ = optuna.load_study(study_name=study, storage=storage_url(results_dir / study))
+    told = [t for t in study_.trials if t.datetime_start is not None and t.datetime_complete is not None]
+    span = (max(t.datetime_complete for t in told) - min(t.datetime_start for t in told)).total_seconds()
+    return {"finalize_s": float(study_.user_attrs.get("finalize_s", 0.0)), "outside_trials": 1.0 - span / wall_s}
+
+
 def surfaces(study: str, results_dir: Path) -> dict[str, Any]:
     """The answer and the front each surface names (issue 26: one answer everywhere): the study's
     `best_trial`, `autotune status`, report.md, the dashboard's note and the manifest `autotune
@@ -151,6 +162,12 @@ def surfaces_cell(found: dict[str, Any]) -> str:
     return cell
 
 
+def finalize_cell(record: dict) -> str:
+    if "finalize_s" not in record:
+        return "-"  # rows measured before the bench recorded it
+    return f"{record['finalize_s']:.0f} s ({record['outside_trials']:.0%} of the wall outside trials)"
+
+
 def row_line(record: dict) -> str:
     w = record["wasted"]
     repeats = [r["number"] for r in w["repeat_failures"]]
@@ -162,7 +179,7 @@ def row_line(record: dict) -> str:
     return (
         f"| {record['model']} | {record['trial_numbers']} | {record['states']} | **{w['count']}** "
         f"| {w['duplicates']} | {repeats} | {slow} | {w['ruled_out']} | {rules or '-'} "
-        f"| {record['wall_s']:.0f} s of {record['budget']} | {surfaces_cell(record['surfaces'])} "
+        f"| {record['wall_s']:.0f} s of {record['budget']} | {finalize_cell(record)} | {surfaces_cell(record['surfaces'])} "
         f"| {record['commit']} | {record['measured']} |"
     )
 
@@ -200,6 +217,7 @@ def main() -> None:
             "wall_s": run["wall_s"], "budget": budget, "trial_numbers": len(figures["trials"]),
             "states": figures["states"], "wasted": figures["wasted"], "rules": figures["rules"],
             "surfaces": surfaces(study, RESULTS), "commit": commit.strip(), "measured": datetime.date.today().isoformat(),
+            **time_outside_trials(study, RESULTS, run["wall_s"]),
         }  # fmt: skip
         print(row_line(record), flush=True)
         records.append(record)
@@ -230,9 +248,9 @@ def write(records: list[dict]) -> None:
         summary,
         "",
         "| model | trial numbers | states | wasted | duplicates | repeated failures | repeated known-slow "
-        "| ruled out (not run) | rules | wall | the answer, the front and the verdicts on every surface | autotune "
-        "| measured |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| ruled out (not run) | rules | wall | finalize | the answer, the front and the verdicts on every surface "
+        "| autotune | measured |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *map(row_line, records),
         "",
     ]
