@@ -427,3 +427,39 @@ def test_the_profile_estimate_counts_the_slowest_build_of_the_defaults_at_a_fina
 
     assert both >= profile_estimate_s(2.5, 0.0) > profile_estimate_s(0.5, 0.0)
     assert alone < both
+
+
+def test_a_finalist_called_faster_is_not_displaced_by_a_higher_median_that_is_not():
+    """A batch's winner is its best finalist that the verdict calls faster: a higher median whose
+    per-side medians disagree (not faster) must not hand the batch back to the defaults (PP-OCRv4's
+    recognizer on the CPU: trial 19 faster at 1.114x lost to trial 17's 1.133x, sides 0.72x)."""
+    import autotune.finalize as fin
+    from autotune.answer import Speedup
+
+    trials = [
+        _trial(0, 1, 12.2, {"graph": "a"}, baseline=True),
+        _trial(1, 1, 11.1, {"graph": "b"}),
+        _trial(2, 1, 11.0, {"graph": "c"}),
+    ]
+    study = _study(trials)
+    aa = Speedup(1.002, 0.998, 1.005, 9, 12.63, 12.65)
+    measured = {
+        1: Speedup(1.114, 1.111, 1.123, 5, 13.10, 11.65),  # faster: clear of the control, sides agree
+        2: Speedup(1.133, 1.116, 1.244, 5, 15.45, 21.43),  # higher median, the sides the other way
+    }
+    original = fin.measure_speedup
+    fin.measure_speedup = lambda study, zero, trial, batch, rounds, fn, **_: measured[trial.number]
+    try:
+        answer = fin.choose_answers(study, study.trials[0], 21, None, aa)[1]
+        assert answer.verdict == "faster" and answer.trial == 1 and answer.paired_winner == 1
+        # with no finalist faster, the best median is the one compared, and the defaults stay
+        measured[1] = Speedup(1.01, 0.99, 1.03, 21, 12.0, 11.9)
+        answer = fin.choose_answers(study, study.trials[0], 21, None, aa)[1]
+        assert answer.paired_winner == 2 and answer.trial == 0 and answer.verdict == "no measurable difference"
+        # defaults that fail the gate: the fastest accurate finalist by median, whatever its verdict
+        failing = _study([_trial(0, 1, 12.2, {"graph": "a"}, baseline=True, constraints=[1.0]), *trials[1:]])
+        measured[1] = Speedup(1.114, 1.111, 1.123, 5, 13.10, 11.65)
+        answer = fin.choose_answers(failing, failing.trials[0], 21, None, aa)[1]
+        assert answer.trial == 2 and answer.verdict == "defaults fail the gate"
+    finally:
+        fin.measure_speedup = original
