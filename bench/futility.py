@@ -119,7 +119,8 @@ def write(records: list[dict[str, Any]], minimums: list[int], out: Path, when: s
     lines = [
         "# When a pairing's verdict is settled (issue 26)",
         "",
-        f"`.venv/bin/python bench/futility.py` on {when}, autotune {commit.stdout.strip()}, {platform.machine()} "
+        f"`.venv/bin/python bench/futility.py`: rounds measured {when}, replayed by autotune {commit.stdout.strip()}; "
+        f"{platform.machine()} "
         f"with {len(os.sched_getaffinity(0))} cores (ONNX Runtime CPU). " + " ".join(__doc__.split("\n\n")[1].split()),
         "",
         "Each cell: the round the rule stopped at, and its verdict there (F faster, S slower, = no measurable "
