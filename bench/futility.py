@@ -48,6 +48,7 @@ from autotune.answer import (  # noqa: E402
 )
 from autotune.finalize import MIN_ROUNDS, PAIRED_ROUNDS, QUIET_AA_WIDTH, QUIET_MIN_ROUNDS, measure_speedup, quiet  # noqa: E402
 from autotune.measure import SETTLE_MARGIN, clear_of  # noqa: E402
+from autotune.study import storage_url  # noqa: E402
 from autotune.workers import run_paired_isolated  # noqa: E402
 
 DEFAULT_STUDIES = sorted((ROOT / "results" / "waste_cpu").glob("waste[0-9]"))
@@ -80,19 +81,18 @@ def replay(record: dict[str, Any], aa: Speedup, rule: str, min_rounds: int) -> t
 
 def study_records(study_dir: Path) -> dict[str, Any]:
     """The fresh A/A control and every pairing of one study, each with all its rounds."""
-    storage = f"sqlite:///{study_dir / 'study.db'}"
+    storage = storage_url(study_dir)
     name = optuna.get_all_study_summaries(storage)[0].study_name
     study = optuna.load_study(study_name=name, storage=storage)
     zero = default_trial(study)
     assert zero is not None, f"{study_dir}: no defaults trial"
-    kept: list[dict[str, Any]] = []  # each paired run's raw result
 
     def pair(candidate: Any, batch: int, **options: Any) -> dict[str, Any]:
+        raw: dict[str, Any] = {}  # the paired run's own result, with every round
         measure_speedup(
             study, zero, candidate, batch, PAIRED_ROUNDS,
-            lambda request: kept.append(run_paired_isolated(request)) or kept[-1], **options,
+            lambda request: raw.update(run_paired_isolated(request)) or raw, **options,
         )  # fmt: skip
-        raw = kept[-1]
         return {"ratios": list(raw["ratios"]), "a_ms": list(raw["a_ms"]), "b_ms": list(raw["b_ms"])}
 
     control = pair(zero, 1, settle_width=QUIET_AA_WIDTH, min_rounds=MIN_ROUNDS)

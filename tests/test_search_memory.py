@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import types
 from dataclasses import replace
 
 from autotune.rules import FailureRules, failure_class, rules_from_history
 from autotune.space import config_key, parse_space
+from autotune.study._loop import StudyLoop, StudyRun
 from autotune.sweep import Outcome, combine_winners, sweep_configs, unmeasured_config
 from autotune.targets.onnxruntime import OnnxRuntimeTarget
+from autotune.trial import TrialResult
 
 SPACE = {
     "target": "onnxruntime",
@@ -245,10 +248,6 @@ def test_a_trial_slow_within_the_defaults_own_swing_is_not_known_slow():
     """A trial twice the defaults' best time is evidence of a slow configuration only when the
     defaults themselves never measured that far apart (a contended 2-core machine runs the same
     session 1.5-2.3x slower); a study whose controls swung 2.5x needs 5x."""
-    import types
-
-    from autotune.study._loop import StudyLoop, StudyRun
-    from autotune.trial import TrialResult
 
     def loop(*defaults_ms: float) -> types.SimpleNamespace:
         state = StudyRun(started=0.0, budget_s=None)

@@ -719,7 +719,7 @@ class StudyLoop:
             trial.set_user_attr("baseline", True)
         if self.slow_vs_baseline(result) > NEARLY_TOO_SLOW:
             trial.set_user_attr("slow_vs_baseline", self.slow_vs_baseline(result))
-        if result.state == "complete" and self.known_slow(result):
+        if self.known_slow(result):
             trial.set_user_attr("known_slow", self.slow_at_batch(result))
         if result.state == "failed" and result.reason.startswith(CANCELLED_PREFIXES):
             trial.set_user_attr("cancelled", True)
